@@ -1,0 +1,157 @@
+//! Putting the parts together: topology, store, runtime, supervisor and the
+//! API server, with an explicit shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_protocol::{NodeId, labels};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::store::{Store, StoreError};
+use crate::supervisor::{self, SupervisorConfig, SupervisorHandle};
+use crate::topology::{self, TopologyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for the API on {addr}: {source} (pick another with --api)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("API server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// Where the API actually listens (useful with port 0).
+    pub api_addr: SocketAddr,
+    pub supervisor: SupervisorHandle,
+    server: JoinHandle<std::io::Result<()>>,
+    actor: JoinHandle<()>,
+}
+
+impl RunningAgent {
+    /// Waits until shutdown completes.
+    pub async fn wait(self) -> Result<(), AgentError> {
+        self.server.await?.map_err(AgentError::Serve)?;
+        self.actor.await?;
+        Ok(())
+    }
+}
+
+/// Starts an agent on the local Docker engine.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    let runtime = Arc::new(DockerRuntime::from_env()?);
+    start_with_runtime(config, runtime, shutdown).await
+}
+
+/// Starts an agent on any runtime (tests use the in-memory one).
+pub async fn start_with_runtime<R: ContainerRuntime>(
+    config: Config,
+    runtime: Arc<R>,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    let synthetic = config.topology.clone();
+    let topology =
+        tokio::task::spawn_blocking(move || topology::load(synthetic.as_deref())).await??;
+    info!(node = %config.node_id, topology = %topology.model.summary(), "topology loaded");
+    if let mesh_protocol::topology::HostMapping::RoundRobin { cpus, mems } = &topology.mapping {
+        warn!(
+            host_cpus = ?cpus, host_mems = ?mems,
+            "synthetic topology: bookkeeping follows it; containers are pinned round-robin onto the host's real CPUs and NUMA nodes"
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = Store::open(&config.data_dir)?;
+    let listener = TcpListener::bind(config.api)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: config.api,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| AgentError::Listen {
+        addr: config.api,
+        source,
+    })?;
+    let sup_config = SupervisorConfig {
+        node: config.node_id.clone(),
+        topology,
+        max_queue: config.max_queue,
+        network: config.network.clone(),
+        log_dir: config.data_dir.join("logs"),
+        ping_interval: config.ping_interval,
+    };
+    let (supervisor, actor) = supervisor::spawn(sup_config, runtime, store, shutdown.clone())
+        .map_err(|source| AgentError::DataDir {
+            path: config.data_dir.join("logs").display().to_string(),
+            source,
+        })?;
+    let app = crate::api::router(supervisor.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    });
+    info!(node = %config.node_id, api = %api_addr, "meshd listening");
+    Ok(RunningAgent {
+        api_addr,
+        supervisor,
+        server,
+        actor,
+    })
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Removes our containers on this Docker host: this node's, or with `node`
+/// None every node's. Returns how many were removed.
+pub async fn cleanup<R: ContainerRuntime>(
+    runtime: &R,
+    node: Option<&NodeId>,
+) -> Result<usize, RuntimeError> {
+    let node_str = node.map(NodeId::to_string);
+    let found = match &node_str {
+        Some(n) => runtime.list(&[(labels::NODE, n.as_str())]).await?,
+        None => runtime
+            .list(&[])
+            .await?
+            .into_iter()
+            .filter(|c| c.labels.contains_key(labels::NODE))
+            .collect(),
+    };
+    for c in &found {
+        runtime.remove(&c.id).await?;
+        info!(container = %c.name, "removed");
+    }
+    Ok(found.len())
+}

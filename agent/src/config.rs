@@ -1,0 +1,248 @@
+//! The agent's configuration, layered: defaults, then a TOML file
+//! (`--config`), then `MESH_*` environment variables, then flags. Parsed
+//! once into [`Config`]; tests use [`Config::builder`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use mesh_protocol::NodeId;
+use serde::Deserialize;
+
+pub const DEFAULT_API: &str = "127.0.0.1:7700";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshd";
+pub const DEFAULT_MAX_QUEUE: usize = 1000;
+
+/// Flags and their `MESH_*` variables. Every value is optional here so that
+/// the file layer can fill what the command line leaves out.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "meshd",
+    version,
+    about = "The Ganger agent: runs tasks as CPU-pinned containers on this Docker host"
+)]
+pub struct Args {
+    /// TOML file with any of the settings below (keys as the flags, with '_').
+    #[arg(long, env = "MESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's name in the mesh [default: the host name].
+    #[arg(long, env = "MESH_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Address of the HTTP control API [default: 127.0.0.1:7700].
+    #[arg(long, env = "MESH_API")]
+    pub api: Option<SocketAddr>,
+    /// Where task records and kept logs live [default: /var/lib/meshd].
+    #[arg(long, env = "MESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// hwloc synthetic topology to use instead of the host's, e.g. 'numa:2 core:4 pu:2'.
+    #[arg(long, env = "MESH_TOPOLOGY")]
+    pub topology: Option<String>,
+    /// Most tasks waiting for cores before submissions are refused [default: 1000].
+    #[arg(long, env = "MESH_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// Docker network task containers join [default: Docker's default bridge].
+    #[arg(long, env = "MESH_NETWORK")]
+    pub network: Option<String>,
+    /// Remove every container this node created, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// With --cleanup: remove the containers of every node on this Docker host.
+    #[arg(long, requires = "cleanup")]
+    pub all_nodes: bool,
+}
+
+/// The TOML file layer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<String>,
+    api: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    topology: Option<String>,
+    max_queue: Option<usize>,
+    network: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid node id: {0} (set --node-id)")]
+    NodeId(#[from] mesh_protocol::ids::IdError),
+    #[error("--max-queue must be at least 1")]
+    MaxQueue,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    pub topology: Option<String>,
+    pub max_queue: usize,
+    pub network: Option<String>,
+    pub ping_interval: Duration,
+}
+
+impl Config {
+    /// Defaults for tests: given node id and data dir, API on port 0.
+    pub fn builder(node_id: NodeId, data_dir: &Path) -> Config {
+        Config {
+            node_id,
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_owned(),
+            topology: None,
+            max_queue: DEFAULT_MAX_QUEUE,
+            network: None,
+            ping_interval: Duration::from_secs(2),
+        }
+    }
+
+    pub fn topology(mut self, synthetic: &str) -> Self {
+        self.topology = Some(synthetic.to_owned());
+        self
+    }
+
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = n;
+        self
+    }
+
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.ping_interval = d;
+        self
+    }
+
+    /// Applies the layers and validates.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let node_id = args
+            .node_id
+            .clone()
+            .or(file.node_id)
+            .unwrap_or_else(hostname);
+        let max_queue = args
+            .max_queue
+            .or(file.max_queue)
+            .unwrap_or(DEFAULT_MAX_QUEUE);
+        if max_queue == 0 {
+            return Err(ConfigError::MaxQueue);
+        }
+        Ok(Config {
+            node_id: NodeId::new(node_id)?,
+            api: args
+                .api
+                .or(file.api)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            topology: args.topology.clone().or(file.topology),
+            max_queue,
+            network: args.network.clone().or(file.network),
+            ping_interval: Duration::from_secs(2),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The kernel's host name, made into a valid node id.
+fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if clean.is_empty() {
+        "node".into()
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meshd.toml");
+        std::fs::write(
+            &path,
+            "node_id = \"from-file\"\nmax_queue = 5\napi = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path),
+            node_id: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let c = Config::from_args(&args).unwrap();
+        assert_eq!(c.node_id.as_str(), "from-flag");
+        assert_eq!(c.max_queue, 5);
+        assert_eq!(c.api.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn bad_file_and_values_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "nodeid = 1\n").unwrap();
+        let args = Args {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::from_args(&args),
+            Err(ConfigError::Parse { .. })
+        ));
+        let args = Args {
+            node_id: Some("bad id".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::from_args(&args),
+            Err(ConfigError::NodeId(_))
+        ));
+        let args = Args {
+            max_queue: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::from_args(&args),
+            Err(ConfigError::MaxQueue)
+        ));
+    }
+}

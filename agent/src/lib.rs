@@ -1,0 +1,14 @@
+//! `meshd`, the Ganger agent, as a library: everything the binary does is
+//! here so that tests can start agents in-process.
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod logs;
+pub mod runtime;
+pub mod store;
+pub mod supervisor;
+pub mod topology;
+
+pub use agent::{AgentError, RunningAgent, run, start, start_with_runtime};
+pub use config::{Args, Config};

@@ -1,0 +1,301 @@
+//! The real runtime: the Docker Engine API through bollard.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, HostConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions,
+};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+use super::{ContainerInfo, ContainerRuntime, ContainerSpec, LogStream, RuntimeError};
+
+/// Docker over its local socket or `DOCKER_HOST`. The API version is
+/// negotiated on first use, so the agent can start while Docker is down.
+#[derive(Debug)]
+pub struct DockerRuntime {
+    endpoint: String,
+    raw: Docker,
+    negotiated: OnceCell<Docker>,
+}
+
+impl DockerRuntime {
+    /// Prepares a client for `DOCKER_HOST` or the local socket; does not
+    /// connect yet.
+    pub fn from_env() -> Result<Self, RuntimeError> {
+        let endpoint =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let raw = Docker::connect_with_defaults().map_err(|e| RuntimeError::Unavailable {
+            endpoint: endpoint.clone(),
+            cause: e.to_string(),
+        })?;
+        Ok(Self {
+            endpoint,
+            raw,
+            negotiated: OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<&Docker, RuntimeError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                self.raw
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| self.unavailable(e))
+            })
+            .await
+    }
+
+    fn unavailable(&self, e: BollardError) -> RuntimeError {
+        RuntimeError::Unavailable {
+            endpoint: self.endpoint.clone(),
+            cause: e.to_string(),
+        }
+    }
+
+    /// Server answers become `Rejected`/`NotFound`; the rest means we could
+    /// not talk to Docker at all.
+    fn classify(&self, id: &str, e: BollardError) -> RuntimeError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } if !message.contains("image") => RuntimeError::NotFound(format!("{id}: {message}")),
+            BollardError::DockerResponseServerError { message, .. } => {
+                RuntimeError::Rejected(message)
+            }
+            BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. } => {
+                RuntimeError::Rejected(e.to_string())
+            }
+            other => self.unavailable(other),
+        }
+    }
+}
+
+fn labels_of(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default().into_iter().collect()
+}
+
+impl ContainerRuntime for DockerRuntime {
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    async fn ping(&self) -> Result<String, RuntimeError> {
+        let docker = self.client().await?;
+        let v = docker.version().await.map_err(|e| self.unavailable(e))?;
+        Ok(format!(
+            "{} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
+    }
+
+    async fn run(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let docker = self.client().await?;
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            host_config: Some(HostConfig {
+                cpuset_cpus: Some(spec.cpuset_cpus.to_string()),
+                cpuset_mems: Some(spec.cpuset_mems.to_string()),
+                memory: spec.memory.map(|m| m as i64),
+                network_mode: spec.network.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| match self.classify(&spec.name, e) {
+                RuntimeError::NotFound(m) => RuntimeError::Rejected(m),
+                other => other,
+            })?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            let err = match self.classify(&created.id, e) {
+                RuntimeError::NotFound(m) => RuntimeError::Rejected(m),
+                other => other,
+            };
+            // Never leave a created-but-dead container behind.
+            let _ = self.remove(&created.id).await;
+            return Err(err);
+        }
+        Ok(created.id)
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, RuntimeError> {
+        let docker = self.client().await?;
+        let mut stream = docker.wait_container(id, None);
+        match stream.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(self.classify(id, e)),
+            None => Err(RuntimeError::Unavailable {
+                endpoint: self.endpoint.clone(),
+                cause: format!("wait on {id} ended without an answer"),
+            }),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let docker = self.client().await?;
+        let c = docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| self.classify(id, e))?;
+        let state = c.state.unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        let never_started = state.status == Some(ContainerStateStatusEnum::CREATED);
+        let host = c.host_config.unwrap_or_default();
+        Ok(ContainerInfo {
+            id: c.id.unwrap_or_else(|| id.to_owned()),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            labels: labels_of(c.config.and_then(|c| c.labels)),
+            running,
+            never_started,
+            exit_code: if running || never_started {
+                None
+            } else {
+                state.exit_code
+            },
+            cpuset_cpus: host.cpuset_cpus,
+            cpuset_mems: host.cpuset_mems,
+        })
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        let filter: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), filter)])),
+            ..Default::default()
+        };
+        let found = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.classify("list", e))?;
+        let mut out = Vec::with_capacity(found.len());
+        for c in found {
+            let Some(id) = c.id else { continue };
+            let running = matches!(
+                c.state,
+                Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::RESTARTING)
+            );
+            let never_started = c.state == Some(ContainerSummaryStateEnum::CREATED);
+            // The summary has no exit code; ask for it when it matters.
+            let exit_code = if running || never_started {
+                None
+            } else {
+                match self.inspect(&id).await {
+                    Ok(info) => info.exit_code,
+                    Err(RuntimeError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            out.push(ContainerInfo {
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                id,
+                labels: labels_of(c.labels),
+                running,
+                never_started,
+                exit_code,
+                cpuset_cpus: None,
+                cpuset_mems: None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        match docker
+            .kill_container(id, Some(KillContainerOptions::default()))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 404: gone; 409: not running. Both mean it is not running.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(self.classify(id, e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            // 409: removal already in progress.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(self.classify(id, e)),
+        }
+    }
+
+    fn logs(&self, id: &str, follow: bool) -> LogStream {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let docker = self
+            .negotiated
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.raw.clone());
+        let endpoint = self.endpoint.clone();
+        let id = id.to_owned();
+        docker
+            .logs(&id.clone(), Some(options))
+            .map_ok(|out| out.into_bytes())
+            .map_err(move |e| match e {
+                BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                } => RuntimeError::NotFound(id.clone()),
+                BollardError::DockerResponseServerError { message, .. } => {
+                    RuntimeError::Rejected(message)
+                }
+                other => RuntimeError::Unavailable {
+                    endpoint: endpoint.clone(),
+                    cause: other.to_string(),
+                },
+            })
+            .boxed()
+    }
+}

@@ -1,0 +1,104 @@
+//! The container runtime seam: everything the agent asks of Docker, as a
+//! narrow trait with a real implementation (`docker`, over bollard) and an
+//! in-memory one (`memory`) for fast tests of the supervisor's logic.
+
+pub mod docker;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use mesh_protocol::CpuSet;
+
+/// A container to create and start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// Overrides the image's command when not empty.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub cpuset_cpus: CpuSet,
+    pub cpuset_mems: CpuSet,
+    pub memory: Option<u64>,
+    /// Docker network to attach to (None: Docker's default bridge).
+    pub network: Option<String>,
+}
+
+/// What the runtime says about one of our containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    /// Created but never started (an agent died between create and start).
+    pub never_started: bool,
+    /// Set once it has exited.
+    pub exit_code: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime cannot be reached; not the task's fault.
+    #[error(
+        "cannot reach Docker at {endpoint}: {cause}. Is dockerd running and is the socket readable? Set DOCKER_HOST to use another endpoint"
+    )]
+    Unavailable { endpoint: String, cause: String },
+    /// The runtime refused the request (bad image, bad command, ...).
+    #[error("Docker refused: {0}")]
+    Rejected(String),
+    #[error("no such container {0}")]
+    NotFound(String),
+}
+
+impl RuntimeError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable { .. })
+    }
+}
+
+/// A stream of a container's output (stdout and stderr interleaved).
+pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
+
+/// What the agent needs from a container runtime.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// What we connect to, for messages (`unix:///var/run/docker.sock`).
+    fn endpoint(&self) -> String;
+
+    /// Checks the runtime answers; returns its version.
+    fn ping(&self) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Creates and starts a container; returns its id. A container that was
+    /// created but failed to start is removed before the error returns.
+    fn run(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Waits until the container stops; returns its exit code.
+    fn wait(&self, id: &str) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+
+    fn inspect(&self, id: &str)
+    -> impl Future<Output = Result<ContainerInfo, RuntimeError>> + Send;
+
+    /// Our containers, running or not, that carry all of `labels`.
+    fn list(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+
+    /// Sends SIGKILL. A container already gone or stopped is not an error.
+    fn kill(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes the container, killing it first if it runs. Gone is fine.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// The container's output so far, and what follows if `follow`.
+    fn logs(&self, id: &str, follow: bool) -> LogStream;
+}

@@ -1,0 +1,167 @@
+//! The agent's durable state: every accepted task's record, written (and
+//! fsynced) before the submitter hears "accepted" and on every transition.
+//! redb, one file under `--data-dir`; records are postcard-encoded.
+
+use std::path::Path;
+
+use mesh_protocol::{TaskRecord, wire};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("task store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("task store: {0}")]
+    Db(#[from] redb::Error),
+    #[error("task store record: {0}")]
+    Codec(#[from] wire::WireError),
+}
+
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// Durable task records.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/tasks.redb`. Fails if another agent holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("tasks.redb");
+        let open = |e: redb::Error| StoreError::Open {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let db = Database::create(&path).map_err(|e| open(e.into()))?;
+        Self::init(db)
+    }
+
+    /// A store that lives in memory only, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(TASKS).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    /// Writes records in one durable transaction.
+    pub fn put_all<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a TaskRecord>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = tx.open_table(TASKS).map_err(db_err)?;
+            for r in records {
+                let bytes = wire::encode(r)?;
+                table
+                    .insert(r.id.as_str(), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
+        self.put_all([record])
+    }
+
+    /// Every stored record. A record that no longer decodes is reported in
+    /// the second list (by key) rather than failing the whole load.
+    pub fn load(&self) -> Result<(Vec<TaskRecord>, Vec<String>), StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(TASKS).map_err(db_err)?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for item in table.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            match wire::decode::<TaskRecord>(v.value()) {
+                Ok(r) => good.push(r),
+                Err(_) => bad.push(k.value().to_owned()),
+            }
+        }
+        Ok((good, bad))
+    }
+}
+
+fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+    db(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::{NodeId, TaskId, TaskSpec};
+
+    fn record(n: u32) -> TaskRecord {
+        let spec = TaskSpec::new(
+            "img".into(),
+            vec![],
+            vec![],
+            None,
+            None,
+            Default::default(),
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        TaskRecord::new(
+            TaskId::new(format!("t{n}")).unwrap(),
+            spec,
+            NodeId::new("n").unwrap(),
+            n as u64,
+            0,
+        )
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put(&record(1)).unwrap();
+            s.put_all([&record(2), &record(3)]).unwrap();
+            let mut r = record(1);
+            r.kill(5).unwrap();
+            s.put(&r).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let (records, bad) = s.load().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(records.len(), 3);
+        assert!(records[0].kill_requested);
+    }
+
+    #[test]
+    fn second_opener_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Store::open(dir.path()).unwrap();
+        let b = Store::open(dir.path());
+        assert!(b.is_err());
+    }
+
+    #[test]
+    fn in_memory_works() {
+        let s = Store::in_memory().unwrap();
+        s.put(&record(7)).unwrap();
+        assert_eq!(s.load().unwrap().0.len(), 1);
+    }
+}

@@ -1,0 +1,571 @@
+//! The supervisor's state and its loop. Every change to a task goes through
+//! a pure transition in `mesh_protocol::task`, is written to the store, and
+//! only then acted upon.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_protocol::api::{CoreHold, Health, NodeView, RuntimeHealth, SubmitResponse};
+use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
+use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskSpec, TaskState};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::jobs::{self, Event};
+use super::reconcile::{Action, reconcile};
+use super::{Command, LogsAt, SupervisorConfig, SupervisorError, container};
+use crate::logs::LogDir;
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::store::Store;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) struct Supervisor<R> {
+    cfg: SupervisorConfig,
+    runtime: Arc<R>,
+    store: Store,
+    logs: LogDir,
+    records: BTreeMap<TaskId, TaskRecord>,
+    alloc: CoreAllocator,
+    queue: TaskQueue,
+    next_seq: u64,
+    docker: RuntimeHealth,
+    /// Docker's view and ours agree; until then nothing new starts.
+    reconciled: bool,
+    observing: bool,
+    /// Tasks whose current attempt a live job follows.
+    watched: BTreeSet<TaskId>,
+    jobs: JoinSet<()>,
+    events_tx: jobs::Events,
+}
+
+impl<R: ContainerRuntime> Supervisor<R> {
+    pub(crate) fn new(cfg: SupervisorConfig, runtime: Arc<R>, store: Store, logs: LogDir) -> Self {
+        let alloc = CoreAllocator::new(cfg.topology.model.clone());
+        let queue = TaskQueue::new(cfg.max_queue);
+        let docker = RuntimeHealth {
+            reachable: false,
+            endpoint: runtime.endpoint(),
+            version: None,
+            error: Some("not checked yet".into()),
+        };
+        // Replaced in `run` with the real sender.
+        let (events_tx, _) = mpsc::unbounded_channel();
+        Self {
+            cfg,
+            runtime,
+            store,
+            logs,
+            records: BTreeMap::new(),
+            alloc,
+            queue,
+            next_seq: 0,
+            docker,
+            reconciled: false,
+            observing: false,
+            watched: BTreeSet::new(),
+            jobs: JoinSet::new(),
+            events_tx,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        self.events_tx = events_tx;
+        self.load();
+        let mut ping = tokio::time::interval(self.cfg.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let wake = self
+                .queue
+                .next_wakeup(now_ms())
+                .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                Some(ev) = events.recv() => self.event(ev),
+                _ = ping.tick() => self.spawn(jobs::ping(self.runtime.clone(), self.events_tx.clone())),
+                Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
+                _ = tokio::time::sleep(wake) => {}
+            }
+            self.dispatch();
+        }
+        // Containers keep running; a restarted agent adopts them.
+        self.jobs.abort_all();
+        while self.jobs.join_next().await.is_some() {}
+        info!(node = %self.cfg.node, "supervisor stopped");
+    }
+
+    fn spawn(&mut self, job: impl Future<Output = ()> + Send + 'static) {
+        self.jobs.spawn(job);
+    }
+
+    /// Rebuilds queue and core holdings from the store.
+    fn load(&mut self) {
+        let (records, bad) = match self.store.load() {
+            Ok(x) => x,
+            Err(e) => {
+                error!(error = %e, "cannot read the task store; starting with no tasks");
+                (Vec::new(), Vec::new())
+            }
+        };
+        for key in bad {
+            error!(task_id = %key, "stored task record is unreadable; skipped");
+        }
+        for r in records {
+            self.next_seq = self.next_seq.max(r.queue_seq + 1);
+            match r.state {
+                TaskState::Queued => self.queue.put(queued(&r)),
+                TaskState::Starting | TaskState::Running => {
+                    if let Some(a) = &r.allocation
+                        && let Err(e) = self.alloc.take(&r.id, a)
+                    {
+                        error!(task_id = %r.id, error = %e, "stored allocation conflicts");
+                    }
+                }
+                _ => {}
+            }
+            self.records.insert(r.id.clone(), r);
+        }
+        info!(
+            tasks = self.records.len(),
+            queued = self.queue.len(),
+            "loaded task store"
+        );
+    }
+
+    /// Writes a record; a failure is logged (the in-memory state goes on).
+    fn persist(&self, id: &TaskId) {
+        if let Some(r) = self.records.get(id)
+            && let Err(e) = self.store.put(r)
+        {
+            error!(task_id = %id, error = %e, "could not persist task state");
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit(spec, reply) => {
+                let _ = reply.send(self.submit(spec));
+            }
+            Command::Get(id, reply) => {
+                let _ = reply.send(
+                    self.records
+                        .get(&id)
+                        .cloned()
+                        .ok_or_else(|| SupervisorError::NotFound(id.to_string())),
+                );
+            }
+            Command::List(reply) => {
+                let _ = reply.send(self.records.values().cloned().collect());
+            }
+            Command::Kill(id, reply) => {
+                let _ = reply.send(self.kill(&id));
+            }
+            Command::Logs(id, reply) => {
+                let _ = reply.send(self.logs_at(&id));
+            }
+            Command::Node(reply) => {
+                let _ = reply.send(self.node_view());
+            }
+            Command::Health(reply) => {
+                let _ = reply.send(Health {
+                    ok: self.docker.reachable,
+                    node: self.cfg.node.clone(),
+                    docker: self.docker.clone(),
+                });
+            }
+        }
+    }
+
+    fn submit(&mut self, spec: TaskSpec) -> Result<SubmitResponse, SupervisorError> {
+        self.alloc.can_ever_fit(spec.cores).map_err(|e| {
+            SupervisorError::Impossible(format!(
+                "cannot ever run here: {e} ({})",
+                self.alloc.topology().summary()
+            ))
+        })?;
+        let now = now_ms();
+        let id = TaskId::generate(now, rand::random());
+        let seq = self.next_seq;
+        let record = TaskRecord::new(id.clone(), spec, self.cfg.node.clone(), seq, now);
+        self.queue
+            .admit(queued(&record))
+            .map_err(|e| SupervisorError::Busy(e.to_string()))?;
+        if let Err(e) = self.store.put(&record) {
+            self.queue.remove(&id);
+            return Err(SupervisorError::Busy(format!("task not accepted: {e}")));
+        }
+        self.next_seq += 1;
+        info!(task_id = %id, image = %record.spec.image, cores = %record.spec.cores, "task accepted");
+        self.records.insert(id.clone(), record);
+        Ok(SubmitResponse {
+            id,
+            state: TaskState::Queued,
+        })
+    }
+
+    fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {
+        let r = self
+            .records
+            .get_mut(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_string()))?;
+        let done = r
+            .kill(now_ms())
+            .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
+        let container = r.container.clone();
+        let snapshot = r.clone();
+        if done {
+            self.queue.remove(id);
+        } else if let Some(c) = container {
+            self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c));
+        }
+        // A starting task is killed as soon as its container is known.
+        self.persist(id);
+        info!(task_id = %id, "kill requested");
+        Ok(snapshot)
+    }
+
+    fn logs_at(&self, id: &TaskId) -> Result<LogsAt, SupervisorError> {
+        let r = self
+            .records
+            .get(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_string()))?;
+        Ok(match (&r.container, r.state) {
+            (Some(c), TaskState::Running) => LogsAt::Container(c.clone()),
+            _ if r.attempt > 0 && !matches!(r.state, TaskState::Queued | TaskState::Starting) => {
+                LogsAt::Saved(r.id.clone(), r.attempt)
+            }
+            // A retry waiting in the queue: show the last attempt's output.
+            (_, TaskState::Queued) if r.attempt > 0 => LogsAt::Saved(r.id.clone(), r.attempt),
+            _ => LogsAt::NotYet,
+        })
+    }
+
+    fn node_view(&self) -> NodeView {
+        let cores = self
+            .alloc
+            .topology()
+            .cores()
+            .map(|(numa, c)| CoreHold {
+                core: c.id,
+                numa,
+                pus: c.pus.iter().copied().collect(),
+                task: self.alloc.holder(c.id).cloned(),
+            })
+            .collect();
+        NodeView {
+            node: self.cfg.node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            topology: self.alloc.topology().clone(),
+            mapping: self.cfg.topology.mapping.clone(),
+            cores,
+            load: self.alloc.load(),
+            queued: self.queue.len(),
+            running: self
+                .records
+                .values()
+                .filter(|r| matches!(r.state, TaskState::Starting | TaskState::Running))
+                .count(),
+            max_queue: self.cfg.max_queue,
+            docker: self.docker.clone(),
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Ping(result) => self.on_ping(result),
+            Event::Observed(result) => self.on_observed(result),
+            Event::Started {
+                task,
+                attempt,
+                result,
+            } => self.on_started(task, attempt, result),
+            Event::Exited {
+                task,
+                attempt,
+                code,
+            } => self.on_ended(task, attempt, |r, now| r.exited(code, now)),
+            Event::Vanished { task, attempt, why } => {
+                self.on_ended(task, attempt, |r, now| r.lost(why, now))
+            }
+            Event::Interrupted {
+                task,
+                attempt,
+                error,
+            } => {
+                warn!(task_id = %task, attempt, %error, "lost sight of the container; will reconcile");
+                self.watched.remove(&task);
+                self.runtime_down(&error);
+            }
+        }
+    }
+
+    fn runtime_down(&mut self, error: &RuntimeError) {
+        if self.docker.reachable {
+            error!(endpoint = %self.docker.endpoint, %error, "Docker unreachable; tasks wait in the queue");
+        }
+        self.docker.reachable = false;
+        self.docker.error = Some(error.to_string());
+        self.reconciled = false;
+    }
+
+    fn on_ping(&mut self, result: Result<String, RuntimeError>) {
+        match result {
+            Ok(version) => {
+                if !self.docker.reachable {
+                    info!(endpoint = %self.docker.endpoint, %version, "Docker reachable");
+                }
+                self.docker.reachable = true;
+                self.docker.version = Some(version);
+                self.docker.error = None;
+                if !self.reconciled && !self.observing {
+                    self.observing = true;
+                    self.spawn(jobs::observe(
+                        self.runtime.clone(),
+                        self.cfg.node.to_string(),
+                        self.events_tx.clone(),
+                    ));
+                }
+            }
+            Err(e) => self.runtime_down(&e),
+        }
+    }
+
+    fn on_observed(&mut self, result: Result<Vec<crate::runtime::ContainerInfo>, RuntimeError>) {
+        self.observing = false;
+        let containers = match result {
+            Ok(c) => c,
+            Err(e) => return self.runtime_down(&e),
+        };
+        let now = now_ms();
+        for action in reconcile(&self.records, &containers, &self.watched) {
+            match action {
+                Action::Watch { task, container } => {
+                    let Some(r) = self.records.get_mut(&task) else {
+                        continue;
+                    };
+                    if r.state == TaskState::Starting {
+                        let _ = r.started(container.clone(), now);
+                    }
+                    r.container = Some(container.clone());
+                    let attempt = r.attempt;
+                    let kill = r.kill_requested;
+                    info!(task_id = %task, attempt, container, "adopted container");
+                    self.persist(&task);
+                    self.watched.insert(task.clone());
+                    if kill {
+                        self.spawn(jobs::kill(
+                            self.runtime.clone(),
+                            task.clone(),
+                            container.clone(),
+                        ));
+                    }
+                    self.spawn(jobs::watch(
+                        self.runtime.clone(),
+                        self.logs.clone(),
+                        container,
+                        task,
+                        attempt,
+                        self.events_tx.clone(),
+                    ));
+                }
+                Action::Remove { container, why } => {
+                    info!(container, why, "removing stray container");
+                    self.spawn(jobs::remove(self.runtime.clone(), container, why));
+                }
+                Action::Requeue { task } => {
+                    self.alloc.release(&task);
+                    if let Some(r) = self.records.get_mut(&task)
+                        && r.requeue_unavailable(
+                            "the agent stopped before the container was created".into(),
+                            now,
+                        )
+                        .is_ok()
+                    {
+                        self.queue.put(queued(r));
+                        self.persist(&task);
+                    }
+                }
+                Action::Lost { task } => {
+                    self.on_ended_now(&task, now, |r, now| {
+                        r.lost(
+                            "its container disappeared while the agent was away".into(),
+                            now,
+                        )
+                    });
+                }
+            }
+        }
+        self.reconciled = true;
+        info!(containers = containers.len(), "reconciled with Docker");
+    }
+
+    fn on_started(&mut self, task: TaskId, attempt: u32, result: Result<String, RuntimeError>) {
+        let now = now_ms();
+        let Some(r) = self.records.get_mut(&task).filter(|r| r.attempt == attempt) else {
+            return;
+        };
+        match result {
+            Ok(container) => {
+                if r.started(container.clone(), now).is_err() {
+                    return;
+                }
+                info!(task_id = %task, attempt, container, cpus = %r.allocation.as_ref().map(|a| a.cpus.to_string()).unwrap_or_default(), "task running");
+                if r.kill_requested {
+                    self.spawn(jobs::kill(self.runtime.clone(), task.clone(), container));
+                }
+                self.persist(&task);
+            }
+            Err(e) if e.is_unavailable() => {
+                self.watched.remove(&task);
+                self.alloc.release(&task);
+                if r.requeue_unavailable(e.to_string(), now).is_ok() {
+                    self.queue.put(queued(r));
+                }
+                self.persist(&task);
+                self.runtime_down(&e);
+            }
+            Err(e) => {
+                self.watched.remove(&task);
+                self.alloc.release(&task);
+                warn!(task_id = %task, attempt, error = %e, "container did not start");
+                if r.kill_requested {
+                    let _ = r.lost(format!("killed; it had not started: {e}"), now);
+                } else {
+                    let _ = r.start_failed(format!("could not start: {e}"), now);
+                }
+                if r.state == TaskState::Queued {
+                    self.queue.put(queued(r));
+                }
+                self.persist(&task);
+            }
+        }
+    }
+
+    fn on_ended(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        apply: impl FnOnce(&mut TaskRecord, u64) -> Result<(), mesh_protocol::task::TransitionError>,
+    ) {
+        if self.records.get(&task).is_none_or(|r| r.attempt != attempt) {
+            return;
+        }
+        self.watched.remove(&task);
+        self.on_ended_now(&task, now_ms(), apply);
+    }
+
+    /// Applies an end of attempt: cores back, retry queued or final state.
+    fn on_ended_now(
+        &mut self,
+        task: &TaskId,
+        now: u64,
+        apply: impl FnOnce(&mut TaskRecord, u64) -> Result<(), mesh_protocol::task::TransitionError>,
+    ) {
+        let Some(r) = self.records.get_mut(task) else {
+            return;
+        };
+        if let Err(e) = apply(r, now) {
+            warn!(task_id = %task, error = %e, "ignored stale event");
+            return;
+        }
+        self.alloc.release(task);
+        if r.state == TaskState::Queued {
+            // A retry: back of its priority class.
+            r.queue_seq = self.next_seq;
+            self.next_seq += 1;
+            self.queue.put(queued(r));
+        }
+        info!(task_id = %task, state = %r.state, exit_code = ?r.exit_code, message = ?r.message, "attempt ended");
+        self.persist(task);
+    }
+
+    /// Starts whatever the queue says fits, if Docker is there.
+    fn dispatch(&mut self) {
+        if !self.docker.reachable || !self.reconciled || self.queue.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let decisions = self.queue.dispatch(&mut self.alloc, now);
+        let mut changed = Vec::new();
+        let mut to_run = Vec::new();
+        for d in decisions {
+            match d {
+                Dispatch::Start(id, allocation) => {
+                    let Some(r) = self.records.get_mut(&id) else {
+                        self.alloc.release(&id);
+                        continue;
+                    };
+                    if r.start(allocation.clone(), now).is_err() {
+                        self.alloc.release(&id);
+                        continue;
+                    }
+                    let spec = container::container_spec(
+                        &self.cfg.node,
+                        r,
+                        &allocation,
+                        &self.cfg.topology.mapping,
+                        self.cfg.network.as_deref(),
+                    );
+                    changed.push(id.clone());
+                    to_run.push((id, r.attempt, spec));
+                }
+                Dispatch::Impossible(id, e) => {
+                    if let Some(r) = self.records.get_mut(&id) {
+                        r.state = TaskState::Failed;
+                        r.message = Some(format!("cannot run on this node: {e}"));
+                        r.finished_ms = Some(now);
+                        changed.push(id);
+                    }
+                }
+            }
+        }
+        // Starting is durable before the container exists: a restart then
+        // finds either the container (adopt) or nothing (requeue).
+        let records: Vec<&TaskRecord> = changed
+            .iter()
+            .filter_map(|id| self.records.get(id))
+            .collect();
+        if let Err(e) = self.store.put_all(records) {
+            error!(error = %e, "could not persist started tasks");
+        }
+        for (id, attempt, spec) in to_run {
+            self.watched.insert(id.clone());
+            self.jobs.spawn(jobs::run_attempt(
+                self.runtime.clone(),
+                self.logs.clone(),
+                spec,
+                id,
+                attempt,
+                self.events_tx.clone(),
+            ));
+        }
+    }
+}
+
+fn queued(r: &TaskRecord) -> QueuedTask {
+    QueuedTask {
+        id: r.id.clone(),
+        cores: r.spec.cores,
+        priority: r.spec.priority,
+        seq: r.queue_seq,
+        not_before_ms: r.not_before_ms,
+    }
+}

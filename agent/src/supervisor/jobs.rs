@@ -1,0 +1,151 @@
+//! The side effects the supervisor delegates: each runs as its own tokio
+//! task and reports back through the event channel, so the supervisor's loop
+//! never waits on Docker.
+
+use std::sync::Arc;
+
+use mesh_protocol::TaskId;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, warn};
+
+use crate::logs::LogDir;
+use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError};
+
+/// What a job reports.
+#[derive(Debug)]
+pub enum Event {
+    Ping(Result<String, RuntimeError>),
+    Observed(Result<Vec<ContainerInfo>, RuntimeError>),
+    Started {
+        task: TaskId,
+        attempt: u32,
+        result: Result<String, RuntimeError>,
+    },
+    Exited {
+        task: TaskId,
+        attempt: u32,
+        code: i64,
+    },
+    Vanished {
+        task: TaskId,
+        attempt: u32,
+        why: String,
+    },
+    /// We lost sight of the container (Docker went away); reconcile later.
+    Interrupted {
+        task: TaskId,
+        attempt: u32,
+        error: RuntimeError,
+    },
+}
+
+pub type Events = UnboundedSender<Event>;
+
+pub async fn ping<R: ContainerRuntime>(runtime: Arc<R>, events: Events) {
+    let _ = events.send(Event::Ping(runtime.ping().await));
+}
+
+/// Lists the containers this node owns.
+pub async fn observe<R: ContainerRuntime>(runtime: Arc<R>, node: String, events: Events) {
+    let found = runtime
+        .list(&[(mesh_protocol::labels::NODE, node.as_str())])
+        .await
+        .map(|v| {
+            v.into_iter()
+                .filter(|c| {
+                    c.labels
+                        .get(mesh_protocol::labels::KIND)
+                        .map(String::as_str)
+                        == Some(mesh_protocol::labels::KIND_TASK)
+                })
+                .collect()
+        });
+    let _ = events.send(Event::Observed(found));
+}
+
+/// Creates and starts the attempt's container, then follows it to its end.
+pub async fn run_attempt<R: ContainerRuntime>(
+    runtime: Arc<R>,
+    logs: LogDir,
+    spec: ContainerSpec,
+    task: TaskId,
+    attempt: u32,
+    events: Events,
+) {
+    match runtime.run(&spec).await {
+        Ok(id) => {
+            let _ = events.send(Event::Started {
+                task: task.clone(),
+                attempt,
+                result: Ok(id.clone()),
+            });
+            watch(runtime, logs, id, task, attempt, events).await;
+        }
+        Err(e) => {
+            let _ = events.send(Event::Started {
+                task,
+                attempt,
+                result: Err(e),
+            });
+        }
+    }
+}
+
+/// Waits for the container to stop, keeps its output, removes it, and
+/// reports the exit code.
+pub async fn watch<R: ContainerRuntime>(
+    runtime: Arc<R>,
+    logs: LogDir,
+    container: String,
+    task: TaskId,
+    attempt: u32,
+    events: Events,
+) {
+    let code = match runtime.wait(&container).await {
+        Ok(code) => code,
+        Err(RuntimeError::NotFound(_)) => {
+            let _ = events.send(Event::Vanished {
+                task,
+                attempt,
+                why: format!("container {container} disappeared"),
+            });
+            return;
+        }
+        Err(error) => {
+            let _ = events.send(Event::Interrupted {
+                task,
+                attempt,
+                error,
+            });
+            return;
+        }
+    };
+    debug!(task_id = %task, attempt, code, "container exited");
+    if let Err(e) = logs
+        .save(&task, attempt, runtime.logs(&container, false))
+        .await
+    {
+        warn!(task_id = %task, attempt, error = %e, "could not keep the container's output");
+    }
+    if let Err(e) = runtime.remove(&container).await {
+        warn!(task_id = %task, container, error = %e, "could not remove finished container");
+    }
+    let _ = events.send(Event::Exited {
+        task,
+        attempt,
+        code,
+    });
+}
+
+pub async fn kill<R: ContainerRuntime>(runtime: Arc<R>, task: TaskId, container: String) {
+    if let Err(e) = runtime.kill(&container).await {
+        warn!(task_id = %task, container, error = %e, "kill failed; retried after reconnecting to Docker");
+    }
+}
+
+pub async fn remove<R: ContainerRuntime>(runtime: Arc<R>, container: String, why: &'static str) {
+    match runtime.remove(&container).await {
+        Ok(()) => debug!(container, why, "removed container"),
+        Err(e) => warn!(container, why, error = %e, "could not remove container"),
+    }
+}

@@ -1,0 +1,187 @@
+//! The task supervisor: the one owner of this node's tasks, cores and queue.
+//!
+//! A single tokio task runs [`actor::Supervisor`]; everything else talks to
+//! it through a cheap, clonable [`SupervisorHandle`]. Docker work runs in
+//! jobs ([`jobs`]) that report back as events, so no caller waits on Docker
+//! while holding state.
+
+mod actor;
+pub mod container;
+pub mod jobs;
+pub mod reconcile;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_protocol::api::{Health, NodeView, SubmitResponse};
+use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::LogDir;
+use crate::runtime::{ContainerRuntime, LogStream};
+use crate::store::Store;
+use crate::topology::LoadedTopology;
+
+/// Why a request to the supervisor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("no task with id {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The request can never be satisfied on this node.
+    #[error("{0}")]
+    Impossible(String),
+    /// The request is valid but conflicts with the task's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Refused for now (queue full, store failing); retry later.
+    #[error("{0}")]
+    Busy(String),
+    #[error("the agent is shutting down")]
+    Stopped,
+}
+
+/// Output of a task, or nothing yet because it has not started.
+pub enum Logs {
+    Stream(LogStream),
+    NotYet,
+}
+
+impl std::fmt::Debug for Logs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Logs::Stream(_) => "Logs::Stream",
+            Logs::NotYet => "Logs::NotYet",
+        })
+    }
+}
+
+pub(crate) enum Command {
+    Submit(
+        TaskSpec,
+        oneshot::Sender<Result<SubmitResponse, SupervisorError>>,
+    ),
+    Get(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
+    List(oneshot::Sender<Vec<TaskRecord>>),
+    Kill(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
+    Logs(TaskId, oneshot::Sender<Result<LogsAt, SupervisorError>>),
+    Node(oneshot::Sender<NodeView>),
+    Health(oneshot::Sender<Health>),
+}
+
+/// Where a task's output is, as the actor sees it.
+pub(crate) enum LogsAt {
+    Container(String),
+    Saved(TaskId, u32),
+    NotYet,
+}
+
+/// Settings of the supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub node: NodeId,
+    pub topology: LoadedTopology,
+    pub max_queue: usize,
+    /// Docker network task containers join (None: the default bridge).
+    pub network: Option<String>,
+    pub log_dir: PathBuf,
+    /// How often Docker is pinged.
+    pub ping_interval: Duration,
+}
+
+/// Opens a container's output stream (the runtime, without its type).
+type LogOpener = Arc<dyn Fn(&str, bool) -> LogStream + Send + Sync>;
+
+/// A cheap handle to the supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    tx: mpsc::Sender<Command>,
+    logs: LogDir,
+    open_container_logs: LogOpener,
+}
+
+impl std::fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorHandle").finish_non_exhaustive()
+    }
+}
+
+/// Starts the supervisor; it runs until `shutdown` is cancelled.
+pub fn spawn<R: ContainerRuntime>(
+    config: SupervisorConfig,
+    runtime: Arc<R>,
+    store: Store,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
+    let logs = LogDir::new(config.log_dir.clone())?;
+    let (tx, rx) = mpsc::channel(1024);
+    let opener = {
+        let runtime = runtime.clone();
+        Arc::new(move |id: &str, follow: bool| runtime.logs(id, follow))
+    };
+    let actor = actor::Supervisor::new(config, runtime, store, logs.clone());
+    let join = tokio::spawn(actor.run(rx, shutdown));
+    Ok((
+        SupervisorHandle {
+            tx,
+            logs,
+            open_container_logs: opener,
+        },
+        join,
+    ))
+}
+
+impl SupervisorHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SupervisorError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SupervisorError::Stopped)?;
+        rx.await.map_err(|_| SupervisorError::Stopped)
+    }
+
+    /// Accepts a task: stored durably before this returns Ok.
+    pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitResponse, SupervisorError> {
+        self.ask(|r| Command::Submit(spec, r)).await?
+    }
+
+    pub async fn get(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Get(id, r)).await?
+    }
+
+    pub async fn list(&self) -> Result<Vec<TaskRecord>, SupervisorError> {
+        self.ask(Command::List).await
+    }
+
+    pub async fn kill(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Kill(id, r)).await?
+    }
+
+    pub async fn node(&self) -> Result<NodeView, SupervisorError> {
+        self.ask(Command::Node).await
+    }
+
+    pub async fn health(&self) -> Result<Health, SupervisorError> {
+        self.ask(Command::Health).await
+    }
+
+    /// The task's output: live from its container while it runs, from the
+    /// kept copy once it has ended.
+    pub async fn logs(&self, id: TaskId, follow: bool) -> Result<Logs, SupervisorError> {
+        match self.ask(|r| Command::Logs(id, r)).await?? {
+            LogsAt::Container(c) => Ok(Logs::Stream((self.open_container_logs)(&c, follow))),
+            LogsAt::Saved(task, attempt) => Ok(match self.logs.open(&task, attempt).await {
+                Some(s) => Logs::Stream(s),
+                None => Logs::Stream(Box::pin(futures_util::stream::empty())),
+            }),
+            LogsAt::NotYet => Ok(Logs::NotYet),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! A typed client for the agent's HTTP+JSON control API: one method per
+//! endpoint of `mesh_protocol::api`, each returning the protocol's own types
+//! or a [`ClientError`] that carries what the agent said.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use mesh_protocol::api::{ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
+use mesh_protocol::{TaskId, TaskRecord};
+use reqwest::{Method, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::node_url::NodeUrl;
+
+/// How long to wait for the agent to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one non-streaming request may take in all.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a non-JSON error body is worth showing.
+const MAX_SHOWN_BODY: usize = 2_000;
+
+/// A request to the agent that did not give the answer asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the agent at {node}: {cause}. Is meshd running? Set --node or MESH_NODE."
+    )]
+    Unreachable { node: String, cause: String },
+    /// The agent refused with an `ErrorBody`; its message says why.
+    #[error("{message}")]
+    Agent { status: StatusCode, message: String },
+    /// The agent answered an error status without an `ErrorBody`.
+    #[error("agent answered {status} to {request}: {body}")]
+    Status {
+        request: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error(
+        "cannot read the agent's answer to {request}: {cause}; are meshctl and meshd the same version?"
+    )]
+    Decode { request: String, cause: String },
+    #[error(
+        "the connection to the agent at {node} broke while reading the answer to {request}: {cause}"
+    )]
+    Body {
+        node: String,
+        request: String,
+        cause: String,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+}
+
+/// A client of one agent.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    node: NodeUrl,
+}
+
+impl Client {
+    pub fn new(node: NodeUrl) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Agents are on the local network; a proxy set for the web in
+            // the environment would only get in the way.
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::Setup(causes(&e)))?;
+        Ok(Self { http, node })
+    }
+
+    /// `POST /v1/tasks`
+    pub async fn submit(&self, request: &SubmitRequest) -> Result<SubmitResponse, ClientError> {
+        let url = self.node.endpoint(&["v1", "tasks"]);
+        self.json(
+            self.http.post(url.clone()).json(request),
+            Method::POST,
+            &url,
+        )
+        .await
+    }
+
+    /// `GET /v1/tasks`
+    pub async fn tasks(&self) -> Result<Vec<TaskRecord>, ClientError> {
+        self.get(&["v1", "tasks"]).await
+    }
+
+    /// `GET /v1/tasks`, as the agent sent it.
+    pub async fn tasks_raw(&self) -> Result<Vec<Value>, ClientError> {
+        self.get(&["v1", "tasks"]).await
+    }
+
+    /// `GET /v1/tasks/{id}`
+    pub async fn task(&self, id: &TaskId) -> Result<TaskRecord, ClientError> {
+        self.get(&["v1", "tasks", id.as_str()]).await
+    }
+
+    /// `GET /v1/tasks/{id}`, as the agent sent it.
+    pub async fn task_raw(&self, id: &TaskId) -> Result<Value, ClientError> {
+        self.get(&["v1", "tasks", id.as_str()]).await
+    }
+
+    /// `GET /v1/tasks/{id}/logs?follow=…`: the container's output as it
+    /// arrives. Without a time limit, since following may take hours.
+    pub async fn logs(
+        &self,
+        id: &TaskId,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
+        let mut url = self.node.endpoint(&["v1", "tasks", id.as_str(), "logs"]);
+        url.query_pairs_mut()
+            .append_pair("follow", if follow { "true" } else { "false" });
+        let response = self.send(self.http.get(url.clone())).await?;
+        let response = self.check(response, &describe(&Method::GET, &url)).await?;
+        let node = self.node.to_string();
+        let request = describe(&Method::GET, &url);
+        Ok(response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| ClientError::Body {
+                node: node.clone(),
+                request: request.clone(),
+                cause: causes(&e),
+            })
+        }))
+    }
+
+    /// `POST /v1/tasks/{id}/kill`
+    pub async fn kill(&self, id: &TaskId) -> Result<TaskRecord, ClientError> {
+        let url = self.node.endpoint(&["v1", "tasks", id.as_str(), "kill"]);
+        self.json(self.http.post(url.clone()), Method::POST, &url)
+            .await
+    }
+
+    /// `GET /v1/node`
+    pub async fn node(&self) -> Result<NodeView, ClientError> {
+        self.get(&["v1", "node"]).await
+    }
+
+    /// `GET /v1/node`, as the agent sent it.
+    pub async fn node_raw(&self) -> Result<Value, ClientError> {
+        self.get(&["v1", "node"]).await
+    }
+
+    /// `GET /v1/health`. The agent answers 503 with a `Health` body when it
+    /// cannot reach Docker; that is an answer, not an error.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let url = self.node.endpoint(&["v1", "health"]);
+        let request = describe(&Method::GET, &url);
+        let response = self
+            .send(self.http.get(url).timeout(REQUEST_TIMEOUT))
+            .await?;
+        let status = response.status();
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            let response = self.check(response, &request).await?;
+            return self.decode(response, &request).await;
+        }
+        let body = self.body(response, &request).await?;
+        serde_json::from_slice(&body).map_err(|_| agent_error(status, &request, &body))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &[&str]) -> Result<T, ClientError> {
+        let url = self.node.endpoint(path);
+        self.json(self.http.get(url.clone()), Method::GET, &url)
+            .await
+    }
+
+    /// Sends a request and decodes its successful JSON answer.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+        method: Method,
+        url: &Url,
+    ) -> Result<T, ClientError> {
+        let request = describe(&method, url);
+        let response = self.send(builder.timeout(REQUEST_TIMEOUT)).await?;
+        let response = self.check(response, &request).await?;
+        self.decode(response, &request).await
+    }
+
+    async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Response, ClientError> {
+        builder.send().await.map_err(|e| ClientError::Unreachable {
+            node: self.node.to_string(),
+            cause: causes(&e),
+        })
+    }
+
+    /// Passes a 2xx answer through; turns any other into the agent's error.
+    async fn check(&self, response: Response, request: &str) -> Result<Response, ClientError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = self.body(response, request).await?;
+        Err(agent_error(status, request, &body))
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        response: Response,
+        request: &str,
+    ) -> Result<T, ClientError> {
+        let body = self.body(response, request).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            request: request.to_owned(),
+            cause: e.to_string(),
+        })
+    }
+
+    async fn body(&self, response: Response, request: &str) -> Result<Bytes, ClientError> {
+        response.bytes().await.map_err(|e| ClientError::Body {
+            node: self.node.to_string(),
+            request: request.to_owned(),
+            cause: causes(&e),
+        })
+    }
+}
+
+/// The error an answer with a failure status stands for: the agent's own
+/// message when it sent an `ErrorBody`, else the status and the raw body.
+fn agent_error(status: StatusCode, request: &str, body: &[u8]) -> ClientError {
+    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+        return ClientError::Agent {
+            status,
+            message: error,
+        };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let body = match text.char_indices().nth(MAX_SHOWN_BODY) {
+        _ if text.is_empty() => "(empty body)".to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    };
+    ClientError::Status {
+        request: request.to_owned(),
+        status,
+        body,
+    }
+}
+
+/// `GET /v1/tasks/t1/logs?follow=true`, for messages.
+fn describe(method: &Method, url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{method} {}?{q}", url.path()),
+        None => format!("{method} {}", url.path()),
+    }
+}
+
+/// What really went wrong behind an error: reqwest's and hyper's outer
+/// messages only repeat the URL or the layer (`client error (Connect)`), the
+/// innermost source says `Connection refused` or `operation timed out`.
+fn causes(e: &(dyn StdError + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQ: &str = "GET /v1/tasks/t1";
+
+    #[test]
+    fn error_body_becomes_the_message() {
+        let e = agent_error(StatusCode::NOT_FOUND, REQ, br#"{"error":"no task t1"}"#);
+        assert!(matches!(
+            e,
+            ClientError::Agent {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }
+        ));
+        assert_eq!(e.to_string(), "no task t1");
+    }
+
+    #[test]
+    fn other_bodies_show_status_and_text() {
+        let e = agent_error(StatusCode::BAD_GATEWAY, REQ, b"  upstream down\n");
+        assert_eq!(
+            e.to_string(),
+            "agent answered 502 Bad Gateway to GET /v1/tasks/t1: upstream down"
+        );
+        let e = agent_error(StatusCode::INTERNAL_SERVER_ERROR, REQ, b"");
+        assert!(e.to_string().ends_with("(empty body)"));
+        let long = "é".repeat(MAX_SHOWN_BODY + 10);
+        let e = agent_error(StatusCode::INTERNAL_SERVER_ERROR, REQ, long.as_bytes());
+        assert!(e.to_string().ends_with('…'));
+    }
+
+    #[test]
+    fn describes_requests_with_query() {
+        let url = Url::parse("http://n:1/v1/tasks/t1/logs?follow=true").unwrap();
+        assert_eq!(
+            describe(&Method::GET, &url),
+            "GET /v1/tasks/t1/logs?follow=true"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! meshctl's command line: flags and subcommands, parsed into protocol types
+//! at the boundary.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mesh_protocol::api::SubmitRequest;
+use mesh_protocol::task::SpecError;
+use mesh_protocol::{TaskId, TaskSpec, TaskState};
+
+use crate::node_url::{DEFAULT_NODE, NodeUrl};
+
+/// Inspect and drive a Ganger mesh through an agent's control API.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version)]
+pub struct Cli {
+    /// The agent to talk to: http://host:port, host:port, or host (port 7700).
+    #[arg(
+        long,
+        global = true,
+        env = "MESH_NODE",
+        default_value = DEFAULT_NODE,
+        value_name = "URL"
+    )]
+    pub node: NodeUrl,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a batch task; prints only its id, e.g. `id=$(meshctl submit img)`.
+    Submit(SubmitArgs),
+    /// List the tasks the agent knows.
+    Tasks {
+        /// Print the agent's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show only tasks in these states (repeat or separate with commas).
+        #[arg(long, value_name = "STATE", value_parser = parse_state, value_delimiter = ',')]
+        state: Vec<TaskState>,
+    },
+    /// Show one task in detail.
+    Task {
+        id: TaskId,
+        /// Print the agent's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's container output.
+    Logs {
+        id: TaskId,
+        /// Keep printing output as the container writes it, until it ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Kill a task: at once if queued, else by stopping its container.
+    Kill { id: TaskId },
+    /// Show the agent's node: topology, Docker, queue and core holders.
+    Node {
+        /// Print the agent's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the agent and its Docker; exits 1 when not ok.
+    Health,
+    /// Wait until a task ends and print its state; exits 0 if it succeeded,
+    /// 1 if it ended otherwise, 2 on timeout.
+    Wait {
+        id: TaskId,
+        /// Give up after this many seconds (fractions allowed).
+        #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+        timeout: Option<Duration>,
+    },
+}
+
+/// `meshctl submit`'s flags, one per field of `SubmitRequest`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Physical cores to pin the task to [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<u32>,
+    /// Memory limit: bytes or a size such as 512M or 2G.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// An environment variable for the container (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// A label on the task (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// How often to retry after a failed attempt [default: 0].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// A name for people; ids stay the handle.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Higher runs first [default: 0].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// A local Docker image, e.g. mesh-testsvc:latest.
+    pub image: String,
+    /// The command to run instead of the image's, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl SubmitArgs {
+    /// The request to send, checked with the same rules the agent applies,
+    /// so a bad flag is reported before anything is sent.
+    pub fn into_request(self) -> Result<SubmitRequest, SpecError> {
+        let request = SubmitRequest {
+            image: self.image,
+            command: self.command,
+            env: self.env,
+            cores: self.cores,
+            memory: self.memory,
+            labels: self.labels.into_iter().collect(),
+            retries: self.retries,
+            name: self.name,
+            priority: self.priority,
+        };
+        TaskSpec::try_from(request.clone())?;
+        Ok(request)
+    }
+}
+
+/// `queued`, `Running`, …: the protocol's own names, so new states need no
+/// change here.
+fn parse_state(s: &str) -> Result<TaskState, String> {
+    serde_json::from_value(serde_json::Value::String(s.trim().to_ascii_lowercase()))
+        .map_err(|e| e.to_string())
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds such as 30 or 0.5"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("meshctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn submit_builds_the_request() {
+        let cli = parse(&[
+            "submit",
+            "--cores",
+            "2",
+            "--memory",
+            "512M",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--label",
+            "team=ml",
+            "--retries",
+            "3",
+            "--name",
+            "job",
+            "--priority",
+            "-5",
+            "--node",
+            "n:1",
+            "img:1",
+            "--",
+            "sh",
+            "-c",
+            "echo hi",
+        ])
+        .unwrap();
+        assert_eq!(cli.node.to_string(), "http://n:1");
+        let Command::Submit(args) = cli.command else {
+            panic!("not submit");
+        };
+        let r = args.into_request().unwrap();
+        assert_eq!(r.image, "img:1");
+        assert_eq!(r.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(r.env, ["A=1", "B=x=y"]);
+        assert_eq!(r.cores, Some(2));
+        assert_eq!(r.memory.as_deref(), Some("512M"));
+        assert_eq!(r.labels.get("team").map(String::as_str), Some("ml"));
+        assert_eq!((r.retries, r.priority), (Some(3), Some(-5)));
+        assert_eq!(r.name.as_deref(), Some("job"));
+    }
+
+    #[test]
+    fn submit_refuses_bad_specs_before_sending() {
+        let Command::Submit(args) = parse(&["submit", "--memory", "lots", "img"])
+            .unwrap()
+            .command
+        else {
+            panic!("not submit");
+        };
+        assert!(args.into_request().is_err());
+        assert!(parse(&["submit", "--label", "novalue", "img"]).is_err());
+        assert!(parse(&["submit", "img", "cmd-without-dashes"]).is_err());
+    }
+
+    #[test]
+    fn states_and_timeouts_parse() {
+        let cli = parse(&["tasks", "--state", "running,Queued", "--state", "failed"]).unwrap();
+        let Command::Tasks { state, .. } = cli.command else {
+            panic!("not tasks");
+        };
+        assert_eq!(
+            state,
+            [TaskState::Running, TaskState::Queued, TaskState::Failed]
+        );
+        assert!(parse(&["tasks", "--state", "sleeping"]).is_err());
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("soon").is_err());
+    }
+
+    #[test]
+    fn task_ids_are_validated() {
+        assert!(parse(&["task", "t1"]).is_ok());
+        assert!(parse(&["task", "../x"]).is_err());
+    }
+}

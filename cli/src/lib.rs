@@ -1,0 +1,12 @@
+//! meshctl: the command-line client of a Ganger agent's HTTP+JSON control
+//! API. `main` parses the command line and calls [`run`]; everything else is
+//! here so tests can reach it.
+
+pub mod client;
+pub mod commands;
+pub mod node_url;
+pub mod render;
+mod run;
+
+pub use commands::Cli;
+pub use run::{Error, run};

@@ -1,0 +1,239 @@
+//! Tasks: the `meshctl tasks` table and the `meshctl task` detail view.
+
+use mesh_protocol::TaskRecord;
+
+use super::{age, key_values, or_dash, table};
+
+const COLUMNS: [&str; 11] = [
+    "ID", "NAME", "STATE", "NODE", "CORES", "CPUS", "NUMA", "ATTEMPT", "EXIT", "AGE", "IMAGE",
+];
+
+/// One row per task, in the order given; just the header when there are none.
+pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let alloc = t.allocation.as_ref();
+            vec![
+                t.id.to_string(),
+                or_dash(t.spec.name.as_deref()),
+                t.state.to_string(),
+                t.node.to_string(),
+                t.spec.cores.to_string(),
+                or_dash(alloc.map(|a| &a.cpus)),
+                or_dash(alloc.map(|a| &a.mems)),
+                t.attempt.to_string(),
+                or_dash(t.exit_code),
+                age(now_ms, t.created_ms),
+                t.spec.image.clone(),
+            ]
+        })
+        .collect();
+    table(&COLUMNS, &rows)
+}
+
+/// Everything about one task, a `key: value` line each.
+pub fn task(t: &TaskRecord, now_ms: u64) -> String {
+    let alloc = t.allocation.as_ref();
+    let ago = |ms: Option<u64>| or_dash(ms.map(|ms| format!("{} ago", age(now_ms, ms))));
+    let state = if t.kill_requested && !t.state.is_terminal() {
+        format!("{} (kill requested)", t.state)
+    } else {
+        t.state.to_string()
+    };
+    let command = if t.spec.command.is_empty() {
+        "(the image's own)".to_owned()
+    } else {
+        shell_words(&t.spec.command)
+    };
+    let labels = if t.spec.labels.is_empty() {
+        "-".to_owned()
+    } else {
+        let pairs: Vec<String> = t
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join(", ")
+    };
+    key_values(&[
+        ("id", t.id.to_string()),
+        ("name", or_dash(t.spec.name.as_deref())),
+        ("state", state),
+        ("node", t.node.to_string()),
+        ("image", t.spec.image.clone()),
+        ("command", command),
+        ("cores asked", t.spec.cores.to_string()),
+        ("cpus", or_dash(alloc.map(|a| &a.cpus))),
+        ("numa", or_dash(alloc.map(|a| &a.mems))),
+        (
+            "memory",
+            t.spec
+                .memory
+                .map_or_else(|| "no limit".to_owned(), |m| m.to_string()),
+        ),
+        ("priority", t.spec.priority.to_string()),
+        ("labels", labels),
+        (
+            "attempt/retries",
+            format!("{}/{}", t.attempt, t.spec.retries),
+        ),
+        ("container", or_dash(t.container.as_deref())),
+        ("exit code", or_dash(t.exit_code)),
+        ("message", or_dash(t.message.as_deref())),
+        ("created", ago(Some(t.created_ms))),
+        ("started", ago(t.started_ms)),
+        ("finished", ago(t.finished_ms)),
+    ])
+}
+
+/// A command line as one would type it: arguments with blanks or shell
+/// characters in single quotes.
+fn shell_words(args: &[String]) -> String {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect();
+    quoted.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use mesh_protocol::{Allocation, CpuSet, NodeId, TaskId, TaskSpec, TaskState};
+
+    use super::*;
+
+    fn record(id: &str, state: TaskState) -> TaskRecord {
+        let spec = TaskSpec::new(
+            "mesh-testsvc:latest".into(),
+            vec!["sh".into(), "-c".into(), "echo 'hi'".into()],
+            vec![],
+            Some(4),
+            Some("512M"),
+            BTreeMap::from([("team".to_owned(), "ml".to_owned())]),
+            Some(2),
+            Some("train".into()),
+            None,
+        )
+        .unwrap();
+        let mut r = TaskRecord::new(
+            TaskId::new(id).unwrap(),
+            spec,
+            NodeId::new("n1").unwrap(),
+            0,
+            1_000,
+        );
+        r.state = state;
+        r
+    }
+
+    fn running() -> TaskRecord {
+        let mut r = record("t1", TaskState::Running);
+        r.attempt = 1;
+        r.allocation = Some(Allocation {
+            cores: vec![0, 1],
+            cpus: CpuSet::from_iter(0..4),
+            mems: CpuSet::from_iter([0]),
+        });
+        r.container = Some("mesh-t1-1".into());
+        r.started_ms = Some(2_000);
+        r
+    }
+
+    #[test]
+    fn empty_list_shows_the_header() {
+        assert_eq!(
+            tasks_table(&[], 0),
+            "ID  NAME  STATE  NODE  CORES  CPUS  NUMA  ATTEMPT  EXIT  AGE  IMAGE\n"
+        );
+    }
+
+    #[test]
+    fn table_shows_allocation_and_age() {
+        let mut done = record("t2", TaskState::Failed);
+        done.spec.name = None;
+        done.exit_code = Some(3);
+        let text = tasks_table(&[running(), done], 181_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let cells = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(
+            cells(1),
+            [
+                "t1",
+                "train",
+                "running",
+                "n1",
+                "4",
+                "0-3",
+                "0",
+                "1",
+                "-",
+                "3m",
+                "mesh-testsvc:latest"
+            ]
+        );
+        assert_eq!(
+            cells(2),
+            [
+                "t2",
+                "-",
+                "failed",
+                "n1",
+                "4",
+                "-",
+                "-",
+                "0",
+                "3",
+                "3m",
+                "mesh-testsvc:latest"
+            ]
+        );
+    }
+
+    #[test]
+    fn detail_lists_every_field() {
+        let mut r = running();
+        r.kill_requested = true;
+        let text = task(&r, 7_000);
+        for line in [
+            "id:              t1",
+            "state:           running (kill requested)",
+            "command:         sh -c 'echo '\\''hi'\\'''",
+            "cpus:            0-3",
+            "numa:            0",
+            "memory:          512M",
+            "labels:          team=ml",
+            "attempt/retries: 1/2",
+            "container:       mesh-t1-1",
+            "exit code:       -",
+            "created:         6s ago",
+            "started:         5s ago",
+            "finished:        -",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_command_when_none_given() {
+        let mut r = record("t3", TaskState::Queued);
+        r.spec.command.clear();
+        assert!(task(&r, 0).contains("command:         (the image's own)\n"));
+    }
+}

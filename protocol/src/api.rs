@@ -1,0 +1,131 @@
+//! The agent's HTTP+JSON control API: request and response bodies, shared by
+//! the agent (server) and `meshctl` (client). Paths:
+//!
+//! | method | path | body / answer |
+//! |---|---|---|
+//! | POST | `/v1/tasks` | `SubmitRequest` -> 202 `SubmitResponse` |
+//! | GET | `/v1/tasks` | `[TaskRecord]` |
+//! | GET | `/v1/tasks/{id}` | `TaskRecord` |
+//! | GET | `/v1/tasks/{id}/logs?follow=true` | the container's output, streamed |
+//! | POST | `/v1/tasks/{id}/kill` | `TaskRecord` |
+//! | GET | `/v1/node` | `NodeView` |
+//! | GET | `/v1/health` | `Health` (503 when Docker is unreachable) |
+//!
+//! Errors answer 4xx/5xx with `ErrorBody`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alloc::NumaLoad;
+use crate::cpuset::CpuSet;
+use crate::ids::{NodeId, TaskId};
+use crate::task::{SpecError, TaskSpec, TaskState};
+use crate::topology::{HostMapping, Topology};
+
+/// A task submission as sent by a client. Validated into a `TaskSpec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `KEY=VALUE` entries.
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub cores: Option<u32>,
+    /// Bytes or a size such as `512M`.
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub retries: Option<u32>,
+    pub name: Option<String>,
+    pub priority: Option<i32>,
+}
+
+impl TryFrom<SubmitRequest> for TaskSpec {
+    type Error = SpecError;
+    fn try_from(r: SubmitRequest) -> Result<Self, Self::Error> {
+        TaskSpec::new(
+            r.image,
+            r.command,
+            r.env,
+            r.cores,
+            r.memory.as_deref(),
+            r.labels,
+            r.retries,
+            r.name,
+            r.priority,
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub id: TaskId,
+    pub state: TaskState,
+}
+
+/// Any error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Whether the agent can reach its container runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeHealth {
+    pub reachable: bool,
+    /// What the agent connects to, e.g. `unix:///var/run/docker.sock`.
+    pub endpoint: String,
+    pub version: Option<String>,
+    /// The last error, with what to do about it.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub node: NodeId,
+    pub docker: RuntimeHealth,
+}
+
+/// One held core and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreHold {
+    pub core: u32,
+    pub numa: u32,
+    /// Model PU indices of the core.
+    pub pus: CpuSet,
+    pub task: Option<TaskId>,
+}
+
+/// The node's own view of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: NodeId,
+    pub version: String,
+    pub topology: Topology,
+    /// How model indices map onto the host's CPUs and NUMA nodes.
+    pub mapping: HostMapping,
+    pub cores: Vec<CoreHold>,
+    pub load: Vec<NumaLoad>,
+    pub queued: usize,
+    pub running: usize,
+    pub max_queue: usize,
+    pub docker: RuntimeHealth,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<SubmitRequest, _> = serde_json::from_str(r#"{"image":"x","corez":2}"#);
+        assert!(r.is_err());
+        let ok: SubmitRequest = serde_json::from_str(r#"{"image":"x","cores":2}"#).unwrap();
+        let spec = TaskSpec::try_from(ok).unwrap();
+        assert_eq!(spec.cores.get(), 2);
+    }
+}

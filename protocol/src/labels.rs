@@ -1,0 +1,18 @@
+//! Docker label keys every container we create carries. Cleanup and
+//! reconciliation find our containers by these and nothing else.
+
+/// The node id of the agent that owns the container.
+pub const NODE: &str = "mesh.node";
+/// The task id (batch containers).
+pub const TASK: &str = "mesh.task";
+/// The service name (service containers).
+pub const SERVICE: &str = "mesh.service";
+/// `task` or `service`.
+pub const KIND: &str = "mesh.kind";
+/// The attempt number of a task's container.
+pub const ATTEMPT: &str = "mesh.attempt";
+/// Prefix reserved for our labels; users may not set labels under it.
+pub const RESERVED_PREFIX: &str = "mesh.";
+
+pub const KIND_TASK: &str = "task";
+pub const KIND_SERVICE: &str = "service";

@@ -1,0 +1,24 @@
+//! The pure core of Ganger: identifiers, the topology and task models, the
+//! core allocator, the task queue, the HTTP API and wire types.
+//!
+//! Nothing here opens a socket, reads a clock or touches Docker: callers pass
+//! `now` in (milliseconds since the Unix epoch) and carry out what the
+//! functions decide. That keeps every decision unit-testable.
+
+pub mod alloc;
+pub mod api;
+pub mod cpuset;
+pub mod ids;
+pub mod labels;
+pub mod queue;
+pub mod resources;
+pub mod task;
+pub mod topology;
+pub mod wire;
+
+pub use alloc::{Allocation, CoreAllocator};
+pub use cpuset::CpuSet;
+pub use ids::{NodeId, TaskId};
+pub use resources::{CoreCount, MemoryBytes};
+pub use task::{TaskRecord, TaskSpec, TaskState};
+pub use topology::Topology;

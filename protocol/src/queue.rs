@@ -1,0 +1,204 @@
+//! The wait queue for tasks that have no cores yet, and the pure dispatch
+//! decision: which queued tasks start now, on which cores.
+//!
+//! Order is priority (higher first), then arrival. The head of the queue is
+//! never overtaken by a later task that happens to fit: a large task waits
+//! for its cores instead of starving behind a stream of small ones. Tasks
+//! waiting out a retry backoff step aside until their time comes.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use crate::alloc::{AllocError, Allocation, CoreAllocator};
+use crate::ids::TaskId;
+use crate::resources::CoreCount;
+
+/// What the queue needs to know about a waiting task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedTask {
+    pub id: TaskId,
+    pub cores: CoreCount,
+    pub priority: i32,
+    pub seq: u64,
+    pub not_before_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the queue is full ({0} tasks waiting); retry later or raise --max-queue")]
+pub struct QueueFull(pub usize);
+
+/// A decision of `dispatch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Start the task on these cores (already taken in the allocator).
+    Start(TaskId, Allocation),
+    /// The task can never fit on this host.
+    Impossible(TaskId, AllocError),
+}
+
+type Key = (Reverse<i32>, u64);
+
+/// Bounded priority-then-FIFO queue.
+#[derive(Debug, Clone)]
+pub struct TaskQueue {
+    max: usize,
+    items: BTreeMap<Key, QueuedTask>,
+    index: BTreeMap<TaskId, Key>,
+}
+
+impl TaskQueue {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            items: BTreeMap::new(),
+            index: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn contains(&self, id: &TaskId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Admits a new task, refusing when the queue is at its bound.
+    pub fn admit(&mut self, task: QueuedTask) -> Result<(), QueueFull> {
+        if self.items.len() >= self.max {
+            return Err(QueueFull(self.items.len()));
+        }
+        self.put(task);
+        Ok(())
+    }
+
+    /// Puts back a task that was already accepted (restart, retry, runtime
+    /// unavailable). Never refused: an accepted task is never dropped.
+    pub fn put(&mut self, task: QueuedTask) {
+        self.remove(&task.id);
+        let key = (Reverse(task.priority), task.seq);
+        self.index.insert(task.id.clone(), key);
+        self.items.insert(key, task);
+    }
+
+    pub fn remove(&mut self, id: &TaskId) -> Option<QueuedTask> {
+        let key = self.index.remove(id)?;
+        self.items.remove(&key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedTask> {
+        self.items.values()
+    }
+
+    /// Earliest time a waiting task comes out of backoff, if any waits.
+    pub fn next_wakeup(&self, now: u64) -> Option<u64> {
+        self.items
+            .values()
+            .map(|t| t.not_before_ms)
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// Starts what fits now, in order, taking cores from `alloc`. Stops at the
+    /// first ready task that does not fit.
+    pub fn dispatch(&mut self, alloc: &mut CoreAllocator, now: u64) -> Vec<Dispatch> {
+        let mut out = Vec::new();
+        let ready: Vec<QueuedTask> = self
+            .items
+            .values()
+            .filter(|t| t.not_before_ms <= now)
+            .cloned()
+            .collect();
+        for task in ready {
+            match alloc.allocate(&task.id, task.cores) {
+                Ok(allocation) => {
+                    self.remove(&task.id);
+                    out.push(Dispatch::Start(task.id, allocation));
+                }
+                Err(AllocError::Busy { .. }) => break,
+                Err(e) => {
+                    self.remove(&task.id);
+                    out.push(Dispatch::Impossible(task.id, e));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Topology;
+
+    fn qt(n: u32, cores: u32, priority: i32, seq: u64) -> QueuedTask {
+        QueuedTask {
+            id: TaskId::new(format!("t{n}")).unwrap(),
+            cores: CoreCount::new(cores).unwrap(),
+            priority,
+            seq,
+            not_before_ms: 0,
+        }
+    }
+
+    fn started(d: &[Dispatch]) -> Vec<String> {
+        d.iter()
+            .filter_map(|d| match d {
+                Dispatch::Start(id, _) => Some(id.to_string()),
+                Dispatch::Impossible(..) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bounded_admission_but_put_always_succeeds() {
+        let mut q = TaskQueue::new(1);
+        q.admit(qt(1, 1, 0, 1)).unwrap();
+        assert_eq!(q.admit(qt(2, 1, 0, 2)), Err(QueueFull(1)));
+        q.put(qt(3, 1, 0, 3));
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn priority_then_fifo_and_no_overtaking() {
+        let mut a = CoreAllocator::new(Topology::uniform(1, 4, 1));
+        let mut q = TaskQueue::new(10);
+        q.admit(qt(1, 2, 0, 1)).unwrap();
+        q.admit(qt(2, 3, 0, 2)).unwrap();
+        q.admit(qt(3, 1, 0, 3)).unwrap();
+        q.admit(qt(4, 1, 5, 4)).unwrap();
+        let d = q.dispatch(&mut a, 0);
+        // t4 (priority 5) then t1; t2 needs 3 of the 1 left and blocks t3.
+        assert_eq!(started(&d), vec!["t4", "t1"]);
+        assert_eq!(q.len(), 2);
+        a.release(&TaskId::new("t1").unwrap());
+        a.release(&TaskId::new("t4").unwrap());
+        assert_eq!(started(&q.dispatch(&mut a, 0)), vec!["t2", "t3"]);
+    }
+
+    #[test]
+    fn backoff_steps_aside() {
+        let mut a = CoreAllocator::new(Topology::uniform(1, 1, 1));
+        let mut q = TaskQueue::new(10);
+        let mut waiting = qt(1, 1, 0, 1);
+        waiting.not_before_ms = 50;
+        q.put(waiting);
+        q.admit(qt(2, 1, 0, 2)).unwrap();
+        assert_eq!(started(&q.dispatch(&mut a, 10)), vec!["t2"]);
+        assert_eq!(q.next_wakeup(10), Some(50));
+    }
+
+    #[test]
+    fn impossible_tasks_leave_the_queue() {
+        let mut a = CoreAllocator::new(Topology::uniform(1, 1, 1));
+        let mut q = TaskQueue::new(10);
+        q.put(qt(1, 2, 0, 1));
+        let d = q.dispatch(&mut a, 0);
+        assert!(matches!(d[0], Dispatch::Impossible(..)));
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,519 @@
+//! The batch task model: what a user asks for (`TaskSpec`), where a task is
+//! in its life (`TaskState`), and the record the agent stores, with the pure
+//! transitions between states.
+//!
+//! ```text
+//! queued -> starting -> running -> succeeded | failed | killed | lost
+//!    ^          |           |
+//!    +----------+-----------+  (retry with backoff, or Docker unavailable)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alloc::Allocation;
+use crate::ids::{NodeId, TaskId};
+use crate::labels;
+use crate::resources::{CoreCount, MemoryBytes, ResourceError};
+
+/// Most retries a task may ask for.
+pub const MAX_RETRIES: u32 = 100;
+/// First retry delay; doubles per attempt up to `MAX_BACKOFF_MS`.
+pub const BASE_BACKOFF_MS: u64 = 1_000;
+pub const MAX_BACKOFF_MS: u64 = 60_000;
+
+/// A validated task request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub image: String,
+    /// Overrides the image's command when not empty.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cores: CoreCount,
+    pub memory: Option<MemoryBytes>,
+    pub labels: BTreeMap<String, String>,
+    pub retries: u32,
+    pub name: Option<String>,
+    pub priority: i32,
+}
+
+/// Why a task request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("image is empty: name a local image, e.g. mesh-testsvc:latest")]
+    EmptyImage,
+    #[error("image {0:?} contains whitespace")]
+    BadImage(String),
+    #[error("env entry {0:?} is not KEY=VALUE with a non-empty KEY without '='")]
+    BadEnv(String),
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    #[error("label {0:?} uses the reserved prefix 'mesh.'")]
+    ReservedLabel(String),
+    #[error("retries {0} is above the limit of {MAX_RETRIES}")]
+    TooManyRetries(u32),
+    #[error("name {0:?} must be 1 to 128 printable characters")]
+    BadName(String),
+    #[error("command argument {0} contains a NUL byte")]
+    NulInCommand(usize),
+}
+
+impl TaskSpec {
+    /// Checks every field; the only way to build a spec from user input.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        image: String,
+        command: Vec<String>,
+        env: Vec<String>,
+        cores: Option<u32>,
+        memory: Option<&str>,
+        labels: BTreeMap<String, String>,
+        retries: Option<u32>,
+        name: Option<String>,
+        priority: Option<i32>,
+    ) -> Result<Self, SpecError> {
+        let image = image.trim().to_owned();
+        if image.is_empty() {
+            return Err(SpecError::EmptyImage);
+        }
+        if image.chars().any(char::is_whitespace) {
+            return Err(SpecError::BadImage(image));
+        }
+        if let Some(i) = command.iter().position(|a| a.contains('\0')) {
+            return Err(SpecError::NulInCommand(i));
+        }
+        let env = env
+            .into_iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+                    Ok((k.to_owned(), v.to_owned()))
+                }
+                _ => Err(SpecError::BadEnv(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cores = CoreCount::new(cores.unwrap_or(1))?;
+        let memory = memory.map(str::parse::<MemoryBytes>).transpose()?;
+        if let Some(k) = labels
+            .keys()
+            .find(|k| k.starts_with(labels::RESERVED_PREFIX))
+        {
+            return Err(SpecError::ReservedLabel(k.clone()));
+        }
+        let retries = retries.unwrap_or(0);
+        if retries > MAX_RETRIES {
+            return Err(SpecError::TooManyRetries(retries));
+        }
+        if let Some(n) = &name
+            && (n.is_empty() || n.len() > 128 || n.chars().any(char::is_control))
+        {
+            return Err(SpecError::BadName(n.clone()));
+        }
+        Ok(Self {
+            image,
+            command,
+            env,
+            cores,
+            memory,
+            labels,
+            retries,
+            name,
+            priority: priority.unwrap_or(0),
+        })
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Queued,
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+    Killed,
+    Lost,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Killed | TaskState::Lost
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Killed => "killed",
+            TaskState::Lost => "lost",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transition that the task's current state does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task {task} is {state}: cannot {action}")]
+pub struct TransitionError {
+    pub task: TaskId,
+    pub state: TaskState,
+    pub action: &'static str,
+}
+
+/// Everything the agent stores about a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    /// The node that runs (or last ran) it.
+    pub node: NodeId,
+    /// Container starts so far; the current attempt's number.
+    pub attempt: u32,
+    /// Position in the queue among equal priorities (set on accept, renewed
+    /// on retry).
+    pub queue_seq: u64,
+    /// The cores of the current (or, once ended, the last) attempt.
+    pub allocation: Option<Allocation>,
+    pub container: Option<String>,
+    pub exit_code: Option<i64>,
+    /// Why it failed, was lost or is waiting, in words.
+    pub message: Option<String>,
+    pub kill_requested: bool,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Not before this time (retry backoff).
+    pub not_before_ms: u64,
+}
+
+/// Delay before the retry that follows attempt `attempt` (1-based).
+pub fn backoff_ms(attempt: u32) -> u64 {
+    let shift = attempt.saturating_sub(1).min(16);
+    (BASE_BACKOFF_MS << shift).min(MAX_BACKOFF_MS)
+}
+
+impl TaskRecord {
+    pub fn new(id: TaskId, spec: TaskSpec, node: NodeId, queue_seq: u64, now: u64) -> Self {
+        Self {
+            id,
+            spec,
+            state: TaskState::Queued,
+            node,
+            attempt: 0,
+            queue_seq,
+            allocation: None,
+            container: None,
+            exit_code: None,
+            message: None,
+            kill_requested: false,
+            created_ms: now,
+            updated_ms: now,
+            started_ms: None,
+            finished_ms: None,
+            not_before_ms: now,
+        }
+    }
+
+    fn refuse(&self, action: &'static str) -> TransitionError {
+        TransitionError {
+            task: self.id.clone(),
+            state: self.state,
+            action,
+        }
+    }
+
+    fn finish(&mut self, state: TaskState, now: u64) {
+        self.state = state;
+        self.finished_ms = Some(now);
+        self.updated_ms = now;
+    }
+
+    /// queued -> starting, with the cores it was given.
+    pub fn start(&mut self, allocation: Allocation, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Queued {
+            return Err(self.refuse("start"));
+        }
+        self.state = TaskState::Starting;
+        self.attempt += 1;
+        self.allocation = Some(allocation);
+        self.container = None;
+        self.exit_code = None;
+        self.message = None;
+        self.updated_ms = now;
+        Ok(())
+    }
+
+    /// starting -> running in `container`.
+    pub fn started(&mut self, container: String, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Starting {
+            return Err(self.refuse("mark running"));
+        }
+        self.state = TaskState::Running;
+        self.container = Some(container);
+        self.started_ms = Some(now);
+        self.updated_ms = now;
+        Ok(())
+    }
+
+    /// starting -> queued, keeping its place: the runtime was unavailable,
+    /// which is not the task's fault and does not use up an attempt.
+    pub fn requeue_unavailable(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Starting {
+            return Err(self.refuse("requeue"));
+        }
+        self.state = TaskState::Queued;
+        self.attempt -= 1;
+        self.allocation = None;
+        self.container = None;
+        self.message = Some(why);
+        self.updated_ms = now;
+        Ok(())
+    }
+
+    /// The container could not be created or started (bad image, bad
+    /// command): a failed attempt.
+    pub fn start_failed(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Starting {
+            return Err(self.refuse("fail start"));
+        }
+        self.fail_attempt(TaskState::Failed, None, why, now);
+        Ok(())
+    }
+
+    /// The container ended with `code`.
+    pub fn exited(&mut self, code: i64, now: u64) -> Result<(), TransitionError> {
+        if !matches!(self.state, TaskState::Running | TaskState::Starting) {
+            return Err(self.refuse("record an exit"));
+        }
+        if self.kill_requested {
+            self.exit_code = Some(code);
+            self.message = Some("killed on request".into());
+            self.finish(TaskState::Killed, now);
+        } else if code == 0 {
+            self.exit_code = Some(0);
+            self.message = None;
+            self.finish(TaskState::Succeeded, now);
+        } else {
+            self.fail_attempt(
+                TaskState::Failed,
+                Some(code),
+                format!("exited with code {code}"),
+                now,
+            );
+        }
+        Ok(())
+    }
+
+    /// The container vanished (removed behind our back, host lost).
+    pub fn lost(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
+        if !matches!(self.state, TaskState::Running | TaskState::Starting) {
+            return Err(self.refuse("mark lost"));
+        }
+        if self.kill_requested {
+            self.message = Some(why);
+            self.finish(TaskState::Killed, now);
+        } else {
+            self.fail_attempt(TaskState::Lost, None, why, now);
+        }
+        Ok(())
+    }
+
+    /// Retry after backoff if attempts remain, else end in `terminal`.
+    fn fail_attempt(&mut self, terminal: TaskState, code: Option<i64>, why: String, now: u64) {
+        self.exit_code = code;
+        self.container = None;
+        if self.attempt <= self.spec.retries {
+            let delay = backoff_ms(self.attempt);
+            self.state = TaskState::Queued;
+            self.not_before_ms = now + delay;
+            self.message = Some(format!(
+                "attempt {} {why}; retry {} of {} in {} ms",
+                self.attempt, self.attempt, self.spec.retries, delay
+            ));
+            self.updated_ms = now;
+        } else {
+            self.message = Some(why);
+            self.finish(terminal, now);
+        }
+    }
+
+    /// Asks to kill. A queued task ends at once (returns true); a starting or
+    /// running one is marked and ends when its container stops (false).
+    pub fn kill(&mut self, now: u64) -> Result<bool, TransitionError> {
+        match self.state {
+            TaskState::Queued => {
+                self.kill_requested = true;
+                self.message = Some("killed on request before it started".into());
+                self.finish(TaskState::Killed, now);
+                Ok(true)
+            }
+            TaskState::Starting | TaskState::Running => {
+                self.kill_requested = true;
+                self.updated_ms = now;
+                Ok(false)
+            }
+            _ => Err(self.refuse("kill")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpuset::CpuSet;
+
+    fn spec(retries: u32) -> TaskSpec {
+        TaskSpec::new(
+            "img".into(),
+            vec![],
+            vec!["A=1".into()],
+            Some(2),
+            None,
+            BTreeMap::new(),
+            Some(retries),
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn rec(retries: u32) -> TaskRecord {
+        TaskRecord::new(
+            TaskId::new("t1").unwrap(),
+            spec(retries),
+            NodeId::new("n1").unwrap(),
+            0,
+            100,
+        )
+    }
+
+    fn alloc() -> Allocation {
+        Allocation {
+            cores: vec![0],
+            cpus: CpuSet::from_iter([0]),
+            mems: CpuSet::from_iter([0]),
+        }
+    }
+
+    #[test]
+    fn spec_validation() {
+        let mk = |image: &str, env: &str, labels: &[(&str, &str)]| {
+            TaskSpec::new(
+                image.into(),
+                vec![],
+                vec![env.into()],
+                None,
+                None,
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                None,
+                None,
+                None,
+            )
+        };
+        assert_eq!(mk("", "A=1", &[]), Err(SpecError::EmptyImage));
+        assert!(matches!(mk("a b", "A=1", &[]), Err(SpecError::BadImage(_))));
+        assert!(matches!(mk("i", "=1", &[]), Err(SpecError::BadEnv(_))));
+        assert!(matches!(mk("i", "A", &[]), Err(SpecError::BadEnv(_))));
+        assert!(matches!(
+            mk("i", "A=", &[("mesh.x", "1")]),
+            Err(SpecError::ReservedLabel(_))
+        ));
+        let ok = mk("i", "A=b=c", &[("team", "x")]).unwrap();
+        assert_eq!(ok.env, vec![("A".into(), "b=c".into())]);
+        assert_eq!(ok.cores.get(), 1);
+    }
+
+    #[test]
+    fn happy_path() {
+        let mut r = rec(0);
+        r.start(alloc(), 1).unwrap();
+        r.started("c1".into(), 2).unwrap();
+        r.exited(0, 3).unwrap();
+        assert_eq!(r.state, TaskState::Succeeded);
+        assert_eq!(r.attempt, 1);
+        assert!(r.allocation.is_some(), "kept to show where it ran");
+        assert!(r.kill(4).is_err());
+    }
+
+    #[test]
+    fn retries_with_backoff_then_fails() {
+        let mut r = rec(1);
+        r.start(alloc(), 1).unwrap();
+        r.started("c1".into(), 2).unwrap();
+        r.exited(3, 10).unwrap();
+        assert_eq!(r.state, TaskState::Queued);
+        assert_eq!(r.not_before_ms, 10 + BASE_BACKOFF_MS);
+        r.start(alloc(), 2000).unwrap();
+        assert_eq!(r.attempt, 2);
+        r.started("c2".into(), 2001).unwrap();
+        r.exited(3, 2002).unwrap();
+        assert_eq!(r.state, TaskState::Failed);
+        assert_eq!(r.exit_code, Some(3));
+    }
+
+    #[test]
+    fn unavailable_runtime_keeps_attempts() {
+        let mut r = rec(0);
+        r.start(alloc(), 1).unwrap();
+        r.requeue_unavailable("docker down".into(), 2).unwrap();
+        assert_eq!(r.state, TaskState::Queued);
+        assert_eq!(r.attempt, 0);
+    }
+
+    #[test]
+    fn kill_paths() {
+        let mut q = rec(3);
+        assert_eq!(q.kill(5), Ok(true));
+        assert_eq!(q.state, TaskState::Killed);
+        let mut r = rec(3);
+        r.start(alloc(), 1).unwrap();
+        r.started("c".into(), 2).unwrap();
+        assert_eq!(r.kill(3), Ok(false));
+        r.exited(137, 4).unwrap();
+        assert_eq!(r.state, TaskState::Killed);
+    }
+
+    #[test]
+    fn lost_retries_then_is_lost() {
+        let mut r = rec(0);
+        r.start(alloc(), 1).unwrap();
+        r.started("c".into(), 2).unwrap();
+        r.lost("container vanished".into(), 3).unwrap();
+        assert_eq!(r.state, TaskState::Lost);
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_ms(1), 1_000);
+        assert_eq!(backoff_ms(2), 2_000);
+        assert_eq!(backoff_ms(30), MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn record_round_trips_on_the_wire() {
+        let mut r = rec(2);
+        r.start(alloc(), 1).unwrap();
+        let bytes = crate::wire::encode(&r).unwrap();
+        let back: TaskRecord = crate::wire::decode(&bytes).unwrap();
+        assert_eq!(r, back);
+        assert!(crate::wire::decode::<TaskRecord>(&bytes[..bytes.len() / 2]).is_err());
+    }
+}
