@@ -16,12 +16,12 @@ use tokio::sync::OnceCell;
 
 use super::{ContainerInfo, ContainerRuntime, ContainerSpec, LogStream, RuntimeError};
 
-/// Docker over its local socket or `DOCKER_HOST`. The API version is
-/// negotiated on first use, so the agent can start while Docker is down.
+/// Docker over its local socket or `DOCKER_HOST`. The client is made and
+/// the API version negotiated on first successful use, so the agent can
+/// start while Docker is down and connect once it is up.
 #[derive(Debug)]
 pub struct DockerRuntime {
     endpoint: String,
-    raw: Docker,
     negotiated: OnceCell<Docker>,
 }
 
@@ -31,13 +31,8 @@ impl DockerRuntime {
     pub fn from_env() -> Result<Self, RuntimeError> {
         let endpoint =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let raw = Docker::connect_with_defaults().map_err(|e| RuntimeError::Unavailable {
-            endpoint: endpoint.clone(),
-            cause: e.to_string(),
-        })?;
         Ok(Self {
             endpoint,
-            raw,
             negotiated: OnceCell::new(),
         })
     }
@@ -45,8 +40,8 @@ impl DockerRuntime {
     async fn client(&self) -> Result<&Docker, RuntimeError> {
         self.negotiated
             .get_or_try_init(|| async {
-                self.raw
-                    .clone()
+                Docker::connect_with_defaults()
+                    .map_err(|e| self.unavailable(e))?
                     .negotiate_version()
                     .await
                     .map_err(|e| self.unavailable(e))
@@ -159,6 +154,12 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(|e| self.classify(id, e))?;
         let state = c.state.unwrap_or_default();
+        if matches!(
+            state.status,
+            Some(ContainerStateStatusEnum::REMOVING | ContainerStateStatusEnum::DEAD)
+        ) {
+            return Err(RuntimeError::NotFound(format!("{id}: being removed")));
+        }
         let running = state.running.unwrap_or(false);
         let never_started = state.status == Some(ContainerStateStatusEnum::CREATED);
         let host = c.host_config.unwrap_or_default();
@@ -274,12 +275,14 @@ impl ContainerRuntime for DockerRuntime {
             stderr: true,
             ..Default::default()
         };
-        let docker = self
-            .negotiated
-            .get()
-            .cloned()
-            .unwrap_or_else(|| self.raw.clone());
         let endpoint = self.endpoint.clone();
+        let Some(docker) = self.negotiated.get().cloned() else {
+            let err = RuntimeError::Unavailable {
+                endpoint,
+                cause: "not connected to Docker yet".into(),
+            };
+            return futures_util::stream::iter([Err(err)]).boxed();
+        };
         let id = id.to_owned();
         docker
             .logs(&id.clone(), Some(options))

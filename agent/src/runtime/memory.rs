@@ -61,14 +61,14 @@ impl MemoryRuntime {
         if let Some(c) = self.lock().get_mut(id) {
             c.info.running = false;
             c.info.exit_code = Some(code);
-            let _ = c.exit.send(Some(code));
+            c.exit.send_replace(Some(code));
         }
     }
 
     /// Drops a container without a trace, as `docker rm -f` by hand would.
     pub fn vanish(&self, id: &str) {
         if let Some(c) = self.lock().remove(id) {
-            let _ = c.exit.send(Some(137));
+            c.exit.send_replace(Some(137));
         }
     }
 

@@ -127,6 +127,16 @@ pub async fn watch<R: ContainerRuntime>(
     {
         warn!(task_id = %task, attempt, error = %e, "could not keep the container's output");
     }
+    // Docker answers a wait with 137 when the container is removed by force;
+    // a container that is gone (or going) was taken away, not ended.
+    if let Err(RuntimeError::NotFound(_)) = runtime.inspect(&container).await {
+        let _ = events.send(Event::Vanished {
+            task,
+            attempt,
+            why: format!("container {container} was removed outside the agent"),
+        });
+        return;
+    }
     if let Err(e) = runtime.remove(&container).await {
         warn!(task_id = %task, container, error = %e, "could not remove finished container");
     }

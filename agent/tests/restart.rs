@@ -1,0 +1,254 @@
+//! The `meshd` process: crash (`kill -9`) and restart, clean stop and
+//! restart, and a Docker engine that is not there. Nothing accepted is lost
+//! and nothing runs twice.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use mesh_agent::runtime::{ContainerRuntime, ContainerSpec};
+use mesh_protocol::{NodeId, TaskState};
+
+/// A `meshd` child process; killed (SIGKILL) on drop.
+struct Meshd {
+    child: Child,
+    api: Api,
+}
+
+impl Meshd {
+    async fn start(
+        node: &NodeId,
+        dir: &Path,
+        addr: SocketAddr,
+        docker_host: Option<&str>,
+    ) -> Meshd {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshd"));
+        cmd.args([
+            "--node-id",
+            node.as_str(),
+            "--topology",
+            "numa:1 core:2 pu:1",
+        ])
+        .arg("--api")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .env("MESH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("meshd.stderr")).unwrap());
+        if let Some(host) = docker_host {
+            cmd.env("DOCKER_HOST", host);
+        }
+        let child = cmd.spawn().unwrap();
+        let m = Meshd {
+            child,
+            api: Api::new(&format!("http://{addr}")),
+        };
+        let http = m.api.http.clone();
+        let url = format!("http://{addr}/v1/node");
+        wait_until("meshd API up", Duration::from_secs(20), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move { http.get(&url).send().await.is_ok() }
+        })
+        .await;
+        m
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn sigterm(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = self.child.wait().unwrap();
+        assert!(code.success(), "meshd exited with {code} on SIGTERM");
+    }
+}
+
+impl Drop for Meshd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Removes the node's containers when the test ends, pass or fail.
+struct Cleanup(NodeId);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_node_containers(&self.0);
+    }
+}
+
+async fn health_ok(m: &Meshd) -> bool {
+    m.api
+        .http
+        .get(format!("{}/v1/health", m.api.url))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test]
+async fn kill_9_then_restart_adopts_records_and_resumes() {
+    require_docker().await;
+    let node = unique_node("crash");
+    let _cleanup = Cleanup(node.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut m = Meshd::start(&node, dir.path(), addr, None).await;
+    wait_until("docker reachable", Duration::from_secs(20), || {
+        health_ok(&m)
+    })
+    .await;
+
+    let a = m.api.submit(&sleep_task(1, "1")).await.id.to_string();
+    let b = m.api.submit(&sleep_task(1, "8")).await.id.to_string();
+    let c = m.api.submit(&sleep_task(1, "1")).await.id.to_string();
+    let ra = m.api.wait_state(&a, TaskState::Running, 20).await;
+    let rb = m.api.wait_state(&b, TaskState::Running, 20).await;
+    assert_eq!(m.api.task(&c).await.state, TaskState::Queued);
+    m.kill9();
+
+    // While the agent is dead: A's container ends, B's keeps running, and
+    // a stray container claiming to be ours appears.
+    let d = docker();
+    let a_container = ra.container.clone().unwrap();
+    wait_until("A's container exits", Duration::from_secs(20), || {
+        let d = &d;
+        let id = a_container.clone();
+        async move { d.inspect(&id).await.is_ok_and(|i| !i.running) }
+    })
+    .await;
+    let stray = d
+        .run(&ContainerSpec {
+            name: format!("mesh-{node}-stray"),
+            image: IMAGE.into(),
+            command: vec!["sleep".into(), "60".into()],
+            env: vec![],
+            labels: mesh_agent::runtime::memory::labels(&[
+                ("mesh.node", node.as_str()),
+                ("mesh.kind", "task"),
+                ("mesh.task", "tstray"),
+                ("mesh.attempt", "1"),
+            ]),
+            cpuset_cpus: Default::default(),
+            cpuset_mems: Default::default(),
+            memory: None,
+            network: None,
+        })
+        .await
+        .unwrap();
+
+    let m = Meshd::start(&node, dir.path(), addr, None).await;
+    let fa = m.api.wait_state(&a, TaskState::Succeeded, 20).await;
+    assert_eq!(
+        (fa.attempt, fa.exit_code),
+        (1, Some(0)),
+        "exit recorded while down"
+    );
+    assert!(
+        m.api.logs(&a, false).await.contains("sleeping 1"),
+        "its output was kept"
+    );
+    let rb2 = m.api.wait_state(&b, TaskState::Running, 20).await;
+    assert_eq!(rb2.container, rb.container, "B adopted, not restarted");
+    let fc = m.api.wait_state(&c, TaskState::Succeeded, 30).await;
+    assert_eq!(fc.attempt, 1);
+    let fb = m.api.wait_state(&b, TaskState::Succeeded, 30).await;
+    assert_eq!(fb.attempt, 1, "B ran once");
+    wait_until("stray container removed", Duration::from_secs(20), || {
+        let d = &d;
+        let id = stray.clone();
+        async move { d.inspect(&id).await.is_err() }
+    })
+    .await;
+    // Every container of the node is gone once all tasks ended.
+    wait_until("no containers left", Duration::from_secs(20), || {
+        let d = &d;
+        let n = node.to_string();
+        async move {
+            d.list(&[("mesh.node", n.as_str())])
+                .await
+                .unwrap()
+                .is_empty()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clean_stop_leaves_tasks_running_for_the_next_start() {
+    require_docker().await;
+    let node = unique_node("term");
+    let _cleanup = Cleanup(node.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut m = Meshd::start(&node, dir.path(), addr, None).await;
+    wait_until("docker reachable", Duration::from_secs(20), || {
+        health_ok(&m)
+    })
+    .await;
+    let t = m.api.submit(&sleep_task(1, "4")).await.id.to_string();
+    let r = m.api.wait_state(&t, TaskState::Running, 20).await;
+    m.sigterm();
+    let info = docker()
+        .inspect(r.container.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert!(info.running, "a clean stop leaves batch tasks running");
+    let m = Meshd::start(&node, dir.path(), addr, None).await;
+    let done = m.api.wait_state(&t, TaskState::Succeeded, 30).await;
+    assert_eq!(done.attempt, 1);
+}
+
+#[tokio::test]
+async fn docker_unreachable_keeps_tasks_queued_until_it_is_back() {
+    require_docker().await;
+    let node = unique_node("nodocker");
+    let _cleanup = Cleanup(node.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let socket = dir.path().join("no-docker.sock");
+    let host = format!("unix://{}", socket.display());
+    let mut m = Meshd::start(&node, dir.path(), addr, Some(&host)).await;
+
+    let r = m
+        .api
+        .http
+        .get(format!("{}/v1/health", m.api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("no-docker.sock"),
+        "health names the socket: {body}"
+    );
+    assert!(
+        body.contains("Is dockerd running"),
+        "and says what to do: {body}"
+    );
+
+    let t = m.api.submit(&task(1, &["exit", "0"])).await.id.to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(m.api.task(&t).await.state, TaskState::Queued);
+    m.kill9();
+
+    let m = Meshd::start(&node, dir.path(), addr, None).await;
+    let done = m.api.wait_state(&t, TaskState::Succeeded, 30).await;
+    assert_eq!(done.attempt, 1);
+}

@@ -1,0 +1,125 @@
+//! One suite, two runtimes: what the supervisor relies on holds for the real
+//! Docker runtime and for the in-memory one used in fast tests.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use mesh_agent::runtime::memory::{MemoryRuntime, labels};
+use mesh_agent::runtime::{ContainerRuntime, ContainerSpec, RuntimeError};
+use mesh_protocol::CpuSet;
+
+fn spec(node: &str, name: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        name: format!("mesh-{node}-{name}"),
+        image: image.into(),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        env: vec![("A".into(), "1".into())],
+        labels: labels(&[
+            ("mesh.node", node),
+            ("mesh.kind", "task"),
+            ("mesh.task", name),
+        ]),
+        cpuset_cpus: CpuSet::from_iter([0]),
+        cpuset_mems: CpuSet::from_iter([0]),
+        memory: Some(64 << 20),
+        network: None,
+    }
+}
+
+async fn contract<R: ContainerRuntime>(rt: &R, node: &str) {
+    rt.ping().await.unwrap();
+
+    // Exit codes come back from wait.
+    let quick = rt
+        .run(&spec(node, "quick", IMAGE, &["exit", "3"]))
+        .await
+        .unwrap();
+    assert_eq!(rt.wait(&quick).await.unwrap(), 3);
+    let info = rt.inspect(&quick).await.unwrap();
+    assert!(!info.running);
+    assert_eq!(info.exit_code, Some(3));
+    assert_eq!(info.cpuset_cpus.as_deref(), Some("0"));
+
+    // A long one is listed by label, killed, then removed.
+    let long = rt
+        .run(&spec(node, "long", IMAGE, &["sleep", "60"]))
+        .await
+        .unwrap();
+    assert!(rt.inspect(&long).await.unwrap().running);
+    let mine = rt.list(&[("mesh.node", node)]).await.unwrap();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    let only_long = rt
+        .list(&[("mesh.node", node), ("mesh.task", "long")])
+        .await
+        .unwrap();
+    assert_eq!(only_long.len(), 1);
+    assert!(only_long[0].running);
+    rt.kill(&long).await.unwrap();
+    assert_eq!(rt.wait(&long).await.unwrap(), 137);
+    rt.kill(&long).await.unwrap(); // killing a stopped container is fine
+
+    // Names are unique.
+    let dup = rt.run(&spec(node, "quick", IMAGE, &["exit", "0"])).await;
+    assert!(matches!(dup, Err(RuntimeError::Rejected(_))), "{dup:?}");
+
+    for id in [&quick, &long] {
+        rt.remove(id).await.unwrap();
+        assert!(matches!(
+            rt.inspect(id).await,
+            Err(RuntimeError::NotFound(_))
+        ));
+        rt.remove(id).await.unwrap(); // removing twice is fine
+    }
+    assert!(rt.list(&[("mesh.node", node)]).await.unwrap().is_empty());
+    assert!(matches!(
+        rt.wait("no-such-container").await,
+        Err(RuntimeError::NotFound(_))
+    ));
+
+    // An unknown image is refused, not mistaken for an outage.
+    let missing = rt.run(&spec(node, "missing", "missing", &[])).await;
+    assert!(
+        matches!(missing, Err(RuntimeError::Rejected(_))),
+        "{missing:?}"
+    );
+    assert!(
+        rt.list(&[("mesh.node", node)]).await.unwrap().is_empty(),
+        "nothing left behind"
+    );
+}
+
+#[tokio::test]
+async fn memory_runtime_keeps_the_contract() {
+    contract(&MemoryRuntime::new(), "mem").await;
+}
+
+#[tokio::test]
+async fn docker_runtime_keeps_the_contract() {
+    require_docker().await;
+    let node = unique_node("contract");
+    let rt = docker();
+    contract(&rt, node.as_str()).await;
+    remove_node_containers(&node);
+}
+
+#[tokio::test]
+async fn unreachable_docker_is_reported_as_unavailable() {
+    // A client pointed at a socket that does not exist.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    // SAFETY of the test: the variable is read only by this constructor, in
+    // a child process, never by this one.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshd"))
+        .args(["--cleanup", "--node-id", "x"])
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("none.sock") && err.contains("Is dockerd running"),
+        "{err}"
+    );
+}
