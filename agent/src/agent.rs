@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::mesh::{Mesh, MeshError};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::store::{Store, StoreError};
@@ -35,6 +36,8 @@ pub enum AgentError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
     #[error("API server failed: {0}")]
     Serve(std::io::Error),
     #[error("internal task failed: {0}")]
@@ -47,6 +50,7 @@ pub struct RunningAgent {
     /// Where the API actually listens (useful with port 0).
     pub api_addr: SocketAddr,
     pub supervisor: SupervisorHandle,
+    pub mesh: Mesh,
     server: JoinHandle<std::io::Result<()>>,
     actor: JoinHandle<()>,
 }
@@ -113,7 +117,18 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             path: config.data_dir.join("logs").display().to_string(),
             source,
         })?;
-    let app = crate::api::router(supervisor.clone());
+    let mesh = Mesh::start(
+        &config.mesh,
+        &config.node_id,
+        api_addr,
+        supervisor.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let app = crate::api::router(crate::api::ApiState {
+        supervisor: supervisor.clone(),
+        mesh: mesh.clone(),
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -123,6 +138,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     Ok(RunningAgent {
         api_addr,
         supervisor,
+        mesh,
         server,
         actor,
     })

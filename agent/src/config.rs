@@ -44,6 +44,36 @@ pub struct Args {
     /// Docker network task containers join [default: Docker's default bridge].
     #[arg(long, env = "MESH_NETWORK")]
     pub network: Option<String>,
+    /// UDP address of the QUIC endpoint (gossip and agent-to-agent calls) [default: 0.0.0.0:7946].
+    #[arg(long, env = "MESH_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Address peers use to reach this node [default: --bind, or this host's address when --bind is 0.0.0.0].
+    #[arg(long, env = "MESH_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+    /// A peer to join through, HOST:PORT (repeatable; DNS names are re-resolved).
+    #[arg(long = "seed", env = "MESH_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Mesh name; agents of another cluster id are refused [default: ganger].
+    #[arg(long, env = "MESH_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// The cluster CA certificate (PEM), from `meshctl tls ca create`.
+    #[arg(long, env = "MESH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), from `meshctl tls cert create --node NAME`.
+    #[arg(long, env = "MESH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "MESH_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Run the mesh without certificates: any peer is accepted. For development only.
+    #[arg(long, env = "MESH_INSECURE_DEV")]
+    pub insecure_dev: bool,
+    /// How often gossip rounds run, in milliseconds [default: 500].
+    #[arg(long, env = "MESH_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// Failure-detector threshold: a peer is dead once silent for about this many mean heartbeat intervals [default: 6].
+    #[arg(long, env = "MESH_PHI_THRESHOLD")]
+    pub phi_threshold: Option<f64>,
     /// Remove every container this node created, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -62,6 +92,16 @@ struct FileConfig {
     topology: Option<String>,
     max_queue: Option<usize>,
     network: Option<String>,
+    bind: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    seeds: Option<Vec<String>>,
+    cluster_id: Option<String>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_dev: Option<bool>,
+    gossip_interval_ms: Option<u64>,
+    phi_threshold: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +117,39 @@ pub enum ConfigError {
     NodeId(#[from] mesh_protocol::ids::IdError),
     #[error("--max-queue must be at least 1")]
     MaxQueue,
+    #[error(
+        "no TLS files: give --tls-ca, --tls-cert and --tls-key (create them with `meshctl tls ca create` and `meshctl tls cert create --node NAME`), or --insecure-dev for a development mesh without authentication"
+    )]
+    NoTls,
+    #[error("--tls-ca, --tls-cert and --tls-key go together; missing {0}")]
+    PartialTls(&'static str),
+    #[error("--gossip-interval-ms must be between 50 and 60000")]
+    GossipInterval,
+    #[error("--phi-threshold must be between 1 and 100")]
+    Phi,
+}
+
+/// How the QUIC endpoint authenticates peers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsSetting {
+    Files {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    InsecureDev,
+}
+
+/// Mesh settings: the QUIC endpoint, gossip and peers.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub bind: SocketAddr,
+    pub advertise: Option<SocketAddr>,
+    pub seeds: Vec<String>,
+    pub cluster_id: String,
+    pub tls: TlsSetting,
+    pub gossip_interval: Duration,
+    pub phi_threshold: f64,
 }
 
 /// Validated settings.
@@ -89,6 +162,7 @@ pub struct Config {
     pub max_queue: usize,
     pub network: Option<String>,
     pub ping_interval: Duration,
+    pub mesh: MeshConfig,
 }
 
 impl Config {
@@ -102,7 +176,26 @@ impl Config {
             max_queue: DEFAULT_MAX_QUEUE,
             network: None,
             ping_interval: Duration::from_secs(2),
+            mesh: MeshConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                advertise: None,
+                seeds: Vec::new(),
+                cluster_id: "ganger-test".into(),
+                tls: TlsSetting::InsecureDev,
+                gossip_interval: Duration::from_millis(200),
+                phi_threshold: 6.0,
+            },
         }
+    }
+
+    pub fn seeds(mut self, seeds: Vec<String>) -> Self {
+        self.mesh.seeds = seeds;
+        self
+    }
+
+    pub fn tls(mut self, tls: TlsSetting) -> Self {
+        self.mesh.tls = tls;
+        self
     }
 
     pub fn topology(mut self, synthetic: &str) -> Self {
@@ -138,7 +231,46 @@ impl Config {
         if max_queue == 0 {
             return Err(ConfigError::MaxQueue);
         }
+        let tls = tls_setting(
+            args.tls_ca.clone().or(file.tls_ca),
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+            args.insecure_dev || file.insecure_dev.unwrap_or(false),
+        )?;
+        let gossip_ms = args
+            .gossip_interval_ms
+            .or(file.gossip_interval_ms)
+            .unwrap_or(500);
+        if !(50..=60_000).contains(&gossip_ms) {
+            return Err(ConfigError::GossipInterval);
+        }
+        let phi_threshold = args.phi_threshold.or(file.phi_threshold).unwrap_or(6.0);
+        if !(1.0..=100.0).contains(&phi_threshold) {
+            return Err(ConfigError::Phi);
+        }
+        let seeds = if args.seeds.is_empty() {
+            file.seeds.unwrap_or_default()
+        } else {
+            args.seeds.clone()
+        };
+        let mesh = MeshConfig {
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
+            advertise: args.advertise.or(file.advertise),
+            seeds,
+            cluster_id: args
+                .cluster_id
+                .clone()
+                .or(file.cluster_id)
+                .unwrap_or_else(|| "ganger".into()),
+            tls,
+            gossip_interval: Duration::from_millis(gossip_ms),
+            phi_threshold,
+        };
         Ok(Config {
+            mesh,
             node_id: NodeId::new(node_id)?,
             api: args
                 .api
@@ -154,6 +286,22 @@ impl Config {
             network: args.network.clone().or(file.network),
             ping_interval: Duration::from_secs(2),
         })
+    }
+}
+
+fn tls_setting(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure_dev: bool,
+) -> Result<TlsSetting, ConfigError> {
+    match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => Ok(TlsSetting::Files { ca, cert, key }),
+        (None, None, None) if insecure_dev => Ok(TlsSetting::InsecureDev),
+        (None, None, None) => Err(ConfigError::NoTls),
+        (None, _, _) => Err(ConfigError::PartialTls("--tls-ca")),
+        (_, None, _) => Err(ConfigError::PartialTls("--tls-cert")),
+        (_, _, None) => Err(ConfigError::PartialTls("--tls-key")),
     }
 }
 
@@ -206,6 +354,7 @@ mod tests {
         let args = Args {
             config: Some(path),
             node_id: Some("from-flag".into()),
+            insecure_dev: true,
             ..Default::default()
         };
         let c = Config::from_args(&args).unwrap();
@@ -230,6 +379,7 @@ mod tests {
         ));
         let args = Args {
             node_id: Some("bad id".into()),
+            insecure_dev: true,
             ..Default::default()
         };
         assert!(matches!(

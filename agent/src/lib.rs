@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod logs;
+pub mod mesh;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

@@ -34,6 +34,9 @@ impl Meshd {
             node.as_str(),
             "--topology",
             "numa:1 core:2 pu:1",
+            "--insecure-dev",
+            "--bind",
+            "127.0.0.1:0",
         ])
         .arg("--api")
         .arg(addr.to_string())

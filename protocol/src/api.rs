@@ -10,6 +10,7 @@
 //! | POST | `/v1/tasks/{id}/kill` | `TaskRecord` |
 //! | GET | `/v1/node` | `NodeView` |
 //! | GET | `/v1/health` | `Health` (503 when Docker is unreachable) |
+//! | GET | `/v1/peers` | `[gossip::PeerView]`: every node this one knows |
 //!
 //! Errors answer 4xx/5xx with `ErrorBody`.
 

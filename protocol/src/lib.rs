@@ -8,8 +8,11 @@
 pub mod alloc;
 pub mod api;
 pub mod cpuset;
+pub mod gossip;
 pub mod ids;
 pub mod labels;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod queue;
 pub mod resources;
 pub mod task;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,12 +19,32 @@ use serde::Deserialize;
 
 pub use error::ApiError;
 
+use crate::mesh::Mesh;
 use crate::supervisor::{Logs, SupervisorHandle};
 
 /// How often a follower of a not-yet-started task checks again.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-pub fn router(supervisor: SupervisorHandle) -> Router {
+/// What the handlers reach: the supervisor and the mesh.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub supervisor: SupervisorHandle,
+    pub mesh: Mesh,
+}
+
+impl FromRef<ApiState> for SupervisorHandle {
+    fn from_ref(s: &ApiState) -> Self {
+        s.supervisor.clone()
+    }
+}
+
+impl FromRef<ApiState> for Mesh {
+    fn from_ref(s: &ApiState) -> Self {
+        s.mesh.clone()
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/{id}", get(task))
@@ -32,10 +52,15 @@ pub fn router(supervisor: SupervisorHandle) -> Router {
         .route("/v1/tasks/{id}/logs", get(logs))
         .route("/v1/node", get(node))
         .route("/v1/health", get(health))
+        .route("/v1/peers", get(peers))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/node, /v1/health")
         })
-        .with_state(supervisor)
+        .with_state(state)
+}
+
+async fn peers(State(mesh): State<Mesh>) -> Response {
+    axum::Json(mesh.peers().await).into_response()
 }
 
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {

@@ -1,0 +1,312 @@
+//! The mesh: one QUIC endpoint per agent with mutual TLS, chitchat gossip
+//! over it, what this node publishes about itself, and the peer list.
+
+pub mod hostload;
+pub mod tls;
+pub mod transport;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chitchat::transport::Transport;
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
+use mesh_protocol::NodeId;
+use mesh_protocol::gossip::{Load, NodeInfo, PeerView, TopologySummary, keys};
+use mesh_protocol::topology::Topology;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{MeshConfig, TlsSetting};
+use crate::supervisor::SupervisorHandle;
+use transport::QuicTransport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot bind the QUIC endpoint on {addr}/udp: {source} (pick another with --bind)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start gossip: {0}")]
+    Gossip(String),
+}
+
+/// Per node: the (heartbeat, max version) last seen and when it changed.
+type Heard = HashMap<ChitchatId, (chitchat::Heartbeat, u64, Instant)>;
+
+/// A running mesh membership.
+#[derive(Clone)]
+pub struct Mesh {
+    chitchat: Arc<ChitchatHandle>,
+    transport: QuicTransport,
+    endpoint: quinn::Endpoint,
+    self_id: ChitchatId,
+    /// (heartbeat, max version) last seen per node, and when it changed.
+    heard: Arc<Mutex<Heard>>,
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("self", &self.self_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn topology_summary(t: &Topology) -> TopologySummary {
+    TopologySummary {
+        packages: t.packages,
+        cores_per_numa: t.numa_nodes.iter().map(|n| n.cores.len() as u32).collect(),
+        pus_per_core: t
+            .numa_nodes
+            .first()
+            .and_then(|n| n.cores.first())
+            .map(|c| c.pus.len() as u32)
+            .unwrap_or(1),
+    }
+}
+
+impl Mesh {
+    /// Binds the endpoint, joins through the seeds and starts publishing
+    /// this node's state from the supervisor.
+    pub async fn start(
+        cfg: &MeshConfig,
+        node: &NodeId,
+        api: SocketAddr,
+        supervisor: SupervisorHandle,
+        shutdown: CancellationToken,
+    ) -> Result<Mesh, MeshError> {
+        let source = match &cfg.tls {
+            TlsSetting::Files { ca, cert, key } => tls::TlsSource::Files {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            TlsSetting::InsecureDev => tls::TlsSource::InsecureDev,
+        };
+        let tls = tls::build(&source, node)?;
+        if tls.insecure {
+            warn!(
+                "--insecure-dev: the mesh accepts ANY peer without a certificate check; never use this outside development"
+            );
+        }
+        let mut endpoint =
+            quinn::Endpoint::server(tls.server, cfg.bind).map_err(|source| MeshError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        endpoint.set_default_client_config(tls.client);
+        let local = endpoint.local_addr().map_err(|source| MeshError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let advertise = match cfg.advertise {
+            Some(a) => a,
+            None => advertise_addr(local, &cfg.seeds).await,
+        };
+        let api_advertise = if api.ip().is_unspecified() {
+            SocketAddr::new(advertise.ip(), api.port())
+        } else {
+            api
+        };
+        let node_view = supervisor
+            .node()
+            .await
+            .map_err(|e| MeshError::Gossip(e.to_string()))?;
+        let info = NodeInfo {
+            quic: advertise,
+            api: api_advertise,
+            version: env!("CARGO_PKG_VERSION").into(),
+            topology: topology_summary(&node_view.topology),
+            load: Load::default(),
+            draining: false,
+        };
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let self_id = ChitchatId::new(node.to_string(), generation, advertise);
+        let config = ChitchatConfig {
+            chitchat_id: self_id.clone(),
+            cluster_id: cfg.cluster_id.clone(),
+            gossip_interval: cfg.gossip_interval,
+            listen_addr: local,
+            seed_nodes: cfg.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: cfg.phi_threshold,
+                sampling_window_size: 1000,
+                max_interval: Duration::from_secs(10),
+                initial_interval: cfg.gossip_interval * 2,
+                dead_node_grace_period: Duration::from_secs(3600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let transport = QuicTransport::new(endpoint.clone());
+        let chitchat = spawn_chitchat(config, info.to_pairs(), &transport as &dyn Transport)
+            .await
+            .map_err(|e| MeshError::Gossip(e.to_string()))?;
+        info!(node = %node, gossip = %advertise, api = %api_advertise, seeds = ?cfg.seeds, cluster = %cfg.cluster_id, "joined the mesh");
+        let mesh = Mesh {
+            chitchat: Arc::new(chitchat),
+            transport,
+            endpoint,
+            self_id,
+            heard: Arc::new(Mutex::new(HashMap::new())),
+            insecure: tls.insecure,
+        };
+        tokio::spawn(
+            mesh.clone()
+                .publish(supervisor, cfg.gossip_interval, shutdown),
+        );
+        Ok(mesh)
+    }
+
+    /// Refreshes this node's load every interval and tracks when each peer
+    /// was last heard from; on shutdown leaves the mesh.
+    async fn publish(
+        self,
+        supervisor: SupervisorHandle,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut cpu = hostload::CpuSampler::default();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Ok(view) = supervisor.node().await else {
+                break;
+            };
+            let load = Load {
+                free_per_numa: view.load.iter().map(|l| l.free).collect(),
+                running: view.running as u32,
+                queued: view.queued as u32,
+                cpu_percent: cpu.sample(),
+            };
+            let now = Instant::now();
+            let heard = self.heard.clone();
+            self.chitchat
+                .with_chitchat(|c| {
+                    c.self_node_state().set(keys::LOAD, load.to_string());
+                    let mut heard = heard.lock().unwrap_or_else(|p| p.into_inner());
+                    for (id, state) in c.node_states() {
+                        let mark = (state.heartbeat(), state.max_version());
+                        match heard.get(id) {
+                            Some((h, v, _)) if (*h, *v) == mark => {}
+                            _ => {
+                                heard.insert(id.clone(), (mark.0, mark.1, now));
+                            }
+                        }
+                    }
+                })
+                .await;
+        }
+        self.endpoint.close(0u32.into(), b"shutting down");
+        let _ = self.chitchat.initiate_shutdown();
+    }
+
+    /// Every node this one knows of, newest incarnation of each.
+    pub async fn peers(&self) -> Vec<PeerView> {
+        let heard = self.heard.clone();
+        let names = self.transport.peers.clone();
+        let self_id = self.self_id.clone();
+        let observed = self
+            .chitchat
+            .with_chitchat(|c| {
+                let live: std::collections::HashSet<ChitchatId> = c.live_nodes().cloned().collect();
+                let heard = heard.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                c.node_states()
+                    .iter()
+                    .map(|(id, state)| view::Observed {
+                        node_id: id.node_id.to_string(),
+                        generation: id.generation_id,
+                        gossip_addr: id.gossip_advertise_addr,
+                        alive: live.contains(id),
+                        is_self: *id == self_id,
+                        pairs: state
+                            .key_values()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect::<BTreeMap<_, _>>(),
+                        last_heard_ms: heard
+                            .get(id)
+                            .map(|(_, _, t)| now.duration_since(*t).as_millis() as u64),
+                        cert_name: names.name_at(&id.gossip_advertise_addr),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        let (views, impostors) = view::peer_views(observed);
+        for i in impostors {
+            warn!(peer = %i, "refusing peer identity");
+        }
+        views
+    }
+
+    /// Marks this node as draining (or not) in its published state.
+    pub async fn set_draining(&self, draining: bool) {
+        self.chitchat
+            .with_chitchat(|c| {
+                c.self_node_state()
+                    .set(keys::DRAINING, if draining { "1" } else { "0" })
+            })
+            .await;
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    pub fn refusals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.transport.refusals.handshakes.load(Relaxed),
+            self.transport.refusals.messages.load(Relaxed),
+        )
+    }
+}
+
+/// The address peers should use: the bound one, or when bound to 0.0.0.0
+/// the address this host's name resolves to, or the one it would use to
+/// reach the first seed.
+async fn advertise_addr(local: SocketAddr, seeds: &[String]) -> SocketAddr {
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    let port = local.port();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    if let Ok(addrs) = tokio::net::lookup_host((host.trim(), port)).await {
+        if let Some(a) = addrs
+            .into_iter()
+            .find(|a| a.is_ipv4() && !a.ip().is_loopback())
+        {
+            return a;
+        }
+    }
+    for seed in seeds {
+        let Ok(mut addrs) = tokio::net::lookup_host(seed.as_str()).await else {
+            continue;
+        };
+        let Some(target) = addrs.next() else { continue };
+        // Connecting a UDP socket sends nothing; it only picks a route.
+        if let Ok(sock) = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            && sock.connect(target).is_ok()
+            && let Ok(l) = sock.local_addr()
+        {
+            return SocketAddr::new(l.ip(), port);
+        }
+    }
+    warn!("cannot tell this host's address; advertising 127.0.0.1 (set --advertise)");
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}

@@ -1,0 +1,323 @@
+//! Chitchat over QUIC: one quinn endpoint per agent carries every gossip
+//! message on its own unidirectional stream (a kind byte, then chitchat's
+//! own serialization), over mutually authenticated connections that are
+//! cached per peer address and re-dialled when they drop.
+//!
+//! The gossip loop never waits on the network: `send` hands the message to a
+//! per-peer task through a bounded queue and returns; a full queue drops the
+//! message (gossip repeats itself every interval).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use bytes::Bytes;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use quinn::{Connection, Endpoint};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use super::tls;
+
+/// The TLS server name we dial with; peers are identified by the name in
+/// their certificate after the handshake, not by this.
+const DIAL_NAME: &str = "ganger-peer";
+/// First byte of a gossip stream.
+pub const KIND_GOSSIP: u8 = 1;
+/// Largest gossip message accepted (chitchat keeps messages under 64 KiB).
+pub const MAX_GOSSIP_BYTES: usize = 65_536 + 64;
+/// Handshakes in progress at once; more are refused (connection floods).
+const MAX_HANDSHAKES: usize = 64;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a failed dial, messages to that address are dropped this long.
+const REDIAL_BACKOFF: Duration = Duration::from_millis(500);
+const PEER_QUEUE: usize = 64;
+
+/// What the endpoint knows of its peers: live connections and the node name
+/// each address proved with its certificate.
+#[derive(Debug, Default)]
+pub struct Peers {
+    inner: Mutex<PeersInner>,
+}
+
+#[derive(Debug, Default)]
+struct PeersInner {
+    connections: HashMap<SocketAddr, Connection>,
+    names: HashMap<SocketAddr, String>,
+}
+
+impl Peers {
+    fn lock(&self) -> MutexGuard<'_, PeersInner> {
+        // Poisoning only follows a panic elsewhere; the maps stay consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, conn: &Connection) {
+        let addr = conn.remote_address();
+        let mut inner = self.lock();
+        if let Some(name) = tls::peer_node_name(conn) {
+            inner.names.insert(addr, name);
+        }
+        inner.connections.insert(addr, conn.clone());
+    }
+
+    fn live(&self, addr: &SocketAddr) -> Option<Connection> {
+        let mut inner = self.lock();
+        match inner.connections.get(addr) {
+            Some(c) if c.close_reason().is_none() => Some(c.clone()),
+            Some(_) => {
+                inner.connections.remove(addr);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The node name the peer at `addr` proved, if it ever connected.
+    pub fn name_at(&self, addr: &SocketAddr) -> Option<String> {
+        self.lock().names.get(addr).cloned()
+    }
+}
+
+/// Counters of refused input, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub handshakes: std::sync::atomic::AtomicU64,
+    pub messages: std::sync::atomic::AtomicU64,
+}
+
+/// A chitchat transport on a bound quinn endpoint.
+#[derive(Debug, Clone)]
+pub struct QuicTransport {
+    endpoint: Endpoint,
+    pub peers: Arc<Peers>,
+    pub refusals: Arc<Refusals>,
+}
+
+impl QuicTransport {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            peers: Arc::new(Peers::default()),
+            refusals: Arc::new(Refusals::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for QuicTransport {
+    async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let (inbox_tx, inbox) = mpsc::channel(1024);
+        tokio::spawn(accept_loop(
+            self.endpoint.clone(),
+            self.peers.clone(),
+            self.refusals.clone(),
+            inbox_tx.clone(),
+        ));
+        Ok(Box::new(QuicSocket {
+            endpoint: self.endpoint.clone(),
+            peers: self.peers.clone(),
+            refusals: self.refusals.clone(),
+            inbox,
+            inbox_tx,
+            outboxes: HashMap::new(),
+        }))
+    }
+}
+
+type Inbox = mpsc::Sender<(SocketAddr, ChitchatMessage)>;
+
+struct QuicSocket {
+    endpoint: Endpoint,
+    peers: Arc<Peers>,
+    refusals: Arc<Refusals>,
+    inbox: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+    inbox_tx: Inbox,
+    outboxes: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+}
+
+#[async_trait]
+impl Socket for QuicSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        let mut buf = Vec::with_capacity(msg.serialized_len() + 1);
+        buf.push(KIND_GOSSIP);
+        msg.serialize(&mut buf);
+        let bytes = Bytes::from(buf);
+        let outbox = self.outboxes.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(peer_sender(
+                self.endpoint.clone(),
+                self.peers.clone(),
+                self.refusals.clone(),
+                self.inbox_tx.clone(),
+                to,
+                rx,
+            ));
+            tx
+        });
+        if let Err(mpsc::error::TrySendError::Closed(_)) = outbox.try_send(bytes) {
+            self.outboxes.remove(&to);
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        self.inbox
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("QUIC endpoint closed"))
+    }
+}
+
+/// Sends queued messages to one peer, dialling when there is no connection.
+async fn peer_sender(
+    endpoint: Endpoint,
+    peers: Arc<Peers>,
+    refusals: Arc<Refusals>,
+    inbox: Inbox,
+    to: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let mut down_until: Option<tokio::time::Instant> = None;
+    while let Some(bytes) = rx.recv().await {
+        if down_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+            continue;
+        }
+        let conn = match peers.live(&to) {
+            Some(c) => c,
+            None => match dial(&endpoint, to).await {
+                Ok(c) => {
+                    peers.add(&c);
+                    // Replies may come back on streams the peer opens.
+                    tokio::spawn(read_streams(c.clone(), refusals.clone(), inbox.clone()));
+                    c
+                }
+                Err(e) => {
+                    debug!(peer = %to, error = %e, "cannot reach peer");
+                    down_until = Some(tokio::time::Instant::now() + REDIAL_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = send_uni(&conn, &bytes).await {
+            debug!(peer = %to, error = %e, "gossip send failed");
+        }
+    }
+}
+
+async fn dial(endpoint: &Endpoint, to: SocketAddr) -> anyhow::Result<Connection> {
+    let connecting = endpoint.connect(to, DIAL_NAME)?;
+    Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await??)
+}
+
+async fn send_uni(conn: &Connection, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut stream = conn.open_uni().await?;
+    stream.write_all(bytes).await?;
+    stream.finish()?;
+    Ok(())
+}
+
+/// Accepts connections; a peer without a valid certificate never gets past
+/// the handshake.
+async fn accept_loop(endpoint: Endpoint, peers: Arc<Peers>, refusals: Arc<Refusals>, inbox: Inbox) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            refusals
+                .handshakes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        };
+        let (peers, refusals, inbox) = (peers.clone(), refusals.clone(), inbox.clone());
+        tokio::spawn(async move {
+            let from = incoming.remote_address();
+            let result = async {
+                let connecting = incoming.accept()?;
+                Ok::<_, anyhow::Error>(tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await??)
+            }
+            .await;
+            drop(permit);
+            match result {
+                Ok(conn) => {
+                    peers.add(&conn);
+                    read_streams(conn, refusals, inbox).await;
+                }
+                Err(e) => {
+                    refusals
+                        .handshakes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!(peer = %from, error = %e, "refused connection");
+                }
+            }
+        });
+    }
+}
+
+/// Reads gossip streams from one connection until it closes.
+async fn read_streams(conn: Connection, refusals: Arc<Refusals>, inbox: Inbox) {
+    let from = conn.remote_address();
+    while let Ok(mut stream) = conn.accept_uni().await {
+        let (refusals, inbox) = (refusals.clone(), inbox.clone());
+        tokio::spawn(async move {
+            let bytes = match stream.read_to_end(MAX_GOSSIP_BYTES).await {
+                Ok(b) => b,
+                Err(e) => {
+                    refusals
+                        .messages
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!(peer = %from, error = %e, "dropped unreadable gossip stream");
+                    return;
+                }
+            };
+            match decode(&bytes) {
+                Ok(msg) => {
+                    let _ = inbox.try_send((from, msg));
+                }
+                Err(e) => {
+                    refusals
+                        .messages
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warn!(peer = %from, error = %e, "dropped malformed gossip message");
+                }
+            }
+        });
+    }
+}
+
+/// Parses one stream's bytes: the kind byte, then a chitchat message.
+pub fn decode(bytes: &[u8]) -> anyhow::Result<ChitchatMessage> {
+    match bytes.split_first() {
+        Some((&KIND_GOSSIP, mut rest)) => {
+            let msg = ChitchatMessage::deserialize(&mut rest)?;
+            if !rest.is_empty() {
+                return Err(anyhow!("{} trailing bytes", rest.len()));
+            }
+            Ok(msg)
+        }
+        Some((kind, _)) => Err(anyhow!("unknown stream kind {kind}")),
+        None => Err(anyhow!("empty stream")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_refuses_garbage() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9, 1, 2]).is_err());
+        assert!(decode(&[KIND_GOSSIP, 0xff, 0xff, 0xff]).is_err());
+        let msg = ChitchatMessage::BadCluster;
+        let mut buf = vec![KIND_GOSSIP];
+        msg.serialize(&mut buf);
+        assert_eq!(decode(&buf).unwrap(), msg);
+        buf.push(0);
+        assert!(decode(&buf).is_err(), "trailing bytes");
+    }
+}

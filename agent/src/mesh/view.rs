@@ -1,0 +1,113 @@
+//! The peer list as this node sees it: chitchat's cluster state, the failure
+//! detector's verdict and the transport's certificate names, folded into
+//! `PeerView`s. Pure: the caller gathers the inputs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use mesh_protocol::NodeId;
+use mesh_protocol::gossip::{NodeInfo, PeerState, PeerView};
+
+/// One chitchat node state, reduced to what the view needs.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub node_id: String,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    pub alive: bool,
+    pub is_self: bool,
+    pub pairs: BTreeMap<String, String>,
+    pub last_heard_ms: Option<u64>,
+    /// The name the certificate at `gossip_addr` gave, if we ever connected.
+    pub cert_name: Option<String>,
+}
+
+/// What to show, and the identities refused because a certificate at their
+/// address names another node.
+pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
+    // Newest generation of each node id wins (a restarted node rejoins
+    // with a higher generation; its old incarnation fades out).
+    let mut newest: BTreeMap<String, Observed> = BTreeMap::new();
+    for o in observed {
+        match newest.get(&o.node_id) {
+            Some(seen) if seen.generation >= o.generation => {}
+            _ => {
+                newest.insert(o.node_id.clone(), o);
+            }
+        }
+    }
+    let mut views = Vec::new();
+    let mut impostors = Vec::new();
+    for (_, o) in newest {
+        let Ok(node) = NodeId::new(o.node_id.as_str()) else {
+            impostors.push(format!("{:?}: invalid node id", o.node_id));
+            continue;
+        };
+        let verified = o.is_self || o.cert_name.as_deref() == Some(o.node_id.as_str());
+        if let Some(name) = &o.cert_name
+            && !o.is_self
+            && name != &o.node_id
+        {
+            impostors.push(format!(
+                "{} claims to be {} but its certificate names {name}",
+                o.gossip_addr, o.node_id
+            ));
+            continue;
+        }
+        let (info, error) = match NodeInfo::from_lookup(|k| o.pairs.get(k).map(String::as_str)) {
+            Ok(i) => (Some(i), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        views.push(PeerView {
+            node,
+            state: if o.alive {
+                PeerState::Alive
+            } else {
+                PeerState::Dead
+            },
+            is_self: o.is_self,
+            generation: o.generation,
+            gossip_addr: o.gossip_addr,
+            info,
+            error,
+            last_heard_ms: o.last_heard_ms,
+            verified,
+        });
+    }
+    (views, impostors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(id: &str, generation: u64, port: u16, alive: bool, cert: Option<&str>) -> Observed {
+        Observed {
+            node_id: id.into(),
+            generation,
+            gossip_addr: SocketAddr::from(([10, 0, 0, 1], port)),
+            alive,
+            is_self: false,
+            pairs: BTreeMap::new(),
+            last_heard_ms: Some(5),
+            cert_name: cert.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn newest_generation_wins_and_impostors_are_dropped() {
+        let (views, impostors) = peer_views(vec![
+            obs("n1", 1, 1, false, Some("n1")),
+            obs("n1", 2, 1, true, Some("n1")),
+            obs("n2", 1, 2, true, None),
+            obs("n3", 1, 3, true, Some("evil")),
+        ]);
+        assert_eq!(views.len(), 2);
+        assert_eq!(views[0].generation, 2);
+        assert_eq!(views[0].state, PeerState::Alive);
+        assert!(views[0].verified);
+        assert!(!views[1].verified, "n2 only heard of through gossip");
+        assert!(views[1].error.is_some(), "no values published yet");
+        assert_eq!(impostors.len(), 1);
+    }
+}

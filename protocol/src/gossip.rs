@@ -1,0 +1,319 @@
+//! The gossip schema: what each agent publishes about itself, as chitchat
+//! key-value pairs, and the typed view of it. One schema, versioned by the
+//! `v` key; decoding is strict (a peer whose values do not parse is shown as
+//! such, never trusted half-way).
+//!
+//! | key | example | changes |
+//! |---|---|---|
+//! | `v` | `1` | never |
+//! | `quic` | `10.0.0.5:7946` | never |
+//! | `api` | `10.0.0.5:7700` | never |
+//! | `ver` | `0.1.0` | never |
+//! | `topo` | `1;4,4;2` (packages; cores per NUMA node; PUs per core) | never |
+//! | `load` | `2,4;1;0;37` (free cores per NUMA node; running; queued; host CPU %) | often |
+//! | `drain` | `0` | rarely |
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::NodeId;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub mod keys {
+    pub const VERSION: &str = "v";
+    pub const QUIC: &str = "quic";
+    pub const API: &str = "api";
+    pub const AGENT_VERSION: &str = "ver";
+    pub const TOPOLOGY: &str = "topo";
+    pub const LOAD: &str = "load";
+    pub const DRAINING: &str = "drain";
+}
+
+/// A node's shape as the mesh sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologySummary {
+    pub packages: u32,
+    pub cores_per_numa: Vec<u32>,
+    pub pus_per_core: u32,
+}
+
+impl TopologySummary {
+    pub fn total_cores(&self) -> u32 {
+        self.cores_per_numa.iter().sum()
+    }
+}
+
+/// A node's load, refreshed every gossip interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    pub free_per_numa: Vec<u32>,
+    pub running: u32,
+    pub queued: u32,
+    /// Host CPU use over the last interval, 0..=100.
+    pub cpu_percent: u32,
+}
+
+/// Everything a node publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub quic: SocketAddr,
+    pub api: SocketAddr,
+    pub version: String,
+    pub topology: TopologySummary,
+    pub load: Load,
+    pub draining: bool,
+}
+
+/// A gossip value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("missing key {0:?}")]
+    Missing(&'static str),
+    #[error("key {key:?} has invalid value {value:?}")]
+    Invalid { key: &'static str, value: String },
+    #[error("schema version {0} is not supported (this agent speaks {SCHEMA_VERSION})")]
+    Version(String),
+}
+
+fn list(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn parse_list(s: &str) -> Option<Vec<u32>> {
+    if s.is_empty() {
+        return Some(Vec::new());
+    }
+    s.split(',').map(|x| x.parse().ok()).collect()
+}
+
+impl fmt::Display for TopologySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{};{};{}",
+            self.packages,
+            list(&self.cores_per_numa),
+            self.pus_per_core
+        )
+    }
+}
+
+impl TopologySummary {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split(';');
+        let packages = parts.next()?.parse().ok()?;
+        let cores_per_numa = parse_list(parts.next()?)?;
+        let pus_per_core = parts.next()?.parse().ok()?;
+        if parts.next().is_some() || cores_per_numa.len() > 1024 {
+            return None;
+        }
+        Some(Self {
+            packages,
+            cores_per_numa,
+            pus_per_core,
+        })
+    }
+}
+
+impl fmt::Display for Load {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{};{};{};{}",
+            list(&self.free_per_numa),
+            self.running,
+            self.queued,
+            self.cpu_percent
+        )
+    }
+}
+
+impl Load {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split(';');
+        let free_per_numa = parse_list(parts.next()?)?;
+        let running = parts.next()?.parse().ok()?;
+        let queued = parts.next()?.parse().ok()?;
+        let cpu_percent: u32 = parts.next()?.parse().ok()?;
+        if parts.next().is_some() || cpu_percent > 100 || free_per_numa.len() > 1024 {
+            return None;
+        }
+        Some(Self {
+            free_per_numa,
+            running,
+            queued,
+            cpu_percent,
+        })
+    }
+
+    pub fn free_cores(&self) -> u32 {
+        self.free_per_numa.iter().sum()
+    }
+}
+
+impl NodeInfo {
+    /// The key-value pairs to publish.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        vec![
+            (keys::VERSION.into(), SCHEMA_VERSION.to_string()),
+            (keys::QUIC.into(), self.quic.to_string()),
+            (keys::API.into(), self.api.to_string()),
+            (keys::AGENT_VERSION.into(), self.version.clone()),
+            (keys::TOPOLOGY.into(), self.topology.to_string()),
+            (keys::LOAD.into(), self.load.to_string()),
+            (
+                keys::DRAINING.into(),
+                if self.draining { "1" } else { "0" }.into(),
+            ),
+        ]
+    }
+
+    /// Reads a node's published values; `get` looks a key up.
+    pub fn from_lookup<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, SchemaError> {
+        let need = |key: &'static str| get(key).ok_or(SchemaError::Missing(key));
+        let invalid = |key: &'static str, value: &str| SchemaError::Invalid {
+            key,
+            value: value.chars().take(64).collect(),
+        };
+        let v = need(keys::VERSION)?;
+        if v != SCHEMA_VERSION.to_string() {
+            return Err(SchemaError::Version(v.chars().take(16).collect()));
+        }
+        let quic = need(keys::QUIC)?;
+        let api = need(keys::API)?;
+        let topo = need(keys::TOPOLOGY)?;
+        let load = need(keys::LOAD)?;
+        let drain = need(keys::DRAINING)?;
+        let version = need(keys::AGENT_VERSION)?;
+        Ok(Self {
+            quic: quic.parse().map_err(|_| invalid(keys::QUIC, quic))?,
+            api: api.parse().map_err(|_| invalid(keys::API, api))?,
+            version: version.chars().take(32).collect(),
+            topology: TopologySummary::parse(topo).ok_or_else(|| invalid(keys::TOPOLOGY, topo))?,
+            load: Load::parse(load).ok_or_else(|| invalid(keys::LOAD, load))?,
+            draining: match drain {
+                "0" => false,
+                "1" => true,
+                other => return Err(invalid(keys::DRAINING, other)),
+            },
+        })
+    }
+}
+
+/// Liveness as the failure detector sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Alive,
+    Dead,
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PeerState::Alive => "alive",
+            PeerState::Dead => "dead",
+        })
+    }
+}
+
+/// One peer in `GET /v1/peers` and `meshctl peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub node: NodeId,
+    pub state: PeerState,
+    /// The node answering the request.
+    pub is_self: bool,
+    /// Incremented each time the node restarts.
+    pub generation: u64,
+    /// Gossip address the peer advertises.
+    pub gossip_addr: SocketAddr,
+    /// Its published values; `None` with `error` set if they do not parse.
+    pub info: Option<NodeInfo>,
+    pub error: Option<String>,
+    /// Milliseconds since its state last changed here (heartbeat or value).
+    pub last_heard_ms: Option<u64>,
+    /// Whether this node has seen the peer's certificate name its node id at
+    /// its gossip address (directly, not just through gossip).
+    pub verified: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn info(free: Vec<u32>, running: u32, cpu: u32, draining: bool) -> NodeInfo {
+        NodeInfo {
+            quic: "10.0.0.5:7946".parse().unwrap(),
+            api: "10.0.0.5:7700".parse().unwrap(),
+            version: "0.1.0".into(),
+            topology: TopologySummary {
+                packages: 1,
+                cores_per_numa: vec![4, 4],
+                pus_per_core: 2,
+            },
+            load: Load {
+                free_per_numa: free,
+                running,
+                queued: 3,
+                cpu_percent: cpu,
+            },
+            draining,
+        }
+    }
+
+    fn decode(pairs: &[(String, String)]) -> Result<NodeInfo, SchemaError> {
+        let map: BTreeMap<&str, &str> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        NodeInfo::from_lookup(|k| map.get(k).copied())
+    }
+
+    #[test]
+    fn strict_decoding() {
+        let mut pairs = info(vec![1, 2], 1, 5, false).to_pairs();
+        pairs.retain(|(k, _)| k != keys::LOAD);
+        assert_eq!(decode(&pairs), Err(SchemaError::Missing("load")));
+        let mut pairs = info(vec![1], 1, 5, false).to_pairs();
+        pairs[0].1 = "2".into();
+        assert!(matches!(decode(&pairs), Err(SchemaError::Version(_))));
+        let mut pairs = info(vec![1], 1, 5, false).to_pairs();
+        for (k, v) in &mut pairs {
+            if k == keys::LOAD {
+                *v = "1;2;3;101".into();
+            }
+        }
+        assert!(matches!(
+            decode(&pairs),
+            Err(SchemaError::Invalid { key: "load", .. })
+        ));
+    }
+
+    #[test]
+    fn bytes_per_node_are_small() {
+        let pairs = info(vec![4, 4], 0, 0, false).to_pairs();
+        let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(bytes < 100, "{bytes}");
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(free in proptest::collection::vec(0u32..512, 0..8), running in 0u32..10_000,
+                      cpu in 0u32..=100, draining: bool) {
+            let i = info(free, running, cpu, draining);
+            prop_assert_eq!(decode(&i.to_pairs()).unwrap(), i);
+        }
+
+        #[test]
+        fn garbage_never_panics(s in ".{0,40}") {
+            let _ = Load::parse(&s);
+            let _ = TopologySummary::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+# shellcheck shell=bash
+# Shared helpers for the scripts in scripts/. Source it, don't run it:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# The caller sets `set -euo pipefail`; every helper fails with a message that
+# says what to do.
+
+# The repository's top directory (the parent of scripts/).
+repo_root() {
+    (cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+}
+
+# Prints a step line.
+say() {
+    printf '==> %s\n' "$*"
+}
+
+# Prints an error and exits.
+die() {
+    printf '%s: %s\n' "$(basename "$0")" "$*" >&2
+    exit 1
+}
+
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# Checks that we can act as root (installing packages, starting dockerd).
+need_root_or_sudo() {
+    [[ $(id -u) -eq 0 ]] && return 0
+    command -v sudo >/dev/null ||
+        die "this step needs root: run as root or install sudo"
+    sudo -n true 2>/dev/null || say "sudo will ask for your password"
+}
+
+_apt_updated=
+# Installs the Debian packages among PKG... that are not installed yet,
+# running `apt-get update` once per script run before the first install.
+ensure_apt_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    command -v apt-get >/dev/null ||
+        die "missing packages ${missing[*]} and no apt-get to install them: install them by hand"
+    need_root_or_sudo
+    if [[ -z $_apt_updated ]]; then
+        say "refreshing the apt package lists"
+        as_root apt-get update -q
+        _apt_updated=1
+    fi
+    say "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Makes sure a Docker engine answers `docker info`: installs Debian's docker.io
+# when there is no docker command, and starts the daemon when none answers
+# (systemd, then the init script, then dockerd in the background).
+ensure_docker() {
+    command -v docker >/dev/null || ensure_apt_packages docker.io
+    docker info >/dev/null 2>&1 && return 0
+    need_root_or_sudo
+    as_root docker info >/dev/null 2>&1 &&
+        die "Docker runs but $(id -un) may not use it: add yourself to the docker group or run as root"
+    say "no Docker daemon answers; starting one"
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        as_root systemctl start docker || true
+    fi
+    if ! docker info >/dev/null 2>&1 && command -v service >/dev/null; then
+        as_root service docker start >/dev/null 2>&1 || true
+    fi
+    if ! docker info >/dev/null 2>&1; then
+        command -v dockerd >/dev/null || die "there is no dockerd to start: install docker.io"
+        say "starting dockerd in the background (log: /var/log/dockerd.log)"
+        as_root sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+    fi
+    local i
+    for ((i = 0; i < 30; i++)); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    die "Docker did not answer within 30 s; see /var/log/dockerd.log or 'journalctl -u docker'"
+}
+
+# Makes sure the Rust workspace can build: the C libraries the hwlocality
+# crate links against, a C compiler, and cargo itself.
+ensure_build_deps() {
+    ensure_apt_packages libhwloc-dev libudev-dev pkg-config gcc
+    command -v cargo >/dev/null ||
+        die "cargo is not installed: install Rust with rustup (https://rustup.rs), then open a new shell or run '. \$HOME/.cargo/env'"
+}
