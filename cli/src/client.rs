@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use mesh_protocol::api::{ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
+use mesh_protocol::gossip::PeerView;
 use mesh_protocol::{TaskId, TaskRecord};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -143,6 +144,16 @@ impl Client {
     /// `GET /v1/node`, as the agent sent it.
     pub async fn node_raw(&self) -> Result<Value, ClientError> {
         self.get(&["v1", "node"]).await
+    }
+
+    /// `GET /v1/peers`.
+    pub async fn peers(&self) -> Result<Vec<PeerView>, ClientError> {
+        self.get(&["v1", "peers"]).await
+    }
+
+    /// `GET /v1/peers`, as the agent sent it.
+    pub async fn peers_raw(&self) -> Result<Value, ClientError> {
+        self.get(&["v1", "peers"]).await
     }
 
     /// `GET /v1/health`. The agent answers 503 with a `Health` body when it

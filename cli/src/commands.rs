@@ -1,35 +1,62 @@
 //! meshctl's command line: flags and subcommands, parsed into protocol types
 //! at the boundary.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mesh_protocol::api::SubmitRequest;
+use mesh_protocol::ids::IdError;
 use mesh_protocol::task::SpecError;
-use mesh_protocol::{TaskId, TaskSpec, TaskState};
+use mesh_protocol::{NodeId, TaskId, TaskSpec, TaskState};
 
-use crate::node_url::{DEFAULT_NODE, NodeUrl};
+use crate::node_url::{DEFAULT_NODE, NodeUrl, NodeUrlError};
+
+/// Where `meshctl tls` keeps the CA and node certificates unless told.
+pub const DEFAULT_TLS_DIR: &str = "./mesh-tls";
 
 /// Inspect and drive a Ganger mesh through an agent's control API.
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version)]
 pub struct Cli {
+    // Kept as checked text rather than a `NodeUrl`: `tls cert create` has
+    // its own `--node` (a node's name), and clap stores one value of one type
+    // per flag id across a command and its subcommands, so that name lands
+    // here too. Use `Cli::agent`.
     /// The agent to talk to: http://host:port, host:port, or host (port 7700).
     #[arg(
         long,
         global = true,
         env = "MESH_NODE",
         default_value = DEFAULT_NODE,
-        value_name = "URL"
+        value_name = "URL",
+        value_parser = agent_address
     )]
-    pub node: NodeUrl,
+    pub node: String,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
+impl Cli {
+    /// The agent the agent commands talk to, from `--node` or `MESH_NODE`.
+    pub fn agent(&self) -> Result<NodeUrl, NodeUrlError> {
+        self.node.parse()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Agent(AgentCommand),
+    /// Create the cluster's TLS certificate authority and node certificates.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+/// The commands that talk to an agent.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
     /// Submit a batch task; prints only its id, e.g. `id=$(meshctl submit img)`.
     Submit(SubmitArgs),
     /// List the tasks the agent knows.
@@ -65,6 +92,12 @@ pub enum Command {
     },
     /// Check the agent and its Docker; exits 1 when not ok.
     Health,
+    /// Every node of the mesh as this agent sees it: state, addresses, load.
+    Peers {
+        /// Print the agent's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until a task ends and print its state; exits 0 if it succeeded,
     /// 1 if it ended otherwise, 2 on timeout.
     Wait {
@@ -73,6 +106,82 @@ pub enum Command {
         #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
         timeout: Option<Duration>,
     },
+}
+
+/// `meshctl tls …`: files only, no agent involved.
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// The cluster's certificate authority.
+    #[command(subcommand)]
+    Ca(TlsCaCommand),
+    /// Node certificates, signed by the cluster's CA.
+    #[command(subcommand)]
+    Cert(TlsCertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCaCommand {
+    /// Create a CA: DIR/ca.pem (give to every node) and DIR/ca-key.pem
+    /// (keep secret: it admits nodes).
+    Create(CaCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCertCommand {
+    /// Create a node's certificate, signed by the CA: OUT/NAME.pem and
+    /// OUT/NAME-key.pem.
+    Create(CertCreateArgs),
+}
+
+/// `meshctl tls ca create`'s flags.
+#[derive(Debug, Args)]
+pub struct CaCreateArgs {
+    /// The directory to write ca.pem and ca-key.pem to (created if missing).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_TLS_DIR)]
+    pub dir: PathBuf,
+    /// The cluster's name, shown in the CA's name.
+    #[arg(long, value_name = "NAME", default_value = "ganger")]
+    pub cluster: String,
+    /// How many days the CA is valid.
+    #[arg(long, value_name = "N", default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `meshctl tls cert create`'s flags.
+#[derive(Debug, Args)]
+pub struct CertCreateArgs {
+    // Checked text under the global `--node`'s id (see `Cli::node`); use
+    // `CertCreateArgs::node`.
+    /// The node the certificate is for: its node id (meshd's --node-id).
+    #[arg(long = "node", id = "node", value_name = "NAME", value_parser = node_name)]
+    pub node: String,
+    /// The directory holding ca.pem and ca-key.pem.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_TLS_DIR)]
+    pub dir: PathBuf,
+    /// The directory to write NAME.pem and NAME-key.pem to [default: --dir].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How many days the certificate is valid.
+    #[arg(long, value_name = "N", default_value_t = 825, value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl CertCreateArgs {
+    /// The node the certificate is for.
+    pub fn node(&self) -> Result<NodeId, IdError> {
+        NodeId::new(self.node.as_str())
+    }
+
+    /// Where the node's files go.
+    pub fn out_dir(&self) -> &PathBuf {
+        self.out.as_ref().unwrap_or(&self.dir)
+    }
 }
 
 /// `meshctl submit`'s flags, one per field of `SubmitRequest`.
@@ -124,6 +233,16 @@ impl SubmitArgs {
         TaskSpec::try_from(request.clone())?;
         Ok(request)
     }
+}
+
+/// Checks an agent address, keeping the text (see [`Cli::node`]).
+fn agent_address(s: &str) -> Result<String, NodeUrlError> {
+    s.parse::<NodeUrl>().map(|_| s.to_owned())
+}
+
+/// Checks a node id, keeping the text (see [`CertCreateArgs::node`]).
+fn node_name(s: &str) -> Result<String, IdError> {
+    NodeId::new(s).map(|_| s.to_owned())
 }
 
 /// `queued`, `Running`, …: the protocol's own names, so new states need no
@@ -191,8 +310,8 @@ mod tests {
             "echo hi",
         ])
         .unwrap();
-        assert_eq!(cli.node.to_string(), "http://n:1");
-        let Command::Submit(args) = cli.command else {
+        assert_eq!(cli.agent().unwrap().to_string(), "http://n:1");
+        let Command::Agent(AgentCommand::Submit(args)) = cli.command else {
             panic!("not submit");
         };
         let r = args.into_request().unwrap();
@@ -208,9 +327,10 @@ mod tests {
 
     #[test]
     fn submit_refuses_bad_specs_before_sending() {
-        let Command::Submit(args) = parse(&["submit", "--memory", "lots", "img"])
-            .unwrap()
-            .command
+        let Command::Agent(AgentCommand::Submit(args)) =
+            parse(&["submit", "--memory", "lots", "img"])
+                .unwrap()
+                .command
         else {
             panic!("not submit");
         };
@@ -222,7 +342,7 @@ mod tests {
     #[test]
     fn states_and_timeouts_parse() {
         let cli = parse(&["tasks", "--state", "running,Queued", "--state", "failed"]).unwrap();
-        let Command::Tasks { state, .. } = cli.command else {
+        let Command::Agent(AgentCommand::Tasks { state, .. }) = cli.command else {
             panic!("not tasks");
         };
         assert_eq!(
@@ -233,6 +353,52 @@ mod tests {
         assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_timeout("-1").is_err());
         assert!(parse_timeout("soon").is_err());
+    }
+
+    #[test]
+    fn tls_cert_create_takes_its_own_node_flag() {
+        let cli = parse(&[
+            "--node", "agent:1", "tls", "cert", "create", "--node", "node-1",
+        ])
+        .unwrap();
+        let Command::Tls(TlsCommand::Cert(TlsCertCommand::Create(args))) = cli.command else {
+            panic!("not tls cert create");
+        };
+        assert_eq!(args.node().unwrap().as_str(), "node-1");
+        assert_eq!(args.dir, PathBuf::from(DEFAULT_TLS_DIR));
+        assert_eq!(args.out_dir(), &PathBuf::from(DEFAULT_TLS_DIR));
+        assert_eq!((args.days, args.force), (825, false));
+
+        let cli = parse(&[
+            "tls", "cert", "create", "--node", "n", "--dir", "a", "--out", "b",
+        ])
+        .unwrap();
+        let Command::Tls(TlsCommand::Cert(TlsCertCommand::Create(args))) = cli.command else {
+            panic!("not tls cert create");
+        };
+        assert_eq!(args.out_dir(), &PathBuf::from("b"));
+
+        assert!(parse(&["tls", "cert", "create"]).is_err());
+        assert!(parse(&["--node", "agent:1", "tls", "cert", "create"]).is_err());
+        assert!(parse(&["tls", "cert", "create", "--node", "../x"]).is_err());
+        assert!(parse(&["tls", "cert", "create", "--node", "n", "--days", "0"]).is_err());
+    }
+
+    #[test]
+    fn tls_ca_create_defaults() {
+        let cli = parse(&["tls", "ca", "create"]).unwrap();
+        let Command::Tls(TlsCommand::Ca(TlsCaCommand::Create(args))) = cli.command else {
+            panic!("not tls ca create");
+        };
+        assert_eq!(args.dir, PathBuf::from(DEFAULT_TLS_DIR));
+        assert_eq!(args.cluster, "ganger");
+        assert_eq!((args.days, args.force), (3650, false));
+    }
+
+    #[test]
+    fn bad_agent_addresses_are_usage_errors() {
+        assert!(parse(&["--node", "https://x", "health"]).is_err());
+        assert!(parse(&["health", "--node", "https://x"]).is_err());
     }
 
     #[test]

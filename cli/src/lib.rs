@@ -1,5 +1,6 @@
 //! meshctl: the command-line client of a Ganger agent's HTTP+JSON control
-//! API. `main` parses the command line and calls [`run`]; everything else is
+//! API, and the maker of the mesh's TLS certificates (`meshctl tls`).
+//! `main` parses the command line and calls [`run`]; everything else is
 //! here so tests can reach it.
 
 pub mod client;
@@ -7,6 +8,7 @@ pub mod commands;
 pub mod node_url;
 pub mod render;
 mod run;
+pub mod tls;
 
 pub use commands::Cli;
 pub use run::{Error, run};

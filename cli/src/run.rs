@@ -1,5 +1,6 @@
-//! Carries out one command: asks the agent through [`Client`], renders the
-//! answer and writes it out. The only place that touches stdout and the clock.
+//! Carries out one command: asks the agent through [`Client`] (or, for
+//! `meshctl tls`, writes certificate files), renders the answer and writes it
+//! out. The only place that touches stdout and the clock.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -12,8 +13,9 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Client, ClientError};
-use crate::commands::{Cli, Command};
-use crate::render;
+use crate::commands::{AgentCommand, Cli, Command};
+use crate::node_url::NodeUrlError;
+use crate::{render, tls};
 
 /// How often `wait` asks for the task's state.
 const WAIT_POLL: Duration = Duration::from_millis(200);
@@ -24,7 +26,11 @@ const EXIT_TIMEOUT: u8 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    Node(#[from] NodeUrlError),
+    #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("invalid task: {0}")]
     Spec(#[from] SpecError),
     #[error("cannot write the output: {0}")]
@@ -35,14 +41,28 @@ pub enum Error {
 
 /// Runs one command; `Ok` carries the exit code it calls for.
 pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let client = Client::new(cli.node)?;
     match cli.command {
-        Command::Submit(args) => {
+        Command::Tls(ref command) => {
+            print(&tls::run(command, SystemTime::now())?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(command) => {
+            // `cli.agent()`, without borrowing the moved-out command.
+            let client = Client::new(cli.node.parse()?)?;
+            agent(&client, command).await
+        }
+    }
+}
+
+/// Runs one of the commands that talk to the agent.
+async fn agent(client: &Client, command: AgentCommand) -> Result<ExitCode, Error> {
+    match command {
+        AgentCommand::Submit(args) => {
             let request = args.into_request()?;
             let answer = client.submit(&request).await?;
             print(&format!("{}\n", answer.id))?;
         }
-        Command::Tasks { json, state } => {
+        AgentCommand::Tasks { json, state } => {
             if json {
                 let mut tasks = client.tasks_raw().await?;
                 if !state.is_empty() {
@@ -60,12 +80,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 print(&render::tasks_table(&tasks, now_ms()))?;
             }
         }
-        Command::Task { id, json: true } => print_json(&client.task_raw(&id).await?)?,
-        Command::Task { id, json: false } => {
+        AgentCommand::Task { id, json: true } => print_json(&client.task_raw(&id).await?)?,
+        AgentCommand::Task { id, json: false } => {
             print(&render::task(&client.task(&id).await?, now_ms()))?;
         }
-        Command::Logs { id, follow } => logs(&client, &id, follow).await?,
-        Command::Kill { id } => {
+        AgentCommand::Logs { id, follow } => logs(client, &id, follow).await?,
+        AgentCommand::Kill { id } => {
             let record = client.kill(&id).await?;
             if record.state == TaskState::Killed {
                 print(&format!("{id} killed\n"))?;
@@ -73,16 +93,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 print(&format!("{id}: kill requested (state: {})\n", record.state))?;
             }
         }
-        Command::Node { json: true } => print_json(&client.node_raw().await?)?,
-        Command::Node { json: false } => print(&render::node(&client.node().await?))?,
-        Command::Health => {
+        AgentCommand::Node { json: true } => print_json(&client.node_raw().await?)?,
+        AgentCommand::Node { json: false } => print(&render::node(&client.node().await?))?,
+        AgentCommand::Peers { json: true } => print_json(&client.peers_raw().await?)?,
+        AgentCommand::Peers { json: false } => print(&render::peers(&client.peers().await?))?,
+        AgentCommand::Health => {
             let health = client.health().await?;
             print(&render::health(&health))?;
             if !health.ok {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Wait { id, timeout } => return wait(&client, &id, timeout).await,
+        AgentCommand::Wait { id, timeout } => return wait(client, &id, timeout).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod labels;
 #[cfg(feature = "pki")]
 pub mod pki;
+pub mod placement;
 pub mod queue;
 pub mod resources;
 pub mod task;

@@ -119,10 +119,7 @@ pub fn create_node_cert(
     days: u32,
 ) -> Result<NodeCert, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(PkiError::CaKey)?;
-    let ca_der = x509_parser::pem::parse_x509_pem(ca.cert_pem.as_bytes())
-        .map_err(|_| PkiError::CaPem)?
-        .1
-        .contents;
+    let ca_der = cert_pem_to_der(&ca.cert_pem).map_err(|_| PkiError::CaPem)?;
     let ca_cert = parse(&ca_der)?;
     if !ca_cert.is_ca() {
         return Err(PkiError::NotCa);
@@ -194,6 +191,14 @@ pub fn cert_node_name(cert_der: &[u8]) -> Result<String, PkiError> {
         .ok_or(PkiError::NoName)
 }
 
+/// The DER of the first certificate in PEM text, e.g. to pass to
+/// [`cert_node_name`].
+pub fn cert_pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map(|(_, pem)| pem.contents)
+        .map_err(|e| PkiError::Parse(format!("not a PEM certificate: {e}")))
+}
+
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
     x509_parser::parse_x509_certificate(der)
         .map(|(_, cert)| cert)
@@ -255,10 +260,7 @@ mod tests {
     }
 
     fn der(pem: &str) -> Vec<u8> {
-        x509_parser::pem::parse_x509_pem(pem.as_bytes())
-            .unwrap()
-            .1
-            .contents
+        cert_pem_to_der(pem).unwrap()
     }
 
     #[test]
@@ -345,5 +347,6 @@ mod tests {
             Err(PkiError::NotCa)
         ));
         assert!(matches!(cert_node_name(b"junk"), Err(PkiError::Parse(_))));
+        assert!(matches!(cert_pem_to_der("junk"), Err(PkiError::Parse(_))));
     }
 }

@@ -133,7 +133,7 @@ pub enum TlsError {
         source: Box<rustls::Error>,
     },
     #[error(
-        "key {key} does not fit certificate {cert} ({source}); give the key written together with this certificate"
+        "key {key} cannot be used with certificate {cert} ({source}); give the key written together with this certificate"
     )]
     KeyMismatch {
         cert: PathBuf,
@@ -157,9 +157,9 @@ pub enum TlsError {
 /// chain to the CA, so a misconfigured node fails at startup rather than at
 /// its first handshake.
 pub fn build(source: &TlsSource, node: &NodeId) -> Result<MeshTls, TlsError> {
-    // quinn and rustls look up the process-wide default provider in places;
-    // install ring so that lookup never fails or picks another. An error
-    // only means a provider is already installed, which is fine.
+    // Anything that builds a rustls config from the process-wide default
+    // provider (rustls's `builder()`, which panics when it cannot choose one)
+    // finds ring. An error only means a provider is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     match source {

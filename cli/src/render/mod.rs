@@ -2,9 +2,11 @@
 //! milliseconds since the Unix epoch) to the strings meshctl prints.
 
 mod node;
+mod peers;
 mod task;
 
 pub use node::{health, node};
+pub use peers::peers;
 pub use task::{task, tasks_table};
 
 use std::fmt::Display;

@@ -1,0 +1,124 @@
+//! `meshctl peers`: every node the agent knows, one line each.
+
+use mesh_protocol::gossip::PeerView;
+
+use super::table;
+
+fn ago(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => super::duration(ms),
+    }
+}
+
+/// NODE, STATE, GOSSIP, API, TOPOLOGY (cores per NUMA node), FREE, RUNNING,
+/// QUEUED, CPU, LAST HEARD; the answering node is marked with `*`.
+pub fn peers(list: &[PeerView]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            let name = if p.is_self {
+                format!("{}*", p.node)
+            } else if !p.verified {
+                format!("{}?", p.node)
+            } else {
+                p.node.to_string()
+            };
+            let mut row = vec![name, p.state.to_string(), p.gossip_addr.to_string()];
+            match &p.info {
+                Some(i) => {
+                    let topo: Vec<String> = i
+                        .topology
+                        .cores_per_numa
+                        .iter()
+                        .map(u32::to_string)
+                        .collect();
+                    let free: Vec<String> =
+                        i.load.free_per_numa.iter().map(u32::to_string).collect();
+                    row.extend([
+                        i.api.to_string(),
+                        format!("{}x{}", topo.join("+"), i.topology.pus_per_core),
+                        free.join("+"),
+                        i.load.running.to_string(),
+                        i.load.queued.to_string(),
+                        format!("{}%", i.load.cpu_percent),
+                    ]);
+                    if i.draining {
+                        row[1].push_str(",draining");
+                    }
+                }
+                None => row.extend([
+                    format!("({})", p.error.as_deref().unwrap_or("no values")),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]),
+            }
+            row.push(ago(p.last_heard_ms));
+            row
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "NODE", "STATE", "GOSSIP", "API", "CORES", "FREE", "RUNNING", "QUEUED", "CPU", "HEARD",
+        ],
+        &rows,
+    );
+    out.push_str(
+        "(* this node, ? not yet verified by certificate; CORES: per NUMA node x PUs per core)\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::NodeId;
+    use mesh_protocol::gossip::{Load, NodeInfo, PeerState, TopologySummary};
+
+    #[test]
+    fn renders_alive_dead_and_broken_peers() {
+        let info = NodeInfo {
+            quic: "10.0.0.1:7946".parse().unwrap(),
+            api: "10.0.0.1:7700".parse().unwrap(),
+            version: "0.1.0".into(),
+            topology: TopologySummary {
+                packages: 1,
+                cores_per_numa: vec![4, 4],
+                pus_per_core: 2,
+            },
+            load: Load {
+                free_per_numa: vec![3, 4],
+                running: 1,
+                queued: 0,
+                cpu_percent: 7,
+            },
+            draining: false,
+        };
+        let p = |name: &str, state, info: Option<NodeInfo>, is_self| PeerView {
+            node: NodeId::new(name).unwrap(),
+            state,
+            is_self,
+            generation: 1,
+            gossip_addr: "10.0.0.1:7946".parse().unwrap(),
+            error: info.is_none().then(|| "missing key \"load\"".into()),
+            info,
+            last_heard_ms: Some(1500),
+            verified: true,
+        };
+        let out = peers(&[
+            p("n1", PeerState::Alive, Some(info.clone()), true),
+            p("n2", PeerState::Dead, Some(info), false),
+            p("n3", PeerState::Alive, None, false),
+        ]);
+        assert!(out.contains("n1*"), "{out}");
+        assert!(out.contains("4+4x2"), "{out}");
+        assert!(out.contains("3+4"), "{out}");
+        assert!(out.contains("dead"), "{out}");
+        assert!(out.contains("missing key"), "{out}");
+        assert!(out.contains("1.5s"), "{out}");
+    }
+}
