@@ -53,6 +53,7 @@ pub struct RunningAgent {
     pub mesh: Mesh,
     server: JoinHandle<std::io::Result<()>>,
     actor: JoinHandle<()>,
+    publisher: JoinHandle<()>,
 }
 
 impl RunningAgent {
@@ -60,6 +61,7 @@ impl RunningAgent {
     pub async fn wait(self) -> Result<(), AgentError> {
         self.server.await?.map_err(AgentError::Serve)?;
         self.actor.await?;
+        self.publisher.await?;
         Ok(())
     }
 }
@@ -117,7 +119,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             path: config.data_dir.join("logs").display().to_string(),
             source,
         })?;
-    let mesh = Mesh::start(
+    let (mesh, publisher) = Mesh::start(
         &config.mesh,
         &config.node_id,
         api_addr,
@@ -141,6 +143,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         mesh,
         server,
         actor,
+        publisher,
     })
 }
 

@@ -231,12 +231,17 @@ impl Config {
         if max_queue == 0 {
             return Err(ConfigError::MaxQueue);
         }
-        let tls = tls_setting(
-            args.tls_ca.clone().or(file.tls_ca),
-            args.tls_cert.clone().or(file.tls_cert),
-            args.tls_key.clone().or(file.tls_key),
-            args.insecure_dev || file.insecure_dev.unwrap_or(false),
-        )?;
+        // --cleanup only talks to Docker: it needs a node id, not a mesh identity.
+        let tls = if args.cleanup {
+            TlsSetting::InsecureDev
+        } else {
+            tls_setting(
+                args.tls_ca.clone().or(file.tls_ca),
+                args.tls_cert.clone().or(file.tls_cert),
+                args.tls_key.clone().or(file.tls_key),
+                args.insecure_dev || file.insecure_dev.unwrap_or(false),
+            )?
+        };
         let gossip_ms = args
             .gossip_interval_ms
             .or(file.gossip_interval_ms)

@@ -5,9 +5,14 @@
 use std::path::Path;
 
 use mesh_protocol::{TaskRecord, wire};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+/// Format of the stored records (postcard is not self-describing: any change
+/// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
+/// rather than mistaking its tasks' containers for strays).
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,6 +26,10 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("task store record: {0}")]
     Codec(#[from] wire::WireError),
+    #[error(
+        "task store {path} has format {found}, this agent reads format {FORMAT}: run the agent version that wrote it to finish its tasks, or move the data dir away"
+    )]
+    Format { path: String, found: u32 },
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -42,7 +51,24 @@ impl Store {
             source: e,
         };
         let db = Database::create(&path).map_err(|e| open(e.into()))?;
-        Self::init(db)
+        let store = Self::init(db)?;
+        match store.format()? {
+            found if found == FORMAT => Ok(store),
+            found => Err(StoreError::Format {
+                path: path.display().to_string(),
+                found,
+            }),
+        }
+    }
+
+    fn format(&self) -> Result<u32, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let meta = tx.open_table(META).map_err(db_err)?;
+        Ok(meta
+            .get("format")
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or(FORMAT))
     }
 
     /// A store that lives in memory only, for tests.
@@ -55,7 +81,16 @@ impl Store {
 
     fn init(db: Database) -> Result<Self, StoreError> {
         let tx = db.begin_write().map_err(db_err)?;
-        tx.open_table(TASKS).map_err(db_err)?;
+        {
+            let tasks = tx.open_table(TASKS).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            // A new store takes this agent's format; an old one keeps its own.
+            let fresh =
+                tasks.is_empty().map_err(db_err)? && meta.get("format").map_err(db_err)?.is_none();
+            if fresh {
+                meta.insert("format", FORMAT).map_err(db_err)?;
+            }
+        }
         tx.commit().map_err(db_err)?;
         Ok(Self { db })
     }
@@ -156,6 +191,23 @@ mod tests {
         let _a = Store::open(dir.path()).unwrap();
         let b = Store::open(dir.path());
         assert!(b.is_err());
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put(&record(1)).unwrap();
+            let tx = s.db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("format", FORMAT + 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let e = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("format"), "{e}");
     }
 
     #[test]

@@ -115,6 +115,21 @@ pub struct NodeView {
     pub running: usize,
     pub max_queue: usize,
     pub docker: RuntimeHealth,
+    /// This node's place in the mesh (filled in by the API layer).
+    #[serde(default)]
+    pub mesh: Option<MeshSummary>,
+}
+
+/// The node's membership, as `meshctl node` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshSummary {
+    pub cluster_id: String,
+    /// The QUIC address peers reach this node at.
+    pub gossip_addr: std::net::SocketAddr,
+    /// True when started with --insecure-dev (no certificate checks).
+    pub insecure: bool,
+    pub alive: usize,
+    pub dead: usize,
 }
 
 #[cfg(test)]

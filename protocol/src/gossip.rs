@@ -12,6 +12,7 @@
 //! | `topo` | `1;4,4;2` (packages; cores per NUMA node; PUs per core) | never |
 //! | `load` | `2,4;1;0;37` (free cores per NUMA node; running; queued; host CPU %) | often |
 //! | `drain` | `0` | rarely |
+//! | `svc` | `echo,web` (services this node serves; empty for none) | rarely |
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub mod keys {
     pub const TOPOLOGY: &str = "topo";
     pub const LOAD: &str = "load";
     pub const DRAINING: &str = "drain";
+    pub const SERVICES: &str = "svc";
 }
 
 /// A node's shape as the mesh sees it.
@@ -65,6 +67,8 @@ pub struct NodeInfo {
     pub topology: TopologySummary,
     pub load: Load,
     pub draining: bool,
+    /// Names of the services this node serves.
+    pub services: Vec<String>,
 }
 
 /// A gossip value that does not parse.
@@ -168,6 +172,7 @@ impl NodeInfo {
                 keys::DRAINING.into(),
                 if self.draining { "1" } else { "0" }.into(),
             ),
+            (keys::SERVICES.into(), self.services.join(",")),
         ]
     }
 
@@ -188,6 +193,7 @@ impl NodeInfo {
         let load = need(keys::LOAD)?;
         let drain = need(keys::DRAINING)?;
         let version = need(keys::AGENT_VERSION)?;
+        let services = need(keys::SERVICES)?;
         Ok(Self {
             quic: quic.parse().map_err(|_| invalid(keys::QUIC, quic))?,
             api: api.parse().map_err(|_| invalid(keys::API, api))?,
@@ -199,8 +205,24 @@ impl NodeInfo {
                 "1" => true,
                 other => return Err(invalid(keys::DRAINING, other)),
             },
+            services: parse_services(services).ok_or_else(|| invalid(keys::SERVICES, services))?,
         })
     }
+}
+
+fn parse_services(s: &str) -> Option<Vec<String>> {
+    if s.is_empty() {
+        return Some(Vec::new());
+    }
+    let names: Vec<String> = s.split(',').map(str::to_owned).collect();
+    let ok = names.len() <= 256
+        && names.iter().all(|n| {
+            !n.is_empty()
+                && n.len() <= 63
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    ok.then_some(names)
 }
 
 /// Liveness as the failure detector sees it.
@@ -264,6 +286,7 @@ mod tests {
                 cpu_percent: cpu,
             },
             draining,
+            services: vec!["echo".into(), "web-1".into()],
         }
     }
 
@@ -289,10 +312,11 @@ mod tests {
                 *v = "1;2;3;101".into();
             }
         }
-        assert!(matches!(
-            decode(&pairs),
-            Err(SchemaError::Invalid { key: "load", .. })
-        ));
+        let got = decode(&pairs);
+        assert!(
+            matches!(got, Err(SchemaError::Invalid { key: "load", .. })),
+            "{got:?}"
+        );
     }
 
     #[test]

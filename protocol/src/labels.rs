@@ -11,6 +11,9 @@ pub const SERVICE: &str = "mesh.service";
 pub const KIND: &str = "mesh.kind";
 /// The attempt number of a task's container.
 pub const ATTEMPT: &str = "mesh.attempt";
+/// Which container of the task this is (counts every creation): what
+/// reconciliation matches on.
+pub const START: &str = "mesh.start";
 /// Prefix reserved for our labels; users may not set labels under it.
 pub const RESERVED_PREFIX: &str = "mesh.";
 

@@ -73,7 +73,11 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// (one NUMA node before spread), least utilised first, then fewest running
 /// containers, then a tie-break hashed from the task id (so equal nodes
 /// share the work instead of all choosing the first).
-pub fn rank(task: &TaskId, cores: CoreCount, view: &[Candidate]) -> Result<Vec<NodeId>, PlacementError> {
+pub fn rank(
+    task: &TaskId,
+    cores: CoreCount,
+    view: &[Candidate],
+) -> Result<Vec<NodeId>, PlacementError> {
     let asked = cores.get();
     let largest = view.iter().map(Candidate::total).max().unwrap_or(0);
     if asked > largest {
@@ -103,7 +107,10 @@ pub fn rank(task: &TaskId, cores: CoreCount, view: &[Candidate]) -> Result<Vec<N
 /// rendezvous hash of (task, node). Every node computes the same answer from
 /// the same live set, and when the set changes only the tasks of the nodes
 /// that left move.
-pub fn adopter<'a>(task: &TaskId, live: impl IntoIterator<Item = &'a NodeId>) -> Option<&'a NodeId> {
+pub fn adopter<'a>(
+    task: &TaskId,
+    live: impl IntoIterator<Item = &'a NodeId>,
+) -> Option<&'a NodeId> {
     live.into_iter().max_by(|a, b| {
         let ha = fnv1a(&[task.as_str().as_bytes(), a.as_str().as_bytes()]);
         let hb = fnv1a(&[task.as_str().as_bytes(), b.as_str().as_bytes()]);
@@ -151,7 +158,10 @@ mod tests {
             cand("c", vec![0, 0], 4, 4), // full
         ];
         let r = rank(&tid("t1"), cores(1), &view).unwrap();
-        assert_eq!(r, vec![NodeId::new("b").unwrap(), NodeId::new("a").unwrap()]);
+        assert_eq!(
+            r,
+            vec![NodeId::new("b").unwrap(), NodeId::new("a").unwrap()]
+        );
     }
 
     #[test]
@@ -175,26 +185,40 @@ mod tests {
         );
         assert_eq!(
             rank(&tid("t"), cores(9), &[dead, draining]),
-            Err(PlacementError::NeverFits { asked: 9, largest: 4 })
+            Err(PlacementError::NeverFits {
+                asked: 9,
+                largest: 4
+            })
         );
     }
 
     #[test]
     fn equal_nodes_share_work_across_tasks() {
-        let view: Vec<Candidate> = ["a", "b", "c"].iter().map(|n| cand(n, vec![4], 4, 0)).collect();
+        let view: Vec<Candidate> = ["a", "b", "c"]
+            .iter()
+            .map(|n| cand(n, vec![4], 4, 0))
+            .collect();
         let firsts: std::collections::BTreeSet<String> = (0..30)
             .map(|i| rank(&tid(&format!("t{i}")), cores(1), &view).unwrap()[0].to_string())
             .collect();
-        assert_eq!(firsts.len(), 3, "ties are broken per task, not always the same node");
+        assert_eq!(
+            firsts.len(),
+            3,
+            "ties are broken per task, not always the same node"
+        );
     }
 
     #[test]
     fn adopter_is_stable_when_others_leave() {
-        let nodes: Vec<NodeId> = ["a", "b", "c", "d"].iter().map(|n| NodeId::new(*n).unwrap()).collect();
+        let nodes: Vec<NodeId> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| NodeId::new(*n).unwrap())
+            .collect();
         for i in 0..50 {
             let t = tid(&format!("t{i}"));
             let owner = adopter(&t, &nodes).unwrap().clone();
-            let without_other: Vec<NodeId> = nodes.iter().filter(|n| **n != owner).cloned().collect();
+            let without_other: Vec<NodeId> =
+                nodes.iter().filter(|n| **n != owner).cloned().collect();
             // Remove a node that is not the adopter: the adopter stays.
             let other = without_other[0].clone();
             let fewer: Vec<NodeId> = nodes.iter().filter(|n| **n != other).cloned().collect();

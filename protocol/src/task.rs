@@ -181,8 +181,12 @@ pub struct TaskRecord {
     pub state: TaskState,
     /// The node that runs (or last ran) it.
     pub node: NodeId,
-    /// Container starts so far; the current attempt's number.
+    /// The current attempt's number: starts that counted against retries.
     pub attempt: u32,
+    /// Every container ever created for this task, counted; names and
+    /// labels containers, so a start retried after an outage never reuses
+    /// the name of a container that may still exist.
+    pub starts: u32,
     /// Position in the queue among equal priorities (set on accept, renewed
     /// on retry).
     pub queue_seq: u64,
@@ -215,6 +219,7 @@ impl TaskRecord {
             state: TaskState::Queued,
             node,
             attempt: 0,
+            starts: 0,
             queue_seq,
             allocation: None,
             container: None,
@@ -250,6 +255,7 @@ impl TaskRecord {
         }
         self.state = TaskState::Starting;
         self.attempt += 1;
+        self.starts += 1;
         self.allocation = Some(allocation);
         self.container = None;
         self.exit_code = None;
@@ -271,10 +277,17 @@ impl TaskRecord {
     }
 
     /// starting -> queued, keeping its place: the runtime was unavailable,
-    /// which is not the task's fault and does not use up an attempt.
+    /// which is not the task's fault and does not use up an attempt. A task
+    /// whose kill was asked for meanwhile ends killed instead.
     pub fn requeue_unavailable(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
         if self.state != TaskState::Starting {
             return Err(self.refuse("requeue"));
+        }
+        if self.kill_requested {
+            self.container = None;
+            self.message = Some(format!("killed before it started ({why})"));
+            self.finish(TaskState::Killed, now);
+            return Ok(());
         }
         self.state = TaskState::Queued;
         self.attempt -= 1;
@@ -350,6 +363,17 @@ impl TaskRecord {
             self.message = Some(why);
             self.finish(terminal, now);
         }
+    }
+
+    /// queued -> failed: the task can never run here (the host shrank
+    /// since it was accepted).
+    pub fn unplaceable(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Queued {
+            return Err(self.refuse("fail as unplaceable"));
+        }
+        self.message = Some(why);
+        self.finish(TaskState::Failed, now);
+        Ok(())
     }
 
     /// Asks to kill. A queued task ends at once (returns true); a starting or
@@ -476,6 +500,16 @@ mod tests {
         r.requeue_unavailable("docker down".into(), 2).unwrap();
         assert_eq!(r.state, TaskState::Queued);
         assert_eq!(r.attempt, 0);
+        assert_eq!(r.starts, 1, "container names are never reused");
+        r.start(alloc(), 3).unwrap();
+        assert_eq!((r.attempt, r.starts), (1, 2));
+        r.kill(4).unwrap();
+        r.requeue_unavailable("docker down".into(), 5).unwrap();
+        assert_eq!(
+            r.state,
+            TaskState::Killed,
+            "a kill is not lost to an outage"
+        );
     }
 
     #[test]

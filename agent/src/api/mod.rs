@@ -54,7 +54,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/peers", get(peers))
         .fallback(|| async {
-            ApiError::not_found("no such endpoint; see /v1/tasks, /v1/node, /v1/health")
+            ApiError::not_found("no such endpoint; see /v1/tasks, /v1/node, /v1/peers, /v1/health")
         })
         .with_state(state)
 }
@@ -93,8 +93,13 @@ async fn kill(
     Ok(axum::Json(s.kill(task_id(&id)?).await?).into_response())
 }
 
-async fn node(State(s): State<SupervisorHandle>) -> Result<Response, ApiError> {
-    Ok(axum::Json(s.node().await?).into_response())
+async fn node(
+    State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
+) -> Result<Response, ApiError> {
+    let mut view = s.node().await?;
+    view.mesh = Some(mesh.summary().await);
+    Ok(axum::Json(view).into_response())
 }
 
 async fn health(State(s): State<SupervisorHandle>) -> Result<Response, ApiError> {

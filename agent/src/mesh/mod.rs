@@ -14,7 +14,8 @@ use std::time::Duration;
 use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
 use mesh_protocol::NodeId;
-use mesh_protocol::gossip::{Load, NodeInfo, PeerView, TopologySummary, keys};
+use mesh_protocol::api::MeshSummary;
+use mesh_protocol::gossip::{Load, NodeInfo, PeerState, PeerView, TopologySummary, keys};
 use mesh_protocol::topology::Topology;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,8 @@ pub struct Mesh {
     /// (heartbeat, max version) last seen per node, and when it changed.
     heard: Arc<Mutex<Heard>>,
     pub insecure: bool,
+    cluster_id: String,
+    advertise: SocketAddr,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -82,7 +85,7 @@ impl Mesh {
         api: SocketAddr,
         supervisor: SupervisorHandle,
         shutdown: CancellationToken,
-    ) -> Result<Mesh, MeshError> {
+    ) -> Result<(Mesh, tokio::task::JoinHandle<()>), MeshError> {
         let source = match &cfg.tls {
             TlsSetting::Files { ca, cert, key } => tls::TlsSource::Files {
                 ca: ca.clone(),
@@ -127,6 +130,7 @@ impl Mesh {
             topology: topology_summary(&node_view.topology),
             load: Load::default(),
             draining: false,
+            services: Vec::new(),
         };
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -143,7 +147,10 @@ impl Mesh {
                 phi_threshold: cfg.phi_threshold,
                 sampling_window_size: 1000,
                 max_interval: Duration::from_secs(10),
-                initial_interval: cfg.gossip_interval * 2,
+                // The prior mean heartbeat interval: one gossip round. A
+                // larger prior slows detection of peers that die right
+                // after joining.
+                initial_interval: cfg.gossip_interval,
                 dead_node_grace_period: Duration::from_secs(3600),
             },
             marked_for_deletion_grace_period: Duration::from_secs(3600),
@@ -162,16 +169,21 @@ impl Mesh {
             self_id,
             heard: Arc::new(Mutex::new(HashMap::new())),
             insecure: tls.insecure,
+            cluster_id: cfg.cluster_id.clone(),
+            advertise,
         };
-        tokio::spawn(
-            mesh.clone()
-                .publish(supervisor, cfg.gossip_interval, shutdown),
-        );
-        Ok(mesh)
+        let publisher = tokio::spawn(mesh.clone().publish(
+            supervisor,
+            cfg.gossip_interval,
+            shutdown,
+        ));
+        Ok((mesh, publisher))
     }
 
     /// Refreshes this node's load every interval and tracks when each peer
-    /// was last heard from; on shutdown leaves the mesh.
+    /// was last heard from; on shutdown closes the endpoint and stops gossip
+    /// (peers then find this node dead through their failure detectors:
+    /// chitchat has no leave message).
     async fn publish(
         self,
         supervisor: SupervisorHandle,
@@ -252,6 +264,19 @@ impl Mesh {
             warn!(peer = %i, "refusing peer identity");
         }
         views
+    }
+
+    /// This node's membership in a few numbers, for `meshctl node`.
+    pub async fn summary(&self) -> MeshSummary {
+        let peers = self.peers().await;
+        let alive = peers.iter().filter(|p| p.state == PeerState::Alive).count();
+        MeshSummary {
+            cluster_id: self.cluster_id.clone(),
+            gossip_addr: self.advertise,
+            insecure: self.insecure,
+            alive,
+            dead: peers.len() - alive,
+        }
     }
 
     /// Marks this node as draining (or not) in its published state.

@@ -25,25 +25,11 @@ pub struct Observed {
 /// What to show, and the identities refused because a certificate at their
 /// address names another node.
 pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
-    // Newest generation of each node id wins (a restarted node rejoins
-    // with a higher generation; its old incarnation fades out).
+    // Identities a certificate contradicts go first, so that an impostor
+    // cannot hide the real node behind a higher generation.
+    let mut impostors = Vec::new();
     let mut newest: BTreeMap<String, Observed> = BTreeMap::new();
     for o in observed {
-        match newest.get(&o.node_id) {
-            Some(seen) if seen.generation >= o.generation => {}
-            _ => {
-                newest.insert(o.node_id.clone(), o);
-            }
-        }
-    }
-    let mut views = Vec::new();
-    let mut impostors = Vec::new();
-    for (_, o) in newest {
-        let Ok(node) = NodeId::new(o.node_id.as_str()) else {
-            impostors.push(format!("{:?}: invalid node id", o.node_id));
-            continue;
-        };
-        let verified = o.is_self || o.cert_name.as_deref() == Some(o.node_id.as_str());
         if let Some(name) = &o.cert_name
             && !o.is_self
             && name != &o.node_id
@@ -54,6 +40,22 @@ pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
             ));
             continue;
         }
+        // Newest generation of each node id wins (a restarted node rejoins
+        // with a higher generation; its old incarnation fades out).
+        match newest.get(&o.node_id) {
+            Some(seen) if seen.generation >= o.generation => {}
+            _ => {
+                newest.insert(o.node_id.clone(), o);
+            }
+        }
+    }
+    let mut views = Vec::new();
+    for (_, o) in newest {
+        let Ok(node) = NodeId::new(o.node_id.as_str()) else {
+            impostors.push(format!("{:?}: invalid node id", o.node_id));
+            continue;
+        };
+        let verified = o.is_self || o.cert_name.as_deref() == Some(o.node_id.as_str());
         let (info, error) = match NodeInfo::from_lookup(|k| o.pairs.get(k).map(String::as_str)) {
             Ok(i) => (Some(i), None),
             Err(e) => (None, Some(e.to_string())),
@@ -101,6 +103,8 @@ mod tests {
             obs("n1", 2, 1, true, Some("n1")),
             obs("n2", 1, 2, true, None),
             obs("n3", 1, 3, true, Some("evil")),
+            // An impostor with a higher generation does not hide the real n2.
+            obs("n2", 9, 4, true, Some("evil")),
         ]);
         assert_eq!(views.len(), 2);
         assert_eq!(views[0].generation, 2);
@@ -108,6 +112,7 @@ mod tests {
         assert!(views[0].verified);
         assert!(!views[1].verified, "n2 only heard of through gossip");
         assert!(views[1].error.is_some(), "no values published yet");
-        assert_eq!(impostors.len(), 1);
+        assert_eq!(views[1].generation, 1);
+        assert_eq!(impostors.len(), 2);
     }
 }

@@ -43,6 +43,8 @@ pub(crate) struct Supervisor<R> {
     observing: bool,
     /// Tasks whose current attempt a live job follows.
     watched: BTreeSet<TaskId>,
+    /// Stored tasks whose records could not be read.
+    unreadable: BTreeSet<TaskId>,
     jobs: JoinSet<()>,
     events_tx: jobs::Events,
 }
@@ -72,6 +74,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             reconciled: false,
             observing: false,
             watched: BTreeSet::new(),
+            unreadable: BTreeSet::new(),
             jobs: JoinSet::new(),
             events_tx,
         }
@@ -126,7 +129,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
         };
         for key in bad {
-            error!(task_id = %key, "stored task record is unreadable; skipped");
+            error!(task_id = %key, "stored task record is unreadable; skipped, its containers are left alone");
+            if let Ok(id) = TaskId::new(key) {
+                self.unreadable.insert(id);
+            }
         }
         for r in records {
             self.next_seq = self.next_seq.max(r.queue_seq + 1);
@@ -285,6 +291,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 .count(),
             max_queue: self.cfg.max_queue,
             docker: self.docker.clone(),
+            mesh: None,
         }
     }
 
@@ -355,7 +362,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Err(e) => return self.runtime_down(&e),
         };
         let now = now_ms();
-        for action in reconcile(&self.records, &containers, &self.watched) {
+        for action in reconcile(&self.records, &containers, &self.watched, &self.unreadable) {
             match action {
                 Action::Watch { task, container } => {
                     let Some(r) = self.records.get_mut(&task) else {
@@ -399,7 +406,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
                         )
                         .is_ok()
                     {
-                        self.queue.put(queued(r));
+                        if r.state == TaskState::Queued {
+                            self.queue.put(queued(r));
+                        }
                         self.persist(&task);
                     }
                 }
@@ -436,7 +445,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Err(e) if e.is_unavailable() => {
                 self.watched.remove(&task);
                 self.alloc.release(&task);
-                if r.requeue_unavailable(e.to_string(), now).is_ok() {
+                if r.requeue_unavailable(e.to_string(), now).is_ok() && r.state == TaskState::Queued
+                {
                     self.queue.put(queued(r));
                 }
                 self.persist(&task);
@@ -528,10 +538,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     to_run.push((id, r.attempt, spec));
                 }
                 Dispatch::Impossible(id, e) => {
-                    if let Some(r) = self.records.get_mut(&id) {
-                        r.state = TaskState::Failed;
-                        r.message = Some(format!("cannot run on this node: {e}"));
-                        r.finished_ms = Some(now);
+                    if let Some(r) = self.records.get_mut(&id)
+                        && r.unplaceable(format!("cannot run on this node: {e}"), now)
+                            .is_ok()
+                    {
                         changed.push(id);
                     }
                 }

@@ -8,9 +8,10 @@ use mesh_protocol::{Allocation, NodeId, TaskRecord, labels};
 
 use crate::runtime::ContainerSpec;
 
-/// `mesh-<node>-<task>-<attempt>`: unique per attempt, readable in `docker ps`.
+/// `mesh-<node>-<task>-<start>`: unique per container ever created for the
+/// task, readable in `docker ps`.
 pub fn container_name(node: &NodeId, record: &TaskRecord) -> String {
-    format!("mesh-{}-{}-{}", node, record.id, record.attempt)
+    format!("mesh-{}-{}-{}", node, record.id, record.starts)
 }
 
 /// The labels that tie a container to its node, task and attempt.
@@ -20,6 +21,7 @@ pub fn task_labels(node: &NodeId, record: &TaskRecord) -> BTreeMap<String, Strin
     l.insert(labels::TASK.into(), record.id.to_string());
     l.insert(labels::KIND.into(), labels::KIND_TASK.into());
     l.insert(labels::ATTEMPT.into(), record.attempt.to_string());
+    l.insert(labels::START.into(), record.starts.to_string());
     l
 }
 
@@ -38,6 +40,7 @@ pub fn container_spec(
         ("MESH_NODE".into(), node.to_string()),
         ("MESH_CORES".into(), allocation.cores.len().to_string()),
         ("MESH_CPUS".into(), allocation.cpus.to_string()),
+        ("MESH_HOST_CPUS".into(), cpus.to_string()),
     ]);
     ContainerSpec {
         name: container_name(node, record),

@@ -32,11 +32,14 @@ pub enum Action {
     Lost { task: TaskId },
 }
 
-/// `watched` are tasks whose current attempt a live job already follows.
+/// `watched` are tasks whose current attempt a live job already follows;
+/// `unreadable` are stored tasks whose records could not be decoded (their
+/// containers are left alone rather than taken for strays).
 pub fn reconcile(
     records: &BTreeMap<TaskId, TaskRecord>,
     containers: &[ContainerInfo],
     watched: &BTreeSet<TaskId>,
+    unreadable: &BTreeSet<TaskId>,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut seen: BTreeSet<TaskId> = BTreeSet::new();
@@ -45,12 +48,16 @@ pub fn reconcile(
             .labels
             .get(labels::TASK)
             .and_then(|t| TaskId::new(t.as_str()).ok());
-        let attempt = c
+        if task.as_ref().is_some_and(|t| unreadable.contains(t)) {
+            // Its record exists but cannot be read: leave the container be.
+            continue;
+        }
+        let start = c
             .labels
-            .get(labels::ATTEMPT)
+            .get(labels::START)
             .and_then(|a| a.parse::<u32>().ok());
         let current = task.as_ref().and_then(|t| records.get(t)).filter(|r| {
-            !r.state.is_terminal() && r.state != TaskState::Queued && Some(r.attempt) == attempt
+            !r.state.is_terminal() && r.state != TaskState::Queued && Some(r.starts) == start
         });
         match (current, task) {
             (Some(_), Some(task)) if !c.never_started => {
@@ -116,6 +123,7 @@ mod tests {
         );
         r.state = state;
         r.attempt = attempt;
+        r.starts = attempt;
         r.allocation = Some(Allocation {
             cores: vec![n],
             cpus: CpuSet::from_iter([n]),
@@ -130,7 +138,7 @@ mod tests {
             name: id.into(),
             labels: crate::runtime::memory::labels(&[
                 ("mesh.task", task),
-                ("mesh.attempt", &attempt.to_string()),
+                ("mesh.start", &attempt.to_string()),
             ]),
             running,
             never_started: false,
@@ -166,10 +174,12 @@ mod tests {
             container("c5", "t5", 1, false),
             container("c6", "t6", 3, true),
             container("cx", "t99", 1, true),
+            container("cunread", "t42", 1, true),
             never,
         ];
         let watched = BTreeSet::from([tid(6)]);
-        let actions = reconcile(&records, &containers, &watched);
+        let unreadable = BTreeSet::from([tid(42)]);
+        let actions = reconcile(&records, &containers, &watched, &unreadable);
         let expect = |a: Action| assert!(actions.contains(&a), "missing {a:?} in {actions:?}");
         expect(Action::Watch {
             task: tid(1),

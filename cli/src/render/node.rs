@@ -19,6 +19,7 @@ pub fn node(view: &NodeView) -> String {
         ("queued", view.queued.to_string()),
         ("running", view.running.to_string()),
         ("max queue", view.max_queue.to_string()),
+        ("mesh", mesh(view.mesh.as_ref())),
     ]);
     // Every NUMA node either side mentions, so a core is never left out.
     let numas: BTreeSet<u32> = view
@@ -49,6 +50,24 @@ pub fn node(view: &NodeView) -> String {
         out.push_str(&table(&["CORE", "NUMA", "PUS", "TASK"], &rows));
     }
     out
+}
+
+fn mesh(m: Option<&mesh_protocol::api::MeshSummary>) -> String {
+    match m {
+        None => "-".into(),
+        Some(m) => format!(
+            "cluster {} at {}{}: {} alive, {} dead (see `meshctl peers`)",
+            m.cluster_id,
+            m.gossip_addr,
+            if m.insecure {
+                " (INSECURE: --insecure-dev)"
+            } else {
+                ""
+            },
+            m.alive,
+            m.dead
+        ),
+    }
 }
 
 /// Whether the agent is ok, and why not.
@@ -140,6 +159,7 @@ mod tests {
             queued: 1,
             running: 1,
             max_queue: 100,
+            mesh: None,
             docker: docker_ok(),
         }
     }
@@ -178,7 +198,7 @@ mod tests {
         v.load.clear();
         v.mapping = HostMapping::Identity;
         let text = node(&v);
-        assert_eq!(text.lines().count(), 8);
+        assert_eq!(text.lines().count(), 9, "eight header lines and the mesh line");
         assert!(text.contains("mapping:   identity\n"));
     }
 
