@@ -194,6 +194,7 @@ async fn submit_sends_the_request_and_prints_only_the_id() {
     let answer = serde_json::to_string(&SubmitResponse {
         id: TaskId::new("t1").unwrap(),
         state: TaskState::Queued,
+        node: None,
     })
     .unwrap();
     let agent = FakeAgent::start(&[("POST /v1/tasks", 202, &answer)]).await;

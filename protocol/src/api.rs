@@ -65,6 +65,9 @@ impl TryFrom<SubmitRequest> for TaskSpec {
 pub struct SubmitResponse {
     pub id: TaskId,
     pub state: TaskState,
+    /// The node that took it (runs it, or queues it until cores free).
+    #[serde(default)]
+    pub node: Option<NodeId>,
 }
 
 /// Any error answer.

@@ -16,6 +16,7 @@ pub mod pki;
 pub mod placement;
 pub mod queue;
 pub mod resources;
+pub mod rpc;
 pub mod task;
 pub mod topology;
 pub mod wire;

@@ -47,7 +47,7 @@ impl Candidate {
 /// Why no node was ranked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
-    #[error("{asked} cores asked but the largest node in the mesh has {largest}")]
+    #[error("{asked} cores asked but the largest node in the mesh has only {largest}")]
     NeverFits { asked: u32, largest: u32 },
     #[error("no live node can take {asked} cores now")]
     Busy { asked: u32 },

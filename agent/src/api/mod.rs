@@ -4,8 +4,6 @@
 
 mod error;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, Path, Query, State};
@@ -20,10 +18,12 @@ use serde::Deserialize;
 pub use error::ApiError;
 
 use crate::mesh::Mesh;
-use crate::supervisor::{Logs, SupervisorHandle};
-
-/// How often a follower of a not-yet-started task checks again.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
+use crate::mesh::place::{self, Found};
+use crate::mesh::rpc::CallError;
+use crate::supervisor::SupervisorError;
+use crate::supervisor::SupervisorHandle;
+use mesh_protocol::NodeId;
+use mesh_protocol::rpc::{Request as RpcRequest, Response as RpcResponse};
 
 /// What the handlers reach: the supervisor and the mesh.
 #[derive(Clone, Debug)]
@@ -67,30 +67,88 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::new(raw).map_err(|e| ApiError::not_found(format!("no task with id {raw:?} ({e})")))
 }
 
-async fn submit(State(s): State<SupervisorHandle>, body: Bytes) -> Result<Response, ApiError> {
+/// Accepts a task for the mesh: it goes to the least-utilised node that
+/// can start it now, or waits in this node's queue.
+async fn submit(
+    State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: SubmitRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
     let spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let accepted = s.submit(spec).await?;
+    let accepted = place::submit(&s, &mesh, spec).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
 }
 
-async fn list(State(s): State<SupervisorHandle>) -> Result<Response, ApiError> {
-    Ok(axum::Json(s.list().await?).into_response())
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    /// `local`: only this node's tasks; default: the whole mesh.
+    scope: Option<String>,
+}
+
+async fn list(
+    State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let records = match q.scope.as_deref() {
+        Some("local") => s.list().await?,
+        None | Some("mesh") => place::list_all(&s, &mesh).await?,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "scope {other:?}: use local or mesh"
+            )));
+        }
+    };
+    Ok(axum::Json(records).into_response())
+}
+
+/// A peer's answer about one task, as this API's answer.
+fn relayed(
+    answer: Result<RpcResponse, CallError>,
+    id: &TaskId,
+    node: &NodeId,
+) -> Result<Response, ApiError> {
+    match answer {
+        Ok(RpcResponse::Record(r)) => Ok(axum::Json(r).into_response()),
+        Ok(RpcResponse::NotFound) => Err(SupervisorError::NotFound(id.to_string()).into()),
+        Ok(RpcResponse::Error(e)) => Err(SupervisorError::Conflict(format!("{node}: {e}")).into()),
+        Ok(other) => Err(SupervisorError::Busy(format!("{node} answered {other:?}")).into()),
+        Err(e) => Err(SupervisorError::Busy(format!(
+            "task {id} is on {node}, which did not answer: {e}"
+        ))
+        .into()),
+    }
 }
 
 async fn task(
     State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(s.get(task_id(&id)?).await?).into_response())
+    let id = task_id(&id)?;
+    match place::find(&s, &mesh, &id).await? {
+        Found::Here => Ok(axum::Json(s.get(id).await?).into_response()),
+        Found::At(_, _, record) => Ok(axum::Json(record).into_response()),
+    }
 }
 
 async fn kill(
     State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(s.kill(task_id(&id)?).await?).into_response())
+    let id = task_id(&id)?;
+    match place::find(&s, &mesh, &id).await? {
+        Found::Here => Ok(axum::Json(s.kill(id).await?).into_response()),
+        Found::At(node, addr, _) => relayed(
+            mesh.call(addr, &RpcRequest::Kill(id.clone()), place::CALL_TIMEOUT)
+                .await,
+            &id,
+            &node,
+        ),
+    }
 }
 
 async fn node(
@@ -122,17 +180,31 @@ struct LogQuery {
 /// is waited for, and the stream ends when its container does.
 async fn logs(
     State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    let stream = loop {
-        match s.logs(id.clone(), q.follow).await? {
-            Logs::Stream(stream) => break stream,
-            Logs::NotYet if q.follow => tokio::time::sleep(FOLLOW_POLL).await,
-            Logs::NotYet => break futures_util::stream::empty().boxed(),
+    let body = match place::find(&s, &mesh, &id).await? {
+        Found::Here => {
+            let stream = s.output(id, q.follow).await?;
+            Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)))
+        }
+        Found::At(node, addr, _) => {
+            let request = RpcRequest::Logs {
+                id: id.clone(),
+                follow: q.follow,
+            };
+            let stream = mesh.call_stream(addr, &request).await.map_err(|e| {
+                SupervisorError::Busy(format!("task {id} is on {node}, which did not answer: {e}"))
+            })?;
+            Body::from_stream(stream.map(|answer| match answer {
+                Ok(RpcResponse::LogChunk(bytes)) => Ok(axum::body::Bytes::from(bytes)),
+                Ok(RpcResponse::NotFound) => Err(std::io::Error::other("task not found")),
+                Ok(other) => Err(std::io::Error::other(format!("{other:?}"))),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            }))
         }
     };
-    let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([("content-type", "text/plain; charset=utf-8")], body).into_response())
 }

@@ -1,7 +1,10 @@
 //! The mesh: one QUIC endpoint per agent with mutual TLS, chitchat gossip
 //! over it, what this node publishes about itself, and the peer list.
 
+pub mod calls;
 pub mod hostload;
+pub mod place;
+pub mod rpc;
 pub mod tls;
 pub mod transport;
 pub mod view;
@@ -16,6 +19,8 @@ use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig
 use mesh_protocol::NodeId;
 use mesh_protocol::api::MeshSummary;
 use mesh_protocol::gossip::{Load, NodeInfo, PeerState, PeerView, TopologySummary, keys};
+use mesh_protocol::placement::Candidate;
+use mesh_protocol::rpc::{Request, Response};
 use mesh_protocol::topology::Topology;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +58,7 @@ pub struct Mesh {
     pub insecure: bool,
     cluster_id: String,
     advertise: SocketAddr,
+    node: NodeId,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -157,7 +163,7 @@ impl Mesh {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let transport = QuicTransport::new(endpoint.clone());
+        let transport = QuicTransport::new(endpoint.clone(), calls::handler(supervisor.clone()));
         let chitchat = spawn_chitchat(config, info.to_pairs(), &transport as &dyn Transport)
             .await
             .map_err(|e| MeshError::Gossip(e.to_string()))?;
@@ -171,6 +177,7 @@ impl Mesh {
             insecure: tls.insecure,
             cluster_id: cfg.cluster_id.clone(),
             advertise,
+            node: node.clone(),
         };
         let publisher = tokio::spawn(mesh.clone().publish(
             supervisor,
@@ -231,7 +238,7 @@ impl Mesh {
     /// Every node this one knows of, newest incarnation of each.
     pub async fn peers(&self) -> Vec<PeerView> {
         let heard = self.heard.clone();
-        let names = self.transport.peers.clone();
+        let names = self.transport.clone();
         let self_id = self.self_id.clone();
         let observed = self
             .chitchat
@@ -254,7 +261,7 @@ impl Mesh {
                         last_heard_ms: heard
                             .get(id)
                             .map(|(_, _, t)| now.duration_since(*t).as_millis() as u64),
-                        cert_name: names.name_at(&id.gossip_advertise_addr),
+                        cert_name: names.peers().name_at(&id.gossip_advertise_addr),
                     })
                     .collect::<Vec<_>>()
             })
@@ -293,11 +300,75 @@ impl Mesh {
         self.endpoint.local_addr()
     }
 
+    pub fn node(&self) -> NodeId {
+        self.node.clone()
+    }
+
+    /// The live peers (not this node) with where to call them.
+    pub async fn live_peers(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.peers()
+            .await
+            .into_iter()
+            .filter(|p| !p.is_self && p.state == PeerState::Alive)
+            .map(|p| (p.node, p.gossip_addr))
+            .collect()
+    }
+
+    /// Every node with published values, as placement sees it.
+    pub async fn candidates(&self) -> Vec<Candidate> {
+        self.peers()
+            .await
+            .into_iter()
+            .filter_map(|p| {
+                let info = p.info?;
+                Some(Candidate {
+                    node: p.node,
+                    alive: p.state == PeerState::Alive,
+                    draining: info.draining,
+                    topology: info.topology,
+                    load: info.load,
+                })
+            })
+            .collect()
+    }
+
+    /// Calls a peer and waits for its one answer.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, rpc::CallError> {
+        let conn = self
+            .transport
+            .connection(addr)
+            .await
+            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
+        rpc::call(&conn, request, timeout).await
+    }
+
+    /// Calls a peer that answers with a stream.
+    pub async fn call_stream(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<Response, rpc::CallError>>,
+        rpc::CallError,
+    > {
+        let conn = self
+            .transport
+            .connection(addr)
+            .await
+            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
+        rpc::call_stream(&conn, request).await
+    }
+
     pub fn refusals(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
-            self.transport.refusals.handshakes.load(Relaxed),
-            self.transport.refusals.messages.load(Relaxed),
+            self.transport.refusals().handshakes.load(Relaxed),
+            self.transport.refusals().messages.load(Relaxed),
         )
     }
 }

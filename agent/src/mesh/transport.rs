@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
+use super::rpc::RpcHandler;
 use super::tls;
 
 /// The TLS server name we dial with; peers are identified by the name in
@@ -86,44 +88,79 @@ impl Peers {
 /// Counters of refused input, for logs and tests.
 #[derive(Debug, Default)]
 pub struct Refusals {
-    pub handshakes: std::sync::atomic::AtomicU64,
-    pub messages: std::sync::atomic::AtomicU64,
+    pub handshakes: AtomicU64,
+    pub messages: AtomicU64,
 }
 
-/// A chitchat transport on a bound quinn endpoint.
-#[derive(Debug, Clone)]
+/// A chitchat transport on a bound quinn endpoint, which also serves and
+/// makes agent-to-agent calls (`rpc`) over the same connections.
+#[derive(Clone)]
 pub struct QuicTransport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
     endpoint: Endpoint,
-    pub peers: Arc<Peers>,
-    pub refusals: Arc<Refusals>,
+    peers: Peers,
+    refusals: Refusals,
+    /// Where received gossip goes; set when chitchat opens its socket.
+    inbox: Mutex<Option<Inbox>>,
+    rpc: RpcHandler,
 }
 
 impl QuicTransport {
-    pub fn new(endpoint: Endpoint) -> Self {
-        Self {
+    pub fn new(endpoint: Endpoint, rpc: RpcHandler) -> Self {
+        let shared = Arc::new(Shared {
             endpoint,
-            peers: Arc::new(Peers::default()),
-            refusals: Arc::new(Refusals::default()),
-        }
+            peers: Peers::default(),
+            refusals: Refusals::default(),
+            inbox: Mutex::new(None),
+            rpc,
+        });
+        tokio::spawn(accept_loop(shared.clone()));
+        Self { shared }
     }
+
+    pub fn peers(&self) -> &Peers {
+        &self.shared.peers
+    }
+
+    pub fn refusals(&self) -> &Refusals {
+        &self.shared.refusals
+    }
+
+    /// A live connection to `to`, dialling (and serving it) if needed.
+    pub async fn connection(&self, to: SocketAddr) -> anyhow::Result<Connection> {
+        connection(&self.shared, to).await
+    }
+}
+
+async fn connection(shared: &Arc<Shared>, to: SocketAddr) -> anyhow::Result<Connection> {
+    if let Some(c) = shared.peers.live(&to) {
+        return Ok(c);
+    }
+    let connecting = shared.endpoint.connect(to, DIAL_NAME)?;
+    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await??;
+    shared.peers.add(&conn);
+    // The peer may open streams on this connection too.
+    tokio::spawn(serve_connection(shared.clone(), conn.clone()));
+    Ok(conn)
 }
 
 #[async_trait]
 impl Transport for QuicTransport {
     async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
         let (inbox_tx, inbox) = mpsc::channel(1024);
-        tokio::spawn(accept_loop(
-            self.endpoint.clone(),
-            self.peers.clone(),
-            self.refusals.clone(),
-            inbox_tx.clone(),
-        ));
+        *self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox_tx);
         Ok(Box::new(QuicSocket {
-            endpoint: self.endpoint.clone(),
-            peers: self.peers.clone(),
-            refusals: self.refusals.clone(),
+            shared: self.shared.clone(),
             inbox,
-            inbox_tx,
             outboxes: HashMap::new(),
         }))
     }
@@ -132,11 +169,8 @@ impl Transport for QuicTransport {
 type Inbox = mpsc::Sender<(SocketAddr, ChitchatMessage)>;
 
 struct QuicSocket {
-    endpoint: Endpoint,
-    peers: Arc<Peers>,
-    refusals: Arc<Refusals>,
+    shared: Arc<Shared>,
     inbox: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
-    inbox_tx: Inbox,
     outboxes: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
 }
 
@@ -149,14 +183,7 @@ impl Socket for QuicSocket {
         let bytes = Bytes::from(buf);
         let outbox = self.outboxes.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(peer_sender(
-                self.endpoint.clone(),
-                self.peers.clone(),
-                self.refusals.clone(),
-                self.inbox_tx.clone(),
-                to,
-                rx,
-            ));
+            tokio::spawn(peer_sender(self.shared.clone(), to, rx));
             tx
         });
         if let Err(mpsc::error::TrySendError::Closed(_)) = outbox.try_send(bytes) {
@@ -174,44 +201,24 @@ impl Socket for QuicSocket {
 }
 
 /// Sends queued messages to one peer, dialling when there is no connection.
-async fn peer_sender(
-    endpoint: Endpoint,
-    peers: Arc<Peers>,
-    refusals: Arc<Refusals>,
-    inbox: Inbox,
-    to: SocketAddr,
-    mut rx: mpsc::Receiver<Bytes>,
-) {
+async fn peer_sender(shared: Arc<Shared>, to: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
     let mut down_until: Option<tokio::time::Instant> = None;
     while let Some(bytes) = rx.recv().await {
         if down_until.is_some_and(|t| tokio::time::Instant::now() < t) {
             continue;
         }
-        let conn = match peers.live(&to) {
-            Some(c) => c,
-            None => match dial(&endpoint, to).await {
-                Ok(c) => {
-                    peers.add(&c);
-                    // Replies may come back on streams the peer opens.
-                    tokio::spawn(read_streams(c.clone(), refusals.clone(), inbox.clone()));
-                    c
-                }
-                Err(e) => {
-                    debug!(peer = %to, error = %e, "cannot reach peer");
-                    down_until = Some(tokio::time::Instant::now() + REDIAL_BACKOFF);
-                    continue;
-                }
-            },
+        let conn = match connection(&shared, to).await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(peer = %to, error = %e, "cannot reach peer");
+                down_until = Some(tokio::time::Instant::now() + REDIAL_BACKOFF);
+                continue;
+            }
         };
         if let Err(e) = send_uni(&conn, &bytes).await {
             debug!(peer = %to, error = %e, "gossip send failed");
         }
     }
-}
-
-async fn dial(endpoint: &Endpoint, to: SocketAddr) -> anyhow::Result<Connection> {
-    let connecting = endpoint.connect(to, DIAL_NAME)?;
-    Ok(tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await??)
 }
 
 async fn send_uni(conn: &Connection, bytes: &[u8]) -> anyhow::Result<()> {
@@ -223,17 +230,19 @@ async fn send_uni(conn: &Connection, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Accepts connections; a peer without a valid certificate never gets past
 /// the handshake.
-async fn accept_loop(endpoint: Endpoint, peers: Arc<Peers>, refusals: Arc<Refusals>, inbox: Inbox) {
+async fn accept_loop(shared: Arc<Shared>) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    while let Some(incoming) = endpoint.accept().await {
+    while let Some(incoming) = shared.endpoint.accept().await {
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            refusals
-                .handshakes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = shared.refusals.handshakes.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logged, but not once per packet of a flood.
+            if n.is_power_of_two() {
+                warn!(peer = %incoming.remote_address(), refused_so_far = n, "too many handshakes at once; refusing connections");
+            }
             incoming.refuse();
             continue;
         };
-        let (peers, refusals, inbox) = (peers.clone(), refusals.clone(), inbox.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let from = incoming.remote_address();
             let result = async {
@@ -244,13 +253,11 @@ async fn accept_loop(endpoint: Endpoint, peers: Arc<Peers>, refusals: Arc<Refusa
             drop(permit);
             match result {
                 Ok(conn) => {
-                    peers.add(&conn);
-                    read_streams(conn, refusals, inbox).await;
+                    shared.peers.add(&conn);
+                    serve_connection(shared, conn).await;
                 }
                 Err(e) => {
-                    refusals
-                        .handshakes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.refusals.handshakes.fetch_add(1, Ordering::Relaxed);
                     warn!(peer = %from, error = %e, "refused connection");
                 }
             }
@@ -258,30 +265,53 @@ async fn accept_loop(endpoint: Endpoint, peers: Arc<Peers>, refusals: Arc<Refusa
     }
 }
 
+/// Serves one connection until it closes: gossip on unidirectional streams,
+/// calls on bidirectional ones.
+async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
+    let calls = {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        async move {
+            let caller = tls::peer_node_name(&conn);
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(super::rpc::serve_call(
+                    send,
+                    recv,
+                    caller.clone(),
+                    shared.rpc.clone(),
+                ));
+            }
+        }
+    };
+    tokio::join!(read_gossip(shared, conn), calls);
+}
+
 /// Reads gossip streams from one connection until it closes.
-async fn read_streams(conn: Connection, refusals: Arc<Refusals>, inbox: Inbox) {
+async fn read_gossip(shared: Arc<Shared>, conn: Connection) {
     let from = conn.remote_address();
     while let Ok(mut stream) = conn.accept_uni().await {
-        let (refusals, inbox) = (refusals.clone(), inbox.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let bytes = match stream.read_to_end(MAX_GOSSIP_BYTES).await {
                 Ok(b) => b,
                 Err(e) => {
-                    refusals
-                        .messages
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
                     warn!(peer = %from, error = %e, "dropped unreadable gossip stream");
                     return;
                 }
             };
             match decode(&bytes) {
                 Ok(msg) => {
-                    let _ = inbox.try_send((from, msg));
+                    let inbox = shared
+                        .inbox
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let Some(inbox) = inbox {
+                        let _ = inbox.try_send((from, msg));
+                    }
                 }
                 Err(e) => {
-                    refusals
-                        .messages
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
                     warn!(peer = %from, error = %e, "dropped malformed gossip message");
                 }
             }

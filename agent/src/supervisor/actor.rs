@@ -167,8 +167,11 @@ impl<R: ContainerRuntime> Supervisor<R> {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit(spec, reply) => {
-                let _ = reply.send(self.submit(spec));
+            Command::Submit(id, spec, reply) => {
+                let _ = reply.send(self.submit(id, spec));
+            }
+            Command::Offer(record, reply) => {
+                let _ = reply.send(self.offer(*record));
             }
             Command::Get(id, reply) => {
                 let _ = reply.send(
@@ -200,7 +203,12 @@ impl<R: ContainerRuntime> Supervisor<R> {
         }
     }
 
-    fn submit(&mut self, spec: TaskSpec) -> Result<SubmitResponse, SupervisorError> {
+    fn submit(&mut self, id: TaskId, spec: TaskSpec) -> Result<SubmitResponse, SupervisorError> {
+        if self.records.contains_key(&id) {
+            return Err(SupervisorError::Conflict(format!(
+                "task {id} exists already"
+            )));
+        }
         self.alloc.can_ever_fit(spec.cores).map_err(|e| {
             SupervisorError::Impossible(format!(
                 "cannot ever run here: {e} ({})",
@@ -208,7 +216,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
             ))
         })?;
         let now = now_ms();
-        let id = TaskId::generate(now, rand::random());
         let seq = self.next_seq;
         let record = TaskRecord::new(id.clone(), spec, self.cfg.node.clone(), seq, now);
         self.queue
@@ -224,7 +231,40 @@ impl<R: ContainerRuntime> Supervisor<R> {
         Ok(SubmitResponse {
             id,
             state: TaskState::Queued,
+            node: Some(self.cfg.node.clone()),
         })
+    }
+
+    /// Takes a peer's task only if it can start at once: Docker is there,
+    /// nobody waits here already, and the cores are free.
+    fn offer(&mut self, mut record: TaskRecord) -> Result<(), SupervisorError> {
+        let refuse = |why: String| Err(SupervisorError::Busy(why));
+        if !self.docker.reachable || !self.reconciled {
+            return refuse("Docker is not available here".into());
+        }
+        if self.records.contains_key(&record.id) {
+            return refuse(format!("task {} is known here already", record.id));
+        }
+        if !self.queue.is_empty() {
+            return refuse(format!("{} tasks wait here already", self.queue.len()));
+        }
+        if let Err(e) = self.alloc.plan(record.spec.cores) {
+            return refuse(e.to_string());
+        }
+        let now = now_ms();
+        record.node = self.cfg.node.clone();
+        record.state = TaskState::Queued;
+        record.queue_seq = self.next_seq;
+        record.not_before_ms = now;
+        record.updated_ms = now;
+        self.store
+            .put(&record)
+            .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
+        self.next_seq += 1;
+        self.queue.put(queued(&record));
+        info!(task_id = %record.id, "took a task offered by a peer");
+        self.records.insert(record.id.clone(), record);
+        Ok(())
     }
 
     fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {

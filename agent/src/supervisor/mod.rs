@@ -24,6 +24,18 @@ use crate::runtime::{ContainerRuntime, LogStream};
 use crate::store::Store;
 use crate::topology::LoadedTopology;
 
+/// How often a follower of a not-yet-started task checks again.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// A fresh task id: time-ordered with random low bits.
+pub fn new_task_id() -> TaskId {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    TaskId::generate(now, rand::random())
+}
+
 /// Why a request to the supervisor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SupervisorError {
@@ -61,8 +73,14 @@ impl std::fmt::Debug for Logs {
 
 pub(crate) enum Command {
     Submit(
+        TaskId,
         TaskSpec,
         oneshot::Sender<Result<SubmitResponse, SupervisorError>>,
+    ),
+    /// Another node offers a task: take it only if it can start now.
+    Offer(
+        Box<TaskRecord>,
+        oneshot::Sender<Result<(), SupervisorError>>,
     ),
     Get(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     List(oneshot::Sender<Vec<TaskRecord>>),
@@ -149,7 +167,22 @@ impl SupervisorHandle {
 
     /// Accepts a task: stored durably before this returns Ok.
     pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitResponse, SupervisorError> {
-        self.ask(|r| Command::Submit(spec, r)).await?
+        self.submit_as(new_task_id(), spec).await
+    }
+
+    /// Accepts a task under an id chosen by the caller.
+    pub async fn submit_as(
+        &self,
+        id: TaskId,
+        spec: TaskSpec,
+    ) -> Result<SubmitResponse, SupervisorError> {
+        self.ask(|r| Command::Submit(id, spec, r)).await?
+    }
+
+    /// Takes a task offered by a peer if its cores are free here now (it is
+    /// then stored durably and started); refuses otherwise.
+    pub async fn offer(&self, record: TaskRecord) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::Offer(Box::new(record), r)).await?
     }
 
     pub async fn get(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
@@ -170,6 +203,19 @@ impl SupervisorHandle {
 
     pub async fn health(&self) -> Result<Health, SupervisorError> {
         self.ask(Command::Health).await
+    }
+
+    /// The task's output as one stream. With `follow`, a task that has not
+    /// started yet is waited for, and the stream ends when its container
+    /// does; without, a task that has not started has no output.
+    pub async fn output(&self, id: TaskId, follow: bool) -> Result<LogStream, SupervisorError> {
+        loop {
+            match self.logs(id.clone(), follow).await? {
+                Logs::Stream(stream) => return Ok(stream),
+                Logs::NotYet if follow => tokio::time::sleep(FOLLOW_POLL).await,
+                Logs::NotYet => return Ok(Box::pin(futures_util::stream::empty())),
+            }
+        }
     }
 
     /// The task's output: live from its container while it runs, from the

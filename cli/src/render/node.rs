@@ -198,7 +198,11 @@ mod tests {
         v.load.clear();
         v.mapping = HostMapping::Identity;
         let text = node(&v);
-        assert_eq!(text.lines().count(), 9, "eight header lines and the mesh line");
+        assert_eq!(
+            text.lines().count(),
+            9,
+            "eight header lines and the mesh line"
+        );
         assert!(text.contains("mapping:   identity\n"));
     }
 

@@ -1,0 +1,63 @@
+//! What this agent answers when a peer calls it: the supervisor's task
+//! operations, exposed over the mesh.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use mesh_protocol::rpc::{Request, Response};
+use tracing::info;
+
+use super::rpc::{Reply, RpcHandler};
+use crate::supervisor::{SupervisorError, SupervisorHandle};
+
+fn error_response(e: SupervisorError) -> Response {
+    match e {
+        SupervisorError::NotFound(_) => Response::NotFound,
+        other => Response::Error(other.to_string()),
+    }
+}
+
+/// The handler the transport runs for every call.
+pub fn handler(supervisor: SupervisorHandle) -> RpcHandler {
+    Arc::new(move |caller, request| {
+        let s = supervisor.clone();
+        Box::pin(async move {
+            match request {
+                Request::Offer(record) => {
+                    let id = record.id.clone();
+                    match s.offer(*record).await {
+                        Ok(()) => {
+                            info!(task_id = %id, from = ?caller, "accepted a task from a peer");
+                            Reply::One(Response::Accepted)
+                        }
+                        Err(e) => Reply::One(Response::Refused(e.to_string())),
+                    }
+                }
+                Request::List => Reply::One(match s.list().await {
+                    Ok(records) => Response::Records(records),
+                    Err(e) => error_response(e),
+                }),
+                Request::Get(id) => Reply::One(match s.get(id).await {
+                    Ok(r) => Response::Record(Box::new(r)),
+                    Err(e) => error_response(e),
+                }),
+                Request::Kill(id) => Reply::One(match s.kill(id).await {
+                    Ok(r) => Response::Record(Box::new(r)),
+                    Err(e) => error_response(e),
+                }),
+                Request::Logs { id, follow } => match s.output(id, follow).await {
+                    Ok(stream) => Reply::Stream(
+                        stream
+                            .map(|chunk| match chunk {
+                                Ok(bytes) => Response::LogChunk(bytes.to_vec()),
+                                Err(e) => Response::Error(e.to_string()),
+                            })
+                            .chain(futures_util::stream::iter([Response::LogEnd]))
+                            .boxed(),
+                    ),
+                    Err(e) => Reply::One(error_response(e)),
+                },
+            }
+        })
+    })
+}

@@ -1,0 +1,152 @@
+//! Accepting a task anywhere in the mesh: rank the nodes from this node's
+//! gossip view (`mesh_protocol::placement`), offer the task to each in turn
+//! (the chosen node allocates on receipt and refuses if its real state no
+//! longer fits), and queue it here when nobody can take it now.
+//!
+//! And finding a task wherever it is, for `get`, `kill` and `logs`.
+
+use std::time::Duration;
+
+use mesh_protocol::api::SubmitResponse;
+use mesh_protocol::placement::{self, PlacementError};
+use mesh_protocol::rpc::{Request, Response};
+use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
+use tracing::{debug, info};
+
+use super::Mesh;
+use crate::supervisor::{SupervisorError, SupervisorHandle, new_task_id};
+
+/// How long a peer may take to answer an offer or a lookup.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Offers tried before queueing here.
+const MAX_OFFERS: usize = 4;
+
+/// Places a new task; see the module documentation.
+pub async fn submit(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    spec: TaskSpec,
+) -> Result<SubmitResponse, SupervisorError> {
+    let id = new_task_id();
+    let me = mesh.node();
+    let view = mesh.candidates().await;
+    let order = match placement::rank(&id, spec.cores, &view) {
+        Ok(order) => order,
+        Err(e @ PlacementError::NeverFits { .. }) => {
+            return Err(SupervisorError::Impossible(e.to_string()));
+        }
+        // Nobody has room now: it waits here.
+        Err(PlacementError::Busy { .. }) => Vec::new(),
+    };
+    let peers = mesh.live_peers().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let record = TaskRecord::new(id.clone(), spec.clone(), me.clone(), 0, now);
+    for node in order.into_iter().take(MAX_OFFERS) {
+        let taken = if node == me {
+            supervisor
+                .offer(record.clone())
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            let Some((_, addr)) = peers.iter().find(|(n, _)| *n == node) else {
+                continue;
+            };
+            match mesh
+                .call(
+                    *addr,
+                    &Request::Offer(Box::new(record.clone())),
+                    CALL_TIMEOUT,
+                )
+                .await
+            {
+                Ok(Response::Accepted) => Ok(()),
+                Ok(Response::Refused(why)) => Err(why),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match taken {
+            Ok(()) => {
+                info!(task_id = %id, node = %node, "task placed");
+                return Ok(SubmitResponse {
+                    id,
+                    state: TaskState::Queued,
+                    node: Some(node),
+                });
+            }
+            Err(why) => {
+                debug!(task_id = %id, node = %node, why, "offer refused; trying the next node")
+            }
+        }
+    }
+    // Nobody could start it now: it waits in this node's queue.
+    match supervisor.submit_as(id, spec).await {
+        Err(SupervisorError::Impossible(why)) => Err(SupervisorError::Busy(format!(
+            "no node can start it now and this node can never run it ({why}); retry later or submit it to a larger node"
+        ))),
+        other => other,
+    }
+}
+
+/// Where a task lives: this node, or the peer that knows it.
+#[derive(Debug)]
+pub enum Found {
+    Here,
+    At(NodeId, std::net::SocketAddr, Box<TaskRecord>),
+}
+
+/// Looks for a task here, then on every live peer.
+pub async fn find(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    id: &TaskId,
+) -> Result<Found, SupervisorError> {
+    match supervisor.get(id.clone()).await {
+        Ok(_) => return Ok(Found::Here),
+        Err(SupervisorError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let asks = mesh.live_peers().await.into_iter().map(|(node, addr)| {
+        let request = Request::Get(id.clone());
+        async move { (node, addr, mesh.call(addr, &request, CALL_TIMEOUT).await) }
+    });
+    for (node, addr, answer) in futures_util::future::join_all(asks).await {
+        if let Ok(Response::Record(r)) = answer {
+            return Ok(Found::At(node, addr, r));
+        }
+    }
+    Err(SupervisorError::NotFound(id.to_string()))
+}
+
+/// Every task of the mesh: this node's and each live peer's, one record per
+/// task (the most recently updated, should two nodes report one).
+pub async fn list_all(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+) -> Result<Vec<TaskRecord>, SupervisorError> {
+    let mut all = supervisor.list().await?;
+    let asks = mesh
+        .live_peers()
+        .await
+        .into_iter()
+        .map(|(_, addr)| async move { mesh.call(addr, &Request::List, CALL_TIMEOUT).await });
+    for answer in futures_util::future::join_all(asks).await {
+        if let Ok(Response::Records(records)) = answer {
+            all.extend(records);
+        }
+    }
+    let mut by_id: std::collections::BTreeMap<TaskId, TaskRecord> =
+        std::collections::BTreeMap::new();
+    for r in all {
+        match by_id.get(&r.id) {
+            Some(seen) if seen.updated_ms >= r.updated_ms => {}
+            _ => {
+                by_id.insert(r.id.clone(), r);
+            }
+        }
+    }
+    Ok(by_id.into_values().collect())
+}

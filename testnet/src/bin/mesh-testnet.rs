@@ -1,0 +1,165 @@
+//! `mesh-testnet`: starts and drives a testnet of meshd agents on this host's
+//! Docker (see [`mesh_testnet`]). `scripts/testnet` builds what it needs and
+//! runs it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mesh_testnet::{
+    DEFAULT_IMAGE, DEFAULT_TOPOLOGY, MAX_AGENTS, Testnet, TestnetName, TestnetOptions, table,
+};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh-testnet",
+    about = "Starts, cuts, kills and removes a test network of meshd agents on this host's Docker"
+)]
+struct Cli {
+    /// The testnet: its Docker network, container prefix and cluster id.
+    #[arg(long, global = true, env = "MESH_TESTNET", default_value = TestnetName::DEFAULT)]
+    name: TestnetName,
+    /// Where its state, certificates and data live [default: <repo>/target/testnet/NAME].
+    #[arg(long, global = true, env = "MESH_TESTNET_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start agents n1..nN and wait until each answers /v1/health.
+    Up {
+        /// How many agents.
+        #[arg(short = 'n', long, value_parser = clap::value_parser!(u16).range(1..=MAX_AGENTS as i64))]
+        nodes: u16,
+        /// Synthetic hwloc topology of every agent.
+        #[arg(long, default_value = DEFAULT_TOPOLOGY)]
+        topology: String,
+        #[arg(long, default_value_t = 500)]
+        gossip_interval_ms: u64,
+        /// The meshd image (built by scripts/images).
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+        /// Extra meshd flags, after `--`.
+        #[arg(last = true)]
+        meshd_args: Vec<String>,
+    },
+    /// Kill an agent and remove the containers it started (the loss of a host).
+    Kill { node: String },
+    /// Start a killed agent again, with its data and certificate.
+    Restart { node: String },
+    /// Cut agents off the network.
+    Partition {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Reconnect every cut-off agent.
+    Heal,
+    /// Remove the agents, their containers, the network and the state.
+    Down,
+    /// List the nodes: name, state, address, API URL, container.
+    Ls {
+        /// Print JSON (a list of {name, container, address, state, api_url, foreign}).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_env("MESH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-testnet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        name,
+        state_dir,
+        command,
+    } = cli;
+    let open = || Testnet::open(&name, state_dir.clone());
+    match command {
+        Command::Up {
+            nodes,
+            topology,
+            gossip_interval_ms,
+            image,
+            meshd_args,
+        } => {
+            let mut opts = TestnetOptions::default()
+                .name(name.clone())
+                .nodes(usize::from(nodes))
+                .topology(topology)
+                .gossip_interval(Duration::from_millis(gossip_interval_ms))
+                .image(image);
+            opts.state_dir = state_dir.clone();
+            opts.extra_args = meshd_args;
+            let net = Testnet::up(opts)
+                .await
+                .with_context(|| format!("cannot start testnet {name}"))?;
+            print!("{}", table(&net.ls().await?));
+        }
+        Command::Kill { node } => {
+            let removed = open()?.kill(&node).await?;
+            println!("killed {node}; removed {removed} container(s) it had started");
+        }
+        Command::Restart { node } => {
+            open()?.restart(&node).await?;
+            println!("restarted {node}");
+        }
+        Command::Partition { nodes } => {
+            open()?.partition(&nodes).await?;
+            println!("cut off {}", nodes.join(", "));
+        }
+        Command::Heal => {
+            let healed = open()?.heal().await?;
+            if healed.is_empty() {
+                println!("nothing to heal");
+            } else {
+                let names: Vec<String> = healed.iter().map(ToString::to_string).collect();
+                println!("reconnected {}", names.join(", "));
+            }
+        }
+        Command::Down => {
+            let removed = Testnet::remove(&name, state_dir).await?;
+            println!(
+                "removed testnet {name}: {} agent(s), {} container(s) they started, network {}, state directory {}",
+                removed.agents,
+                removed.containers,
+                if removed.network { "removed" } else { "absent" },
+                if removed.state_dir {
+                    "removed"
+                } else {
+                    "absent"
+                },
+            );
+        }
+        Command::Ls { json } => {
+            let nodes = open()?.ls().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                print!("{}", table(&nodes));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Errors of the testnet library: one for driving the testnet
+//! ([`TestnetError`]) and one for scenario steps ([`StepError`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::docker::DockerError;
+use crate::name::TestnetName;
+
+/// Why a testnet operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(
+        "Docker does not answer ({0}); start it (for example `systemctl start docker`, or `scripts/test`, which starts it) and try again"
+    )]
+    DockerUnavailable(#[source] DockerError),
+    #[error("the agent image {image} does not exist; build it with `scripts/images`")]
+    NoImage { image: String },
+    #[error(
+        "testnet {name} already exists (state in {dir}, or its Docker network); remove it with `scripts/testnet down --name {name}` first"
+    )]
+    AlreadyUp { name: TestnetName, dir: PathBuf },
+    #[error(
+        "there is no testnet {name} ({dir}/state.json is missing); start one with `scripts/testnet up -n 3 --name {name}`"
+    )]
+    NotUp { name: TestnetName, dir: PathBuf },
+    #[error("testnet {testnet} has no node {node:?}; its nodes are {}", known.join(", "))]
+    UnknownNode {
+        node: String,
+        testnet: TestnetName,
+        known: Vec<String>,
+    },
+    #[error("testnet {testnet} already has a node {node}; pick another name")]
+    NodeExists { node: String, testnet: TestnetName },
+    #[error("invalid node name: {0}")]
+    NodeId(#[from] mesh_protocol::ids::IdError),
+    #[error("a testnet holds 1 to {max} agents; asked for {asked}")]
+    NodeCount { asked: usize, max: usize },
+    #[error(
+        "no free subnet for the testnet network among 10.200.0.0/24 to 10.255.255.0/24 (last: {last}); remove unused Docker networks (`docker network prune`)"
+    )]
+    NoSubnet { last: String },
+    #[error(
+        "the Docker network {name} exists but is not testnet {name}'s (it lacks the label mesh.testnet={name}); remove it or pick another --name"
+    )]
+    ForeignNetwork { name: TestnetName },
+    #[error(
+        "DOCKER_HOST is {0:?}: testnet agents need the engine's Unix socket to mount; use a unix:// DOCKER_HOST"
+    )]
+    DockerSocket(String),
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not valid testnet state ({source}); remove the testnet with `scripts/testnet down`", path.display())]
+    StateJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot make certificates: {0}")]
+    Pki(#[from] mesh_protocol::pki::PkiError),
+    #[error(
+        "agent {node} did not become ready: {source}\nlast lines of `docker logs {container}`:\n{logs}"
+    )]
+    NotReady {
+        node: String,
+        container: String,
+        #[source]
+        source: Box<StepError>,
+        logs: String,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("GET {url} (node {node}) failed: {source}")]
+    Http {
+        node: String,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "GET {url} (node {node}) answered with something this harness cannot read ({error}); if the meshd:testnet image is older than this code, rebuild it with `scripts/images`. The answer began: {body}"
+    )]
+    Decode {
+        node: String,
+        url: String,
+        error: String,
+        body: String,
+    },
+    #[error("GET {url} (node {node}) answered {status}: {body}")]
+    Status {
+        node: String,
+        url: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error(
+        "Docker keeps network {name} although nothing is attached to it ({source}); this is a Docker bug (moby/moby#42119): after restarting dockerd, remove it with `docker network rm {name}`"
+    )]
+    StuckNetwork {
+        name: TestnetName,
+        #[source]
+        source: DockerError,
+    },
+    #[error("a background task of the harness failed: {0}")]
+    Task(String),
+    #[error("teardown of testnet {name} did not finish: {message}")]
+    Teardown { name: TestnetName, message: String },
+}
+
+/// Why a scenario step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("timed out after {timeout:?} waiting until {what}; last seen: {last}")]
+    Timeout {
+        what: String,
+        timeout: Duration,
+        last: String,
+    },
+    #[error("expected {what} for {duration:?}, but after {after:?}: {why}")]
+    Violated {
+        what: String,
+        duration: Duration,
+        after: Duration,
+        why: String,
+    },
+}

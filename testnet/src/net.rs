@@ -1,0 +1,500 @@
+//! [`Testnet`]: meshd agents in containers of one Docker network on this
+//! host, started, killed, cut off and healed on command.
+//!
+//! The handle carries the testnet's [`State`] (also saved in its state
+//! directory, so a later process can [`Testnet::open`] it); what runs and
+//! what is connected is always read back from Docker.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use mesh_protocol::NodeId;
+use mesh_protocol::pki::OffsetDateTime;
+
+use crate::agent::{self, LABEL_TESTNET};
+use crate::certs;
+use crate::docker::Docker;
+use crate::error::TestnetError;
+use crate::name::TestnetName;
+use crate::options::{DEFAULT_READY_TIMEOUT, TestnetOptions, default_state_dir};
+use crate::state::{Layout, NodeRecord, State};
+use crate::status::{self, NodeState, NodeStatus};
+use crate::subnet::{self, MAX_AGENTS, Subnet};
+use crate::teardown::{self, Removed};
+
+/// How long one HTTP call to an agent may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Subnets tried before giving up (each try is one `docker network create`).
+const SUBNET_TRIES: usize = 64;
+
+/// A running testnet. Dropping it removes the testnet if it was started with
+/// `teardown_on_drop` (tests), and leaves it running otherwise (the
+/// `mesh-testnet` command).
+#[derive(Debug)]
+pub struct Testnet {
+    pub(crate) docker: Docker,
+    pub(crate) state: State,
+    pub(crate) layout: Layout,
+    pub(crate) http: reqwest::Client,
+    ready_timeout: Duration,
+    started_at: Instant,
+    teardown_on_drop: bool,
+}
+
+impl Testnet {
+    /// Starts a testnet: its network, CA and node certificates, and one agent
+    /// container per node, then waits until every agent answers
+    /// `/v1/health`. On failure, whatever was created is removed again.
+    pub async fn up(opts: TestnetOptions) -> Result<Self, TestnetError> {
+        if opts.nodes == 0 || opts.nodes > MAX_AGENTS {
+            return Err(TestnetError::NodeCount {
+                asked: opts.nodes,
+                max: MAX_AGENTS,
+            });
+        }
+        let docker = Docker::new();
+        check_docker(&docker, &opts.image).await?;
+        let docker_socket = docker_socket()?;
+        let name = opts.name.clone();
+        let dir = absolute(
+            opts.state_dir
+                .clone()
+                .unwrap_or_else(|| default_state_dir(&name)),
+        )?;
+        if State::load(&dir)?.is_some() || network_exists(&docker, &name).await? {
+            return Err(TestnetError::AlreadyUp { name, dir });
+        }
+        let members = (1..=opts.nodes)
+            .map(|i| NodeId::new(format!("n{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let subnet = create_network(&docker, &name).await?;
+        let mut nodes = Vec::with_capacity(members.len());
+        for (slot, node) in members.into_iter().enumerate() {
+            nodes.push(NodeRecord {
+                container: format!("{name}-{node}"),
+                ip: subnet.agent_ip(slot).ok_or(TestnetError::NodeCount {
+                    asked: opts.nodes,
+                    max: MAX_AGENTS,
+                })?,
+                topology: opts.topology_for(node.as_str()).to_owned(),
+                foreign: false,
+                node,
+            });
+        }
+        let state = State {
+            name,
+            image: opts.image.clone(),
+            subnet,
+            docker_socket,
+            gossip_interval_ms: u64::try_from(opts.gossip_interval.as_millis()).unwrap_or(u64::MAX),
+            extra_args: opts.extra_args.clone(),
+            nodes,
+        };
+        // From here on, an error drops `net`, which removes what exists.
+        let mut net = Self {
+            docker,
+            state,
+            layout: Layout::new(dir),
+            http: http_client()?,
+            ready_timeout: opts.ready_timeout,
+            started_at: Instant::now(),
+            teardown_on_drop: true,
+        };
+        let dir = net.layout.root().to_owned();
+        create_dir(&dir)?;
+        net.state.save(&dir)?;
+
+        let now = OffsetDateTime::now_utc();
+        let ca = certs::create_ca(&net.layout.ca_dir(), net.state.name.as_str(), now)?;
+        for node in &net.state.nodes {
+            certs::create_node_tls(&net.layout, &ca, &node.node, now)?;
+            create_dir(&net.layout.data_dir(&node.node))?;
+        }
+
+        let runs: Vec<Vec<String>> = net
+            .state
+            .nodes
+            .iter()
+            .map(|n| agent::run_args(&net.state, &net.layout, n))
+            .collect();
+        try_join_all(runs.iter().map(|args| net.docker.run(args))).await?;
+        net.started_at = Instant::now();
+        tracing::info!(testnet = %net.state.name, nodes = opts.nodes, subnet = %net.state.subnet.cidr(), "agents started");
+
+        try_join_all(net.state.nodes.iter().map(|n| net.wait_ready(n))).await?;
+        net.teardown_on_drop = opts.teardown_on_drop;
+        Ok(net)
+    }
+
+    /// The testnet `name` a previous `up` started, from its state directory
+    /// (`None`: the default one). Dropping the handle leaves it running.
+    pub fn open(name: &TestnetName, state_dir: Option<PathBuf>) -> Result<Self, TestnetError> {
+        let dir = absolute(state_dir.unwrap_or_else(|| default_state_dir(name)))?;
+        let state = State::load(&dir)?.ok_or_else(|| TestnetError::NotUp {
+            name: name.clone(),
+            dir: dir.clone(),
+        })?;
+        Ok(Self {
+            docker: Docker::new(),
+            state,
+            layout: Layout::new(dir),
+            http: http_client()?,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            started_at: Instant::now(),
+            teardown_on_drop: false,
+        })
+    }
+
+    /// Removes testnet `name` (see [`Testnet::down`]) whether or not its
+    /// state directory still exists.
+    pub async fn remove(
+        name: &TestnetName,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Removed, TestnetError> {
+        let dir = absolute(state_dir.unwrap_or_else(|| default_state_dir(name)))?;
+        let name = name.clone();
+        let docker = Docker::new();
+        blocking(move || teardown::teardown(&docker, &name, &dir)).await
+    }
+
+    /// Removes the agents, every container they started, the network and the
+    /// state directory.
+    pub async fn down(mut self) -> Result<Removed, TestnetError> {
+        self.teardown_on_drop = false;
+        let (docker, name, dir) = (
+            self.docker.clone(),
+            self.state.name.clone(),
+            self.layout.root().to_owned(),
+        );
+        blocking(move || teardown::teardown(&docker, &name, &dir)).await
+    }
+
+    pub fn name(&self) -> &TestnetName {
+        &self.state.name
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.layout.root()
+    }
+
+    /// The cluster's members, `n1` to `nN` (foreign nodes left out).
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.state.members().map(|n| n.node.clone()).collect()
+    }
+
+    /// When the last agent container had been started, the origin for
+    /// "within N s of start" (for a handle from [`Testnet::open`]: when it
+    /// was opened).
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// Where `node`'s HTTP API answers, from the host.
+    pub fn api_url(&self, node: &str) -> Result<String, TestnetError> {
+        Ok(status::api_url(self.state.node(node)?.ip))
+    }
+
+    /// Every node with its address, state and API URL.
+    pub async fn ls(&self) -> Result<Vec<NodeStatus>, TestnetError> {
+        let ps = self
+            .docker
+            .run(&[
+                "ps".to_owned(),
+                "--all".to_owned(),
+                "--filter".to_owned(),
+                format!("label={LABEL_TESTNET}={}", self.state.name),
+                "--format".to_owned(),
+                status::ps_format(),
+            ])
+            .await?;
+        Ok(status::statuses(&self.state, &status::parse_ps(&ps)))
+    }
+
+    /// Kills `node`'s agent (SIGKILL) and removes every container it started,
+    /// as the loss of its host would. Returns how many containers went.
+    pub async fn kill(&self, node: &str) -> Result<usize, TestnetError> {
+        let record = self.state.node(node)?;
+        match self.docker.run(&["kill", record.container.as_str()]).await {
+            Ok(_) => {}
+            // Killing a stopped agent again is not an error.
+            Err(e) if e.stderr().contains("is not running") => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (docker, name, node) = (
+            self.docker.clone(),
+            self.state.name.clone(),
+            record.node.to_string(),
+        );
+        let removed =
+            blocking(move || teardown::remove_node_containers(&docker, &name, &node)).await?;
+        tracing::info!(testnet = %self.state.name, node = %record.node, containers = removed, "killed");
+        Ok(removed)
+    }
+
+    /// Starts `node`'s agent again with its data directory and certificate
+    /// (recreating the container if it was removed) and, unless it is
+    /// partitioned, waits until it answers `/v1/health`.
+    pub async fn restart(&self, node: &str) -> Result<(), TestnetError> {
+        let record = self.state.node(node)?;
+        match self.docker.run(&["start", record.container.as_str()]).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                let args = agent::run_args(&self.state, &self.layout, record);
+                self.docker.run(&args).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let connected = self
+            .ls()
+            .await?
+            .iter()
+            .any(|s| s.name == record.node && s.state == NodeState::Running);
+        if connected {
+            self.wait_ready(record).await?;
+        }
+        tracing::info!(testnet = %self.state.name, node = %record.node, "restarted");
+        Ok(())
+    }
+
+    /// Cuts `nodes` off the testnet network: they reach no peer and no peer
+    /// reaches them (nor does the host reach their API) until [`heal`].
+    ///
+    /// [`heal`]: Testnet::heal
+    pub async fn partition<S: fmt::Display>(&self, nodes: &[S]) -> Result<(), TestnetError> {
+        // Check every name before cutting anything.
+        let records = nodes
+            .iter()
+            .map(|n| self.state.node(&n.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for record in records {
+            let args = [
+                "network",
+                "disconnect",
+                self.state.name.as_str(),
+                record.container.as_str(),
+            ];
+            match self.docker.run(&args).await {
+                Ok(_) => {}
+                Err(e) if e.stderr().contains("not connected") => {}
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(testnet = %self.state.name, node = %record.node, "partitioned");
+        }
+        Ok(())
+    }
+
+    /// Puts every node that is cut off back on the network, with its address
+    /// and aliases. Returns the nodes it reconnected.
+    pub async fn heal(&self) -> Result<Vec<NodeId>, TestnetError> {
+        let mut healed = Vec::new();
+        for status in self.ls().await? {
+            if status.state != NodeState::Partitioned {
+                continue;
+            }
+            let record = self.state.node(status.name.as_str())?;
+            self.docker
+                .run(&agent::connect_args(&self.state, record))
+                .await?;
+            tracing::info!(testnet = %self.state.name, node = %record.node, "healed");
+            healed.push(record.node.clone());
+        }
+        Ok(healed)
+    }
+
+    /// Starts one more agent, `node`, whose certificate comes from a CA of its
+    /// own rather than the cluster's, with the same seeds and cluster id as
+    /// the members: the mesh must never let it in. Waits until it answers
+    /// `/v1/health`.
+    pub async fn add_foreign(&mut self, node: &str) -> Result<(), TestnetError> {
+        let node = NodeId::new(node)?;
+        if self.state.node(node.as_str()).is_ok() {
+            return Err(TestnetError::NodeExists {
+                node: node.to_string(),
+                testnet: self.state.name.clone(),
+            });
+        }
+        let slot = self.state.nodes.len();
+        let ip = self
+            .state
+            .subnet
+            .agent_ip(slot)
+            .ok_or(TestnetError::NodeCount {
+                asked: slot + 1,
+                max: MAX_AGENTS,
+            })?;
+        let now = OffsetDateTime::now_utc();
+        let ca = certs::create_ca(
+            &self.layout.foreign_ca_dir(&node),
+            self.state.name.as_str(),
+            now,
+        )?;
+        certs::create_node_tls(&self.layout, &ca, &node, now)?;
+        create_dir(&self.layout.data_dir(&node))?;
+        let record = NodeRecord {
+            container: format!("{}-{node}", self.state.name),
+            ip,
+            topology: self.state.members().next().map_or_else(
+                || crate::options::DEFAULT_TOPOLOGY.to_owned(),
+                |n| n.topology.clone(),
+            ),
+            foreign: true,
+            node,
+        };
+        self.state.nodes.push(record.clone());
+        self.state.save(self.layout.root())?;
+        self.docker
+            .run(&agent::run_args(&self.state, &self.layout, &record))
+            .await?;
+        tracing::info!(testnet = %self.state.name, node = %record.node, "foreign agent started");
+        self.wait_ready(&record).await
+    }
+
+    /// Whether dropping this handle removes the testnet.
+    pub fn set_teardown_on_drop(&mut self, teardown: bool) {
+        self.teardown_on_drop = teardown;
+    }
+
+    /// Waits until `node` answers `/v1/health` with `ok`; on timeout the
+    /// error carries the end of its log.
+    async fn wait_ready(&self, node: &NodeRecord) -> Result<(), TestnetError> {
+        let what = format!("{} answers /v1/health", node.node);
+        let result = crate::steps::wait_until(&what, self.ready_timeout, async || {
+            match self.health(node.node.as_str()).await {
+                Ok(h) if h.ok => Ok(()),
+                Ok(h) => Err(format!("not ok: {h:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(source) => Err(TestnetError::NotReady {
+                node: node.node.to_string(),
+                container: node.container.clone(),
+                source: Box::new(source),
+                logs: self.docker.logs(&node.container, 20).await,
+            }),
+        }
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        if !self.teardown_on_drop {
+            return;
+        }
+        if let Err(e) = teardown::teardown(&self.docker, &self.state.name, self.layout.root()) {
+            // Drop cannot return it; a test's output shows it.
+            eprintln!("mesh-testnet: {e}");
+        }
+    }
+}
+
+/// Fails unless Docker answers and has `image`.
+async fn check_docker(docker: &Docker, image: &str) -> Result<(), TestnetError> {
+    docker
+        .run(&["version", "--format", "{{.Server.Version}}"])
+        .await
+        .map_err(TestnetError::DockerUnavailable)?;
+    match docker
+        .run(&["image", "inspect", "--format", "{{.Id}}", image])
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Err(TestnetError::NoImage {
+            image: image.to_owned(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The host's Docker socket, from `DOCKER_HOST` (`unix://PATH`) or the
+/// default `/var/run/docker.sock`.
+fn docker_socket() -> Result<PathBuf, TestnetError> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => host
+            .strip_prefix("unix://")
+            .map(PathBuf::from)
+            .ok_or(TestnetError::DockerSocket(host)),
+        _ => Ok(PathBuf::from("/var/run/docker.sock")),
+    }
+}
+
+async fn network_exists(docker: &Docker, name: &TestnetName) -> Result<bool, TestnetError> {
+    match docker.run(&["network", "inspect", name.as_str()]).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the testnet network on the first candidate subnet no other Docker
+/// network uses.
+async fn create_network(docker: &Docker, name: &TestnetName) -> Result<Subnet, TestnetError> {
+    let mut last = String::new();
+    for subnet in subnet::candidates(name.as_str()).take(SUBNET_TRIES) {
+        let args = [
+            "network".to_owned(),
+            "create".to_owned(),
+            "--driver".to_owned(),
+            "bridge".to_owned(),
+            "--subnet".to_owned(),
+            subnet.cidr(),
+            "--gateway".to_owned(),
+            subnet.gateway().to_string(),
+            "--ip-range".to_owned(),
+            subnet.dynamic_range(),
+            "--label".to_owned(),
+            format!("{LABEL_TESTNET}={name}"),
+            name.to_string(),
+        ];
+        match docker.run(&args).await {
+            Ok(_) => return Ok(subnet),
+            Err(e) if e.stderr().contains("overlaps") => last = subnet.cidr(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(TestnetError::NoSubnet { last })
+}
+
+fn http_client() -> Result<reqwest::Client, TestnetError> {
+    reqwest::Client::builder()
+        // Agents are on a local bridge; a proxy from the environment would
+        // only get in the way.
+        .no_proxy()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .map_err(TestnetError::HttpClient)
+}
+
+fn absolute(dir: PathBuf) -> Result<PathBuf, TestnetError> {
+    std::path::absolute(&dir).map_err(|source| TestnetError::Io {
+        what: "resolve the state directory",
+        path: dir,
+        source,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), TestnetError> {
+    std::fs::create_dir_all(dir).map_err(|source| TestnetError::Io {
+        what: "create",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Runs blocking teardown work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TestnetError> + Send + 'static,
+) -> Result<T, TestnetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TestnetError::Task(e.to_string()))?
+}

@@ -1,0 +1,134 @@
+//! How to start a testnet: [`TestnetOptions`], with the defaults the
+//! `mesh-testnet` command uses and a preset for tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::name::TestnetName;
+
+/// The topology each agent gets unless told otherwise: 2 NUMA nodes of 2
+/// single-threaded cores.
+pub const DEFAULT_TOPOLOGY: &str = "numa:2 core:2 pu:1";
+/// The image `scripts/images` builds.
+pub const DEFAULT_IMAGE: &str = "meshd:testnet";
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(500);
+/// How long `up`, `restart` and `add_foreign` wait for an agent to answer
+/// `/v1/health`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `Testnet::up` starts.
+#[derive(Debug, Clone)]
+pub struct TestnetOptions {
+    pub name: TestnetName,
+    /// Agents `n1` to `nN`.
+    pub nodes: usize,
+    /// Synthetic hwloc topology of every agent not in `topologies`.
+    pub topology: String,
+    /// Topology per node, by node name, overriding `topology`.
+    pub topologies: BTreeMap<String, String>,
+    pub image: String,
+    /// `None`: [`default_state_dir`] of the name.
+    pub state_dir: Option<PathBuf>,
+    pub gossip_interval: Duration,
+    /// Passed to every agent's meshd after the harness's flags.
+    pub extra_args: Vec<String>,
+    pub ready_timeout: Duration,
+    /// Whether dropping the `Testnet` removes it (tests: yes; the command
+    /// line tool, whose testnet outlives the process: no).
+    pub teardown_on_drop: bool,
+}
+
+impl Default for TestnetOptions {
+    fn default() -> Self {
+        Self {
+            name: TestnetName::default(),
+            nodes: 3,
+            topology: DEFAULT_TOPOLOGY.into(),
+            topologies: BTreeMap::new(),
+            image: DEFAULT_IMAGE.into(),
+            state_dir: None,
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            extra_args: Vec::new(),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            teardown_on_drop: false,
+        }
+    }
+}
+
+impl TestnetOptions {
+    /// A testnet for one test: a unique name from `label` (so parallel tests
+    /// and a user's `ganger` testnet never collide) and removed when dropped,
+    /// panics included.
+    pub fn for_test(label: &str) -> Self {
+        Self {
+            name: TestnetName::unique(label),
+            teardown_on_drop: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn name(mut self, name: TestnetName) -> Self {
+        self.name = name;
+        self
+    }
+
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    pub fn topology(mut self, topology: impl Into<String>) -> Self {
+        self.topology = topology.into();
+        self
+    }
+
+    pub fn topology_of(mut self, node: impl Into<String>, topology: impl Into<String>) -> Self {
+        self.topologies.insert(node.into(), topology.into());
+        self
+    }
+
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.image = image.into();
+        self
+    }
+
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.gossip_interval = interval;
+        self
+    }
+
+    pub fn extra_arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    pub fn teardown_on_drop(mut self, teardown: bool) -> Self {
+        self.teardown_on_drop = teardown;
+        self
+    }
+
+    /// The topology of the agent called `node`.
+    pub fn topology_for(&self, node: &str) -> &str {
+        self.topologies.get(node).unwrap_or(&self.topology)
+    }
+}
+
+/// Where testnet `name` keeps its state: `<repo>/target/testnet/<name>`
+/// (the repository this crate was built from).
+pub fn default_state_dir(name: &TestnetName) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The crate sits at <repo>/testnet; fall back to its own dir otherwise.
+    let repo = manifest.parent().unwrap_or(manifest);
+    repo.join("target").join("testnet").join(name.as_str())
+}

@@ -1,0 +1,220 @@
+//! Scenario steps: ask agents what they see, wait until something holds,
+//! check that something keeps holding. Tests read as a list of these.
+//!
+//! Checks return `Ok(())` when satisfied and `Err(why not)` otherwise; the
+//! last "why not" is what a timeout reports, so a failing test says what it
+//! saw, not only what it wanted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use mesh_protocol::NodeId;
+use mesh_protocol::api::Health;
+use mesh_protocol::gossip::PeerView;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::error::{StepError, TestnetError};
+use crate::net::Testnet;
+
+/// How often [`wait_until`] and [`hold_for`] check.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Checks every [`POLL_INTERVAL`] until `check` succeeds and returns how long
+/// it took; fails with `what` and the last reason once `timeout` has passed.
+pub async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<(), String>,
+) -> Result<Duration, StepError> {
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(why) => why,
+        };
+        if start.elapsed() >= timeout {
+            return Err(StepError::Timeout {
+                what: what.to_owned(),
+                timeout,
+                last,
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Checks every [`POLL_INTERVAL`] for `duration` that `check` keeps
+/// succeeding; fails at the first check that does not.
+pub async fn hold_for(
+    what: &str,
+    duration: Duration,
+    mut check: impl AsyncFnMut() -> Result<(), String>,
+) -> Result<(), StepError> {
+    let start = Instant::now();
+    loop {
+        if let Err(why) = check().await {
+            return Err(StepError::Violated {
+                what: what.to_owned(),
+                duration,
+                after: start.elapsed(),
+                why,
+            });
+        }
+        if start.elapsed() >= duration {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+impl Testnet {
+    /// `GET /v1/peers` on `node`: every peer it knows, itself included.
+    pub async fn peers(&self, node: &str) -> Result<Vec<PeerView>, TestnetError> {
+        self.get(node, "/v1/peers").await
+    }
+
+    /// `GET /v1/health` on `node` (a 503 still carries the health report).
+    pub async fn health(&self, node: &str) -> Result<Health, TestnetError> {
+        self.get(node, "/v1/health").await
+    }
+
+    /// Every observer's peer list, by observer; an observer that cannot be
+    /// asked maps to the error.
+    pub async fn views(
+        &self,
+        observers: &[NodeId],
+    ) -> BTreeMap<NodeId, Result<Vec<PeerView>, TestnetError>> {
+        let views = join_all(observers.iter().map(|o| self.peers(o.as_str()))).await;
+        observers.iter().cloned().zip(views).collect()
+    }
+
+    /// Whether every observer's peer list passes `expect`; the first that
+    /// does not, and why, otherwise.
+    pub async fn check_views(
+        &self,
+        observers: &[NodeId],
+        expect: &impl Fn(&[PeerView]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        for (observer, view) in self.views(observers).await {
+            let peers = view.map_err(|e| format!("{observer}: {e}"))?;
+            expect(&peers).map_err(|why| format!("{observer}: {why}"))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every observer's peer list passes `expect` (see
+    /// [`crate::expect`]); returns how long that took.
+    pub async fn wait_views(
+        &self,
+        what: &str,
+        timeout: Duration,
+        observers: &[NodeId],
+        expect: impl Fn(&[PeerView]) -> Result<(), String>,
+    ) -> Result<Duration, StepError> {
+        wait_until(what, timeout, async || {
+            self.check_views(observers, &expect).await
+        })
+        .await
+    }
+
+    /// Checks for `duration` that every observer's peer list keeps passing
+    /// `expect`. An observer that stops answering fails the step too.
+    pub async fn hold_views(
+        &self,
+        what: &str,
+        duration: Duration,
+        observers: &[NodeId],
+        expect: impl Fn(&[PeerView]) -> Result<(), String>,
+    ) -> Result<(), StepError> {
+        hold_for(what, duration, async || {
+            self.check_views(observers, &expect).await
+        })
+        .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, node: &str, path: &str) -> Result<T, TestnetError> {
+        let url = format!("{}{path}", self.api_url(node)?);
+        let http = |source| TestnetError::Http {
+            node: node.to_owned(),
+            url: url.clone(),
+            source,
+        };
+        let response = self.http.get(&url).send().await.map_err(http)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(http)?;
+        let text = || String::from_utf8_lossy(&body).chars().take(300).collect();
+        serde_json::from_slice(&body).map_err(|e| {
+            if status.is_success() {
+                TestnetError::Decode {
+                    node: node.to_owned(),
+                    url: url.clone(),
+                    error: e.to_string(),
+                    body: text(),
+                }
+            } else {
+                TestnetError::Status {
+                    node: node.to_owned(),
+                    url: url.clone(),
+                    status,
+                    body: text(),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_until_reports_time_and_last_reason() {
+        let mut calls = 0;
+        let took = wait_until("third call", Duration::from_secs(5), async || {
+            calls += 1;
+            if calls == 3 {
+                Ok(())
+            } else {
+                Err(format!("call {calls}"))
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(took, 2 * POLL_INTERVAL);
+
+        let err = wait_until("never", Duration::from_secs(1), async || {
+            Err("nope".to_owned())
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, StepError::Timeout { last, .. } if last == "nope"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("never"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_for_fails_at_the_first_violation() {
+        let mut calls = 0;
+        let err = hold_for("fine", Duration::from_secs(10), async || {
+            calls += 1;
+            if calls < 4 {
+                Ok(())
+            } else {
+                Err("broke".to_owned())
+            }
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, StepError::Violated { after, why, .. } if *after == 3 * POLL_INTERVAL && why == "broke"),
+            "{err}"
+        );
+        hold_for("fine", Duration::from_secs(1), async || Ok(()))
+            .await
+            .unwrap();
+    }
+}
