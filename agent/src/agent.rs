@@ -108,6 +108,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     })?;
     let sup_config = SupervisorConfig {
         node: config.node_id.clone(),
+        cluster: config.mesh.cluster_id.clone(),
         topology,
         max_queue: config.max_queue,
         network: config.network.clone(),
@@ -156,11 +157,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
 /// None every node's. Returns how many were removed.
 pub async fn cleanup<R: ContainerRuntime>(
     runtime: &R,
-    node: Option<&NodeId>,
+    node: Option<(&NodeId, &str)>,
 ) -> Result<usize, RuntimeError> {
-    let node_str = node.map(NodeId::to_string);
-    let found = match &node_str {
-        Some(n) => runtime.list(&[(labels::NODE, n.as_str())]).await?,
+    let found = match node {
+        Some((n, cluster)) => {
+            let n = n.to_string();
+            runtime
+                .list(&[(labels::NODE, n.as_str()), (labels::CLUSTER, cluster)])
+                .await?
+        }
         None => runtime
             .list(&[])
             .await?

@@ -144,6 +144,7 @@ async fn kill_9_then_restart_adopts_records_and_resumes() {
             labels: mesh_agent::runtime::memory::labels(&[
                 ("mesh.node", node.as_str()),
                 ("mesh.kind", "task"),
+                ("mesh.cluster", "ganger"),
                 ("mesh.task", "tstray"),
                 ("mesh.attempt", "1"),
             ]),

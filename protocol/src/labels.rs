@@ -3,6 +3,9 @@
 
 /// The node id of the agent that owns the container.
 pub const NODE: &str = "mesh.node";
+/// The cluster id of the mesh the owning agent belongs to: several meshes
+/// (test networks) may share one Docker engine with the same node names.
+pub const CLUSTER: &str = "mesh.cluster";
 /// The task id (batch containers).
 pub const TASK: &str = "mesh.task";
 /// The service name (service containers).

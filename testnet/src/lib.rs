@@ -48,6 +48,8 @@ mod net;
 #[cfg(feature = "harness")]
 mod options;
 #[cfg(feature = "harness")]
+pub mod sim;
+#[cfg(feature = "harness")]
 mod state;
 #[cfg(feature = "harness")]
 mod status;

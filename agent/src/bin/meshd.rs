@@ -40,7 +40,10 @@ async fn main() -> ExitCode {
 
 async fn cleanup(config: &Config, all_nodes: bool) -> ExitCode {
     let result = match DockerRuntime::from_env() {
-        Ok(rt) => mesh_agent::agent::cleanup(&rt, (!all_nodes).then_some(&config.node_id)).await,
+        Ok(rt) => {
+            let this = (&config.node_id, config.mesh.cluster_id.as_str());
+            mesh_agent::agent::cleanup(&rt, (!all_nodes).then_some(this)).await
+        }
         Err(e) => Err(e),
     };
     match result {

@@ -387,6 +387,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     self.spawn(jobs::observe(
                         self.runtime.clone(),
                         self.cfg.node.to_string(),
+                        self.cfg.cluster.clone(),
                         self.events_tx.clone(),
                     ));
                 }
@@ -569,6 +570,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     }
                     let spec = container::container_spec(
                         &self.cfg.node,
+                        &self.cfg.cluster,
                         r,
                         &allocation,
                         &self.cfg.topology.mapping,

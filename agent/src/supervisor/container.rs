@@ -15,9 +15,10 @@ pub fn container_name(node: &NodeId, record: &TaskRecord) -> String {
 }
 
 /// The labels that tie a container to its node, task and attempt.
-pub fn task_labels(node: &NodeId, record: &TaskRecord) -> BTreeMap<String, String> {
+pub fn task_labels(node: &NodeId, cluster: &str, record: &TaskRecord) -> BTreeMap<String, String> {
     let mut l = record.spec.labels.clone();
     l.insert(labels::NODE.into(), node.to_string());
+    l.insert(labels::CLUSTER.into(), cluster.to_owned());
     l.insert(labels::TASK.into(), record.id.to_string());
     l.insert(labels::KIND.into(), labels::KIND_TASK.into());
     l.insert(labels::ATTEMPT.into(), record.attempt.to_string());
@@ -27,6 +28,7 @@ pub fn task_labels(node: &NodeId, record: &TaskRecord) -> BTreeMap<String, Strin
 
 pub fn container_spec(
     node: &NodeId,
+    cluster: &str,
     record: &TaskRecord,
     allocation: &Allocation,
     mapping: &HostMapping,
@@ -47,7 +49,7 @@ pub fn container_spec(
         image: record.spec.image.clone(),
         command: record.spec.command.clone(),
         env,
-        labels: task_labels(node, record),
+        labels: task_labels(node, cluster, record),
         cpuset_cpus: cpus,
         cpuset_mems: mems,
         memory: record.spec.memory.map(|m| m.get()),
@@ -86,7 +88,7 @@ mod tests {
             cpus: vec![0, 1],
             mems: vec![0],
         };
-        let c = container_spec(&node, &rec, &alloc, &mapping, Some("net"));
+        let c = container_spec(&node, "c1", &rec, &alloc, &mapping, Some("net"));
         assert_eq!(c.name, "mesh-n1-t1-1");
         assert_eq!(c.cpuset_cpus.to_string(), "0-1");
         assert_eq!(c.cpuset_mems.to_string(), "0");
@@ -94,9 +96,10 @@ mod tests {
         assert_eq!(c.labels["mesh.task"], "t1");
         assert_eq!(c.labels["mesh.attempt"], "1");
         assert_eq!(c.labels["mesh.kind"], "task");
+        assert_eq!(c.labels["mesh.cluster"], "c1");
         assert_eq!(c.labels["team"], "x");
         assert!(c.env.contains(&("MESH_CPUS".into(), "8-11".into())));
-        let ident = container_spec(&node, &rec, &alloc, &HostMapping::Identity, None);
+        let ident = container_spec(&node, "c1", &rec, &alloc, &HostMapping::Identity, None);
         assert_eq!(ident.cpuset_cpus.to_string(), "8-11");
     }
 

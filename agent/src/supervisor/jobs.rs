@@ -46,9 +46,17 @@ pub async fn ping<R: ContainerRuntime>(runtime: Arc<R>, events: Events) {
 }
 
 /// Lists the containers this node owns.
-pub async fn observe<R: ContainerRuntime>(runtime: Arc<R>, node: String, events: Events) {
+pub async fn observe<R: ContainerRuntime>(
+    runtime: Arc<R>,
+    node: String,
+    cluster: String,
+    events: Events,
+) {
     let found = runtime
-        .list(&[(mesh_protocol::labels::NODE, node.as_str())])
+        .list(&[
+            (mesh_protocol::labels::NODE, node.as_str()),
+            (mesh_protocol::labels::CLUSTER, cluster.as_str()),
+        ])
         .await
         .map(|v| {
             v.into_iter()

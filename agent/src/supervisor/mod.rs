@@ -101,6 +101,8 @@ pub(crate) enum LogsAt {
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
     pub node: NodeId,
+    /// The mesh's cluster id, put on every container with the node id.
+    pub cluster: String,
     pub topology: LoadedTopology,
     pub max_queue: usize,
     /// Docker network task containers join (None: the default bridge).

@@ -104,8 +104,14 @@ pub fn remove_node_containers(node: &NodeId) {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
+            // Node ids are unique per test: every container with it goes,
+            // whatever cluster the agent was in.
             let d = docker();
-            let _ = mesh_agent::agent::cleanup(&d, Some(&node)).await;
+            if let Ok(found) = d.list(&[("mesh.node", node.as_str())]).await {
+                for c in found {
+                    let _ = d.remove(&c.id).await;
+                }
+            }
         });
     })
     .join()

@@ -62,6 +62,18 @@ enum Command {
     Heal,
     /// Remove the agents, their containers, the network and the state.
     Down,
+    /// Benchmark gossip at scale: N chitchat instances in this process over
+    /// the in-memory transport, with the real state schema, on a simulated
+    /// clock; prints one markdown table row per size.
+    Sim {
+        /// Mesh sizes to simulate, e.g. --nodes 10 --nodes 100 --nodes 1000.
+        #[arg(long = "nodes", required = true)]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 500)]
+        gossip_interval_ms: u64,
+        #[arg(long, default_value_t = 6.0)]
+        phi_threshold: f64,
+    },
     /// List the nodes: name, state, address, API URL, container.
     Ls {
         /// Print JSON (a list of {name, container, address, state, api_url, foreign}).
@@ -97,6 +109,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } = cli;
     let open = || Testnet::open(&name, state_dir.clone());
     match command {
+        Command::Sim {
+            nodes,
+            gossip_interval_ms,
+            phi_threshold,
+        } => {
+            println!("{}", mesh_testnet::sim::SimReport::markdown_header());
+            for n in nodes {
+                let cfg = mesh_testnet::sim::SimConfig {
+                    nodes: n.max(2),
+                    gossip_interval: Duration::from_millis(gossip_interval_ms),
+                    phi_threshold,
+                    ..Default::default()
+                };
+                // Its own runtime on its own thread: the simulation pauses
+                // the clock, which this runtime must not share.
+                let report = tokio::task::spawn_blocking(move || mesh_testnet::sim::run(&cfg)).await??;
+                println!("{}", report.markdown_row());
+            }
+        }
         Command::Up {
             nodes,
             topology,
