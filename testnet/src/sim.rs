@@ -62,7 +62,11 @@ impl SimReport {
     }
 
     pub fn markdown_row(&self) -> String {
-        let s = |v: Option<u64>| v.map_or("not reached".to_owned(), |ms| format!("{:.1}", ms as f64 / 1000.0));
+        let s = |v: Option<u64>| {
+            v.map_or("not reached".to_owned(), |ms| {
+                format!("{:.1}", ms as f64 / 1000.0)
+            })
+        };
         format!(
             "| {} | {} | {} | {} | {:.0} | {:.1} | {} | {:.1} |",
             self.nodes,
@@ -127,7 +131,9 @@ pub fn run(cfg: &SimConfig) -> anyhow::Result<SimReport> {
 
 async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
     let transport = ChannelTransport::with_mtu(65_507);
-    let seeds: Vec<String> = (0..cfg.seeds.min(cfg.nodes)).map(|i| addr(i).to_string()).collect();
+    let seeds: Vec<String> = (0..cfg.seeds.min(cfg.nodes))
+        .map(|i| addr(i).to_string())
+        .collect();
     let mut handles: Vec<ChitchatHandle> = Vec::with_capacity(cfg.nodes);
     for i in 0..cfg.nodes {
         let id = ChitchatId::new(format!("n{i}"), 1, addr(i));
@@ -176,7 +182,8 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
     let after = transport.statistics();
     let secs = window.as_secs_f64() * n as f64;
     let bytes_per_node_per_s = (after.num_bytes_total - before.num_bytes_total) as f64 / secs;
-    let messages_per_node_per_s = (after.num_messages_total - before.num_messages_total) as f64 / secs;
+    let messages_per_node_per_s =
+        (after.num_messages_total - before.num_messages_total) as f64 / secs;
 
     let last = n - 1;
     let changed = Load {
@@ -189,13 +196,18 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
     let target = ChitchatId::new(format!("n{last}"), 1, addr(last));
     {
         let v = changed.clone();
-        handles[last].with_chitchat(move |c| c.self_node_state().set(keys::LOAD, v.clone())).await;
+        handles[last]
+            .with_chitchat(move |c| c.self_node_state().set(keys::LOAD, v.clone()))
+            .await;
     }
     let propagate_ms = poll_until(cfg.limit, step, || async {
         for h in &handles[..last] {
             let t = target.clone();
             let seen = h
-                .with_chitchat(move |c| c.node_state(&t).and_then(|s| s.get(keys::LOAD).map(str::to_owned)))
+                .with_chitchat(move |c| {
+                    c.node_state(&t)
+                        .and_then(|s| s.get(keys::LOAD).map(str::to_owned))
+                })
                 .await;
             if seen.as_deref() != Some(changed.as_str()) {
                 return false;
@@ -210,7 +222,10 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
     let detect_ms = poll_until(cfg.limit, step, || async {
         for h in &handles {
             let t = target.clone();
-            if !h.with_chitchat(move |c| c.dead_nodes().any(|d| *d == t)).await {
+            if !h
+                .with_chitchat(move |c| c.dead_nodes().any(|d| *d == t))
+                .await
+            {
                 return false;
             }
         }

@@ -124,7 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 // Its own runtime on its own thread: the simulation pauses
                 // the clock, which this runtime must not share.
-                let report = tokio::task::spawn_blocking(move || mesh_testnet::sim::run(&cfg)).await??;
+                let report =
+                    tokio::task::spawn_blocking(move || mesh_testnet::sim::run(&cfg)).await??;
                 println!("{}", report.markdown_row());
             }
         }

@@ -1,0 +1,187 @@
+//! Batch tasks across a testnet of real meshd agents on real Docker: any
+//! node accepts, tasks spread to the least-utilised nodes pinned to distinct
+//! cores, and every node shows, kills and streams the logs of every task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use mesh_protocol::api::{SubmitRequest, SubmitResponse};
+use mesh_protocol::{TaskRecord, TaskState};
+use mesh_testnet::{Testnet, TestnetOptions, expect, wait_until};
+
+async fn submit(http: &reqwest::Client, url: &str, cmd: &[&str]) -> Result<SubmitResponse> {
+    let req = SubmitRequest {
+        image: "mesh-testsvc:latest".into(),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        cores: Some(1),
+        ..Default::default()
+    };
+    let r = http
+        .post(format!("{url}/v1/tasks"))
+        .json(&req)
+        .send()
+        .await?;
+    ensure!(r.status() == 202, "submit refused: {}", r.text().await?);
+    Ok(r.json().await?)
+}
+
+async fn tasks(http: &reqwest::Client, url: &str) -> Result<Vec<TaskRecord>> {
+    Ok(http
+        .get(format!("{url}/v1/tasks"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+#[tokio::test]
+async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> {
+    let net = Testnet::up(
+        TestnetOptions::for_test("tasks")
+            .nodes(3)
+            .topology("numa:1 core:4 pu:1"),
+    )
+    .await
+    .context("starting a 3-agent testnet")?;
+    let all = net.nodes();
+    net.wait_views(
+        "all see all",
+        Duration::from_secs(15),
+        &all,
+        expect::alive_with_topology(&all),
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let n1 = net.api_url("n1")?;
+
+    // 12 one-core tasks through n1 fill 3 nodes of 4 cores: 4/4/4.
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(submit(&http, &n1, &["sleep", "8"]).await?.id.to_string());
+    }
+    // A 13th waits for a core.
+    let extra = submit(&http, &n1, &["sleep", "1"]).await?.id.to_string();
+
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    wait_until("12 tasks running", Duration::from_secs(30), async || {
+        let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+        per_node.clear();
+        let running = list
+            .iter()
+            .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Running)
+            .inspect(|t| *per_node.entry(t.node.to_string()).or_default() += 1)
+            .count();
+        if running == 12 {
+            Ok(())
+        } else {
+            Err(format!("{running} running: {per_node:?}"))
+        }
+    })
+    .await?;
+    ensure!(
+        per_node.values().all(|&n| n == 4) && per_node.len() == 3,
+        "expected 4/4/4, got {per_node:?}"
+    );
+
+    // Each node's tasks hold distinct cores of that node.
+    let list = tasks(&http, &net.api_url("n2")?).await?;
+    ensure!(
+        list.iter()
+            .filter(|t| ids.contains(&t.id.to_string()))
+            .count()
+            == 12,
+        "n2 sees the whole mesh"
+    );
+    for node in &all {
+        let mut cores = Vec::new();
+        for t in list
+            .iter()
+            .filter(|t| t.node == *node && ids.contains(&t.id.to_string()))
+        {
+            cores.extend(
+                t.allocation
+                    .as_ref()
+                    .context("allocation")?
+                    .cores
+                    .iter()
+                    .copied(),
+            );
+        }
+        let before = cores.len();
+        cores.sort_unstable();
+        cores.dedup();
+        ensure!(cores.len() == before, "{node}: a core held twice");
+    }
+    let waiting = list
+        .iter()
+        .find(|t| t.id.as_str() == extra)
+        .context("13th task listed")?;
+    ensure!(
+        waiting.state == TaskState::Queued,
+        "the 13th waits, got {:?}",
+        waiting.state
+    );
+
+    // Kill and logs work from a node that does not run the task.
+    let victim = list
+        .iter()
+        .find(|t| ids.contains(&t.id.to_string()) && t.node.as_str() != "n3")
+        .context("a task off n3")?;
+    let n3 = net.api_url("n3")?;
+    let logs = http
+        .get(format!("{n3}/v1/tasks/{}/logs?follow=false", victim.id))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        logs.contains("sleeping 8"),
+        "logs across the mesh: {logs:?}"
+    );
+    let r = http
+        .post(format!("{n3}/v1/tasks/{}/kill", victim.id))
+        .send()
+        .await?;
+    ensure!(
+        r.status().is_success(),
+        "kill across the mesh: {}",
+        r.text().await?
+    );
+    wait_until("killed", Duration::from_secs(20), async || {
+        let r = http
+            .get(format!("{n3}/v1/tasks/{}", victim.id))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let t = r.json::<TaskRecord>().await.map_err(|e| e.to_string())?;
+        if t.state == TaskState::Killed {
+            Ok(())
+        } else {
+            Err(format!("{:?}", t.state))
+        }
+    })
+    .await?;
+
+    // Everything ends: the 13th runs once cores free.
+    wait_until("all done", Duration::from_secs(60), async || {
+        let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+        let open = list.iter().filter(|t| !t.state.is_terminal()).count();
+        if open == 0 {
+            Ok(())
+        } else {
+            Err(format!("{open} not ended"))
+        }
+    })
+    .await?;
+    let list = tasks(&http, &n1).await?;
+    for t in &list {
+        if t.id == victim.id {
+            continue;
+        }
+        if t.state != TaskState::Succeeded || t.attempt != 1 {
+            bail!("{} ended {:?} after {} attempts", t.id, t.state, t.attempt);
+        }
+    }
+    Ok(())
+}
