@@ -12,7 +12,7 @@ const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// Format of the stored records (postcard is not self-describing: any change
 /// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
 /// rather than mistaking its tasks' containers for strays).
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,6 +110,17 @@ impl Store {
                     .map_err(db_err)?;
             }
         }
+        tx.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Forgets a task (it moved to another node).
+    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        tx.open_table(TASKS)
+            .map_err(db_err)?
+            .remove(id)
+            .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(())
     }

@@ -203,6 +203,10 @@ pub struct TaskRecord {
     pub finished_ms: Option<u64>,
     /// Not before this time (retry backoff).
     pub not_before_ms: u64,
+    /// Set while this queued task is being offered to that node: until the
+    /// answer is known, the task is out of the queue (it must not start in
+    /// two places).
+    pub offered_to: Option<NodeId>,
 }
 
 /// Delay before the retry that follows attempt `attempt` (1-based).
@@ -231,6 +235,7 @@ impl TaskRecord {
             started_ms: None,
             finished_ms: None,
             not_before_ms: now,
+            offered_to: None,
         }
     }
 

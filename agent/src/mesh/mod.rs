@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod hostload;
+pub mod mover;
 pub mod place;
 pub mod rpc;
 pub mod tls;
@@ -179,11 +180,19 @@ impl Mesh {
             advertise,
             node: node.clone(),
         };
-        let publisher = tokio::spawn(mesh.clone().publish(
-            supervisor,
+        let mover = tokio::spawn(mover::run(
+            mesh.clone(),
+            supervisor.clone(),
             cfg.gossip_interval,
-            shutdown,
+            shutdown.clone(),
         ));
+        let publish = mesh
+            .clone()
+            .publish(supervisor, cfg.gossip_interval, shutdown);
+        let publisher = tokio::spawn(async move {
+            publish.await;
+            let _ = mover.await;
+        });
         Ok((mesh, publisher))
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_protocol::api::{CoreHold, Health, NodeView, RuntimeHealth, SubmitResponse};
 use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
-use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskSpec, TaskState};
+use mesh_protocol::{CoreAllocator, NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -137,7 +137,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
         for r in records {
             self.next_seq = self.next_seq.max(r.queue_seq + 1);
             match r.state {
-                TaskState::Queued => self.queue.put(queued(&r)),
+                // A task whose offer's outcome is unknown waits outside the
+                // queue until the mover asks the node it was offered to.
+                TaskState::Queued if r.offered_to.is_none() => self.queue.put(queued(&r)),
                 TaskState::Starting | TaskState::Running => {
                     if let Some(a) = &r.allocation
                         && let Err(e) = self.alloc.take(&r.id, a)
@@ -172,6 +174,28 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::Offer(record, reply) => {
                 let _ = reply.send(self.offer(*record));
+            }
+            Command::QueueHead(reply) => {
+                let now = now_ms();
+                let head = self
+                    .queue
+                    .iter()
+                    .find(|t| t.not_before_ms <= now)
+                    .map(|t| (t.id.clone(), t.cores));
+                let _ = reply.send(head);
+            }
+            Command::BeginMove(id, to, reply) => {
+                let _ = reply.send(self.begin_move(&id, to));
+            }
+            Command::EndMove(id, moved) => self.end_move(&id, moved),
+            Command::InDoubt(reply) => {
+                let doubts = self
+                    .records
+                    .values()
+                    .filter(|r| r.state == TaskState::Queued && !self.queue.contains(&r.id))
+                    .filter_map(|r| r.offered_to.clone().map(|n| (r.id.clone(), n)))
+                    .collect();
+                let _ = reply.send(doubts);
             }
             Command::Get(id, reply) => {
                 let _ = reply.send(
@@ -235,6 +259,38 @@ impl<R: ContainerRuntime> Supervisor<R> {
         })
     }
 
+    fn begin_move(&mut self, id: &TaskId, to: NodeId) -> Option<TaskRecord> {
+        let r = self.records.get_mut(id)?;
+        if r.state != TaskState::Queued || r.kill_requested {
+            return None;
+        }
+        self.queue.remove(id)?;
+        r.offered_to = Some(to);
+        let snapshot = r.clone();
+        self.persist(id);
+        Some(snapshot)
+    }
+
+    fn end_move(&mut self, id: &TaskId, moved: bool) {
+        let Some(r) = self.records.get_mut(id) else {
+            return;
+        };
+        if r.offered_to.is_none() {
+            return;
+        }
+        if moved {
+            info!(task_id = %id, to = ?r.offered_to, "task moved to another node");
+            self.records.remove(id);
+            if let Err(e) = self.store.delete(id.as_str()) {
+                error!(task_id = %id, error = %e, "could not forget a moved task");
+            }
+        } else {
+            r.offered_to = None;
+            self.queue.put(queued(r));
+            self.persist(id);
+        }
+    }
+
     /// Takes a peer's task only if it can start at once: Docker is there,
     /// nobody waits here already, and the cores are free.
     fn offer(&mut self, mut record: TaskRecord) -> Result<(), SupervisorError> {
@@ -253,6 +309,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         }
         let now = now_ms();
         record.node = self.cfg.node.clone();
+        record.offered_to = None;
         record.state = TaskState::Queued;
         record.queue_seq = self.next_seq;
         record.not_before_ms = now;

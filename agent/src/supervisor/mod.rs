@@ -82,6 +82,15 @@ pub(crate) enum Command {
         Box<TaskRecord>,
         oneshot::Sender<Result<(), SupervisorError>>,
     ),
+    /// The first queued task ready to start, and what it asks.
+    QueueHead(oneshot::Sender<Option<(TaskId, mesh_protocol::CoreCount)>>),
+    /// Takes a queued task out of the queue to offer it to a node.
+    BeginMove(TaskId, NodeId, oneshot::Sender<Option<TaskRecord>>),
+    /// The outcome of a move: `true` it runs there now (forget it here),
+    /// `false` it was refused (back in the queue, in its place).
+    EndMove(TaskId, bool),
+    /// Tasks whose offer's outcome is unknown (the agent stopped meanwhile).
+    InDoubt(oneshot::Sender<Vec<(TaskId, NodeId)>>),
     Get(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     List(oneshot::Sender<Vec<TaskRecord>>),
     Kill(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
@@ -205,6 +214,33 @@ impl SupervisorHandle {
 
     pub async fn health(&self) -> Result<Health, SupervisorError> {
         self.ask(Command::Health).await
+    }
+
+    pub async fn queue_head(
+        &self,
+    ) -> Result<Option<(TaskId, mesh_protocol::CoreCount)>, SupervisorError> {
+        self.ask(Command::QueueHead).await
+    }
+
+    /// Takes a queued task out of the queue to offer it to `to`; durable
+    /// before it returns, so a restart knows the outcome is in doubt.
+    pub async fn begin_move(
+        &self,
+        id: TaskId,
+        to: NodeId,
+    ) -> Result<Option<TaskRecord>, SupervisorError> {
+        self.ask(|r| Command::BeginMove(id, to, r)).await
+    }
+
+    pub async fn end_move(&self, id: TaskId, moved: bool) -> Result<(), SupervisorError> {
+        self.tx
+            .send(Command::EndMove(id, moved))
+            .await
+            .map_err(|_| SupervisorError::Stopped)
+    }
+
+    pub async fn in_doubt(&self) -> Result<Vec<(TaskId, NodeId)>, SupervisorError> {
+        self.ask(Command::InDoubt).await
     }
 
     /// The task's output as one stream. With `follow`, a task that has not

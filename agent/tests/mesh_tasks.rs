@@ -1,0 +1,138 @@
+//! Tasks across in-process agents on the in-memory runtime: placement by
+//! offer, the queue moving to a node that frees up, and the mesh-wide view.
+//! (The same on real Docker hosts: `testnet/tests/tasks.rs`.)
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mesh_agent::runtime::memory::MemoryRuntime;
+use mesh_agent::{Config, RunningAgent};
+use mesh_protocol::TaskState;
+use mesh_protocol::gossip::PeerState;
+use tokio_util::sync::CancellationToken;
+
+struct Node {
+    agent: RunningAgent,
+    runtime: Arc<MemoryRuntime>,
+    api: Api,
+    _stop: tokio_util::sync::DropGuard,
+    _dir: tempfile::TempDir,
+}
+
+async fn node(seeds: Vec<String>, topology: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::builder(unique_node("mt"), dir.path())
+        .topology(topology)
+        .seeds(seeds);
+    let runtime = Arc::new(MemoryRuntime::new());
+    let stop = CancellationToken::new();
+    let agent = mesh_agent::start_with_runtime(config, runtime.clone(), stop.clone())
+        .await
+        .unwrap();
+    let api = Api::new(&format!("http://{}", agent.api_addr));
+    Node {
+        agent,
+        runtime,
+        api,
+        _stop: stop.drop_guard(),
+        _dir: dir,
+    }
+}
+
+async fn mesh_of_two() -> (Node, Node) {
+    let a = node(vec![], "numa:1 core:1 pu:1").await;
+    let b = node(
+        vec![a.agent.mesh.local_addr().unwrap().to_string()],
+        "numa:1 core:1 pu:1",
+    )
+    .await;
+    wait_until("both see both", Duration::from_secs(10), || async {
+        for n in [&a, &b] {
+            let peers = n.agent.mesh.peers().await;
+            let alive = peers
+                .iter()
+                .filter(|p| p.state == PeerState::Alive && p.info.is_some())
+                .count();
+            if alive < 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn tasks_spread_then_the_queue_moves_to_the_node_that_frees_up() {
+    let (a, b) = mesh_of_two().await;
+    // Two 1-core nodes: the first two tasks land one on each, the third
+    // waits at A (nobody has room).
+    let t1 = a.api.submit(&sleep_task(1, "60")).await;
+    let t2 = a.api.submit(&sleep_task(1, "60")).await;
+    let r1 = a
+        .api
+        .wait_state(t1.id.as_str(), TaskState::Running, 10)
+        .await;
+    let r2 = a
+        .api
+        .wait_state(t2.id.as_str(), TaskState::Running, 10)
+        .await;
+    assert_ne!(r1.node, r2.node, "one on each node");
+    let t3 = a.api.submit(&sleep_task(1, "60")).await;
+    assert_eq!(
+        t3.node.as_ref(),
+        Some(&a.agent.mesh.node()),
+        "queued where it was accepted"
+    );
+    assert_eq!(a.api.task(t3.id.as_str()).await.state, TaskState::Queued);
+
+    // Free B's core: A's queue moves there.
+    let on_b = if r1.node == b.agent.mesh.node() {
+        &r1
+    } else {
+        &r2
+    };
+    b.runtime.finish(on_b.container.as_ref().unwrap(), 0);
+    let moved = b
+        .api
+        .wait_state(t3.id.as_str(), TaskState::Running, 10)
+        .await;
+    assert_eq!(moved.node, b.agent.mesh.node());
+    assert_eq!(moved.attempt, 1);
+    // Exactly one record of it in the mesh, and A forgot its copy.
+    let all = a.api.tasks().await;
+    assert_eq!(all.iter().filter(|t| t.id == t3.id).count(), 1);
+    let local = a
+        .api
+        .http
+        .get(format!("{}/v1/tasks?scope=local", a.api.url))
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<mesh_protocol::TaskRecord>>()
+        .await
+        .unwrap();
+    assert!(local.iter().all(|t| t.id != t3.id));
+    assert_eq!(
+        a.runtime.started() + b.runtime.started(),
+        3,
+        "every task started once"
+    );
+}
+
+#[tokio::test]
+async fn a_task_no_node_can_ever_fit_is_refused_with_the_reason() {
+    let (a, _b) = mesh_of_two().await;
+    let (status, body) = a.api.submit_raw(r#"{"image":"x","cores":2}"#).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("largest node in the mesh has only 1"),
+        "{body}"
+    );
+}
