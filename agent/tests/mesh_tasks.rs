@@ -136,3 +136,50 @@ async fn a_task_no_node_can_ever_fit_is_refused_with_the_reason() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_drained_node_takes_nothing_until_undrained() {
+    let (a, b) = mesh_of_two().await;
+    let post = |path: String| {
+        let http = a.api.http.clone();
+        let url = format!("{}{path}", a.api.url);
+        async move { http.post(url).send().await.unwrap() }
+    };
+    // Drained from the other node, over the mesh.
+    let r = post(format!("/v1/nodes/{}/drain", b.agent.mesh.node())).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = post("/v1/nodes/nosuchnode/drain".into()).await;
+    assert_eq!(r.status(), 404);
+    wait_until("A sees B draining", Duration::from_secs(5), || async {
+        a.agent
+            .mesh
+            .peers()
+            .await
+            .iter()
+            .any(|p| p.node == b.agent.mesh.node() && p.info.as_ref().is_some_and(|i| i.draining))
+    })
+    .await;
+
+    let t1 = a.api.submit(&sleep_task(1, "60")).await;
+    let t2 = a.api.submit(&sleep_task(1, "60")).await;
+    let r1 = a
+        .api
+        .wait_state(t1.id.as_str(), TaskState::Running, 10)
+        .await;
+    assert_eq!(r1.node, a.agent.mesh.node());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        a.api.task(t2.id.as_str()).await.state,
+        TaskState::Queued,
+        "B is draining"
+    );
+    assert_eq!(b.runtime.started(), 0);
+
+    let r = post(format!("/v1/nodes/{}/undrain", b.agent.mesh.node())).await;
+    assert_eq!(r.status(), 200);
+    let moved = a
+        .api
+        .wait_state(t2.id.as_str(), TaskState::Running, 10)
+        .await;
+    assert_eq!(moved.node, b.agent.mesh.node());
+}

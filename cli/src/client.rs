@@ -136,6 +136,14 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/nodes/{node}/drain` or `/undrain`.
+    pub async fn set_draining(&self, node: &str, on: bool) -> Result<Value, ClientError> {
+        let verb = if on { "drain" } else { "undrain" };
+        let url = self.node.endpoint(&["v1", "nodes", node, verb]);
+        self.json(self.http.post(url.clone()), Method::POST, &url)
+            .await
+    }
+
     /// `GET /v1/node`
     pub async fn node(&self) -> Result<NodeView, ClientError> {
         self.get(&["v1", "node"]).await

@@ -98,6 +98,18 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop placing tasks on a node; its queued tasks move to other nodes as
+    /// they find room, its running tasks finish.
+    Drain {
+        /// The node to drain (its id, as `meshctl peers` shows it).
+        #[arg(value_name = "NODE")]
+        target: String,
+    },
+    /// Let a drained node take tasks again.
+    Undrain {
+        #[arg(value_name = "NODE")]
+        target: String,
+    },
     /// Wait until a task ends and print its state; exits 0 if it succeeded,
     /// 1 if it ended otherwise, 2 on timeout.
     Wait {

@@ -28,6 +28,8 @@ pub enum Request {
         id: TaskId,
         follow: bool,
     },
+    /// Start (true) or stop (false) draining the called node.
+    Drain(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

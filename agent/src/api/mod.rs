@@ -53,10 +53,63 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/node", get(node))
         .route("/v1/health", get(health))
         .route("/v1/peers", get(peers))
+        .route("/v1/nodes/{node}/drain", post(drain))
+        .route("/v1/nodes/{node}/undrain", post(undrain))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see /v1/tasks, /v1/node, /v1/peers, /v1/health")
         })
         .with_state(state)
+}
+
+async fn drain(
+    State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    set_draining(s, mesh, node, true).await
+}
+
+async fn undrain(
+    State(s): State<SupervisorHandle>,
+    State(mesh): State<Mesh>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    set_draining(s, mesh, node, false).await
+}
+
+/// Drains (or undrains) `node`: here, or on the peer by a call.
+async fn set_draining(
+    s: SupervisorHandle,
+    mesh: Mesh,
+    node: String,
+    on: bool,
+) -> Result<Response, ApiError> {
+    let node = NodeId::new(node.as_str())
+        .map_err(|e| ApiError::not_found(format!("no node {node:?} ({e})")))?;
+    if node == mesh.node() {
+        crate::mesh::calls::drain(&s, Some(&mesh), on).await?;
+    } else {
+        let peers = mesh.live_peers().await;
+        let Some((_, addr)) = peers.iter().find(|(n, _)| *n == node) else {
+            return Err(ApiError::not_found(format!(
+                "no live node {node} in the mesh (see meshctl peers)"
+            )));
+        };
+        match mesh
+            .call(*addr, &RpcRequest::Drain(on), place::CALL_TIMEOUT)
+            .await
+        {
+            Ok(RpcResponse::Accepted) => {}
+            Ok(other) => {
+                return Err(SupervisorError::Conflict(format!("{node} answered {other:?}")).into());
+            }
+            Err(e) => {
+                return Err(SupervisorError::Busy(format!("{node} did not answer: {e}")).into());
+            }
+        }
+    }
+    let state = if on { "draining" } else { "accepting tasks" };
+    Ok(axum::Json(serde_json::json!({ "node": node, "state": state })).into_response())
 }
 
 async fn peers(State(mesh): State<Mesh>) -> Response {

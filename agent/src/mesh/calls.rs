@@ -17,10 +17,28 @@ fn error_response(e: SupervisorError) -> Response {
     }
 }
 
+/// Sets this node draining (or not): the supervisor stops starting tasks
+/// and the gossip tells placement to skip this node.
+pub async fn drain(
+    s: &SupervisorHandle,
+    mesh: Option<&super::Mesh>,
+    on: bool,
+) -> Result<(), SupervisorError> {
+    s.set_draining(on).await?;
+    if let Some(mesh) = mesh {
+        mesh.set_draining(on).await;
+    }
+    Ok(())
+}
+
+/// The mesh, once started (the handler exists before it).
+pub type MeshCell = Arc<std::sync::OnceLock<super::Mesh>>;
+
 /// The handler the transport runs for every call.
-pub fn handler(supervisor: SupervisorHandle) -> RpcHandler {
+pub fn handler(supervisor: SupervisorHandle, mesh: MeshCell) -> RpcHandler {
     Arc::new(move |caller, request| {
         let s = supervisor.clone();
+        let mesh = mesh.clone();
         Box::pin(async move {
             match request {
                 Request::Offer(record) => {
@@ -43,6 +61,10 @@ pub fn handler(supervisor: SupervisorHandle) -> RpcHandler {
                 }),
                 Request::Kill(id) => Reply::One(match s.kill(id).await {
                     Ok(r) => Response::Record(Box::new(r)),
+                    Err(e) => error_response(e),
+                }),
+                Request::Drain(on) => Reply::One(match drain(&s, mesh.get(), on).await {
+                    Ok(()) => Response::Accepted,
                     Err(e) => error_response(e),
                 }),
                 Request::Logs { id, follow } => match s.output(id, follow).await {

@@ -164,7 +164,11 @@ impl Mesh {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let transport = QuicTransport::new(endpoint.clone(), calls::handler(supervisor.clone()));
+        let cell: calls::MeshCell = Arc::new(std::sync::OnceLock::new());
+        let transport = QuicTransport::new(
+            endpoint.clone(),
+            calls::handler(supervisor.clone(), cell.clone()),
+        );
         let chitchat = spawn_chitchat(config, info.to_pairs(), &transport as &dyn Transport)
             .await
             .map_err(|e| MeshError::Gossip(e.to_string()))?;
@@ -180,6 +184,7 @@ impl Mesh {
             advertise,
             node: node.clone(),
         };
+        let _ = cell.set(mesh.clone());
         let mover = tokio::spawn(mover::run(
             mesh.clone(),
             supervisor.clone(),

@@ -45,6 +45,8 @@ pub(crate) struct Supervisor<R> {
     watched: BTreeSet<TaskId>,
     /// Stored tasks whose records could not be read.
     unreadable: BTreeSet<TaskId>,
+    /// No new task starts here while set.
+    draining: bool,
     jobs: JoinSet<()>,
     events_tx: jobs::Events,
 }
@@ -75,6 +77,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             observing: false,
             watched: BTreeSet::new(),
             unreadable: BTreeSet::new(),
+            draining: false,
             jobs: JoinSet::new(),
             events_tx,
         }
@@ -174,6 +177,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::Offer(record, reply) => {
                 let _ = reply.send(self.offer(*record));
+            }
+            Command::SetDraining(draining, reply) => {
+                if draining != self.draining {
+                    info!(draining, "drain state changed");
+                }
+                self.draining = draining;
+                let _ = reply.send(());
             }
             Command::QueueHead(reply) => {
                 let now = now_ms();
@@ -295,6 +305,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
     /// nobody waits here already, and the cores are free.
     fn offer(&mut self, mut record: TaskRecord) -> Result<(), SupervisorError> {
         let refuse = |why: String| Err(SupervisorError::Busy(why));
+        if self.draining {
+            return refuse("this node is draining".into());
+        }
         if !self.docker.reachable || !self.reconciled {
             return refuse("Docker is not available here".into());
         }
@@ -607,7 +620,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
 
     /// Starts whatever the queue says fits, if Docker is there.
     fn dispatch(&mut self) {
-        if !self.docker.reachable || !self.reconciled || self.queue.is_empty() {
+        if self.draining || !self.docker.reachable || !self.reconciled || self.queue.is_empty() {
             return;
         }
         let now = now_ms();

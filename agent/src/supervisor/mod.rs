@@ -97,6 +97,8 @@ pub(crate) enum Command {
     Logs(TaskId, oneshot::Sender<Result<LogsAt, SupervisorError>>),
     Node(oneshot::Sender<NodeView>),
     Health(oneshot::Sender<Health>),
+    /// Stop (or resume) starting tasks here; queued ones move elsewhere.
+    SetDraining(bool, oneshot::Sender<()>),
 }
 
 /// Where a task's output is, as the actor sees it.
@@ -214,6 +216,12 @@ impl SupervisorHandle {
 
     pub async fn health(&self) -> Result<Health, SupervisorError> {
         self.ask(Command::Health).await
+    }
+
+    /// Draining: no new task starts here (offers are refused, queued tasks
+    /// wait for the mover to take them elsewhere); running ones finish.
+    pub async fn set_draining(&self, draining: bool) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::SetDraining(draining, r)).await
     }
 
     pub async fn queue_head(
