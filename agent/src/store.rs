@@ -12,7 +12,7 @@ const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 /// Format of the stored records (postcard is not self-describing: any change
 /// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
 /// rather than mistaking its tasks' containers for strays).
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

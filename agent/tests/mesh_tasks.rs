@@ -183,3 +183,49 @@ async fn a_drained_node_takes_nothing_until_undrained() {
         .await;
     assert_eq!(moved.node, b.agent.mesh.node());
 }
+
+#[tokio::test]
+async fn an_array_fills_the_mesh_and_dies_with_its_parent() {
+    let a = node(vec![], "numa:1 core:2 pu:1").await;
+    let b = node(
+        vec![a.agent.mesh.local_addr().unwrap().to_string()],
+        "numa:1 core:2 pu:1",
+    )
+    .await;
+    wait_until("both see both", Duration::from_secs(10), || async {
+        a.agent.mesh.live_peers().await.len() == 1 && b.agent.mesh.live_peers().await.len() == 1
+    })
+    .await;
+    let mut req = sleep_task(1, "60");
+    req.array = Some(4);
+    let arr = a.api.submit(&req).await;
+    assert_eq!(arr.members.len(), 4);
+    let mut indices = Vec::new();
+    let mut nodes = std::collections::BTreeMap::new();
+    for (i, m) in arr.members.iter().enumerate() {
+        assert_eq!(m.id.as_str(), format!("{}-{i}", arr.id));
+        let t = a
+            .api
+            .wait_state(m.id.as_str(), TaskState::Running, 10)
+            .await;
+        assert_eq!(t.spec.parent.as_ref(), Some(&arr.id));
+        let env: std::collections::BTreeMap<_, _> = t.spec.env.iter().cloned().collect();
+        assert_eq!(env["MESH_TASK_COUNT"], "4");
+        indices.push(env["MESH_TASK_INDEX"].clone());
+        *nodes.entry(t.node.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(indices, ["0", "1", "2", "3"]);
+    assert_eq!(
+        nodes.values().copied().collect::<Vec<_>>(),
+        [2, 2],
+        "the array fills both nodes: {nodes:?}"
+    );
+
+    let (status, body) = b.api.kill(arr.id.as_str()).await;
+    assert_eq!(status, 200, "{body}");
+    for m in &arr.members {
+        b.api.wait_state(m.id.as_str(), TaskState::Killed, 10).await;
+    }
+    let (status, body) = a.api.submit_raw(r#"{"image":"x","array":0}"#).await;
+    assert_eq!(status, 400, "{body}");
+}

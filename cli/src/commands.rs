@@ -220,6 +220,10 @@ pub struct SubmitArgs {
     /// Higher runs first [default: 0].
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub priority: Option<i32>,
+    /// Submit N copies as one array: each gets MESH_TASK_INDEX (0..N) and
+    /// MESH_TASK_COUNT; prints the array's id (kill it to kill all).
+    #[arg(long, value_name = "N")]
+    pub array: Option<u32>,
     /// A local Docker image, e.g. mesh-testsvc:latest.
     pub image: String,
     /// The command to run instead of the image's, after `--`.
@@ -241,6 +245,7 @@ impl SubmitArgs {
             retries: self.retries,
             name: self.name,
             priority: self.priority,
+            array: self.array,
         };
         TaskSpec::try_from(request.clone())?;
         Ok(request)

@@ -195,6 +195,7 @@ async fn submit_sends_the_request_and_prints_only_the_id() {
         id: TaskId::new("t1").unwrap(),
         state: TaskState::Queued,
         node: None,
+        members: Vec::new(),
     })
     .unwrap();
     let agent = FakeAgent::start(&[("POST /v1/tasks", 202, &answer)]).await;

@@ -42,7 +42,14 @@ pub struct SubmitRequest {
     pub retries: Option<u32>,
     pub name: Option<String>,
     pub priority: Option<i32>,
+    /// Submit this many copies as one array: each gets MESH_TASK_INDEX
+    /// (0-based) and MESH_TASK_COUNT in its environment and the array's id
+    /// as parent.
+    pub array: Option<u32>,
 }
+
+/// Most members one array may have.
+pub const MAX_ARRAY: u32 = 10_000;
 
 impl TryFrom<SubmitRequest> for TaskSpec {
     type Error = SpecError;
@@ -63,11 +70,15 @@ impl TryFrom<SubmitRequest> for TaskSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitResponse {
+    /// The task's id (for an array: the array's id).
     pub id: TaskId,
     pub state: TaskState,
     /// The node that took it (runs it, or queues it until cores free).
     #[serde(default)]
     pub node: Option<NodeId>,
+    /// For an array: every member, in index order.
+    #[serde(default)]
+    pub members: Vec<SubmitResponse>,
 }
 
 /// Any error answer.

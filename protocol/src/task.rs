@@ -37,6 +37,8 @@ pub struct TaskSpec {
     pub retries: u32,
     pub name: Option<String>,
     pub priority: i32,
+    /// Set for a member of an array: the array's id (kill it to kill all).
+    pub parent: Option<TaskId>,
 }
 
 /// Why a task request was refused.
@@ -120,6 +122,7 @@ impl TaskSpec {
             retries,
             name,
             priority: priority.unwrap_or(0),
+            parent: None,
         })
     }
 }

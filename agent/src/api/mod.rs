@@ -11,15 +11,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use mesh_protocol::api::SubmitRequest;
-use mesh_protocol::{TaskId, TaskSpec};
+use mesh_protocol::api::{MAX_ARRAY, SubmitRequest};
+use mesh_protocol::{TaskId, TaskRecord, TaskSpec};
 use serde::Deserialize;
 
 pub use error::ApiError;
 
 use crate::mesh::Mesh;
 use crate::mesh::place::{self, Found};
-use crate::mesh::rpc::CallError;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::SupervisorHandle;
 use mesh_protocol::NodeId;
@@ -129,8 +128,17 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let request: SubmitRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
+    let array = request.array;
     let spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let accepted = place::submit(&s, &mesh, spec).await?;
+    let accepted = match array {
+        None => place::submit(&s, &mesh, spec).await?,
+        Some(n @ 1..=MAX_ARRAY) => place::submit_array(&s, &mesh, spec, n).await?,
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "array of {n}: an array has 1 to {MAX_ARRAY} members"
+            )));
+        }
+    };
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
 }
 
@@ -157,24 +165,6 @@ async fn list(
     Ok(axum::Json(records).into_response())
 }
 
-/// A peer's answer about one task, as this API's answer.
-fn relayed(
-    answer: Result<RpcResponse, CallError>,
-    id: &TaskId,
-    node: &NodeId,
-) -> Result<Response, ApiError> {
-    match answer {
-        Ok(RpcResponse::Record(r)) => Ok(axum::Json(r).into_response()),
-        Ok(RpcResponse::NotFound) => Err(SupervisorError::NotFound(id.to_string()).into()),
-        Ok(RpcResponse::Error(e)) => Err(SupervisorError::Conflict(format!("{node}: {e}")).into()),
-        Ok(other) => Err(SupervisorError::Busy(format!("{node} answered {other:?}")).into()),
-        Err(e) => Err(SupervisorError::Busy(format!(
-            "task {id} is on {node}, which did not answer: {e}"
-        ))
-        .into()),
-    }
-}
-
 async fn task(
     State(s): State<SupervisorHandle>,
     State(mesh): State<Mesh>,
@@ -187,20 +177,36 @@ async fn task(
     }
 }
 
+/// Kills a task wherever it runs; an array's id kills every member.
 async fn kill(
     State(s): State<SupervisorHandle>,
     State(mesh): State<Mesh>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    match place::find(&s, &mesh, &id).await? {
-        Found::Here => Ok(axum::Json(s.kill(id).await?).into_response()),
-        Found::At(node, addr, _) => relayed(
-            mesh.call(addr, &RpcRequest::Kill(id.clone()), place::CALL_TIMEOUT)
-                .await,
-            &id,
-            &node,
-        ),
+    match place::kill_anywhere(&s, &mesh, &id).await {
+        Ok(record) => Ok(axum::Json(record).into_response()),
+        Err(SupervisorError::NotFound(_)) => {
+            let members: Vec<TaskRecord> = place::list_all(&s, &mesh)
+                .await?
+                .into_iter()
+                .filter(|t| t.spec.parent.as_ref() == Some(&id))
+                .collect();
+            if members.is_empty() {
+                return Err(SupervisorError::NotFound(id.to_string()).into());
+            }
+            let mut killed = Vec::with_capacity(members.len());
+            for m in members {
+                match place::kill_anywhere(&s, &mesh, &m.id).await {
+                    Ok(r) => killed.push(r),
+                    // Already ended: nothing to kill.
+                    Err(SupervisorError::Conflict(_)) => killed.push(m),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(axum::Json(killed).into_response())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -27,7 +27,56 @@ pub async fn submit(
     mesh: &Mesh,
     spec: TaskSpec,
 ) -> Result<SubmitResponse, SupervisorError> {
-    let id = new_task_id();
+    submit_as(supervisor, mesh, new_task_id(), spec).await
+}
+
+/// Places an array: `count` members `<parent>-<index>`, each with its index
+/// and the count in its environment.
+pub async fn submit_array(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    spec: TaskSpec,
+    count: u32,
+) -> Result<SubmitResponse, SupervisorError> {
+    let parent = new_task_id();
+    let mut members = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let id = TaskId::new(format!("{parent}-{index}"))
+            .map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+        let mut member = spec.clone();
+        member.parent = Some(parent.clone());
+        member
+            .env
+            .push(("MESH_TASK_INDEX".into(), index.to_string()));
+        member
+            .env
+            .push(("MESH_TASK_COUNT".into(), count.to_string()));
+        match submit_as(supervisor, mesh, id, member).await {
+            Ok(r) => members.push(r),
+            Err(e) => {
+                // All or nothing: take back the members already accepted.
+                for m in &members {
+                    let _ = kill_anywhere(supervisor, mesh, &m.id).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(SubmitResponse {
+        id: parent,
+        state: TaskState::Queued,
+        node: None,
+        members,
+    })
+}
+
+/// Places a task under a given id.
+pub async fn submit_as(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    id: TaskId,
+    spec: TaskSpec,
+) -> Result<SubmitResponse, SupervisorError> {
     let me = mesh.node();
     let view = mesh.candidates().await;
     let order = match placement::rank(&id, spec.cores, &view) {
@@ -75,6 +124,7 @@ pub async fn submit(
                     id,
                     state: TaskState::Queued,
                     node: Some(node),
+                    members: Vec::new(),
                 });
             }
             Err(why) => {
@@ -119,6 +169,29 @@ pub async fn find(
         }
     }
     Err(SupervisorError::NotFound(id.to_string()))
+}
+
+/// Kills a task wherever it runs.
+pub async fn kill_anywhere(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    id: &TaskId,
+) -> Result<TaskRecord, SupervisorError> {
+    match find(supervisor, mesh, id).await? {
+        Found::Here => supervisor.kill(id.clone()).await,
+        Found::At(node, addr, _) => match mesh
+            .call(addr, &Request::Kill(id.clone()), CALL_TIMEOUT)
+            .await
+        {
+            Ok(Response::Record(r)) => Ok(*r),
+            Ok(Response::NotFound) => Err(SupervisorError::NotFound(id.to_string())),
+            Ok(Response::Error(e)) => Err(SupervisorError::Conflict(format!("{node}: {e}"))),
+            Ok(other) => Err(SupervisorError::Busy(format!("{node} answered {other:?}"))),
+            Err(e) => Err(SupervisorError::Busy(format!(
+                "task {id} is on {node}, which did not answer: {e}"
+            ))),
+        },
+    }
 }
 
 /// Every task of the mesh: this node's and each live peer's, one record per

@@ -266,6 +266,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             id,
             state: TaskState::Queued,
             node: Some(self.cfg.node.clone()),
+            members: Vec::new(),
         })
     }
 
