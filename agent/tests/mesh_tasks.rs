@@ -44,11 +44,12 @@ async fn node(seeds: Vec<String>, topology: &str) -> Node {
     }
 }
 
-async fn mesh_of_two() -> (Node, Node) {
-    let a = node(vec![], "numa:1 core:1 pu:1").await;
+/// Two agents of `topology` that see each other with published values.
+async fn pair(topology: &str) -> (Node, Node) {
+    let a = node(vec![], topology).await;
     let b = node(
         vec![a.agent.mesh.local_addr().unwrap().to_string()],
-        "numa:1 core:1 pu:1",
+        topology,
     )
     .await;
     wait_until("both see both", Duration::from_secs(10), || async {
@@ -66,6 +67,10 @@ async fn mesh_of_two() -> (Node, Node) {
     })
     .await;
     (a, b)
+}
+
+async fn mesh_of_two() -> (Node, Node) {
+    pair("numa:1 core:1 pu:1").await
 }
 
 #[tokio::test]
@@ -108,16 +113,7 @@ async fn tasks_spread_then_the_queue_moves_to_the_node_that_frees_up() {
     // Exactly one record of it in the mesh, and A forgot its copy.
     let all = a.api.tasks().await;
     assert_eq!(all.iter().filter(|t| t.id == t3.id).count(), 1);
-    let local = a
-        .api
-        .http
-        .get(format!("{}/v1/tasks?scope=local", a.api.url))
-        .send()
-        .await
-        .unwrap()
-        .json::<Vec<mesh_protocol::TaskRecord>>()
-        .await
-        .unwrap();
+    let local = a.api.local_tasks().await;
     assert!(local.iter().all(|t| t.id != t3.id));
     assert_eq!(
         a.runtime.started() + b.runtime.started(),

@@ -162,37 +162,31 @@ impl Api {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    pub async fn task(&self, id: &str) -> TaskRecord {
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         self.http
-            .get(format!("{}/v1/tasks/{id}", self.url))
+            .get(format!("{}{path}", self.url))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    pub async fn task(&self, id: &str) -> TaskRecord {
+        self.get(&format!("/v1/tasks/{id}")).await
     }
 
     pub async fn tasks(&self) -> Vec<TaskRecord> {
-        self.http
-            .get(format!("{}/v1/tasks", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get("/v1/tasks").await
+    }
+
+    pub async fn local_tasks(&self) -> Vec<TaskRecord> {
+        self.get("/v1/tasks?scope=local").await
     }
 
     pub async fn node(&self) -> NodeView {
-        self.http
-            .get(format!("{}/v1/node", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get("/v1/node").await
     }
 
     pub async fn kill(&self, id: &str) -> (u16, String) {
