@@ -6,17 +6,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mesh_protocol::api::{CoreHold, Health, NodeView, RuntimeHealth, SubmitResponse};
+use mesh_protocol::api::{Health, RuntimeHealth, SubmitResponse};
 use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
-use mesh_protocol::{CoreAllocator, NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
+use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskSpec, TaskState};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+mod moves;
+mod views;
+
 use super::jobs::{self, Event};
 use super::reconcile::{Action, reconcile};
-use super::{Command, LogsAt, SupervisorConfig, SupervisorError, container};
+use super::{Command, SupervisorConfig, SupervisorError, container};
 use crate::logs::LogDir;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::store::Store;
@@ -270,74 +273,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
         })
     }
 
-    fn begin_move(&mut self, id: &TaskId, to: NodeId) -> Option<TaskRecord> {
-        let r = self.records.get_mut(id)?;
-        if r.state != TaskState::Queued || r.kill_requested {
-            return None;
-        }
-        self.queue.remove(id)?;
-        r.offered_to = Some(to);
-        let snapshot = r.clone();
-        self.persist(id);
-        Some(snapshot)
-    }
-
-    fn end_move(&mut self, id: &TaskId, moved: bool) {
-        let Some(r) = self.records.get_mut(id) else {
-            return;
-        };
-        if r.offered_to.is_none() {
-            return;
-        }
-        if moved {
-            info!(task_id = %id, to = ?r.offered_to, "task moved to another node");
-            self.records.remove(id);
-            if let Err(e) = self.store.delete(id.as_str()) {
-                error!(task_id = %id, error = %e, "could not forget a moved task");
-            }
-        } else {
-            r.offered_to = None;
-            self.queue.put(queued(r));
-            self.persist(id);
-        }
-    }
-
-    /// Takes a peer's task only if it can start at once: Docker is there,
-    /// nobody waits here already, and the cores are free.
-    fn offer(&mut self, mut record: TaskRecord) -> Result<(), SupervisorError> {
-        let refuse = |why: String| Err(SupervisorError::Busy(why));
-        if self.draining {
-            return refuse("this node is draining".into());
-        }
-        if !self.docker.reachable || !self.reconciled {
-            return refuse("Docker is not available here".into());
-        }
-        if self.records.contains_key(&record.id) {
-            return refuse(format!("task {} is known here already", record.id));
-        }
-        if !self.queue.is_empty() {
-            return refuse(format!("{} tasks wait here already", self.queue.len()));
-        }
-        if let Err(e) = self.alloc.plan(record.spec.cores) {
-            return refuse(e.to_string());
-        }
-        let now = now_ms();
-        record.node = self.cfg.node.clone();
-        record.offered_to = None;
-        record.state = TaskState::Queued;
-        record.queue_seq = self.next_seq;
-        record.not_before_ms = now;
-        record.updated_ms = now;
-        self.store
-            .put(&record)
-            .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
-        self.next_seq += 1;
-        self.queue.put(queued(&record));
-        info!(task_id = %record.id, "took a task offered by a peer");
-        self.records.insert(record.id.clone(), record);
-        Ok(())
-    }
-
     fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {
         let r = self
             .records
@@ -357,53 +292,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.persist(id);
         info!(task_id = %id, "kill requested");
         Ok(snapshot)
-    }
-
-    fn logs_at(&self, id: &TaskId) -> Result<LogsAt, SupervisorError> {
-        let r = self
-            .records
-            .get(id)
-            .ok_or_else(|| SupervisorError::NotFound(id.to_string()))?;
-        Ok(match (&r.container, r.state) {
-            (Some(c), TaskState::Running) => LogsAt::Container(c.clone()),
-            _ if r.attempt > 0 && !matches!(r.state, TaskState::Queued | TaskState::Starting) => {
-                LogsAt::Saved(r.id.clone(), r.attempt)
-            }
-            // A retry waiting in the queue: show the last attempt's output.
-            (_, TaskState::Queued) if r.attempt > 0 => LogsAt::Saved(r.id.clone(), r.attempt),
-            _ => LogsAt::NotYet,
-        })
-    }
-
-    fn node_view(&self) -> NodeView {
-        let cores = self
-            .alloc
-            .topology()
-            .cores()
-            .map(|(numa, c)| CoreHold {
-                core: c.id,
-                numa,
-                pus: c.pus.iter().copied().collect(),
-                task: self.alloc.holder(c.id).cloned(),
-            })
-            .collect();
-        NodeView {
-            node: self.cfg.node.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            topology: self.alloc.topology().clone(),
-            mapping: self.cfg.topology.mapping.clone(),
-            cores,
-            load: self.alloc.load(),
-            queued: self.queue.len(),
-            running: self
-                .records
-                .values()
-                .filter(|r| matches!(r.state, TaskState::Starting | TaskState::Running))
-                .count(),
-            max_queue: self.cfg.max_queue,
-            docker: self.docker.clone(),
-            mesh: None,
-        }
     }
 
     fn event(&mut self, ev: Event) {
