@@ -56,6 +56,7 @@ impl LogDir {
     }
 
     /// The saved output of an attempt, or `None` if none was kept.
+    /// (`live_then_kept` continues a live stream with it.)
     pub async fn open(&self, task: &TaskId, attempt: u32) -> Option<LogStream> {
         let file = tokio::fs::File::open(self.path(task, attempt)).await.ok()?;
         Some(
@@ -64,5 +65,87 @@ impl LogDir {
                 .map_err(|e| RuntimeError::Rejected(format!("reading saved log: {e}")))
                 .boxed(),
         )
+    }
+}
+
+/// Where `live_then_kept` is.
+enum Follow {
+    /// Reading the container; bytes sent so far.
+    Live(LogStream, u64, LogDir, TaskId, u32),
+    /// Reading the kept copy; bytes still to skip.
+    Kept(LogStream, u64),
+}
+
+/// A container's live output; if it breaks off (the container ended and was
+/// removed while being read), the rest comes from the attempt's kept copy,
+/// skipping what was already sent, so a follower sees the whole output once.
+pub fn live_then_kept(live: LogStream, dir: LogDir, task: TaskId, attempt: u32) -> LogStream {
+    futures_util::stream::unfold(
+        Follow::Live(live, 0, dir, task, attempt),
+        |state| async move {
+            match state {
+                Follow::Live(mut s, sent, dir, task, attempt) => match s.next().await {
+                    Some(Ok(chunk)) => {
+                        let sent = sent + chunk.len() as u64;
+                        Some((Ok(chunk), Follow::Live(s, sent, dir, task, attempt)))
+                    }
+                    // Broken off, or ended: whatever the kept copy has beyond
+                    // what was sent follows (nothing, when the stream was whole).
+                    Some(Err(_)) | None => next_kept(dir.open(&task, attempt).await?, sent).await,
+                },
+                Follow::Kept(s, skip) => next_kept(s, skip).await,
+            }
+        },
+    )
+    .boxed()
+}
+
+/// The next chunk of a kept copy past the first `skip` bytes.
+async fn next_kept(
+    mut s: LogStream,
+    mut skip: u64,
+) -> Option<(Result<Bytes, RuntimeError>, Follow)> {
+    loop {
+        let chunk = match s.next().await? {
+            Ok(c) => c,
+            Err(e) => {
+                return Some((
+                    Err(e),
+                    Follow::Kept(futures_util::stream::empty().boxed(), 0),
+                ));
+            }
+        };
+        let len = chunk.len() as u64;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let rest = chunk.slice(skip as usize..);
+        return Some((Ok(rest), Follow::Kept(s, 0)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_broken_live_stream_continues_from_the_kept_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogDir::new(dir.path().to_owned()).unwrap();
+        let task = TaskId::new("t1").unwrap();
+        let full =
+            futures_util::stream::iter([Ok(Bytes::from_static(b"one\ntwo\nthree\n"))]).boxed();
+        logs.save(&task, 1, full).await.unwrap();
+        let live = futures_util::stream::iter([
+            Ok(Bytes::from_static(b"one\ntw")),
+            Err(RuntimeError::NotFound("c".into())),
+        ])
+        .boxed();
+        let out: Vec<Bytes> = live_then_kept(live, logs, task, 1)
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        assert_eq!(out.concat(), b"one\ntwo\nthree\n");
     }
 }

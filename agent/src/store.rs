@@ -9,10 +9,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+/// Copies of tasks other agents run, held as their keeper.
+const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 /// Format of the stored records (postcard is not self-describing: any change
 /// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
 /// rather than mistaking its tasks' containers for strays).
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,6 +85,7 @@ impl Store {
         let tx = db.begin_write().map_err(db_err)?;
         {
             let tasks = tx.open_table(TASKS).map_err(db_err)?;
+            tx.open_table(COPIES).map_err(db_err)?;
             let mut meta = tx.open_table(META).map_err(db_err)?;
             // A new store takes this agent's format; an old one keeps its own.
             let fresh =
@@ -112,6 +115,34 @@ impl Store {
         }
         tx.commit().map_err(db_err)?;
         Ok(())
+    }
+
+    /// Stores the copy of a task another agent runs.
+    pub fn put_copy(&self, record: &TaskRecord) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = tx.open_table(COPIES).map_err(db_err)?;
+            let bytes = wire::encode(record)?;
+            table
+                .insert(record.id.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Every copy held (unreadable ones are skipped).
+    pub fn load_copies(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(COPIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(db_err)? {
+            let (_, v) = item.map_err(db_err)?;
+            if let Ok(r) = wire::decode::<TaskRecord>(v.value()) {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 
     /// Forgets a task (it moved to another node).

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod api;
 pub mod cpuset;
+pub mod failover;
 pub mod gossip;
 pub mod ids;
 pub mod labels;

@@ -30,6 +30,12 @@ pub enum Request {
     },
     /// Start (true) or stop (false) draining the called node.
     Drain(bool),
+    /// Keep (or refresh) a durable copy of a task the caller runs, and
+    /// re-place it if the caller dies.
+    Replicate(Box<TaskRecord>),
+    /// From the node that placed (or moved) a task: hold this copy as the
+    /// task's keeper (the record names its runner).
+    Hold(Box<TaskRecord>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +49,14 @@ pub enum Response {
     LogChunk(Vec<u8>),
     LogEnd,
     Error(String),
+    /// Answer to `Replicate`: the copy is stored.
+    Kept,
+    /// Answer to `Replicate`: the task was re-placed; the caller's attempt
+    /// is no longer current (the current one runs on `node`).
+    Superseded {
+        node: crate::ids::NodeId,
+        attempt: u32,
+    },
 }
 
 /// Frames a message: length, then body.

@@ -210,6 +210,9 @@ pub struct TaskRecord {
     /// answer is known, the task is out of the queue (it must not start in
     /// two places).
     pub offered_to: Option<NodeId>,
+    /// The other agent that holds a durable copy of this task and re-places
+    /// it if the runner dies (None: a one-node mesh, nobody to hold it).
+    pub keeper: Option<NodeId>,
 }
 
 /// Delay before the retry that follows attempt `attempt` (1-based).
@@ -239,6 +242,7 @@ impl TaskRecord {
             finished_ms: None,
             not_before_ms: now,
             offered_to: None,
+            keeper: None,
         }
     }
 
@@ -382,6 +386,31 @@ impl TaskRecord {
         self.message = Some(why);
         self.finish(TaskState::Failed, now);
         Ok(())
+    }
+
+    /// A copy of this task, made ready to be placed again as a new attempt
+    /// because its runner is gone (only its keeper calls this).
+    pub fn replacement(&self, why: String, now: u64) -> TaskRecord {
+        let mut r = self.clone();
+        r.state = TaskState::Queued;
+        r.container = None;
+        r.offered_to = None;
+        r.keeper = None;
+        r.exit_code = None;
+        r.kill_requested = false;
+        r.message = Some(why);
+        r.not_before_ms = now;
+        r.updated_ms = now;
+        r
+    }
+
+    /// This node's attempt was re-placed elsewhere while it was away or cut
+    /// off: it must not run or be reported as current.
+    pub fn superseded(&mut self, why: String, now: u64) {
+        self.container = None;
+        self.message = Some(why);
+        self.keeper = None;
+        self.finish(TaskState::Lost, now);
     }
 
     /// Asks to kill. A queued task ends at once (returns true); a starting or

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use mesh_protocol::failover::Verdict;
 use mesh_protocol::rpc::{Request, Response};
 use tracing::info;
 
@@ -61,6 +62,24 @@ pub fn handler(supervisor: SupervisorHandle, mesh: MeshCell) -> RpcHandler {
                 }),
                 Request::Kill(id) => Reply::One(match s.kill(id).await {
                     Ok(r) => Response::Record(Box::new(r)),
+                    Err(e) => error_response(e),
+                }),
+                Request::Replicate(record) => {
+                    // Only a caller proven by its certificate may hold a copy.
+                    let Some(caller) = caller.and_then(|c| mesh_protocol::NodeId::new(c).ok())
+                    else {
+                        return Reply::One(Response::Error("unauthenticated caller".into()));
+                    };
+                    Reply::One(match s.replicate(*record, caller).await {
+                        Ok(Verdict::Keep) => Response::Kept,
+                        Ok(Verdict::Superseded { node, attempt }) => {
+                            Response::Superseded { node, attempt }
+                        }
+                        Err(e) => error_response(e),
+                    })
+                }
+                Request::Hold(record) => Reply::One(match s.hold(*record).await {
+                    Ok(()) => Response::Kept,
                     Err(e) => error_response(e),
                 }),
                 Request::Drain(on) => Reply::One(match drain(&s, mesh.get(), on).await {

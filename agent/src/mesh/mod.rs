@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod hostload;
+pub mod keeper;
 pub mod mover;
 pub mod place;
 pub mod rpc;
@@ -191,12 +192,19 @@ impl Mesh {
             cfg.gossip_interval,
             shutdown.clone(),
         ));
+        let keeper = tokio::spawn(keeper::run(
+            mesh.clone(),
+            supervisor.clone(),
+            cfg.gossip_interval,
+            shutdown.clone(),
+        ));
         let publish = mesh
             .clone()
             .publish(supervisor, cfg.gossip_interval, shutdown);
         let publisher = tokio::spawn(async move {
             publish.await;
             let _ = mover.await;
+            let _ = keeper.await;
         });
         Ok((mesh, publisher))
     }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Mesh;
-use super::place::CALL_TIMEOUT;
+use super::place::{self, CALL_TIMEOUT};
 use crate::supervisor::SupervisorHandle;
 
 /// Runs until `shutdown`, one round per gossip interval.
@@ -61,17 +61,23 @@ async fn settle_doubts(mesh: &Mesh, supervisor: &SupervisorHandle) {
     let Ok(doubts) = supervisor.in_doubt().await else {
         return;
     };
-    for (id, node) in doubts {
+    for (record, node) in doubts {
+        let id = record.id.clone();
         let alive = mesh.live_peers().await.iter().any(|(n, _)| *n == node);
         let moved = match has_task(mesh, &node, &id).await {
             Some(moved) => moved,
-            // Gone from the mesh without an answer: it may come back with
-            // the task, but waiting forever loses it; its own restart
-            // reconciles what it had.
+            // Gone without an answer: run it here. Should that node come
+            // back with it, its keeper's copy (which now names this node)
+            // tells it its attempt was superseded.
             None if !alive => false,
             None => continue,
         };
         debug!(task_id = %id, %node, moved, "settled an offer in doubt");
+        let mut copy = record;
+        copy.node = if moved { node } else { mesh.node() };
+        copy.offered_to = None;
+        let peers = mesh.live_peers().await;
+        place::keep_copy(supervisor, mesh, &peers, copy).await;
         let _ = supervisor.end_move(id, moved).await;
     }
 }
@@ -99,14 +105,27 @@ async fn move_head(mesh: &Mesh, supervisor: &SupervisorHandle) -> bool {
     let Some((_, addr)) = peers.iter().find(|(n, _)| n == target) else {
         return false;
     };
-    let Ok(Some(record)) = supervisor.begin_move(id.clone(), target.clone()).await else {
+    let live: Vec<NodeId> = peers
+        .iter()
+        .map(|(n, _)| n.clone())
+        .chain([me.clone()])
+        .collect();
+    let Ok(Some(mut record)) = supervisor.begin_move(id.clone(), target.clone()).await else {
         return false;
     };
+    record.keeper = place::keeper_for(&record, target, &me, &live);
     match mesh
-        .call(*addr, &Request::Offer(Box::new(record)), CALL_TIMEOUT)
+        .call(
+            *addr,
+            &Request::Offer(Box::new(record.clone())),
+            CALL_TIMEOUT,
+        )
         .await
     {
         Ok(Response::Accepted) => {
+            record.node = target.clone();
+            record.offered_to = None;
+            place::keep_copy(supervisor, mesh, &peers, record).await;
             let _ = supervisor.end_move(id, true).await;
             true
         }

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use mesh_protocol::api::SubmitResponse;
+use mesh_protocol::failover;
 use mesh_protocol::placement::{self, PlacementError};
 use mesh_protocol::rpc::{Request, Response};
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::Mesh;
 use crate::supervisor::{SupervisorError, SupervisorHandle, new_task_id};
@@ -77,9 +78,34 @@ pub async fn submit_as(
     id: TaskId,
     spec: TaskSpec,
 ) -> Result<SubmitResponse, SupervisorError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let record = TaskRecord::new(id.clone(), spec, mesh.node(), 0, now);
+    let node = place_record(supervisor, mesh, record, true).await?;
+    Ok(SubmitResponse {
+        id,
+        state: TaskState::Queued,
+        node: Some(node),
+        members: Vec::new(),
+    })
+}
+
+/// Places a record (new, or a keeper's replacement of a dead runner's):
+/// offered to the ranked nodes in turn, else queued here. Before this
+/// returns, the task is stored by its runner and, when the mesh has another
+/// live node, by its keeper. Returns the node that took it.
+pub async fn place_record(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    record: TaskRecord,
+    fresh: bool,
+) -> Result<NodeId, SupervisorError> {
+    let id = record.id.clone();
     let me = mesh.node();
     let view = mesh.candidates().await;
-    let order = match placement::rank(&id, spec.cores, &view) {
+    let order = match placement::rank(&id, record.spec.cores, &view) {
         Ok(order) => order,
         Err(e @ PlacementError::NeverFits { .. }) => {
             return Err(SupervisorError::Impossible(e.to_string()));
@@ -88,15 +114,17 @@ pub async fn submit_as(
         Err(PlacementError::Busy { .. }) => Vec::new(),
     };
     let peers = mesh.live_peers().await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let record = TaskRecord::new(id.clone(), spec.clone(), me.clone(), 0, now);
+    let live: Vec<NodeId> = peers
+        .iter()
+        .map(|(n, _)| n.clone())
+        .chain([me.clone()])
+        .collect();
     for node in order.into_iter().take(MAX_OFFERS) {
+        let mut offered = record.clone();
+        offered.keeper = keeper_for(&record, &node, &me, &live);
         let taken = if node == me {
             supervisor
-                .offer(record.clone())
+                .offer(offered.clone())
                 .await
                 .map_err(|e| e.to_string())
         } else {
@@ -106,7 +134,7 @@ pub async fn submit_as(
             match mesh
                 .call(
                     *addr,
-                    &Request::Offer(Box::new(record.clone())),
+                    &Request::Offer(Box::new(offered.clone())),
                     CALL_TIMEOUT,
                 )
                 .await
@@ -114,18 +142,23 @@ pub async fn submit_as(
                 Ok(Response::Accepted) => Ok(()),
                 Ok(Response::Refused(why)) => Err(why),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
+                // No answer: the node may have taken it. Ask before trying
+                // another, so it never starts twice.
+                Err(e) => match mesh
+                    .call(*addr, &Request::Get(id.clone()), CALL_TIMEOUT)
+                    .await
+                {
+                    Ok(Response::Record(_)) => Ok(()),
+                    _ => Err(e.to_string()),
+                },
             }
         };
         match taken {
             Ok(()) => {
-                info!(task_id = %id, node = %node, "task placed");
-                return Ok(SubmitResponse {
-                    id,
-                    state: TaskState::Queued,
-                    node: Some(node),
-                    members: Vec::new(),
-                });
+                info!(task_id = %id, node = %node, keeper = ?offered.keeper, "task placed");
+                offered.node = node.clone();
+                keep_copy(supervisor, mesh, &peers, offered).await;
+                return Ok(node);
             }
             Err(why) => {
                 debug!(task_id = %id, node = %node, why, "offer refused; trying the next node")
@@ -133,11 +166,63 @@ pub async fn submit_as(
         }
     }
     // Nobody could start it now: it waits in this node's queue.
-    match supervisor.submit_as(id, spec).await {
+    let mut queued = record.clone();
+    queued.keeper = keeper_for(&record, &me, &me, &live);
+    match supervisor.adopt(queued.clone(), fresh).await {
+        Ok(()) => {
+            queued.node = me.clone();
+            keep_copy(supervisor, mesh, &peers, queued).await;
+            Ok(me)
+        }
         Err(SupervisorError::Impossible(why)) => Err(SupervisorError::Busy(format!(
             "no node can start it now and this node can never run it ({why}); retry later or submit it to a larger node"
         ))),
-        other => other,
+        Err(e) => Err(e),
+    }
+}
+
+/// The task's keeper when it runs on `runner`: the one it has, while that
+/// one lives and is not the runner, else a new choice.
+pub fn keeper_for(
+    record: &TaskRecord,
+    runner: &NodeId,
+    me: &NodeId,
+    live: &[NodeId],
+) -> Option<NodeId> {
+    match &record.keeper {
+        Some(k) if k != runner && live.contains(k) => Some(k.clone()),
+        _ => failover::choose_keeper(&record.id, runner, me, live),
+    }
+}
+
+/// Stores the keeper's copy of a just-placed task: here, or on the keeper.
+/// A failure leaves one copy (the runner's) and is logged; the runner's
+/// sync finds a keeper again.
+pub async fn keep_copy(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    peers: &[(NodeId, std::net::SocketAddr)],
+    record: TaskRecord,
+) {
+    let Some(keeper) = record.keeper.clone() else {
+        return;
+    };
+    let id = record.id.clone();
+    if keeper == mesh.node() {
+        let _ = supervisor.hold(record).await;
+        return;
+    }
+    let Some((_, addr)) = peers.iter().find(|(n, _)| *n == keeper) else {
+        return;
+    };
+    match mesh
+        .call(*addr, &Request::Hold(Box::new(record)), CALL_TIMEOUT)
+        .await
+    {
+        Ok(Response::Kept) => {}
+        other => {
+            warn!(task_id = %id, %keeper, answer = ?other, "keeper did not store its copy; one copy for now")
+        }
     }
 }
 
@@ -215,7 +300,8 @@ pub async fn list_all(
         std::collections::BTreeMap::new();
     for r in all {
         match by_id.get(&r.id) {
-            Some(seen) if seen.updated_ms >= r.updated_ms => {}
+            // The current attempt wins; then the freshest report of it.
+            Some(seen) if (seen.attempt, seen.updated_ms) >= (r.attempt, r.updated_ms) => {}
             _ => {
                 by_id.insert(r.id.clone(), r);
             }

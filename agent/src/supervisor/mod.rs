@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_protocol::api::{Health, NodeView, SubmitResponse};
-use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec};
+use mesh_protocol::api::{Health, NodeView};
+use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -72,11 +72,6 @@ impl std::fmt::Debug for Logs {
 }
 
 pub(crate) enum Command {
-    Submit(
-        TaskId,
-        TaskSpec,
-        oneshot::Sender<Result<SubmitResponse, SupervisorError>>,
-    ),
     /// Another node offers a task: take it only if it can start now.
     Offer(
         Box<TaskRecord>,
@@ -90,7 +85,7 @@ pub(crate) enum Command {
     /// `false` it was refused (back in the queue, in its place).
     EndMove(TaskId, bool),
     /// Tasks whose offer's outcome is unknown (the agent stopped meanwhile).
-    InDoubt(oneshot::Sender<Vec<(TaskId, NodeId)>>),
+    InDoubt(oneshot::Sender<Vec<(TaskRecord, NodeId)>>),
     Get(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     List(oneshot::Sender<Vec<TaskRecord>>),
     Kill(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
@@ -99,11 +94,39 @@ pub(crate) enum Command {
     Health(oneshot::Sender<Health>),
     /// Stop (or resume) starting tasks here; queued ones move elsewhere.
     SetDraining(bool, oneshot::Sender<()>),
+    /// Queue an existing record here unconditionally (a keeper re-placing a
+    /// task, or a local fallback with its keeper already chosen).
+    /// A fresh submission (`true`) respects the queue's bound; a re-placed
+    /// task is never refused for it.
+    Adopt(
+        Box<TaskRecord>,
+        bool,
+        oneshot::Sender<Result<(), SupervisorError>>,
+    ),
+    /// As keeper: judge and store a runner's push.
+    Replicate(
+        Box<TaskRecord>,
+        NodeId,
+        oneshot::Sender<mesh_protocol::failover::Verdict>,
+    ),
+    /// As keeper: store a copy as the placing node sent it.
+    Hold(Box<TaskRecord>),
+    /// As keeper: every copy held.
+    Copies(oneshot::Sender<Vec<TaskRecord>>),
+    /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
+    Replaced(TaskId, NodeId, u32),
+    /// As runner: records that have (or need) a keeper.
+    Kept(oneshot::Sender<Vec<TaskRecord>>),
+    SetKeeper(TaskId, NodeId),
+    /// As runner: this attempt was re-placed elsewhere; stop it.
+    Supersede(TaskId, String),
 }
 
 /// Where a task's output is, as the actor sees it.
 pub(crate) enum LogsAt {
-    Container(String),
+    /// Live from the container; the attempt's kept copy continues it if
+    /// the container goes away mid-stream.
+    Container(String, TaskId, u32),
     Saved(TaskId, u32),
     NotYet,
 }
@@ -178,20 +201,6 @@ impl SupervisorHandle {
         rx.await.map_err(|_| SupervisorError::Stopped)
     }
 
-    /// Accepts a task: stored durably before this returns Ok.
-    pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitResponse, SupervisorError> {
-        self.submit_as(new_task_id(), spec).await
-    }
-
-    /// Accepts a task under an id chosen by the caller.
-    pub async fn submit_as(
-        &self,
-        id: TaskId,
-        spec: TaskSpec,
-    ) -> Result<SubmitResponse, SupervisorError> {
-        self.ask(|r| Command::Submit(id, spec, r)).await?
-    }
-
     /// Takes a task offered by a peer if its cores are free here now (it is
     /// then stored durably and started); refuses otherwise.
     pub async fn offer(&self, record: TaskRecord) -> Result<(), SupervisorError> {
@@ -224,6 +233,56 @@ impl SupervisorHandle {
         self.ask(|r| Command::SetDraining(draining, r)).await
     }
 
+    pub async fn adopt(&self, record: TaskRecord, fresh: bool) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::Adopt(Box::new(record), fresh, r))
+            .await?
+    }
+
+    pub async fn replicate(
+        &self,
+        record: TaskRecord,
+        caller: NodeId,
+    ) -> Result<mesh_protocol::failover::Verdict, SupervisorError> {
+        self.ask(|r| Command::Replicate(Box::new(record), caller, r))
+            .await
+    }
+
+    pub async fn hold(&self, record: TaskRecord) -> Result<(), SupervisorError> {
+        self.tell(Command::Hold(Box::new(record))).await
+    }
+
+    pub async fn copies(&self) -> Result<Vec<TaskRecord>, SupervisorError> {
+        self.ask(Command::Copies).await
+    }
+
+    pub async fn kept(&self) -> Result<Vec<TaskRecord>, SupervisorError> {
+        self.ask(Command::Kept).await
+    }
+
+    async fn tell(&self, cmd: Command) -> Result<(), SupervisorError> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| SupervisorError::Stopped)
+    }
+
+    pub async fn replaced(
+        &self,
+        id: TaskId,
+        node: NodeId,
+        attempt: u32,
+    ) -> Result<(), SupervisorError> {
+        self.tell(Command::Replaced(id, node, attempt)).await
+    }
+
+    pub async fn set_keeper(&self, id: TaskId, keeper: NodeId) -> Result<(), SupervisorError> {
+        self.tell(Command::SetKeeper(id, keeper)).await
+    }
+
+    pub async fn supersede(&self, id: TaskId, why: String) -> Result<(), SupervisorError> {
+        self.tell(Command::Supersede(id, why)).await
+    }
+
     pub async fn queue_head(
         &self,
     ) -> Result<Option<(TaskId, mesh_protocol::CoreCount)>, SupervisorError> {
@@ -247,7 +306,7 @@ impl SupervisorHandle {
             .map_err(|_| SupervisorError::Stopped)
     }
 
-    pub async fn in_doubt(&self) -> Result<Vec<(TaskId, NodeId)>, SupervisorError> {
+    pub async fn in_doubt(&self) -> Result<Vec<(TaskRecord, NodeId)>, SupervisorError> {
         self.ask(Command::InDoubt).await
     }
 
@@ -268,7 +327,12 @@ impl SupervisorHandle {
     /// kept copy once it has ended.
     pub async fn logs(&self, id: TaskId, follow: bool) -> Result<Logs, SupervisorError> {
         match self.ask(|r| Command::Logs(id, r)).await?? {
-            LogsAt::Container(c) => Ok(Logs::Stream((self.open_container_logs)(&c, follow))),
+            LogsAt::Container(c, task, attempt) => Ok(Logs::Stream(crate::logs::live_then_kept(
+                (self.open_container_logs)(&c, follow),
+                self.logs.clone(),
+                task,
+                attempt,
+            ))),
             LogsAt::Saved(task, attempt) => Ok(match self.logs.open(&task, attempt).await {
                 Some(s) => Logs::Stream(s),
                 None => Logs::Stream(Box::pin(futures_util::stream::empty())),

@@ -6,14 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mesh_protocol::api::{Health, RuntimeHealth, SubmitResponse};
+use mesh_protocol::api::{Health, RuntimeHealth};
 use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
-use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskSpec, TaskState};
+use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskState};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+mod keeper;
 mod moves;
 mod views;
 
@@ -50,6 +51,8 @@ pub(crate) struct Supervisor<R> {
     unreadable: BTreeSet<TaskId>,
     /// No new task starts here while set.
     draining: bool,
+    /// Copies of tasks other agents run, held as their keeper.
+    copies: BTreeMap<TaskId, TaskRecord>,
     jobs: JoinSet<()>,
     events_tx: jobs::Events,
 }
@@ -81,6 +84,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             watched: BTreeSet::new(),
             unreadable: BTreeSet::new(),
             draining: false,
+            copies: BTreeMap::new(),
             jobs: JoinSet::new(),
             events_tx,
         }
@@ -157,9 +161,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             self.records.insert(r.id.clone(), r);
         }
+        match self.store.load_copies() {
+            Ok(copies) => self.copies = copies.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            Err(e) => error!(error = %e, "cannot read the copies this node keeps"),
+        }
         info!(
             tasks = self.records.len(),
             queued = self.queue.len(),
+            copies = self.copies.len(),
             "loaded task store"
         );
     }
@@ -175,9 +184,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit(id, spec, reply) => {
-                let _ = reply.send(self.submit(id, spec));
-            }
             Command::Offer(record, reply) => {
                 let _ = reply.send(self.offer(*record));
             }
@@ -188,6 +194,28 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 self.draining = draining;
                 let _ = reply.send(());
             }
+            Command::Adopt(record, fresh, reply) => {
+                let _ = reply.send(self.adopt(*record, fresh));
+            }
+            Command::Replicate(record, caller, reply) => {
+                let _ = reply.send(self.replicate(*record, caller));
+            }
+            Command::Hold(record) => self.hold(*record),
+            Command::Copies(reply) => {
+                let _ = reply.send(self.copies.values().cloned().collect());
+            }
+            Command::Replaced(id, node, attempt) => self.replaced(&id, node, attempt),
+            Command::Kept(reply) => {
+                let _ = reply.send(
+                    self.records
+                        .values()
+                        .filter(|r| r.offered_to.is_none())
+                        .cloned()
+                        .collect(),
+                );
+            }
+            Command::SetKeeper(id, keeper) => self.set_keeper(&id, keeper),
+            Command::Supersede(id, why) => self.supersede(&id, why),
             Command::QueueHead(reply) => {
                 let now = now_ms();
                 let head = self
@@ -206,7 +234,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     .records
                     .values()
                     .filter(|r| r.state == TaskState::Queued && !self.queue.contains(&r.id))
-                    .filter_map(|r| r.offered_to.clone().map(|n| (r.id.clone(), n)))
+                    .filter_map(|r| r.offered_to.clone().map(|n| (r.clone(), n)))
                     .collect();
                 let _ = reply.send(doubts);
             }
@@ -238,39 +266,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 });
             }
         }
-    }
-
-    fn submit(&mut self, id: TaskId, spec: TaskSpec) -> Result<SubmitResponse, SupervisorError> {
-        if self.records.contains_key(&id) {
-            return Err(SupervisorError::Conflict(format!(
-                "task {id} exists already"
-            )));
-        }
-        self.alloc.can_ever_fit(spec.cores).map_err(|e| {
-            SupervisorError::Impossible(format!(
-                "cannot ever run here: {e} ({})",
-                self.alloc.topology().summary()
-            ))
-        })?;
-        let now = now_ms();
-        let seq = self.next_seq;
-        let record = TaskRecord::new(id.clone(), spec, self.cfg.node.clone(), seq, now);
-        self.queue
-            .admit(queued(&record))
-            .map_err(|e| SupervisorError::Busy(e.to_string()))?;
-        if let Err(e) = self.store.put(&record) {
-            self.queue.remove(&id);
-            return Err(SupervisorError::Busy(format!("task not accepted: {e}")));
-        }
-        self.next_seq += 1;
-        info!(task_id = %id, image = %record.spec.image, cores = %record.spec.cores, "task accepted");
-        self.records.insert(id.clone(), record);
-        Ok(SubmitResponse {
-            id,
-            state: TaskState::Queued,
-            node: Some(self.cfg.node.clone()),
-            members: Vec::new(),
-        })
     }
 
     fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {

@@ -28,6 +28,12 @@ impl<R: ContainerRuntime> Supervisor<R> {
         if r.offered_to.is_none() {
             return;
         }
+        if r.state != TaskState::Queued {
+            // Killed while on offer: it stays as it ended here.
+            r.offered_to = None;
+            self.persist(id);
+            return;
+        }
         if moved {
             info!(task_id = %id, to = ?r.offered_to, "task moved to another node");
             self.records.remove(id);

@@ -16,7 +16,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             .get(id)
             .ok_or_else(|| SupervisorError::NotFound(id.to_string()))?;
         Ok(match (&r.container, r.state) {
-            (Some(c), TaskState::Running) => LogsAt::Container(c.clone()),
+            (Some(c), TaskState::Running) => LogsAt::Container(c.clone(), r.id.clone(), r.attempt),
             _ if r.attempt > 0 && !matches!(r.state, TaskState::Queued | TaskState::Starting) => {
                 LogsAt::Saved(r.id.clone(), r.attempt)
             }

@@ -1,0 +1,109 @@
+//! The supervisor's part in failover: holding copies of tasks other agents
+//! run (as their keeper), adopting re-placed tasks, and stopping an attempt
+//! that was superseded while this node was away. The decisions are
+//! `mesh_protocol::failover`'s; this applies them to state and store.
+
+use mesh_protocol::failover::{self, Verdict};
+use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
+use tracing::{error, info, warn};
+
+use super::{Supervisor, jobs, now_ms, queued};
+use crate::runtime::ContainerRuntime;
+use crate::supervisor::SupervisorError;
+
+impl<R: ContainerRuntime> Supervisor<R> {
+    /// Queues an existing record here, whatever the load (it waits its turn).
+    pub(super) fn adopt(
+        &mut self,
+        mut record: TaskRecord,
+        fresh: bool,
+    ) -> Result<(), SupervisorError> {
+        if self
+            .records
+            .get(&record.id)
+            .is_some_and(|r| !r.state.is_terminal())
+        {
+            return Err(SupervisorError::Conflict(format!(
+                "task {} runs here already",
+                record.id
+            )));
+        }
+        self.alloc
+            .can_ever_fit(record.spec.cores)
+            .map_err(|e| SupervisorError::Impossible(e.to_string()))?;
+        record.node = self.cfg.node.clone();
+        record.state = TaskState::Queued;
+        record.offered_to = None;
+        record.queue_seq = self.next_seq;
+        if fresh && self.queue.len() >= self.cfg.max_queue {
+            return Err(SupervisorError::Busy(
+                mesh_protocol::queue::QueueFull(self.queue.len()).to_string(),
+            ));
+        }
+        self.store
+            .put(&record)
+            .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
+        self.next_seq += 1;
+        self.queue.put(queued(&record));
+        info!(task_id = %record.id, attempt = record.attempt, keeper = ?record.keeper, "task adopted into the queue");
+        self.records.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    pub(super) fn replicate(&mut self, record: TaskRecord, caller: NodeId) -> Verdict {
+        let verdict = failover::judge(self.copies.get(&record.id), &record, &caller);
+        if verdict == Verdict::Keep {
+            if let Err(e) = self.store.put_copy(&record) {
+                error!(task_id = %record.id, error = %e, "could not store a task copy");
+            }
+            self.copies.insert(record.id.clone(), record);
+        }
+        verdict
+    }
+
+    pub(super) fn hold(&mut self, record: TaskRecord) {
+        if let Err(e) = self.store.put_copy(&record) {
+            error!(task_id = %record.id, error = %e, "could not store a task copy");
+        }
+        self.copies.insert(record.id.clone(), record);
+    }
+
+    pub(super) fn replaced(&mut self, id: &TaskId, node: NodeId, attempt: u32) {
+        let Some(c) = self.copies.get_mut(id) else {
+            return;
+        };
+        c.node = node;
+        c.attempt = attempt;
+        c.state = TaskState::Queued;
+        if let Err(e) = self.store.put_copy(c) {
+            error!(task_id = %id, error = %e, "could not store a task copy");
+        }
+    }
+
+    pub(super) fn set_keeper(&mut self, id: &TaskId, keeper: NodeId) {
+        if let Some(r) = self.records.get_mut(id) {
+            r.keeper = Some(keeper);
+            self.persist(id);
+        }
+    }
+
+    /// Stops this node's attempt of a task the mesh re-placed elsewhere.
+    pub(super) fn supersede(&mut self, id: &TaskId, why: String) {
+        let Some(r) = self.records.get_mut(id) else {
+            return;
+        };
+        if r.state.is_terminal() {
+            return;
+        }
+        warn!(task_id = %id, why, "this attempt was superseded; stopping it");
+        let container = r.container.clone();
+        r.superseded(why, now_ms());
+        self.queue.remove(id);
+        self.alloc.release(id);
+        self.watched.remove(id);
+        if let Some(c) = container {
+            self.spawn(jobs::remove(self.runtime.clone(), c, "superseded attempt"));
+        }
+        self.persist(id);
+    }
+}

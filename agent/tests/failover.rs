@@ -1,0 +1,183 @@
+//! Failover between in-process agents on the in-memory runtime: a runner
+//! dies, its keeper re-places the task once as a new attempt; the runner
+//! comes back and stops its stale attempt instead of resuming it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mesh_agent::runtime::memory::MemoryRuntime;
+use mesh_agent::{Config, RunningAgent};
+use mesh_protocol::gossip::PeerState;
+use mesh_protocol::{NodeId, TaskState};
+use tokio_util::sync::CancellationToken;
+
+struct Node {
+    id: NodeId,
+    dir: tempfile::TempDir,
+    runtime: Arc<MemoryRuntime>,
+    agent: Option<RunningAgent>,
+    stop: CancellationToken,
+}
+
+impl Node {
+    async fn start(
+        id: NodeId,
+        dir: tempfile::TempDir,
+        runtime: Arc<MemoryRuntime>,
+        seeds: Vec<String>,
+    ) -> Node {
+        let config = Config::builder(id.clone(), dir.path())
+            .topology("numa:1 core:1 pu:1")
+            .seeds(seeds);
+        let stop = CancellationToken::new();
+        let agent = mesh_agent::start_with_runtime(config, runtime.clone(), stop.clone())
+            .await
+            .unwrap();
+        Node {
+            id,
+            dir,
+            runtime,
+            agent: Some(agent),
+            stop,
+        }
+    }
+
+    fn agent(&self) -> &RunningAgent {
+        self.agent.as_ref().unwrap()
+    }
+
+    fn api(&self) -> Api {
+        Api::new(&format!("http://{}", self.agent().api_addr))
+    }
+
+    fn gossip(&self) -> String {
+        self.agent().mesh.local_addr().unwrap().to_string()
+    }
+
+    async fn crash(&mut self) {
+        self.stop.cancel();
+        if let Some(a) = self.agent.take() {
+            a.wait().await.unwrap();
+        }
+    }
+}
+
+async fn alive_count(n: &Node) -> usize {
+    n.agent()
+        .mesh
+        .peers()
+        .await
+        .iter()
+        .filter(|p| p.state == PeerState::Alive)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_attempt() {
+    let a = Node::start(
+        unique_node("fa"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        vec![],
+    )
+    .await;
+    let seed = vec![a.gossip()];
+    let b = Node::start(
+        unique_node("fb"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        seed.clone(),
+    )
+    .await;
+    let c = Node::start(
+        unique_node("fc"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        seed.clone(),
+    )
+    .await;
+    let mut nodes = vec![a, b, c];
+    wait_until(
+        "three agents see each other",
+        Duration::from_secs(10),
+        || async {
+            for n in &nodes {
+                if alive_count(n).await < 3 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+
+    let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
+    let first = nodes[0]
+        .api()
+        .wait_state(task.id.as_str(), TaskState::Running, 10)
+        .await;
+    assert_eq!(first.attempt, 1);
+    assert!(first.keeper.is_some(), "a second agent keeps a copy");
+    // Let the runner's push reach the keeper and the view settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let runner = nodes.iter().position(|n| n.id == first.node).unwrap();
+    nodes[runner].crash().await;
+    let survivor = nodes.iter().position(|n| n.agent.is_some()).unwrap();
+    let api = nodes[survivor].api();
+    let mut again = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let list = api.tasks().await;
+        if let Some(t) = list
+            .iter()
+            .find(|t| t.id == task.id && t.attempt == 2 && t.state == TaskState::Running)
+        {
+            again = Some(t.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = again.expect("the task never ran again after its node died");
+    assert_ne!(again.node, first.node);
+    let restarts: u64 = nodes
+        .iter()
+        .filter(|n| n.agent.is_some())
+        .map(|n| n.runtime.started())
+        .sum();
+    assert_eq!(restarts, 1, "re-placed exactly once");
+
+    // The dead runner comes back with its container still running.
+    let old = nodes.remove(runner);
+    let Node {
+        id, dir, runtime, ..
+    } = old;
+    assert!(
+        runtime.containers().iter().any(|c| c.running),
+        "its old container survived the crash"
+    );
+    let back = Node::start(id, dir, runtime.clone(), vec![nodes[0].gossip()]).await;
+    wait_until(
+        "the stale attempt is stopped",
+        Duration::from_secs(20),
+        || async { !runtime.containers().iter().any(|c| c.running) },
+    )
+    .await;
+    let local = back.api().local_tasks().await;
+    let stale = local.iter().find(|t| t.id == task.id).unwrap();
+    assert_eq!(stale.state, TaskState::Lost);
+    assert!(
+        stale.message.as_deref().unwrap_or("").contains("re-placed"),
+        "{stale:?}"
+    );
+    // The mesh reports the current attempt, from any node.
+    let seen = back.api().tasks().await;
+    let current = seen.iter().find(|t| t.id == task.id).unwrap();
+    assert_eq!((current.attempt, current.state), (2, TaskState::Running));
+    assert_eq!(current.node, again.node);
+}
