@@ -130,7 +130,9 @@ impl Client {
     }
 
     /// `POST /v1/tasks/{id}/kill`
-    pub async fn kill(&self, id: &TaskId) -> Result<TaskRecord, ClientError> {
+    /// Kills a task, or every member of an array (the agent then answers
+    /// with a list).
+    pub async fn kill(&self, id: &TaskId) -> Result<Killed, ClientError> {
         let url = self.node.endpoint(&["v1", "tasks", id.as_str(), "kill"]);
         self.json(self.http.post(url.clone()), Method::POST, &url)
             .await
@@ -278,6 +280,14 @@ fn causes(e: &(dyn StdError + 'static)) -> String {
         inner = next;
     }
     inner.to_string()
+}
+
+/// What a kill answers: one task, or an array's members.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Killed {
+    One(Box<TaskRecord>),
+    Array(Vec<TaskRecord>),
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use mesh_protocol::{TaskId, TaskState};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Killed};
 use crate::commands::{AgentCommand, Cli, Command};
 use crate::node_url::NodeUrlError;
 use crate::{render, tls};
@@ -86,11 +86,20 @@ async fn agent(client: &Client, command: AgentCommand) -> Result<ExitCode, Error
         }
         AgentCommand::Logs { id, follow } => logs(client, &id, follow).await?,
         AgentCommand::Kill { id } => {
-            let record = client.kill(&id).await?;
-            if record.state == TaskState::Killed {
-                print(&format!("{id} killed\n"))?;
-            } else {
-                print(&format!("{id}: kill requested (state: {})\n", record.state))?;
+            let records = match client.kill(&id).await? {
+                Killed::One(r) => vec![*r],
+                Killed::Array(rs) => rs,
+            };
+            for record in records {
+                let rid = &record.id;
+                if record.state == TaskState::Killed {
+                    print(&format!("{rid} killed\n"))?;
+                } else {
+                    print(&format!(
+                        "{rid}: kill requested (state: {})\n",
+                        record.state
+                    ))?;
+                }
             }
         }
         AgentCommand::Node { json: true } => print_json(&client.node_raw().await?)?,

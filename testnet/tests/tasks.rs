@@ -185,3 +185,129 @@ async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
+    let net = Testnet::up(
+        TestnetOptions::for_test("failover")
+            .nodes(3)
+            .topology("numa:1 core:2 pu:1"),
+    )
+    .await
+    .context("starting a 3-agent testnet")?;
+    let all = net.nodes();
+    net.wait_views(
+        "all see all",
+        Duration::from_secs(15),
+        &all,
+        expect::alive_with_topology(&all),
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let n1 = net.api_url("n1")?;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(submit(&http, &n1, &["sleep", "8"]).await?.id.to_string());
+    }
+    wait_until("6 tasks running", Duration::from_secs(30), async || {
+        let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+        let running = list
+            .iter()
+            .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Running)
+            .count();
+        if running == 6 {
+            Ok(())
+        } else {
+            Err(format!("{running} running"))
+        }
+    })
+    .await?;
+    let list = tasks(&http, &n1).await?;
+    let lost: Vec<String> = list
+        .iter()
+        .filter(|t| t.node.as_str() == "n3" && ids.contains(&t.id.to_string()))
+        .map(|t| t.id.to_string())
+        .collect();
+    ensure!(!lost.is_empty(), "n3 runs some of the tasks: {list:?}");
+
+    net.kill("n3").await?;
+    wait_until(
+        "every task succeeded",
+        Duration::from_secs(90),
+        async || {
+            let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+            let done = list
+                .iter()
+                .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Succeeded)
+                .count();
+            if done == 6 {
+                Ok(())
+            } else {
+                Err(format!("{done} of 6 succeeded"))
+            }
+        },
+    )
+    .await?;
+    let list = tasks(&http, &n1).await?;
+    for t in list.iter().filter(|t| ids.contains(&t.id.to_string())) {
+        let expected = if lost.contains(&t.id.to_string()) {
+            2
+        } else {
+            1
+        };
+        ensure!(
+            t.attempt == expected,
+            "{} ran {} times (expected {expected}): {t:?}",
+            t.id,
+            t.attempt
+        );
+        ensure!(
+            t.node.as_str() != "n3",
+            "{} finished on the dead node",
+            t.id
+        );
+    }
+
+    // n3 comes back: it reports none of its old attempts as current.
+    net.restart("n3").await?;
+    net.wait_views(
+        "n3 is back",
+        Duration::from_secs(20),
+        &all,
+        expect::alive_with_topology(&all),
+    )
+    .await?;
+    let n3 = net.api_url("n3")?;
+    wait_until(
+        "n3's old attempts are not current",
+        Duration::from_secs(20),
+        async || {
+            let local: Vec<TaskRecord> = http
+                .get(format!("{n3}/v1/tasks?scope=local"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let current = local
+                .iter()
+                .filter(|t| lost.contains(&t.id.to_string()) && !t.state.is_terminal())
+                .count();
+            if current == 0 {
+                Ok(())
+            } else {
+                Err(format!("{current} still current on n3"))
+            }
+        },
+    )
+    .await?;
+    let list = tasks(&http, &n3).await?;
+    for t in list.iter().filter(|t| lost.contains(&t.id.to_string())) {
+        ensure!(
+            t.attempt == 2 && t.state == TaskState::Succeeded,
+            "the mesh reports the current attempt: {t:?}"
+        );
+    }
+    Ok(())
+}
