@@ -63,6 +63,8 @@ impl Store {
         }
     }
 
+    /// The store's format; a store with tasks but no format entry predates
+    /// format numbers (format 1).
     fn format(&self) -> Result<u32, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let meta = tx.open_table(META).map_err(db_err)?;
@@ -70,7 +72,7 @@ impl Store {
             .get("format")
             .map_err(db_err)?
             .map(|v| v.value())
-            .unwrap_or(FORMAT))
+            .unwrap_or(1))
     }
 
     /// A store that lives in memory only, for tests.

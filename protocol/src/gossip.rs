@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub mod keys {
     pub const VERSION: &str = "v";
@@ -304,7 +304,7 @@ mod tests {
         pairs.retain(|(k, _)| k != keys::LOAD);
         assert_eq!(decode(&pairs), Err(SchemaError::Missing("load")));
         let mut pairs = info(vec![1], 1, 5, false).to_pairs();
-        pairs[0].1 = "2".into();
+        pairs[0].1 = "1".into(); // an older schema
         assert!(matches!(decode(&pairs), Err(SchemaError::Version(_))));
         let mut pairs = info(vec![1], 1, 5, false).to_pairs();
         for (k, v) in &mut pairs {
