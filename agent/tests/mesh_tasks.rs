@@ -225,3 +225,55 @@ async fn an_array_fills_the_mesh_and_dies_with_its_parent() {
     let (status, body) = a.api.submit_raw(r#"{"image":"x","array":0}"#).await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn a_task_after_others_starts_when_they_succeed_and_fails_when_one_does_not() {
+    let (a, b) = pair("numa:1 core:2 pu:1").await;
+    let first = a.api.submit(&sleep_task(1, "60")).await;
+    let running = a
+        .api
+        .wait_state(first.id.as_str(), TaskState::Running, 10)
+        .await;
+    let mut waits = task(1, &["exit", "0"]);
+    waits.after = vec![first.id.clone()];
+    let waiting = a.api.submit(&waits).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        a.api.task(waiting.id.as_str()).await.state,
+        TaskState::Queued,
+        "waits for {}",
+        first.id
+    );
+
+    // The task it waits for succeeds (on whichever node runs it): it runs.
+    let runtime = if running.node == a.agent.mesh.node() {
+        &a.runtime
+    } else {
+        &b.runtime
+    };
+    runtime.finish(running.container.as_ref().unwrap(), 0);
+    a.api
+        .wait_state(waiting.id.as_str(), TaskState::Succeeded, 10)
+        .await;
+
+    // One that waits for a failure fails, saying why.
+    let failing = a.api.submit(&task(1, &["exit", "3"])).await;
+    a.api
+        .wait_state(failing.id.as_str(), TaskState::Failed, 10)
+        .await;
+    let mut doomed = task(1, &["exit", "0"]);
+    doomed.after = vec![failing.id.clone()];
+    let doomed = a.api.submit(&doomed).await;
+    let failed = a
+        .api
+        .wait_state(doomed.id.as_str(), TaskState::Failed, 10)
+        .await;
+    assert!(failed.message.unwrap().contains(failing.id.as_str()));
+
+    let (status, body) = a
+        .api
+        .submit_raw(r#"{"image":"x","after":["tnosuchtask"]}"#)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no such task"), "{body}");
+}

@@ -224,6 +224,9 @@ pub struct SubmitArgs {
     /// MESH_TASK_COUNT; prints the array's id (kill it to kill all).
     #[arg(long, value_name = "N")]
     pub array: Option<u32>,
+    /// Start only after these tasks succeeded; fail if one of them does not.
+    #[arg(long, value_name = "ID[,ID...]", value_delimiter = ',')]
+    pub after: Vec<TaskId>,
     /// A local Docker image, e.g. mesh-testsvc:latest.
     pub image: String,
     /// The command to run instead of the image's, after `--`.
@@ -246,6 +249,7 @@ impl SubmitArgs {
             name: self.name,
             priority: self.priority,
             array: self.array,
+            after: self.after,
         };
         TaskSpec::try_from(request.clone())?;
         Ok(request)

@@ -46,6 +46,9 @@ pub struct SubmitRequest {
     /// (0-based) and MESH_TASK_COUNT in its environment and the array's id
     /// as parent.
     pub array: Option<u32>,
+    /// Start only after these tasks succeeded (fail if one of them does not).
+    #[serde(default)]
+    pub after: Vec<TaskId>,
 }
 
 /// Most members one array may have.

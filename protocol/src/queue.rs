@@ -21,6 +21,9 @@ pub struct QueuedTask {
     pub priority: i32,
     pub seq: u64,
     pub not_before_ms: u64,
+    /// Waiting for other tasks to succeed (`--after`): stepped over, like a
+    /// task in backoff, so it never blocks the queue.
+    pub blocked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,7 +113,7 @@ impl TaskQueue {
         let ready: Vec<QueuedTask> = self
             .items
             .values()
-            .filter(|t| t.not_before_ms <= now)
+            .filter(|t| t.not_before_ms <= now && !t.blocked)
             .cloned()
             .collect();
         for task in ready {
@@ -142,6 +145,7 @@ mod tests {
             priority,
             seq,
             not_before_ms: 0,
+            blocked: false,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct TaskSpec {
     pub priority: i32,
     /// Set for a member of an array: the array's id (kill it to kill all).
     pub parent: Option<TaskId>,
+    /// Tasks that must succeed before this one starts (`--after`); emptied
+    /// once they have.
+    pub after: Vec<TaskId>,
 }
 
 /// Why a task request was refused.
@@ -123,6 +126,7 @@ impl TaskSpec {
             name,
             priority: priority.unwrap_or(0),
             parent: None,
+            after: Vec::new(),
         })
     }
 }
@@ -411,6 +415,16 @@ impl TaskRecord {
         self.message = Some(why);
         self.keeper = None;
         self.finish(TaskState::Lost, now);
+    }
+
+    /// queued -> failed: a task it waited for did not succeed.
+    pub fn dependency_failed(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Queued {
+            return Err(self.refuse("fail on a dependency"));
+        }
+        self.message = Some(why);
+        self.finish(TaskState::Failed, now);
+        Ok(())
     }
 
     /// Asks to kill. A queued task ends at once (returns true); a starting or

@@ -129,7 +129,20 @@ async fn submit(
     let request: SubmitRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
     let array = request.array;
-    let spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let after = request.after.clone();
+    let mut spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    for dep in &after {
+        match place::find(&s, &mesh, dep).await {
+            Ok(_) => {}
+            Err(SupervisorError::NotFound(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "--after {dep}: no such task in the mesh"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    spec.after = after;
     let accepted = match array {
         None => place::submit(&s, &mesh, spec).await?,
         Some(n @ 1..=MAX_ARRAY) => place::submit_array(&s, &mesh, spec, n).await?,

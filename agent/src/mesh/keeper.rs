@@ -41,6 +41,7 @@ pub async fn run(
         }
         let settled = started.elapsed() > every * SETTLE_ROUNDS;
         sync_as_runner(&mesh, &supervisor, &mut pushed, settled).await;
+        super::deps::resolve(&mesh, &supervisor).await;
         if settled {
             adopt_orphans(&mesh, &supervisor).await;
         }

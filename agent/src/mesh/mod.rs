@@ -2,6 +2,7 @@
 //! over it, what this node publishes about itself, and the peer list.
 
 pub mod calls;
+pub mod deps;
 pub mod hostload;
 pub mod keeper;
 pub mod mover;

@@ -106,6 +106,8 @@ pub async fn place_record(
     let me = mesh.node();
     let view = mesh.candidates().await;
     let order = match placement::rank(&id, record.spec.cores, &view) {
+        // A task waiting for others waits here; it moves once free.
+        Ok(_) if !record.spec.after.is_empty() => Vec::new(),
         Ok(order) => order,
         Err(e @ PlacementError::NeverFits { .. }) => {
             return Err(SupervisorError::Impossible(e.to_string()));

@@ -109,6 +109,12 @@ pub(crate) enum Command {
         NodeId,
         oneshot::Sender<mesh_protocol::failover::Verdict>,
     ),
+    /// Queued tasks waiting for others (`--after`), with what they wait for.
+    Blocked(oneshot::Sender<Vec<(TaskId, Vec<TaskId>)>>),
+    /// Their dependencies succeeded: free to start (or move).
+    Unblock(TaskId),
+    /// A dependency ended otherwise: the task fails with `why`.
+    DependencyFailed(TaskId, String),
     /// As keeper: store a copy as the placing node sent it.
     Hold(Box<TaskRecord>),
     /// As keeper: every copy held.
@@ -245,6 +251,18 @@ impl SupervisorHandle {
     ) -> Result<mesh_protocol::failover::Verdict, SupervisorError> {
         self.ask(|r| Command::Replicate(Box::new(record), caller, r))
             .await
+    }
+
+    pub async fn blocked(&self) -> Result<Vec<(TaskId, Vec<TaskId>)>, SupervisorError> {
+        self.ask(Command::Blocked).await
+    }
+
+    pub async fn unblock(&self, id: TaskId) -> Result<(), SupervisorError> {
+        self.tell(Command::Unblock(id)).await
+    }
+
+    pub async fn dependency_failed(&self, id: TaskId, why: String) -> Result<(), SupervisorError> {
+        self.tell(Command::DependencyFailed(id, why)).await
     }
 
     pub async fn hold(&self, record: TaskRecord) -> Result<(), SupervisorError> {

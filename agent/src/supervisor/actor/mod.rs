@@ -201,6 +201,33 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 let _ = reply.send(self.replicate(*record, caller));
             }
             Command::Hold(record) => self.hold(*record),
+            Command::Blocked(reply) => {
+                let blocked = self
+                    .records
+                    .values()
+                    .filter(|r| r.state == TaskState::Queued && !r.spec.after.is_empty())
+                    .map(|r| (r.id.clone(), r.spec.after.clone()))
+                    .collect();
+                let _ = reply.send(blocked);
+            }
+            Command::Unblock(id) => {
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.spec.after.clear();
+                    if self.queue.contains(&id) {
+                        self.queue.put(queued(r));
+                    }
+                    info!(task_id = %id, "dependencies succeeded");
+                    self.persist(&id);
+                }
+            }
+            Command::DependencyFailed(id, why) => {
+                if let Some(r) = self.records.get_mut(&id)
+                    && r.dependency_failed(why, now_ms()).is_ok()
+                {
+                    self.queue.remove(&id);
+                    self.persist(&id);
+                }
+            }
             Command::Copies(reply) => {
                 let _ = reply.send(self.copies.values().cloned().collect());
             }
@@ -221,7 +248,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 let head = self
                     .queue
                     .iter()
-                    .find(|t| t.not_before_ms <= now)
+                    .find(|t| t.not_before_ms <= now && !t.blocked)
                     .map(|t| (t.id.clone(), t.cores));
                 let _ = reply.send(head);
             }
@@ -573,5 +600,6 @@ fn queued(r: &TaskRecord) -> QueuedTask {
         priority: r.spec.priority,
         seq: r.queue_seq,
         not_before_ms: r.not_before_ms,
+        blocked: !r.spec.after.is_empty(),
     }
 }
