@@ -277,3 +277,40 @@ async fn a_task_after_others_starts_when_they_succeed_and_fails_when_one_does_no
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("no such task"), "{body}");
 }
+
+#[tokio::test]
+async fn drain_with_migrate_moves_running_tasks_now() {
+    let (a, b) = pair("numa:1 core:1 pu:1").await;
+    let t = a.api.submit(&sleep_task(1, "60")).await;
+    let first = a
+        .api
+        .wait_state(t.id.as_str(), TaskState::Running, 10)
+        .await;
+    let (from, to) = if first.node == a.agent.mesh.node() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let url = format!(
+        "{}/v1/nodes/{}/drain?migrate=true",
+        to.api.url,
+        from.agent.mesh.node()
+    );
+    let r = to.api.http.post(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut moved = None;
+    for _ in 0..100 {
+        let now = to.api.task(t.id.as_str()).await;
+        if now.state == TaskState::Running && now.node == to.agent.mesh.node() {
+            moved = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved = moved.expect("the task never moved off the drained node");
+    assert_eq!(moved.attempt, 2);
+    assert!(
+        !from.runtime.containers().iter().any(|c| c.running),
+        "nothing runs on the drained node"
+    );
+}

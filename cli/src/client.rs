@@ -139,9 +139,17 @@ impl Client {
     }
 
     /// `POST /v1/nodes/{node}/drain` or `/undrain`.
-    pub async fn set_draining(&self, node: &str, on: bool) -> Result<Value, ClientError> {
+    pub async fn set_draining(
+        &self,
+        node: &str,
+        on: bool,
+        migrate: bool,
+    ) -> Result<Value, ClientError> {
         let verb = if on { "drain" } else { "undrain" };
-        let url = self.node.endpoint(&["v1", "nodes", node, verb]);
+        let mut url = self.node.endpoint(&["v1", "nodes", node, verb]);
+        if migrate {
+            url.set_query(Some("migrate=true"));
+        }
         self.json(self.http.post(url.clone()), Method::POST, &url)
             .await
     }

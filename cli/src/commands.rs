@@ -104,6 +104,10 @@ pub enum AgentCommand {
         /// The node to drain (its id, as `meshctl peers` shows it).
         #[arg(value_name = "NODE")]
         target: String,
+        /// Also stop its running tasks now so they run again elsewhere (as
+        /// new attempts) instead of finishing there.
+        #[arg(long)]
+        migrate: bool,
     },
     /// Let a drained node take tasks again.
     Undrain {

@@ -105,12 +105,12 @@ async fn agent(client: &Client, command: AgentCommand) -> Result<ExitCode, Error
         AgentCommand::Node { json: true } => print_json(&client.node_raw().await?)?,
         AgentCommand::Node { json: false } => print(&render::node(&client.node().await?))?,
         AgentCommand::Peers { json: true } => print_json(&client.peers_raw().await?)?,
-        AgentCommand::Drain { target } => {
-            client.set_draining(&target, true).await?;
+        AgentCommand::Drain { target, migrate } => {
+            client.set_draining(&target, true, migrate).await?;
             println!("{target} is draining: no new tasks start there");
         }
         AgentCommand::Undrain { target } => {
-            client.set_draining(&target, false).await?;
+            client.set_draining(&target, false, false).await?;
             println!("{target} takes tasks again");
         }
         AgentCommand::Peers { json: false } => print(&render::peers(&client.peers().await?))?,

@@ -29,7 +29,10 @@ pub enum Request {
         follow: bool,
     },
     /// Start (true) or stop (false) draining the called node.
-    Drain(bool),
+    Drain {
+        on: bool,
+        migrate: bool,
+    },
     /// Keep (or refresh) a durable copy of a task the caller runs, and
     /// re-place it if the caller dies.
     Replicate(Box<TaskRecord>),

@@ -204,6 +204,9 @@ pub struct TaskRecord {
     /// Why it failed, was lost or is waiting, in words.
     pub message: Option<String>,
     pub kill_requested: bool,
+    /// Stopped to move elsewhere (`drain --migrate`): when its container
+    /// ends it goes back to the queue as a new attempt, whatever the code.
+    pub migrating: bool,
     pub created_ms: u64,
     pub updated_ms: u64,
     pub started_ms: Option<u64>,
@@ -240,6 +243,7 @@ impl TaskRecord {
             exit_code: None,
             message: None,
             kill_requested: false,
+            migrating: false,
             created_ms: now,
             updated_ms: now,
             started_ms: None,
@@ -333,6 +337,16 @@ impl TaskRecord {
             self.exit_code = Some(code);
             self.message = Some("killed on request".into());
             self.finish(TaskState::Killed, now);
+        } else if self.migrating {
+            self.migrating = false;
+            self.state = TaskState::Queued;
+            self.container = None;
+            self.not_before_ms = now;
+            self.message = Some(format!(
+                "attempt {} stopped to move off a drained node",
+                self.attempt
+            ));
+            self.updated_ms = now;
         } else if code == 0 {
             self.exit_code = Some(0);
             self.message = None;
@@ -514,6 +528,19 @@ mod tests {
         let ok = mk("i", "A=b=c", &[("team", "x")]).unwrap();
         assert_eq!(ok.env, vec![("A".into(), "b=c".into())]);
         assert_eq!(ok.cores.get(), 1);
+    }
+
+    #[test]
+    fn a_migrating_task_goes_back_to_the_queue() {
+        let mut r = rec(0);
+        r.start(alloc(), 1).unwrap();
+        r.started("c".into(), 2).unwrap();
+        r.migrating = true;
+        r.exited(137, 3).unwrap();
+        assert_eq!(r.state, TaskState::Queued);
+        assert!(!r.migrating);
+        r.start(alloc(), 4).unwrap();
+        assert_eq!(r.attempt, 2);
     }
 
     #[test]

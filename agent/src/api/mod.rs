@@ -60,12 +60,20 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+#[derive(Debug, Deserialize)]
+struct DrainQuery {
+    /// Also stop the node's running tasks so they move now.
+    #[serde(default)]
+    migrate: bool,
+}
+
 async fn drain(
     State(s): State<SupervisorHandle>,
     State(mesh): State<Mesh>,
     Path(node): Path<String>,
+    Query(q): Query<DrainQuery>,
 ) -> Result<Response, ApiError> {
-    set_draining(s, mesh, node, true).await
+    set_draining(s, mesh, node, true, q.migrate).await
 }
 
 async fn undrain(
@@ -73,7 +81,7 @@ async fn undrain(
     State(mesh): State<Mesh>,
     Path(node): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_draining(s, mesh, node, false).await
+    set_draining(s, mesh, node, false, false).await
 }
 
 /// Drains (or undrains) `node`: here, or on the peer by a call.
@@ -82,11 +90,12 @@ async fn set_draining(
     mesh: Mesh,
     node: String,
     on: bool,
+    migrate: bool,
 ) -> Result<Response, ApiError> {
     let node = NodeId::new(node.as_str())
         .map_err(|e| ApiError::not_found(format!("no node {node:?} ({e})")))?;
     if node == mesh.node() {
-        crate::mesh::calls::drain(&s, Some(&mesh), on).await?;
+        crate::mesh::calls::drain(&s, Some(&mesh), on, migrate).await?;
     } else {
         let peers = mesh.live_peers().await;
         let Some((_, addr)) = peers.iter().find(|(n, _)| *n == node) else {
@@ -95,7 +104,11 @@ async fn set_draining(
             )));
         };
         match mesh
-            .call(*addr, &RpcRequest::Drain(on), place::CALL_TIMEOUT)
+            .call(
+                *addr,
+                &RpcRequest::Drain { on, migrate },
+                place::CALL_TIMEOUT,
+            )
             .await
         {
             Ok(RpcResponse::Accepted) => {}

@@ -24,8 +24,9 @@ pub async fn drain(
     s: &SupervisorHandle,
     mesh: Option<&super::Mesh>,
     on: bool,
+    migrate: bool,
 ) -> Result<(), SupervisorError> {
-    s.set_draining(on).await?;
+    s.set_draining(on, migrate).await?;
     if let Some(mesh) = mesh {
         mesh.set_draining(on).await;
     }
@@ -82,10 +83,12 @@ pub fn handler(supervisor: SupervisorHandle, mesh: MeshCell) -> RpcHandler {
                     Ok(()) => Response::Kept,
                     Err(e) => error_response(e),
                 }),
-                Request::Drain(on) => Reply::One(match drain(&s, mesh.get(), on).await {
-                    Ok(()) => Response::Accepted,
-                    Err(e) => error_response(e),
-                }),
+                Request::Drain { on, migrate } => {
+                    Reply::One(match drain(&s, mesh.get(), on, migrate).await {
+                        Ok(()) => Response::Accepted,
+                        Err(e) => error_response(e),
+                    })
+                }
                 Request::Logs { id, follow } => match s.output(id, follow).await {
                     Ok(stream) => Reply::Stream(
                         stream

@@ -93,7 +93,8 @@ pub(crate) enum Command {
     Node(oneshot::Sender<NodeView>),
     Health(oneshot::Sender<Health>),
     /// Stop (or resume) starting tasks here; queued ones move elsewhere.
-    SetDraining(bool, oneshot::Sender<()>),
+    /// With `migrate`, running ones are stopped and queued to move too.
+    SetDraining(bool, bool, oneshot::Sender<()>),
     /// Queue an existing record here unconditionally (a keeper re-placing a
     /// task, or a local fallback with its keeper already chosen).
     /// A fresh submission (`true`) respects the queue's bound; a re-placed
@@ -235,8 +236,9 @@ impl SupervisorHandle {
 
     /// Draining: no new task starts here (offers are refused, queued tasks
     /// wait for the mover to take them elsewhere); running ones finish.
-    pub async fn set_draining(&self, draining: bool) -> Result<(), SupervisorError> {
-        self.ask(|r| Command::SetDraining(draining, r)).await
+    pub async fn set_draining(&self, draining: bool, migrate: bool) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::SetDraining(draining, migrate, r))
+            .await
     }
 
     pub async fn adopt(&self, record: TaskRecord, fresh: bool) -> Result<(), SupervisorError> {

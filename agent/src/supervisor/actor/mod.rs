@@ -125,6 +125,27 @@ impl<R: ContainerRuntime> Supervisor<R> {
         info!(node = %self.cfg.node, "supervisor stopped");
     }
 
+    /// Stops every running task so it queues again and moves elsewhere.
+    fn migrate_running(&mut self) {
+        let ids: Vec<TaskId> = self
+            .records
+            .values()
+            .filter(|r| matches!(r.state, TaskState::Starting | TaskState::Running))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            let Some(r) = self.records.get_mut(&id) else {
+                continue;
+            };
+            r.migrating = true;
+            if let Some(c) = r.container.clone() {
+                info!(task_id = %id, "stopping to migrate off this draining node");
+                self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c));
+            }
+            self.persist(&id);
+        }
+    }
+
     fn spawn(&mut self, job: impl Future<Output = ()> + Send + 'static) {
         self.jobs.spawn(job);
     }
@@ -187,11 +208,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::Offer(record, reply) => {
                 let _ = reply.send(self.offer(*record));
             }
-            Command::SetDraining(draining, reply) => {
+            Command::SetDraining(draining, migrate, reply) => {
                 if draining != self.draining {
                     info!(draining, "drain state changed");
                 }
                 self.draining = draining;
+                if draining && migrate {
+                    self.migrate_running();
+                }
                 let _ = reply.send(());
             }
             Command::Adopt(record, fresh, reply) => {
@@ -459,7 +483,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     return;
                 }
                 info!(task_id = %task, attempt, container, cpus = %r.allocation.as_ref().map(|a| a.cpus.to_string()).unwrap_or_default(), "task running");
-                if r.kill_requested {
+                if r.kill_requested || r.migrating {
                     self.spawn(jobs::kill(self.runtime.clone(), task.clone(), container));
                 }
                 self.persist(&task);
