@@ -79,6 +79,11 @@ async fn alive_count(n: &Node) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_attempt() {
+    // The agents' logs, shown if the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mesh_agent=debug")
+        .try_init();
     let a = Node::start(
         unique_node("fa"),
         tempfile::tempdir().unwrap(),

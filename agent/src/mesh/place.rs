@@ -217,10 +217,14 @@ pub async fn keep_copy(
     let Some((_, addr)) = peers.iter().find(|(n, _)| *n == keeper) else {
         return;
     };
-    match mesh
-        .call(*addr, &Request::Hold(Box::new(record)), CALL_TIMEOUT)
-        .await
-    {
+    // Once more on a failure: the copy is what makes a dead runner's task
+    // run again.
+    let request = Request::Hold(Box::new(record));
+    let mut answer = mesh.call(*addr, &request, CALL_TIMEOUT).await;
+    if !matches!(answer, Ok(Response::Kept)) {
+        answer = mesh.call(*addr, &request, CALL_TIMEOUT).await;
+    }
+    match answer {
         Ok(Response::Kept) => {}
         other => {
             warn!(task_id = %id, %keeper, answer = ?other, "keeper did not store its copy; one copy for now")
