@@ -201,3 +201,76 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
     assert_eq!((current.attempt, current.state), (2, TaskState::Running));
     assert_eq!(current.node, again.node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_survives_the_death_of_the_node_that_accepted_it() {
+    let a = Node::start(
+        unique_node("aa"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        vec![],
+    )
+    .await;
+    let seed = vec![a.gossip()];
+    let b = Node::start(
+        unique_node("ab"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        seed.clone(),
+    )
+    .await;
+    let c = Node::start(
+        unique_node("ac"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        seed.clone(),
+    )
+    .await;
+    let mut nodes = vec![a, b, c];
+    wait_until(
+        "three agents see each other",
+        Duration::from_secs(10),
+        || async {
+            for n in &nodes {
+                if alive_count(n).await < 3 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Accepted, then the accepting node dies at once.
+    let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
+    nodes[0].crash().await;
+    let api = nodes[1].api();
+    let mut seen = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(t) = api
+            .tasks()
+            .await
+            .into_iter()
+            .find(|t| t.id == task.id && t.state == TaskState::Running)
+        {
+            if t.node != nodes[0].id {
+                seen = Some(t);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running = seen.expect("the task does not run after its accepting node died");
+    // It keeps a keeper among the living.
+    wait_until("a live keeper", Duration::from_secs(20), || async {
+        let t = api.task(task.id.as_str()).await;
+        t.keeper.is_some_and(|k| k != nodes[0].id)
+    })
+    .await;
+    // Started once among the survivors: where it was placed, or (if the
+    // accepting node ran it itself) where its keeper re-placed it.
+    let runs: u64 = nodes[1..].iter().map(|n| n.runtime.started()).sum();
+    assert_eq!(runs, 1, "started once among the survivors: {running:?}");
+}
