@@ -274,3 +274,69 @@ async fn a_task_survives_the_death_of_the_node_that_accepted_it() {
     let runs: u64 = nodes[1..].iter().map(|n| n.runtime.started()).sum();
     assert_eq!(runs, 1, "started once among the survivors: {running:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_restart_of_the_runner_is_not_a_death() {
+    let a = Node::start(
+        unique_node("qa"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        vec![],
+    )
+    .await;
+    let seed = vec![a.gossip()];
+    let b = Node::start(
+        unique_node("qb"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        seed.clone(),
+    )
+    .await;
+    let c = Node::start(
+        unique_node("qc"),
+        tempfile::tempdir().unwrap(),
+        Arc::default(),
+        seed.clone(),
+    )
+    .await;
+    let mut nodes = vec![a, b, c];
+    wait_until(
+        "three agents see each other",
+        Duration::from_secs(10),
+        || async {
+            for n in &nodes {
+                if alive_count(n).await < 3 {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
+    let first = nodes[0]
+        .api()
+        .wait_state(task.id.as_str(), TaskState::Running, 10)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The runner stops and starts again at once (an upgrade, say).
+    let runner = nodes.iter().position(|n| n.id == first.node).unwrap();
+    nodes[runner].crash().await;
+    let old = nodes.remove(runner);
+    let seed = vec![nodes[0].gossip()];
+    let Node {
+        id, dir, runtime, ..
+    } = old;
+    let back = Node::start(id, dir, runtime, seed).await;
+    // Well past failure detection: still the first attempt, on the runner.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now = back.api().task(task.id.as_str()).await;
+    assert_eq!(
+        (now.attempt, now.state, &now.node),
+        (1, TaskState::Running, &first.node),
+        "{now:?}"
+    );
+    let elsewhere: u64 = nodes.iter().map(|n| n.runtime.started()).sum();
+    assert_eq!(elsewhere, 0, "not started on any other node");
+}

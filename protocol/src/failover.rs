@@ -26,18 +26,29 @@ pub enum Verdict {
 }
 
 /// Judges a push of `incoming` by `caller`, given the copy held.
+///
+/// A higher attempt than the copy's always wins: attempts only grow through
+/// a legitimate re-placement or move, and its runner may push before the
+/// keeper has recorded where it went. An older attempt, or the same attempt
+/// from another node, is superseded.
 pub fn judge(held: Option<&TaskRecord>, incoming: &TaskRecord, caller: &NodeId) -> Verdict {
     match held {
-        Some(h) if &h.node != caller || incoming.attempt < h.attempt => Verdict::Superseded {
-            node: h.node.clone(),
-            attempt: h.attempt,
-        },
+        Some(h)
+            if incoming.attempt < h.attempt
+                || (incoming.attempt == h.attempt && &h.node != caller) =>
+        {
+            Verdict::Superseded {
+                node: h.node.clone(),
+                attempt: h.attempt,
+            }
+        }
         _ => Verdict::Keep,
     }
 }
 
 /// The copies this keeper must re-place now: unfinished, run by another node
 /// that the failure detector declared dead.
+/// A copy whose kill was asked for is not re-placed.
 pub fn orphans<'a>(
     copies: &'a [TaskRecord],
     me: &NodeId,
@@ -45,7 +56,9 @@ pub fn orphans<'a>(
 ) -> Vec<&'a TaskRecord> {
     copies
         .iter()
-        .filter(|c| !c.state.is_terminal() && &c.node != me && dead.contains(&c.node))
+        .filter(|c| {
+            !c.state.is_terminal() && !c.kill_requested && &c.node != me && dead.contains(&c.node)
+        })
         .collect()
 }
 
@@ -118,6 +131,11 @@ mod tests {
             judge(Some(&held), &rec("b", 1, TaskState::Running), &n("b")),
             Verdict::Superseded { .. }
         ));
+        // A newer attempt wins even before the keeper recorded its runner.
+        assert_eq!(
+            judge(Some(&held), &rec("c", 3, TaskState::Running), &n("c")),
+            Verdict::Keep
+        );
     }
 
     #[test]

@@ -239,27 +239,35 @@ pub enum Found {
     At(NodeId, std::net::SocketAddr, Box<TaskRecord>),
 }
 
-/// Looks for a task here, then on every live peer.
+/// Looks for a task here and on every live peer, and answers with the
+/// node that has its current attempt (the highest; a node that was away may
+/// still hold an older, superseded one).
 pub async fn find(
     supervisor: &SupervisorHandle,
     mesh: &Mesh,
     id: &TaskId,
 ) -> Result<Found, SupervisorError> {
-    match supervisor.get(id.clone()).await {
-        Ok(_) => return Ok(Found::Here),
-        Err(SupervisorError::NotFound(_)) => {}
+    let here = match supervisor.get(id.clone()).await {
+        Ok(r) => Some(r),
+        Err(SupervisorError::NotFound(_)) => None,
         Err(e) => return Err(e),
-    }
+    };
     let asks = mesh.live_peers().await.into_iter().map(|(node, addr)| {
         let request = Request::Get(id.clone());
         async move { (node, addr, mesh.call(addr, &request, CALL_TIMEOUT).await) }
     });
+    let mut best: Option<Found> = here.as_ref().map(|_| Found::Here);
+    let mut best_key = here.as_ref().map(|r| (r.attempt, r.updated_ms));
     for (node, addr, answer) in futures_util::future::join_all(asks).await {
         if let Ok(Response::Record(r)) = answer {
-            return Ok(Found::At(node, addr, r));
+            let key = (r.attempt, r.updated_ms);
+            if best_key.is_none_or(|b| key > b) {
+                best_key = Some(key);
+                best = Some(Found::At(node, addr, r));
+            }
         }
     }
-    Err(SupervisorError::NotFound(id.to_string()))
+    best.ok_or_else(|| SupervisorError::NotFound(id.to_string()))
 }
 
 /// Kills a task wherever it runs.

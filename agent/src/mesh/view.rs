@@ -42,9 +42,17 @@ pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
         }
         // Newest generation of each node id wins (a restarted node rejoins
         // with a higher generation; its old incarnation fades out).
-        match newest.get(&o.node_id) {
-            Some(seen) if seen.generation >= o.generation => {}
-            _ => {
+        // A node that just restarted shows its new generation as not yet
+        // alive (heard once) while its old one still is: it is alive, not
+        // dead, or keepers would re-place the tasks it still runs.
+        match newest.get_mut(&o.node_id) {
+            Some(seen) if seen.generation >= o.generation => seen.alive |= o.alive,
+            Some(seen) => {
+                let older_alive = seen.alive;
+                *seen = o;
+                seen.alive |= older_alive;
+            }
+            None => {
                 newest.insert(o.node_id.clone(), o);
             }
         }

@@ -117,7 +117,10 @@ pub(crate) enum Command {
     /// A dependency ended otherwise: the task fails with `why`.
     DependencyFailed(TaskId, String),
     /// As keeper: store a copy as the placing node sent it.
-    Hold(Box<TaskRecord>),
+    Hold(
+        Box<TaskRecord>,
+        oneshot::Sender<Result<(), SupervisorError>>,
+    ),
     /// As keeper: every copy held.
     Copies(oneshot::Sender<Vec<TaskRecord>>),
     /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
@@ -267,8 +270,9 @@ impl SupervisorHandle {
         self.tell(Command::DependencyFailed(id, why)).await
     }
 
+    /// Stores a copy as keeper; Ok once it is on disk.
     pub async fn hold(&self, record: TaskRecord) -> Result<(), SupervisorError> {
-        self.tell(Command::Hold(Box::new(record))).await
+        self.ask(|r| Command::Hold(Box::new(record), r)).await?
     }
 
     pub async fn copies(&self) -> Result<Vec<TaskRecord>, SupervisorError> {

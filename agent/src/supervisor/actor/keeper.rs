@@ -18,16 +18,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
         mut record: TaskRecord,
         fresh: bool,
     ) -> Result<(), SupervisorError> {
-        if self
-            .records
-            .get(&record.id)
-            .is_some_and(|r| !r.state.is_terminal())
+        if let Some(r) = self.records.get(&record.id)
+            && (!r.state.is_terminal() || r.attempt > record.attempt)
         {
             return Err(SupervisorError::Conflict(format!(
-                "task {} runs here already",
-                record.id
+                "task {} is here already ({}, attempt {})",
+                record.id, r.state, r.attempt
             )));
         }
+        self.forget_copy(&record.id);
         self.alloc
             .can_ever_fit(record.spec.cores)
             .map_err(|e| SupervisorError::Impossible(e.to_string()))?;
@@ -61,17 +60,31 @@ impl<R: ContainerRuntime> Supervisor<R> {
         verdict
     }
 
-    pub(super) fn hold(&mut self, record: TaskRecord) {
-        if let Err(e) = self.store.put_copy(&record) {
-            error!(task_id = %record.id, error = %e, "could not store a task copy");
-        }
+    pub(super) fn hold(&mut self, record: TaskRecord) -> Result<(), SupervisorError> {
+        self.store
+            .put_copy(&record)
+            .map_err(|e| SupervisorError::Busy(format!("copy not stored: {e}")))?;
         self.copies.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// A node that runs a task does not also keep a copy of it.
+    pub(super) fn forget_copy(&mut self, id: &TaskId) {
+        if self.copies.remove(id).is_some()
+            && let Err(e) = self.store.delete_copy(id.as_str())
+        {
+            error!(task_id = %id, error = %e, "could not drop a task copy");
+        }
     }
 
     pub(super) fn replaced(&mut self, id: &TaskId, node: NodeId, attempt: u32) {
         let Some(c) = self.copies.get_mut(id) else {
             return;
         };
+        if c.attempt >= attempt {
+            // The new runner's push got here first: it is newer.
+            return;
+        }
         c.node = node;
         c.attempt = attempt;
         c.state = TaskState::Queued;
@@ -93,6 +106,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
             return;
         };
         if r.state.is_terminal() {
+            // Ended already: only stop pushing it.
+            r.keeper = None;
+            self.persist(id);
             return;
         }
         warn!(task_id = %id, why, "this attempt was superseded; stopping it");

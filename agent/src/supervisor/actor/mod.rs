@@ -224,7 +224,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::Replicate(record, caller, reply) => {
                 let _ = reply.send(self.replicate(*record, caller));
             }
-            Command::Hold(record) => self.hold(*record),
+            Command::Hold(record, reply) => {
+                let _ = reply.send(self.hold(*record));
+            }
             Command::Blocked(reply) => {
                 let blocked = self
                     .records
