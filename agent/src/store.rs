@@ -133,16 +133,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn delete_copy(&self, id: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        tx.open_table(COPIES)
-            .map_err(db_err)?
-            .remove(id)
-            .map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
-        Ok(())
-    }
-
     /// Every copy held (unreadable ones are skipped).
     pub fn load_copies(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;

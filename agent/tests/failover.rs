@@ -77,15 +77,10 @@ async fn alive_count(n: &Node) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_attempt() {
-    // The agents' logs, shown if the test fails.
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("mesh_agent=debug")
-        .try_init();
+/// Three agents of one core each that see each other.
+async fn three_nodes(tag: &str) -> Vec<Node> {
     let a = Node::start(
-        unique_node("fa"),
+        unique_node(&format!("{tag}a")),
         tempfile::tempdir().unwrap(),
         Arc::default(),
         vec![],
@@ -93,20 +88,20 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
     .await;
     let seed = vec![a.gossip()];
     let b = Node::start(
-        unique_node("fb"),
+        unique_node(&format!("{tag}b")),
         tempfile::tempdir().unwrap(),
         Arc::default(),
         seed.clone(),
     )
     .await;
     let c = Node::start(
-        unique_node("fc"),
+        unique_node(&format!("{tag}c")),
         tempfile::tempdir().unwrap(),
         Arc::default(),
-        seed.clone(),
+        seed,
     )
     .await;
-    let mut nodes = vec![a, b, c];
+    let nodes = vec![a, b, c];
     wait_until(
         "three agents see each other",
         Duration::from_secs(10),
@@ -120,6 +115,17 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
         },
     )
     .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_attempt() {
+    // The agents' logs, shown if the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mesh_agent=debug")
+        .try_init();
+    let mut nodes = three_nodes("f").await;
 
     let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
     let first = nodes[0]
@@ -204,42 +210,7 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_survives_the_death_of_the_node_that_accepted_it() {
-    let a = Node::start(
-        unique_node("aa"),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        vec![],
-    )
-    .await;
-    let seed = vec![a.gossip()];
-    let b = Node::start(
-        unique_node("ab"),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        seed.clone(),
-    )
-    .await;
-    let c = Node::start(
-        unique_node("ac"),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        seed.clone(),
-    )
-    .await;
-    let mut nodes = vec![a, b, c];
-    wait_until(
-        "three agents see each other",
-        Duration::from_secs(10),
-        || async {
-            for n in &nodes {
-                if alive_count(n).await < 3 {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    let mut nodes = three_nodes("a").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Accepted, then the accepting node dies at once.
@@ -277,42 +248,7 @@ async fn a_task_survives_the_death_of_the_node_that_accepted_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_restart_of_the_runner_is_not_a_death() {
-    let a = Node::start(
-        unique_node("qa"),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        vec![],
-    )
-    .await;
-    let seed = vec![a.gossip()];
-    let b = Node::start(
-        unique_node("qb"),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        seed.clone(),
-    )
-    .await;
-    let c = Node::start(
-        unique_node("qc"),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        seed.clone(),
-    )
-    .await;
-    let mut nodes = vec![a, b, c];
-    wait_until(
-        "three agents see each other",
-        Duration::from_secs(10),
-        || async {
-            for n in &nodes {
-                if alive_count(n).await < 3 {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    let mut nodes = three_nodes("q").await;
     let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
     let first = nodes[0]
         .api()

@@ -26,7 +26,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 record.id, r.state, r.attempt
             )));
         }
-        self.forget_copy(&record.id);
+        self.claim_copy(&record);
         self.alloc
             .can_ever_fit(record.spec.cores)
             .map_err(|e| SupervisorError::Impossible(e.to_string()))?;
@@ -68,12 +68,17 @@ impl<R: ContainerRuntime> Supervisor<R> {
         Ok(())
     }
 
-    /// A node that runs a task does not also keep a copy of it.
-    pub(super) fn forget_copy(&mut self, id: &TaskId) {
-        if self.copies.remove(id).is_some()
-            && let Err(e) = self.store.delete_copy(id.as_str())
-        {
-            error!(task_id = %id, error = %e, "could not drop a task copy");
+    /// This node takes a task it holds a copy of: the copy now names this
+    /// node and the attempt it will run, so it is never re-placed from here
+    /// and still tells a stale runner that it was superseded.
+    pub(super) fn claim_copy(&mut self, record: &TaskRecord) {
+        let me = self.cfg.node.clone();
+        if let Some(c) = self.copies.get_mut(&record.id) {
+            c.node = me;
+            c.attempt = c.attempt.max(record.attempt + 1);
+            if let Err(e) = self.store.put_copy(c) {
+                error!(task_id = %record.id, error = %e, "could not store a task copy");
+            }
         }
     }
 

@@ -69,7 +69,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         let now = now_ms();
         record.node = self.cfg.node.clone();
         record.offered_to = None;
-        self.forget_copy(&record.id);
+        self.claim_copy(&record);
         record.state = TaskState::Queued;
         record.queue_seq = self.next_seq;
         record.not_before_ms = now;

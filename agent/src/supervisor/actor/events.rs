@@ -1,0 +1,234 @@
+//! What the supervisor does when a job reports: Docker's health, what
+//! Docker has after an outage or restart (reconciliation), a container that
+//! started, ended or vanished.
+
+use mesh_protocol::{TaskId, TaskRecord, TaskState};
+use tracing::{error, info, warn};
+
+use super::{Supervisor, jobs, now_ms, queued};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::supervisor::jobs::Event;
+use crate::supervisor::reconcile::{Action, reconcile};
+
+impl<R: ContainerRuntime> Supervisor<R> {
+    pub(super) fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Ping(result) => self.on_ping(result),
+            Event::Observed(result) => self.on_observed(result),
+            Event::Started {
+                task,
+                attempt,
+                result,
+            } => self.on_started(task, attempt, result),
+            Event::Exited {
+                task,
+                attempt,
+                code,
+            } => self.on_ended(task, attempt, |r, now| r.exited(code, now)),
+            Event::Vanished { task, attempt, why } => {
+                self.on_ended(task, attempt, |r, now| r.lost(why, now))
+            }
+            Event::Interrupted {
+                task,
+                attempt,
+                error,
+            } => {
+                warn!(task_id = %task, attempt, %error, "lost sight of the container; will reconcile");
+                self.watched.remove(&task);
+                self.runtime_down(&error);
+            }
+        }
+    }
+
+    pub(super) fn runtime_down(&mut self, error: &RuntimeError) {
+        if self.docker.reachable {
+            error!(endpoint = %self.docker.endpoint, %error, "Docker unreachable; tasks wait in the queue");
+        }
+        self.docker.reachable = false;
+        self.docker.error = Some(error.to_string());
+        self.reconciled = false;
+    }
+
+    pub(super) fn on_ping(&mut self, result: Result<String, RuntimeError>) {
+        match result {
+            Ok(version) => {
+                if !self.docker.reachable {
+                    info!(endpoint = %self.docker.endpoint, %version, "Docker reachable");
+                }
+                self.docker.reachable = true;
+                self.docker.version = Some(version);
+                self.docker.error = None;
+                if !self.reconciled && !self.observing {
+                    self.observing = true;
+                    self.spawn(jobs::observe(
+                        self.runtime.clone(),
+                        self.cfg.node.to_string(),
+                        self.cfg.cluster.clone(),
+                        self.events_tx.clone(),
+                    ));
+                }
+            }
+            Err(e) => self.runtime_down(&e),
+        }
+    }
+
+    pub(super) fn on_observed(
+        &mut self,
+        result: Result<Vec<crate::runtime::ContainerInfo>, RuntimeError>,
+    ) {
+        self.observing = false;
+        let containers = match result {
+            Ok(c) => c,
+            Err(e) => return self.runtime_down(&e),
+        };
+        let now = now_ms();
+        for action in reconcile(&self.records, &containers, &self.watched, &self.unreadable) {
+            match action {
+                Action::Watch { task, container } => {
+                    let Some(r) = self.records.get_mut(&task) else {
+                        continue;
+                    };
+                    if r.state == TaskState::Starting {
+                        let _ = r.started(container.clone(), now);
+                    }
+                    r.container = Some(container.clone());
+                    let attempt = r.attempt;
+                    let kill = r.kill_requested;
+                    info!(task_id = %task, attempt, container, "adopted container");
+                    self.persist(&task);
+                    self.watched.insert(task.clone());
+                    if kill {
+                        self.spawn(jobs::kill(
+                            self.runtime.clone(),
+                            task.clone(),
+                            container.clone(),
+                        ));
+                    }
+                    self.spawn(jobs::watch(
+                        self.runtime.clone(),
+                        self.logs.clone(),
+                        container,
+                        task,
+                        attempt,
+                        self.events_tx.clone(),
+                    ));
+                }
+                Action::Remove { container, why } => {
+                    info!(container, why, "removing stray container");
+                    self.spawn(jobs::remove(self.runtime.clone(), container, why));
+                }
+                Action::Requeue { task } => {
+                    self.alloc.release(&task);
+                    if let Some(r) = self.records.get_mut(&task)
+                        && r.requeue_unavailable(
+                            "the agent stopped before the container was created".into(),
+                            now,
+                        )
+                        .is_ok()
+                    {
+                        if r.state == TaskState::Queued {
+                            self.queue.put(queued(r));
+                        }
+                        self.persist(&task);
+                    }
+                }
+                Action::Lost { task } => {
+                    self.on_ended_now(&task, now, |r, now| {
+                        r.lost(
+                            "its container disappeared while the agent was away".into(),
+                            now,
+                        )
+                    });
+                }
+            }
+        }
+        self.reconciled = true;
+        info!(containers = containers.len(), "reconciled with Docker");
+    }
+
+    pub(super) fn on_started(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        result: Result<String, RuntimeError>,
+    ) {
+        let now = now_ms();
+        let Some(r) = self.records.get_mut(&task).filter(|r| r.attempt == attempt) else {
+            return;
+        };
+        match result {
+            Ok(container) => {
+                if r.started(container.clone(), now).is_err() {
+                    return;
+                }
+                info!(task_id = %task, attempt, container, cpus = %r.allocation.as_ref().map(|a| a.cpus.to_string()).unwrap_or_default(), "task running");
+                if r.kill_requested || r.migrating {
+                    self.spawn(jobs::kill(self.runtime.clone(), task.clone(), container));
+                }
+                self.persist(&task);
+            }
+            Err(e) if e.is_unavailable() => {
+                self.watched.remove(&task);
+                self.alloc.release(&task);
+                if r.requeue_unavailable(e.to_string(), now).is_ok() && r.state == TaskState::Queued
+                {
+                    self.queue.put(queued(r));
+                }
+                self.persist(&task);
+                self.runtime_down(&e);
+            }
+            Err(e) => {
+                self.watched.remove(&task);
+                self.alloc.release(&task);
+                warn!(task_id = %task, attempt, error = %e, "container did not start");
+                if r.kill_requested {
+                    let _ = r.lost(format!("killed; it had not started: {e}"), now);
+                } else {
+                    let _ = r.start_failed(format!("could not start: {e}"), now);
+                }
+                if r.state == TaskState::Queued {
+                    self.queue.put(queued(r));
+                }
+                self.persist(&task);
+            }
+        }
+    }
+
+    pub(super) fn on_ended(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        apply: impl FnOnce(&mut TaskRecord, u64) -> Result<(), mesh_protocol::task::TransitionError>,
+    ) {
+        if self.records.get(&task).is_none_or(|r| r.attempt != attempt) {
+            return;
+        }
+        self.watched.remove(&task);
+        self.on_ended_now(&task, now_ms(), apply);
+    }
+
+    /// Applies an end of attempt: cores back, retry queued or final state.
+    pub(super) fn on_ended_now(
+        &mut self,
+        task: &TaskId,
+        now: u64,
+        apply: impl FnOnce(&mut TaskRecord, u64) -> Result<(), mesh_protocol::task::TransitionError>,
+    ) {
+        let Some(r) = self.records.get_mut(task) else {
+            return;
+        };
+        if let Err(e) = apply(r, now) {
+            warn!(task_id = %task, error = %e, "ignored stale event");
+            return;
+        }
+        self.alloc.release(task);
+        if r.state == TaskState::Queued {
+            // A retry: back of its priority class.
+            r.queue_seq = self.next_seq;
+            self.next_seq += 1;
+            self.queue.put(queued(r));
+        }
+        info!(task_id = %task, state = %r.state, exit_code = ?r.exit_code, message = ?r.message, "attempt ended");
+        self.persist(task);
+    }
+}

@@ -1,0 +1,167 @@
+//! The task model's transitions and validation, case by case.
+
+use super::*;
+use crate::cpuset::CpuSet;
+
+fn spec(retries: u32) -> TaskSpec {
+    TaskSpec::new(
+        "img".into(),
+        vec![],
+        vec!["A=1".into()],
+        Some(2),
+        None,
+        BTreeMap::new(),
+        Some(retries),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
+fn rec(retries: u32) -> TaskRecord {
+    TaskRecord::new(
+        TaskId::new("t1").unwrap(),
+        spec(retries),
+        NodeId::new("n1").unwrap(),
+        0,
+        100,
+    )
+}
+
+fn alloc() -> Allocation {
+    Allocation {
+        cores: vec![0],
+        cpus: CpuSet::from_iter([0]),
+        mems: CpuSet::from_iter([0]),
+    }
+}
+
+#[test]
+fn spec_validation() {
+    let mk = |image: &str, env: &str, labels: &[(&str, &str)]| {
+        TaskSpec::new(
+            image.into(),
+            vec![],
+            vec![env.into()],
+            None,
+            None,
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            None,
+            None,
+            None,
+        )
+    };
+    assert_eq!(mk("", "A=1", &[]), Err(SpecError::EmptyImage));
+    assert!(matches!(mk("a b", "A=1", &[]), Err(SpecError::BadImage(_))));
+    assert!(matches!(mk("i", "=1", &[]), Err(SpecError::BadEnv(_))));
+    assert!(matches!(mk("i", "A", &[]), Err(SpecError::BadEnv(_))));
+    assert!(matches!(
+        mk("i", "A=", &[("mesh.x", "1")]),
+        Err(SpecError::ReservedLabel(_))
+    ));
+    let ok = mk("i", "A=b=c", &[("team", "x")]).unwrap();
+    assert_eq!(ok.env, vec![("A".into(), "b=c".into())]);
+    assert_eq!(ok.cores.get(), 1);
+}
+
+#[test]
+fn a_migrating_task_goes_back_to_the_queue() {
+    let mut r = rec(0);
+    r.start(alloc(), 1).unwrap();
+    r.started("c".into(), 2).unwrap();
+    r.migrating = true;
+    r.exited(137, 3).unwrap();
+    assert_eq!(r.state, TaskState::Queued);
+    assert!(!r.migrating);
+    r.start(alloc(), 4).unwrap();
+    assert_eq!(r.attempt, 2);
+}
+
+#[test]
+fn happy_path() {
+    let mut r = rec(0);
+    r.start(alloc(), 1).unwrap();
+    r.started("c1".into(), 2).unwrap();
+    r.exited(0, 3).unwrap();
+    assert_eq!(r.state, TaskState::Succeeded);
+    assert_eq!(r.attempt, 1);
+    assert!(r.allocation.is_some(), "kept to show where it ran");
+    assert!(r.kill(4).is_err());
+}
+
+#[test]
+fn retries_with_backoff_then_fails() {
+    let mut r = rec(1);
+    r.start(alloc(), 1).unwrap();
+    r.started("c1".into(), 2).unwrap();
+    r.exited(3, 10).unwrap();
+    assert_eq!(r.state, TaskState::Queued);
+    assert_eq!(r.not_before_ms, 10 + BASE_BACKOFF_MS);
+    r.start(alloc(), 2000).unwrap();
+    assert_eq!(r.attempt, 2);
+    r.started("c2".into(), 2001).unwrap();
+    r.exited(3, 2002).unwrap();
+    assert_eq!(r.state, TaskState::Failed);
+    assert_eq!(r.exit_code, Some(3));
+}
+
+#[test]
+fn unavailable_runtime_keeps_attempts() {
+    let mut r = rec(0);
+    r.start(alloc(), 1).unwrap();
+    r.requeue_unavailable("docker down".into(), 2).unwrap();
+    assert_eq!(r.state, TaskState::Queued);
+    assert_eq!(r.attempt, 0);
+    assert_eq!(r.starts, 1, "container names are never reused");
+    r.start(alloc(), 3).unwrap();
+    assert_eq!((r.attempt, r.starts), (1, 2));
+    r.kill(4).unwrap();
+    r.requeue_unavailable("docker down".into(), 5).unwrap();
+    assert_eq!(
+        r.state,
+        TaskState::Killed,
+        "a kill is not lost to an outage"
+    );
+}
+
+#[test]
+fn kill_paths() {
+    let mut q = rec(3);
+    assert_eq!(q.kill(5), Ok(true));
+    assert_eq!(q.state, TaskState::Killed);
+    let mut r = rec(3);
+    r.start(alloc(), 1).unwrap();
+    r.started("c".into(), 2).unwrap();
+    assert_eq!(r.kill(3), Ok(false));
+    r.exited(137, 4).unwrap();
+    assert_eq!(r.state, TaskState::Killed);
+}
+
+#[test]
+fn lost_retries_then_is_lost() {
+    let mut r = rec(0);
+    r.start(alloc(), 1).unwrap();
+    r.started("c".into(), 2).unwrap();
+    r.lost("container vanished".into(), 3).unwrap();
+    assert_eq!(r.state, TaskState::Lost);
+}
+
+#[test]
+fn backoff_grows_and_caps() {
+    assert_eq!(backoff_ms(1), 1_000);
+    assert_eq!(backoff_ms(2), 2_000);
+    assert_eq!(backoff_ms(30), MAX_BACKOFF_MS);
+}
+
+#[test]
+fn record_round_trips_on_the_wire() {
+    let mut r = rec(2);
+    r.start(alloc(), 1).unwrap();
+    let bytes = crate::wire::encode(&r).unwrap();
+    let back: TaskRecord = crate::wire::decode(&bytes).unwrap();
+    assert_eq!(r, back);
+    assert!(crate::wire::decode::<TaskRecord>(&bytes[..bytes.len() / 2]).is_err());
+}
