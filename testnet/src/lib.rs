@@ -34,6 +34,8 @@ pub mod testsvc;
 #[cfg(feature = "harness")]
 mod agent;
 #[cfg(feature = "harness")]
+pub mod bench;
+#[cfg(feature = "harness")]
 mod certs;
 #[cfg(feature = "harness")]
 pub mod docker;

@@ -3,6 +3,7 @@
 //! runs it.
 
 use std::io::IsTerminal;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -74,11 +75,56 @@ enum Command {
         #[arg(long, default_value_t = 6.0)]
         phi_threshold: f64,
     },
+    /// Benchmark tasks on a 3-agent testnet of its own (removed at the end,
+    /// Ctrl-C included); prints markdown tables. Needs the images of
+    /// scripts/images (scripts/bench builds them).
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
     /// List the nodes: name, state, address, API URL, container.
     Ls {
         /// Print JSON (a list of {name, container, address, state, api_url, foreign}).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Tasks started per second: raw `docker run --detach` of N containers,
+    /// then N one-core tasks submitted through n1, at the same concurrency,
+    /// `--runs` times per concurrency.
+    Tasks {
+        #[arg(long, default_value = "48")]
+        tasks: NonZeroUsize,
+        /// Requests (or `docker run`s) in flight; repeat to measure several.
+        #[arg(long = "concurrency", default_value = "4")]
+        concurrency: Vec<NonZeroUsize>,
+        #[arg(long, default_value = "3")]
+        runs: NonZeroUsize,
+        /// Every agent's topology: the 3 together must hold --tasks cores.
+        #[arg(long, default_value = "numa:2 core:16 pu:1")]
+        topology: String,
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+    },
+    /// Failover time: submit --tasks long tasks through n1, kill the other
+    /// node running most of them, time until they run elsewhere; the node is
+    /// restarted between runs.
+    Failover {
+        #[arg(long, default_value = "5")]
+        runs: NonZeroUsize,
+        #[arg(long, default_value = "4")]
+        tasks: NonZeroUsize,
+        /// How long the tasks run before the kill (0: right after they
+        /// all started).
+        #[arg(long, default_value_t = 2000)]
+        settle_ms: u64,
+        #[arg(long, default_value = DEFAULT_TOPOLOGY)]
+        topology: String,
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
     },
 }
 
@@ -127,6 +173,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let report =
                     tokio::task::spawn_blocking(move || mesh_testnet::sim::run(&cfg)).await??;
                 println!("{}", report.markdown_row());
+            }
+        }
+        Command::Bench { bench } => {
+            // An interrupt drops the benchmark, whose guards remove what it
+            // started.
+            tokio::select! {
+                done = run_bench(bench) => done?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; removed what the benchmark had started"),
             }
         }
         Command::Up {
@@ -191,6 +245,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", table(&nodes));
             }
+        }
+    }
+    Ok(())
+}
+
+async fn run_bench(bench: Bench) -> anyhow::Result<()> {
+    use mesh_testnet::bench;
+    match bench {
+        Bench::Tasks {
+            tasks,
+            concurrency,
+            runs,
+            topology,
+            image,
+        } => {
+            let cfg = bench::TasksConfig {
+                tasks,
+                concurrency,
+                runs,
+                topology,
+                image,
+            };
+            let report = bench::tasks(&cfg).await?;
+            print!("{}", report.markdown());
+        }
+        Bench::Failover {
+            runs,
+            tasks,
+            settle_ms,
+            topology,
+            image,
+        } => {
+            let cfg = bench::FailoverConfig {
+                runs,
+                tasks,
+                topology,
+                image,
+                settle: Duration::from_millis(settle_ms),
+            };
+            print!(
+                "{}",
+                bench::failover_markdown(&bench::failover(&cfg).await?)
+            );
         }
     }
     Ok(())
