@@ -82,6 +82,15 @@ async fn up(topology: &str, image: &str) -> Result<Testnet, BenchError> {
     Ok(net)
 }
 
+/// Removes the testnet. A failure is reported, not returned: the
+/// measurements are taken by then and worth more than a stuck network.
+async fn down(net: Testnet) {
+    let name = net.name().clone();
+    if let Err(e) = net.down().await {
+        tracing::warn!(testnet = %name, error = %e, "the benchmark's testnet was not fully removed");
+    }
+}
+
 async fn check_image(docker: &Docker, image: &str) -> Result<(), BenchError> {
     match docker
         .run(&["image", "inspect", "--format", "{{.Id}}", image])

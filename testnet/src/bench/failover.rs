@@ -61,7 +61,7 @@ pub async fn failover(cfg: &FailoverConfig) -> Result<Vec<FailoverRun>, BenchErr
         tracing::info!(run, victim = %r.victim, running = ?r.running, "failover measured");
         runs.push(r);
     }
-    net.down().await?;
+    super::down(net).await;
     Ok(runs)
 }
 

@@ -20,6 +20,8 @@ use crate::{Testnet, TestnetName, wait_until};
 const BENCH_LABEL: &str = "mesh.bench";
 /// How often n1 is asked while waiting (answers may overlap).
 const POLL: Duration = Duration::from_millis(100);
+/// Raw containers removed at once.
+const RM_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct TasksConfig {
@@ -87,7 +89,7 @@ pub async fn tasks(cfg: &TasksConfig) -> Result<TasksReport, BenchError> {
             });
         }
     }
-    net.down().await?;
+    super::down(net).await;
     Ok(TasksReport {
         cli_round_trip,
         runs,
@@ -238,18 +240,18 @@ impl Sweep {
         ]
     }
 
-    fn rm(ids: &str) -> Vec<String> {
-        let mut args = vec!["rm".to_owned(), "--force".to_owned()];
-        args.extend(ids.lines().map(str::to_owned));
-        args
-    }
-
+    /// A few at a time: Docker 20.10 removing dozens of containers of one
+    /// user-defined network at once can leave a stale endpoint behind,
+    /// which keeps the network from being removed (moby/moby#42119).
     async fn remove(mut self) -> Result<(), DockerError> {
         self.armed = false;
-        let ids = self.docker.run(&self.ps()).await?;
-        if !ids.is_empty() {
-            self.docker.run(&Self::rm(&ids)).await?;
-        }
+        let docker = &self.docker;
+        let ids = docker.run(&self.ps()).await?;
+        stream::iter(ids.lines())
+            .map(|id| async move { docker.run(&["rm", "--force", id]).await })
+            .buffer_unordered(RM_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
         Ok(())
     }
 }
@@ -260,11 +262,8 @@ impl Drop for Sweep {
             return;
         }
         let removed = self.docker.run_blocking(&self.ps()).and_then(|ids| {
-            if ids.is_empty() {
-                Ok(String::new())
-            } else {
-                self.docker.run_blocking(&Self::rm(&ids))
-            }
+            ids.lines()
+                .try_for_each(|id| self.docker.run_blocking(&["rm", "--force", id]).map(drop))
         });
         if let Err(e) = removed {
             eprintln!(
