@@ -38,6 +38,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    #[error(transparent)]
+    Services(#[from] crate::services::registry::RegistryError),
     #[error("API server failed: {0}")]
     Serve(std::io::Error),
     #[error("internal task failed: {0}")]
@@ -51,7 +53,9 @@ pub struct RunningAgent {
     pub api_addr: SocketAddr,
     pub supervisor: SupervisorHandle,
     pub mesh: Mesh,
+    pub services: crate::services::ServicesHandle,
     server: JoinHandle<std::io::Result<()>>,
+    services_loop: JoinHandle<()>,
     actor: JoinHandle<()>,
     publisher: JoinHandle<()>,
 }
@@ -62,6 +66,7 @@ impl RunningAgent {
         self.server.await?.map_err(AgentError::Serve)?;
         self.actor.await?;
         self.publisher.await?;
+        self.services_loop.await?;
         Ok(())
     }
 }
@@ -115,11 +120,13 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         log_dir: config.data_dir.join("logs"),
         ping_interval: config.ping_interval,
     };
-    let (supervisor, actor) = supervisor::spawn(sup_config, runtime, store, shutdown.clone())
-        .map_err(|source| AgentError::DataDir {
-            path: config.data_dir.join("logs").display().to_string(),
-            source,
-        })?;
+    let (supervisor, actor) =
+        supervisor::spawn(sup_config, runtime.clone(), store, shutdown.clone()).map_err(
+            |source| AgentError::DataDir {
+                path: config.data_dir.join("logs").display().to_string(),
+                source,
+            },
+        )?;
     let (mesh, publisher) = Mesh::start(
         &config.mesh,
         &config.node_id,
@@ -128,9 +135,27 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         shutdown.clone(),
     )
     .await?;
+    let (services, services_loop) = crate::services::start(
+        crate::services::ServicesConfig {
+            backend: crate::services::backend::BackendConfig {
+                node: config.node_id.clone(),
+                cluster: config.mesh.cluster_id.clone(),
+                network: config.network.clone(),
+            },
+            bind: config.service_bind,
+            every: config.mesh.gossip_interval,
+        },
+        &config.data_dir,
+        runtime.clone(),
+        supervisor.clone(),
+        mesh.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let app = crate::api::router(crate::api::ApiState {
         supervisor: supervisor.clone(),
         mesh: mesh.clone(),
+        services: services.clone(),
     });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -142,9 +167,11 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         api_addr,
         supervisor,
         mesh,
+        services,
         server,
         actor,
         publisher,
+        services_loop,
     })
 }
 

@@ -41,9 +41,12 @@ pub struct Args {
     /// Most tasks waiting for cores before submissions are refused [default: 1000].
     #[arg(long, env = "MESH_MAX_QUEUE")]
     pub max_queue: Option<usize>,
-    /// Docker network task containers join [default: Docker's default bridge].
+    /// Docker network task and service containers join [default: Docker's default bridge]. The agent must be able to reach service containers on it.
     #[arg(long, env = "MESH_NETWORK")]
     pub network: Option<String>,
+    /// Address services' client listeners bind [default: 0.0.0.0].
+    #[arg(long, env = "MESH_SERVICE_BIND")]
+    pub service_bind: Option<std::net::IpAddr>,
     /// UDP address of the QUIC endpoint (gossip and agent-to-agent calls) [default: 0.0.0.0:7946].
     #[arg(long, env = "MESH_BIND")]
     pub bind: Option<SocketAddr>,
@@ -92,6 +95,7 @@ struct FileConfig {
     topology: Option<String>,
     max_queue: Option<usize>,
     network: Option<String>,
+    service_bind: Option<std::net::IpAddr>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
     seeds: Option<Vec<String>>,
@@ -161,6 +165,8 @@ pub struct Config {
     pub topology: Option<String>,
     pub max_queue: usize,
     pub network: Option<String>,
+    /// Where services' client listeners bind.
+    pub service_bind: std::net::IpAddr,
     pub ping_interval: Duration,
     pub mesh: MeshConfig,
 }
@@ -175,6 +181,7 @@ impl Config {
             topology: None,
             max_queue: DEFAULT_MAX_QUEUE,
             network: None,
+            service_bind: std::net::IpAddr::from([127, 0, 0, 1]),
             ping_interval: Duration::from_secs(2),
             mesh: MeshConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -289,6 +296,10 @@ impl Config {
             topology: args.topology.clone().or(file.topology),
             max_queue,
             network: args.network.clone().or(file.network),
+            service_bind: args
+                .service_bind
+                .or(file.service_bind)
+                .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
             ping_interval: Duration::from_secs(2),
         })
     }

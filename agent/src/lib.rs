@@ -7,6 +7,7 @@ pub mod config;
 pub mod logs;
 pub mod mesh;
 pub mod runtime;
+pub mod services;
 pub mod store;
 pub mod supervisor;
 pub mod topology;

@@ -154,6 +154,45 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/services`
+    pub async fn create_service(
+        &self,
+        request: &mesh_protocol::service::ServiceRequest,
+    ) -> Result<mesh_protocol::service::ServiceDef, ClientError> {
+        let url = self.node.endpoint(&["v1", "services"]);
+        self.json(
+            self.http.post(url.clone()).json(request),
+            Method::POST,
+            &url,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/services/{name}`
+    pub async fn remove_service(
+        &self,
+        name: &str,
+    ) -> Result<mesh_protocol::service::ServiceDef, ClientError> {
+        let url = self.node.endpoint(&["v1", "services", name]);
+        self.json(self.http.delete(url.clone()), Method::DELETE, &url)
+            .await
+    }
+
+    /// `GET /v1/services`, typed or (`T = Value`) as the agent sent it.
+    pub async fn services<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        self.get(&["v1", "services"]).await
+    }
+
+    /// `GET /v1/services/{name}`
+    pub async fn service<T: DeserializeOwned>(&self, name: &str) -> Result<T, ClientError> {
+        self.get(&["v1", "services", name]).await
+    }
+
+    /// `GET /v1/connections`
+    pub async fn connections<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        self.get(&["v1", "connections"]).await
+    }
+
     /// `GET /v1/node`
     pub async fn node(&self) -> Result<NodeView, ClientError> {
         self.get(&["v1", "node"]).await

@@ -114,6 +114,22 @@ pub enum AgentCommand {
         #[arg(value_name = "NODE")]
         target: String,
     },
+    /// Declare, list, show or remove services (`meshctl service --help`).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Every service with its containers, warm containers, open and queued
+    /// connections on every node.
+    Services {
+        /// Print the agent's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open client connections across the mesh.
+    Connections {
+        /// Print the agent's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until a task ends and print its state; exits 0 if it succeeded,
     /// 1 if it ended otherwise, 2 on timeout.
     Wait {
@@ -122,6 +138,102 @@ pub enum AgentCommand {
         #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
         timeout: Option<Duration>,
     },
+}
+
+/// `meshctl service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Declare a service: every agent listens on --listen and serves each
+    /// client connection with a container of IMAGE reached on --port.
+    Create(Box<ServiceCreateArgs>),
+    /// List the services (same as `meshctl services`).
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One service with every node's figures.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a service: agents stop listening, open connections finish,
+    /// then its containers go.
+    Rm { name: String },
+}
+
+/// `meshctl service create`'s flags.
+#[derive(Debug, Args)]
+pub struct ServiceCreateArgs {
+    pub name: String,
+    #[arg(long)]
+    pub image: String,
+    /// The port the container listens on.
+    #[arg(long)]
+    pub port: u16,
+    /// The port every agent listens on for clients.
+    #[arg(long)]
+    pub listen: u16,
+    /// per-connection (a fresh container per connection) or pool
+    /// (long-running instances, least connections).
+    #[arg(long, default_value = "per-connection")]
+    pub mode: String,
+    /// Cores each container holds, on one NUMA node [default: 1].
+    #[arg(long)]
+    pub cores: Option<u32>,
+    /// Memory limit per container, e.g. 256M.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Per-connection: started, ready containers each node keeps waiting.
+    #[arg(long)]
+    pub warm: Option<u32>,
+    /// Most containers of the service per node (warm ones count) [default: 64].
+    #[arg(long)]
+    pub max_per_node: Option<u32>,
+    /// Most connections waiting at a node for a container [default: 128].
+    #[arg(long)]
+    pub queue: Option<u32>,
+    /// How long a connection may wait, e.g. 10s or 500ms [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub queue_timeout: Option<Duration>,
+    /// How long a new container may take to accept connections [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    pub ready_timeout: Option<Duration>,
+    /// Fresh containers to try after one fails to start, per connection [default: 2].
+    #[arg(long)]
+    pub ready_retries: Option<u32>,
+    /// Pool mode: per-core, per-numa or a count [default: per-core].
+    #[arg(long)]
+    pub instances: Option<String>,
+    /// KEY=VALUE for the containers' environment (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// The command, overriding the image's (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+impl ServiceCreateArgs {
+    pub fn request(&self) -> mesh_protocol::service::ServiceRequest {
+        mesh_protocol::service::ServiceRequest {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            port: self.port,
+            listen: self.listen,
+            mode: Some(self.mode.clone()),
+            cores: self.cores,
+            memory: self.memory.clone(),
+            warm: self.warm,
+            max_per_node: self.max_per_node,
+            queue: self.queue,
+            queue_timeout_ms: self.queue_timeout.map(|d| d.as_millis() as u64),
+            ready_timeout_ms: self.ready_timeout.map(|d| d.as_millis() as u64),
+            ready_retries: self.ready_retries,
+            instances: self.instances.clone(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+        }
+    }
 }
 
 /// `meshctl tls …`: files only, no agent involved.
@@ -292,10 +404,64 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a number of seconds such as 30 or 0.5"))
 }
 
+/// `500ms`, `10s`, `2m`, or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    num.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v * scale).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a duration such as 500ms, 10s or 2m"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn service_create_parses_flags_and_the_command() {
+        let cli = parse(&[
+            "service",
+            "create",
+            "echo",
+            "--image",
+            "img",
+            "--port",
+            "7000",
+            "--listen",
+            "9000",
+            "--warm",
+            "2",
+            "--queue-timeout",
+            "500ms",
+            "--",
+            "echo",
+            "--port",
+            "7000",
+        ])
+        .unwrap();
+        let Command::Agent(AgentCommand::Service(ServiceCommand::Create(args))) = cli.command
+        else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let r = args.request();
+        assert_eq!((r.port, r.listen, r.warm), (7000, 9000, Some(2)));
+        assert_eq!(r.queue_timeout_ms, Some(500));
+        assert_eq!(r.command, vec!["echo", "--port", "7000"]);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("meshctl").chain(args.iter().copied()))

@@ -13,9 +13,10 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Client, ClientError, Killed};
-use crate::commands::{AgentCommand, Cli, Command};
+use crate::commands::{AgentCommand, Cli, Command, ServiceCommand};
 use crate::node_url::NodeUrlError;
 use crate::{render, tls};
+use serde_json::Value;
 
 /// How often `wait` asks for the task's state.
 const WAIT_POLL: Duration = Duration::from_millis(200);
@@ -122,6 +123,37 @@ async fn agent(client: &Client, command: AgentCommand) -> Result<ExitCode, Error
             }
         }
         AgentCommand::Wait { id, timeout } => return wait(client, &id, timeout).await,
+        AgentCommand::Service(ServiceCommand::Create(args)) => {
+            let def = client.create_service(&args.request()).await?;
+            note(&format!(
+                "service {} created: every agent listens on port {} ({})",
+                def.spec.name, def.spec.listen, def.spec.mode
+            ));
+        }
+        AgentCommand::Service(ServiceCommand::Rm { name }) => {
+            client.remove_service(&name).await?;
+            note(&format!(
+                "service {name} removed: agents stop listening; open connections finish"
+            ));
+        }
+        AgentCommand::Service(ServiceCommand::Ls { json: true })
+        | AgentCommand::Services { json: true } => print_json(&client.services::<Value>().await?)?,
+        AgentCommand::Service(ServiceCommand::Ls { json: false })
+        | AgentCommand::Services { json: false } => {
+            print(&render::services(&client.services::<Vec<_>>().await?))?
+        }
+        AgentCommand::Service(ServiceCommand::Show { name, json: true }) => {
+            print_json(&client.service::<Value>(&name).await?)?
+        }
+        AgentCommand::Service(ServiceCommand::Show { name, json: false }) => {
+            print(&render::service(&client.service(&name).await?))?
+        }
+        AgentCommand::Connections { json: true } => {
+            print_json(&client.connections::<Value>().await?)?
+        }
+        AgentCommand::Connections { json: false } => {
+            print(&render::connections(&client.connections::<Vec<_>>().await?))?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,11 @@
 //! | GET | `/v1/node` | `NodeView` |
 //! | GET | `/v1/health` | `Health` (503 when Docker is unreachable) |
 //! | GET | `/v1/peers` | `[gossip::PeerView]`: every node this one knows |
+//! | POST | `/v1/services` | `service::ServiceRequest` -> 201 `service::ServiceDef` |
+//! | GET | `/v1/services` | `[ServiceView]` (the whole mesh's figures) |
+//! | GET | `/v1/services/{name}` | `ServiceView` |
+//! | DELETE | `/v1/services/{name}` | `service::ServiceDef` (the tombstone); drains |
+//! | GET | `/v1/connections` | `[ConnectionView]`: open connections mesh-wide |
 //!
 //! Errors answer 4xx/5xx with `ErrorBody`.
 
@@ -161,4 +166,63 @@ mod tests {
         let spec = TaskSpec::try_from(ok).unwrap();
         assert_eq!(spec.cores.get(), 2);
     }
+}
+
+/// Per service, what one node counts: connections it accepted from clients
+/// and what became of them, and containers that failed to start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCounters {
+    pub accepted: u64,
+    pub served: u64,
+    pub queued: u64,
+    pub refused: u64,
+    pub failed_starts: u64,
+}
+
+/// One node's figures for one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceNodeStats {
+    pub node: NodeId,
+    pub service: crate::ids::ServiceName,
+    /// Whether this node listens for the service's clients.
+    pub listening: bool,
+    /// Why not, if it does not.
+    pub listen_error: Option<String>,
+    pub load: crate::service::choice::ServiceLoad,
+    pub counters: ServiceCounters,
+}
+
+/// One open client connection, as the node that accepted it sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionView {
+    pub id: u64,
+    pub service: crate::ids::ServiceName,
+    pub client: std::net::SocketAddr,
+    /// The node that accepted the connection.
+    pub entry: NodeId,
+    /// The node whose container serves it.
+    pub node: NodeId,
+    pub container: String,
+    /// Client to container.
+    pub bytes_in: u64,
+    /// Container to client.
+    pub bytes_out: u64,
+    pub age_ms: u64,
+}
+
+/// What one node reports about services (`ServiceReport` call).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub stats: Vec<ServiceNodeStats>,
+    pub connections: Vec<ConnectionView>,
+}
+
+/// A service as `GET /v1/services` shows it: its definition and every
+/// reachable node's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub def: crate::service::ServiceDef,
+    pub nodes: Vec<ServiceNodeStats>,
+    /// Nodes that did not answer.
+    pub unreachable: Vec<NodeId>,
 }

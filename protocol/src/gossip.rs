@@ -12,16 +12,20 @@
 //! | `topo` | `1;4,4;2` (packages; cores per NUMA node; PUs per core) | never |
 //! | `load` | `2,4;1;0;37` (free cores per NUMA node; running; queued; host CPU %) | often |
 //! | `drain` | `0` | rarely |
-//! | `svc` | `echo,web` (services this node serves; empty for none) | rarely |
+//! | `svc` | `echo:3:1:2:0;web:4:4:9:0` (per service: containers, ready, open connections, queued connections; empty for none) | often |
+//! | `svcdef.NAME` | JSON `ServiceDef` (every definition the node knows, see `service::defs`) | rarely |
 
 use std::fmt;
 use std::net::SocketAddr;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
+use crate::service::choice::{ServiceLoad, decode_loads, encode_loads};
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub mod keys {
     pub const VERSION: &str = "v";
@@ -67,8 +71,8 @@ pub struct NodeInfo {
     pub topology: TopologySummary,
     pub load: Load,
     pub draining: bool,
-    /// Names of the services this node serves.
-    pub services: Vec<String>,
+    /// Per service this node serves, its containers and connections.
+    pub services: BTreeMap<String, ServiceLoad>,
 }
 
 /// A gossip value that does not parse.
@@ -172,7 +176,7 @@ impl NodeInfo {
                 keys::DRAINING.into(),
                 if self.draining { "1" } else { "0" }.into(),
             ),
-            (keys::SERVICES.into(), self.services.join(",")),
+            (keys::SERVICES.into(), encode_loads(&self.services)),
         ]
     }
 
@@ -205,24 +209,9 @@ impl NodeInfo {
                 "1" => true,
                 other => return Err(invalid(keys::DRAINING, other)),
             },
-            services: parse_services(services).ok_or_else(|| invalid(keys::SERVICES, services))?,
+            services: decode_loads(services).ok_or_else(|| invalid(keys::SERVICES, services))?,
         })
     }
-}
-
-fn parse_services(s: &str) -> Option<Vec<String>> {
-    if s.is_empty() {
-        return Some(Vec::new());
-    }
-    let names: Vec<String> = s.split(',').map(str::to_owned).collect();
-    let ok = names.len() <= 256
-        && names.iter().all(|n| {
-            !n.is_empty()
-                && n.len() <= 63
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        });
-    ok.then_some(names)
 }
 
 /// Liveness as the failure detector sees it.
@@ -286,7 +275,15 @@ mod tests {
                 cpu_percent: cpu,
             },
             draining,
-            services: vec!["echo".into(), "web-1".into()],
+            services: BTreeMap::from([(
+                "echo".to_string(),
+                ServiceLoad {
+                    containers: 3,
+                    ready: 1,
+                    conns: 2,
+                    queued: 0,
+                },
+            )]),
         }
     }
 

@@ -115,6 +115,12 @@ id_type!(
     63
 );
 id_type!(
+    /// A service's name, unique in the mesh (it names containers and labels).
+    ServiceName,
+    "service name",
+    40
+);
+id_type!(
     /// A task's id: unique in the mesh, stable across retries and re-placement.
     TaskId,
     "task id",

@@ -18,13 +18,14 @@ pub mod placement;
 pub mod queue;
 pub mod resources;
 pub mod rpc;
+pub mod service;
 pub mod task;
 pub mod topology;
 pub mod wire;
 
 pub use alloc::{Allocation, CoreAllocator};
 pub use cpuset::CpuSet;
-pub use ids::{NodeId, TaskId};
+pub use ids::{NodeId, ServiceName, TaskId};
 pub use resources::{CoreCount, MemoryBytes};
 pub use task::{TaskRecord, TaskSpec, TaskState};
 pub use topology::Topology;

@@ -29,7 +29,7 @@ impl Candidate {
 
     /// Share of cores allocated, in parts per million (integer: no float
     /// ordering surprises).
-    fn utilisation_ppm(&self) -> u64 {
+    pub fn utilisation_ppm(&self) -> u64 {
         let total = u64::from(self.total().max(1));
         let used = u64::from(self.total().saturating_sub(self.load.free_cores()));
         used * 1_000_000 / total

@@ -13,6 +13,29 @@ use crate::wire::{self, WireError};
 
 /// First byte of an RPC stream (gossip streams use 1).
 pub const KIND_RPC: u8 = 2;
+/// First byte of a service connection forwarded to a peer: then one framed
+/// [`TunnelOpen`], one framed [`TunnelReply`], then the connection's raw
+/// bytes both ways (each side finishes its send half when its reader ends).
+pub const KIND_TUNNEL: u8 = 3;
+
+/// Opens a forwarded service connection on the called node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelOpen {
+    pub service: crate::ids::ServiceName,
+    /// The client's address, for the called node's records.
+    pub client: std::net::SocketAddr,
+}
+
+/// The called node's answer before any byte flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TunnelReply {
+    /// Connected to this container; bytes follow.
+    Ready { container: String },
+    /// No room now (try another node or wait).
+    Full(String),
+    /// The service is unknown or removed here, or its containers fail.
+    Failed(String),
+}
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = wire::MAX_MESSAGE;
 
@@ -39,6 +62,8 @@ pub enum Request {
     /// From the node that placed (or moved) a task: hold this copy as the
     /// task's keeper (the record names its runner).
     Hold(Box<TaskRecord>),
+    /// This node's figures for every service, and its open connections.
+    ServiceReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +85,7 @@ pub enum Response {
         node: crate::ids::NodeId,
         attempt: u32,
     },
+    ServiceReport(Box<crate::api::ServiceReport>),
 }
 
 /// Frames a message: length, then body.

@@ -112,7 +112,7 @@ mod tests {
                 },
                 load: Load::default(),
                 draining: false,
-                services: Vec::new(),
+                services: Default::default(),
             }),
             error: None,
             last_heard_ms: Some(10),

@@ -98,7 +98,7 @@ fn info(i: usize, load: Load) -> NodeInfo {
         },
         load,
         draining: false,
-        services: Vec::new(),
+        services: Default::default(),
     }
 }
 

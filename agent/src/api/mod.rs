@@ -3,6 +3,7 @@
 //! its answers and errors to status codes. No state lives here.
 
 mod error;
+mod services;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -24,11 +25,18 @@ use crate::supervisor::SupervisorHandle;
 use mesh_protocol::NodeId;
 use mesh_protocol::rpc::{Request as RpcRequest, Response as RpcResponse};
 
-/// What the handlers reach: the supervisor and the mesh.
-#[derive(Clone, Debug)]
+/// What the handlers reach: the supervisor, the mesh and services.
+#[derive(Clone)]
 pub struct ApiState {
     pub supervisor: SupervisorHandle,
     pub mesh: Mesh,
+    pub services: crate::services::ServicesHandle,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
 }
 
 impl FromRef<ApiState> for SupervisorHandle {
@@ -54,8 +62,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/peers", get(peers))
         .route("/v1/nodes/{node}/drain", post(drain))
         .route("/v1/nodes/{node}/undrain", post(undrain))
+        .route("/v1/services", post(services::create).get(services::list))
+        .route(
+            "/v1/services/{name}",
+            get(services::show).delete(services::remove),
+        )
+        .route("/v1/connections", get(services::connections))
         .fallback(|| async {
-            ApiError::not_found("no such endpoint; see /v1/tasks, /v1/node, /v1/peers, /v1/health")
+            ApiError::not_found(
+                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health",
+            )
         })
         .with_state(state)
 }

@@ -36,13 +36,22 @@ pub async fn drain(
 /// The mesh, once started (the handler exists before it).
 pub type MeshCell = Arc<std::sync::OnceLock<super::Mesh>>;
 
+/// This node's service figures and connections.
+pub type ReportFn = Arc<dyn Fn() -> mesh_protocol::api::ServiceReport + Send + Sync>;
+/// Set once services start.
+pub type ReportCell = Arc<std::sync::OnceLock<ReportFn>>;
+
 /// The handler the transport runs for every call.
-pub fn handler(supervisor: SupervisorHandle, mesh: MeshCell) -> RpcHandler {
+pub fn handler(supervisor: SupervisorHandle, mesh: MeshCell, reports: ReportCell) -> RpcHandler {
     Arc::new(move |caller, request| {
         let s = supervisor.clone();
         let mesh = mesh.clone();
+        let reports = reports.clone();
         Box::pin(async move {
             match request {
+                Request::ServiceReport => Reply::One(Response::ServiceReport(Box::new(
+                    reports.get().map(|r| r()).unwrap_or_default(),
+                ))),
                 Request::Offer(record) => {
                     let id = record.id.clone();
                     match s.offer(*record).await {

@@ -40,11 +40,13 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let settled = started.elapsed() > every * SETTLE_ROUNDS;
-        sync_as_runner(&mesh, &supervisor, &mut pushed, settled).await;
-        super::deps::resolve(&mesh, &supervisor).await;
+        // Orphans first: pushing updates may wait on a keeper that just
+        // died, and re-placing must not queue behind that timeout.
         if settled {
             adopt_orphans(&mesh, &supervisor).await;
         }
+        sync_as_runner(&mesh, &supervisor, &mut pushed, settled).await;
+        super::deps::resolve(&mesh, &supervisor).await;
     }
 }
 
@@ -69,6 +71,7 @@ async fn sync_as_runner(
         .filter(|p| p.state == PeerState::Alive)
         .map(|p| p.node.clone())
         .collect();
+    let mut due = Vec::new();
     for r in records {
         let keeper = match r.keeper.clone().map(|k| (state_of(&k), k)) {
             Some((Some((PeerState::Alive, _)), k)) => k,
@@ -89,13 +92,18 @@ async fn sync_as_runner(
         if pushed.get(&r.id) == Some(&(r.updated_ms, keeper.clone())) {
             continue;
         }
-        let Some((_, addr)) = state_of(&keeper) else {
-            continue;
-        };
-        match mesh
-            .call(addr, &Request::Replicate(Box::new(r.clone())), CALL_TIMEOUT)
-            .await
-        {
+        if let Some((_, addr)) = state_of(&keeper) {
+            due.push((r, keeper, addr));
+        }
+    }
+    // Concurrently: one slow or dead keeper must not hold up the others.
+    let answers = futures_util::future::join_all(due.iter().map(|(r, _, addr)| {
+        let request = Request::Replicate(Box::new(r.clone()));
+        async move { mesh.call(*addr, &request, CALL_TIMEOUT).await }
+    }))
+    .await;
+    for ((r, keeper, _), answer) in due.into_iter().zip(answers) {
+        match answer {
             Ok(Response::Kept) => {
                 pushed.insert(r.id.clone(), (r.updated_ms, keeper));
             }

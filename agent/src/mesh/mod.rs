@@ -62,6 +62,8 @@ pub struct Mesh {
     cluster_id: String,
     advertise: SocketAddr,
     node: NodeId,
+    tunnels: transport::TunnelCell,
+    reports: calls::ReportCell,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -139,7 +141,7 @@ impl Mesh {
             topology: topology_summary(&node_view.topology),
             load: Load::default(),
             draining: false,
-            services: Vec::new(),
+            services: Default::default(),
         };
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -167,9 +169,12 @@ impl Mesh {
             extra_liveness_predicate: None,
         };
         let cell: calls::MeshCell = Arc::new(std::sync::OnceLock::new());
+        let tunnels: transport::TunnelCell = Arc::new(std::sync::OnceLock::new());
+        let reports: calls::ReportCell = Arc::new(std::sync::OnceLock::new());
         let transport = QuicTransport::new(
             endpoint.clone(),
-            calls::handler(supervisor.clone(), cell.clone()),
+            calls::handler(supervisor.clone(), cell.clone(), reports.clone()),
+            tunnels.clone(),
         );
         let chitchat = spawn_chitchat(config, info.to_pairs(), &transport as &dyn Transport)
             .await
@@ -185,6 +190,8 @@ impl Mesh {
             cluster_id: cfg.cluster_id.clone(),
             advertise,
             node: node.clone(),
+            tunnels,
+            reports,
         };
         let _ = cell.set(mesh.clone());
         let mover = tokio::spawn(mover::run(
@@ -339,20 +346,7 @@ impl Mesh {
 
     /// Every node with published values, as placement sees it.
     pub async fn candidates(&self) -> Vec<Candidate> {
-        self.peers()
-            .await
-            .into_iter()
-            .filter_map(|p| {
-                let info = p.info?;
-                Some(Candidate {
-                    node: p.node,
-                    alive: p.state == PeerState::Alive,
-                    draining: info.draining,
-                    topology: info.topology,
-                    load: info.load,
-                })
-            })
-            .collect()
+        candidates_of(&self.peers().await)
     }
 
     /// Calls a peer and waits for its one answer.
@@ -387,6 +381,77 @@ impl Mesh {
         rpc::call_stream(&conn, request).await
     }
 
+    /// Installs what serves forwarded service connections and answers
+    /// `ServiceReport` calls (set once, when services start).
+    pub fn serve_services(&self, tunnels: transport::TunnelHandler, report: calls::ReportFn) {
+        let _ = self.tunnels.set(tunnels);
+        let _ = self.reports.set(report);
+    }
+
+    /// Opens a stream to a peer for a forwarded service connection (the
+    /// kind byte written).
+    pub async fn open_tunnel(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), rpc::CallError> {
+        let conn = self
+            .transport
+            .connection(addr)
+            .await
+            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
+        send.write_all(&[mesh_protocol::rpc::KIND_TUNNEL])
+            .await
+            .map_err(|e| rpc::CallError::Stream(e.to_string()))?;
+        Ok((send, recv))
+    }
+
+    /// Every service definition any node publishes (undecodable ones are
+    /// skipped).
+    pub async fn service_defs(&self) -> Vec<mesh_protocol::service::ServiceDef> {
+        use mesh_protocol::service::defs::{KEY_PREFIX, ServiceDef};
+        self.chitchat
+            .with_chitchat(|c| {
+                c.node_states()
+                    .values()
+                    .flat_map(|state| {
+                        state
+                            .key_values()
+                            .filter(|(k, _)| k.starts_with(KEY_PREFIX))
+                            .filter_map(|(k, v)| ServiceDef::decode(k, v))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// Publishes these definitions and this node's service figures.
+    pub async fn publish_services(
+        &self,
+        defs: &[mesh_protocol::service::ServiceDef],
+        loads: &BTreeMap<String, mesh_protocol::service::choice::ServiceLoad>,
+    ) {
+        let loads = mesh_protocol::service::choice::encode_loads(loads);
+        self.chitchat
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                for d in defs {
+                    let (key, value) = (d.key(), d.encode());
+                    if state.get(&key) != Some(value.as_str()) {
+                        state.set(key, value);
+                    }
+                }
+                if state.get(keys::SERVICES) != Some(loads.as_str()) {
+                    state.set(keys::SERVICES, loads.clone());
+                }
+            })
+            .await;
+    }
+
     pub fn refusals(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
@@ -394,6 +459,23 @@ impl Mesh {
             self.transport.refusals().messages.load(Relaxed),
         )
     }
+}
+
+/// The nodes of a view that published values, as placement sees them.
+pub fn candidates_of(peers: &[PeerView]) -> Vec<Candidate> {
+    peers
+        .iter()
+        .filter_map(|p| {
+            let info = p.info.as_ref()?;
+            Some(Candidate {
+                node: p.node.clone(),
+                alive: p.state == PeerState::Alive,
+                draining: info.draining,
+                topology: info.topology.clone(),
+                load: info.load.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The address peers should use: the bound one, or when bound to 0.0.0.0

@@ -45,7 +45,7 @@ pub enum CallError {
     Wire(#[from] wire::WireError),
 }
 
-async fn read_frame<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_frame<T: serde::de::DeserializeOwned>(
     recv: &mut RecvStream,
 ) -> Result<Option<T>, CallError> {
     let mut prefix = [0u8; 4];
@@ -62,14 +62,18 @@ async fn read_frame<T: serde::de::DeserializeOwned>(
     Ok(Some(wire::decode(&body)?))
 }
 
-async fn write_frame<T: serde::Serialize>(send: &mut SendStream, msg: &T) -> Result<(), CallError> {
+pub(crate) async fn write_frame<T: serde::Serialize>(
+    send: &mut SendStream,
+    msg: &T,
+) -> Result<(), CallError> {
     let bytes = rpc::frame(msg)?;
     send.write_all(&bytes)
         .await
         .map_err(|e| CallError::Stream(e.to_string()))
 }
 
-/// Serves one call: reads the kind byte and the request, answers, finishes.
+/// Serves one call (its kind byte already read): reads the request,
+/// answers, finishes.
 pub async fn serve_call(
     mut send: SendStream,
     mut recv: RecvStream,
@@ -77,16 +81,6 @@ pub async fn serve_call(
     handler: RpcHandler,
 ) {
     let request = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut kind = [0u8; 1];
-        recv.read_exact(&mut kind)
-            .await
-            .map_err(|e| CallError::Stream(e.to_string()))?;
-        if kind[0] != KIND_RPC {
-            return Err(CallError::Stream(format!(
-                "unknown stream kind {}",
-                kind[0]
-            )));
-        }
         read_frame::<Request>(&mut recv)
             .await?
             .ok_or_else(|| CallError::Stream("no request".into()))

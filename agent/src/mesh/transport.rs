@@ -22,6 +22,8 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
+use mesh_protocol::rpc::{KIND_RPC, KIND_TUNNEL};
+
 use super::rpc::RpcHandler;
 use super::tls;
 
@@ -112,16 +114,32 @@ struct Shared {
     /// Where received gossip goes; set when chitchat opens its socket.
     inbox: Mutex<Option<Inbox>>,
     rpc: RpcHandler,
+    /// Serves forwarded service connections, once services are up.
+    tunnels: TunnelCell,
 }
 
+/// Serves a forwarded service connection (its kind byte already read).
+pub type TunnelHandler = Arc<
+    dyn Fn(
+            Option<String>,
+            quinn::SendStream,
+            quinn::RecvStream,
+        ) -> futures_util::future::BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
+/// Set once the services part of the agent exists.
+pub type TunnelCell = Arc<std::sync::OnceLock<TunnelHandler>>;
+
 impl QuicTransport {
-    pub fn new(endpoint: Endpoint, rpc: RpcHandler) -> Self {
+    pub fn new(endpoint: Endpoint, rpc: RpcHandler, tunnels: TunnelCell) -> Self {
         let shared = Arc::new(Shared {
             endpoint,
             peers: Peers::default(),
             refusals: Refusals::default(),
             inbox: Mutex::new(None),
             rpc,
+            tunnels,
         });
         tokio::spawn(accept_loop(shared.clone()));
         Self { shared }
@@ -273,16 +291,43 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
         async move {
             let caller = tls::peer_node_name(&conn);
             while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(super::rpc::serve_call(
-                    send,
-                    recv,
-                    caller.clone(),
-                    shared.rpc.clone(),
-                ));
+                tokio::spawn(serve_stream(shared.clone(), caller.clone(), send, recv));
             }
         }
     };
     tokio::join!(read_gossip(shared, conn), calls);
+}
+
+/// Serves one bidirectional stream by its kind byte: a call, or a forwarded
+/// service connection.
+async fn serve_stream(
+    shared: Arc<Shared>,
+    caller: Option<String>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let mut kind = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, recv.read_exact(&mut kind)).await {
+        Ok(Ok(())) => {}
+        _ => {
+            shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    match kind[0] {
+        KIND_RPC => super::rpc::serve_call(send, recv, caller, shared.rpc.clone()).await,
+        KIND_TUNNEL => match shared.tunnels.get() {
+            Some(serve) => serve(caller, send, recv).await,
+            None => {
+                let _ = send.reset(0u32.into());
+            }
+        },
+        other => {
+            shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
+            warn!(caller = ?caller, kind = other, "refused a stream of unknown kind");
+            let _ = send.reset(0u32.into());
+        }
+    }
 }
 
 /// Reads gossip streams from one connection until it closes.

@@ -163,6 +163,12 @@ impl ContainerRuntime for DockerRuntime {
         let running = state.running.unwrap_or(false);
         let never_started = state.status == Some(ContainerStateStatusEnum::CREATED);
         let host = c.host_config.unwrap_or_default();
+        let address = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .into_iter()
+            .flatten()
+            .find_map(|(_, n)| n.ip_address.and_then(|ip| ip.parse().ok()));
         Ok(ContainerInfo {
             id: c.id.unwrap_or_else(|| id.to_owned()),
             name: c
@@ -180,6 +186,7 @@ impl ContainerRuntime for DockerRuntime {
             },
             cpuset_cpus: host.cpuset_cpus,
             cpuset_mems: host.cpuset_mems,
+            address,
         })
     }
 
@@ -227,6 +234,7 @@ impl ContainerRuntime for DockerRuntime {
                 exit_code,
                 cpuset_cpus: None,
                 cpuset_mems: None,
+                address: None,
             });
         }
         Ok(out)

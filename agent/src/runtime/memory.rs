@@ -140,6 +140,7 @@ impl ContainerRuntime for MemoryRuntime {
                     exit_code,
                     cpuset_cpus: Some(spec.cpuset_cpus.to_string()),
                     cpuset_mems: Some(spec.cpuset_mems.to_string()),
+                    address: None,
                 },
                 output,
                 exit,

@@ -41,6 +41,8 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
+    /// Its address on its Docker network, while it runs (from `inspect`).
+    pub address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

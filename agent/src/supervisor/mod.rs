@@ -130,6 +130,23 @@ pub(crate) enum Command {
     SetKeeper(TaskId, NodeId),
     /// As runner: this attempt was re-placed elsewhere; stop it.
     Supersede(TaskId, String),
+    /// Holds cores for a service container under `holder` (all on one NUMA
+    /// node), if they are free now and the node is not draining.
+    Reserve(
+        TaskId,
+        mesh_protocol::CoreCount,
+        oneshot::Sender<Result<Reservation, SupervisorError>>,
+    ),
+    /// Frees what `Reserve` held.
+    Release(TaskId),
+}
+
+/// Cores held for a service container: the model's and the host's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub allocation: mesh_protocol::Allocation,
+    pub host_cpus: mesh_protocol::CpuSet,
+    pub host_mems: mesh_protocol::CpuSet,
 }
 
 /// Where a task's output is, as the actor sees it.
@@ -209,6 +226,20 @@ impl SupervisorHandle {
             .await
             .map_err(|_| SupervisorError::Stopped)?;
         rx.await.map_err(|_| SupervisorError::Stopped)
+    }
+
+    /// Holds `cores` for a service container named by `holder`.
+    pub async fn reserve(
+        &self,
+        holder: TaskId,
+        cores: mesh_protocol::CoreCount,
+    ) -> Result<Reservation, SupervisorError> {
+        self.ask(|r| Command::Reserve(holder, cores, r)).await?
+    }
+
+    /// Frees a service container's cores.
+    pub async fn release(&self, holder: TaskId) {
+        let _ = self.tx.send(Command::Release(holder)).await;
     }
 
     /// Takes a task offered by a peer if its cores are free here now (it is

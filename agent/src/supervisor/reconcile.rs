@@ -145,6 +145,7 @@ mod tests {
             exit_code: if running { None } else { Some(0) },
             cpuset_cpus: None,
             cpuset_mems: None,
+            address: None,
         }
     }
 

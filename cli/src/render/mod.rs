@@ -3,10 +3,12 @@
 
 mod node;
 mod peers;
+mod services;
 mod task;
 
 pub use node::{health, node};
 pub use peers::peers;
+pub use services::{connections, service, services};
 pub use task::{task, tasks_table};
 
 use std::fmt::Display;

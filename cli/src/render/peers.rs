@@ -97,7 +97,7 @@ mod tests {
                 cpu_percent: 7,
             },
             draining: false,
-            services: Vec::new(),
+            services: Default::default(),
         };
         let p = |name: &str, state, info: Option<NodeInfo>, is_self| PeerView {
             node: NodeId::new(name).unwrap(),

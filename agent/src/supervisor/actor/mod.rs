@@ -311,6 +311,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::Node(reply) => {
                 let _ = reply.send(self.node_view());
             }
+            Command::Reserve(holder, cores, reply) => {
+                let _ = reply.send(self.reserve(&holder, cores));
+            }
+            Command::Release(holder) => {
+                if self.alloc.release(&holder).is_some() {
+                    self.dispatch();
+                }
+            }
             Command::Health(reply) => {
                 let _ = reply.send(Health {
                     ok: self.docker.reachable,
@@ -319,6 +327,43 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 });
             }
         }
+    }
+
+    /// Service containers share the allocator with tasks, so no core is
+    /// ever held twice. First come, first served: a steady stream of
+    /// service connections can keep a large queued task waiting.
+    fn reserve(
+        &mut self,
+        holder: &TaskId,
+        cores: mesh_protocol::CoreCount,
+    ) -> Result<super::Reservation, SupervisorError> {
+        if self.draining {
+            return Err(SupervisorError::Busy(format!(
+                "node {} is draining",
+                self.cfg.node
+            )));
+        }
+        let allocation = self
+            .alloc
+            .allocate(holder, cores)
+            .map_err(|e| SupervisorError::Busy(e.to_string()))?;
+        if !allocation.single_numa() {
+            self.alloc.release(holder);
+            return Err(SupervisorError::Busy(format!(
+                "no NUMA node of {} has {cores} free cores",
+                self.cfg.node
+            )));
+        }
+        let (host_cpus, host_mems) = self
+            .cfg
+            .topology
+            .mapping
+            .map(&allocation.cpus, &allocation.mems);
+        Ok(super::Reservation {
+            allocation,
+            host_cpus,
+            host_mems,
+        })
     }
 
     fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {

@@ -1,0 +1,112 @@
+//! `/v1/services` and `/v1/connections`: definitions go to this node's
+//! services part (which spreads them through the gossip); figures and open
+//! connections are gathered from every live node with `ServiceReport`
+//! calls.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use mesh_protocol::api::{ServiceReport, ServiceView};
+use mesh_protocol::rpc::{Request as RpcRequest, Response as RpcResponse};
+use mesh_protocol::service::ServiceRequest;
+
+use super::{ApiError, ApiState};
+use crate::services::ServiceApiError;
+
+/// How long a node may take to report.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl From<ServiceApiError> for ApiError {
+    fn from(e: ServiceApiError) -> Self {
+        match e {
+            ServiceApiError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            ServiceApiError::Conflict(_) => ApiError::conflict(e.to_string()),
+            ServiceApiError::NotFound(_) => ApiError::not_found(e.to_string()),
+            ServiceApiError::Store(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+pub async fn create(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ServiceRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed service definition: {e}")))?;
+    let def = s.services.create(request)?;
+    Ok((StatusCode::CREATED, axum::Json(def)).into_response())
+}
+
+pub async fn remove(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(s.services.remove(&name)?).into_response())
+}
+
+/// Every live node's report (this node's without a call), and the nodes
+/// that did not answer.
+async fn reports(s: &ApiState) -> (Vec<ServiceReport>, Vec<mesh_protocol::NodeId>) {
+    let peers = s.mesh.live_peers().await;
+    let calls = peers.iter().map(|(node, addr)| async move {
+        let answer = s
+            .mesh
+            .call(*addr, &RpcRequest::ServiceReport, REPORT_TIMEOUT)
+            .await;
+        (node.clone(), answer)
+    });
+    let mut out = vec![s.services.report()];
+    let mut unreachable = Vec::new();
+    for (node, answer) in futures_util::future::join_all(calls).await {
+        match answer {
+            Ok(RpcResponse::ServiceReport(r)) => out.push(*r),
+            _ => unreachable.push(node),
+        }
+    }
+    (out, unreachable)
+}
+
+async fn views(s: &ApiState) -> Vec<ServiceView> {
+    let (reports, unreachable) = reports(s).await;
+    s.services
+        .defs()
+        .into_iter()
+        .map(|def| {
+            let mut nodes: Vec<_> = reports
+                .iter()
+                .flat_map(|r| r.stats.iter())
+                .filter(|st| &st.service == def.name())
+                .cloned()
+                .collect();
+            nodes.sort_by(|a, b| a.node.cmp(&b.node));
+            ServiceView {
+                def,
+                nodes,
+                unreachable: unreachable.clone(),
+            }
+        })
+        .collect()
+}
+
+pub async fn list(State(s): State<ApiState>) -> Response {
+    axum::Json(views(&s).await).into_response()
+}
+
+pub async fn show(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    views(&s)
+        .await
+        .into_iter()
+        .find(|v| v.def.name().as_str() == name)
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("no service {name}")))
+}
+
+pub async fn connections(State(s): State<ApiState>) -> Response {
+    let (reports, _) = reports(&s).await;
+    let mut all: Vec<_> = reports.into_iter().flat_map(|r| r.connections).collect();
+    all.sort_by(|a, b| (&a.service, &a.entry, a.id).cmp(&(&b.service, &b.entry, b.id)));
+    axum::Json(all).into_response()
+}

@@ -1,0 +1,312 @@
+//! The client side of services: a TCP listener per service on every agent,
+//! and for each connection the choice of node (pure, in
+//! `mesh_protocol::service::choice`), then the bytes pumped to a local
+//! container or through a QUIC stream to the chosen peer. When no node has
+//! room the connection waits here, in a bounded queue, until one has or
+//! `--queue-timeout` passes; then it is closed.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mesh_protocol::gossip::{PeerState, PeerView};
+use mesh_protocol::service::choice::{ServiceLoad, route_per_connection, route_pool};
+use mesh_protocol::service::{Mode, ServiceSpec};
+use mesh_protocol::{NodeId, ServiceName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::backend::{AcquireError, Backend, Lease};
+use super::pump::pump;
+use super::stats::{Count, Stats};
+use super::tunnel::{self, Tunnel, TunnelError};
+use crate::mesh::{Mesh, candidates_of};
+use crate::runtime::ContainerRuntime;
+
+/// How old a cached gossip view may be when routing a connection.
+const VIEW_TTL: Duration = Duration::from_millis(100);
+/// How often a waiting connection looks again for room elsewhere.
+const RETRY: Duration = Duration::from_millis(100);
+
+struct Listening {
+    port: u16,
+    stop: CancellationToken,
+}
+
+/// Where one connection goes.
+enum Routed {
+    Local(Lease),
+    Remote(Tunnel, NodeId),
+    NoRoom,
+    Failed(String),
+}
+
+pub struct Front<R> {
+    mesh: Mesh,
+    backend: Backend<R>,
+    stats: Stats,
+    bind: IpAddr,
+    listening: Mutex<BTreeMap<ServiceName, Listening>>,
+    /// Why a service's listener could not start here.
+    errors: Mutex<BTreeMap<ServiceName, String>>,
+    view: Mutex<Option<(Instant, Arc<Vec<PeerView>>)>>,
+    /// Spreads ties between equal nodes across connections.
+    salt: std::sync::atomic::AtomicU64,
+}
+
+impl<R: ContainerRuntime> Front<R> {
+    pub fn new(mesh: Mesh, backend: Backend<R>, stats: Stats, bind: IpAddr) -> Arc<Self> {
+        Arc::new(Self {
+            mesh,
+            backend,
+            stats,
+            bind,
+            listening: Mutex::new(BTreeMap::new()),
+            errors: Mutex::new(BTreeMap::new()),
+            view: Mutex::new(None),
+            salt: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Whether this node listens for `name`, or why not.
+    pub fn listen_state(&self, name: &ServiceName) -> (bool, Option<String>) {
+        let on = lock(&self.listening).contains_key(name);
+        (on, lock(&self.errors).get(name).cloned())
+    }
+
+    /// Listens for the service's clients (again, if its port changed).
+    pub fn listen(self: &Arc<Self>, spec: &ServiceSpec) -> std::io::Result<()> {
+        {
+            let listening = lock(&self.listening);
+            if listening
+                .get(&spec.name)
+                .is_some_and(|l| l.port == spec.listen)
+            {
+                return Ok(());
+            }
+        }
+        self.stop(&spec.name);
+        let addr = SocketAddr::new(self.bind, spec.listen);
+        let bound = std::net::TcpListener::bind(addr).and_then(|l| {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        });
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                let why = format!("cannot listen on {addr}: {e}");
+                warn!(service = %spec.name, %why, "service not served from this node");
+                lock(&self.errors).insert(spec.name.clone(), why);
+                return Err(e);
+            }
+        };
+        lock(&self.errors).remove(&spec.name);
+        let stop = CancellationToken::new();
+        lock(&self.listening).insert(
+            spec.name.clone(),
+            Listening {
+                port: spec.listen,
+                stop: stop.clone(),
+            },
+        );
+        info!(service = %spec.name, %addr, mode = %spec.mode, "listening for a service's clients");
+        tokio::spawn(self.clone().accept_loop(listener, spec.name.clone(), stop));
+        Ok(())
+    }
+
+    /// Stops accepting new clients of `name`; open connections go on.
+    pub fn stop(&self, name: &ServiceName) {
+        if let Some(l) = lock(&self.listening).remove(name) {
+            l.stop.cancel();
+        }
+        lock(&self.errors).remove(name);
+    }
+
+    pub fn stop_all(&self) {
+        for (_, l) in std::mem::take(&mut *lock(&self.listening)) {
+            l.stop.cancel();
+        }
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        name: ServiceName,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((client, peer)) => {
+                    let _ = client.set_nodelay(true);
+                    tokio::spawn(self.clone().handle(name.clone(), client, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little.
+                    warn!(service = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves one client connection to its end; a refused one is closed
+    /// gently (see `refuse`).
+    async fn handle(self: Arc<Self>, name: ServiceName, mut client: TcpStream, peer: SocketAddr) {
+        if !self.serve(&name, &mut client, peer).await {
+            refuse(client).await;
+        }
+    }
+
+    /// Returns whether the connection was served.
+    async fn serve(&self, name: &ServiceName, client: &mut TcpStream, peer: SocketAddr) -> bool {
+        self.stats.count(name, Count::Accepted);
+        let Some(spec) = self.backend.spec(name) else {
+            return false;
+        };
+        let deadline = Instant::now() + Duration::from_millis(spec.queue_timeout_ms);
+        let mut waiting = None;
+        loop {
+            let released = self.backend.released.notified();
+            match self.route(&spec, peer).await {
+                Routed::Local(mut lease) => {
+                    let me = self.mesh.node();
+                    let open = self.stats.open(name, peer, me, lease.container.clone());
+                    drop(waiting);
+                    let (cr, cw) = client.split();
+                    let (sr, sw) = lease.stream.split();
+                    pump((cr, cw), (sr, sw), &open.bytes).await;
+                    self.stats.count(name, Count::Served);
+                    return true;
+                }
+                Routed::Remote(t, node) => {
+                    let open = self.stats.open(name, peer, node, t.container.clone());
+                    drop(waiting);
+                    let (cr, cw) = client.split();
+                    pump((cr, cw), (t.recv, t.send), &open.bytes).await;
+                    self.stats.count(name, Count::Served);
+                    return true;
+                }
+                Routed::Failed(why) => {
+                    warn!(service = %name, client = %peer, %why, "connection refused: the service's containers fail to start");
+                    self.stats.count(name, Count::Refused);
+                    return false;
+                }
+                Routed::NoRoom => {}
+            }
+            if waiting.is_none() {
+                match self.backend.enqueue(name) {
+                    Some(guard) => {
+                        self.stats.count(name, Count::Queued);
+                        waiting = Some(guard);
+                    }
+                    None => {
+                        info!(service = %name, client = %peer, "connection refused: no room and the queue is full");
+                        self.stats.count(name, Count::Refused);
+                        return false;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                info!(service = %name, client = %peer, "connection refused: no room within --queue-timeout");
+                self.stats.count(name, Count::Refused);
+                return false;
+            }
+            tokio::select! {
+                _ = released => {}
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Tries the nodes in the order the view suggests, this node last if
+    /// the view did not name it (its own state is exact, the view is not).
+    async fn route(&self, spec: &ServiceSpec, client: SocketAddr) -> Routed {
+        let view = self.view().await;
+        let me = self.mesh.node();
+        let candidates = candidates_of(&view);
+        let loads: BTreeMap<NodeId, ServiceLoad> = view
+            .iter()
+            .filter_map(|p| {
+                let load = p.info.as_ref()?.services.get(spec.name.as_str())?;
+                Some((p.node.clone(), load.clone()))
+            })
+            .collect();
+        let salt = self.salt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut order = match spec.mode {
+            Mode::PerConnection => route_per_connection(&me, spec, &candidates, &loads, salt),
+            Mode::Pool => route_pool(&me, &candidates, &loads, salt),
+        };
+        if !order.contains(&me) {
+            order.push(me.clone());
+        }
+        let wait = Duration::from_millis(spec.ready_timeout_ms) * (spec.ready_retries + 1)
+            + Duration::from_secs(5);
+        for node in order {
+            if node == me {
+                match self.backend.acquire(&spec.name).await {
+                    Ok(lease) => return Routed::Local(lease),
+                    Err(AcquireError::Failed(why)) => return Routed::Failed(why),
+                    Err(e) => debug!(service = %spec.name, error = %e, "no local container"),
+                }
+                continue;
+            }
+            let Some(addr) = view
+                .iter()
+                .find(|p| p.node == node && p.state == PeerState::Alive)
+                .map(|p| p.gossip_addr)
+            else {
+                continue;
+            };
+            match tunnel::open(&self.mesh, addr, &spec.name, client, wait).await {
+                Ok(t) => return Routed::Remote(t, node),
+                Err(TunnelError::Failed(why)) => return Routed::Failed(why),
+                Err(e) => {
+                    debug!(service = %spec.name, %node, error = %e, "peer did not take the connection")
+                }
+            }
+        }
+        Routed::NoRoom
+    }
+
+    async fn view(&self) -> Arc<Vec<PeerView>> {
+        if let Some((at, v)) = lock(&self.view).as_ref()
+            && at.elapsed() < VIEW_TTL
+        {
+            return v.clone();
+        }
+        let fresh = Arc::new(self.mesh.peers().await);
+        *lock(&self.view) = Some((Instant::now(), fresh.clone()));
+        fresh
+    }
+}
+
+/// Closes a refused connection without a reset: says end-of-stream, then
+/// reads (and drops) what the client still sends, for a moment, so the
+/// kernel does not answer unread data with RST.
+async fn refuse(mut client: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<R> std::fmt::Debug for Front<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front").finish_non_exhaustive()
+    }
+}

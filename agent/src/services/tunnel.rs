@@ -1,0 +1,110 @@
+//! Service connections forwarded between agents: the accepting node opens a
+//! QUIC stream of kind `KIND_TUNNEL` to the chosen node, sends a
+//! `TunnelOpen`, and once the answer is `Ready` both sides pump raw bytes
+//! (framing in `mesh_protocol::rpc`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh_protocol::ServiceName;
+use mesh_protocol::rpc::{TunnelOpen, TunnelReply};
+use tracing::{debug, warn};
+
+use super::backend::{AcquireError, Backend};
+use super::pump::pump;
+use super::stats::Bytes;
+use crate::mesh::Mesh;
+use crate::mesh::rpc::{CallError, read_frame, write_frame};
+use crate::runtime::ContainerRuntime;
+
+/// How long the caller may take to say which service it wants.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open forwarded connection, ready for bytes.
+pub struct Tunnel {
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub container: String,
+}
+
+/// What the called node said, when it did not take the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("{0}")]
+    Full(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// Asks the node at `addr` to serve one connection of `service`. Waits as
+/// long as the node may take to start containers (`wait`).
+pub async fn open(
+    mesh: &Mesh,
+    addr: SocketAddr,
+    service: &ServiceName,
+    client: SocketAddr,
+    wait: Duration,
+) -> Result<Tunnel, TunnelError> {
+    let (mut send, mut recv) = mesh.open_tunnel(addr).await?;
+    let open = TunnelOpen {
+        service: service.clone(),
+        client,
+    };
+    write_frame(&mut send, &open).await?;
+    let reply = tokio::time::timeout(wait, read_frame::<TunnelReply>(&mut recv))
+        .await
+        .map_err(|_| TunnelError::Full(format!("{addr} did not answer within {wait:?}")))??;
+    match reply {
+        Some(TunnelReply::Ready { container }) => Ok(Tunnel {
+            send,
+            recv,
+            container,
+        }),
+        Some(TunnelReply::Full(why)) => Err(TunnelError::Full(why)),
+        Some(TunnelReply::Failed(why)) => Err(TunnelError::Failed(why)),
+        None => Err(TunnelError::Full(format!("{addr} closed the stream"))),
+    }
+}
+
+/// Serves one forwarded connection on this node.
+pub async fn serve<R: ContainerRuntime>(
+    backend: Backend<R>,
+    caller: Option<String>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let open = match tokio::time::timeout(OPEN_TIMEOUT, read_frame::<TunnelOpen>(&mut recv)).await {
+        Ok(Ok(Some(open))) => open,
+        other => {
+            warn!(caller = ?caller, answer = ?other.map(|r| r.map(|_| ())), "refused a malformed forwarded connection");
+            let _ = send.reset(0u32.into());
+            return;
+        }
+    };
+    let reply = match backend.acquire(&open.service).await {
+        Ok(mut lease) => {
+            let ready = TunnelReply::Ready {
+                container: lease.container.clone(),
+            };
+            if write_frame(&mut send, &ready).await.is_err() {
+                return;
+            }
+            debug!(service = %open.service, client = %open.client, caller = ?caller, container = %lease.container, "serving a forwarded connection");
+            let (sr, sw) = lease.stream.split();
+            pump((recv, send), (sr, sw), &Bytes::default()).await;
+            return;
+        }
+        Err(AcquireError::Full(why)) => TunnelReply::Full(why),
+        Err(e) => TunnelReply::Failed(e.to_string()),
+    };
+    let _ = write_frame(&mut send, &reply).await;
+    let _ = send.finish();
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel").finish_non_exhaustive()
+    }
+}

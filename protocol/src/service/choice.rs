@@ -1,0 +1,321 @@
+//! Where a service's connection goes and how many pool instances each node
+//! runs: pure functions of one node's gossip view, so every node decides
+//! the same way from the same view (and the view may be stale: a chosen
+//! node that is full refuses, and the next is tried).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Instances, ServiceSpec};
+use crate::ids::NodeId;
+use crate::placement::{Candidate, fnv1a};
+
+/// One node's figures for one service, as gossiped under `svc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLoad {
+    /// Containers of the service on the node (busy, warm or pool instances).
+    pub containers: u32,
+    /// Per-connection: started, ready and unused. Pool: ready instances.
+    pub ready: u32,
+    /// Connections open to the node's containers.
+    pub conns: u32,
+    /// Connections waiting at the node for a container.
+    pub queued: u32,
+}
+
+/// The nodes to try for a new per-connection container, best first: nodes
+/// with a warm container (this node first, then fewest containers), then
+/// nodes whose view shows room (least utilised cores, then fewest
+/// containers, then a hash of `salt` so equal nodes share the work). Dead,
+/// draining and full nodes are left out.
+pub fn route_per_connection(
+    me: &NodeId,
+    spec: &ServiceSpec,
+    view: &[Candidate],
+    loads: &BTreeMap<NodeId, ServiceLoad>,
+    salt: u64,
+) -> Vec<NodeId> {
+    let cores = spec.cores.get();
+    let mut warm = Vec::new();
+    let mut room = Vec::new();
+    for c in view.iter().filter(|c| c.alive && !c.draining) {
+        let load = loads.get(&c.node).cloned().unwrap_or_default();
+        let tie = fnv1a(&[&salt.to_le_bytes(), c.node.as_str().as_bytes()]);
+        if load.ready > 0 {
+            warm.push(((c.node != *me), load.containers, tie, c.node.clone()));
+        } else if load.containers < spec.max_per_node
+            && c.load.free_per_numa.iter().any(|&f| f >= cores)
+        {
+            room.push((c.utilisation_ppm(), load.containers, tie, c.node.clone()));
+        }
+    }
+    warm.sort();
+    room.sort();
+    warm.into_iter()
+        .map(|w| w.3)
+        .chain(room.into_iter().map(|r| r.3))
+        .collect()
+}
+
+/// The nodes to send a pool connection to, best first: nodes with ready
+/// instances, by fewest connections per instance, this node first among
+/// equals, then a hash of `salt`.
+pub fn route_pool(
+    me: &NodeId,
+    view: &[Candidate],
+    loads: &BTreeMap<NodeId, ServiceLoad>,
+    salt: u64,
+) -> Vec<NodeId> {
+    let mut ranked: Vec<_> = view
+        .iter()
+        .filter(|c| c.alive)
+        .filter_map(|c| {
+            let load = loads.get(&c.node)?;
+            (load.ready > 0).then(|| {
+                let per = u64::from(load.conns) * 1000 / u64::from(load.ready);
+                let tie = fnv1a(&[&salt.to_le_bytes(), c.node.as_str().as_bytes()]);
+                (per, c.node != *me, tie, c.node.clone())
+            })
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|r| r.3).collect()
+}
+
+/// How many instances of a pool service `me` should run, and with how many
+/// cores each. Per-core and per-numa pools size themselves from each node's
+/// own topology; a counted pool is dealt out one instance at a time over
+/// the live, non-draining nodes (in an order hashed from the service name,
+/// so different services start on different nodes), each taking no more
+/// than its cores allow. When a node leaves, its share moves to the others.
+pub fn pool_share(spec: &ServiceSpec, view: &[Candidate], me: &NodeId) -> Vec<u32> {
+    let Some(mine) = view.iter().find(|c| &c.node == me) else {
+        return Vec::new();
+    };
+    if !mine.alive || mine.draining {
+        return Vec::new();
+    }
+    match spec.instances {
+        None => Vec::new(),
+        Some(Instances::PerCore) => vec![1; mine.topology.total_cores() as usize],
+        Some(Instances::PerNuma) => mine.topology.cores_per_numa.clone(),
+        Some(Instances::Count(n)) => {
+            let cores = spec.cores.get();
+            let mut nodes: Vec<(u64, &Candidate, u32)> = view
+                .iter()
+                .filter(|c| c.alive && !c.draining)
+                .map(|c| {
+                    let hash = fnv1a(&[spec.name.as_str().as_bytes(), c.node.as_str().as_bytes()]);
+                    (hash, c, c.topology.total_cores() / cores)
+                })
+                .collect();
+            nodes.sort_by_key(|(hash, c, _)| (*hash, c.node.clone()));
+            let mut given: Vec<u32> = vec![0; nodes.len()];
+            let mut left = n;
+            while left > 0 {
+                let mut progressed = false;
+                for (i, (_, _, capacity)) in nodes.iter().enumerate() {
+                    if left > 0 && given[i] < *capacity {
+                        given[i] += 1;
+                        left -= 1;
+                        progressed = true;
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            let at = nodes.iter().position(|(_, c, _)| &c.node == me);
+            at.map(|i| vec![cores; given[i] as usize])
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Encodes every service's load for the `svc` gossip key:
+/// `name:containers:ready:conns:queued` joined by `;`.
+pub fn encode_loads(loads: &BTreeMap<String, ServiceLoad>) -> String {
+    loads
+        .iter()
+        .map(|(n, l)| format!("{n}:{}:{}:{}:{}", l.containers, l.ready, l.conns, l.queued))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Parses the `svc` gossip value; `None` if any entry is malformed.
+pub fn decode_loads(s: &str) -> Option<BTreeMap<String, ServiceLoad>> {
+    if s.is_empty() {
+        return Some(BTreeMap::new());
+    }
+    s.split(';')
+        .map(|entry| {
+            let mut p = entry.split(':');
+            let name = p.next()?.to_owned();
+            let mut num = || p.next()?.parse::<u32>().ok();
+            let load = ServiceLoad {
+                containers: num()?,
+                ready: num()?,
+                conns: num()?,
+                queued: num()?,
+            };
+            (!name.is_empty()).then_some((name, load))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::{Load, TopologySummary};
+    use crate::service::ServiceRequest;
+
+    fn node(n: &str) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    fn cand(n: &str, per_numa: Vec<u32>, free: Vec<u32>) -> Candidate {
+        Candidate {
+            node: node(n),
+            alive: true,
+            draining: false,
+            topology: TopologySummary {
+                packages: 1,
+                cores_per_numa: per_numa,
+                pus_per_core: 1,
+            },
+            load: Load {
+                free_per_numa: free,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn spec(mode: &str, instances: Option<&str>, cores: u32, max: u32) -> ServiceSpec {
+        ServiceSpec::try_from(ServiceRequest {
+            name: "svc".into(),
+            image: "img".into(),
+            port: 1,
+            listen: 2,
+            mode: Some(mode.into()),
+            instances: instances.map(Into::into),
+            cores: (instances != Some("per-numa")).then_some(cores),
+            max_per_node: Some(max),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn load(containers: u32, ready: u32, conns: u32) -> ServiceLoad {
+        ServiceLoad {
+            containers,
+            ready,
+            conns,
+            queued: 0,
+        }
+    }
+
+    #[test]
+    fn warm_nodes_first_local_first_then_least_utilised_with_room() {
+        let s = spec("per-connection", None, 1, 3);
+        let view = vec![
+            cand("a", vec![4], vec![1]),
+            cand("b", vec![4], vec![3]),
+            cand("c", vec![4], vec![4]),
+            cand("d", vec![4], vec![0]),
+            cand("e", vec![4], vec![4]),
+        ];
+        let loads = BTreeMap::from([
+            (node("a"), load(2, 1, 1)),
+            (node("c"), load(0, 0, 0)),
+            (node("e"), load(3, 0, 3)),
+        ]);
+        let order = route_per_connection(&node("b"), &s, &view, &loads, 1);
+        // a has a warm one; c, b by utilisation; d has no free core; e is
+        // at its max.
+        assert_eq!(order, vec![node("a"), node("c"), node("b")]);
+        let mut both_warm = loads.clone();
+        both_warm.insert(node("b"), load(1, 1, 0));
+        let order = route_per_connection(&node("b"), &s, &view, &both_warm, 1);
+        assert_eq!(&order[..2], &[node("b"), node("a")]);
+    }
+
+    #[test]
+    fn dead_and_draining_nodes_get_no_connections() {
+        let s = spec("per-connection", None, 2, 8);
+        let mut dead = cand("a", vec![4], vec![4]);
+        dead.alive = false;
+        let mut draining = cand("b", vec![4], vec![4]);
+        draining.draining = true;
+        let split = cand("c", vec![1, 1], vec![1, 1]);
+        let view = vec![dead, draining, split];
+        assert!(route_per_connection(&node("c"), &s, &view, &BTreeMap::new(), 0).is_empty());
+    }
+
+    #[test]
+    fn pool_connections_go_to_the_fewest_per_instance_local_on_ties() {
+        let view = vec![
+            cand("a", vec![4], vec![0]),
+            cand("b", vec![4], vec![0]),
+            cand("c", vec![4], vec![0]),
+        ];
+        let loads = BTreeMap::from([
+            (node("a"), load(4, 4, 8)),
+            (node("b"), load(4, 4, 8)),
+            (node("c"), load(2, 2, 1)),
+        ]);
+        assert_eq!(
+            route_pool(&node("b"), &view, &loads, 0),
+            vec![node("c"), node("b"), node("a")]
+        );
+        assert!(route_pool(&node("b"), &view, &BTreeMap::new(), 0).is_empty());
+    }
+
+    #[test]
+    fn per_core_and_per_numa_pools_follow_each_nodes_topology() {
+        let view = vec![cand("a", vec![4, 4], vec![8]), cand("b", vec![2], vec![2])];
+        let per_core = spec("pool", Some("per-core"), 1, 64);
+        assert_eq!(pool_share(&per_core, &view, &node("a")), vec![1; 8]);
+        assert_eq!(pool_share(&per_core, &view, &node("b")), vec![1; 2]);
+        let per_numa = spec("pool", Some("per-numa"), 1, 64);
+        assert_eq!(pool_share(&per_numa, &view, &node("a")), vec![4, 4]);
+        assert!(pool_share(&per_numa, &view, &node("zz")).is_empty());
+    }
+
+    #[test]
+    fn counted_pools_spread_within_capacity_and_move_when_a_node_leaves() {
+        let s = spec("pool", Some("6"), 1, 64);
+        let mut view: Vec<Candidate> = ["a", "b", "c"]
+            .iter()
+            .map(|n| cand(n, vec![4], vec![4]))
+            .collect();
+        let shares = |view: &[Candidate]| -> Vec<usize> {
+            ["a", "b", "c"]
+                .iter()
+                .map(|n| pool_share(&s, view, &node(n)).len())
+                .collect()
+        };
+        assert_eq!(shares(&view), vec![2, 2, 2]);
+        view[1].alive = false;
+        assert_eq!(shares(&view), vec![3, 0, 3]);
+        // Capacity bounds it: 2-core instances, 4 cores each node.
+        let big = spec("pool", Some("9"), 2, 64);
+        let total: usize = ["a", "b", "c"]
+            .iter()
+            .map(|n| pool_share(&big, &view, &node(n)).len())
+            .sum();
+        assert_eq!(total, 4);
+    }
+
+    #[test]
+    fn loads_round_trip_and_garbage_is_refused() {
+        let loads = BTreeMap::from([
+            ("echo".to_string(), load(3, 1, 2)),
+            ("web".to_string(), load(0, 0, 0)),
+        ]);
+        assert_eq!(decode_loads(&encode_loads(&loads)), Some(loads));
+        assert_eq!(decode_loads(""), Some(BTreeMap::new()));
+        assert_eq!(decode_loads("echo:1:2"), None);
+        assert_eq!(decode_loads("echo:x:1:1:1"), None);
+    }
+}

@@ -1,0 +1,409 @@
+//! Services: long-lived TCP endpoints the mesh serves with containers. A
+//! definition (`ServiceSpec`) is validated once from the client's
+//! `ServiceRequest`; `defs` merges definitions spread by gossip; `choice`
+//! decides where a connection goes and how many pool instances a node runs.
+
+pub mod choice;
+pub mod defs;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{IdError, ServiceName};
+use crate::resources::{CoreCount, MemoryBytes, ResourceError};
+
+pub use defs::ServiceDef;
+
+/// How connections meet containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// A fresh container per connection, removed when it closes.
+    PerConnection,
+    /// Long-running instances shared by connections (least connections).
+    Pool,
+}
+
+/// How many pool instances the mesh runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Instances {
+    /// One single-core instance per core of every live node.
+    PerCore,
+    /// One instance per NUMA node of every live node, holding all its cores.
+    PerNuma,
+    /// This many in all, spread over the live nodes.
+    Count(u32),
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::PerConnection => "per-connection",
+            Mode::Pool => "pool",
+        })
+    }
+}
+
+impl std::fmt::Display for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Instances::PerCore => f.write_str("per-core"),
+            Instances::PerNuma => f.write_str("per-numa"),
+            Instances::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Defaults a user gets without the flag.
+pub const DEFAULT_MAX_PER_NODE: u32 = 64;
+pub const DEFAULT_QUEUE: u32 = 128;
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_READY_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_READY_RETRIES: u32 = 2;
+/// Bounds that keep one definition from taking the mesh down.
+pub const MAX_INSTANCES: u32 = 10_000;
+pub const MAX_WAIT_MS: u64 = 3_600_000;
+pub const MAX_QUEUE: u32 = 100_000;
+
+/// A service definition as a client sends it (JSON body of
+/// `POST /v1/services`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRequest {
+    pub name: String,
+    pub image: String,
+    /// The port the container listens on.
+    pub port: u16,
+    /// The port every agent listens on for clients.
+    pub listen: u16,
+    /// `per-connection` (default) or `pool`.
+    pub mode: Option<String>,
+    pub cores: Option<u32>,
+    pub memory: Option<String>,
+    pub warm: Option<u32>,
+    pub max_per_node: Option<u32>,
+    pub queue: Option<u32>,
+    pub queue_timeout_ms: Option<u64>,
+    pub ready_timeout_ms: Option<u64>,
+    pub ready_retries: Option<u32>,
+    /// Pool mode: `per-core`, `per-numa` or a count.
+    pub instances: Option<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `KEY=VALUE` entries.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// A valid service definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: ServiceName,
+    pub image: String,
+    pub port: u16,
+    pub listen: u16,
+    pub mode: Mode,
+    /// Cores each container holds, all on one NUMA node (per-numa pools:
+    /// the whole node, decided where it runs).
+    pub cores: CoreCount,
+    pub memory: Option<MemoryBytes>,
+    pub warm: u32,
+    pub max_per_node: u32,
+    pub queue: u32,
+    pub queue_timeout_ms: u64,
+    pub ready_timeout_ms: u64,
+    pub ready_retries: u32,
+    /// Pool mode only.
+    pub instances: Option<Instances>,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a definition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Name(#[from] IdError),
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    #[error("image is empty")]
+    NoImage,
+    #[error("{which} port is 0; give the port {what}")]
+    NoPort {
+        which: &'static str,
+        what: &'static str,
+    },
+    #[error("mode {0:?} is unknown; use per-connection or pool")]
+    Mode(String),
+    #[error(
+        "instances {0:?} is invalid; use per-core, per-numa or a count from 1 to {MAX_INSTANCES}"
+    )]
+    Instances(String),
+    #[error("{0} only applies to {1} mode")]
+    WrongMode(&'static str, &'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("env entry {0:?} is not KEY=VALUE")]
+    Env(String),
+}
+
+impl TryFrom<ServiceRequest> for ServiceSpec {
+    type Error = ServiceError;
+
+    fn try_from(r: ServiceRequest) -> Result<Self, Self::Error> {
+        let name = ServiceName::new(r.name)?;
+        if r.image.trim().is_empty() {
+            return Err(ServiceError::NoImage);
+        }
+        if r.port == 0 {
+            return Err(ServiceError::NoPort {
+                which: "container",
+                what: "the container listens on (--port)",
+            });
+        }
+        if r.listen == 0 {
+            return Err(ServiceError::NoPort {
+                which: "listen",
+                what: "every agent listens on for clients (--listen)",
+            });
+        }
+        let mode = match r.mode.as_deref().unwrap_or("per-connection") {
+            "per-connection" => Mode::PerConnection,
+            "pool" => Mode::Pool,
+            other => return Err(ServiceError::Mode(other.into())),
+        };
+        let instances = match (mode, r.instances.as_deref()) {
+            (Mode::PerConnection, Some(_)) => {
+                return Err(ServiceError::WrongMode("--instances", "pool"));
+            }
+            (Mode::PerConnection, None) => None,
+            (Mode::Pool, None | Some("per-core")) => Some(Instances::PerCore),
+            (Mode::Pool, Some("per-numa")) => Some(Instances::PerNuma),
+            (Mode::Pool, Some(n)) => match n.parse::<u32>() {
+                Ok(n) if (1..=MAX_INSTANCES).contains(&n) => Some(Instances::Count(n)),
+                _ => return Err(ServiceError::Instances(n.into())),
+            },
+        };
+        if mode == Mode::Pool && r.warm.is_some_and(|w| w > 0) {
+            return Err(ServiceError::WrongMode("--warm", "per-connection"));
+        }
+        let cores = match (instances, r.cores) {
+            (Some(Instances::PerCore), Some(c)) if c != 1 => {
+                return Err(ServiceError::Invalid(format!(
+                    "--instances per-core runs single-core instances; --cores {c} contradicts it"
+                )));
+            }
+            (Some(Instances::PerNuma), Some(_)) => {
+                return Err(ServiceError::Invalid(
+                    "--instances per-numa gives each instance a whole NUMA node; drop --cores"
+                        .into(),
+                ));
+            }
+            (_, c) => CoreCount::new(c.unwrap_or(1))?,
+        };
+        let memory = r.memory.as_deref().map(str::parse).transpose()?;
+        let max_per_node = r.max_per_node.unwrap_or(DEFAULT_MAX_PER_NODE);
+        if max_per_node == 0 {
+            return Err(ServiceError::Invalid(
+                "--max-per-node 0 would serve nothing".into(),
+            ));
+        }
+        let warm = r.warm.unwrap_or(0);
+        if warm > max_per_node {
+            return Err(ServiceError::Invalid(format!(
+                "--warm {warm} exceeds --max-per-node {max_per_node} (warm containers count)"
+            )));
+        }
+        let queue = r.queue.unwrap_or(DEFAULT_QUEUE);
+        if queue > MAX_QUEUE {
+            return Err(ServiceError::Invalid(format!(
+                "--queue {queue} is above the limit {MAX_QUEUE}"
+            )));
+        }
+        let wait = |v: Option<u64>, default: u64, flag: &str| match v.unwrap_or(default) {
+            0 => Err(ServiceError::Invalid(format!("{flag} must be above 0"))),
+            ms if ms > MAX_WAIT_MS => Err(ServiceError::Invalid(format!(
+                "{flag} {ms} ms is above the limit of an hour"
+            ))),
+            ms => Ok(ms),
+        };
+        let queue_timeout_ms = wait(
+            r.queue_timeout_ms,
+            DEFAULT_QUEUE_TIMEOUT_MS,
+            "--queue-timeout",
+        )?;
+        let ready_timeout_ms = wait(
+            r.ready_timeout_ms,
+            DEFAULT_READY_TIMEOUT_MS,
+            "--ready-timeout",
+        )?;
+        let ready_retries = r.ready_retries.unwrap_or(DEFAULT_READY_RETRIES);
+        if ready_retries > 100 {
+            return Err(ServiceError::Invalid(
+                "--ready-retries is above the limit of 100".into(),
+            ));
+        }
+        let env = r
+            .env
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => Err(ServiceError::Env(e.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ServiceSpec {
+            name,
+            image: r.image,
+            port: r.port,
+            listen: r.listen,
+            mode,
+            cores,
+            memory,
+            warm,
+            max_per_node,
+            queue,
+            queue_timeout_ms,
+            ready_timeout_ms,
+            ready_retries,
+            instances,
+            command: r.command,
+            env,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> ServiceRequest {
+        ServiceRequest {
+            name: "echo".into(),
+            image: "mesh-testsvc".into(),
+            port: 7000,
+            listen: 9000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_make_a_per_connection_service() {
+        let s = ServiceSpec::try_from(req()).unwrap();
+        assert_eq!(s.mode, Mode::PerConnection);
+        assert_eq!(s.cores.get(), 1);
+        assert_eq!(s.instances, None);
+        assert_eq!(s.max_per_node, DEFAULT_MAX_PER_NODE);
+        assert_eq!(s.ready_retries, DEFAULT_READY_RETRIES);
+    }
+
+    #[test]
+    fn pool_modes_parse() {
+        let pool = |i: Option<&str>| {
+            ServiceSpec::try_from(ServiceRequest {
+                mode: Some("pool".into()),
+                instances: i.map(Into::into),
+                ..req()
+            })
+        };
+        assert_eq!(pool(None).unwrap().instances, Some(Instances::PerCore));
+        assert_eq!(
+            pool(Some("per-numa")).unwrap().instances,
+            Some(Instances::PerNuma)
+        );
+        assert_eq!(
+            pool(Some("6")).unwrap().instances,
+            Some(Instances::Count(6))
+        );
+        assert!(matches!(pool(Some("0")), Err(ServiceError::Instances(_))));
+        assert!(matches!(
+            pool(Some("many")),
+            Err(ServiceError::Instances(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_definitions_say_why() {
+        let bad = |r: ServiceRequest| ServiceSpec::try_from(r).unwrap_err().to_string();
+        assert!(
+            bad(ServiceRequest {
+                name: "a b".into(),
+                ..req()
+            })
+            .contains("character")
+        );
+        assert!(
+            bad(ServiceRequest {
+                image: " ".into(),
+                ..req()
+            })
+            .contains("image")
+        );
+        assert!(bad(ServiceRequest { port: 0, ..req() }).contains("--port"));
+        assert!(bad(ServiceRequest { listen: 0, ..req() }).contains("--listen"));
+        assert!(
+            bad(ServiceRequest {
+                mode: Some("x".into()),
+                ..req()
+            })
+            .contains("per-connection or pool")
+        );
+        assert!(
+            bad(ServiceRequest {
+                instances: Some("4".into()),
+                ..req()
+            })
+            .contains("pool")
+        );
+        assert!(
+            bad(ServiceRequest {
+                warm: Some(9),
+                max_per_node: Some(2),
+                ..req()
+            })
+            .contains("--warm")
+        );
+        assert!(
+            bad(ServiceRequest {
+                cores: Some(0),
+                ..req()
+            })
+            .contains("0")
+        );
+        assert!(
+            bad(ServiceRequest {
+                max_per_node: Some(0),
+                ..req()
+            })
+            .contains("--max-per-node")
+        );
+        assert!(
+            bad(ServiceRequest {
+                queue_timeout_ms: Some(0),
+                ..req()
+            })
+            .contains("--queue-timeout")
+        );
+        assert!(
+            bad(ServiceRequest {
+                env: vec!["NOEQ".into()],
+                ..req()
+            })
+            .contains("KEY=VALUE")
+        );
+        assert!(
+            bad(ServiceRequest {
+                mode: Some("pool".into()),
+                instances: Some("per-core".into()),
+                cores: Some(2),
+                ..req()
+            })
+            .contains("per-core")
+        );
+        assert!(
+            bad(ServiceRequest {
+                mode: Some("pool".into()),
+                warm: Some(1),
+                ..req()
+            })
+            .contains("--warm")
+        );
+    }
+}
