@@ -215,6 +215,11 @@ impl Config {
         self
     }
 
+    pub fn service_bind(mut self, ip: std::net::IpAddr) -> Self {
+        self.service_bind = ip;
+        self
+    }
+
     pub fn ping_interval(mut self, d: Duration) -> Self {
         self.ping_interval = d;
         self

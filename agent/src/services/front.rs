@@ -232,13 +232,17 @@ impl<R: ContainerRuntime> Front<R> {
         let view = self.view().await;
         let me = self.mesh.node();
         let candidates = candidates_of(&view);
-        let loads: BTreeMap<NodeId, ServiceLoad> = view
+        let mut loads: BTreeMap<NodeId, ServiceLoad> = view
             .iter()
             .filter_map(|p| {
                 let load = p.info.as_ref()?.services.get(spec.name.as_str())?;
                 Some((p.node.clone(), load.clone()))
             })
             .collect();
+        // This node's own figures are exact; the gossip's are a round old.
+        if let Some(own) = self.backend.loads().remove(spec.name.as_str()) {
+            loads.insert(me.clone(), own);
+        }
         let salt = self.salt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut order = match spec.mode {
             Mode::PerConnection => route_per_connection(&me, spec, &candidates, &loads, salt),

@@ -1,0 +1,455 @@
+//! Services on real Docker, through in-process agents that form a mesh:
+//! per-connection containers (fresh and warm), forwarding to a peer,
+//! half-close, the queue and refusal, containers that crash or start
+//! slowly, and bad definitions. (Pool mode, node loss and large transfers
+//! on agents in containers: `testnet/tests/services.rs`.)
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::*;
+use mesh_agent::runtime::ContainerRuntime;
+use mesh_agent::{Config, RunningAgent};
+use mesh_protocol::api::ServiceView;
+use mesh_protocol::gossip::PeerState;
+use mesh_protocol::{NodeId, labels};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+struct Node {
+    agent: RunningAgent,
+    node: NodeId,
+    api: Api,
+    ip: IpAddr,
+    _stop: tokio_util::sync::DropGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        remove_node_containers(&self.node);
+    }
+}
+
+/// A loopback address of its own for each agent, so agents in one test
+/// (and tests running at once) can listen on the same service port.
+fn own_loopback() -> IpAddr {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        20 + (pid % 200) as u8,
+        (n / 250) as u8,
+        (n % 250 + 1) as u8,
+    ))
+}
+
+async fn node(seeds: Vec<String>) -> Node {
+    require_docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ip = own_loopback();
+    let id = unique_node("svc");
+    let config = Config::builder(id.clone(), dir.path())
+        .topology("numa:1 core:4 pu:1")
+        .seeds(seeds)
+        .service_bind(ip);
+    let stop = CancellationToken::new();
+    let agent = mesh_agent::start(config, stop.clone()).await.unwrap();
+    let api = Api::new(&format!("http://{}", agent.api_addr));
+    Node {
+        agent,
+        node: id,
+        api,
+        ip,
+        _stop: stop.drop_guard(),
+        _dir: dir,
+    }
+}
+
+/// Two agents that see each other with published values.
+async fn pair() -> (Node, Node) {
+    let a = node(vec![]).await;
+    let b = node(vec![a.agent.mesh.local_addr().unwrap().to_string()]).await;
+    wait_until("both see both", Duration::from_secs(15), || async {
+        for n in [&a, &b] {
+            let peers = n.agent.mesh.peers().await;
+            let ok = peers
+                .iter()
+                .filter(|p| p.state == PeerState::Alive && p.info.is_some())
+                .count();
+            if ok < 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    (a, b)
+}
+
+async fn create(api: &Api, body: Value) -> (u16, String) {
+    let r = api
+        .http
+        .post(format!("{}/v1/services", api.url))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn services(api: &Api) -> Vec<ServiceView> {
+    let r = api
+        .http
+        .get(format!("{}/v1/services", api.url))
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
+/// Waits until every node listens for `name` (as `api` reports it).
+async fn wait_listening(api: &Api, name: &str, nodes: usize) {
+    wait_until(
+        &format!("{nodes} nodes listen for {name}"),
+        Duration::from_secs(15),
+        || async {
+            services(api).await.iter().any(|v| {
+                v.def.spec.name.as_str() == name
+                    && v.nodes.iter().filter(|n| n.listening).count() == nodes
+            })
+        },
+    )
+    .await;
+}
+
+fn svc(name: &str, listen: u16, command: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "image": IMAGE,
+        "port": 7000,
+        "listen": listen,
+        "command": command,
+    })
+}
+
+/// A port number for a test's service (agents listen on their own
+/// loopback addresses, so only services of one test must differ).
+fn port(n: u16) -> u16 {
+    20_000 + (std::process::id() % 20_000) as u16 + n
+}
+
+/// Sends `data`, ends its side, reads to the end.
+async fn exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(data).await?;
+    s.shutdown().await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 60 s"))??;
+    Ok(out)
+}
+
+async fn containers(node: &NodeId, service: &str) -> Vec<mesh_agent::runtime::ContainerInfo> {
+    docker()
+        .list(&[(labels::NODE, node.as_str()), (labels::SERVICE, service)])
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_connection_gets_its_own_container_through_any_node_then_only_warm_ones_remain() {
+    let (a, b) = pair().await;
+    let listen = port(1);
+    let mut web = svc("web", listen, &["http", "--port", "7000"]);
+    web["warm"] = json!(1);
+    assert_eq!(create(&a.api, web).await.0, 201);
+    wait_listening(&b.api, "web", 2).await;
+    let mut hosts = BTreeSet::new();
+    for n in [&a, &b, &a, &b] {
+        let reply = exchange(SocketAddr::new(n.ip, listen), b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&reply).to_string();
+        let host = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hello from "))
+            .unwrap_or_else(|| panic!("not the service's answer: {text:?}"))
+            .to_owned();
+        hosts.insert(host);
+    }
+    assert_eq!(
+        hosts.len(),
+        4,
+        "every connection had its own container: {hosts:?}"
+    );
+    for n in [&a, &b] {
+        wait_until(
+            "only the warm container remains",
+            Duration::from_secs(20),
+            || async {
+                let c = containers(&n.node, "web").await;
+                c.len() == 1 && c[0].running
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn bytes_flow_both_ways_with_half_close_through_a_peer() {
+    let (a, b) = pair().await;
+    let listen = port(2);
+    let mut echo = svc("echo", listen, &["echo", "--port", "7000"]);
+    // One container per node: the second connection through a must go to b.
+    echo["max_per_node"] = json!(1);
+    echo["queue_timeout_ms"] = json!(30_000);
+    assert_eq!(create(&a.api, echo).await.0, 201);
+    wait_listening(&a.api, "echo", 2).await;
+    let at = SocketAddr::new(a.ip, listen);
+    // The first connection holds a's container open.
+    let mut held = TcpStream::connect(at).await.unwrap();
+    held.write_all(b"first").await.unwrap();
+    let mut got = [0u8; 5];
+    held.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"first");
+    // The second goes through a to b's container, over the mesh.
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut second = TcpStream::connect(at).await.unwrap();
+    second.write_all(&data[..1000]).await.unwrap();
+    let mut first_bytes = [0u8; 1000];
+    second.read_exact(&mut first_bytes).await.unwrap();
+    let conns: Vec<mesh_protocol::api::ConnectionView> = a
+        .api
+        .http
+        .get(format!("{}/v1/connections", a.api.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        conns.iter().any(|c| c.node == b.node && c.entry == a.node),
+        "one connection enters at a and is served by b: {conns:?}"
+    );
+    let (mut r, mut w) = second.into_split();
+    let rest = data[1000..].to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&rest).await.unwrap();
+        // Half-close: the rest of the reply must still arrive.
+        w.shutdown().await.unwrap();
+    });
+    let mut reply = first_bytes.to_vec();
+    r.read_to_end(&mut reply).await.unwrap();
+    writer.await.unwrap();
+    assert!(
+        reply == data,
+        "{} bytes came back of {}",
+        reply.len(),
+        data.len()
+    );
+    drop(held);
+    wait_until(
+        "containers removed after the connections",
+        Duration::from_secs(20),
+        || async {
+            containers(&a.node, "echo").await.is_empty()
+                && containers(&b.node, "echo").await.is_empty()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_mesh_queues_then_refuses_cleanly_and_serves_the_queued_when_room_appears() {
+    let (a, b) = pair().await;
+    let listen = port(3);
+    let mut echo = svc("busy", listen, &["echo", "--port", "7000"]);
+    echo["max_per_node"] = json!(1);
+    echo["queue"] = json!(1);
+    echo["queue_timeout_ms"] = json!(30_000);
+    assert_eq!(create(&a.api, echo).await.0, 201);
+    wait_listening(&a.api, "busy", 2).await;
+    let at = SocketAddr::new(a.ip, listen);
+    let mut open = Vec::new();
+    for i in 0..2u8 {
+        let mut s = TcpStream::connect(at).await.unwrap();
+        s.write_all(&[i]).await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        open.push(s);
+    }
+    // Both nodes hold their one container: the next connection waits...
+    let queued = tokio::spawn(exchange(at, b"queued"));
+    wait_until(
+        "one connection waits at a",
+        Duration::from_secs(10),
+        || async {
+            services(&a.api).await.iter().any(|v| {
+                v.nodes
+                    .iter()
+                    .any(|n| n.node == a.node && n.load.queued == 1)
+            })
+        },
+    )
+    .await;
+    // ...and one more finds the queue full: closed, without a reset.
+    let refused = exchange(at, b"refused").await;
+    assert_eq!(refused.unwrap(), b"", "a refused connection just ends");
+    drop(open.remove(0));
+    let served = queued.await.unwrap().unwrap();
+    assert_eq!(served, b"queued");
+    let view = services(&a.api).await;
+    let at_a = view[0].nodes.iter().find(|n| n.node == a.node).unwrap();
+    assert_eq!((at_a.counters.queued, at_a.counters.refused), (1, 1));
+    drop(b);
+}
+
+#[tokio::test]
+async fn containers_that_crash_on_start_are_retried_then_the_client_is_let_go() {
+    let a = node(vec![]).await;
+    let listen = port(4);
+    let mut crashy = svc("crashy", listen, &["crash"]);
+    crashy["ready_retries"] = json!(2);
+    assert_eq!(create(&a.api, crashy).await.0, 201);
+    wait_listening(&a.api, "crashy", 1).await;
+    let reply = exchange(SocketAddr::new(a.ip, listen), b"hello")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"", "the connection is closed, not left hanging");
+    let view = services(&a.api).await;
+    assert_eq!(
+        view[0].nodes[0].counters.failed_starts, 3,
+        "1 start + 2 retries"
+    );
+    assert_eq!(view[0].nodes[0].counters.refused, 1);
+    wait_until(
+        "the failed containers are removed",
+        Duration::from_secs(20),
+        || async { containers(&a.node, "crashy").await.is_empty() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_starting_container_gets_what_the_client_sent_meanwhile() {
+    let a = node(vec![]).await;
+    let listen = port(5);
+    let slow = svc(
+        "slow",
+        listen,
+        &["slow-start", "1.5", "echo", "--port", "7000"],
+    );
+    assert_eq!(create(&a.api, slow).await.0, 201);
+    wait_listening(&a.api, "slow", 1).await;
+    let started = std::time::Instant::now();
+    let reply = exchange(SocketAddr::new(a.ip, listen), b"sent before it was ready")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"sent before it was ready");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn bad_definitions_and_unknown_names_get_clear_errors() {
+    let a = node(vec![]).await;
+    let listen = port(6);
+    let post = |body: String| {
+        let api = a.api.clone();
+        async move {
+            let r = api
+                .http
+                .post(format!("{}/v1/services", api.url))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = post("{not json".into()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(svc("x", 0, &[]).to_string()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("--listen"), "{body}");
+    let (status, body) =
+        post(json!({"name": "bad name", "image": IMAGE, "port": 1, "listen": 2}).to_string()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("character"), "{body}");
+    assert_eq!(
+        create(&a.api, svc("one", listen, &["echo", "--port", "7000"]))
+            .await
+            .0,
+        201
+    );
+    let (status, body) = create(&a.api, svc("one", listen + 100, &[])).await;
+    assert_eq!(status, 409);
+    assert!(body.contains("exists"), "{body}");
+    let (status, body) = create(&a.api, svc("two", listen, &[])).await;
+    assert_eq!(status, 409);
+    assert!(body.contains("one"), "{body}");
+    for (method, path) in [
+        ("DELETE", "/v1/services/nope"),
+        ("GET", "/v1/services/nope"),
+    ] {
+        let r = a
+            .api
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", a.api.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{method} {path}");
+    }
+    // Removal stops the listener; the name is free again.
+    let r = a
+        .api
+        .http
+        .delete(format!("{}/v1/services/one", a.api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(services(&a.api).await.is_empty());
+    wait_until("the listener closed", Duration::from_secs(5), || async {
+        TcpStream::connect(SocketAddr::new(a.ip, listen))
+            .await
+            .is_err()
+    })
+    .await;
+    assert_eq!(
+        create(&a.api, svc("one", listen, &["echo", "--port", "7000"]))
+            .await
+            .0,
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_joins_later_learns_the_services_and_serves_them() {
+    let a = node(vec![]).await;
+    let listen = port(7);
+    assert_eq!(
+        create(&a.api, svc("late", listen, &["echo", "--port", "7000"]))
+            .await
+            .0,
+        201
+    );
+    let b = node(vec![a.agent.mesh.local_addr().unwrap().to_string()]).await;
+    wait_listening(&b.api, "late", 2).await;
+    let reply = exchange(SocketAddr::new(b.ip, listen), b"hi")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"hi");
+}
