@@ -201,11 +201,20 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
         stale.message.as_deref().unwrap_or("").contains("re-placed"),
         "{stale:?}"
     );
-    // The mesh reports the current attempt, from any node.
-    let seen = back.api().tasks().await;
-    let current = seen.iter().find(|t| t.id == task.id).unwrap();
-    assert_eq!((current.attempt, current.state), (2, TaskState::Running));
-    assert_eq!(current.node, again.node);
+    // The mesh reports the current attempt, from any node (the returning
+    // node's own view of its peers may take a few rounds to fill in).
+    wait_until(
+        "the returning node lists the current attempt",
+        Duration::from_secs(10),
+        || async {
+            back.api().tasks().await.iter().any(|t| {
+                t.id == task.id
+                    && (t.attempt, t.state) == (2, TaskState::Running)
+                    && t.node == again.node
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

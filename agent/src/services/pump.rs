@@ -8,14 +8,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::stats::Bytes;
 
-const BUF: usize = 64 * 1024;
+/// Each direction starts with a small buffer (idle connections are cheap:
+/// thousands may be open) and grows to the large one once a read fills it.
+const SMALL: usize = 4 * 1024;
+const LARGE: usize = 64 * 1024;
 
 async fn one_way<R, W>(mut from: R, mut to: W, counter: &std::sync::atomic::AtomicU64)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; SMALL];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -24,6 +27,9 @@ where
                     break;
                 }
                 counter.fetch_add(n as u64, Ordering::Relaxed);
+                if n == buf.len() && buf.len() < LARGE {
+                    buf.resize(LARGE, 0);
+                }
             }
         }
     }
