@@ -453,3 +453,118 @@ async fn a_node_that_joins_later_learns_the_services_and_serves_them() {
         .unwrap();
     assert_eq!(reply, b"hi");
 }
+
+#[tokio::test]
+async fn a_pool_instance_that_dies_is_replaced() {
+    let a = node(vec![]).await;
+    let listen = port(8);
+    let mut pool = svc("pool", listen, &["echo", "--port", "7000"]);
+    pool["mode"] = json!("pool");
+    pool["instances"] = json!("2");
+    assert_eq!(create(&a.api, pool).await.0, 201);
+    let running = || async {
+        containers(&a.node, "pool")
+            .await
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| c.id)
+            .collect::<BTreeSet<_>>()
+    };
+    wait_until("2 instances", Duration::from_secs(20), || async {
+        running().await.len() == 2
+    })
+    .await;
+    let before = running().await;
+    let victim = before.iter().next().unwrap().clone();
+    docker().kill(&victim).await.unwrap();
+    wait_until(
+        "a new instance replaces the killed one",
+        Duration::from_secs(20),
+        || async {
+            let now = running().await;
+            now.len() == 2 && !now.contains(&victim)
+        },
+    )
+    .await;
+    let reply = exchange(SocketAddr::new(a.ip, listen), b"pooled")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"pooled");
+}
+
+#[tokio::test]
+async fn definitions_survive_a_restart_and_stale_containers_are_removed() {
+    require_docker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ip = own_loopback();
+    let id = unique_node("svcr");
+    let listen = port(9);
+    let start = || async {
+        let config = Config::builder(id.clone(), dir.path())
+            .topology("numa:1 core:2 pu:1")
+            .service_bind(ip);
+        let stop = CancellationToken::new();
+        let agent = mesh_agent::start(config, stop.clone()).await.unwrap();
+        (agent, stop)
+    };
+    let (agent, stop) = start().await;
+    let api = Api::new(&format!("http://{}", agent.api_addr));
+    let mut warm = svc("kept", listen, &["echo", "--port", "7000"]);
+    warm["warm"] = json!(1);
+    assert_eq!(create(&api, warm).await.0, 201);
+    wait_until("a warm container", Duration::from_secs(20), || async {
+        containers(&id, "kept").await.len() == 1
+    })
+    .await;
+    stop.cancel();
+    agent.wait().await.unwrap();
+    assert!(
+        containers(&id, "kept").await.is_empty(),
+        "a clean stop removes them"
+    );
+    // What a crash would leave: a service container of this node.
+    let stale = docker()
+        .run(&mesh_agent::runtime::ContainerSpec {
+            name: format!("mesh-{id}-kept-stale"),
+            image: IMAGE.into(),
+            command: vec!["sleep".into(), "60".into()],
+            env: vec![],
+            labels: [
+                (labels::NODE, id.as_str()),
+                (labels::CLUSTER, "ganger-test"),
+                (labels::KIND, labels::KIND_SERVICE),
+                (labels::SERVICE, "kept"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            cpuset_cpus: Default::default(),
+            cpuset_mems: Default::default(),
+            memory: None,
+            network: None,
+        })
+        .await
+        .unwrap();
+    let (agent, stop) = start().await;
+    let api = Api::new(&format!("http://{}", agent.api_addr));
+    wait_listening(&api, "kept", 1).await;
+    wait_until(
+        "the stale container replaced by a new warm one",
+        Duration::from_secs(20),
+        || async {
+            let c = containers(&id, "kept").await;
+            c.len() == 1 && c[0].id != stale
+        },
+    )
+    .await;
+    let reply = exchange(SocketAddr::new(ip, listen), b"again")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"again");
+    stop.cancel();
+    agent.wait().await.unwrap();
+    assert!(
+        containers(&id, "kept").await.is_empty(),
+        "a clean stop removes them"
+    );
+}
