@@ -56,6 +56,9 @@ struct Warm {
 struct Instance {
     started: Started,
     conns: u32,
+    /// Takes no new connections; removed once its last one ends (its
+    /// service was removed or redefined, or the pool shrank).
+    retiring: bool,
 }
 
 struct Svc {
@@ -144,11 +147,21 @@ impl<R: ContainerRuntime> Backend<R> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Serves (or updates) a service here.
+    /// Serves (or updates) a service here. A changed definition retires
+    /// the containers of the old one (busy ones when their connections end).
     pub fn define(&self, spec: ServiceSpec) {
+        let mut stale = Vec::new();
         let mut state = self.lock();
         match state.get_mut(&spec.name) {
             Some(svc) => {
+                if svc.spec != spec {
+                    stale.extend(svc.warm.drain(..).map(|w| w.started));
+                    svc.containers = svc.containers.saturating_sub(stale.len() as u32);
+                    for i in &mut svc.instances {
+                        i.retiring = true;
+                    }
+                    stale.extend(sweep(svc));
+                }
                 svc.spec = spec;
                 svc.removed = false;
             }
@@ -168,6 +181,8 @@ impl<R: ContainerRuntime> Backend<R> {
                 );
             }
         }
+        drop(state);
+        self.discard_all(stale);
     }
 
     /// Stops serving a service: warm containers and idle instances go now,
@@ -193,7 +208,7 @@ impl<R: ContainerRuntime> Backend<R> {
             .map(|(name, s)| {
                 let ready = match s.spec.mode {
                     Mode::PerConnection => s.warm.len() as u32,
-                    Mode::Pool => s.instances.len() as u32,
+                    Mode::Pool => s.instances.iter().filter(|i| !i.retiring).count() as u32,
                 };
                 (
                     name.to_string(),
@@ -309,7 +324,12 @@ impl<R: ContainerRuntime> Backend<R> {
                 .get_mut(name)
                 .filter(|s| !s.removed)
                 .ok_or_else(|| AcquireError::Gone(name.to_string()))?;
-            let Some(inst) = svc.instances.iter_mut().min_by_key(|i| i.conns) else {
+            let Some(inst) = svc
+                .instances
+                .iter_mut()
+                .filter(|i| !i.retiring)
+                .min_by_key(|i| i.conns)
+            else {
                 return Err(AcquireError::Full(format!(
                     "no ready instance of {name} on {}",
                     self.cfg.node
@@ -322,12 +342,15 @@ impl<R: ContainerRuntime> Backend<R> {
         let me = self.clone();
         let (name2, id) = (name.clone(), started.id.clone());
         let release = move || {
+            let mut done = Vec::new();
             if let Some(svc) = me.lock().get_mut(&name2) {
                 svc.conns = svc.conns.saturating_sub(1);
                 if let Some(i) = svc.instances.iter_mut().find(|i| i.started.id == id) {
                     i.conns = i.conns.saturating_sub(1);
                 }
+                done = sweep(svc);
             }
+            me.discard_all(done);
             me.released.notify_waiters();
         };
         match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(started.addr)).await {
@@ -440,19 +463,19 @@ impl<R: ContainerRuntime> Backend<R> {
             let Some(svc) = state.get_mut(name) else {
                 return;
             };
-            let have = svc.containers as usize;
+            let retiring = svc.instances.iter().filter(|i| i.retiring).count();
+            let have = (svc.containers as usize).saturating_sub(retiring);
             let start: Vec<u32> = want.iter().skip(have).copied().collect();
             svc.containers += start.len() as u32;
-            let mut stop = Vec::new();
-            let mut extra = have.saturating_sub(want.len());
-            while extra > 0 {
-                let Some(at) = svc.instances.iter().position(|i| i.conns == 0) else {
-                    break;
-                };
-                stop.push(svc.instances.remove(at).started);
-                svc.containers -= 1;
-                extra -= 1;
+            // Too many: retire the least busy (idle ones go at once).
+            let extra = have.saturating_sub(want.len());
+            let mut active: Vec<&mut Instance> =
+                svc.instances.iter_mut().filter(|i| !i.retiring).collect();
+            active.sort_by_key(|i| i.conns);
+            for i in active.into_iter().take(extra) {
+                i.retiring = true;
             }
+            let stop = sweep(svc);
             (svc.spec.clone(), start, stop)
         };
         self.discard_all(stop);
@@ -470,7 +493,11 @@ impl<R: ContainerRuntime> Backend<R> {
                         info!(service = %spec.name, container = %started.name, "pool instance ready");
                         let watch = started.clone();
                         if let Some(svc) = me.lock().get_mut(&spec.name) {
-                            svc.instances.push(Instance { started, conns: 0 });
+                            svc.instances.push(Instance {
+                                started,
+                                conns: 0,
+                                retiring: false,
+                            });
                         }
                         me.released.notify_waiters();
                         me.watch_instance(spec.name.clone(), watch).await;
@@ -518,15 +545,11 @@ impl<R: ContainerRuntime> Backend<R> {
                 return;
             };
             let mut gone: Vec<Started> = svc.warm.drain(..).map(|w| w.started).collect();
-            let idle: Vec<Started> = svc
-                .instances
-                .iter()
-                .filter(|i| i.conns == 0)
-                .map(|i| i.started.clone())
-                .collect();
-            svc.instances.retain(|i| i.conns > 0);
-            gone.extend(idle);
             svc.containers = svc.containers.saturating_sub(gone.len() as u32);
+            for i in &mut svc.instances {
+                i.retiring = true;
+            }
+            gone.extend(sweep(svc));
             if svc.containers == 0 && svc.conns == 0 && svc.warming == 0 && svc.queued == 0 {
                 state.remove(name);
             }
@@ -728,6 +751,17 @@ impl<R: ContainerRuntime> Drop for QueueGuard<R> {
             svc.queued = svc.queued.saturating_sub(1);
         }
     }
+}
+
+/// Takes the retiring instances without connections out of `svc`, to be
+/// removed.
+fn sweep(svc: &mut Svc) -> Vec<Started> {
+    let (gone, kept): (Vec<Instance>, Vec<Instance>) = std::mem::take(&mut svc.instances)
+        .into_iter()
+        .partition(|i| i.retiring && i.conns == 0);
+    svc.instances = kept;
+    svc.containers = svc.containers.saturating_sub(gone.len() as u32);
+    gone.into_iter().map(|i| i.started).collect()
 }
 
 /// Whether a warm container's connection is still open (the container may
