@@ -311,3 +311,218 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
     }
     Ok(())
 }
+
+/// Polls the mesh-wide record of `id` through `url` until `done` holds.
+async fn wait_task(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&TaskRecord) -> bool,
+) -> Result<TaskRecord> {
+    let mut last = None;
+    wait_until(what, Duration::from_secs(90), async || {
+        let r = http
+            .get(format!("{url}/v1/tasks/{id}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let t: TaskRecord = r.json().await.map_err(|e| e.to_string())?;
+        let ok = done(&t);
+        let state = format!("{:?} attempt {} on {}", t.state, t.attempt, t.node);
+        last = Some(t);
+        if ok { Ok(()) } else { Err(state) }
+    })
+    .await?;
+    last.context("a record")
+}
+
+async fn submit_req(
+    http: &reqwest::Client,
+    url: &str,
+    req: &SubmitRequest,
+) -> Result<SubmitResponse> {
+    let r = http
+        .post(format!("{url}/v1/tasks"))
+        .json(req)
+        .send()
+        .await?;
+    ensure!(r.status() == 202, "submit refused: {}", r.text().await?);
+    Ok(r.json().await?)
+}
+
+#[tokio::test]
+async fn arrays_dependencies_retries_drain_and_bad_input_on_real_docker() -> Result<()> {
+    let net = Testnet::up(
+        TestnetOptions::for_test("batch")
+            .nodes(3)
+            .topology("numa:1 core:2 pu:1"),
+    )
+    .await
+    .context("starting a 3-agent testnet")?;
+    let all = net.nodes();
+    net.wait_views(
+        "all see all",
+        Duration::from_secs(15),
+        &all,
+        expect::alive_with_topology(&all),
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let n1 = net.api_url("n1")?;
+    let busybox = |cmd: &str| SubmitRequest {
+        image: "mesh-busybox:latest".into(),
+        command: vec!["sh".into(), "-c".into(), cmd.into()],
+        cores: Some(1),
+        ..Default::default()
+    };
+
+    // An array: one worker per core of the mesh, each told its index.
+    let array = submit_req(
+        &http,
+        &n1,
+        &SubmitRequest {
+            array: Some(6),
+            ..busybox("echo member $MESH_TASK_INDEX of $MESH_TASK_COUNT")
+        },
+    )
+    .await?;
+    ensure!(array.members.len() == 6, "6 members: {array:?}");
+    let mut seen = BTreeMap::new();
+    for m in &array.members {
+        let t = wait_task(&http, &n1, m.id.as_str(), "member succeeded", |t| {
+            t.state == TaskState::Succeeded
+        })
+        .await?;
+        let logs = http
+            .get(format!("{n1}/v1/tasks/{}/logs", m.id))
+            .send()
+            .await?
+            .text()
+            .await?;
+        seen.insert(logs.trim().to_owned(), t.node.to_string());
+    }
+    let want: BTreeMap<String, ()> = (0..6).map(|i| (format!("member {i} of 6"), ())).collect();
+    ensure!(seen.keys().eq(want.keys()), "every index once: {seen:?}");
+
+    // Dependencies: one waits for a success, one fails with its dependency.
+    let first = submit(&http, &n1, &["sleep", "1"]).await?.id.to_string();
+    let then = submit_req(
+        &http,
+        &n1,
+        &SubmitRequest {
+            after: vec![first.parse()?],
+            ..busybox("echo after")
+        },
+    )
+    .await?;
+    let bad = submit(&http, &n1, &["exit", "3"]).await?.id.to_string();
+    let never = submit_req(
+        &http,
+        &n1,
+        &SubmitRequest {
+            after: vec![bad.parse()?],
+            ..busybox("echo never")
+        },
+    )
+    .await?;
+    let a = wait_task(&http, &n1, &first, "first succeeded", |t| {
+        t.state == TaskState::Succeeded
+    })
+    .await?;
+    let b = wait_task(&http, &n1, then.id.as_str(), "dependent succeeded", |t| {
+        t.state == TaskState::Succeeded
+    })
+    .await?;
+    ensure!(
+        b.started_ms >= a.finished_ms,
+        "ran after its dependency: {a:?} {b:?}"
+    );
+    let n = wait_task(&http, &n1, never.id.as_str(), "dependent failed", |t| {
+        t.state == TaskState::Failed
+    })
+    .await?;
+    ensure!(
+        n.message.as_deref().unwrap_or("").contains(&bad),
+        "says which dependency failed: {n:?}"
+    );
+    ensure!(n.attempt == 0, "it never ran: {n:?}");
+
+    // Retries: a failing task runs 1 + 2 times, then fails.
+    let flaky = submit_req(
+        &http,
+        &n1,
+        &SubmitRequest {
+            retries: Some(2),
+            ..busybox("exit 1")
+        },
+    )
+    .await?;
+    let f = wait_task(&http, &n1, flaky.id.as_str(), "failed after retries", |t| {
+        t.state == TaskState::Failed
+    })
+    .await?;
+    ensure!(f.attempt == 3 && f.exit_code == Some(1), "{f:?}");
+
+    // Drain --migrate: a running task moves off the drained node now.
+    let long = submit(&http, &n1, &["sleep", "30"]).await?.id.to_string();
+    let t = wait_task(&http, &n1, &long, "running", |t| {
+        t.state == TaskState::Running
+    })
+    .await?;
+    let from = t.node.to_string();
+    let r = http
+        .post(format!("{n1}/v1/nodes/{from}/drain?migrate=true"))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "drain: {}", r.text().await?);
+    let moved = wait_task(&http, &n1, &long, "moved and running", |t| {
+        t.state == TaskState::Running && t.node.as_str() != from
+    })
+    .await?;
+    ensure!(moved.attempt == 2, "runs again as attempt 2: {moved:?}");
+    let r = http
+        .post(format!("{n1}/v1/nodes/{from}/undrain"))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "undrain: {}", r.text().await?);
+    http.post(format!("{n1}/v1/tasks/{long}/kill"))
+        .send()
+        .await?;
+
+    // Bad input: a clear status and message, nothing created.
+    let r = http.get(format!("{n1}/v1/tasks/t-unknown")).send().await?;
+    ensure!(r.status() == 404, "unknown id: {}", r.status());
+    let r = http
+        .post(format!("{n1}/v1/tasks"))
+        .json(&SubmitRequest {
+            cores: Some(3),
+            ..busybox("true")
+        })
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 422,
+        "impossible ask: {} {}",
+        r.status(),
+        r.text().await?
+    );
+    let r = http
+        .post(format!("{n1}/v1/tasks"))
+        .body("{\"image\": 5}")
+        .header("content-type", "application/json")
+        .send()
+        .await?;
+    ensure!(r.status() == 400, "malformed spec: {}", r.status());
+
+    // The accepting node dies right after "accepted": the task still runs.
+    let n2 = net.api_url("n2")?;
+    let orphan = submit(&http, &n2, &["sleep", "2"]).await?.id.to_string();
+    net.kill("n2").await?;
+    let done = wait_task(&http, &n1, &orphan, "ran although n2 died", |t| {
+        t.state == TaskState::Succeeded
+    })
+    .await?;
+    ensure!(done.node.as_str() != "n2", "{done:?}");
+    Ok(())
+}
