@@ -6,25 +6,23 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use mesh_protocol::service::choice::ServiceLoad;
 use mesh_protocol::service::{Mode, ServiceSpec};
-use mesh_protocol::{CoreCount, NodeId, ServiceName, TaskId, labels};
+use mesh_protocol::{NodeId, ServiceName, TaskId};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::Instant;
-use tracing::{info, warn};
 
-use super::stats::{Count, Stats};
-use crate::runtime::{ContainerRuntime, ContainerSpec};
+mod pool;
+mod start;
+
+use super::stats::Stats;
+use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorHandle;
-
-/// How much of a failed container's output goes into the log and the error.
-const OUTPUT_TAIL: usize = 2048;
+use pool::sweep;
 
 /// Why no container was handed out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -456,287 +454,6 @@ impl<R: ContainerRuntime> Backend<R> {
             }
         }
     }
-
-    fn scale_pool(&self, name: &ServiceName, want: &[u32]) {
-        let (spec, start, stop) = {
-            let mut state = self.lock();
-            let Some(svc) = state.get_mut(name) else {
-                return;
-            };
-            let retiring = svc.instances.iter().filter(|i| i.retiring).count();
-            let have = (svc.containers as usize).saturating_sub(retiring);
-            let start: Vec<u32> = want.iter().skip(have).copied().collect();
-            svc.containers += start.len() as u32;
-            // Too many: retire the least busy (idle ones go at once).
-            let extra = have.saturating_sub(want.len());
-            let mut active: Vec<&mut Instance> =
-                svc.instances.iter_mut().filter(|i| !i.retiring).collect();
-            active.sort_by_key(|i| i.conns);
-            for i in active.into_iter().take(extra) {
-                i.retiring = true;
-            }
-            let stop = sweep(svc);
-            (svc.spec.clone(), start, stop)
-        };
-        self.discard_all(stop);
-        for cores in start {
-            let me = self.clone();
-            let spec = spec.clone();
-            tokio::spawn(async move {
-                let Ok(cores) = CoreCount::new(cores) else {
-                    me.freed(&spec.name, 1, 0);
-                    return;
-                };
-                match me.start_ready(&spec, cores).await {
-                    Ok((started, probe)) => {
-                        drop(probe);
-                        info!(service = %spec.name, container = %started.name, "pool instance ready");
-                        let watch = started.clone();
-                        if let Some(svc) = me.lock().get_mut(&spec.name) {
-                            svc.instances.push(Instance {
-                                started,
-                                conns: 0,
-                                retiring: false,
-                            });
-                        }
-                        me.released.notify_waiters();
-                        me.watch_instance(spec.name.clone(), watch).await;
-                    }
-                    Err(_) => me.give_back(&spec.name, 1, 0),
-                }
-            });
-        }
-    }
-
-    /// Follows a pool instance until it exits; then it is removed (the
-    /// next tick starts a replacement).
-    async fn watch_instance(&self, name: ServiceName, started: Started) {
-        let code = self.runtime.wait(&started.id).await;
-        let was_ours = {
-            let mut state = self.lock();
-            match state.get_mut(&name) {
-                Some(svc) => match svc
-                    .instances
-                    .iter()
-                    .position(|i| i.started.id == started.id)
-                {
-                    Some(at) => {
-                        svc.instances.remove(at);
-                        svc.containers = svc.containers.saturating_sub(1);
-                        true
-                    }
-                    None => false,
-                },
-                None => false,
-            }
-        };
-        if was_ours {
-            warn!(service = %name, container = %started.name, exit = ?code, "pool instance ended; a new one will replace it");
-            self.discard(&started).await;
-        }
-    }
-
-    /// Removes what a removed service no longer needs; forgets the service
-    /// once nothing of it is left.
-    fn retire(&self, name: &ServiceName) {
-        let gone = {
-            let mut state = self.lock();
-            let Some(svc) = state.get_mut(name).filter(|s| s.removed) else {
-                return;
-            };
-            let mut gone: Vec<Started> = svc.warm.drain(..).map(|w| w.started).collect();
-            svc.containers = svc.containers.saturating_sub(gone.len() as u32);
-            for i in &mut svc.instances {
-                i.retiring = true;
-            }
-            gone.extend(sweep(svc));
-            if svc.containers == 0 && svc.conns == 0 && svc.warming == 0 && svc.queued == 0 {
-                state.remove(name);
-            }
-            gone
-        };
-        self.discard_all(gone);
-    }
-
-    fn discard_all(&self, all: Vec<Started>) {
-        for s in all {
-            let me = self.clone();
-            tokio::spawn(async move { me.discard(&s).await });
-        }
-    }
-
-    /// Removes a container and frees its cores.
-    async fn discard(&self, s: &Started) {
-        if let Err(e) = self.runtime.remove(&s.id).await {
-            warn!(container = %s.name, error = %e, "cannot remove a service container; --cleanup or the next start removes it");
-        }
-        self.supervisor.release(s.holder.clone()).await;
-    }
-
-    /// Starts a container of `spec` holding `cores` and waits until it
-    /// accepts a connection; a container that exits or never accepts is
-    /// removed and another started, up to `--ready-retries` times.
-    async fn start_ready(
-        &self,
-        spec: &ServiceSpec,
-        cores: CoreCount,
-    ) -> Result<(Started, TcpStream), AcquireError> {
-        let mut last = String::new();
-        for _ in 0..=spec.ready_retries {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let holder = TaskId::new(format!("s-{}-{seq}", spec.name))
-                .map_err(|e| AcquireError::Failed(e.to_string()))?;
-            let held = self
-                .supervisor
-                .reserve(holder.clone(), cores)
-                .await
-                .map_err(|e| AcquireError::Full(e.to_string()))?;
-            let container = self.container_spec(spec, seq, &held);
-            let id = match self.runtime.run(&container).await {
-                Ok(id) => id,
-                Err(e) => {
-                    self.supervisor.release(holder).await;
-                    self.stats.count(&spec.name, Count::FailedStart);
-                    return Err(AcquireError::Failed(format!(
-                        "cannot start a container of {}: {e}",
-                        spec.name
-                    )));
-                }
-            };
-            let started = |addr| Started {
-                id: id.clone(),
-                name: container.name.clone(),
-                holder: holder.clone(),
-                addr,
-            };
-            match self.wait_ready(&id, spec).await {
-                Ok((addr, stream)) => return Ok((started(addr), stream)),
-                Err(why) => {
-                    self.stats.count(&spec.name, Count::FailedStart);
-                    let output = self.output_tail(&id).await;
-                    warn!(service = %spec.name, container = %container.name, %why, %output, "service container failed to start");
-                    self.discard(&started(SocketAddr::from(([0, 0, 0, 0], 0))))
-                        .await;
-                    last = format!("{why}; its output: {output:?}");
-                }
-            }
-        }
-        Err(AcquireError::Failed(format!(
-            "no container of {} became ready in {} starts: {last}",
-            spec.name,
-            spec.ready_retries + 1
-        )))
-    }
-
-    fn container_spec(
-        &self,
-        spec: &ServiceSpec,
-        seq: u64,
-        held: &crate::supervisor::Reservation,
-    ) -> ContainerSpec {
-        let node = self.cfg.node.to_string();
-        let mut env = spec.env.clone();
-        env.extend([
-            ("MESH_SERVICE".into(), spec.name.to_string()),
-            ("MESH_NODE".into(), node.clone()),
-            ("MESH_CORES".into(), held.allocation.cores.len().to_string()),
-            ("MESH_CPUS".into(), held.allocation.cpus.to_string()),
-            ("MESH_HOST_CPUS".into(), held.host_cpus.to_string()),
-        ]);
-        ContainerSpec {
-            name: format!("mesh-{node}-{}-{seq}", spec.name),
-            image: spec.image.clone(),
-            command: spec.command.clone(),
-            env,
-            labels: BTreeMap::from([
-                (labels::NODE.into(), node),
-                (labels::CLUSTER.into(), self.cfg.cluster.clone()),
-                (labels::KIND.into(), labels::KIND_SERVICE.into()),
-                (labels::SERVICE.into(), spec.name.to_string()),
-            ]),
-            cpuset_cpus: held.host_cpus.clone(),
-            cpuset_mems: held.host_mems.clone(),
-            memory: spec.memory.map(|m| m.get()),
-            network: self.cfg.network.clone(),
-        }
-    }
-
-    /// Connects to the container's port until it accepts, it exits, or
-    /// `--ready-timeout` passes.
-    async fn wait_ready(
-        &self,
-        id: &str,
-        spec: &ServiceSpec,
-    ) -> Result<(SocketAddr, TcpStream), String> {
-        let deadline = Instant::now() + Duration::from_millis(spec.ready_timeout_ms);
-        let mut delay = Duration::from_millis(2);
-        loop {
-            let info = self.runtime.inspect(id).await.map_err(|e| e.to_string())?;
-            if !info.running {
-                return Err(format!(
-                    "the container exited (code {:?}) before accepting on port {}",
-                    info.exit_code, spec.port
-                ));
-            }
-            let Some(ip) = info.address else {
-                return Err("the container has no address on its network".into());
-            };
-            let addr = SocketAddr::new(ip, spec.port);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout(left.min(Duration::from_secs(1)), TcpStream::connect(addr))
-                    .await
-            {
-                let _ = stream.set_nodelay(true);
-                return Ok((addr, stream));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "nothing accepted on port {} within {} ms (--ready-timeout)",
-                    spec.port, spec.ready_timeout_ms
-                ));
-            }
-            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-            delay = (delay * 2).min(Duration::from_millis(100));
-        }
-    }
-
-    async fn output_tail(&self, id: &str) -> String {
-        let mut out = Vec::new();
-        let mut logs = self.runtime.logs(id, false);
-        while let Some(Ok(chunk)) = logs.next().await {
-            out.extend_from_slice(&chunk);
-            if out.len() > 4 * OUTPUT_TAIL {
-                out.drain(..out.len() - OUTPUT_TAIL);
-            }
-        }
-        let start = out.len().saturating_sub(OUTPUT_TAIL);
-        String::from_utf8_lossy(&out[start..]).trim().to_owned()
-    }
-
-    /// Removes every service container of this node (stale ones at start,
-    /// all of them at shutdown). Returns how many.
-    pub async fn remove_all(&self) -> usize {
-        let node = self.cfg.node.to_string();
-        let found = self
-            .runtime
-            .list(&[
-                (labels::NODE, node.as_str()),
-                (labels::CLUSTER, self.cfg.cluster.as_str()),
-                (labels::KIND, labels::KIND_SERVICE),
-            ])
-            .await
-            .unwrap_or_else(|e| {
-                warn!(error = %e, "cannot list service containers to remove them");
-                Vec::new()
-            });
-        for c in &found {
-            if let Err(e) = self.runtime.remove(&c.id).await {
-                warn!(container = %c.name, error = %e, "cannot remove a service container");
-            }
-        }
-        found.len()
-    }
 }
 
 /// A connection counted as waiting until dropped.
@@ -751,17 +468,6 @@ impl<R: ContainerRuntime> Drop for QueueGuard<R> {
             svc.queued = svc.queued.saturating_sub(1);
         }
     }
-}
-
-/// Takes the retiring instances without connections out of `svc`, to be
-/// removed.
-fn sweep(svc: &mut Svc) -> Vec<Started> {
-    let (gone, kept): (Vec<Instance>, Vec<Instance>) = std::mem::take(&mut svc.instances)
-        .into_iter()
-        .partition(|i| i.retiring && i.conns == 0);
-    svc.instances = kept;
-    svc.containers = svc.containers.saturating_sub(gone.len() as u32);
-    gone.into_iter().map(|i| i.started).collect()
 }
 
 /// Whether a warm container's connection is still open (the container may
