@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::*;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_agent::{Config, RunningAgent};
-use mesh_protocol::gossip::PeerState;
 use mesh_protocol::{NodeId, TaskState};
 use tokio_util::sync::CancellationToken;
 
@@ -67,16 +66,6 @@ impl Node {
     }
 }
 
-async fn alive_count(n: &Node) -> usize {
-    n.agent()
-        .mesh
-        .peers()
-        .await
-        .iter()
-        .filter(|p| p.state == PeerState::Alive)
-        .count()
-}
-
 /// Three agents of one core each that see each other.
 async fn three_nodes(tag: &str) -> Vec<Node> {
     let a = Node::start(
@@ -102,19 +91,8 @@ async fn three_nodes(tag: &str) -> Vec<Node> {
     )
     .await;
     let nodes = vec![a, b, c];
-    wait_until(
-        "three agents see each other",
-        Duration::from_secs(10),
-        || async {
-            for n in &nodes {
-                if alive_count(n).await < 3 {
-                    return false;
-                }
-            }
-            true
-        },
-    )
-    .await;
+    let meshes: Vec<_> = nodes.iter().map(|n| &n.agent().mesh).collect();
+    wait_mesh_formed(&meshes, Duration::from_secs(10)).await;
     nodes
 }
 

@@ -13,7 +13,6 @@ use common::*;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_agent::{Config, RunningAgent};
 use mesh_protocol::TaskState;
-use mesh_protocol::gossip::PeerState;
 use tokio_util::sync::CancellationToken;
 
 struct Node {
@@ -52,20 +51,7 @@ async fn pair(topology: &str) -> (Node, Node) {
         topology,
     )
     .await;
-    wait_until("both see both", Duration::from_secs(10), || async {
-        for n in [&a, &b] {
-            let peers = n.agent.mesh.peers().await;
-            let alive = peers
-                .iter()
-                .filter(|p| p.state == PeerState::Alive && p.info.is_some())
-                .count();
-            if alive < 2 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    wait_mesh_formed(&[&a.agent.mesh, &b.agent.mesh], Duration::from_secs(10)).await;
     (a, b)
 }
 

@@ -17,7 +17,6 @@ use common::*;
 use mesh_agent::runtime::ContainerRuntime;
 use mesh_agent::{Config, RunningAgent};
 use mesh_protocol::api::ServiceView;
-use mesh_protocol::gossip::PeerState;
 use mesh_protocol::{NodeId, labels};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,20 +78,7 @@ async fn node(seeds: Vec<String>) -> Node {
 async fn pair() -> (Node, Node) {
     let a = node(vec![]).await;
     let b = node(vec![a.agent.mesh.local_addr().unwrap().to_string()]).await;
-    wait_until("both see both", Duration::from_secs(15), || async {
-        for n in [&a, &b] {
-            let peers = n.agent.mesh.peers().await;
-            let ok = peers
-                .iter()
-                .filter(|p| p.state == PeerState::Alive && p.info.is_some())
-                .count();
-            if ok < 2 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    wait_mesh_formed(&[&a.agent.mesh, &b.agent.mesh], Duration::from_secs(15)).await;
     (a, b)
 }
 

@@ -12,27 +12,14 @@ use anyhow::{Context, Result, bail, ensure};
 use mesh_protocol::api::ServiceView;
 use mesh_testnet::docker::Docker;
 use mesh_testnet::testsvc::fnv::fnv1a64;
-use mesh_testnet::{Testnet, TestnetOptions, expect, wait_until};
+use mesh_testnet::{Testnet, wait_until};
+
+mod common;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const IMAGE: &str = "mesh-testsvc:latest";
-
-async fn up(label: &str, topology: &str) -> Result<Testnet> {
-    let net = Testnet::up(TestnetOptions::for_test(label).nodes(3).topology(topology))
-        .await
-        .context("starting a 3-agent testnet")?;
-    let all = net.nodes();
-    net.wait_views(
-        "all see all",
-        Duration::from_secs(20),
-        &all,
-        expect::alive_with_topology(&all),
-    )
-    .await?;
-    Ok(net)
-}
 
 fn ip(net: &Testnet, node: &str) -> Result<IpAddr> {
     Ok(IpAddr::V4(net.state().node(node)?.ip))
@@ -161,10 +148,32 @@ async fn containers(
     Ok(out)
 }
 
+/// Waits until `ok` holds for `node`'s containers of `service`.
+async fn wait_containers(
+    net: &Testnet,
+    node: &str,
+    service: &str,
+    what: &str,
+    ok: impl Fn(&[(String, bool, String)]) -> bool,
+) -> Result<()> {
+    wait_until(what, Duration::from_secs(30), async || {
+        let c = containers(net, node, service)
+            .await
+            .map_err(|e| e.to_string())?;
+        if ok(&c) {
+            Ok(())
+        } else {
+            Err(format!("{c:?}"))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn per_connection_clients_get_their_own_containers_from_every_node_and_bursts_queue()
 -> Result<()> {
-    let net = up("svc", "numa:1 core:6 pu:1").await?;
+    let net = common::three_agents("svc", "numa:1 core:6 pu:1").await?;
     let http = reqwest::Client::new();
     let n1 = net.api_url("n1")?;
     let nodes = net.nodes();
@@ -209,19 +218,12 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
     ensure!(hosts.len() == 6, "6 connections, 6 containers: {hosts:?}");
     for node in &nodes {
         let node = node.as_str();
-        wait_until(
+        wait_containers(
+            &net,
+            node,
+            "web",
             &format!("{node} holds only its warm container"),
-            Duration::from_secs(30),
-            async || {
-                let c = containers(&net, node, "web")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if c.len() == 1 && c[0].1 {
-                    Ok(())
-                } else {
-                    Err(format!("{c:?}"))
-                }
-            },
+            |c| c.len() == 1 && c[0].1,
         )
         .await?;
     }
@@ -312,7 +314,7 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
 #[tokio::test]
 async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_transfers()
 -> Result<()> {
-    let net = up("pool", "numa:1 core:2 pu:1").await?;
+    let net = common::three_agents("pool", "numa:1 core:2 pu:1").await?;
     let http = reqwest::Client::new();
     let n1 = net.api_url("n1")?;
     let nodes = net.nodes();
@@ -361,20 +363,9 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
     remove(&http, &n1, "cores").await?;
     for node in &nodes {
         let node = node.as_str();
-        wait_until(
-            &format!("{node}: pool removed"),
-            Duration::from_secs(30),
-            async || {
-                let c = containers(&net, node, "cores")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if c.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("{c:?}"))
-                }
-            },
-        )
+        wait_containers(&net, node, "cores", &format!("{node}: pool removed"), |c| {
+            c.is_empty()
+        })
         .await?;
     }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use mesh_protocol::api::{SubmitRequest, SubmitResponse};
 use mesh_protocol::{TaskRecord, TaskState};
-use mesh_testnet::{Testnet, TestnetOptions, expect, wait_until};
+use mesh_testnet::{expect, wait_until};
+
+mod common;
 
 async fn submit(http: &reqwest::Client, url: &str, cmd: &[&str]) -> Result<SubmitResponse> {
     let req = SubmitRequest {
@@ -37,21 +39,8 @@ async fn tasks(http: &reqwest::Client, url: &str) -> Result<Vec<TaskRecord>> {
 
 #[tokio::test]
 async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> {
-    let net = Testnet::up(
-        TestnetOptions::for_test("tasks")
-            .nodes(3)
-            .topology("numa:1 core:4 pu:1"),
-    )
-    .await
-    .context("starting a 3-agent testnet")?;
+    let net = common::three_agents("tasks", "numa:1 core:4 pu:1").await?;
     let all = net.nodes();
-    net.wait_views(
-        "all see all",
-        Duration::from_secs(15),
-        &all,
-        expect::alive_with_topology(&all),
-    )
-    .await?;
     let http = reqwest::Client::new();
     let n1 = net.api_url("n1")?;
 
@@ -188,21 +177,8 @@ async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> 
 
 #[tokio::test]
 async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
-    let net = Testnet::up(
-        TestnetOptions::for_test("failover")
-            .nodes(3)
-            .topology("numa:1 core:2 pu:1"),
-    )
-    .await
-    .context("starting a 3-agent testnet")?;
+    let net = common::three_agents("failover", "numa:1 core:2 pu:1").await?;
     let all = net.nodes();
-    net.wait_views(
-        "all see all",
-        Duration::from_secs(15),
-        &all,
-        expect::alive_with_topology(&all),
-    )
-    .await?;
     let http = reqwest::Client::new();
     let n1 = net.api_url("n1")?;
     let mut ids = Vec::new();
@@ -353,21 +329,7 @@ async fn submit_req(
 
 #[tokio::test]
 async fn arrays_dependencies_retries_drain_and_bad_input_on_real_docker() -> Result<()> {
-    let net = Testnet::up(
-        TestnetOptions::for_test("batch")
-            .nodes(3)
-            .topology("numa:1 core:2 pu:1"),
-    )
-    .await
-    .context("starting a 3-agent testnet")?;
-    let all = net.nodes();
-    net.wait_views(
-        "all see all",
-        Duration::from_secs(15),
-        &all,
-        expect::alive_with_topology(&all),
-    )
-    .await?;
+    let net = common::three_agents("batch", "numa:1 core:2 pu:1").await?;
     let http = reqwest::Client::new();
     let n1 = net.api_url("n1")?;
     let busybox = |cmd: &str| SubmitRequest {

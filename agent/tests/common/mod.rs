@@ -264,6 +264,27 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// Waits until every one of `meshes` lists all of them alive with their
+/// published values.
+pub async fn wait_mesh_formed(meshes: &[&mesh_agent::mesh::Mesh], limit: Duration) {
+    let n = meshes.len();
+    wait_until(&format!("{n} agents see each other"), limit, || async {
+        for m in meshes {
+            let alive = m
+                .peers()
+                .await
+                .iter()
+                .filter(|p| p.state == mesh_protocol::gossip::PeerState::Alive && p.info.is_some())
+                .count();
+            if alive < n {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
 /// A free TCP port on 127.0.0.1 (for agents run as separate processes).
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
