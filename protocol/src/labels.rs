@@ -17,6 +17,9 @@ pub const ATTEMPT: &str = "mesh.attempt";
 /// Which container of the task this is (counts every creation): what
 /// reconciliation matches on.
 pub const START: &str = "mesh.start";
+/// Which run of the agent started a service container: a later run removes
+/// the containers of earlier ones.
+pub const RUN: &str = "mesh.run";
 /// Prefix reserved for our labels; users may not set labels under it.
 pub const RESERVED_PREFIX: &str = "mesh.";
 

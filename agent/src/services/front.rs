@@ -97,9 +97,11 @@ impl<R: ContainerRuntime> Front<R> {
         let listener = match bound {
             Ok(l) => l,
             Err(e) => {
+                // Tried again every round; said once per new reason.
                 let why = format!("cannot listen on {addr}: {e}");
-                warn!(service = %spec.name, %why, "service not served from this node");
-                lock(&self.errors).insert(spec.name.clone(), why);
+                if lock(&self.errors).insert(spec.name.clone(), why.clone()) != Some(why.clone()) {
+                    warn!(service = %spec.name, %why, "service not served from this node (tried again every round)");
+                }
                 return Err(e);
             }
         };
@@ -253,11 +255,15 @@ impl<R: ContainerRuntime> Front<R> {
         }
         let wait = Duration::from_millis(spec.ready_timeout_ms) * (spec.ready_retries + 1)
             + Duration::from_secs(5);
+        // A node whose containers fail (a broken image there, Docker down)
+        // does not stop the search; if no node serves, the client is let go
+        // rather than queued.
+        let mut failed = None;
         for node in order {
             if node == me {
                 match self.backend.acquire(&spec.name).await {
                     Ok(lease) => return Routed::Local(lease),
-                    Err(AcquireError::Failed(why)) => return Routed::Failed(why),
+                    Err(AcquireError::Failed(why)) => failed = Some(why),
                     Err(e) => debug!(service = %spec.name, error = %e, "no local container"),
                 }
                 continue;
@@ -271,13 +277,16 @@ impl<R: ContainerRuntime> Front<R> {
             };
             match tunnel::open(&self.mesh, addr, &spec.name, client, wait).await {
                 Ok(t) => return Routed::Remote(t, node),
-                Err(TunnelError::Failed(why)) => return Routed::Failed(why),
+                Err(TunnelError::Failed(why)) => failed = Some(format!("{node}: {why}")),
                 Err(e) => {
                     debug!(service = %spec.name, %node, error = %e, "peer did not take the connection")
                 }
             }
         }
-        Routed::NoRoom
+        match failed {
+            Some(why) => Routed::Failed(why),
+            None => Routed::NoRoom,
+        }
     }
 
     async fn view(&self) -> Arc<Vec<PeerView>> {

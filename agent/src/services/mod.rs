@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_protocol::ServiceName;
@@ -69,6 +70,9 @@ struct Services<R> {
     front: Arc<Front<R>>,
     mesh: Mesh,
     stats: Stats,
+    /// Whether the containers of earlier runs are gone (tried at start, and
+    /// every round until Docker answers).
+    stale_removed: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -103,7 +107,29 @@ impl<R: ContainerRuntime> Services<R> {
         });
     }
 
+    async fn remove_stale(&self) {
+        if self.stale_removed.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.backend.remove_stale().await {
+            Ok(n) => {
+                self.stale_removed.store(true, Ordering::Relaxed);
+                if n > 0 {
+                    info!(count = n, "removed service containers a previous run left");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot remove the service containers of a previous run yet")
+            }
+        }
+    }
+
     async fn round(&self) {
+        self.remove_stale().await;
+        // A listener that could not bind (port taken) is tried again.
+        for d in self.registry.all().iter().filter(|d| !d.removed) {
+            let _ = self.front.listen(&d.spec);
+        }
         match self.registry.merge(self.mesh.service_defs().await) {
             Ok(changed) => self.apply(&changed),
             Err(e) => warn!(error = %e, "cannot store service definitions"),
@@ -255,13 +281,7 @@ pub async fn start<R: ContainerRuntime>(
     let registry = Registry::open(data_dir)?;
     let stats = Stats::default();
     let backend = Backend::new(cfg.backend, runtime, supervisor, stats.clone());
-    let stale = backend.remove_all().await;
-    if stale > 0 {
-        info!(
-            count = stale,
-            "removed service containers a previous run left"
-        );
-    }
+
     let front = Front::new(mesh.clone(), backend.clone(), stats.clone(), cfg.bind);
     let services = Arc::new(Services {
         registry,
@@ -269,7 +289,9 @@ pub async fn start<R: ContainerRuntime>(
         front,
         mesh: mesh.clone(),
         stats,
+        stale_removed: AtomicBool::new(false),
     });
+    services.remove_stale().await;
     services.apply(&services.registry.all());
     let control: ServicesHandle = Arc::new(Control(services.clone()));
     let tunnels = {
@@ -290,8 +312,12 @@ pub async fn start<R: ContainerRuntime>(
             }
         }
         services.front.stop_all();
-        let n = services.backend.remove_all().await;
-        info!(count = n, "removed this node's service containers");
+        match services.backend.remove_all().await {
+            Ok(n) => info!(count = n, "removed this node's service containers"),
+            Err(e) => {
+                warn!(error = %e, "cannot remove this node's service containers; the next start (or meshd --cleanup) removes them")
+            }
+        }
     });
     Ok((control, join))
 }

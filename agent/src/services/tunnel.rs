@@ -97,6 +97,11 @@ pub async fn serve<R: ContainerRuntime>(
             return;
         }
         Err(AcquireError::Full(why)) => TunnelReply::Full(why),
+        // Not merged here yet (a new definition spreads within a round or
+        // two): another node, or later.
+        Err(AcquireError::Gone(name)) => {
+            TunnelReply::Full(format!("service {name} is not served here yet"))
+        }
         Err(e) => TunnelReply::Failed(e.to_string()),
     };
     let _ = write_frame(&mut send, &reply).await;

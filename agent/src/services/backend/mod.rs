@@ -67,6 +67,10 @@ struct Svc {
     containers: u32,
     warm: VecDeque<Warm>,
     warming: u32,
+    /// After containers failed to start, no warm container or instance is
+    /// started before this (connections still try: a client asked).
+    retry_at: Option<tokio::time::Instant>,
+    backoff: Duration,
     instances: Vec<Instance>,
     conns: u32,
     /// Connections waiting at this node (it accepted them) for a container.
@@ -104,6 +108,8 @@ pub struct Backend<R> {
     supervisor: SupervisorHandle,
     state: Arc<Mutex<BTreeMap<ServiceName, Svc>>>,
     seq: Arc<AtomicU64>,
+    /// This run of the agent (the label `mesh.run` of its containers).
+    run: Arc<str>,
     stats: Stats,
     /// Wakes connections waiting for room when a container frees up.
     pub released: Arc<Notify>,
@@ -117,6 +123,7 @@ impl<R> Clone for Backend<R> {
             supervisor: self.supervisor.clone(),
             state: self.state.clone(),
             seq: self.seq.clone(),
+            run: self.run.clone(),
             stats: self.stats.clone(),
             released: self.released.clone(),
         }
@@ -130,12 +137,19 @@ impl<R: ContainerRuntime> Backend<R> {
         supervisor: SupervisorHandle,
         stats: Stats,
     ) -> Self {
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64 * 1000)
+            .unwrap_or(0);
         Self {
             cfg: Arc::new(cfg),
             runtime,
             supervisor,
             state: Arc::new(Mutex::new(BTreeMap::new())),
-            seq: Arc::new(AtomicU64::new(0)),
+            // Container names stay unique across restarts of the agent
+            // (a stale container may still hold an old name).
+            seq: Arc::new(AtomicU64::new(run)),
+            run: run.to_string().into(),
             stats,
             released: Arc::new(Notify::new()),
         }
@@ -172,6 +186,8 @@ impl<R: ContainerRuntime> Backend<R> {
                         containers: 0,
                         warm: VecDeque::new(),
                         warming: 0,
+                        retry_at: None,
+                        backoff: Duration::ZERO,
                         instances: Vec::new(),
                         conns: 0,
                         queued: 0,
@@ -391,7 +407,7 @@ impl<R: ContainerRuntime> Backend<R> {
             let Some(svc) = state.get_mut(name).filter(|s| !s.removed) else {
                 return;
             };
-            if svc.spec.mode != Mode::PerConnection {
+            if svc.spec.mode != Mode::PerConnection || backing_off(svc) {
                 return;
             }
             let have = svc.warm.len() as u32 + svc.warming;
@@ -413,6 +429,7 @@ impl<R: ContainerRuntime> Backend<R> {
                         return;
                     };
                     svc.warming = svc.warming.saturating_sub(1);
+                    note_start(svc, &result);
                     match result {
                         Ok((started, stream)) if !svc.removed => {
                             svc.warm.push_back(Warm { started, stream })
@@ -467,6 +484,28 @@ impl<R: ContainerRuntime> Drop for QueueGuard<R> {
         if let Some(svc) = self.backend.lock().get_mut(&self.name) {
             svc.queued = svc.queued.saturating_sub(1);
         }
+    }
+}
+
+/// Whether starts in the background wait out a back-off now.
+fn backing_off(svc: &Svc) -> bool {
+    svc.retry_at
+        .is_some_and(|t| tokio::time::Instant::now() < t)
+}
+
+/// Background starts that fail (not for want of cores) back off: 1 s,
+/// doubling, at most a minute; a success ends it.
+fn note_start<T>(svc: &mut Svc, result: &Result<T, AcquireError>) {
+    match result {
+        Ok(_) => {
+            svc.backoff = Duration::ZERO;
+            svc.retry_at = None;
+        }
+        Err(AcquireError::Failed(_)) => {
+            svc.backoff = (svc.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            svc.retry_at = Some(tokio::time::Instant::now() + svc.backoff);
+        }
+        Err(_) => {}
     }
 }
 

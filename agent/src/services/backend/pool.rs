@@ -5,7 +5,7 @@
 use mesh_protocol::{CoreCount, ServiceName};
 use tracing::{info, warn};
 
-use super::{Backend, Instance, Started, Svc};
+use super::{Backend, Instance, Started, Svc, backing_off, note_start};
 use crate::runtime::ContainerRuntime;
 
 impl<R: ContainerRuntime> Backend<R> {
@@ -17,7 +17,11 @@ impl<R: ContainerRuntime> Backend<R> {
             };
             let retiring = svc.instances.iter().filter(|i| i.retiring).count();
             let have = (svc.containers as usize).saturating_sub(retiring);
-            let start: Vec<u32> = want.iter().skip(have).copied().collect();
+            let start: Vec<u32> = if backing_off(svc) {
+                Vec::new()
+            } else {
+                want.iter().skip(have).copied().collect()
+            };
             svc.containers += start.len() as u32;
             // Too many: retire the least busy (idle ones go at once).
             let extra = have.saturating_sub(want.len());
@@ -39,7 +43,11 @@ impl<R: ContainerRuntime> Backend<R> {
                     me.freed(&spec.name, 1, 0);
                     return;
                 };
-                match me.start_ready(&spec, cores).await {
+                let result = me.start_ready(&spec, cores).await;
+                if let Some(svc) = me.lock().get_mut(&spec.name) {
+                    note_start(svc, &result);
+                }
+                match result {
                     Ok((started, probe)) => {
                         drop(probe);
                         info!(service = %spec.name, container = %started.name, "pool instance ready");

@@ -116,6 +116,7 @@ impl<R: ContainerRuntime> Backend<R> {
                 (labels::CLUSTER.into(), self.cfg.cluster.clone()),
                 (labels::KIND.into(), labels::KIND_SERVICE.into()),
                 (labels::SERVICE.into(), spec.name.to_string()),
+                (labels::RUN.into(), self.run.to_string()),
             ]),
             cpuset_cpus: held.host_cpus.clone(),
             cpuset_mems: held.host_mems.clone(),
@@ -179,7 +180,21 @@ impl<R: ContainerRuntime> Backend<R> {
 
     /// Removes every service container of this node (stale ones at start,
     /// all of them at shutdown). Returns how many.
-    pub async fn remove_all(&self) -> usize {
+    pub async fn remove_all(&self) -> Result<usize, crate::runtime::RuntimeError> {
+        self.remove_where(|_| true).await
+    }
+
+    /// Removes the service containers earlier runs of this agent left.
+    pub async fn remove_stale(&self) -> Result<usize, crate::runtime::RuntimeError> {
+        let run = self.run.clone();
+        self.remove_where(move |c| c.labels.get(labels::RUN).map(String::as_str) != Some(&run))
+            .await
+    }
+
+    async fn remove_where(
+        &self,
+        which: impl Fn(&crate::runtime::ContainerInfo) -> bool,
+    ) -> Result<usize, crate::runtime::RuntimeError> {
         let node = self.cfg.node.to_string();
         let found = self
             .runtime
@@ -188,16 +203,13 @@ impl<R: ContainerRuntime> Backend<R> {
                 (labels::CLUSTER, self.cfg.cluster.as_str()),
                 (labels::KIND, labels::KIND_SERVICE),
             ])
-            .await
-            .unwrap_or_else(|e| {
-                warn!(error = %e, "cannot list service containers to remove them");
-                Vec::new()
-            });
+            .await?;
+        let found: Vec<_> = found.into_iter().filter(|c| which(c)).collect();
         for c in &found {
             if let Err(e) = self.runtime.remove(&c.id).await {
                 warn!(container = %c.name, error = %e, "cannot remove a service container");
             }
         }
-        found.len()
+        Ok(found.len())
     }
 }
