@@ -170,6 +170,16 @@ async fn wait_containers(
     Ok(())
 }
 
+/// Waits until no node holds a container of `service` (their cores are
+/// free again once they are removed).
+async fn wait_gone(net: &Testnet, service: &str) -> Result<()> {
+    for node in net.nodes() {
+        let what = format!("{node}: containers of {service} removed");
+        wait_containers(net, node.as_str(), service, &what, |c| c.is_empty()).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn per_connection_clients_get_their_own_containers_from_every_node_and_bursts_queue()
 -> Result<()> {
@@ -271,6 +281,8 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         "50 clients on 15 containers: some must have waited"
     );
 
+    wait_gone(&net, "echo").await?;
+
     // Beyond the queue: 30 clients through n1 holding their containers,
     // 15 containers in the mesh, 2 places in n1's queue: 13 refused.
     create(
@@ -306,6 +318,58 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
     ensure!(
         (ok, refused) == (17, 13),
         "served {ok}, refused {refused} (want 17 and 13)"
+    );
+
+    wait_gone(&net, "tight").await?;
+
+    // A slow starter gets what the client sent before it was ready.
+    create(
+        &http,
+        &n1,
+        json!({
+            "name": "slow", "image": IMAGE, "port": 7000, "listen": 9003,
+            "command": ["slow-start", "1", "echo", "--port", "7000"],
+        }),
+    )
+    .await?;
+    wait_ready(&http, &n1, "slow", 3, 0).await?;
+    let reply = exchange(
+        SocketAddr::new(ip(&net, "n2")?, 9003),
+        b"early bytes",
+        Duration::ZERO,
+    )
+    .await?;
+    ensure!(reply == b"early bytes", "slow start: got {reply:?}");
+
+    // An image that crashes on start: every node tries 1 + 1 containers,
+    // then the client is let go, not left hanging.
+    create(
+        &http,
+        &n1,
+        json!({
+            "name": "crashy", "image": IMAGE, "port": 7000, "listen": 9004,
+            "ready_retries": 1, "command": ["crash"],
+        }),
+    )
+    .await?;
+    wait_ready(&http, &n1, "crashy", 3, 0).await?;
+    let reply = exchange(
+        SocketAddr::new(ip(&net, "n3")?, 9004),
+        b"anyone?",
+        Duration::ZERO,
+    )
+    .await?;
+    ensure!(
+        reply.is_empty(),
+        "a refused client just sees the end: {reply:?}"
+    );
+    let v = view(&http, &n1, "crashy").await?;
+    let failed: u64 = v.nodes.iter().map(|n| n.counters.failed_starts).sum();
+    let refused: u64 = v.nodes.iter().map(|n| n.counters.refused).sum();
+    ensure!(
+        failed == 6 && refused == 1,
+        "2 starts on each of 3 nodes, one refusal: {:?}",
+        v.nodes
     );
     net.down().await?;
     Ok(())

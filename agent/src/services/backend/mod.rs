@@ -110,6 +110,8 @@ pub struct Backend<R> {
     seq: Arc<AtomicU64>,
     /// This run of the agent (the label `mesh.run` of its containers).
     run: Arc<str>,
+    /// One container removal at a time (see `discard`).
+    removals: Arc<tokio::sync::Semaphore>,
     stats: Stats,
     /// Wakes connections waiting for room when a container frees up.
     pub released: Arc<Notify>,
@@ -124,6 +126,7 @@ impl<R> Clone for Backend<R> {
             state: self.state.clone(),
             seq: self.seq.clone(),
             run: self.run.clone(),
+            removals: self.removals.clone(),
             stats: self.stats.clone(),
             released: self.released.clone(),
         }
@@ -150,6 +153,7 @@ impl<R: ContainerRuntime> Backend<R> {
             // (a stale container may still hold an old name).
             seq: Arc::new(AtomicU64::new(run)),
             run: run.to_string().into(),
+            removals: Arc::new(tokio::sync::Semaphore::new(1)),
             stats,
             released: Arc::new(Notify::new()),
         }

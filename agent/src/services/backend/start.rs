@@ -28,12 +28,30 @@ impl<R: ContainerRuntime> Backend<R> {
         }
     }
 
-    /// Removes a container and frees its cores.
+    /// Stops a container and frees its cores at once (its processes are
+    /// gone), then removes it in the background, one removal at a time:
+    /// Docker 20.10 can lose count of a network's endpoints when containers
+    /// on it are removed concurrently, and then refuses to remove the empty
+    /// network until dockerd restarts (moby/moby#42119).
     pub(super) async fn discard(&self, s: &Started) {
-        if let Err(e) = self.runtime.remove(&s.id).await {
-            warn!(container = %s.name, error = %e, "cannot remove a service container; --cleanup or the next start removes it");
+        let killed = self.runtime.kill(&s.id).await;
+        if killed.is_ok() {
+            self.supervisor.release(s.holder.clone()).await;
         }
-        self.supervisor.release(s.holder.clone()).await;
+        let me = self.clone();
+        let s = s.clone();
+        tokio::spawn(async move {
+            let removed = {
+                let _one = me.removals.acquire().await;
+                me.runtime.remove(&s.id).await
+            };
+            if let Err(e) = removed {
+                warn!(container = %s.name, error = %e, "cannot remove a service container; --cleanup or the next start removes it");
+            }
+            if killed.is_err() {
+                me.supervisor.release(s.holder.clone()).await;
+            }
+        });
     }
 
     /// Starts a container of `spec` holding `cores` and waits until it
@@ -206,7 +224,11 @@ impl<R: ContainerRuntime> Backend<R> {
             .await?;
         let found: Vec<_> = found.into_iter().filter(|c| which(c)).collect();
         for c in &found {
-            if let Err(e) = self.runtime.remove(&c.id).await {
+            let removed = {
+                let _one = self.removals.acquire().await;
+                self.runtime.remove(&c.id).await
+            };
+            if let Err(e) = removed {
                 warn!(container = %c.name, error = %e, "cannot remove a service container");
             }
         }
