@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod limits;
 pub mod logs;
 pub mod mesh;
 pub mod runtime;

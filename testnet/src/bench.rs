@@ -1,15 +1,18 @@
 //! Benchmarks on this host's Docker, for docs/benchmarks.md: tasks started
 //! per second through a 3-agent mesh side by side with raw Docker
-//! create+start at the same concurrency ([`tasks()`]), and the time from the
-//! loss of a node to its tasks running elsewhere ([`failover()`]).
+//! create+start at the same concurrency ([`tasks()`]), the time from the
+//! loss of a node to its tasks running elsewhere ([`failover()`]), and
+//! services' time to first byte, throughput and agent memory side by side
+//! with direct connections, raw Docker and HAProxy ([`services()`]).
 //!
 //! They measure and report; nothing here judges a timing. Everything a
-//! benchmark starts (its own testnet, raw containers) is removed when it
-//! ends, fails or is dropped (Ctrl-C in `mesh-testnet bench`).
+//! benchmark starts (its own testnet, raw containers, HAProxy) is removed
+//! when it ends, fails or is dropped (Ctrl-C in `mesh-testnet bench`).
 
 mod api;
 mod cpu;
 mod failover;
+mod services;
 mod tasks;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +25,9 @@ use crate::{Testnet, TestnetName, TestnetOptions, expect};
 
 pub use cpu::CpuUse;
 pub use failover::{FailoverConfig, FailoverRun, failover, failover_markdown};
+pub use services::{
+    Hold, Path, ProcUse, Series, ServicesConfig, ServicesReport, Snapshot, Throughput, services,
+};
 pub use tasks::{TasksConfig, TasksReport, TasksRun, tasks};
 
 /// What every benchmark task and raw container runs.
@@ -57,17 +63,40 @@ pub enum BenchError {
     },
     #[error("nothing to fail over: {0}")]
     NoVictim(String),
+    #[error("cannot {what} {target}: {source}")]
+    Io {
+        what: &'static str,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot run haproxy: {0}; install Debian's haproxy (`apt-get install haproxy`; `scripts/bench services` does)"
+    )]
+    Haproxy(String),
+    /// A measurement that did not go as it must (a wrong echo, a short
+    /// transfer, no answer in time).
+    #[error("{0}")]
+    Measure(String),
 }
 
 /// A 3-agent testnet of its own (a unique name, removed when dropped),
 /// every agent seeing every other.
 async fn up(topology: &str, image: &str) -> Result<Testnet, BenchError> {
-    let net = Testnet::up(
+    up_with(
         TestnetOptions::default()
-            .name(TestnetName::unique("bench"))
             .nodes(3)
             .topology(topology)
-            .image(image)
+            .image(image),
+    )
+    .await
+}
+
+/// A testnet of `opts` under a unique name, removed when dropped, every
+/// agent seeing every other.
+async fn up_with(opts: TestnetOptions) -> Result<Testnet, BenchError> {
+    let net = Testnet::up(
+        opts.name(TestnetName::unique("bench"))
             .teardown_on_drop(true),
     )
     .await?;
@@ -130,6 +159,19 @@ pub fn median(values: &mut [Duration]) -> Duration {
     }
 }
 
+/// The nearest-rank `p`-th percentile (0 < p <= 100) of `values`, which
+/// it sorts; zero for none.
+pub fn percentile(values: &mut [Duration], p: u32) -> Duration {
+    values.sort_unstable();
+    let n = values.len();
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    // ceil(p/100 * n), 1-based, kept within 1..=n.
+    let rank = (n * p.min(100) as usize).div_ceil(100).max(1);
+    values[rank - 1]
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use mesh_protocol::api::SubmitRequest;
@@ -172,6 +214,17 @@ mod tests {
             Duration::from_millis(2500)
         );
         assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let ms = Duration::from_millis;
+        let mut v: Vec<Duration> = (1..=10).rev().map(ms).collect();
+        assert_eq!(percentile(&mut v, 90), ms(9));
+        assert_eq!(percentile(&mut v, 50), ms(5));
+        assert_eq!(percentile(&mut v, 100), ms(10));
+        assert_eq!(percentile(&mut [ms(7)], 90), ms(7));
+        assert_eq!(percentile(&mut [], 90), Duration::ZERO);
     }
 
     #[test]

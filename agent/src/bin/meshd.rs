@@ -27,6 +27,8 @@ async fn main() -> ExitCode {
     if args.cleanup {
         return cleanup(&config, args.all_nodes).await;
     }
+    let (before, after) = mesh_agent::limits::raise_open_files();
+    tracing::info!(?before, ?after, "open-file limit");
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     match mesh_agent::run(config, shutdown).await {

@@ -31,6 +31,13 @@ const VIEW_TTL: Duration = Duration::from_millis(100);
 /// How often a waiting connection looks again for room elsewhere.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// What routing reads of the gossip view, computed once per `VIEW_TTL`
+/// rather than per connection.
+struct RouteView {
+    peers: Vec<PeerView>,
+    candidates: Vec<mesh_protocol::placement::Candidate>,
+}
+
 struct Listening {
     port: u16,
     stop: CancellationToken,
@@ -52,7 +59,7 @@ pub struct Front<R> {
     listening: Mutex<BTreeMap<ServiceName, Listening>>,
     /// Why a service's listener could not start here.
     errors: Mutex<BTreeMap<ServiceName, String>>,
-    view: Mutex<Option<(Instant, Arc<Vec<PeerView>>)>>,
+    view: Mutex<Option<(Instant, Arc<RouteView>)>>,
     /// Spreads ties between equal nodes across connections.
     salt: std::sync::atomic::AtomicU64,
 }
@@ -233,8 +240,9 @@ impl<R: ContainerRuntime> Front<R> {
     async fn route(&self, spec: &ServiceSpec, client: SocketAddr) -> Routed {
         let view = self.view().await;
         let me = self.mesh.node();
-        let candidates = candidates_of(&view);
+        let candidates = &view.candidates;
         let mut loads: BTreeMap<NodeId, ServiceLoad> = view
+            .peers
             .iter()
             .filter_map(|p| {
                 let load = p.info.as_ref()?.services.get(spec.name.as_str())?;
@@ -242,13 +250,13 @@ impl<R: ContainerRuntime> Front<R> {
             })
             .collect();
         // This node's own figures are exact; the gossip's are a round old.
-        if let Some(own) = self.backend.loads().remove(spec.name.as_str()) {
+        if let Some(own) = self.backend.load(&spec.name) {
             loads.insert(me.clone(), own);
         }
         let salt = self.salt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut order = match spec.mode {
-            Mode::PerConnection => route_per_connection(&me, spec, &candidates, &loads, salt),
-            Mode::Pool => route_pool(&me, &candidates, &loads, salt),
+            Mode::PerConnection => route_per_connection(&me, spec, candidates, &loads, salt),
+            Mode::Pool => route_pool(&me, candidates, &loads, salt),
         };
         if !order.contains(&me) {
             order.push(me.clone());
@@ -269,6 +277,7 @@ impl<R: ContainerRuntime> Front<R> {
                 continue;
             }
             let Some(addr) = view
+                .peers
                 .iter()
                 .find(|p| p.node == node && p.state == PeerState::Alive)
                 .map(|p| p.gossip_addr)
@@ -289,13 +298,17 @@ impl<R: ContainerRuntime> Front<R> {
         }
     }
 
-    async fn view(&self) -> Arc<Vec<PeerView>> {
+    async fn view(&self) -> Arc<RouteView> {
         if let Some((at, v)) = lock(&self.view).as_ref()
             && at.elapsed() < VIEW_TTL
         {
             return v.clone();
         }
-        let fresh = Arc::new(self.mesh.peers().await);
+        let peers = self.mesh.peers().await;
+        let fresh = Arc::new(RouteView {
+            candidates: candidates_of(&peers),
+            peers,
+        });
         *lock(&self.view) = Some((Instant::now(), fresh.clone()));
         fresh
     }

@@ -11,7 +11,7 @@ use super::stats::Bytes;
 /// Each direction starts with a small buffer (idle connections are cheap:
 /// thousands may be open) and grows to the large one once a read fills it.
 const SMALL: usize = 4 * 1024;
-const LARGE: usize = 64 * 1024;
+const LARGE: usize = 128 * 1024;
 
 async fn one_way<R, W>(mut from: R, mut to: W, counter: &std::sync::atomic::AtomicU64)
 where

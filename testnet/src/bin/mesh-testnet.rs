@@ -75,8 +75,8 @@ enum Command {
         #[arg(long, default_value_t = 6.0)]
         phi_threshold: f64,
     },
-    /// Benchmark tasks on a 3-agent testnet of its own (removed at the end,
-    /// Ctrl-C included); prints markdown tables. Needs the images of
+    /// Benchmark tasks or services on a testnet of its own (removed at the
+    /// end, Ctrl-C included); prints markdown tables. Needs the images of
     /// scripts/images (scripts/bench builds them).
     Bench {
         #[command(subcommand)]
@@ -123,6 +123,38 @@ enum Bench {
         settle_ms: u64,
         #[arg(long, default_value = DEFAULT_TOPOLOGY)]
         topology: String,
+        #[arg(long, default_value = DEFAULT_IMAGE)]
+        image: String,
+    },
+    /// Services on a 2-agent testnet (n2 runs every container, n1 none):
+    /// time to first byte (warm and pool against a direct connection, cold
+    /// against raw `docker run`), throughput directly, through HAProxy
+    /// (needs `haproxy`) and through the local and remote agent, and agent
+    /// memory holding --hold connections.
+    Services {
+        /// First-byte samples of each warm and pool path.
+        #[arg(long, default_value = "50")]
+        samples: NonZeroUsize,
+        /// Cold starts of each cold path.
+        #[arg(long, default_value = "10")]
+        cold_samples: NonZeroUsize,
+        /// Throughput runs of each path.
+        #[arg(long, default_value = "3")]
+        runs: NonZeroUsize,
+        /// Size of the large transfer, MiB.
+        #[arg(long, default_value_t = 256)]
+        transfer_mib: u64,
+        /// Short requests per run.
+        #[arg(long, default_value = "2000")]
+        requests: NonZeroUsize,
+        /// Short requests in flight.
+        #[arg(long, default_value = "16")]
+        concurrency: NonZeroUsize,
+        /// Connections held open for the memory figures (fewer if the
+        /// descriptor limits do not allow them; raise this process's with
+        /// `ulimit -n`).
+        #[arg(long, default_value_t = 10_000)]
+        hold: usize,
         #[arg(long, default_value = DEFAULT_IMAGE)]
         image: String,
     },
@@ -288,6 +320,30 @@ async fn run_bench(bench: Bench) -> anyhow::Result<()> {
                 "{}",
                 bench::failover_markdown(&bench::failover(&cfg).await?)
             );
+        }
+        Bench::Services {
+            samples,
+            cold_samples,
+            runs,
+            transfer_mib,
+            requests,
+            concurrency,
+            hold,
+            image,
+        } => {
+            let cfg = bench::ServicesConfig {
+                image,
+                samples,
+                cold_samples,
+                runs,
+                transfer_bytes: transfer_mib
+                    .checked_mul(1 << 20)
+                    .context("--transfer-mib is too large")?,
+                requests,
+                concurrency,
+                hold,
+            };
+            print!("{}", bench::services(&cfg).await?.markdown());
         }
     }
     Ok(())

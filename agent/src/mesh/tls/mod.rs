@@ -43,6 +43,10 @@ const MAX_IDLE_MS: u32 = 10_000;
 /// many run at once between two nodes while bounding what one peer can make
 /// us hold open.
 const MAX_STREAMS: u32 = 256;
+/// Bidirectional streams a peer may have open at once: calls, and one per
+/// forwarded service connection (peers are authenticated; a stream costs
+/// only its state until it carries data).
+const MAX_BIDI_STREAMS: u32 = 100_000;
 
 /// How long the certificate generated for [`TlsSource::InsecureDev`] lasts.
 const DEV_CERT_DAYS: u32 = 30;
@@ -313,7 +317,7 @@ fn transport() -> Arc<TransportConfig> {
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(MAX_IDLE_MS))))
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_STREAMS))
-        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS));
     Arc::new(transport)
 }
 

@@ -219,25 +219,16 @@ impl<R: ContainerRuntime> Backend<R> {
             .map(|s| s.spec.clone())
     }
 
+    /// This node's figures for one service.
+    pub fn load(&self, name: &ServiceName) -> Option<ServiceLoad> {
+        self.lock().get(name).map(load_of)
+    }
+
     /// Per service, this node's figures (for gossip and reports).
     pub fn loads(&self) -> BTreeMap<String, ServiceLoad> {
         self.lock()
             .iter()
-            .map(|(name, s)| {
-                let ready = match s.spec.mode {
-                    Mode::PerConnection => s.warm.len() as u32,
-                    Mode::Pool => s.instances.iter().filter(|i| !i.retiring).count() as u32,
-                };
-                (
-                    name.to_string(),
-                    ServiceLoad {
-                        containers: s.containers,
-                        ready: if s.removed { 0 } else { ready },
-                        conns: s.conns,
-                        queued: s.queued,
-                    },
-                )
-            })
+            .map(|(name, s)| (name.to_string(), load_of(s)))
             .collect()
     }
 
@@ -259,9 +250,11 @@ impl<R: ContainerRuntime> Backend<R> {
     /// A container for one connection, connected.
     pub async fn acquire(&self, name: &ServiceName) -> Result<Lease, AcquireError> {
         let mode = self
-            .spec(name)
-            .ok_or_else(|| AcquireError::Gone(name.to_string()))?
-            .mode;
+            .lock()
+            .get(name)
+            .filter(|s| !s.removed)
+            .map(|s| s.spec.mode)
+            .ok_or_else(|| AcquireError::Gone(name.to_string()))?;
         match mode {
             Mode::PerConnection => self.acquire_fresh(name).await,
             Mode::Pool => self.acquire_instance(name).await,
@@ -488,6 +481,19 @@ impl<R: ContainerRuntime> Drop for QueueGuard<R> {
         if let Some(svc) = self.backend.lock().get_mut(&self.name) {
             svc.queued = svc.queued.saturating_sub(1);
         }
+    }
+}
+
+fn load_of(s: &Svc) -> ServiceLoad {
+    let ready = match s.spec.mode {
+        Mode::PerConnection => s.warm.len() as u32,
+        Mode::Pool => s.instances.iter().filter(|i| !i.retiring).count() as u32,
+    };
+    ServiceLoad {
+        containers: s.containers,
+        ready: if s.removed { 0 } else { ready },
+        conns: s.conns,
+        queued: s.queued,
     }
 }
 
