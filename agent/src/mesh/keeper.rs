@@ -24,7 +24,10 @@ use crate::supervisor::SupervisorHandle;
 /// view must fill in first, or a live keeper would look absent.
 const SETTLE_ROUNDS: u32 = 10;
 
-/// Runs until `shutdown`, one round per gossip interval.
+/// Runs until `shutdown`, one round per gossip interval, in two loops that
+/// never wait on each other: pushing this node's changes to keepers (a push
+/// to a keeper that just died waits out its call timeout), and re-placing
+/// the tasks of dead nodes.
 pub async fn run(
     mesh: Mesh,
     supervisor: SupervisorHandle,
@@ -32,22 +35,32 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
-    let mut pushed: HashMap<TaskId, (u64, NodeId)> = HashMap::new();
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    let settled = move || started.elapsed() > every * SETTLE_ROUNDS;
+    let as_runner = async {
+        let mut pushed: HashMap<TaskId, (u64, NodeId)> = HashMap::new();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            sync_as_runner(&mesh, &supervisor, &mut pushed, settled()).await;
+            super::deps::resolve(&mesh, &supervisor).await;
         }
-        let settled = started.elapsed() > every * SETTLE_ROUNDS;
-        // Orphans first: pushing updates may wait on a keeper that just
-        // died, and re-placing must not queue behind that timeout.
-        if settled {
-            adopt_orphans(&mesh, &supervisor).await;
+    };
+    let as_keeper = async {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if settled() {
+                adopt_orphans(&mesh, &supervisor).await;
+            }
         }
-        sync_as_runner(&mesh, &supervisor, &mut pushed, settled).await;
-        super::deps::resolve(&mesh, &supervisor).await;
-    }
+    };
+    tokio::join!(as_runner, as_keeper);
 }
 
 async fn sync_as_runner(
