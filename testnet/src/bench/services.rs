@@ -57,6 +57,13 @@ const HOLD_LIMIT: Duration = Duration::from_secs(5);
 const HOLD_IN_FLIGHT: usize = 64;
 /// Descriptors left to a process besides the held connections.
 const FD_SPARE: u64 = 256;
+/// Linux's default ephemeral port range (32768-60999), which a container's
+/// network namespace starts with: the ports an agent can connect to one
+/// container from.
+const LOCAL_PORTS: u64 = 28_232;
+/// How long closed connections' ports may take to be free again (TIME_WAIT
+/// lasts 60 s).
+const PORTS_TIMEOUT: Duration = Duration::from_secs(90);
 /// Untimed requests on every path before the throughput runs.
 const WARMUP_REQUESTS: usize = 100;
 
@@ -479,6 +486,34 @@ impl<'a> Run<'a> {
         Ok(out)
     }
 
+    /// Waits until [`SERVER`] can open `need` more connections to the echo
+    /// instance. It connects to it from an ephemeral port for every client
+    /// connection and closes first, so each closed one holds its port in
+    /// TIME_WAIT for 60 s: the throughput runs and a hold before may have
+    /// taken most of them.
+    async fn wait_for_ports(&self, need: u64) -> Result<(), BenchError> {
+        let pid = self
+            .pids
+            .iter()
+            .find(|(n, _)| n == SERVER)
+            .map(|(_, pid)| pid.clone())
+            .ok_or_else(|| BenchError::Measure(format!("no pid of {SERVER}'s meshd")))?;
+        let waited = wait_until(
+            "ports free on n2 for the held connections",
+            PORTS_TIMEOUT,
+            async || match procfs::time_wait(&pid) {
+                Ok(tw) if tw + need <= LOCAL_PORTS => Ok(()),
+                Ok(tw) => Err(format!(
+                    "{tw} connections in TIME_WAIT, {need} ports needed"
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+        .await?;
+        tracing::info!(?waited, need, "ports free on n2");
+        Ok(())
+    }
+
     /// The pids of the processes that forward a connection on `path`.
     fn forwarders(&self, path: Path, haproxy: &Haproxy) -> Vec<String> {
         let agent = |node: &str| {
@@ -527,6 +562,7 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+        self.wait_for_ports(tried as u64 + FD_SPARE).await?;
         let held = probe::hold(self.at(path, ECHO_POOL), tried, HOLD_IN_FLIGHT, HOLD_LIMIT).await;
         why_fewer.extend(held.stopped.clone());
         let holding = self.usage()?;

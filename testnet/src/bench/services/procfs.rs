@@ -68,6 +68,25 @@ fn stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// TCP sockets in TIME_WAIT in the network namespace of process `pid`.
+pub(super) fn time_wait(pid: &str) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/net/sockstat");
+    let text = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+        what: "read",
+        target: path.clone(),
+        source,
+    })?;
+    tw_of(&text).ok_or_else(|| BenchError::Measure(format!("{path}: no TCP tw count in {text:?}")))
+}
+
+/// `tw N` of the `TCP:` line of /proc/PID/net/sockstat.
+fn tw_of(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "tw")?;
+    words.next()?.parse().ok()
+}
+
 /// The host pid of a container's main process (meshd, in an agent's).
 pub(super) async fn container_pid(docker: &Docker, container: &str) -> Result<String, BenchError> {
     let pid = docker
@@ -127,6 +146,14 @@ mod tests {
         let me = read("self").unwrap();
         assert!(me.rss_kib > 0 && me.fds > 0 && me.max_fds > 0, "{me:?}");
         assert!(cpu_time(&["self".to_owned()]).is_ok());
+    }
+
+    #[test]
+    fn time_wait_is_read_from_the_tcp_line() {
+        let text = "sockets: used 50\nTCP: inuse 9 orphan 0 tw 346 alloc 23 mem 151\nUDP: inuse 0 mem 87\n";
+        assert_eq!(tw_of(text), Some(346));
+        assert_eq!(tw_of("UDP: inuse 0 mem 87\n"), None);
+        assert!(time_wait("self").is_ok());
     }
 
     #[test]
