@@ -63,6 +63,26 @@ impl Api {
         self.send(self.http.get(&url), "GET", &url).await
     }
 
+    /// `POST /v1/services`.
+    pub(super) async fn create_service(
+        &self,
+        request: &mesh_protocol::service::ServiceRequest,
+    ) -> Result<(), BenchError> {
+        let url = format!("{}/v1/services", self.base);
+        let _: mesh_protocol::service::ServiceDef = self
+            .send(self.http.post(&url).json(request), "POST", &url)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /v1/services`: every service with every reachable node's figures.
+    pub(super) async fn services(
+        &self,
+    ) -> Result<Vec<mesh_protocol::api::ServiceView>, BenchError> {
+        let url = format!("{}/v1/services", self.base);
+        self.send(self.http.get(&url), "GET", &url).await
+    }
+
     async fn kill(&self, id: &TaskId) -> Result<(), BenchError> {
         let url = format!("{}/v1/tasks/{id}/kill", self.base);
         let _: TaskRecord = self.send(self.http.post(&url), "POST", &url).await?;

@@ -19,7 +19,6 @@
 //! `haproxy` the HAProxy process, `procfs` memory and CPU from /proc, and
 //! `markdown` the tables.
 
-mod api;
 mod defs;
 mod haproxy;
 mod markdown;
@@ -34,10 +33,10 @@ use std::time::Duration;
 use mesh_protocol::api::ServiceView;
 use mesh_protocol::labels;
 
+use super::api::Api;
 use super::{BenchError, TASK_IMAGE, check_image};
 use crate::docker::Docker;
 use crate::{Testnet, TestnetOptions, wait_until};
-use api::ServiceApi;
 use defs::{
     COLD_CONN, ECHO_POOL, ENTRY, ENTRY_TOPOLOGY, PORT, SERVER, SERVER_TOPOLOGY, SOURCE_POOL, Svc,
     WARM_CONN, cold_at_rest, definitions, echo_idle, settled, warm_at_rest,
@@ -182,7 +181,7 @@ pub async fn services(cfg: &ServicesConfig) -> Result<ServicesReport, BenchError
     let run = Run::new(&net).await?;
     let mut snapshots = vec![run.snapshot("agents up, no service")?];
     for request in definitions(cfg.transfer_bytes) {
-        run.api.create(&request).await?;
+        run.api.create_service(&request).await?;
     }
     run.settle().await?;
     let echo = run.instance(ECHO_POOL).await?;
@@ -227,7 +226,7 @@ pub async fn services(cfg: &ServicesConfig) -> Result<ServicesReport, BenchError
 struct Run<'a> {
     net: &'a Testnet,
     /// [`SERVER`]'s API: its list carries every node's figures.
-    api: ServiceApi,
+    api: Api,
     server: IpAddr,
     entry: IpAddr,
     /// Host pids of the agents' meshd, by node.
@@ -247,7 +246,7 @@ impl<'a> Run<'a> {
         }
         Ok(Self {
             net,
-            api: ServiceApi::new(net.api_url(SERVER)?)?,
+            api: Api::new(net.api_url(SERVER)?)?,
             server: ip(SERVER)?,
             entry: ip(ENTRY)?,
             pids,
@@ -270,7 +269,7 @@ impl<'a> Run<'a> {
         check: impl Fn(&[ServiceView]) -> Result<(), String>,
     ) -> Result<(), BenchError> {
         wait_until(what, READY_TIMEOUT, async || {
-            check(&self.api.list().await.map_err(|e| e.to_string())?)
+            check(&self.api.services().await.map_err(|e| e.to_string())?)
         })
         .await?;
         Ok(())
