@@ -29,10 +29,12 @@ impl Node {
         dir: tempfile::TempDir,
         runtime: Arc<MemoryRuntime>,
         seeds: Vec<String>,
+        phi: f64,
     ) -> Node {
-        let config = Config::builder(id.clone(), dir.path())
+        let mut config = Config::builder(id.clone(), dir.path())
             .topology("numa:1 core:1 pu:1")
             .seeds(seeds);
+        config.mesh.phi_threshold = phi;
         let stop = CancellationToken::new();
         let agent = mesh_agent::start_with_runtime(config, runtime.clone(), stop.clone())
             .await
@@ -66,13 +68,21 @@ impl Node {
     }
 }
 
+/// The failure detector's threshold (the agents' default): a silent node is
+/// dead after about 2.8 s at the tests' 200 ms gossip interval.
+const PHI: f64 = 6.0;
+/// For the quick-restart test: about 5.5 s, so that a restart slowed by a
+/// loaded machine is still quicker than detection (the property tested).
+const SLOW_PHI: f64 = 12.0;
+
 /// Three agents of one core each that see each other.
-async fn three_nodes(tag: &str) -> Vec<Node> {
+async fn three_nodes(tag: &str, phi: f64) -> Vec<Node> {
     let a = Node::start(
         unique_node(&format!("{tag}a")),
         tempfile::tempdir().unwrap(),
         Arc::default(),
         vec![],
+        phi,
     )
     .await;
     let seed = vec![a.gossip()];
@@ -81,6 +91,7 @@ async fn three_nodes(tag: &str) -> Vec<Node> {
         tempfile::tempdir().unwrap(),
         Arc::default(),
         seed.clone(),
+        phi,
     )
     .await;
     let c = Node::start(
@@ -88,6 +99,7 @@ async fn three_nodes(tag: &str) -> Vec<Node> {
         tempfile::tempdir().unwrap(),
         Arc::default(),
         seed,
+        phi,
     )
     .await;
     let nodes = vec![a, b, c];
@@ -103,7 +115,7 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
         .with_test_writer()
         .with_env_filter("mesh_agent=debug")
         .try_init();
-    let mut nodes = three_nodes("f").await;
+    let mut nodes = three_nodes("f", PHI).await;
 
     let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
     let first = nodes[0]
@@ -165,7 +177,7 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
         runtime.containers().iter().any(|c| c.running),
         "its old container survived the crash"
     );
-    let back = Node::start(id, dir, runtime.clone(), vec![nodes[0].gossip()]).await;
+    let back = Node::start(id, dir, runtime.clone(), vec![nodes[0].gossip()], PHI).await;
     wait_until(
         "the stale attempt is stopped",
         Duration::from_secs(20),
@@ -197,7 +209,7 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_survives_the_death_of_the_node_that_accepted_it() {
-    let mut nodes = three_nodes("a").await;
+    let mut nodes = three_nodes("a", PHI).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Accepted, then the accepting node dies at once.
@@ -235,7 +247,7 @@ async fn a_task_survives_the_death_of_the_node_that_accepted_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_restart_of_the_runner_is_not_a_death() {
-    let mut nodes = three_nodes("q").await;
+    let mut nodes = three_nodes("q", SLOW_PHI).await;
     let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
     let first = nodes[0]
         .api()
@@ -251,9 +263,10 @@ async fn a_quick_restart_of_the_runner_is_not_a_death() {
     let Node {
         id, dir, runtime, ..
     } = old;
-    let back = Node::start(id, dir, runtime, seed).await;
-    // Well past failure detection: still the first attempt, on the runner.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let back = Node::start(id, dir, runtime, seed, SLOW_PHI).await;
+    // Well past failure detection (about 5.5 s at SLOW_PHI): still the first
+    // attempt, on the runner.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let now = back.api().task(task.id.as_str()).await;
     assert_eq!(
         (now.attempt, now.state, &now.node),
