@@ -150,6 +150,20 @@ fn last_start(list: &[TaskRecord], ids: &[TaskId], start_ms: u64) -> Duration {
     Duration::from_millis(last.saturating_sub(start_ms))
 }
 
+/// The docker CLI's own round trip (`docker version`, median of 5): what
+/// raw-Docker figures include that the agents, on the API, do not pay.
+async fn cli_round_trip(docker: &Docker) -> Result<Duration, BenchError> {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = tokio::time::Instant::now();
+        docker
+            .run(&["version", "--format", "{{.Server.Version}}"])
+            .await?;
+        times.push(start.elapsed());
+    }
+    Ok(median(&mut times))
+}
+
 pub fn median(values: &mut [Duration]) -> Duration {
     values.sort_unstable();
     match values.len() {

@@ -169,7 +169,7 @@ pub async fn services(cfg: &ServicesConfig) -> Result<ServicesReport, BenchError
     let docker = Docker::new();
     check_image(&docker, TASK_IMAGE).await?;
     let haproxy = haproxy::version().await?;
-    let cli_round_trip = raw::cli_round_trip(&docker).await?;
+    let cli_round_trip = super::cli_round_trip(&docker).await?;
     let net = super::up_with(
         TestnetOptions::default()
             .nodes(2)

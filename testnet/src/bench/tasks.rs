@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use super::api::{Api, count_of};
 use super::cpu::{CpuUse, cpu_now, cpu_since};
-use super::{BenchError, SETTLE_TIMEOUT, TASK_IMAGE, check_image, last_start, median, now_ms};
+use super::{
+    BenchError, SETTLE_TIMEOUT, TASK_IMAGE, check_image, cli_round_trip, last_start, median, now_ms,
+};
 use crate::docker::{Docker, DockerError};
 use crate::{Testnet, TestnetName, wait_until};
 
@@ -197,18 +199,6 @@ async fn mesh_tasks(net: &Testnet, api: &Api, n: usize, c: usize) -> Result<Task
     )
     .await?;
     Ok(run)
-}
-
-async fn cli_round_trip(docker: &Docker) -> Result<Duration, BenchError> {
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let start = Instant::now();
-        docker
-            .run(&["version", "--format", "{{.Server.Version}}"])
-            .await?;
-        times.push(start.elapsed());
-    }
-    Ok(median(&mut times))
 }
 
 /// The raw containers of one run: removed by [`Sweep::remove`], or when

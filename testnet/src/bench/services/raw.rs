@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::defs::{CORES, PORT};
 use super::{PROBE_LIMIT, probe};
-use crate::bench::{BenchError, TASK_IMAGE, median};
+use crate::bench::{BenchError, TASK_IMAGE};
 use crate::docker::Docker;
 use crate::{MAX_AGENTS, Testnet};
 
@@ -64,18 +64,6 @@ fn host_cpus(cores: u32) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-pub(super) async fn cli_round_trip(docker: &Docker) -> Result<Duration, BenchError> {
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let start = Instant::now();
-        docker
-            .run(&["version", "--format", "{{.Server.Version}}"])
-            .await?;
-        times.push(start.elapsed());
-    }
-    Ok(median(&mut times))
 }
 
 /// A raw container of the cold-start comparison: removed by
