@@ -296,13 +296,33 @@ pub async fn start<R: ContainerRuntime>(
     let control: ServicesHandle = Arc::new(Control(services.clone()));
     let tunnels = {
         let backend = backend.clone();
-        Arc::new(move |caller, send, recv| {
+        Arc::new(move |caller: Option<mesh_protocol::NodeId>, send, recv| {
+            let caller = caller.map(|c| c.to_string());
             Box::pin(tunnel::serve(backend.clone(), caller, send, recv))
                 as futures_util::future::BoxFuture<'static, ()>
         })
     };
     let reporter = control.clone();
-    mesh.serve_services(tunnels, Arc::new(move || reporter.report()));
+    mesh.handle_tunnels(tunnels);
+    mesh.handle_calls(
+        mesh_protocol::rpc::Topic::Services,
+        Arc::new(move |_, request| {
+            let answer = match request {
+                mesh_protocol::rpc::Request::ServiceReport => {
+                    mesh_protocol::rpc::Response::ServiceReport(Box::new(reporter.report()))
+                }
+                other => {
+                    mesh_protocol::rpc::Response::Failed(mesh_protocol::rpc::RemoteError::new(
+                        mesh_protocol::rpc::ErrorKind::Invalid,
+                        format!("{} is not a service call", other.name()),
+                    ))
+                }
+            };
+            Box::pin(std::future::ready(crate::mesh::handlers::Reply::One(
+                answer,
+            )))
+        }),
+    );
     let join = tokio::spawn(async move {
         let mut tick = tokio::time::interval(cfg.every);
         loop {
