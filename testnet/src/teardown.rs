@@ -412,6 +412,65 @@ mod tests {
         );
     }
 
+    /// A `docker` that answers as Docker 20.10 does with moby/moby#42119
+    /// (nothing attached, `network rm` refused for active endpoints), or, if
+    /// `down`, as Docker does when dockerd is not running.
+    fn fake_docker(dir: &Path, name: &TestnetName, down: bool) -> Docker {
+        let script = if down {
+            "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n"
+                .to_owned()
+        } else {
+            format!(
+                r#"case "$*" in
+  "network inspect --format {{{{index .Labels"*) printf '{name}\tcafe01\t10.203.4.0/24 \n' ;;
+  "network rm cafe01") echo 'Error response from daemon: error while removing network: network {name} id cafe01 has active endpoints' >&2; exit 1 ;;
+  "network inspect "*|"ps "*) ;;
+  *) echo "unexpected: $*" >&2; exit 1 ;;
+esac
+"#
+            )
+        };
+        let path = dir.join("docker.sh");
+        std::fs::write(&path, script).unwrap();
+        Docker::script(path)
+    }
+
+    /// A scratch directory, testnet `name`, [`fake_docker`] and empty
+    /// leftovers.
+    fn scene(name: &str, down: bool) -> (tempfile::TempDir, TestnetName, Docker, Leftovers) {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = TestnetName::new(name).unwrap();
+        let docker = fake_docker(tmp.path(), &name, down);
+        let leftovers = Leftovers::new(tmp.path().join("leftovers"));
+        (tmp, name, docker, leftovers)
+    }
+
+    #[test]
+    fn teardown_records_the_network_docker_keeps_and_succeeds() {
+        let (tmp, name, docker, leftovers) = scene("tn-stuck", false);
+        let state_dir = tmp.path().join("state");
+        std::fs::create_dir(&state_dir).unwrap();
+
+        let removed = teardown(&docker, &name, &state_dir, &leftovers).unwrap();
+        assert_eq!(removed.network, NetworkFate::LeftBehind);
+        assert!(removed.state_dir);
+        let recorded = leftovers.list().unwrap();
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(
+            (recorded[0].name.as_str(), recorded[0].id.as_str()),
+            ("tn-stuck", "cafe01")
+        );
+        assert_eq!(recorded[0].subnet, "10.203.4.0/24");
+    }
+
+    #[test]
+    fn teardown_without_docker_fails_and_records_nothing() {
+        let (tmp, name, docker, leftovers) = scene("tn-nodocker", true);
+        let err = teardown(&docker, &name, &tmp.path().join("state"), &leftovers).unwrap_err();
+        assert!(err.to_string().contains("Cannot connect"), "{err}");
+        assert_eq!(leftovers.list().unwrap(), []);
+    }
+
     #[test]
     fn docker_answers_are_told_apart() {
         use std::os::unix::process::ExitStatusExt;
