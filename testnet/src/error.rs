@@ -107,6 +107,10 @@ pub enum TestnetError {
         name: TestnetName,
         containers: Vec<String>,
     },
+    #[error(
+        "Docker still keeps the network {name} of an earlier testnet of this name although nothing is attached to it (moby/moby#42119); restart dockerd (which frees it) or pick another --name"
+    )]
+    NetworkLeftBehind { name: TestnetName },
     #[error("{0:?} is not a Docker network id")]
     NetworkId(String),
     #[error("a background task of the harness failed: {0}")]

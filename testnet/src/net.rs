@@ -74,6 +74,9 @@ impl Testnet {
             let (docker, leftovers) = (docker.clone(), leftovers.clone());
             blocking(move || leftovers.retry(&docker)).await?.kept
         };
+        if kept.iter().any(|l| l.name == name) {
+            return Err(TestnetError::NetworkLeftBehind { name });
+        }
         if State::load(&dir)?.is_some() || network_exists(&docker, &name).await? {
             return Err(TestnetError::AlreadyUp { name, dir });
         }

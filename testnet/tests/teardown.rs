@@ -11,6 +11,7 @@ use anyhow::{Context, Result, ensure};
 use mesh_testnet::docker::Docker;
 use mesh_testnet::{
     LABEL_TESTNET, Leftover, Leftovers, NetworkFate, Testnet, TestnetError, TestnetName,
+    TestnetOptions,
 };
 
 const BUSYBOX: &str = "mesh-busybox:latest";
@@ -23,6 +24,8 @@ struct Scratch {
     docker: Docker,
     networks: Vec<String>,
     containers: Vec<String>,
+    /// Records made in the shared default leftovers, by network id.
+    records: Vec<String>,
 }
 
 impl Scratch {
@@ -31,6 +34,7 @@ impl Scratch {
             docker: Docker::new(),
             networks: Vec::new(),
             containers: Vec::new(),
+            records: Vec::new(),
         }
     }
 
@@ -82,6 +86,11 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        for id in &self.records {
+            if let Err(e) = Leftovers::default_location().forget(id) {
+                eprintln!("forgetting {id}: {e}");
+            }
+        }
         self.remove_containers();
         for n in &self.networks {
             match self.docker.run_blocking(&["network", "rm", n.as_str()]) {
@@ -181,4 +190,25 @@ fn a_later_run_removes_recorded_networks_docker_has_let_go_of() -> Result<()> {
         leftovers.list()?
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn up_under_the_name_of_a_network_docker_still_keeps_says_so() -> Result<()> {
+    let mut scratch = Scratch::new();
+    let name = TestnetName::unique("kept");
+    let id = scratch.network(&name)?;
+    // The stranger stands in for Docker's bug: the retry cannot remove it.
+    scratch.stranger(&name)?;
+    scratch.records.push(id.clone());
+    Leftovers::default_location().record(&Leftover::new(name.clone(), id, "?".into()))?;
+
+    let dir = tempfile::tempdir()?;
+    let opts = TestnetOptions::for_test("kept")
+        .name(name.clone())
+        .state_dir(dir.path());
+    match Testnet::up(opts).await {
+        Err(TestnetError::NetworkLeftBehind { name: n }) if n == name => Ok(()),
+        Err(e) => anyhow::bail!("not the left-behind network's error: {e}"),
+        Ok(_) => anyhow::bail!("a testnet started on a network Docker keeps"),
+    }
 }
