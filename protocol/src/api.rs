@@ -188,7 +188,7 @@ pub struct ServiceNodeStats {
     pub listening: bool,
     /// Why not, if it does not.
     pub listen_error: Option<String>,
-    pub load: crate::service::choice::ServiceLoad,
+    pub load: crate::load::ServiceLoad,
     pub counters: ServiceCounters,
 }
 
