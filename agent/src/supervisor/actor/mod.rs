@@ -57,7 +57,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
 
     pub(crate) fn new(cfg: SupervisorConfig, runtime: Arc<R>, store: Store, logs: LogDir) -> Self {
         let alloc = CoreAllocator::new(cfg.topology.model.clone());
-        let queue = TaskQueue::new(cfg.max_queue);
+        let queue = TaskQueue::new();
         let docker = RuntimeHealth {
             reachable: false,
             endpoint: runtime.endpoint(),
