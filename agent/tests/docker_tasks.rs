@@ -265,11 +265,9 @@ async fn bad_input_gets_clear_errors_and_creates_nothing() {
     api.wait_state(&hold.id, TaskState::Running, 20).await;
     api.submit(&sleep_task(1, "1")).await;
     api.submit(&sleep_task(1, "1")).await;
-    let (status, text) = api
-        .post_raw("/v1/tasks", r#"{"image":"mesh-testsvc:latest"}"#)
-        .await;
-    assert_eq!(status, 503, "{text}");
-    assert!(text.contains("queue is full"), "{text}");
+    let full = api.submit_refused(&task(1, &[])).await;
+    assert_eq!(full.status, 503, "{full:?}");
+    assert!(full.message.contains("queue is full"), "{full:?}");
     assert_eq!(api.tasks().await.len(), 4);
     api.kill(&hold.id).await;
 }

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mesh_protocol::api::SubmitRequest;
 use mesh_protocol::{TaskId, TaskState};
 
 /// Two agents of `topology` that see each other with published values.
@@ -80,14 +81,16 @@ async fn tasks_spread_then_the_queue_moves_to_the_node_that_frees_up() {
 #[tokio::test]
 async fn a_task_no_node_can_ever_fit_is_refused_with_the_reason() {
     let (a, _b) = mesh_of_two().await;
-    let (status, body) = a
-        .api
-        .post_raw("/v1/tasks", r#"{"image":"x","cores":2}"#)
-        .await;
-    assert_eq!(status, 422, "{body}");
+    let req = SubmitRequest {
+        image: "x".into(),
+        cores: Some(2),
+        ..Default::default()
+    };
+    let r = a.api.submit_refused(&req).await;
+    assert_eq!(r.status, 422, "{r:?}");
     assert!(
-        body.contains("largest node in the mesh has only 1"),
-        "{body}"
+        r.message.contains("largest node in the mesh has only 1"),
+        "{r:?}"
     );
 }
 
@@ -148,11 +151,13 @@ async fn an_array_fills_the_mesh_and_dies_with_its_parent() {
     for m in &arr.members {
         b.api.wait_state(&m.id, TaskState::Killed, 10).await;
     }
-    let (status, body) = a
-        .api
-        .post_raw("/v1/tasks", r#"{"image":"x","array":0}"#)
-        .await;
-    assert_eq!(status, 400, "{body}");
+    let empty = SubmitRequest {
+        image: "x".into(),
+        array: Some(0),
+        ..Default::default()
+    };
+    let r = a.api.submit_refused(&empty).await;
+    assert_eq!(r.status, 400, "{r:?}");
 }
 
 #[tokio::test]
@@ -183,12 +188,14 @@ async fn a_task_after_others_starts_when_they_succeed_and_fails_when_one_does_no
     let failed = a.api.wait_state(&doomed.id, TaskState::Failed, 10).await;
     assert!(failed.message.unwrap().contains(failing.id.as_str()));
 
-    let (status, body) = a
-        .api
-        .post_raw("/v1/tasks", r#"{"image":"x","after":["tnosuchtask"]}"#)
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("no such task"), "{body}");
+    let orphan = SubmitRequest {
+        image: "x".into(),
+        after: vec![TaskId::new("tnosuchtask").unwrap()],
+        ..Default::default()
+    };
+    let r = a.api.submit_refused(&orphan).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.message.contains("no such task"), "{r:?}");
 }
 
 #[tokio::test]

@@ -75,6 +75,11 @@ impl Api {
             .unwrap_or_else(|e| panic!("submit refused: {e}"))
     }
 
+    /// A submission the agent must refuse, and how it did.
+    pub async fn submit_refused(&self, req: &SubmitRequest) -> Refusal {
+        refusal(self.client.submit(req).await)
+    }
+
     pub async fn task(&self, id: &TaskId) -> TaskRecord {
         self.client
             .task(id)

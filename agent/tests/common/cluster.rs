@@ -265,10 +265,6 @@ impl TestAgent {
         &self.setup.cluster
     }
 
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
-    }
-
     /// The nodes it sees alive, sorted.
     pub async fn alive(&self) -> Vec<String> {
         let mut v: Vec<String> = self
