@@ -6,67 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use mesh_agent::runtime::memory::MemoryRuntime;
-use mesh_agent::{Config, RunningAgent};
-use mesh_protocol::{NodeId, TaskState};
-use tokio_util::sync::CancellationToken;
-
-struct Node {
-    id: NodeId,
-    dir: tempfile::TempDir,
-    runtime: Arc<MemoryRuntime>,
-    agent: Option<RunningAgent>,
-    stop: CancellationToken,
-}
-
-impl Node {
-    async fn start(
-        id: NodeId,
-        dir: tempfile::TempDir,
-        runtime: Arc<MemoryRuntime>,
-        seeds: Vec<String>,
-        phi: f64,
-    ) -> Node {
-        let mut config = Config::builder(id.clone(), dir.path())
-            .topology("numa:1 core:1 pu:1")
-            .seeds(seeds);
-        config.mesh.phi_threshold = phi;
-        let stop = CancellationToken::new();
-        let agent = mesh_agent::start_with_runtime(config, runtime.clone(), stop.clone())
-            .await
-            .unwrap();
-        Node {
-            id,
-            dir,
-            runtime,
-            agent: Some(agent),
-            stop,
-        }
-    }
-
-    fn agent(&self) -> &RunningAgent {
-        self.agent.as_ref().unwrap()
-    }
-
-    fn api(&self) -> Api {
-        Api::new(&format!("http://{}", self.agent().api_addr))
-    }
-
-    fn gossip(&self) -> String {
-        self.agent().mesh.local_addr().unwrap().to_string()
-    }
-
-    async fn crash(&mut self) {
-        self.stop.cancel();
-        if let Some(a) = self.agent.take() {
-            a.wait().await.unwrap();
-        }
-    }
-}
+use mesh_protocol::{TaskRecord, TaskState};
 
 /// The failure detector's threshold (the agents' default): a silent node is
 /// dead after about 2.8 s at the tests' 200 ms gossip interval.
@@ -76,36 +19,40 @@ const PHI: f64 = 6.0;
 const SLOW_PHI: f64 = 12.0;
 
 /// Three agents of one core each that see each other.
-async fn three_nodes(tag: &str, phi: f64) -> Vec<Node> {
-    let a = Node::start(
-        unique_node(&format!("{tag}a")),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        vec![],
-        phi,
-    )
-    .await;
-    let seed = vec![a.gossip()];
-    let b = Node::start(
-        unique_node(&format!("{tag}b")),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        seed.clone(),
-        phi,
-    )
-    .await;
-    let c = Node::start(
-        unique_node(&format!("{tag}c")),
-        tempfile::tempdir().unwrap(),
-        Arc::default(),
-        seed,
-        phi,
-    )
-    .await;
-    let nodes = vec![a, b, c];
-    let meshes: Vec<_> = nodes.iter().map(|n| &n.agent().mesh).collect();
-    wait_mesh_formed(&meshes, Duration::from_secs(10)).await;
+async fn three_nodes(tag: &str, phi: f64) -> Vec<TestAgent> {
+    Setup::memory(tag)
+        .topology("numa:1 core:1 pu:1")
+        .phi(phi)
+        .cluster(3)
+        .await
+}
+
+/// How many containers the running agents started.
+fn started_on_live(nodes: &[TestAgent]) -> u64 {
     nodes
+        .iter()
+        .filter(|n| n.is_up())
+        .map(|n| n.memory().started())
+        .sum()
+}
+
+/// Waits until the task's keeper holds a copy of it running, so that the
+/// keeper can take over from the runner.
+async fn wait_kept(nodes: &[TestAgent], running: &TaskRecord) {
+    let keeper_id = running.keeper.clone().expect("a second agent keeps a copy");
+    let keeper = nodes.iter().find(|n| n.id == keeper_id).unwrap();
+    wait_until(
+        "the keeper holds the running task",
+        Duration::from_secs(10),
+        || async {
+            let copies = keeper.running().supervisor.copies().await.unwrap();
+            let held = copies
+                .iter()
+                .any(|c| c.id == running.id && c.state == TaskState::Running);
+            if held { Ok(()) } else { Err(copies) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,74 +64,58 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
         .try_init();
     let mut nodes = three_nodes("f", PHI).await;
 
-    let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
+    let task = nodes[0].api.submit(&sleep_task(1, "600")).await;
     let first = nodes[0]
-        .api()
-        .wait_state(task.id.as_str(), TaskState::Running, 10)
+        .api
+        .wait_state(&task.id, TaskState::Running, 10)
         .await;
     assert_eq!(first.attempt, 1);
-    assert!(first.keeper.is_some(), "a second agent keeps a copy");
-    // Let the runner's push reach the keeper and the view settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_kept(&nodes, &first).await;
 
     let runner = nodes.iter().position(|n| n.id == first.node).unwrap();
-    nodes[runner].crash().await;
-    let survivor = nodes.iter().position(|n| n.agent.is_some()).unwrap();
-    let api = nodes[survivor].api();
-    let mut again = None;
+    nodes[runner].stop().await;
+    let survivor = nodes.iter().position(|n| n.is_up()).unwrap();
+    let api = &nodes[survivor].api;
     // Generous: detection takes a few gossip rounds, but a loaded CI host
     // can stretch them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
-    while tokio::time::Instant::now() < deadline {
-        let list = api.tasks().await;
-        if let Some(t) = list
-            .iter()
-            .find(|t| t.id == task.id && t.attempt == 2 && t.state == TaskState::Running)
-        {
-            again = Some(t.clone());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let Some(again) = again else {
-        let mut seen = Vec::new();
-        for n in nodes.iter().filter(|n| n.agent.is_some()) {
-            seen.push((
-                n.id.clone(),
-                n.agent().mesh.peers().await,
-                n.api().local_tasks().await,
-            ));
-        }
-        panic!(
-            "the task never ran again after {} died; survivors saw: {seen:#?}",
-            first.node
-        );
-    };
+    let again = wait_until(
+        &format!("the task runs again after {} died", first.node),
+        Duration::from_secs(45),
+        || async {
+            let list = api.tasks().await;
+            list.iter()
+                .find(|t| t.id == task.id && t.attempt == 2 && t.state == TaskState::Running)
+                .cloned()
+                .ok_or(list)
+        },
+    )
+    .await;
     assert_ne!(again.node, first.node);
-    let restarts: u64 = nodes
-        .iter()
-        .filter(|n| n.agent.is_some())
-        .map(|n| n.runtime.started())
-        .sum();
-    assert_eq!(restarts, 1, "re-placed exactly once");
+    assert_eq!(started_on_live(&nodes), 1, "re-placed exactly once");
 
     // The dead runner comes back with its container still running.
-    let old = nodes.remove(runner);
-    let Node {
-        id, dir, runtime, ..
-    } = old;
+    let seeds = [nodes[survivor].gossip()];
+    let back = &mut nodes[runner];
     assert!(
-        runtime.containers().iter().any(|c| c.running),
+        back.memory().containers().iter().any(|c| c.running),
         "its old container survived the crash"
     );
-    let back = Node::start(id, dir, runtime.clone(), vec![nodes[0].gossip()], PHI).await;
+    back.restart(&seeds).await;
+    let back = &nodes[runner];
     wait_until(
         "the stale attempt is stopped",
         Duration::from_secs(20),
-        || async { !runtime.containers().iter().any(|c| c.running) },
+        || async {
+            let containers = back.memory().containers();
+            if containers.iter().any(|c| c.running) {
+                Err(containers)
+            } else {
+                Ok(())
+            }
+        },
     )
     .await;
-    let local = back.api().local_tasks().await;
+    let local = back.api.local_tasks().await;
     let stale = local.iter().find(|t| t.id == task.id).unwrap();
     assert_eq!(stale.state, TaskState::Lost);
     assert!(
@@ -192,16 +123,27 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
         "{stale:?}"
     );
     // The mesh reports the current attempt, from any node (the returning
-    // node's own view of its peers may take a few rounds to fill in).
+    // node's own view of its peers may take a few rounds to fill in). The
+    // current attempt is the one a survivor reports: 2, unless a starved
+    // host made a detector declare a live node dead meanwhile and the task
+    // moved once more.
+    let survivor = &nodes[survivor];
     wait_until(
         "the returning node lists the current attempt",
         Duration::from_secs(10),
         || async {
-            back.api().tasks().await.iter().any(|t| {
+            let current = survivor.api.task(&task.id).await;
+            let list = back.api.tasks().await;
+            let same = list.iter().any(|t| {
                 t.id == task.id
-                    && (t.attempt, t.state) == (2, TaskState::Running)
-                    && t.node == again.node
-            })
+                    && t.state == TaskState::Running
+                    && (t.attempt, &t.node) == (current.attempt, &current.node)
+            });
+            if same && current.attempt >= again.attempt {
+                Ok(())
+            } else {
+                Err((current, list))
+            }
         },
     )
     .await;
@@ -210,69 +152,95 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_survives_the_death_of_the_node_that_accepted_it() {
     let mut nodes = three_nodes("a", PHI).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Accepted, then the accepting node dies at once.
-    let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
-    nodes[0].crash().await;
-    let api = nodes[1].api();
-    let mut seen = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
-    while tokio::time::Instant::now() < deadline {
-        if let Some(t) = api
-            .tasks()
-            .await
-            .into_iter()
-            .find(|t| t.id == task.id && t.state == TaskState::Running)
-        {
-            if t.node != nodes[0].id {
-                seen = Some(t);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let running = seen.expect("the task does not run after its accepting node died");
+    let task = nodes[0].api.submit(&sleep_task(1, "600")).await;
+    nodes[0].stop().await;
+    let dead = nodes[0].id.clone();
+    let api = &nodes[1].api;
+    let running = wait_until(
+        "the task runs after its accepting node died",
+        Duration::from_secs(45),
+        || async {
+            let list = api.tasks().await;
+            list.iter()
+                .find(|t| t.id == task.id && t.state == TaskState::Running && t.node != dead)
+                .cloned()
+                .ok_or(list)
+        },
+    )
+    .await;
     // It keeps a keeper among the living.
     wait_until("a live keeper", Duration::from_secs(20), || async {
-        let t = api.task(task.id.as_str()).await;
-        t.keeper.is_some_and(|k| k != nodes[0].id)
+        let t = api.task(&task.id).await;
+        if t.keeper.as_ref().is_some_and(|k| *k != dead) {
+            Ok(())
+        } else {
+            Err(t)
+        }
     })
     .await;
     // Started once among the survivors: where it was placed, or (if the
     // accepting node ran it itself) where its keeper re-placed it.
-    let runs: u64 = nodes[1..].iter().map(|n| n.runtime.started()).sum();
-    assert_eq!(runs, 1, "started once among the survivors: {running:?}");
+    assert_eq!(
+        started_on_live(&nodes),
+        1,
+        "started once among the survivors: {running:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_restart_of_the_runner_is_not_a_death() {
     let mut nodes = three_nodes("q", SLOW_PHI).await;
-    let task = nodes[0].api().submit(&sleep_task(1, "600")).await;
+    let task = nodes[0].api.submit(&sleep_task(1, "600")).await;
     let first = nodes[0]
-        .api()
-        .wait_state(task.id.as_str(), TaskState::Running, 10)
+        .api
+        .wait_state(&task.id, TaskState::Running, 10)
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_kept(&nodes, &first).await;
+    // Detection takes about 5.5 s only once the failure detectors have
+    // learnt the heartbeat rate: they start from a prior of one gossip
+    // interval and would call a silence of 2.4 s a death. Some seconds of
+    // gossip teach them.
+    first_attempt_stays(&nodes[0].api, &first, &nodes, Duration::from_secs(3)).await;
 
     // The runner stops and starts again at once (an upgrade, say).
     let runner = nodes.iter().position(|n| n.id == first.node).unwrap();
-    nodes[runner].crash().await;
-    let old = nodes.remove(runner);
-    let seed = vec![nodes[0].gossip()];
-    let Node {
-        id, dir, runtime, ..
-    } = old;
-    let back = Node::start(id, dir, runtime, seed, SLOW_PHI).await;
+    let seeds = [nodes[(runner + 1) % nodes.len()].gossip()];
+    nodes[runner].stop().await;
+    nodes[runner].restart(&seeds).await;
+    let back = nodes.remove(runner);
     // Well past failure detection (about 5.5 s at SLOW_PHI): still the first
-    // attempt, on the runner.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let now = back.api().task(task.id.as_str()).await;
-    assert_eq!(
-        (now.attempt, now.state, &now.node),
-        (1, TaskState::Running, &first.node),
-        "{now:?}"
-    );
-    let elsewhere: u64 = nodes.iter().map(|n| n.runtime.started()).sum();
-    assert_eq!(elsewhere, 0, "not started on any other node");
+    // attempt, on the runner, and started on no other node.
+    first_attempt_stays(&back.api, &first, &nodes, Duration::from_secs(8)).await;
+}
+
+/// Checks for `how_long` that `first` keeps running as it is (as `api`
+/// reports it) and that none of `nodes` but its runner starts a container.
+async fn first_attempt_stays(
+    api: &Api,
+    first: &TaskRecord,
+    nodes: &[TestAgent],
+    how_long: Duration,
+) {
+    hold_for(
+        "the first attempt keeps running on its runner",
+        how_long,
+        || async {
+            let now = api.task(&first.id).await;
+            let elsewhere: u64 = nodes
+                .iter()
+                .filter(|n| n.id != first.node)
+                .map(|n| n.memory().started())
+                .sum();
+            if (now.attempt, now.state, &now.node, elsewhere)
+                == (1, TaskState::Running, &first.node, 0)
+            {
+                Ok(())
+            } else {
+                Err((now, elsewhere))
+            }
+        },
+    )
+    .await;
 }

@@ -11,56 +11,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use mesh_agent::Config;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_protocol::TaskState;
-use tokio_util::sync::CancellationToken;
 
-async fn agent(rt: Arc<MemoryRuntime>) -> (Api, CancellationToken, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config::builder(unique_node("mem"), dir.path())
+fn setup() -> Setup {
+    Setup::memory("mem")
         .topology("numa:1 core:2 pu:1")
-        .ping_interval(Duration::from_millis(50));
-    let shutdown = CancellationToken::new();
-    let a = mesh_agent::start_with_runtime(config, rt, shutdown.clone())
-        .await
-        .unwrap();
-    (Api::new(&format!("http://{}", a.api_addr)), shutdown, dir)
+        .ping_interval(Duration::from_millis(50))
 }
 
 #[tokio::test]
 async fn vanished_container_is_lost_or_retried() {
-    let rt = Arc::new(MemoryRuntime::new());
-    let (api, stop, _dir) = agent(rt.clone()).await;
-    let once = api.submit(&sleep_task(1, "9")).await.id.to_string();
+    let agent = setup().start(&[]).await;
+    let api = &agent.api;
+    let once = api.submit(&sleep_task(1, "9")).await.id;
     let mut again = sleep_task(1, "9");
     again.retries = Some(1);
-    let again = api.submit(&again).await.id.to_string();
+    let again = api.submit(&again).await.id;
     let a = api.wait_state(&once, TaskState::Running, 5).await;
     let b = api.wait_state(&again, TaskState::Running, 5).await;
-    rt.vanish(a.container.as_ref().unwrap());
-    rt.vanish(b.container.as_ref().unwrap());
+    agent.memory().vanish(a.container.as_ref().unwrap());
+    agent.memory().vanish(b.container.as_ref().unwrap());
     let lost = api.wait_state(&once, TaskState::Lost, 5).await;
     assert!(lost.message.unwrap().contains("removed outside the agent"));
     // The retried one comes back as attempt 2 after its backoff.
     let back = api.wait_state(&again, TaskState::Running, 5).await;
     assert_eq!(back.attempt, 2);
-    stop.cancel();
 }
 
 #[tokio::test]
 async fn runtime_outage_keeps_tasks_queued_then_runs_them() {
     let rt = Arc::new(MemoryRuntime::new());
     rt.set_available(false);
-    let (api, stop, _dir) = agent(rt.clone()).await;
-    let t = api.submit(&task(1, &["exit", "0"])).await.id.to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let waiting = api.task(&t).await;
-    assert_eq!((waiting.state, waiting.attempt), (TaskState::Queued, 0));
-    assert_eq!(rt.started(), 0);
+    let agent = setup().start_on(rt.clone(), &[]).await;
+    let api = &agent.api;
+    let t = api.submit(&task(1, &["exit", "0"])).await.id;
+    // Many supervisor pings (every 50 ms) find the runtime away.
+    hold_for(
+        "the task waits, not started, while the runtime is away",
+        Duration::from_millis(300),
+        || async {
+            let waiting = api.task(&t).await;
+            if (waiting.state, waiting.attempt, rt.started()) == (TaskState::Queued, 0, 0) {
+                Ok(())
+            } else {
+                Err((waiting, rt.started()))
+            }
+        },
+    )
+    .await;
     rt.set_available(true);
     let done = api.wait_state(&t, TaskState::Succeeded, 5).await;
     assert_eq!(done.attempt, 1);
     assert_eq!(rt.started(), 1, "ran exactly once");
-    stop.cancel();
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use mesh_agent::runtime::{ContainerRuntime, ContainerSpec};
-use mesh_protocol::{NodeId, TaskState};
+use mesh_protocol::{NodeId, TaskState, labels};
 
 /// A `meshd` child process; killed (SIGKILL) on drop.
 struct Meshd {
@@ -51,14 +51,11 @@ impl Meshd {
         let child = cmd.spawn().unwrap();
         let m = Meshd {
             child,
-            api: Api::new(&format!("http://{addr}")),
+            api: Api::new(addr),
         };
-        let http = m.api.http.clone();
-        let url = format!("http://{addr}/v1/node");
-        wait_until("meshd API up", Duration::from_secs(20), || {
-            let http = http.clone();
-            let url = url.clone();
-            async move { http.get(&url).send().await.is_ok() }
+        // Up once it answers, whether it reaches Docker or not.
+        wait_until("meshd API up", Duration::from_secs(20), || async {
+            m.api.client().health().await.map(|_| ())
         })
         .await;
         m
@@ -86,40 +83,28 @@ impl Drop for Meshd {
     }
 }
 
-/// Removes the node's containers when the test ends, pass or fail.
-struct Cleanup(NodeId);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        remove_node_containers(&self.0);
-    }
-}
-
-async fn health_ok(m: &Meshd) -> bool {
-    m.api
-        .http
-        .get(format!("{}/v1/health", m.api.url))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
+/// Waits until the agent reaches Docker.
+async fn wait_docker(m: &Meshd) {
+    wait_until("docker reachable", Duration::from_secs(20), || async {
+        let h = m.api.health().await;
+        if h.ok { Ok(()) } else { Err(h) }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn kill_9_then_restart_adopts_records_and_resumes() {
     require_docker().await;
     let node = unique_node("crash");
-    let _cleanup = Cleanup(node.clone());
+    let _cleanup = NodeContainers(node.clone());
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let mut m = Meshd::start(&node, dir.path(), addr, None).await;
-    wait_until("docker reachable", Duration::from_secs(20), || {
-        health_ok(&m)
-    })
-    .await;
+    wait_docker(&m).await;
 
-    let a = m.api.submit(&sleep_task(1, "1")).await.id.to_string();
-    let b = m.api.submit(&sleep_task(1, "8")).await.id.to_string();
-    let c = m.api.submit(&sleep_task(1, "1")).await.id.to_string();
+    let a = m.api.submit(&sleep_task(1, "1")).await.id;
+    let b = m.api.submit(&sleep_task(1, "8")).await.id;
+    let c = m.api.submit(&sleep_task(1, "1")).await.id;
     let ra = m.api.wait_state(&a, TaskState::Running, 20).await;
     let rb = m.api.wait_state(&b, TaskState::Running, 20).await;
     assert_eq!(m.api.task(&c).await.state, TaskState::Queued);
@@ -184,7 +169,7 @@ async fn kill_9_then_restart_adopts_records_and_resumes() {
         let d = &d;
         let n = node.to_string();
         async move {
-            d.list(&[("mesh.node", n.as_str())])
+            d.list(&[(labels::NODE, n.as_str())])
                 .await
                 .unwrap()
                 .is_empty()
@@ -197,15 +182,12 @@ async fn kill_9_then_restart_adopts_records_and_resumes() {
 async fn clean_stop_leaves_tasks_running_for_the_next_start() {
     require_docker().await;
     let node = unique_node("term");
-    let _cleanup = Cleanup(node.clone());
+    let _cleanup = NodeContainers(node.clone());
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let mut m = Meshd::start(&node, dir.path(), addr, None).await;
-    wait_until("docker reachable", Duration::from_secs(20), || {
-        health_ok(&m)
-    })
-    .await;
-    let t = m.api.submit(&sleep_task(1, "4")).await.id.to_string();
+    wait_docker(&m).await;
+    let t = m.api.submit(&sleep_task(1, "4")).await.id;
     let r = m.api.wait_state(&t, TaskState::Running, 20).await;
     m.sigterm();
     let info = docker()
@@ -222,22 +204,16 @@ async fn clean_stop_leaves_tasks_running_for_the_next_start() {
 async fn docker_unreachable_keeps_tasks_queued_until_it_is_back() {
     require_docker().await;
     let node = unique_node("nodocker");
-    let _cleanup = Cleanup(node.clone());
+    let _cleanup = NodeContainers(node.clone());
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let socket = dir.path().join("no-docker.sock");
     let host = format!("unix://{}", socket.display());
     let mut m = Meshd::start(&node, dir.path(), addr, Some(&host)).await;
 
-    let r = m
-        .api
-        .http
-        .get(format!("{}/v1/health", m.api.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    let body = r.text().await.unwrap();
+    let health = m.api.health().await;
+    assert!(!health.ok, "{health:?}");
+    let body = serde_json::to_string(&health).unwrap();
     assert!(
         body.contains("no-docker.sock"),
         "health names the socket: {body}"
@@ -247,9 +223,20 @@ async fn docker_unreachable_keeps_tasks_queued_until_it_is_back() {
         "and says what to do: {body}"
     );
 
-    let t = m.api.submit(&task(1, &["exit", "0"])).await.id.to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(m.api.task(&t).await.state, TaskState::Queued);
+    let t = m.api.submit(&task(1, &["exit", "0"])).await.id;
+    hold_for(
+        "the task waits while Docker is away",
+        Duration::from_millis(500),
+        || async {
+            let now = m.api.task(&t).await;
+            if now.state == TaskState::Queued {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await;
     m.kill9();
 
     let m = Meshd::start(&node, dir.path(), addr, None).await;

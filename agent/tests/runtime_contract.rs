@@ -99,9 +99,9 @@ async fn memory_runtime_keeps_the_contract() {
 async fn docker_runtime_keeps_the_contract() {
     require_docker().await;
     let node = unique_node("contract");
+    let _cleanup = NodeContainers(node.clone());
     let rt = docker();
     contract(&rt, node.as_str()).await;
-    remove_node_containers(&node);
 }
 
 #[tokio::test]

@@ -9,98 +9,35 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use mesh_agent::runtime::ContainerRuntime;
-use mesh_agent::{Config, RunningAgent};
-use mesh_protocol::api::ServiceView;
+use mesh_protocol::service::ServiceRequest;
 use mesh_protocol::{NodeId, labels};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-struct Node {
-    agent: RunningAgent,
-    node: NodeId,
-    api: Api,
-    ip: IpAddr,
-    _stop: tokio_util::sync::DropGuard,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        remove_node_containers(&self.node);
-    }
-}
-
-/// A loopback address of its own for each agent, so agents in one test
-/// (and tests running at once) can listen on the same service port.
-fn own_loopback() -> IpAddr {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    let pid = std::process::id();
-    IpAddr::V4(Ipv4Addr::new(
-        127,
-        20 + (pid % 200) as u8,
-        (n / 250) as u8,
-        (n % 250 + 1) as u8,
-    ))
-}
-
-async fn node(seeds: Vec<String>) -> Node {
-    require_docker().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ip = own_loopback();
-    let id = unique_node("svc");
-    let config = Config::builder(id.clone(), dir.path())
+/// Agents on Docker, each listening for clients on a loopback address of
+/// its own, so agents in one test (and tests running at once) can listen on
+/// the same service port.
+fn setup(tag: &str) -> Setup {
+    Setup::docker(tag)
         .topology("numa:1 core:4 pu:1")
-        .seeds(seeds)
-        .service_bind(ip);
-    let stop = CancellationToken::new();
-    let agent = mesh_agent::start(config, stop.clone()).await.unwrap();
-    let api = Api::new(&format!("http://{}", agent.api_addr));
-    Node {
-        agent,
-        node: id,
-        api,
-        ip,
-        _stop: stop.drop_guard(),
-        _dir: dir,
-    }
+        .own_loopback()
+}
+
+/// One agent.
+async fn node() -> TestAgent {
+    setup("svc").start(&[]).await
 }
 
 /// Two agents that see each other with published values.
-async fn pair() -> (Node, Node) {
-    let a = node(vec![]).await;
-    let b = node(vec![a.agent.mesh.local_addr().unwrap().to_string()]).await;
-    wait_mesh_formed(&[&a.agent.mesh, &b.agent.mesh], Duration::from_secs(15)).await;
+async fn pair() -> (TestAgent, TestAgent) {
+    let [a, b]: [TestAgent; 2] = setup("svc").cluster(2).await.try_into().ok().unwrap();
     (a, b)
-}
-
-async fn create(api: &Api, body: Value) -> (u16, String) {
-    let r = api
-        .http
-        .post(format!("{}/v1/services", api.url))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn services(api: &Api) -> Vec<ServiceView> {
-    let r = api
-        .http
-        .get(format!("{}/v1/services", api.url))
-        .send()
-        .await
-        .unwrap();
-    r.json().await.unwrap()
 }
 
 /// Waits until every node listens for `name` (as `api` reports it).
@@ -109,23 +46,26 @@ async fn wait_listening(api: &Api, name: &str, nodes: usize) {
         &format!("{nodes} nodes listen for {name}"),
         Duration::from_secs(15),
         || async {
-            services(api).await.iter().any(|v| {
+            let views = api.services().await;
+            let listening = views.iter().any(|v| {
                 v.def.spec.name.as_str() == name
                     && v.nodes.iter().filter(|n| n.listening).count() == nodes
-            })
+            });
+            if listening { Ok(()) } else { Err(views) }
         },
     )
     .await;
 }
 
-fn svc(name: &str, listen: u16, command: &[&str]) -> Value {
-    json!({
-        "name": name,
-        "image": IMAGE,
-        "port": 7000,
-        "listen": listen,
-        "command": command,
-    })
+fn svc(name: &str, listen: u16, command: &[&str]) -> ServiceRequest {
+    ServiceRequest {
+        name: name.into(),
+        image: IMAGE.into(),
+        port: 7000,
+        listen,
+        command: command.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
 }
 
 /// A port number for a test's service (agents listen on their own
@@ -158,8 +98,8 @@ async fn each_connection_gets_its_own_container_through_any_node_then_only_warm_
     let (a, b) = pair().await;
     let listen = port(1);
     let mut web = svc("web", listen, &["http", "--port", "7000"]);
-    web["warm"] = json!(1);
-    assert_eq!(create(&a.api, web).await.0, 201);
+    web.warm = Some(1);
+    a.api.create_service(&web).await;
     wait_listening(&b.api, "web", 2).await;
     let mut hosts = BTreeSet::new();
     for n in [&a, &b, &a, &b] {
@@ -184,7 +124,7 @@ async fn each_connection_gets_its_own_container_through_any_node_then_only_warm_
             "only the warm container remains",
             Duration::from_secs(20),
             || async {
-                let c = containers(&n.node, "web").await;
+                let c = containers(&n.id, "web").await;
                 c.len() == 1 && c[0].running
             },
         )
@@ -198,9 +138,9 @@ async fn bytes_flow_both_ways_with_half_close_through_a_peer() {
     let listen = port(2);
     let mut echo = svc("echo", listen, &["echo", "--port", "7000"]);
     // One container per node: the second connection through a must go to b.
-    echo["max_per_node"] = json!(1);
-    echo["queue_timeout_ms"] = json!(30_000);
-    assert_eq!(create(&a.api, echo).await.0, 201);
+    echo.max_per_node = Some(1);
+    echo.queue_timeout_ms = Some(30_000);
+    a.api.create_service(&echo).await;
     wait_listening(&a.api, "echo", 2).await;
     let at = SocketAddr::new(a.ip, listen);
     // The first connection holds a's container open.
@@ -215,18 +155,9 @@ async fn bytes_flow_both_ways_with_half_close_through_a_peer() {
     second.write_all(&data[..1000]).await.unwrap();
     let mut first_bytes = [0u8; 1000];
     second.read_exact(&mut first_bytes).await.unwrap();
-    let conns: Vec<mesh_protocol::api::ConnectionView> = a
-        .api
-        .http
-        .get(format!("{}/v1/connections", a.api.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conns = a.api.connections().await;
     assert!(
-        conns.iter().any(|c| c.node == b.node && c.entry == a.node),
+        conns.iter().any(|c| c.node == b.id && c.entry == a.id),
         "one connection enters at a and is served by b: {conns:?}"
     );
     let (mut r, mut w) = second.into_split();
@@ -250,8 +181,7 @@ async fn bytes_flow_both_ways_with_half_close_through_a_peer() {
         "containers removed after the connections",
         Duration::from_secs(20),
         || async {
-            containers(&a.node, "echo").await.is_empty()
-                && containers(&b.node, "echo").await.is_empty()
+            containers(&a.id, "echo").await.is_empty() && containers(&b.id, "echo").await.is_empty()
         },
     )
     .await;
@@ -262,10 +192,10 @@ async fn a_full_mesh_queues_then_refuses_cleanly_and_serves_the_queued_when_room
     let (a, b) = pair().await;
     let listen = port(3);
     let mut echo = svc("busy", listen, &["echo", "--port", "7000"]);
-    echo["max_per_node"] = json!(1);
-    echo["queue"] = json!(1);
-    echo["queue_timeout_ms"] = json!(30_000);
-    assert_eq!(create(&a.api, echo).await.0, 201);
+    echo.max_per_node = Some(1);
+    echo.queue = Some(1);
+    echo.queue_timeout_ms = Some(30_000);
+    a.api.create_service(&echo).await;
     wait_listening(&a.api, "busy", 2).await;
     let at = SocketAddr::new(a.ip, listen);
     let mut open = Vec::new();
@@ -282,11 +212,11 @@ async fn a_full_mesh_queues_then_refuses_cleanly_and_serves_the_queued_when_room
         "one connection waits at a",
         Duration::from_secs(10),
         || async {
-            services(&a.api).await.iter().any(|v| {
-                v.nodes
-                    .iter()
-                    .any(|n| n.node == a.node && n.load.queued == 1)
-            })
+            a.api
+                .services()
+                .await
+                .iter()
+                .any(|v| v.nodes.iter().any(|n| n.node == a.id && n.load.queued == 1))
         },
     )
     .await;
@@ -296,25 +226,25 @@ async fn a_full_mesh_queues_then_refuses_cleanly_and_serves_the_queued_when_room
     drop(open.remove(0));
     let served = queued.await.unwrap().unwrap();
     assert_eq!(served, b"queued");
-    let view = services(&a.api).await;
-    let at_a = view[0].nodes.iter().find(|n| n.node == a.node).unwrap();
+    let view = a.api.services().await;
+    let at_a = view[0].nodes.iter().find(|n| n.node == a.id).unwrap();
     assert_eq!((at_a.counters.queued, at_a.counters.refused), (1, 1));
     drop(b);
 }
 
 #[tokio::test]
 async fn containers_that_crash_on_start_are_retried_then_the_client_is_let_go() {
-    let a = node(vec![]).await;
+    let a = node().await;
     let listen = port(4);
     let mut crashy = svc("crashy", listen, &["crash"]);
-    crashy["ready_retries"] = json!(2);
-    assert_eq!(create(&a.api, crashy).await.0, 201);
+    crashy.ready_retries = Some(2);
+    a.api.create_service(&crashy).await;
     wait_listening(&a.api, "crashy", 1).await;
     let reply = exchange(SocketAddr::new(a.ip, listen), b"hello")
         .await
         .unwrap();
     assert_eq!(reply, b"", "the connection is closed, not left hanging");
-    let view = services(&a.api).await;
+    let view = a.api.services().await;
     assert_eq!(
         view[0].nodes[0].counters.failed_starts, 3,
         "1 start + 2 retries"
@@ -323,21 +253,21 @@ async fn containers_that_crash_on_start_are_retried_then_the_client_is_let_go() 
     wait_until(
         "the failed containers are removed",
         Duration::from_secs(20),
-        || async { containers(&a.node, "crashy").await.is_empty() },
+        || async { containers(&a.id, "crashy").await.is_empty() },
     )
     .await;
 }
 
 #[tokio::test]
 async fn a_slow_starting_container_gets_what_the_client_sent_meanwhile() {
-    let a = node(vec![]).await;
+    let a = node().await;
     let listen = port(5);
     let slow = svc(
         "slow",
         listen,
         &["slow-start", "1.5", "echo", "--port", "7000"],
     );
-    assert_eq!(create(&a.api, slow).await.0, 201);
+    a.api.create_service(&slow).await;
     wait_listening(&a.api, "slow", 1).await;
     let started = std::time::Instant::now();
     let reply = exchange(SocketAddr::new(a.ip, listen), b"sent before it was ready")
@@ -349,90 +279,67 @@ async fn a_slow_starting_container_gets_what_the_client_sent_meanwhile() {
 
 #[tokio::test]
 async fn bad_definitions_and_unknown_names_get_clear_errors() {
-    let a = node(vec![]).await;
+    let a = node().await;
     let listen = port(6);
     let post = |body: String| {
         let api = a.api.clone();
-        async move {
-            let r = api
-                .http
-                .post(format!("{}/v1/services", api.url))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
+        async move { api.post_raw("/v1/services", &body).await }
     };
     let (status, body) = post("{not json".into()).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = post(svc("x", 0, &[]).to_string()).await;
-    assert_eq!(status, 400);
-    assert!(body.contains("--listen"), "{body}");
+    let no_listen = refusal(a.api.client().create_service(&svc("x", 0, &[])).await);
+    assert_eq!(no_listen.status, 400);
+    assert!(no_listen.message.contains("--listen"), "{no_listen:?}");
     let (status, body) =
         post(json!({"name": "bad name", "image": IMAGE, "port": 1, "listen": 2}).to_string()).await;
     assert_eq!(status, 400);
     assert!(body.contains("character"), "{body}");
+    a.api
+        .create_service(&svc("one", listen, &["echo", "--port", "7000"]))
+        .await;
+    let create = |req: ServiceRequest| {
+        let api = a.api.clone();
+        async move { refusal(api.client().create_service(&req).await) }
+    };
+    let taken = create(svc("one", listen + 100, &[])).await;
+    assert_eq!(taken.status, 409);
+    assert!(taken.message.contains("exists"), "{taken:?}");
+    let port_taken = create(svc("two", listen, &[])).await;
+    assert_eq!(port_taken.status, 409);
+    assert!(port_taken.message.contains("one"), "{port_taken:?}");
+    let client = a.api.client();
     assert_eq!(
-        create(&a.api, svc("one", listen, &["echo", "--port", "7000"]))
-            .await
-            .0,
-        201
+        refusal(client.remove_service("nope").await).status,
+        404,
+        "DELETE"
     );
-    let (status, body) = create(&a.api, svc("one", listen + 100, &[])).await;
-    assert_eq!(status, 409);
-    assert!(body.contains("exists"), "{body}");
-    let (status, body) = create(&a.api, svc("two", listen, &[])).await;
-    assert_eq!(status, 409);
-    assert!(body.contains("one"), "{body}");
-    for (method, path) in [
-        ("DELETE", "/v1/services/nope"),
-        ("GET", "/v1/services/nope"),
-    ] {
-        let r = a
-            .api
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", a.api.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 404, "{method} {path}");
-    }
+    let unknown = client
+        .service::<mesh_protocol::api::ServiceView>("nope")
+        .await;
+    assert_eq!(refusal(unknown).status, 404, "GET");
     // Removal stops the listener; the name is free again.
-    let r = a
-        .api
-        .http
-        .delete(format!("{}/v1/services/one", a.api.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert!(services(&a.api).await.is_empty());
+    client.remove_service("one").await.unwrap();
+    assert!(a.api.services().await.is_empty());
     wait_until("the listener closed", Duration::from_secs(5), || async {
         TcpStream::connect(SocketAddr::new(a.ip, listen))
             .await
             .is_err()
     })
     .await;
-    assert_eq!(
-        create(&a.api, svc("one", listen, &["echo", "--port", "7000"]))
-            .await
-            .0,
-        201
-    );
+    a.api
+        .create_service(&svc("one", listen, &["echo", "--port", "7000"]))
+        .await;
 }
 
 #[tokio::test]
 async fn a_node_that_joins_later_learns_the_services_and_serves_them() {
-    let a = node(vec![]).await;
+    let mesh = setup("svc");
+    let a = mesh.start(&[]).await;
     let listen = port(7);
-    assert_eq!(
-        create(&a.api, svc("late", listen, &["echo", "--port", "7000"]))
-            .await
-            .0,
-        201
-    );
-    let b = node(vec![a.agent.mesh.local_addr().unwrap().to_string()]).await;
+    a.api
+        .create_service(&svc("late", listen, &["echo", "--port", "7000"]))
+        .await;
+    let b = mesh.start(&[a.gossip()]).await;
     wait_listening(&b.api, "late", 2).await;
     let reply = exchange(SocketAddr::new(b.ip, listen), b"hi")
         .await
@@ -442,14 +349,14 @@ async fn a_node_that_joins_later_learns_the_services_and_serves_them() {
 
 #[tokio::test]
 async fn a_pool_instance_that_dies_is_replaced() {
-    let a = node(vec![]).await;
+    let a = node().await;
     let listen = port(8);
     let mut pool = svc("pool", listen, &["echo", "--port", "7000"]);
-    pool["mode"] = json!("pool");
-    pool["instances"] = json!("2");
-    assert_eq!(create(&a.api, pool).await.0, 201);
+    pool.mode = Some("pool".into());
+    pool.instances = Some("2".into());
+    a.api.create_service(&pool).await;
     let running = || async {
-        containers(&a.node, "pool")
+        containers(&a.id, "pool")
             .await
             .into_iter()
             .filter(|c| c.running)
@@ -480,30 +387,21 @@ async fn a_pool_instance_that_dies_is_replaced() {
 
 #[tokio::test]
 async fn definitions_survive_a_restart_and_stale_containers_are_removed() {
-    require_docker().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ip = own_loopback();
-    let id = unique_node("svcr");
+    let mut agent = setup("svcr")
+        .topology("numa:1 core:2 pu:1")
+        .start(&[])
+        .await;
+    let id = agent.id.clone();
     let listen = port(9);
-    let start = || async {
-        let config = Config::builder(id.clone(), dir.path())
-            .topology("numa:1 core:2 pu:1")
-            .service_bind(ip);
-        let stop = CancellationToken::new();
-        let agent = mesh_agent::start(config, stop.clone()).await.unwrap();
-        (agent, stop)
-    };
-    let (agent, stop) = start().await;
-    let api = Api::new(&format!("http://{}", agent.api_addr));
     let mut warm = svc("kept", listen, &["echo", "--port", "7000"]);
-    warm["warm"] = json!(1);
-    assert_eq!(create(&api, warm).await.0, 201);
+    warm.warm = Some(1);
+    agent.api.create_service(&warm).await;
     wait_until("a warm container", Duration::from_secs(20), || async {
-        containers(&id, "kept").await.len() == 1
+        let c = containers(&id, "kept").await;
+        if c.len() == 1 { Ok(()) } else { Err(c) }
     })
     .await;
-    stop.cancel();
-    agent.wait().await.unwrap();
+    agent.stop().await;
     assert!(
         containers(&id, "kept").await.is_empty(),
         "a clean stop removes them"
@@ -517,7 +415,7 @@ async fn definitions_survive_a_restart_and_stale_containers_are_removed() {
             env: vec![],
             labels: [
                 (labels::NODE, id.as_str()),
-                (labels::CLUSTER, "ganger-test"),
+                (labels::CLUSTER, agent.cluster()),
                 (labels::KIND, labels::KIND_SERVICE),
                 (labels::SERVICE, "kept"),
             ]
@@ -531,24 +429,26 @@ async fn definitions_survive_a_restart_and_stale_containers_are_removed() {
         })
         .await
         .unwrap();
-    let (agent, stop) = start().await;
-    let api = Api::new(&format!("http://{}", agent.api_addr));
-    wait_listening(&api, "kept", 1).await;
+    agent.restart(&[]).await;
+    wait_listening(&agent.api, "kept", 1).await;
     wait_until(
         "the stale container replaced by a new warm one",
         Duration::from_secs(20),
         || async {
             let c = containers(&id, "kept").await;
-            c.len() == 1 && c[0].id != stale
+            if c.len() == 1 && c[0].id != stale {
+                Ok(())
+            } else {
+                Err(c)
+            }
         },
     )
     .await;
-    let reply = exchange(SocketAddr::new(ip, listen), b"again")
+    let reply = exchange(SocketAddr::new(agent.ip, listen), b"again")
         .await
         .unwrap();
     assert_eq!(reply, b"again");
-    stop.cancel();
-    agent.wait().await.unwrap();
+    agent.stop().await;
     assert!(
         containers(&id, "kept").await.is_empty(),
         "a clean stop removes them"
