@@ -15,8 +15,10 @@ use mesh_protocol::service::choice::{ServiceLoad, route_per_connection, route_po
 use mesh_protocol::service::{Mode, ServiceSpec};
 use mesh_protocol::{NodeId, ServiceName};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::backend::{AcquireError, Backend, Lease};
@@ -24,7 +26,6 @@ use super::pump::pump;
 use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
 use crate::mesh::{Mesh, candidates_of};
-use crate::runtime::ContainerRuntime;
 
 /// How old a cached gossip view may be when routing a connection.
 const VIEW_TTL: Duration = Duration::from_millis(100);
@@ -38,9 +39,17 @@ struct RouteView {
     candidates: Vec<mesh_protocol::placement::Candidate>,
 }
 
-struct Listening {
-    port: u16,
-    stop: CancellationToken,
+/// A service's listener on this node.
+enum Listener {
+    Open {
+        port: u16,
+        stop: CancellationToken,
+        /// The definition its connections are served by (updated in place
+        /// when the service is redefined on the same port).
+        spec: watch::Sender<Arc<ServiceSpec>>,
+    },
+    /// It could not bind; why.
+    Refused(String),
 }
 
 /// Where one connection goes.
@@ -48,54 +57,74 @@ enum Routed {
     Local(Lease),
     Remote(Tunnel, NodeId),
     NoRoom,
-    Failed(String),
+    /// The service's containers fail to start where they were tried.
+    Failed(Failure),
 }
 
-pub struct Front<R> {
+/// Why a connection was let go rather than queued.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Local(AcquireError),
+    #[error("{node}: {error}")]
+    Remote { node: NodeId, error: TunnelError },
+}
+
+pub struct Front {
     mesh: Mesh,
-    backend: Backend<R>,
+    backend: Backend,
     stats: Stats,
     bind: IpAddr,
-    listening: Mutex<BTreeMap<ServiceName, Listening>>,
-    /// Why a service's listener could not start here.
-    errors: Mutex<BTreeMap<ServiceName, String>>,
+    listeners: Mutex<BTreeMap<ServiceName, Listener>>,
     view: Mutex<Option<(Instant, Arc<RouteView>)>>,
     /// Spreads ties between equal nodes across connections.
     salt: std::sync::atomic::AtomicU64,
+    /// The accept loops and the connections they serve.
+    tasks: TaskTracker,
 }
 
-impl<R: ContainerRuntime> Front<R> {
-    pub fn new(mesh: Mesh, backend: Backend<R>, stats: Stats, bind: IpAddr) -> Arc<Self> {
+impl Front {
+    pub fn new(mesh: Mesh, backend: Backend, stats: Stats, bind: IpAddr) -> Arc<Self> {
         Arc::new(Self {
             mesh,
             backend,
             stats,
             bind,
-            listening: Mutex::new(BTreeMap::new()),
-            errors: Mutex::new(BTreeMap::new()),
+            listeners: Mutex::new(BTreeMap::new()),
             view: Mutex::new(None),
             salt: std::sync::atomic::AtomicU64::new(0),
+            tasks: TaskTracker::new(),
         })
     }
 
     /// Whether this node listens for `name`, or why not.
     pub fn listen_state(&self, name: &ServiceName) -> (bool, Option<String>) {
-        let on = lock(&self.listening).contains_key(name);
-        (on, lock(&self.errors).get(name).cloned())
+        match lock(&self.listeners).get(name) {
+            Some(Listener::Open { .. }) => (true, None),
+            Some(Listener::Refused(why)) => (false, Some(why.clone())),
+            None => (false, None),
+        }
     }
 
     /// Listens for the service's clients (again, if its port changed).
     pub fn listen(self: &Arc<Self>, spec: &ServiceSpec) -> std::io::Result<()> {
-        {
-            let listening = lock(&self.listening);
-            if listening
-                .get(&spec.name)
-                .is_some_and(|l| l.port == spec.listen)
-            {
+        let mut listeners = lock(&self.listeners);
+        match listeners.get(&spec.name) {
+            Some(Listener::Open {
+                port, spec: now, ..
+            }) if *port == spec.listen => {
+                now.send_if_modified(|now| {
+                    let changed = **now != *spec;
+                    if changed {
+                        *now = Arc::new(spec.clone());
+                    }
+                    changed
+                });
                 return Ok(());
             }
+            Some(Listener::Open { stop, .. }) => stop.cancel(),
+            _ => {}
         }
-        self.stop(&spec.name);
         let addr = SocketAddr::new(self.bind, spec.listen);
         let bound = std::net::TcpListener::bind(addr).and_then(|l| {
             l.set_nonblocking(true)?;
@@ -106,44 +135,63 @@ impl<R: ContainerRuntime> Front<R> {
             Err(e) => {
                 // Tried again every round; said once per new reason.
                 let why = format!("cannot listen on {addr}: {e}");
-                if lock(&self.errors).insert(spec.name.clone(), why.clone()) != Some(why.clone()) {
+                let new = Listener::Refused(why.clone());
+                if !matches!(listeners.insert(spec.name.clone(), new), Some(Listener::Refused(old)) if old == why)
+                {
                     warn!(service = %spec.name, %why, "service not served from this node (tried again every round)");
                 }
                 return Err(e);
             }
         };
-        lock(&self.errors).remove(&spec.name);
         let stop = CancellationToken::new();
-        lock(&self.listening).insert(
-            spec.name.clone(),
-            Listening {
-                port: spec.listen,
-                stop: stop.clone(),
-            },
-        );
+        let (spec_tx, spec_rx) = watch::channel(Arc::new(spec.clone()));
+        let open = Listener::Open {
+            port: spec.listen,
+            stop: stop.clone(),
+            spec: spec_tx,
+        };
+        listeners.insert(spec.name.clone(), open);
         info!(service = %spec.name, %addr, mode = %spec.mode, "listening for a service's clients");
-        tokio::spawn(self.clone().accept_loop(listener, spec.name.clone(), stop));
+        self.tasks
+            .spawn(self.clone().accept_loop(listener, spec_rx, stop));
         Ok(())
     }
 
     /// Stops accepting new clients of `name`; open connections go on.
     pub fn stop(&self, name: &ServiceName) {
-        if let Some(l) = lock(&self.listening).remove(name) {
-            l.stop.cancel();
+        if let Some(Listener::Open { stop, .. }) = lock(&self.listeners).remove(name) {
+            stop.cancel();
         }
-        lock(&self.errors).remove(name);
     }
 
+    /// Stops every listener; open connections go on (see `drain`).
     pub fn stop_all(&self) {
-        for (_, l) in std::mem::take(&mut *lock(&self.listening)) {
-            l.stop.cancel();
+        for (_, l) in std::mem::take(&mut *lock(&self.listeners)) {
+            if let Listener::Open { stop, .. } = l {
+                stop.cancel();
+            }
+        }
+    }
+
+    /// Waits (up to `deadline`) for the accept loops and the connections
+    /// in flight to end.
+    pub async fn drain(&self, deadline: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            info!(
+                connections = self.tasks.len(),
+                "service connections still open at shutdown; they end with the agent"
+            );
         }
     }
 
     async fn accept_loop(
         self: Arc<Self>,
         listener: TcpListener,
-        name: ServiceName,
+        spec: watch::Receiver<Arc<ServiceSpec>>,
         stop: CancellationToken,
     ) {
         loop {
@@ -154,11 +202,12 @@ impl<R: ContainerRuntime> Front<R> {
             match accepted {
                 Ok((client, peer)) => {
                     let _ = client.set_nodelay(true);
-                    tokio::spawn(self.clone().handle(name.clone(), client, peer));
+                    let spec = spec.borrow().clone();
+                    self.tasks.spawn(self.clone().handle(spec, client, peer));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little.
-                    warn!(service = %name, error = %e, "accept failed");
+                    warn!(service = %spec.borrow().name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -167,23 +216,26 @@ impl<R: ContainerRuntime> Front<R> {
 
     /// Serves one client connection to its end; a refused one is closed
     /// gently (see `refuse`).
-    async fn handle(self: Arc<Self>, name: ServiceName, mut client: TcpStream, peer: SocketAddr) {
-        if !self.serve(&name, &mut client, peer).await {
+    async fn handle(
+        self: Arc<Self>,
+        spec: Arc<ServiceSpec>,
+        mut client: TcpStream,
+        peer: SocketAddr,
+    ) {
+        if !self.serve(&spec, &mut client, peer).await {
             refuse(client).await;
         }
     }
 
     /// Returns whether the connection was served.
-    async fn serve(&self, name: &ServiceName, client: &mut TcpStream, peer: SocketAddr) -> bool {
+    async fn serve(&self, spec: &ServiceSpec, client: &mut TcpStream, peer: SocketAddr) -> bool {
+        let name = &spec.name;
         self.stats.count(name, Count::Accepted);
-        let Some(spec) = self.backend.spec(name) else {
-            return false;
-        };
         let deadline = Instant::now() + Duration::from_millis(spec.queue_timeout_ms);
         let mut waiting = None;
         loop {
             let released = self.backend.released.notified();
-            match self.route(&spec, peer).await {
+            match self.route(spec, peer).await {
                 Routed::Local(mut lease) => {
                     let me = self.mesh.node();
                     let open = self.stats.open(name, peer, me, lease.container.clone());
@@ -203,14 +255,14 @@ impl<R: ContainerRuntime> Front<R> {
                     return true;
                 }
                 Routed::Failed(why) => {
-                    warn!(service = %name, client = %peer, %why, "connection refused: the service's containers fail to start");
+                    warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");
                     self.stats.count(name, Count::Refused);
                     return false;
                 }
                 Routed::NoRoom => {}
             }
             if waiting.is_none() {
-                match self.backend.enqueue(name) {
+                match self.backend.enqueue(name).await {
                     Some(guard) => {
                         self.stats.count(name, Count::Queued);
                         waiting = Some(guard);
@@ -271,7 +323,7 @@ impl<R: ContainerRuntime> Front<R> {
             if node == me {
                 match self.backend.acquire(&spec.name).await {
                     Ok(lease) => return Routed::Local(lease),
-                    Err(AcquireError::Failed(why)) => failed = Some(why),
+                    Err(e) if e.is_failure() => failed = Some(Failure::Local(e)),
                     Err(e) => debug!(service = %spec.name, error = %e, "no local container"),
                 }
                 continue;
@@ -286,7 +338,7 @@ impl<R: ContainerRuntime> Front<R> {
             };
             match tunnel::open(&self.mesh, addr, &spec.name, client, wait).await {
                 Ok(t) => return Routed::Remote(t, node),
-                Err(TunnelError::Failed(why)) => failed = Some(format!("{node}: {why}")),
+                Err(error) if error.is_failure() => failed = Some(Failure::Remote { node, error }),
                 Err(e) => {
                     debug!(service = %spec.name, %node, error = %e, "peer did not take the connection")
                 }
@@ -331,7 +383,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl<R> std::fmt::Debug for Front<R> {
+impl std::fmt::Debug for Front {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Front").finish_non_exhaustive()
     }

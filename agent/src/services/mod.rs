@@ -6,12 +6,16 @@
 //! - `tunnel`: connections forwarded between agents over QUIC;
 //! - `pump`, `stats`: moving and counting bytes, counters.
 //!
-//! A loop (`run`) merges definitions from the gossip every interval, starts
-//! or stops listeners, sizes pools and warm pools, and publishes this
+//! - `plan`: the pure decisions about this node's containers, which the
+//!   backend's task takes its orders from.
+//!
+//! A loop (in `start`) merges definitions from the gossip every interval,
+//! starts or stops listeners, sizes pools and warm pools, and publishes this
 //! node's definitions and figures.
 
 pub mod backend;
 pub mod front;
+pub mod plan;
 pub mod pump;
 pub mod registry;
 pub mod stats;
@@ -21,7 +25,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_protocol::ServiceName;
@@ -64,15 +67,17 @@ pub trait ServiceControl: Send + Sync + std::fmt::Debug {
 
 pub type ServicesHandle = Arc<dyn ServiceControl>;
 
-struct Services<R> {
+/// How long open connections may take to end at shutdown.
+const CONNECTIONS_DRAIN: Duration = Duration::from_secs(2);
+
+struct Services {
     registry: Registry,
-    backend: Backend<R>,
-    front: Arc<Front<R>>,
+    backend: Backend,
+    front: Arc<Front>,
     mesh: Mesh,
     stats: Stats,
-    /// Whether the containers of earlier runs are gone (tried at start, and
-    /// every round until Docker answers).
-    stale_removed: AtomicBool,
+    /// Asks the loop to publish now (a definition changed here).
+    publish_now: tokio::sync::Notify,
 }
 
 fn now_ms() -> u64 {
@@ -82,7 +87,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl<R: ContainerRuntime> Services<R> {
+impl Services {
     /// Starts serving, stops serving or updates what changed.
     fn apply(&self, changed: &[ServiceDef]) {
         for def in changed {
@@ -98,22 +103,21 @@ impl<R: ContainerRuntime> Services<R> {
         }
     }
 
-    fn publish_soon(self: &Arc<Self>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.mesh
-                .publish_services(&me.registry.all(), &me.backend.loads())
-                .await;
-        });
+    async fn publish(&self) {
+        self.mesh
+            .publish_services(&self.registry.all(), &self.backend.loads())
+            .await;
     }
 
-    async fn remove_stale(&self) {
-        if self.stale_removed.load(Ordering::Relaxed) {
+    /// Removes the containers of earlier runs unless `done` says they are
+    /// gone already (tried at start, and every round until Docker answers).
+    async fn remove_stale(&self, done: &mut bool) {
+        if *done {
             return;
         }
         match self.backend.remove_stale().await {
             Ok(n) => {
-                self.stale_removed.store(true, Ordering::Relaxed);
+                *done = true;
                 if n > 0 {
                     info!(count = n, "removed service containers a previous run left");
                 }
@@ -124,8 +128,8 @@ impl<R: ContainerRuntime> Services<R> {
         }
     }
 
-    async fn round(&self) {
-        self.remove_stale().await;
+    async fn round(&self, stale_removed: &mut bool) {
+        self.remove_stale(stale_removed).await;
         // A listener that could not bind (port taken) is tried again.
         for d in self.registry.all().iter().filter(|d| !d.removed) {
             let _ = self.front.listen(&d.spec);
@@ -143,22 +147,20 @@ impl<R: ContainerRuntime> Services<R> {
             .filter(|d| !d.removed && d.spec.mode == Mode::Pool)
             .map(|d| (d.spec.name.clone(), pool_share(&d.spec, &view, &me)))
             .collect();
-        self.backend.tick(&wants);
-        self.mesh
-            .publish_services(&self.registry.all(), &self.backend.loads())
-            .await;
+        self.backend.tick(wants);
+        self.publish().await;
     }
 }
 
-struct Control<R>(Arc<Services<R>>);
+struct Control(Arc<Services>);
 
-impl<R> std::fmt::Debug for Control<R> {
+impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceControl").finish_non_exhaustive()
     }
 }
 
-impl<R: ContainerRuntime> ServiceControl for Control<R> {
+impl ServiceControl for Control {
     fn create(&self, request: ServiceRequest) -> Result<ServiceDef, ServiceApiError> {
         let s = &self.0;
         let spec = ServiceSpec::try_from(request)?;
@@ -201,7 +203,7 @@ impl<R: ContainerRuntime> ServiceControl for Control<R> {
         }
         let changed = s.registry.merge(vec![def.clone()])?;
         s.apply(&changed);
-        s.publish_soon();
+        s.publish_now.notify_one();
         info!(service = %def.name(), listen = def.spec.listen, mode = %def.spec.mode, "service created");
         Ok(def)
     }
@@ -220,7 +222,7 @@ impl<R: ContainerRuntime> ServiceControl for Control<R> {
         };
         let changed = s.registry.merge(vec![tombstone.clone()])?;
         s.apply(&changed);
-        s.publish_soon();
+        s.publish_now.notify_one();
         Ok(tombstone)
     }
 
@@ -280,8 +282,7 @@ pub async fn start<R: ContainerRuntime>(
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
     let registry = Registry::open(data_dir)?;
     let stats = Stats::default();
-    let backend = Backend::new(cfg.backend, runtime, supervisor, stats.clone());
-
+    let (backend, backend_task) = Backend::spawn(cfg.backend, runtime, supervisor, stats.clone());
     let front = Front::new(mesh.clone(), backend.clone(), stats.clone(), cfg.bind);
     let services = Arc::new(Services {
         registry,
@@ -289,9 +290,10 @@ pub async fn start<R: ContainerRuntime>(
         front,
         mesh: mesh.clone(),
         stats,
-        stale_removed: AtomicBool::new(false),
+        publish_now: tokio::sync::Notify::new(),
     });
-    services.remove_stale().await;
+    let mut stale_removed = false;
+    services.remove_stale(&mut stale_removed).await;
     services.apply(&services.registry.all());
     let control: ServicesHandle = Arc::new(Control(services.clone()));
     let tunnels = {
@@ -308,15 +310,21 @@ pub async fn start<R: ContainerRuntime>(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => services.round().await,
+                _ = tick.tick() => services.round(&mut stale_removed).await,
+                _ = services.publish_now.notified() => services.publish().await,
             }
         }
         services.front.stop_all();
-        match services.backend.remove_all().await {
+        match services.backend.shutdown().await {
             Ok(n) => info!(count = n, "removed this node's service containers"),
             Err(e) => {
                 warn!(error = %e, "cannot remove this node's service containers; the next start (or meshd --cleanup) removes them")
             }
+        }
+        // Their containers are gone: local connections have ended.
+        services.front.drain(CONNECTIONS_DRAIN).await;
+        if let Err(e) = backend_task.await {
+            warn!(error = %e, "the service containers' task failed");
         }
     });
     Ok((control, join))
