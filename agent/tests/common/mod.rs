@@ -16,6 +16,8 @@ use mesh_protocol::api::{NodeView, SubmitRequest, SubmitResponse};
 use mesh_protocol::{NodeId, TaskRecord, TaskState};
 use tokio_util::sync::CancellationToken;
 
+pub mod services;
+
 pub const IMAGE: &str = "mesh-testsvc:latest";
 
 /// A node id no other test (or test run) uses.
