@@ -47,12 +47,32 @@ use stats::Stats;
 pub enum ServiceApiError {
     #[error(transparent)]
     Invalid(#[from] mesh_protocol::service::ServiceError),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("no service {0}")]
-    NotFound(String),
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error(transparent)]
+    NotFound(#[from] UnknownService),
     #[error(transparent)]
     Store(#[from] RegistryError),
+}
+
+/// Why a new service clashes with what exists.
+#[derive(Debug, thiserror::Error)]
+pub enum Conflict {
+    #[error("service {name} exists (listening on {listen}); `meshctl service rm {name}` first")]
+    Exists { name: ServiceName, listen: u16 },
+    #[error("port {port} is already service {by}'s")]
+    PortTaken { port: u16, by: ServiceName },
+    #[error("cannot listen on port {port}: {source}")]
+    CannotListen { port: u16, source: std::io::Error },
+}
+
+/// A service name that names no service.
+#[derive(Debug, thiserror::Error)]
+pub enum UnknownService {
+    #[error("no such service: {0}")]
+    Invalid(#[from] mesh_protocol::ids::IdError),
+    #[error("no service {0}")]
+    Missing(ServiceName),
 }
 
 /// What the API asks of services (the runtime's type erased).
@@ -166,20 +186,21 @@ impl ServiceControl for Control {
         let spec = ServiceSpec::try_from(request)?;
         let live = s.registry.all();
         if let Some(old) = live.iter().find(|d| d.name() == &spec.name && !d.removed) {
-            return Err(ServiceApiError::Conflict(format!(
-                "service {} exists (listening on {}); `meshctl service rm {}` first",
-                spec.name, old.spec.listen, spec.name
-            )));
+            return Err(Conflict::Exists {
+                name: spec.name,
+                listen: old.spec.listen,
+            }
+            .into());
         }
         if let Some(other) = live
             .iter()
             .find(|d| !d.removed && d.spec.listen == spec.listen)
         {
-            return Err(ServiceApiError::Conflict(format!(
-                "port {} is already service {}'s",
-                spec.listen,
-                other.name()
-            )));
+            return Err(Conflict::PortTaken {
+                port: spec.listen,
+                by: other.name().clone(),
+            }
+            .into());
         }
         let revision = live
             .iter()
@@ -194,12 +215,13 @@ impl ServiceControl for Control {
         // Listen here first: a port this node cannot bind is refused before
         // the definition spreads.
         s.backend.define(def.spec.clone());
-        if let Err(e) = s.front.listen(&def.spec) {
+        if let Err(source) = s.front.listen(&def.spec) {
             s.backend.remove(def.name());
-            return Err(ServiceApiError::Conflict(format!(
-                "cannot listen on port {}: {e}",
-                def.spec.listen
-            )));
+            return Err(Conflict::CannotListen {
+                port: def.spec.listen,
+                source,
+            }
+            .into());
         }
         let changed = s.registry.merge(vec![def.clone()])?;
         s.apply(&changed);
@@ -210,11 +232,11 @@ impl ServiceControl for Control {
 
     fn remove(&self, name: &str) -> Result<ServiceDef, ServiceApiError> {
         let s = &self.0;
-        let name = ServiceName::new(name).map_err(|e| ServiceApiError::NotFound(e.to_string()))?;
+        let name = ServiceName::new(name).map_err(UnknownService::from)?;
         let old = s
             .registry
             .get(&name)
-            .ok_or_else(|| ServiceApiError::NotFound(name.to_string()))?;
+            .ok_or_else(|| UnknownService::Missing(name.clone()))?;
         let tombstone = ServiceDef {
             revision: (old.revision + 1).max(now_ms()),
             removed: true,
