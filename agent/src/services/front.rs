@@ -1,19 +1,19 @@
-//! The client side of services: a TCP listener per service on every agent,
-//! and for each connection the choice of node (pure, in
+//! The client side of services: the connections a service's listener
+//! (`listeners`) accepts, and for each the choice of node (pure, in
 //! `mesh_protocol::service::choice`), then the bytes pumped to a local
 //! container or through a QUIC stream to the chosen peer. When no node has
 //! room the connection waits here, in a bounded queue, until one has or
 //! `--queue-timeout` passes; then it is closed.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mesh_protocol::NodeId;
 use mesh_protocol::gossip::{PeerState, PeerView};
 use mesh_protocol::service::choice::{ServiceLoad, route_per_connection, route_pool};
 use mesh_protocol::service::{Mode, ServiceSpec};
-use mesh_protocol::{NodeId, ServiceName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,19 +39,6 @@ struct RouteView {
     candidates: Vec<mesh_protocol::placement::Candidate>,
 }
 
-/// A service's listener on this node.
-enum Listener {
-    Open {
-        port: u16,
-        stop: CancellationToken,
-        /// The definition its connections are served by (updated in place
-        /// when the service is redefined on the same port).
-        spec: watch::Sender<Arc<ServiceSpec>>,
-    },
-    /// It could not bind; why.
-    Refused(String),
-}
-
 /// Where one connection goes.
 enum Routed {
     Local(Lease),
@@ -74,8 +61,6 @@ pub struct Front {
     mesh: Mesh,
     backend: Backend,
     stats: Stats,
-    bind: IpAddr,
-    listeners: Mutex<BTreeMap<ServiceName, Listener>>,
     view: Mutex<Option<(Instant, Arc<RouteView>)>>,
     /// Spreads ties between equal nodes across connections.
     salt: std::sync::atomic::AtomicU64,
@@ -84,93 +69,27 @@ pub struct Front {
 }
 
 impl Front {
-    pub fn new(mesh: Mesh, backend: Backend, stats: Stats, bind: IpAddr) -> Arc<Self> {
+    pub fn new(mesh: Mesh, backend: Backend, stats: Stats) -> Arc<Self> {
         Arc::new(Self {
             mesh,
             backend,
             stats,
-            bind,
-            listeners: Mutex::new(BTreeMap::new()),
             view: Mutex::new(None),
             salt: std::sync::atomic::AtomicU64::new(0),
             tasks: TaskTracker::new(),
         })
     }
 
-    /// Whether this node listens for `name`, or why not.
-    pub fn listen_state(&self, name: &ServiceName) -> (bool, Option<String>) {
-        match lock(&self.listeners).get(name) {
-            Some(Listener::Open { .. }) => (true, None),
-            Some(Listener::Refused(why)) => (false, Some(why.clone())),
-            None => (false, None),
-        }
-    }
-
-    /// Listens for the service's clients (again, if its port changed).
-    pub fn listen(self: &Arc<Self>, spec: &ServiceSpec) -> std::io::Result<()> {
-        let mut listeners = lock(&self.listeners);
-        match listeners.get(&spec.name) {
-            Some(Listener::Open {
-                port, spec: now, ..
-            }) if *port == spec.listen => {
-                now.send_if_modified(|now| {
-                    let changed = **now != *spec;
-                    if changed {
-                        *now = Arc::new(spec.clone());
-                    }
-                    changed
-                });
-                return Ok(());
-            }
-            Some(Listener::Open { stop, .. }) => stop.cancel(),
-            _ => {}
-        }
-        let addr = SocketAddr::new(self.bind, spec.listen);
-        let bound = std::net::TcpListener::bind(addr).and_then(|l| {
-            l.set_nonblocking(true)?;
-            TcpListener::from_std(l)
-        });
-        let listener = match bound {
-            Ok(l) => l,
-            Err(e) => {
-                // Tried again every round; said once per new reason.
-                let why = format!("cannot listen on {addr}: {e}");
-                let new = Listener::Refused(why.clone());
-                if !matches!(listeners.insert(spec.name.clone(), new), Some(Listener::Refused(old)) if old == why)
-                {
-                    warn!(service = %spec.name, %why, "service not served from this node (tried again every round)");
-                }
-                return Err(e);
-            }
-        };
-        let stop = CancellationToken::new();
-        let (spec_tx, spec_rx) = watch::channel(Arc::new(spec.clone()));
-        let open = Listener::Open {
-            port: spec.listen,
-            stop: stop.clone(),
-            spec: spec_tx,
-        };
-        listeners.insert(spec.name.clone(), open);
-        info!(service = %spec.name, %addr, mode = %spec.mode, "listening for a service's clients");
+    /// Accepts `listener`'s clients until `stop`, serving each with the
+    /// definition `spec` holds then.
+    pub(super) fn accept(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        spec: watch::Receiver<Arc<ServiceSpec>>,
+        stop: CancellationToken,
+    ) {
         self.tasks
-            .spawn(self.clone().accept_loop(listener, spec_rx, stop));
-        Ok(())
-    }
-
-    /// Stops accepting new clients of `name`; open connections go on.
-    pub fn stop(&self, name: &ServiceName) {
-        if let Some(Listener::Open { stop, .. }) = lock(&self.listeners).remove(name) {
-            stop.cancel();
-        }
-    }
-
-    /// Stops every listener; open connections go on (see `drain`).
-    pub fn stop_all(&self) {
-        for (_, l) in std::mem::take(&mut *lock(&self.listeners)) {
-            if let Listener::Open { stop, .. } = l {
-                stop.cancel();
-            }
-        }
+            .spawn(self.clone().accept_loop(listener, spec, stop));
     }
 
     /// Waits (up to `deadline`) for the accept loops and the connections
