@@ -22,10 +22,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::backend::{AcquireError, Backend, Lease};
+use super::ports::MeshPort;
 use super::pump::pump;
 use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
-use crate::mesh::{Mesh, candidates_of};
+use crate::mesh::candidates_of;
 
 /// How old a cached gossip view may be when routing a connection.
 const VIEW_TTL: Duration = Duration::from_millis(100);
@@ -57,8 +58,8 @@ enum Failure {
     Remote { node: NodeId, error: TunnelError },
 }
 
-pub struct Front {
-    mesh: Mesh,
+pub struct Front<M> {
+    mesh: M,
     backend: Backend,
     stats: Stats,
     view: Mutex<Option<(Instant, Arc<RouteView>)>>,
@@ -68,8 +69,8 @@ pub struct Front {
     tasks: TaskTracker,
 }
 
-impl Front {
-    pub fn new(mesh: Mesh, backend: Backend, stats: Stats) -> Arc<Self> {
+impl<M: MeshPort> Front<M> {
+    pub fn new(mesh: M, backend: Backend, stats: Stats) -> Arc<Self> {
         Arc::new(Self {
             mesh,
             backend,
@@ -302,7 +303,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl std::fmt::Debug for Front {
+impl<M> std::fmt::Debug for Front<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Front").finish_non_exhaustive()
     }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::front::Front;
+use super::ports::MeshPort;
 
 /// A service's listener on this node.
 enum Listener {
@@ -28,14 +29,14 @@ enum Listener {
     Refused(String),
 }
 
-pub struct Listeners {
-    front: Arc<Front>,
+pub struct Listeners<M> {
+    front: Arc<Front<M>>,
     bind: IpAddr,
     map: BTreeMap<ServiceName, Listener>,
 }
 
-impl Listeners {
-    pub fn new(front: Arc<Front>, bind: IpAddr) -> Self {
+impl<M: MeshPort> Listeners<M> {
+    pub fn new(front: Arc<Front<M>>, bind: IpAddr) -> Self {
         Self {
             front,
             bind,
@@ -118,7 +119,7 @@ impl Listeners {
     }
 }
 
-impl std::fmt::Debug for Listeners {
+impl<M> std::fmt::Debug for Listeners<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listeners")
             .field("services", &self.map.keys().collect::<Vec<_>>())

@@ -14,6 +14,7 @@ pub mod front;
 pub mod listeners;
 mod owner;
 pub mod plan;
+pub mod ports;
 pub mod pump;
 pub mod registry;
 pub mod stats;
@@ -38,6 +39,7 @@ use backend::{Backend, BackendConfig};
 use front::Front;
 use listeners::Listeners;
 use owner::{Cmd, Owner, Published};
+use ports::{Cores, MeshPort};
 use registry::{Registry, RegistryError};
 use stats::Stats;
 
@@ -182,17 +184,37 @@ pub async fn start<R: ContainerRuntime>(
     mesh: Mesh,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
+    let (control, backend, join) =
+        run(cfg, data_dir, runtime, supervisor, mesh.clone(), shutdown).await?;
+    let tunnels = Arc::new(move |caller, send, recv| {
+        Box::pin(tunnel::serve(backend.clone(), caller, send, recv)) as BoxFuture<'static, ()>
+    });
+    let reporter = control.clone();
+    mesh.serve_services(tunnels, Arc::new(move || reporter.report()));
+    Ok((control, join))
+}
+
+/// `start` over any mesh and cores; the caller serves tunnels and reports.
+async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
+    cfg: ServicesConfig,
+    data_dir: &Path,
+    runtime: Arc<R>,
+    cores: C,
+    mesh: M,
+    shutdown: CancellationToken,
+) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
     let registry = Registry::open(data_dir)?;
     let stats = Stats::default();
-    let (backend, backend_task) = Backend::spawn(cfg.backend, runtime, supervisor, stats.clone());
+    let (backend, backend_task) = Backend::spawn(cfg.backend, runtime, cores, stats.clone());
     let front = Front::new(mesh.clone(), backend.clone(), stats.clone());
     let (publish, published) = watch::channel(Arc::new(Published::default()));
+    let node = mesh.node();
     let mut owner = Owner {
         registry,
         listeners: Listeners::new(front.clone(), cfg.bind),
         backend: backend.clone(),
         front,
-        mesh: mesh.clone(),
+        mesh,
         publish,
         stale_removed: false,
     };
@@ -205,13 +227,11 @@ pub async fn start<R: ContainerRuntime>(
         published,
         backend: backend.clone(),
         stats,
-        node: mesh.node(),
+        node,
     });
-    let tunnels = Arc::new(move |caller, send, recv| {
-        Box::pin(tunnel::serve(backend.clone(), caller, send, recv)) as BoxFuture<'static, ()>
-    });
-    let reporter = control.clone();
-    mesh.serve_services(tunnels, Arc::new(move || reporter.report()));
     let join = tokio::spawn(owner.run(rx, cfg.every, shutdown, backend_task));
-    Ok((control, join))
+    Ok((control, backend, join))
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,9 +18,10 @@ use tracing::{info, warn};
 use super::backend::Backend;
 use super::front::Front;
 use super::listeners::Listeners;
+use super::ports::MeshPort;
 use super::registry::Registry;
 use super::{Conflict, ServiceApiError, UnknownService};
-use crate::mesh::{Mesh, candidates_of};
+use crate::mesh::candidates_of;
 
 /// How long open connections may take to end at shutdown.
 const CONNECTIONS_DRAIN: Duration = Duration::from_secs(2);
@@ -42,12 +43,12 @@ pub(super) struct Published {
     pub listening: BTreeMap<ServiceName, (bool, Option<String>)>,
 }
 
-pub(super) struct Owner {
+pub(super) struct Owner<M> {
     pub registry: Registry,
-    pub listeners: Listeners,
+    pub listeners: Listeners<M>,
     pub backend: Backend,
-    pub front: Arc<Front>,
-    pub mesh: Mesh,
+    pub front: Arc<Front<M>>,
+    pub mesh: M,
     pub publish: watch::Sender<Arc<Published>>,
     /// Whether the containers of earlier runs are gone (tried at start,
     /// and every round until Docker answers).
@@ -61,7 +62,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl Owner {
+impl<M: MeshPort> Owner<M> {
     /// Runs rounds every `every` and answers commands until `shutdown`;
     /// then stops listening and has the backend remove every service
     /// container of this node.

@@ -11,9 +11,9 @@ use mesh_protocol::rpc::{TunnelOpen, TunnelReply};
 use tracing::{debug, warn};
 
 use super::backend::{AcquireError, Backend};
+use super::ports::MeshPort;
 use super::pump::pump;
 use super::stats::Bytes;
-use crate::mesh::Mesh;
 use crate::mesh::rpc::{CallError, read_frame, write_frame};
 
 /// How long the caller may take to say which service it wants.
@@ -55,7 +55,7 @@ impl TunnelError {
 /// Asks the node at `addr` to serve one connection of `service`. Waits as
 /// long as the node may take to start containers (`wait`).
 pub async fn open(
-    mesh: &Mesh,
+    mesh: &impl MeshPort,
     addr: SocketAddr,
     service: &ServiceName,
     client: SocketAddr,

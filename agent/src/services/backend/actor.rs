@@ -23,6 +23,7 @@ use super::error::AcquireError;
 use super::start::Effects;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::services::plan::{Action, Grant, Plan, Refusal, StartFailure, Started};
+use crate::services::ports::Cores;
 
 /// How long the jobs in flight (starts, removals) may take at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -71,9 +72,9 @@ enum Event {
     Done,
 }
 
-pub(super) struct Actor<R> {
+pub(super) struct Actor<R, C> {
     plan: Plan<TcpStream>,
-    fx: Arc<Effects<R>>,
+    fx: Arc<Effects<R, C>>,
     work: JoinSet<Event>,
     rx: mpsc::UnboundedReceiver<Cmd>,
     publish: watch::Sender<Arc<Snapshot>>,
@@ -82,9 +83,9 @@ pub(super) struct Actor<R> {
     watching: CancellationToken,
 }
 
-impl<R: ContainerRuntime> Actor<R> {
+impl<R: ContainerRuntime, C: Cores> Actor<R, C> {
     pub fn new(
-        fx: Effects<R>,
+        fx: Effects<R, C>,
         rx: mpsc::UnboundedReceiver<Cmd>,
         publish: watch::Sender<Arc<Snapshot>>,
         released: Arc<Notify>,

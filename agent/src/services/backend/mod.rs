@@ -24,7 +24,7 @@ pub use error::{AcquireError, ReadyError};
 use super::stats::Stats;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::services::plan::Started;
-use crate::supervisor::SupervisorHandle;
+use crate::services::ports::Cores;
 use actor::{Actor, Cmd, Granted, Snapshot};
 
 /// How long a pool instance may take to accept a connection.
@@ -52,17 +52,17 @@ pub struct Backend {
 impl Backend {
     /// Starts the task that owns the containers' state. It runs until
     /// `shutdown` (or until every handle is gone).
-    pub fn spawn<R: ContainerRuntime>(
+    pub fn spawn<R: ContainerRuntime, C: Cores>(
         cfg: BackendConfig,
         runtime: Arc<R>,
-        supervisor: SupervisorHandle,
+        cores: C,
         stats: Stats,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (publish, view) = watch::channel(Arc::new(Snapshot::default()));
         let released = Arc::new(Notify::new());
         let node = cfg.node.clone();
-        let fx = start::Effects::new(cfg, runtime, supervisor, stats);
+        let fx = start::Effects::new(cfg, runtime, cores, stats);
         let join = tokio::spawn(Actor::new(fx, rx, publish, released.clone()).run());
         let handle = Self {
             tx,

@@ -21,17 +21,18 @@ use super::BackendConfig;
 use super::error::{AcquireError, ReadyError};
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError};
 use crate::services::plan::Started;
+use crate::services::ports::Cores;
 use crate::services::stats::{Count, Stats};
-use crate::supervisor::{Reservation, SupervisorHandle};
+use crate::supervisor::Reservation;
 
 /// How much of a failed container's output goes into the log and the error.
 const OUTPUT_TAIL: usize = 2048;
 
 /// What the effects need; shared by the actor's work.
-pub(super) struct Effects<R> {
+pub(super) struct Effects<R, C> {
     pub cfg: BackendConfig,
     pub runtime: Arc<R>,
-    pub supervisor: SupervisorHandle,
+    pub cores: C,
     pub stats: Stats,
     /// Container names stay unique across restarts of the agent (a stale
     /// container may still hold an old name): numbers start at the run's.
@@ -42,13 +43,8 @@ pub(super) struct Effects<R> {
     removals: Semaphore,
 }
 
-impl<R: ContainerRuntime> Effects<R> {
-    pub fn new(
-        cfg: BackendConfig,
-        runtime: Arc<R>,
-        supervisor: SupervisorHandle,
-        stats: Stats,
-    ) -> Self {
+impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
+    pub fn new(cfg: BackendConfig, runtime: Arc<R>, cores: C, stats: Stats) -> Self {
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64 * 1000)
@@ -56,7 +52,7 @@ impl<R: ContainerRuntime> Effects<R> {
         Self {
             cfg,
             runtime,
-            supervisor,
+            cores,
             stats,
             seq: AtomicU64::new(run),
             run: run.to_string(),
@@ -72,7 +68,7 @@ impl<R: ContainerRuntime> Effects<R> {
     pub async fn discard(&self, s: &Started) {
         let killed = self.runtime.kill(&s.id).await;
         if killed.is_ok() {
-            self.supervisor.release(s.holder.clone()).await;
+            self.cores.release(s.holder.clone()).await;
         }
         let removed = {
             let _one = self.removals.acquire().await;
@@ -82,7 +78,7 @@ impl<R: ContainerRuntime> Effects<R> {
             warn!(container = %s.name, error = %e, "cannot remove a service container; --cleanup or the next start removes it");
         }
         if killed.is_err() {
-            self.supervisor.release(s.holder.clone()).await;
+            self.cores.release(s.holder.clone()).await;
         }
     }
 
@@ -110,7 +106,7 @@ impl<R: ContainerRuntime> Effects<R> {
                 }
             })?;
             let held = self
-                .supervisor
+                .cores
                 .reserve(holder.clone(), cores)
                 .await
                 .map_err(|source| AcquireError::NoCores {
@@ -121,7 +117,7 @@ impl<R: ContainerRuntime> Effects<R> {
             let id = match self.runtime.run(&container).await {
                 Ok(id) => id,
                 Err(source) => {
-                    self.supervisor.release(holder).await;
+                    self.cores.release(holder).await;
                     self.stats.count(&spec.name, Count::FailedStart);
                     return Err(AcquireError::Start {
                         service: service(),
