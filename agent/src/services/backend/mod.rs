@@ -186,11 +186,6 @@ impl Backend {
         self.send(Cmd::Shutdown(reply));
         answer.await.unwrap_or(Ok(0))
     }
-
-    /// The node this backend serves (for messages).
-    pub fn node(&self) -> &NodeId {
-        &self.node
-    }
 }
 
 /// Tells the backend a connection to a container ended, when dropped.
