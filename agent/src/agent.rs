@@ -10,12 +10,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::Ids;
 use crate::config::Config;
-use crate::mesh::{Mesh, MeshError};
+use crate::mesh::{Mesh, MeshError, topology_summary};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{self, SupervisorConfig, SupervisorHandle};
+use crate::tasks::Tasks;
 use crate::topology::{self, TopologyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,20 +55,23 @@ pub struct RunningAgent {
     pub api_addr: SocketAddr,
     pub supervisor: SupervisorHandle,
     pub mesh: Mesh,
+    pub tasks: Tasks,
     pub services: crate::services::ServicesHandle,
     server: JoinHandle<std::io::Result<()>>,
     services_loop: JoinHandle<()>,
     actor: JoinHandle<()>,
-    publisher: JoinHandle<()>,
+    mesh_loop: JoinHandle<()>,
+    tasks_loop: JoinHandle<()>,
 }
 
 impl RunningAgent {
     /// Waits until shutdown completes.
     pub async fn wait(self) -> Result<(), AgentError> {
         self.server.await?.map_err(AgentError::Serve)?;
-        self.actor.await?;
-        self.publisher.await?;
+        self.tasks_loop.await?;
         self.services_loop.await?;
+        self.actor.await?;
+        self.mesh_loop.await?;
         Ok(())
     }
 }
@@ -111,6 +116,8 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         addr: config.api,
         source,
     })?;
+    let clock = config.clock.clone();
+    let summary = topology_summary(&topology.model);
     let sup_config = SupervisorConfig {
         node: config.node_id.clone(),
         cluster: config.mesh.cluster_id.clone(),
@@ -119,6 +126,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         network: config.network.clone(),
         log_dir: config.data_dir.join("logs"),
         ping_interval: config.ping_interval,
+        clock: clock.clone(),
     };
     let (supervisor, actor) =
         supervisor::spawn(sup_config, runtime.clone(), store, shutdown.clone()).map_err(
@@ -127,14 +135,22 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
                 source,
             },
         )?;
-    let (mesh, publisher) = Mesh::start(
+    let (mesh, mesh_loop) = Mesh::start(
         &config.mesh,
         &config.node_id,
         api_addr,
-        supervisor.clone(),
+        summary,
+        &clock,
         shutdown.clone(),
     )
     .await?;
+    let (tasks, tasks_loop) = crate::tasks::start(
+        supervisor.clone(),
+        mesh.clone(),
+        Ids::new(clock, config.seed),
+        config.mesh.gossip_interval,
+        shutdown.clone(),
+    );
     let (services, services_loop) = crate::services::start(
         crate::services::ServicesConfig {
             backend: crate::services::backend::BackendConfig {
@@ -153,8 +169,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     )
     .await?;
     let app = crate::api::router(crate::api::ApiState {
-        supervisor: supervisor.clone(),
-        mesh: mesh.clone(),
+        tasks: tasks.clone(),
         services: services.clone(),
     });
     let server = tokio::spawn(async move {
@@ -167,10 +182,12 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         api_addr,
         supervisor,
         mesh,
+        tasks,
         services,
         server,
         actor,
-        publisher,
+        mesh_loop,
+        tasks_loop,
         services_loop,
     })
 }

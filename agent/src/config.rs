@@ -134,15 +134,7 @@ pub enum ConfigError {
 }
 
 /// How the QUIC endpoint authenticates peers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TlsSetting {
-    Files {
-        ca: PathBuf,
-        cert: PathBuf,
-        key: PathBuf,
-    },
-    InsecureDev,
-}
+pub use crate::mesh::tls::TlsSource;
 
 /// Mesh settings: the QUIC endpoint, gossip and peers.
 #[derive(Debug, Clone)]
@@ -151,9 +143,12 @@ pub struct MeshConfig {
     pub advertise: Option<SocketAddr>,
     pub seeds: Vec<String>,
     pub cluster_id: String,
-    pub tls: TlsSetting,
+    pub tls: TlsSource,
     pub gossip_interval: Duration,
     pub phi_threshold: f64,
+    /// The RPC version this node speaks (`mesh_protocol::rpc::VERSION`);
+    /// only tests set another, to stand for an older build.
+    pub rpc_version: u32,
 }
 
 /// Validated settings.
@@ -169,6 +164,10 @@ pub struct Config {
     pub service_bind: std::net::IpAddr,
     pub ping_interval: Duration,
     pub mesh: MeshConfig,
+    /// Where wall-clock time comes from (tests: one that follows tokio's).
+    pub clock: crate::clock::Clock,
+    /// Seeds the generator of task ids (tests); None: from the OS.
+    pub seed: Option<u64>,
 }
 
 impl Config {
@@ -188,11 +187,24 @@ impl Config {
                 advertise: None,
                 seeds: Vec::new(),
                 cluster_id: "ganger-test".into(),
-                tls: TlsSetting::InsecureDev,
+                tls: TlsSource::InsecureDev,
                 gossip_interval: Duration::from_millis(200),
                 phi_threshold: 6.0,
+                rpc_version: mesh_protocol::rpc::VERSION,
             },
+            clock: crate::clock::Clock::System,
+            seed: None,
         }
+    }
+
+    pub fn clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     pub fn seeds(mut self, seeds: Vec<String>) -> Self {
@@ -200,7 +212,7 @@ impl Config {
         self
     }
 
-    pub fn tls(mut self, tls: TlsSetting) -> Self {
+    pub fn tls(mut self, tls: TlsSource) -> Self {
         self.mesh.tls = tls;
         self
     }
@@ -245,7 +257,7 @@ impl Config {
         }
         // --cleanup only talks to Docker: it needs a node id, not a mesh identity.
         let tls = if args.cleanup {
-            TlsSetting::InsecureDev
+            TlsSource::InsecureDev
         } else {
             tls_setting(
                 args.tls_ca.clone().or(file.tls_ca),
@@ -285,6 +297,7 @@ impl Config {
             tls,
             gossip_interval: Duration::from_millis(gossip_ms),
             phi_threshold,
+            rpc_version: mesh_protocol::rpc::VERSION,
         };
         Ok(Config {
             mesh,
@@ -306,6 +319,8 @@ impl Config {
                 .or(file.service_bind)
                 .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
             ping_interval: Duration::from_secs(2),
+            clock: crate::clock::Clock::System,
+            seed: None,
         })
     }
 }
@@ -315,10 +330,10 @@ fn tls_setting(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     insecure_dev: bool,
-) -> Result<TlsSetting, ConfigError> {
+) -> Result<TlsSource, ConfigError> {
     match (ca, cert, key) {
-        (Some(ca), Some(cert), Some(key)) => Ok(TlsSetting::Files { ca, cert, key }),
-        (None, None, None) if insecure_dev => Ok(TlsSetting::InsecureDev),
+        (Some(ca), Some(cert), Some(key)) => Ok(TlsSource::Files { ca, cert, key }),
+        (None, None, None) if insecure_dev => Ok(TlsSource::InsecureDev),
         (None, None, None) => Err(ConfigError::NoTls),
         (None, _, _) => Err(ConfigError::PartialTls("--tls-ca")),
         (_, None, _) => Err(ConfigError::PartialTls("--tls-cert")),

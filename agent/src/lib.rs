@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod limits;
 pub mod logs;
@@ -11,6 +12,7 @@ pub mod runtime;
 pub mod services;
 pub mod store;
 pub mod supervisor;
+pub mod tasks;
 pub mod topology;
 
 pub use agent::{AgentError, RunningAgent, run, start, start_with_runtime};

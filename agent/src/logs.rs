@@ -37,22 +37,19 @@ impl LogDir {
         task: &TaskId,
         attempt: u32,
         mut output: LogStream,
-    ) -> Result<(), String> {
+    ) -> Result<(), SaveError> {
         let path = self.path(task, attempt);
         let tmp = path.with_extension("log.part");
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| format!("create {}: {e}", tmp.display()))?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SaveError::Io { path, source }
+        };
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
         while let Some(chunk) = output.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+            file.write_all(&chunk?).await.map_err(io(&tmp))?;
         }
-        file.flush().await.map_err(|e| e.to_string())?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| format!("rename {}: {e}", path.display()))
+        file.flush().await.map_err(io(&tmp))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io(&path))
     }
 
     /// The saved output of an attempt, or `None` if none was kept.
@@ -66,6 +63,19 @@ impl LogDir {
                 .boxed(),
         )
     }
+}
+
+/// Why a container's output was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("cannot read the container's output: {0}")]
+    Read(#[from] RuntimeError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where `live_then_kept` is.

@@ -190,18 +190,7 @@ mod tests {
     use mesh_protocol::{NodeId, TaskId, TaskSpec};
 
     fn record(n: u32) -> TaskRecord {
-        let spec = TaskSpec::new(
-            "img".into(),
-            vec![],
-            vec![],
-            None,
-            None,
-            Default::default(),
-            None,
-            None,
-            None,
-        )
-        .unwrap();
+        let spec = TaskSpec::builder("img").build().unwrap();
         TaskRecord::new(
             TaskId::new(format!("t{n}")).unwrap(),
             spec,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use mesh_agent::config::TlsSetting;
+use mesh_agent::config::TlsSource;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_agent::{Config, RunningAgent};
 use mesh_protocol::NodeId;
@@ -53,13 +53,13 @@ fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc() - time::Duration::hours(1)
 }
 
-fn write_identity(dir: &Path, ca: &Ca, node: &NodeId) -> TlsSetting {
+fn write_identity(dir: &Path, ca: &Ca, node: &NodeId) -> TlsSource {
     let cert = pki::create_node_cert(ca, node, now(), 2).unwrap();
     let p = |name: &str| -> PathBuf { dir.join(name) };
     std::fs::write(p("ca.pem"), &ca.cert_pem).unwrap();
     std::fs::write(p("node.pem"), &cert.cert_pem).unwrap();
     std::fs::write(p("node-key.pem"), &cert.key_pem).unwrap();
-    TlsSetting::Files {
+    TlsSource::Files {
         ca: p("ca.pem"),
         cert: p("node.pem"),
         key: p("node-key.pem"),
@@ -219,8 +219,8 @@ async fn garbage_and_oversized_messages_are_refused_and_the_agent_keeps_serving(
 
     // A peer that completes the handshake, then sends nonsense.
     let tester = NodeId::new("tester").unwrap();
-    let tls = mesh_agent::mesh::tls::build(&mesh_agent::mesh::tls::TlsSource::InsecureDev, &tester)
-        .unwrap();
+    let alpn = mesh_protocol::rpc::alpn(mesh_protocol::rpc::VERSION);
+    let tls = mesh_agent::mesh::tls::build(&TlsSource::InsecureDev, &tester, &alpn).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(tls.client);
     let conn = endpoint.connect(target, "x").unwrap().await.unwrap();

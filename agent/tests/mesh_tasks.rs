@@ -24,10 +24,16 @@ struct Node {
 }
 
 async fn node(seeds: Vec<String>, topology: &str) -> Node {
+    node_with(seeds, topology, |c| c).await
+}
+
+async fn node_with(seeds: Vec<String>, topology: &str, tweak: fn(Config) -> Config) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::builder(unique_node("mt"), dir.path())
-        .topology(topology)
-        .seeds(seeds);
+    let config = tweak(
+        Config::builder(unique_node("mt"), dir.path())
+            .topology(topology)
+            .seeds(seeds),
+    );
     let runtime = Arc::new(MemoryRuntime::new());
     let stop = CancellationToken::new();
     let agent = mesh_agent::start_with_runtime(config, runtime.clone(), stop.clone())
@@ -299,4 +305,62 @@ async fn drain_with_migrate_moves_running_tasks_now() {
         !from.runtime.containers().iter().any(|c| c.running),
         "nothing runs on the drained node"
     );
+}
+
+#[tokio::test]
+async fn a_peers_failure_keeps_its_kind_through_another_node() {
+    let (a, b) = mesh_of_two().await;
+    // Asked of B through A: B's "not found" arrives as "not found".
+    let on_b = a.agent.tasks.node(&b.agent.mesh.node()).await.unwrap();
+    let unknown = mesh_protocol::TaskId::new("t-nowhere").unwrap();
+    let err = on_b.get(&unknown).await.unwrap_err();
+    assert!(
+        matches!(&err, mesh_agent::tasks::TaskError::There { error, .. }
+            if error.kind == mesh_protocol::rpc::ErrorKind::NotFound),
+        "{err:?}"
+    );
+    assert_eq!(mesh_agent::api::ApiError::from(err).status().as_u16(), 404);
+
+    // A task that ended on one node, killed through the other: that node's
+    // "conflict" (already ended) is answered as 409, not as a failure of
+    // the node asked.
+    let t = a.api.submit(&task(1, &["exit", "0"])).await;
+    let done = a
+        .api
+        .wait_state(t.id.as_str(), TaskState::Succeeded, 10)
+        .await;
+    let other = if done.node == a.agent.mesh.node() {
+        &b
+    } else {
+        &a
+    };
+    let (status, body) = other.api.kill(t.id.as_str()).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = other.api.kill("t-nowhere").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn agents_of_different_rpc_versions_refuse_each_other() {
+    let a = node(vec![], "numa:1 core:1 pu:1").await;
+    let seed = a.agent.mesh.local_addr().unwrap().to_string();
+    // B stands for a build of an older RPC version.
+    let b = node_with(vec![seed], "numa:1 core:1 pu:1", |mut c| {
+        c.mesh.rpc_version = mesh_protocol::rpc::VERSION - 1;
+        c
+    })
+    .await;
+    let (ma, mb) = (a.agent.mesh.clone(), b.agent.mesh.clone());
+    wait_until(
+        "the version mismatch refused",
+        Duration::from_secs(10),
+        || {
+            let (ma, mb) = (ma.clone(), mb.clone());
+            async move { ma.version_refusals() > 0 && mb.version_refusals() > 0 }
+        },
+    )
+    .await;
+    // No handshake ever succeeds, so no gossip passes: each sees itself only.
+    assert_eq!(ma.peers().await.len(), 1);
+    assert_eq!(mb.peers().await.len(), 1);
 }

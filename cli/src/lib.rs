@@ -6,6 +6,7 @@
 pub mod client;
 pub mod commands;
 pub mod node_url;
+mod output;
 pub mod render;
 mod run;
 pub mod tls;

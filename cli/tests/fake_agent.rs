@@ -112,18 +112,7 @@ async fn serve(mut stream: TcpStream, routes: Arc<Mutex<Routes>>, seen: Seen) {
 }
 
 fn record(id: &str, state: TaskState) -> String {
-    let spec = TaskSpec::new(
-        "img:1".into(),
-        vec![],
-        vec![],
-        Some(2),
-        None,
-        BTreeMap::new(),
-        None,
-        None,
-        None,
-    )
-    .unwrap();
+    let spec = TaskSpec::builder("img:1").cores(2).build().unwrap();
     let mut r = TaskRecord::new(
         TaskId::new(id).unwrap(),
         spec,

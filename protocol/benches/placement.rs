@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mesh_protocol::gossip::{Load, TopologySummary};
-use mesh_protocol::placement::{Candidate, adopter, rank};
+use mesh_protocol::load::{Candidate, Load, TopologySummary};
+use mesh_protocol::placement::{adopter, rank};
 use mesh_protocol::{CoreCount, NodeId, TaskId};
 
 const NODES: usize = 1000;

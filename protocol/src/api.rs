@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::alloc::NumaLoad;
 use crate::cpuset::CpuSet;
 use crate::ids::{NodeId, TaskId};
-use crate::task::{SpecError, TaskSpec, TaskState};
+use crate::task::{SpecError, TaskSpec, TaskSpecBuilder, TaskState};
 use crate::topology::{HostMapping, Topology};
 
 /// A task submission as sent by a client. Validated into a `TaskSpec`.
@@ -62,17 +62,18 @@ pub const MAX_ARRAY: u32 = 10_000;
 impl TryFrom<SubmitRequest> for TaskSpec {
     type Error = SpecError;
     fn try_from(r: SubmitRequest) -> Result<Self, Self::Error> {
-        TaskSpec::new(
-            r.image,
-            r.command,
-            r.env,
-            r.cores,
-            r.memory.as_deref(),
-            r.labels,
-            r.retries,
-            r.name,
-            r.priority,
-        )
+        TaskSpecBuilder {
+            image: r.image,
+            command: r.command,
+            env: r.env,
+            cores: r.cores,
+            memory: r.memory,
+            labels: r.labels,
+            retries: r.retries,
+            name: r.name,
+            priority: r.priority,
+        }
+        .build()
     }
 }
 
@@ -188,7 +189,7 @@ pub struct ServiceNodeStats {
     pub listening: bool,
     /// Why not, if it does not.
     pub listen_error: Option<String>,
-    pub load: crate::service::choice::ServiceLoad,
+    pub load: crate::load::ServiceLoad,
     pub counters: ServiceCounters,
 }
 

@@ -87,18 +87,7 @@ mod tests {
     }
 
     fn rec(node: &str, attempt: u32, state: TaskState) -> TaskRecord {
-        let spec = TaskSpec::new(
-            "i".into(),
-            vec![],
-            vec![],
-            None,
-            None,
-            Default::default(),
-            None,
-            None,
-            None,
-        )
-        .unwrap();
+        let spec = TaskSpec::builder("i").build().unwrap();
         let mut r = TaskRecord::new(TaskId::new("t1").unwrap(), spec, n(node), 0, 0);
         r.attempt = attempt;
         r.state = state;

@@ -8,41 +8,10 @@
 
 use std::cmp::Ordering;
 
-use crate::gossip::{Load, TopologySummary};
 use crate::ids::{NodeId, TaskId};
+pub use crate::load::Candidate;
+use crate::load::fnv1a;
 use crate::resources::CoreCount;
-
-/// One node as the gossip view shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub node: NodeId,
-    pub alive: bool,
-    pub draining: bool,
-    pub topology: TopologySummary,
-    pub load: Load,
-}
-
-impl Candidate {
-    fn total(&self) -> u32 {
-        self.topology.total_cores()
-    }
-
-    /// Share of cores allocated, in parts per million (integer: no float
-    /// ordering surprises).
-    pub fn utilisation_ppm(&self) -> u64 {
-        let total = u64::from(self.total().max(1));
-        let used = u64::from(self.total().saturating_sub(self.load.free_cores()));
-        used * 1_000_000 / total
-    }
-
-    fn fits_one_numa(&self, cores: u32) -> bool {
-        self.load.free_per_numa.iter().any(|&f| f >= cores)
-    }
-
-    fn fits_spread(&self, cores: u32) -> bool {
-        self.load.free_cores() >= cores
-    }
-}
 
 /// Why no node was ranked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,22 +20,6 @@ pub enum PlacementError {
     NeverFits { asked: u32, largest: u32 },
     #[error("no live node can take {asked} cores now")]
     Busy { asked: u32 },
-}
-
-/// 64-bit FNV-1a: stable across builds and platforms, so every node
-/// computes the same ranking from the same inputs.
-pub fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in *part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // Separator so ("ab","c") and ("a","bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Ranks nodes for a task asking `cores`: live, not draining, able to fit it
@@ -121,6 +74,7 @@ pub fn adopter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::{Load, TopologySummary};
     use proptest::prelude::*;
 
     fn cand(name: &str, free: Vec<u32>, per_numa: u32, running: u32) -> Candidate {

@@ -26,6 +26,8 @@ pub struct QueuedTask {
     pub blocked: bool,
 }
 
+/// Why a new task was refused: the node's queue is at its bound (the
+/// supervisor checks `--max-queue` before it puts a new task in).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the queue is full ({0} tasks waiting); retry later or raise --max-queue")]
 pub struct QueueFull(pub usize);
@@ -41,21 +43,17 @@ pub enum Dispatch {
 
 type Key = (Reverse<i32>, u64);
 
-/// Bounded priority-then-FIFO queue.
-#[derive(Debug, Clone)]
+/// Priority-then-FIFO queue. Unbounded: an accepted task is never dropped,
+/// so the bound on new tasks is the caller's check (see `QueueFull`).
+#[derive(Debug, Clone, Default)]
 pub struct TaskQueue {
-    max: usize,
     items: BTreeMap<Key, QueuedTask>,
     index: BTreeMap<TaskId, Key>,
 }
 
 impl TaskQueue {
-    pub fn new(max: usize) -> Self {
-        Self {
-            max,
-            items: BTreeMap::new(),
-            index: BTreeMap::new(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     pub fn len(&self) -> usize {
@@ -70,17 +68,8 @@ impl TaskQueue {
         self.index.contains_key(id)
     }
 
-    /// Admits a new task, refusing when the queue is at its bound.
-    pub fn admit(&mut self, task: QueuedTask) -> Result<(), QueueFull> {
-        if self.items.len() >= self.max {
-            return Err(QueueFull(self.items.len()));
-        }
-        self.put(task);
-        Ok(())
-    }
-
-    /// Puts back a task that was already accepted (restart, retry, runtime
-    /// unavailable). Never refused: an accepted task is never dropped.
+    /// Puts a task in, or back in (restart, retry, runtime unavailable),
+    /// replacing any entry of the same id. Never refused.
     pub fn put(&mut self, task: QueuedTask) {
         self.remove(&task.id);
         let key = (Reverse(task.priority), task.seq);
@@ -159,22 +148,22 @@ mod tests {
     }
 
     #[test]
-    fn bounded_admission_but_put_always_succeeds() {
-        let mut q = TaskQueue::new(1);
-        q.admit(qt(1, 1, 0, 1)).unwrap();
-        assert_eq!(q.admit(qt(2, 1, 0, 2)), Err(QueueFull(1)));
-        q.put(qt(3, 1, 0, 3));
-        assert_eq!(q.len(), 2);
+    fn putting_a_task_again_replaces_it() {
+        let mut q = TaskQueue::new();
+        q.put(qt(1, 1, 0, 1));
+        q.put(qt(1, 1, 9, 2));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.iter().map(|t| t.priority).collect::<Vec<_>>(), vec![9]);
     }
 
     #[test]
     fn priority_then_fifo_and_no_overtaking() {
         let mut a = CoreAllocator::new(Topology::uniform(1, 4, 1));
-        let mut q = TaskQueue::new(10);
-        q.admit(qt(1, 2, 0, 1)).unwrap();
-        q.admit(qt(2, 3, 0, 2)).unwrap();
-        q.admit(qt(3, 1, 0, 3)).unwrap();
-        q.admit(qt(4, 1, 5, 4)).unwrap();
+        let mut q = TaskQueue::new();
+        q.put(qt(1, 2, 0, 1));
+        q.put(qt(2, 3, 0, 2));
+        q.put(qt(3, 1, 0, 3));
+        q.put(qt(4, 1, 5, 4));
         let d = q.dispatch(&mut a, 0);
         // t4 (priority 5) then t1; t2 needs 3 of the 1 left and blocks t3.
         assert_eq!(started(&d), vec!["t4", "t1"]);
@@ -187,11 +176,11 @@ mod tests {
     #[test]
     fn backoff_steps_aside() {
         let mut a = CoreAllocator::new(Topology::uniform(1, 1, 1));
-        let mut q = TaskQueue::new(10);
+        let mut q = TaskQueue::new();
         let mut waiting = qt(1, 1, 0, 1);
         waiting.not_before_ms = 50;
         q.put(waiting);
-        q.admit(qt(2, 1, 0, 2)).unwrap();
+        q.put(qt(2, 1, 0, 2));
         assert_eq!(started(&q.dispatch(&mut a, 10)), vec!["t2"]);
         assert_eq!(q.next_wakeup(10), Some(50));
     }
@@ -199,7 +188,7 @@ mod tests {
     #[test]
     fn impossible_tasks_leave_the_queue() {
         let mut a = CoreAllocator::new(Topology::uniform(1, 1, 1));
-        let mut q = TaskQueue::new(10);
+        let mut q = TaskQueue::new();
         q.put(qt(1, 2, 0, 1));
         let d = q.dispatch(&mut a, 0);
         assert!(matches!(d[0], Dispatch::Impossible(..)));

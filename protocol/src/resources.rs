@@ -28,8 +28,6 @@ pub enum ResourceError {
 }
 
 impl CoreCount {
-    pub const ONE: CoreCount = CoreCount(NonZeroU32::MIN);
-
     pub fn new(n: u32) -> Result<Self, ResourceError> {
         match NonZeroU32::new(n) {
             Some(nz) if n <= MAX_CORES => Ok(Self(nz)),

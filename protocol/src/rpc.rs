@@ -3,13 +3,28 @@
 //! big-endian u32 length and a postcard body: one [`Request`], answered by
 //! one [`Response`] (a log stream answers with several `LogChunk`s and a
 //! `LogEnd`). The caller is known by its certificate, not by anything it
-//! says.
+//! says. A call that fails is answered with a [`RemoteError`]: a typed
+//! [`ErrorKind`] and a message, so the caller decides on the kind (a remote
+//! "not found" stays "not found") and shows the message.
+//!
+//! The format has a version, [`VERSION`]; the TLS handshake negotiates it as
+//! the ALPN protocol [`alpn`], so two builds that cannot talk refuse each
+//! other at the handshake instead of misreading each other's frames.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TaskId;
 use crate::task::TaskRecord;
 use crate::wire::{self, WireError};
+
+/// The version of this format. Raise it with any change to [`Request`],
+/// [`Response`] or the framing.
+pub const VERSION: u32 = 2;
+
+/// The ALPN protocol name of an RPC version: `ganger/<version>`.
+pub fn alpn(version: u32) -> Vec<u8> {
+    format!("ganger/{version}").into_bytes()
+}
 
 /// First byte of an RPC stream (gossip streams use 1).
 pub const KIND_RPC: u8 = 2;
@@ -39,6 +54,75 @@ pub enum TunnelReply {
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = wire::MAX_MESSAGE;
 
+/// What part of an agent answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Task placement, lookups, failover and draining.
+    Tasks,
+    /// Service figures and connections.
+    Services,
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Topic::Tasks => "task",
+            Topic::Services => "service",
+        })
+    }
+}
+
+/// Why a call failed on the called node, as the caller decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// No such task (or other named thing) there.
+    NotFound,
+    /// The request is malformed or names something invalid.
+    Invalid,
+    /// It can never be satisfied there (asks more than the node has).
+    Impossible,
+    /// Valid, but in conflict with the current state (already ended, ...).
+    Conflict,
+    /// Refused for now (no room, queue full, draining); may work later.
+    Busy,
+    /// The node cannot answer this now (shutting down, not serving it yet).
+    Unavailable,
+    /// The caller's certificate does not name a node.
+    Unauthenticated,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Impossible => "impossible",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unauthenticated => "unauthenticated",
+        })
+    }
+}
+
+/// A failed call's answer: what kind of failure, and the called node's
+/// message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Run this task here if its cores are free now; refuse otherwise.
@@ -66,17 +150,47 @@ pub enum Request {
     ServiceReport,
 }
 
+impl Request {
+    /// The part of the called agent that answers it.
+    pub fn topic(&self) -> Topic {
+        match self {
+            Request::ServiceReport => Topic::Services,
+            Request::Offer(_)
+            | Request::List
+            | Request::Get(_)
+            | Request::Kill(_)
+            | Request::Logs { .. }
+            | Request::Drain { .. }
+            | Request::Replicate(_)
+            | Request::Hold(_) => Topic::Tasks,
+        }
+    }
+
+    /// A short name for logs and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Offer(_) => "offer",
+            Request::List => "list",
+            Request::Get(_) => "get",
+            Request::Kill(_) => "kill",
+            Request::Logs { .. } => "logs",
+            Request::Drain { .. } => "drain",
+            Request::Replicate(_) => "replicate",
+            Request::Hold(_) => "hold",
+            Request::ServiceReport => "service report",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Accepted,
-    /// Offer refused, with why (no room now, draining, ...).
-    Refused(String),
     Record(Box<TaskRecord>),
     Records(Vec<TaskRecord>),
-    NotFound,
     LogChunk(Vec<u8>),
     LogEnd,
-    Error(String),
+    /// The call failed there (an offer refused, an unknown id, ...).
+    Failed(RemoteError),
     /// Answer to `Replicate`: the copy is stored.
     Kept,
     /// Answer to `Replicate`: the task was re-placed; the caller's attempt
@@ -124,5 +238,19 @@ mod tests {
         assert_eq!(back, req);
         assert!(frame_len((MAX_FRAME as u32 + 1).to_be_bytes()).is_err());
         assert!(wire::decode::<Request>(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn failures_keep_their_kind_on_the_wire() {
+        let answer = Response::Failed(RemoteError::new(ErrorKind::NotFound, "no task t1"));
+        let bytes = frame(&answer).unwrap();
+        let back: Response = wire::decode(&bytes[4..]).unwrap();
+        assert_eq!(back, answer);
+    }
+
+    #[test]
+    fn the_alpn_names_the_version() {
+        assert_eq!(alpn(VERSION), format!("ganger/{VERSION}").into_bytes());
+        assert_ne!(alpn(VERSION), alpn(VERSION - 1));
     }
 }

@@ -66,26 +66,11 @@ impl Topology {
         self.cores().map(|(_, c)| c.pus.len()).sum()
     }
 
-    /// Largest number of cores in one NUMA node.
-    pub fn max_cores_per_numa(&self) -> usize {
-        self.numa_nodes
-            .iter()
-            .map(|n| n.cores.len())
-            .max()
-            .unwrap_or(0)
-    }
-
     /// Every core with the OS index of its NUMA node.
     pub fn cores(&self) -> impl Iterator<Item = (u32, &Core)> {
         self.numa_nodes
             .iter()
             .flat_map(|n| n.cores.iter().map(move |c| (n.os_index, c)))
-    }
-
-    pub fn all_pus(&self) -> CpuSet {
-        self.cores()
-            .flat_map(|(_, c)| c.pus.iter().copied())
-            .collect()
     }
 
     /// One line: `2 NUMA x 4 cores x 2 PUs (numa:2 core:4 pu:2)`.
@@ -152,7 +137,6 @@ mod tests {
         assert_eq!(t.pu_count(), 8);
         assert_eq!(t.numa_nodes[1].cores[0].id, 2);
         assert_eq!(t.numa_nodes[1].cores[0].pus, vec![4, 5]);
-        assert_eq!(t.max_cores_per_numa(), 2);
     }
 
     #[test]

@@ -54,6 +54,8 @@ impl DockerError {
 #[derive(Debug, Clone)]
 pub struct Docker {
     program: OsString,
+    /// Arguments before the caller's (none for `docker` itself).
+    leading: Vec<OsString>,
 }
 
 impl Default for Docker {
@@ -67,6 +69,19 @@ impl Docker {
     pub fn new() -> Self {
         Self {
             program: OsString::from("docker"),
+            leading: Vec::new(),
+        }
+    }
+
+    /// A shell script that speaks the `docker` command line: a stand-in
+    /// that answers as Docker does when it misbehaves, for tests. Run by
+    /// `sh` rather than executed, so that no other test's fork can hold it
+    /// open for writing ("text file busy").
+    #[cfg(test)]
+    pub(crate) fn script(path: impl Into<OsString>) -> Self {
+        Self {
+            program: OsString::from("sh"),
+            leading: vec![path.into()],
         }
     }
 
@@ -110,6 +125,7 @@ impl Docker {
     fn command<S: AsRef<str>>(&self, args: &[S]) -> std::process::Command {
         let mut command = std::process::Command::new(&self.program);
         command
+            .args(&self.leading)
             .args(args.iter().map(AsRef::as_ref))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

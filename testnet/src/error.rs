@@ -101,13 +101,18 @@ pub enum TestnetError {
         body: String,
     },
     #[error(
-        "Docker keeps network {name} although nothing is attached to it ({source}); this is a Docker bug (moby/moby#42119): after restarting dockerd, remove it with `docker network rm {name}`"
+        "the Docker network {name} still has running containers the teardown did not start: {}; remove them (`docker rm -f {}`) and run `scripts/testnet down --name {name}` again", containers.join(", "), containers.join(" ")
     )]
-    StuckNetwork {
+    NetworkInUse {
         name: TestnetName,
-        #[source]
-        source: DockerError,
+        containers: Vec<String>,
     },
+    #[error(
+        "Docker still keeps the network {name} of an earlier testnet of this name although nothing is attached to it (moby/moby#42119); restart dockerd (which frees it) or pick another --name"
+    )]
+    NetworkLeftBehind { name: TestnetName },
+    #[error("{0:?} is not a Docker network id")]
+    NetworkId(String),
     #[error("a background task of the harness failed: {0}")]
     Task(String),
     #[error("teardown of testnet {name} did not finish: {message}")]

@@ -92,7 +92,8 @@ fn list(nodes: &BTreeSet<String>) -> String {
 mod tests {
     use super::*;
     use mesh_protocol::NodeId;
-    use mesh_protocol::gossip::{Load, NodeInfo, TopologySummary};
+    use mesh_protocol::gossip::NodeInfo;
+    use mesh_protocol::load::{Load, TopologySummary};
 
     fn peer(node: &str, state: PeerState, cores: Option<u32>) -> PeerView {
         PeerView {

@@ -44,6 +44,8 @@ mod error;
 #[cfg(feature = "harness")]
 pub mod expect;
 #[cfg(feature = "harness")]
+mod leftovers;
+#[cfg(feature = "harness")]
 mod name;
 #[cfg(feature = "harness")]
 mod net;
@@ -66,15 +68,16 @@ mod teardown;
 pub use crate::{
     agent::{API_PORT, GOSSIP_PORT, LABEL_NODE, LABEL_TESTNET, MESH_ALIAS},
     error::{StepError, TestnetError},
+    leftovers::{LEFTOVERS_DIR, Leftover, Leftovers, Retried},
     name::{NameError, TestnetName},
     net::Testnet,
     options::{
         DEFAULT_GOSSIP_INTERVAL, DEFAULT_IMAGE, DEFAULT_READY_TIMEOUT, DEFAULT_TOPOLOGY,
-        TestnetOptions, default_state_dir,
+        TestnetOptions, default_state_dir, default_state_root,
     },
     state::{NodeRecord, State},
     status::{NodeState, NodeStatus, table},
     steps::{POLL_INTERVAL, hold_for, wait_until},
     subnet::MAX_AGENTS,
-    teardown::Removed,
+    teardown::{NetworkFate, Removed},
 };

@@ -17,11 +17,12 @@ use crate::agent::{self, LABEL_TESTNET};
 use crate::certs;
 use crate::docker::Docker;
 use crate::error::TestnetError;
+use crate::leftovers::Leftovers;
 use crate::name::TestnetName;
 use crate::options::{DEFAULT_READY_TIMEOUT, TestnetOptions, default_state_dir};
 use crate::state::{Layout, NodeRecord, State};
 use crate::status::{self, NodeState, NodeStatus};
-use crate::subnet::{self, MAX_AGENTS, Subnet};
+use crate::subnet::{self, Ipv4Net, MAX_AGENTS, Subnet};
 use crate::teardown::{self, Removed};
 
 /// How long one HTTP call to an agent may take.
@@ -38,6 +39,8 @@ pub struct Testnet {
     pub(crate) state: State,
     pub(crate) layout: Layout,
     pub(crate) http: reqwest::Client,
+    /// Where teardown records a network Docker will not remove.
+    leftovers: Leftovers,
     ready_timeout: Duration,
     started_at: Instant,
     teardown_on_drop: bool,
@@ -63,6 +66,17 @@ impl Testnet {
                 .clone()
                 .unwrap_or_else(|| default_state_dir(&name)),
         )?;
+        // Networks earlier teardowns had to leave behind: removed if Docker
+        // lets go of them now (one might even carry this name), kept clear
+        // of otherwise.
+        let leftovers = Leftovers::default_location();
+        let kept = {
+            let (docker, leftovers) = (docker.clone(), leftovers.clone());
+            blocking(move || leftovers.retry(&docker)).await?.kept
+        };
+        if kept.iter().any(|l| l.name == name) {
+            return Err(TestnetError::NetworkLeftBehind { name });
+        }
         if State::load(&dir)?.is_some() || network_exists(&docker, &name).await? {
             return Err(TestnetError::AlreadyUp { name, dir });
         }
@@ -70,7 +84,9 @@ impl Testnet {
             .map(|i| NodeId::new(format!("n{i}")))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let subnet = create_network(&docker, &name).await?;
+        let mut taken = docker_subnets(&docker).await?;
+        taken.extend(kept.iter().filter_map(|l| Ipv4Net::parse(&l.subnet)));
+        let subnet = create_network(&docker, &name, &taken).await?;
         let mut nodes = Vec::with_capacity(members.len());
         for (slot, node) in members.into_iter().enumerate() {
             nodes.push(NodeRecord {
@@ -99,6 +115,7 @@ impl Testnet {
             state,
             layout: Layout::new(dir),
             http: http_client()?,
+            leftovers,
             ready_timeout: opts.ready_timeout,
             started_at: Instant::now(),
             teardown_on_drop: true,
@@ -142,6 +159,7 @@ impl Testnet {
             state,
             layout: Layout::new(dir),
             http: http_client()?,
+            leftovers: Leftovers::default_location(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             started_at: Instant::now(),
             teardown_on_drop: false,
@@ -157,19 +175,21 @@ impl Testnet {
         let dir = absolute(state_dir.unwrap_or_else(|| default_state_dir(name)))?;
         let name = name.clone();
         let docker = Docker::new();
-        blocking(move || teardown::teardown(&docker, &name, &dir)).await
+        let leftovers = Leftovers::default_location();
+        blocking(move || teardown::teardown(&docker, &name, &dir, &leftovers)).await
     }
 
     /// Removes the agents, every container they started, the network and the
     /// state directory.
     pub async fn down(mut self) -> Result<Removed, TestnetError> {
         self.teardown_on_drop = false;
-        let (docker, name, dir) = (
+        let (docker, name, dir, leftovers) = (
             self.docker.clone(),
             self.state.name.clone(),
             self.layout.root().to_owned(),
+            self.leftovers.clone(),
         );
-        blocking(move || teardown::teardown(&docker, &name, &dir)).await
+        blocking(move || teardown::teardown(&docker, &name, &dir, &leftovers)).await
     }
 
     pub fn name(&self) -> &TestnetName {
@@ -390,7 +410,8 @@ impl Drop for Testnet {
         if !self.teardown_on_drop {
             return;
         }
-        if let Err(e) = teardown::teardown(&self.docker, &self.state.name, self.layout.root()) {
+        let (name, dir) = (&self.state.name, self.layout.root());
+        if let Err(e) = teardown::teardown(&self.docker, name, dir, &self.leftovers) {
             // Drop cannot return it; a test's output shows it.
             eprintln!("mesh-testnet: {e}");
         }
@@ -435,11 +456,39 @@ async fn network_exists(docker: &Docker, name: &TestnetName) -> Result<bool, Tes
     }
 }
 
-/// Creates the testnet network on the first candidate subnet no other Docker
-/// network uses.
-async fn create_network(docker: &Docker, name: &TestnetName) -> Result<Subnet, TestnetError> {
+/// The subnets of every Docker network, IPv4 only.
+async fn docker_subnets(docker: &Docker) -> Result<Vec<Ipv4Net>, TestnetError> {
+    let ids = docker.run(&["network", "ls", "--quiet"]).await?;
+    let mut args = vec![
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+    ];
+    args.extend(ids.split_whitespace());
+    let subnets = match docker.run(&args).await {
+        Ok(subnets) => subnets,
+        // One went between the listing and now: Docker's "overlaps" on
+        // create still keeps us clear of the rest.
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(subnets
+        .split_whitespace()
+        .filter_map(Ipv4Net::parse)
+        .collect())
+}
+
+/// Creates the testnet network on the first candidate subnet that overlaps
+/// none of `taken`; one another testnet takes meanwhile (Docker says
+/// "overlaps") is skipped too.
+async fn create_network(
+    docker: &Docker,
+    name: &TestnetName,
+    taken: &[Ipv4Net],
+) -> Result<Subnet, TestnetError> {
     let mut last = String::new();
-    for subnet in subnet::candidates(name.as_str()).take(SUBNET_TRIES) {
+    for subnet in subnet::free_candidates(name.as_str(), taken).take(SUBNET_TRIES) {
         let args = [
             "network".to_owned(),
             "create".to_owned(),

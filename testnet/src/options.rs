@@ -127,8 +127,13 @@ impl TestnetOptions {
 /// Where testnet `name` keeps its state: `<repo>/target/testnet/<name>`
 /// (the repository this crate was built from).
 pub fn default_state_dir(name: &TestnetName) -> PathBuf {
+    default_state_root().join(name.as_str())
+}
+
+/// `<repo>/target/testnet`: where the default state directories live.
+pub fn default_state_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The crate sits at <repo>/testnet; fall back to its own dir otherwise.
     let repo = manifest.parent().unwrap_or(manifest);
-    repo.join("target").join("testnet").join(name.as_str())
+    repo.join("target").join("testnet")
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use chitchat::transport::{ChannelTransport, Transport};
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
-use mesh_protocol::gossip::{Load, NodeInfo, TopologySummary, keys};
+use mesh_protocol::gossip::{NodeInfo, keys};
+use mesh_protocol::load::{Load, TopologySummary};
 use tokio::time::Instant;
 
 /// Settings of one simulation.

@@ -23,18 +23,29 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Checks every [`POLL_INTERVAL`] until `check` succeeds and returns how long
 /// it took; fails with `what` and the last reason once `timeout` has passed.
+/// A check that hangs (an agent that accepts but never answers) is cut off
+/// at the deadline, so the step never outlasts its budget by more than one
+/// [`POLL_INTERVAL`].
 pub async fn wait_until(
     what: &str,
     timeout: Duration,
     mut check: impl AsyncFnMut() -> Result<(), String>,
 ) -> Result<Duration, StepError> {
     let start = Instant::now();
+    let deadline = start + timeout;
+    let mut last = String::new();
     loop {
-        let last = match check().await {
+        last = match bounded(deadline, check()).await {
             Ok(()) => return Ok(start.elapsed()),
-            Err(why) => why,
+            Err(Failed::Unanswered(waited)) if last.is_empty() => {
+                format!("the check gave no answer within {waited:?}")
+            }
+            Err(Failed::Unanswered(waited)) => {
+                format!("the check gave no answer within {waited:?}; the one before: {last}")
+            }
+            Err(Failed::Refused(why)) => why,
         };
-        if start.elapsed() >= timeout {
+        if Instant::now() >= deadline {
             return Err(StepError::Timeout {
                 what: what.to_owned(),
                 timeout,
@@ -46,15 +57,24 @@ pub async fn wait_until(
 }
 
 /// Checks every [`POLL_INTERVAL`] for `duration` that `check` keeps
-/// succeeding; fails at the first check that does not.
+/// succeeding; fails at the first check that does not, or that gives no
+/// answer by the end of the duration.
 pub async fn hold_for(
     what: &str,
     duration: Duration,
     mut check: impl AsyncFnMut() -> Result<(), String>,
 ) -> Result<(), StepError> {
     let start = Instant::now();
+    let end = start + duration;
     loop {
-        if let Err(why) = check().await {
+        let why = match bounded(end, check()).await {
+            Ok(()) => None,
+            Err(Failed::Refused(why)) => Some(why),
+            Err(Failed::Unanswered(waited)) => {
+                Some(format!("the check gave no answer within {waited:?}"))
+            }
+        };
+        if let Some(why) = why {
             return Err(StepError::Violated {
                 what: what.to_owned(),
                 duration,
@@ -62,10 +82,32 @@ pub async fn hold_for(
                 why,
             });
         }
-        if start.elapsed() >= duration {
+        if Instant::now() >= end {
             return Ok(());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Why one check did not pass.
+enum Failed {
+    /// It answered no, and why.
+    Refused(String),
+    /// It gave no answer for this long.
+    Unanswered(Duration),
+}
+
+/// Runs `check` until `deadline`, but for at least one [`POLL_INTERVAL`],
+/// so the last check before a deadline still has time to answer.
+async fn bounded(
+    deadline: Instant,
+    check: impl Future<Output = Result<(), String>>,
+) -> Result<(), Failed> {
+    let started = Instant::now();
+    let limit = deadline.max(started + POLL_INTERVAL);
+    match tokio::time::timeout_at(limit, check).await {
+        Ok(result) => result.map_err(Failed::Refused),
+        Err(_) => Err(Failed::Unanswered(limit - started)),
     }
 }
 
@@ -216,5 +258,48 @@ mod tests {
         hold_for("fine", Duration::from_secs(1), async || Ok(()))
             .await
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_hangs_ends_the_wait_at_its_budget() {
+        let started = Instant::now();
+        let mut calls = 0;
+        let err = wait_until("an answer", Duration::from_secs(5), async || {
+            calls += 1;
+            if calls < 3 {
+                return Err(format!("call {calls}"));
+            }
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        let StepError::Timeout { last, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            last.contains("no answer") && last.contains("the one before: call 2"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_hangs_breaks_a_hold() {
+        let mut calls = 0;
+        let err = hold_for("answers", Duration::from_secs(5), async || {
+            calls += 1;
+            if calls > 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, StepError::Violated { after, why, .. }
+                if *after == Duration::from_secs(5) && why.contains("no answer")),
+            "{err}"
+        );
     }
 }

@@ -99,10 +99,91 @@ pub fn candidates(name: &str) -> impl Iterator<Item = Subnet> {
     (0..CANDIDATES).map(move |i| Subnet::from_index(start + i))
 }
 
+/// An IPv4 network of any prefix length, as Docker reports the subnets of
+/// the networks it has (`172.17.0.0/16`), to keep new testnets clear of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    first: u32,
+    last: u32,
+}
+
+impl Ipv4Net {
+    /// `a.b.c.d/len`; `None` for anything else (IPv6 subnets included: they
+    /// cannot overlap ours).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (addr, len) = s.trim().split_once('/')?;
+        let addr: Ipv4Addr = addr.parse().ok()?;
+        let len: u32 = len.parse().ok()?;
+        if len > 32 {
+            return None;
+        }
+        // A /0 covers everything; shifting a u32 by 32 would overflow.
+        let host_bits = u32::MAX.checked_shr(len).unwrap_or(0);
+        let first = u32::from(addr) & !host_bits;
+        Some(Self {
+            first,
+            last: first | host_bits,
+        })
+    }
+
+    fn overlaps(&self, subnet: &Subnet) -> bool {
+        let first = u32::from(subnet.base);
+        let last = first | 0xff;
+        self.first <= last && first <= self.last
+    }
+}
+
+/// The candidates for testnet `name` (see [`candidates`]) that overlap none
+/// of the `taken` networks: those of Docker's networks, and those of networks
+/// an earlier teardown had to leave behind.
+pub fn free_candidates(name: &str, taken: &[Ipv4Net]) -> impl Iterator<Item = Subnet> {
+    candidates(name).filter(move |s| !taken.iter().any(|t| t.overlaps(s)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn parses_docker_subnets() {
+        let net = Ipv4Net::parse("172.17.0.0/16").unwrap();
+        assert_eq!(net.first, u32::from(Ipv4Addr::new(172, 17, 0, 0)));
+        assert_eq!(net.last, u32::from(Ipv4Addr::new(172, 17, 255, 255)));
+        // Host bits set are masked off, as Docker would.
+        assert_eq!(
+            Ipv4Net::parse("10.200.3.7/24"),
+            Ipv4Net::parse("10.200.3.0/24")
+        );
+        let all = Ipv4Net::parse("0.0.0.0/0").unwrap();
+        assert_eq!((all.first, all.last), (0, u32::MAX));
+        for bad in ["", "fd00::/64", "10.0.0.0", "10.0.0.0/33", "10.0.0/8"] {
+            assert_eq!(Ipv4Net::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn free_candidates_keep_clear_of_taken_networks() {
+        let first = candidates("ganger").next().unwrap();
+        let taken: Vec<Ipv4Net> = [first.cidr().as_str(), "10.200.0.0/16", "172.17.0.0/16"]
+            .iter()
+            .filter_map(|s| Ipv4Net::parse(s))
+            .collect();
+        let free: Vec<Subnet> = free_candidates("ganger", &taken).collect();
+        let in_10_200 = first.base.octets()[1] == 200;
+        let gone = 256 + usize::from(!in_10_200);
+        assert_eq!(free.len(), CANDIDATES as usize - gone);
+        assert!(!free.contains(&first));
+        assert!(free.iter().all(|s| s.base.octets()[1] != 200));
+        // The rest keep their order: the name still decides where to start.
+        let mut want = free.iter().peekable();
+        for s in candidates("ganger") {
+            if want.peek() == Some(&&s) {
+                want.next();
+            }
+        }
+        assert_eq!(want.next(), None, "free candidates out of order");
+    }
 
     #[test]
     fn candidates_cover_the_range_once() {

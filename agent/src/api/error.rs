@@ -4,7 +4,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mesh_protocol::api::ErrorBody;
 
+use mesh_protocol::rpc::ErrorKind;
+
 use crate::supervisor::SupervisorError;
+use crate::tasks::TaskError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -13,6 +16,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
@@ -42,19 +49,33 @@ impl ApiError {
     }
 }
 
-impl From<SupervisorError> for ApiError {
-    fn from(e: SupervisorError) -> Self {
-        let status = match &e {
-            SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
-            SupervisorError::Invalid(_) => StatusCode::BAD_REQUEST,
-            SupervisorError::Impossible(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            SupervisorError::Conflict(_) => StatusCode::CONFLICT,
-            SupervisorError::Busy(_) | SupervisorError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-        };
+/// The status code of a failure of this kind, whichever node it happened
+/// on.
+pub fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Impossible => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // A peer refused this node: the mesh is misconfigured, not the
+        // request.
+        ErrorKind::Unauthenticated => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
         Self {
-            status,
+            status: status(e.kind()),
             message: e.to_string(),
         }
+    }
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        TaskError::from(e).into()
     }
 }
 
@@ -67,5 +88,30 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::rpc::RemoteError;
+
+    #[test]
+    fn a_failure_has_one_status_here_or_on_a_peer() {
+        let here = TaskError::from(SupervisorError::NotFound("t1".into()));
+        let there = TaskError::There {
+            node: mesh_protocol::NodeId::new("n2").unwrap(),
+            error: SupervisorError::NotFound("t1".into()).to_remote(),
+        };
+        assert_eq!(ApiError::from(here).status, StatusCode::NOT_FOUND);
+        assert_eq!(ApiError::from(there).status, StatusCode::NOT_FOUND);
+        let busy = TaskError::There {
+            node: mesh_protocol::NodeId::new("n2").unwrap(),
+            error: RemoteError::new(ErrorKind::Impossible, "asks 9 cores"),
+        };
+        assert_eq!(
+            ApiError::from(busy).status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The HTTP+JSON control API (see `mesh_protocol::api` for the contract).
-//! Handlers parse input into protocol types, ask the supervisor, and map
-//! its answers and errors to status codes. No state lives here.
+//! Handlers parse input into protocol types, ask tasks (this node or the
+//! mesh) or services, and map their answers and typed errors to status
+//! codes (`error::status`), the same for a failure here or on a peer. No
+//! state lives here.
 
 mod error;
 mod services;
@@ -13,23 +15,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use mesh_protocol::api::{MAX_ARRAY, SubmitRequest};
-use mesh_protocol::{TaskId, TaskRecord, TaskSpec};
+use mesh_protocol::{NodeId, TaskId, TaskSpec};
 use serde::Deserialize;
+use tracing::Instrument;
 
 pub use error::ApiError;
 
 use crate::mesh::Mesh;
-use crate::mesh::place::{self, Found};
-use crate::supervisor::SupervisorError;
 use crate::supervisor::SupervisorHandle;
-use mesh_protocol::NodeId;
-use mesh_protocol::rpc::{Request as RpcRequest, Response as RpcResponse};
+use crate::tasks::{TaskError, Tasks};
 
-/// What the handlers reach: the supervisor, the mesh and services.
+/// What the handlers reach: tasks across the mesh, the mesh and services.
 #[derive(Clone)]
 pub struct ApiState {
-    pub supervisor: SupervisorHandle,
-    pub mesh: Mesh,
+    pub tasks: Tasks,
     pub services: crate::services::ServicesHandle,
 }
 
@@ -39,15 +38,21 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
+impl FromRef<ApiState> for Tasks {
+    fn from_ref(s: &ApiState) -> Self {
+        s.tasks.clone()
+    }
+}
+
 impl FromRef<ApiState> for SupervisorHandle {
     fn from_ref(s: &ApiState) -> Self {
-        s.supervisor.clone()
+        s.tasks.supervisor().clone()
     }
 }
 
 impl FromRef<ApiState> for Mesh {
     fn from_ref(s: &ApiState) -> Self {
-        s.mesh.clone()
+        s.tasks.mesh().clone()
     }
 }
 
@@ -84,58 +89,30 @@ struct DrainQuery {
 }
 
 async fn drain(
-    State(s): State<SupervisorHandle>,
-    State(mesh): State<Mesh>,
+    State(tasks): State<Tasks>,
     Path(node): Path<String>,
     Query(q): Query<DrainQuery>,
 ) -> Result<Response, ApiError> {
-    set_draining(s, mesh, node, true, q.migrate).await
+    set_draining(tasks, node, true, q.migrate).await
 }
 
 async fn undrain(
-    State(s): State<SupervisorHandle>,
-    State(mesh): State<Mesh>,
+    State(tasks): State<Tasks>,
     Path(node): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_draining(s, mesh, node, false, false).await
+    set_draining(tasks, node, false, false).await
 }
 
 /// Drains (or undrains) `node`: here, or on the peer by a call.
 async fn set_draining(
-    s: SupervisorHandle,
-    mesh: Mesh,
+    tasks: Tasks,
     node: String,
     on: bool,
     migrate: bool,
 ) -> Result<Response, ApiError> {
     let node = NodeId::new(node.as_str())
         .map_err(|e| ApiError::not_found(format!("no node {node:?} ({e})")))?;
-    if node == mesh.node() {
-        crate::mesh::calls::drain(&s, Some(&mesh), on, migrate).await?;
-    } else {
-        let peers = mesh.live_peers().await;
-        let Some((_, addr)) = peers.iter().find(|(n, _)| *n == node) else {
-            return Err(ApiError::not_found(format!(
-                "no live node {node} in the mesh (see meshctl peers)"
-            )));
-        };
-        match mesh
-            .call(
-                *addr,
-                &RpcRequest::Drain { on, migrate },
-                place::CALL_TIMEOUT,
-            )
-            .await
-        {
-            Ok(RpcResponse::Accepted) => {}
-            Ok(other) => {
-                return Err(SupervisorError::Conflict(format!("{node} answered {other:?}")).into());
-            }
-            Err(e) => {
-                return Err(SupervisorError::Busy(format!("{node} did not answer: {e}")).into());
-            }
-        }
-    }
+    tasks.node(&node).await?.drain(on, migrate).await?;
     let state = if on { "draining" } else { "accepting tasks" };
     Ok(axum::Json(serde_json::json!({ "node": node, "state": state })).into_response())
 }
@@ -150,20 +127,16 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// Accepts a task for the mesh: it goes to the least-utilised node that
 /// can start it now, or waits in this node's queue.
-async fn submit(
-    State(s): State<SupervisorHandle>,
-    State(mesh): State<Mesh>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, ApiError> {
     let request: SubmitRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
     let array = request.array;
     let after = request.after.clone();
     let mut spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
     for dep in &after {
-        match place::find(&s, &mesh, dep).await {
+        match tasks.find(dep).await {
             Ok(_) => {}
-            Err(SupervisorError::NotFound(_)) => {
+            Err(TaskError::NotFound(_)) => {
                 return Err(ApiError::bad_request(format!(
                     "--after {dep}: no such task in the mesh"
                 )));
@@ -173,8 +146,8 @@ async fn submit(
     }
     spec.after = after;
     let accepted = match array {
-        None => place::submit(&s, &mesh, spec).await?,
-        Some(n @ 1..=MAX_ARRAY) => place::submit_array(&s, &mesh, spec, n).await?,
+        None => tasks.submit(spec).await?,
+        Some(n @ 1..=MAX_ARRAY) => tasks.submit_array(spec, n).await?,
         Some(n) => {
             return Err(ApiError::bad_request(format!(
                 "array of {n}: an array has 1 to {MAX_ARRAY} members"
@@ -191,13 +164,12 @@ struct ListQuery {
 }
 
 async fn list(
-    State(s): State<SupervisorHandle>,
-    State(mesh): State<Mesh>,
+    State(tasks): State<Tasks>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let records = match q.scope.as_deref() {
-        Some("local") => s.list().await?,
-        None | Some("mesh") => place::list_all(&s, &mesh).await?,
+        Some("local") => tasks.here().list().await?,
+        None | Some("mesh") => tasks.list_all().await?,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "scope {other:?}: use local or mesh"
@@ -207,49 +179,26 @@ async fn list(
     Ok(axum::Json(records).into_response())
 }
 
-async fn task(
-    State(s): State<SupervisorHandle>,
-    State(mesh): State<Mesh>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn task(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    match place::find(&s, &mesh, &id).await? {
-        Found::Here => Ok(axum::Json(s.get(id).await?).into_response()),
-        Found::At(_, _, record) => Ok(axum::Json(record).into_response()),
-    }
+    Ok(axum::Json(tasks.find(&id).await?.record).into_response())
 }
 
 /// Kills a task wherever it runs; an array's id kills every member.
-async fn kill(
-    State(s): State<SupervisorHandle>,
-    State(mesh): State<Mesh>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn kill(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    match place::kill_anywhere(&s, &mesh, &id).await {
-        Ok(record) => Ok(axum::Json(record).into_response()),
-        Err(SupervisorError::NotFound(_)) => {
-            let members: Vec<TaskRecord> = place::list_all(&s, &mesh)
-                .await?
-                .into_iter()
-                .filter(|t| t.spec.parent.as_ref() == Some(&id))
-                .collect();
-            if members.is_empty() {
-                return Err(SupervisorError::NotFound(id.to_string()).into());
+    let span = tracing::info_span!("task", task_id = %id);
+    async {
+        match tasks.kill_anywhere(&id).await {
+            Ok(record) => Ok(axum::Json(record).into_response()),
+            Err(TaskError::NotFound(_)) => {
+                Ok(axum::Json(tasks.kill_array(&id).await?).into_response())
             }
-            let mut killed = Vec::with_capacity(members.len());
-            for m in members {
-                match place::kill_anywhere(&s, &mesh, &m.id).await {
-                    Ok(r) => killed.push(r),
-                    // Already ended: nothing to kill.
-                    Err(SupervisorError::Conflict(_)) => killed.push(m),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(axum::Json(killed).into_response())
+            Err(e) => Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
+    .instrument(span)
+    .await
 }
 
 async fn node(
@@ -280,32 +229,12 @@ struct LogQuery {
 /// Streams a task's output. With `follow`, a task that has not started yet
 /// is waited for, and the stream ends when its container does.
 async fn logs(
-    State(s): State<SupervisorHandle>,
-    State(mesh): State<Mesh>,
+    State(tasks): State<Tasks>,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    let body = match place::find(&s, &mesh, &id).await? {
-        Found::Here => {
-            let stream = s.output(id, q.follow).await?;
-            Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)))
-        }
-        Found::At(node, addr, _) => {
-            let request = RpcRequest::Logs {
-                id: id.clone(),
-                follow: q.follow,
-            };
-            let stream = mesh.call_stream(addr, &request).await.map_err(|e| {
-                SupervisorError::Busy(format!("task {id} is on {node}, which did not answer: {e}"))
-            })?;
-            Body::from_stream(stream.map(|answer| match answer {
-                Ok(RpcResponse::LogChunk(bytes)) => Ok(axum::body::Bytes::from(bytes)),
-                Ok(RpcResponse::NotFound) => Err(std::io::Error::other("task not found")),
-                Ok(other) => Err(std::io::Error::other(format!("{other:?}"))),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            }))
-        }
-    };
+    let stream = tasks.logs(&id, q.follow).await?;
+    let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok(([("content-type", "text/plain; charset=utf-8")], body).into_response())
 }

@@ -49,10 +49,10 @@ pub async fn remove(
 /// Every live node's report (this node's without a call), and the nodes
 /// that did not answer.
 async fn reports(s: &ApiState) -> (Vec<ServiceReport>, Vec<mesh_protocol::NodeId>) {
-    let peers = s.mesh.live_peers().await;
+    let mesh = s.tasks.mesh();
+    let peers = mesh.live_peers().await;
     let calls = peers.iter().map(|(node, addr)| async move {
-        let answer = s
-            .mesh
+        let answer = mesh
             .call(*addr, &RpcRequest::ServiceReport, REPORT_TIMEOUT)
             .await;
         (node.clone(), answer)

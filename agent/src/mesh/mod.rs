@@ -1,12 +1,10 @@
 //! The mesh: one QUIC endpoint per agent with mutual TLS, chitchat gossip
-//! over it, what this node publishes about itself, and the peer list.
+//! over it, what this node publishes about itself, the peer list, and calls
+//! and tunnels to peers. It knows nothing of tasks or services: the parts
+//! that do register handlers for their calls (`Mesh::handle_calls`,
+//! `Mesh::handle_tunnels`) and publish their figures through it.
 
-pub mod calls;
-pub mod deps;
-pub mod hostload;
-pub mod keeper;
-pub mod mover;
-pub mod place;
+pub mod handlers;
 pub mod rpc;
 pub mod tls;
 pub mod transport;
@@ -23,14 +21,15 @@ use mesh_protocol::NodeId;
 use mesh_protocol::api::MeshSummary;
 use mesh_protocol::gossip::{Load, NodeInfo, PeerState, PeerView, TopologySummary, keys};
 use mesh_protocol::placement::Candidate;
-use mesh_protocol::rpc::{Request, Response};
+use mesh_protocol::rpc::{Request, Response, Topic};
 use mesh_protocol::topology::Topology;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{MeshConfig, TlsSetting};
-use crate::supervisor::SupervisorHandle;
+use crate::clock::Clock;
+use crate::config::MeshConfig;
+use handlers::{Handlers, RpcHandler, TunnelHandler};
 use transport::QuicTransport;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +42,7 @@ pub enum MeshError {
         source: std::io::Error,
     },
     #[error("cannot start gossip: {0}")]
-    Gossip(String),
+    Gossip(#[source] anyhow::Error),
 }
 
 /// Per node: the (heartbeat, max version) last seen and when it changed.
@@ -62,8 +61,7 @@ pub struct Mesh {
     cluster_id: String,
     advertise: SocketAddr,
     node: NodeId,
-    tunnels: transport::TunnelCell,
-    reports: calls::ReportCell,
+    handlers: Arc<Handlers>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -88,24 +86,19 @@ pub fn topology_summary(t: &Topology) -> TopologySummary {
 }
 
 impl Mesh {
-    /// Binds the endpoint, joins through the seeds and starts publishing
-    /// this node's state from the supervisor.
+    /// Binds the endpoint and joins through the seeds, publishing `topology`
+    /// and the API address. Runs until `shutdown`; the returned task ends
+    /// once the endpoint is closed and gossip stopped.
     pub async fn start(
         cfg: &MeshConfig,
         node: &NodeId,
         api: SocketAddr,
-        supervisor: SupervisorHandle,
+        topology: TopologySummary,
+        clock: &Clock,
         shutdown: CancellationToken,
     ) -> Result<(Mesh, tokio::task::JoinHandle<()>), MeshError> {
-        let source = match &cfg.tls {
-            TlsSetting::Files { ca, cert, key } => tls::TlsSource::Files {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            TlsSetting::InsecureDev => tls::TlsSource::InsecureDev,
-        };
-        let tls = tls::build(&source, node)?;
+        let alpn = mesh_protocol::rpc::alpn(cfg.rpc_version);
+        let tls = tls::build(&cfg.tls, node, &alpn)?;
         if tls.insecure {
             warn!(
                 "--insecure-dev: the mesh accepts ANY peer without a certificate check; never use this outside development"
@@ -130,24 +123,16 @@ impl Mesh {
         } else {
             api
         };
-        let node_view = supervisor
-            .node()
-            .await
-            .map_err(|e| MeshError::Gossip(e.to_string()))?;
         let info = NodeInfo {
             quic: advertise,
             api: api_advertise,
             version: env!("CARGO_PKG_VERSION").into(),
-            topology: topology_summary(&node_view.topology),
+            topology,
             load: Load::default(),
             draining: false,
             services: Default::default(),
         };
-        let generation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let self_id = ChitchatId::new(node.to_string(), generation, advertise);
+        let self_id = ChitchatId::new(node.to_string(), clock.now_ms(), advertise);
         let config = ChitchatConfig {
             chitchat_id: self_id.clone(),
             cluster_id: cfg.cluster_id.clone(),
@@ -168,17 +153,11 @@ impl Mesh {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let cell: calls::MeshCell = Arc::new(std::sync::OnceLock::new());
-        let tunnels: transport::TunnelCell = Arc::new(std::sync::OnceLock::new());
-        let reports: calls::ReportCell = Arc::new(std::sync::OnceLock::new());
-        let transport = QuicTransport::new(
-            endpoint.clone(),
-            calls::handler(supervisor.clone(), cell.clone(), reports.clone()),
-            tunnels.clone(),
-        );
+        let handlers = Arc::new(Handlers::default());
+        let transport = QuicTransport::new(endpoint.clone(), handlers.clone(), &alpn);
         let chitchat = spawn_chitchat(config, info.to_pairs(), &transport as &dyn Transport)
             .await
-            .map_err(|e| MeshError::Gossip(e.to_string()))?;
+            .map_err(MeshError::Gossip)?;
         info!(node = %node, gossip = %advertise, api = %api_advertise, seeds = ?cfg.seeds, cluster = %cfg.cluster_id, "joined the mesh");
         let mesh = Mesh {
             chitchat: Arc::new(chitchat),
@@ -190,64 +169,27 @@ impl Mesh {
             cluster_id: cfg.cluster_id.clone(),
             advertise,
             node: node.clone(),
-            tunnels,
-            reports,
+            handlers,
         };
-        let _ = cell.set(mesh.clone());
-        let mover = tokio::spawn(mover::run(
-            mesh.clone(),
-            supervisor.clone(),
-            cfg.gossip_interval,
-            shutdown.clone(),
-        ));
-        let keeper = tokio::spawn(keeper::run(
-            mesh.clone(),
-            supervisor.clone(),
-            cfg.gossip_interval,
-            shutdown.clone(),
-        ));
-        let publish = mesh
-            .clone()
-            .publish(supervisor, cfg.gossip_interval, shutdown);
-        let publisher = tokio::spawn(async move {
-            publish.await;
-            let _ = mover.await;
-            let _ = keeper.await;
-        });
-        Ok((mesh, publisher))
+        let watcher = tokio::spawn(mesh.clone().watch(cfg.gossip_interval, shutdown));
+        Ok((mesh, watcher))
     }
 
-    /// Refreshes this node's load every interval and tracks when each peer
-    /// was last heard from; on shutdown closes the endpoint and stops gossip
-    /// (peers then find this node dead through their failure detectors:
-    /// chitchat has no leave message).
-    async fn publish(
-        self,
-        supervisor: SupervisorHandle,
-        every: Duration,
-        shutdown: CancellationToken,
-    ) {
-        let mut cpu = hostload::CpuSampler::default();
+    /// Tracks when each peer was last heard from, every interval; on
+    /// shutdown closes the endpoint and stops gossip (peers then find this
+    /// node dead through their failure detectors: chitchat has no leave
+    /// message).
+    async fn watch(self, every: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let Ok(view) = supervisor.node().await else {
-                break;
-            };
-            let load = Load {
-                free_per_numa: view.load.iter().map(|l| l.free).collect(),
-                running: view.running as u32,
-                queued: view.queued as u32,
-                cpu_percent: cpu.sample(),
-            };
             let now = Instant::now();
             let heard = self.heard.clone();
             self.chitchat
                 .with_chitchat(|c| {
-                    c.self_node_state().set(keys::LOAD, load.to_string());
                     let mut heard = heard.lock().unwrap_or_else(|p| p.into_inner());
                     for (id, state) in c.node_states() {
                         let mark = (state.heartbeat(), state.max_version());
@@ -265,6 +207,23 @@ impl Mesh {
         let _ = self.chitchat.initiate_shutdown();
     }
 
+    /// Serves peers' calls of `topic` with `handler` from now on.
+    pub fn handle_calls(&self, topic: Topic, handler: RpcHandler) {
+        self.handlers.register_calls(topic, handler);
+    }
+
+    /// Serves service connections forwarded by peers with `handler`.
+    pub fn handle_tunnels(&self, handler: TunnelHandler) {
+        self.handlers.register_tunnels(handler);
+    }
+
+    /// Publishes this node's load.
+    pub async fn set_load(&self, load: &Load) {
+        let value = load.to_string();
+        self.chitchat
+            .with_chitchat(|c| c.self_node_state().set(keys::LOAD, value.clone()))
+            .await;
+    }
     /// Every node this one knows of, newest incarnation of each.
     pub async fn peers(&self) -> Vec<PeerView> {
         let heard = self.heard.clone();
@@ -356,11 +315,7 @@ impl Mesh {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, rpc::CallError> {
-        let conn = self
-            .transport
-            .connection(addr)
-            .await
-            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
+        let conn = self.transport.connection(addr).await?;
         rpc::call(&conn, request, timeout).await
     }
 
@@ -373,19 +328,8 @@ impl Mesh {
         futures_util::stream::BoxStream<'static, Result<Response, rpc::CallError>>,
         rpc::CallError,
     > {
-        let conn = self
-            .transport
-            .connection(addr)
-            .await
-            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
+        let conn = self.transport.connection(addr).await?;
         rpc::call_stream(&conn, request).await
-    }
-
-    /// Installs what serves forwarded service connections and answers
-    /// `ServiceReport` calls (set once, when services start).
-    pub fn serve_services(&self, tunnels: transport::TunnelHandler, report: calls::ReportFn) {
-        let _ = self.tunnels.set(tunnels);
-        let _ = self.reports.set(report);
     }
 
     /// Opens a stream to a peer for a forwarded service connection (the
@@ -394,18 +338,9 @@ impl Mesh {
         &self,
         addr: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), rpc::CallError> {
-        let conn = self
-            .transport
-            .connection(addr)
-            .await
-            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
-        let (mut send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| rpc::CallError::Connect(e.to_string()))?;
-        send.write_all(&[mesh_protocol::rpc::KIND_TUNNEL])
-            .await
-            .map_err(|e| rpc::CallError::Stream(e.to_string()))?;
+        let conn = self.transport.connection(addr).await?;
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&[mesh_protocol::rpc::KIND_TUNNEL]).await?;
         Ok((send, recv))
     }
 
@@ -452,12 +387,22 @@ impl Mesh {
             .await;
     }
 
+    /// Refused handshakes and messages so far.
     pub fn refusals(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
             self.transport.refusals().handshakes.load(Relaxed),
             self.transport.refusals().messages.load(Relaxed),
         )
+    }
+
+    /// Handshakes refused so far because the peer speaks another RPC
+    /// version.
+    pub fn version_refusals(&self) -> u64 {
+        self.transport
+            .refusals()
+            .versions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use mesh_protocol::rpc::{KIND_RPC, KIND_TUNNEL};
 
-use super::rpc::RpcHandler;
+use super::handlers::{Caller, SharedHandlers};
 use super::tls;
 
 /// The TLS server name we dial with; peers are identified by the name in
@@ -92,6 +92,31 @@ impl Peers {
 pub struct Refusals {
     pub handshakes: AtomicU64,
     pub messages: AtomicU64,
+    /// Handshakes refused because the peer speaks another RPC version.
+    pub versions: AtomicU64,
+}
+
+/// Why a peer could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("cannot dial {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error(
+        "{addr} speaks another RPC version than this node ({ours}); run the same release on every node"
+    )]
+    Version { addr: SocketAddr, ours: String },
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("no handshake with {addr} within {HANDSHAKE_TIMEOUT:?}")]
+    Timeout { addr: SocketAddr },
 }
 
 /// A chitchat transport on a bound quinn endpoint, which also serves and
@@ -113,33 +138,23 @@ struct Shared {
     refusals: Refusals,
     /// Where received gossip goes; set when chitchat opens its socket.
     inbox: Mutex<Option<Inbox>>,
-    rpc: RpcHandler,
-    /// Serves forwarded service connections, once services are up.
-    tunnels: TunnelCell,
+    /// What serves calls and forwarded service connections.
+    handlers: SharedHandlers,
+    /// The ALPN protocol this node speaks, for messages.
+    alpn: String,
 }
 
-/// Serves a forwarded service connection (its kind byte already read).
-pub type TunnelHandler = Arc<
-    dyn Fn(
-            Option<String>,
-            quinn::SendStream,
-            quinn::RecvStream,
-        ) -> futures_util::future::BoxFuture<'static, ()>
-        + Send
-        + Sync,
->;
-/// Set once the services part of the agent exists.
-pub type TunnelCell = Arc<std::sync::OnceLock<TunnelHandler>>;
-
 impl QuicTransport {
-    pub fn new(endpoint: Endpoint, rpc: RpcHandler, tunnels: TunnelCell) -> Self {
+    /// Starts accepting on `endpoint`; `alpn` is the protocol its TLS
+    /// configuration speaks.
+    pub fn new(endpoint: Endpoint, handlers: SharedHandlers, alpn: &[u8]) -> Self {
         let shared = Arc::new(Shared {
             endpoint,
             peers: Peers::default(),
             refusals: Refusals::default(),
             inbox: Mutex::new(None),
-            rpc,
-            tunnels,
+            handlers,
+            alpn: String::from_utf8_lossy(alpn).into_owned(),
         });
         tokio::spawn(accept_loop(shared.clone()));
         Self { shared }
@@ -154,17 +169,35 @@ impl QuicTransport {
     }
 
     /// A live connection to `to`, dialling (and serving it) if needed.
-    pub async fn connection(&self, to: SocketAddr) -> anyhow::Result<Connection> {
+    pub async fn connection(&self, to: SocketAddr) -> Result<Connection, DialError> {
         connection(&self.shared, to).await
     }
 }
 
-async fn connection(shared: &Arc<Shared>, to: SocketAddr) -> anyhow::Result<Connection> {
+async fn connection(shared: &Arc<Shared>, to: SocketAddr) -> Result<Connection, DialError> {
     if let Some(c) = shared.peers.live(&to) {
         return Ok(c);
     }
-    let connecting = shared.endpoint.connect(to, DIAL_NAME)?;
-    let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await??;
+    let connecting = shared
+        .endpoint
+        .connect(to, DIAL_NAME)
+        .map_err(|source| DialError::Connect { addr: to, source })?;
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(source)) if tls::is_version_mismatch(&source) => {
+            let n = shared.refusals.versions.fetch_add(1, Ordering::Relaxed) + 1;
+            let e = DialError::Version {
+                addr: to,
+                ours: shared.alpn.clone(),
+            };
+            if n.is_power_of_two() {
+                warn!(peer = %to, refused_so_far = n, "{e}");
+            }
+            return Err(e);
+        }
+        Ok(Err(source)) => return Err(DialError::Handshake { addr: to, source }),
+        Err(_) => return Err(DialError::Timeout { addr: to }),
+    };
     shared.peers.add(&conn);
     // The peer may open streams on this connection too.
     tokio::spawn(serve_connection(shared.clone(), conn.clone()));
@@ -263,16 +296,25 @@ async fn accept_loop(shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let from = incoming.remote_address();
-            let result = async {
-                let connecting = incoming.accept()?;
-                Ok::<_, anyhow::Error>(tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await??)
-            }
-            .await;
+            let result = match incoming.accept() {
+                Ok(connecting) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                    Ok(r) => r.map_err(Refused::Handshake),
+                    Err(_) => Err(Refused::Timeout),
+                },
+                Err(e) => Err(Refused::Handshake(e)),
+            };
             drop(permit);
             match result {
                 Ok(conn) => {
                     shared.peers.add(&conn);
                     serve_connection(shared, conn).await;
+                }
+                Err(Refused::Handshake(e)) if tls::is_version_mismatch(&e) => {
+                    shared.refusals.handshakes.fetch_add(1, Ordering::Relaxed);
+                    let n = shared.refusals.versions.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        warn!(peer = %from, ours = %shared.alpn, refused_so_far = n, "refused a peer that speaks another RPC version; run the same release on every node");
+                    }
                 }
                 Err(e) => {
                     shared.refusals.handshakes.fetch_add(1, Ordering::Relaxed);
@@ -283,13 +325,23 @@ async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Why an incoming connection never got to its handshake's end.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Handshake(#[from] quinn::ConnectionError),
+    #[error("no handshake within {HANDSHAKE_TIMEOUT:?}")]
+    Timeout,
+}
+
 /// Serves one connection until it closes: gossip on unidirectional streams,
 /// calls on bidirectional ones.
 async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     let calls = {
         let (shared, conn) = (shared.clone(), conn.clone());
         async move {
-            let caller = tls::peer_node_name(&conn);
+            let caller: Caller =
+                tls::peer_node_name(&conn).and_then(|n| mesh_protocol::NodeId::new(n).ok());
             while let Ok((send, recv)) = conn.accept_bi().await {
                 tokio::spawn(serve_stream(shared.clone(), caller.clone(), send, recv));
             }
@@ -302,7 +354,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
 /// service connection.
 async fn serve_stream(
     shared: Arc<Shared>,
-    caller: Option<String>,
+    caller: Caller,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -315,8 +367,8 @@ async fn serve_stream(
         }
     }
     match kind[0] {
-        KIND_RPC => super::rpc::serve_call(send, recv, caller, shared.rpc.clone()).await,
-        KIND_TUNNEL => match shared.tunnels.get() {
+        KIND_RPC => super::rpc::serve_call(send, recv, caller, &shared.handlers).await,
+        KIND_TUNNEL => match shared.handlers.tunnels() {
             Some(serve) => serve(caller, send, recv).await,
             None => {
                 let _ = send.reset(0u32.into());
@@ -364,18 +416,32 @@ async fn read_gossip(shared: Arc<Shared>, conn: Connection) {
     }
 }
 
+/// Why a gossip stream's bytes were dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipDecodeError {
+    #[error("empty stream")]
+    Empty,
+    #[error("unknown stream kind {0}")]
+    Kind(u8),
+    #[error("malformed chitchat message: {0}")]
+    Malformed(anyhow::Error),
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+}
+
 /// Parses one stream's bytes: the kind byte, then a chitchat message.
-pub fn decode(bytes: &[u8]) -> anyhow::Result<ChitchatMessage> {
+pub fn decode(bytes: &[u8]) -> Result<ChitchatMessage, GossipDecodeError> {
     match bytes.split_first() {
         Some((&KIND_GOSSIP, mut rest)) => {
-            let msg = ChitchatMessage::deserialize(&mut rest)?;
+            let msg =
+                ChitchatMessage::deserialize(&mut rest).map_err(GossipDecodeError::Malformed)?;
             if !rest.is_empty() {
-                return Err(anyhow!("{} trailing bytes", rest.len()));
+                return Err(GossipDecodeError::Trailing(rest.len()));
             }
             Ok(msg)
         }
-        Some((kind, _)) => Err(anyhow!("unknown stream kind {kind}")),
-        None => Err(anyhow!("empty stream")),
+        Some((kind, _)) => Err(GossipDecodeError::Kind(*kind)),
+        None => Err(GossipDecodeError::Empty),
     }
 }
 

@@ -186,11 +186,31 @@ pub async fn start<R: ContainerRuntime>(
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
     let (control, backend, join) =
         run(cfg, data_dir, runtime, supervisor, mesh.clone(), shutdown).await?;
-    let tunnels = Arc::new(move |caller, send, recv| {
+    let tunnels = Arc::new(move |caller: Option<NodeId>, send, recv| {
+        let caller = caller.map(|c| c.to_string());
         Box::pin(tunnel::serve(backend.clone(), caller, send, recv)) as BoxFuture<'static, ()>
     });
     let reporter = control.clone();
-    mesh.serve_services(tunnels, Arc::new(move || reporter.report()));
+    mesh.handle_tunnels(tunnels);
+    mesh.handle_calls(
+        mesh_protocol::rpc::Topic::Services,
+        Arc::new(move |_, request| {
+            let answer = match request {
+                mesh_protocol::rpc::Request::ServiceReport => {
+                    mesh_protocol::rpc::Response::ServiceReport(Box::new(reporter.report()))
+                }
+                other => {
+                    mesh_protocol::rpc::Response::Failed(mesh_protocol::rpc::RemoteError::new(
+                        mesh_protocol::rpc::ErrorKind::Invalid,
+                        format!("{} is not a service call", other.name()),
+                    ))
+                }
+            };
+            Box::pin(std::future::ready(crate::mesh::handlers::Reply::One(
+                answer,
+            )))
+        }),
+    );
     Ok((control, join))
 }
 

@@ -48,7 +48,8 @@ impl MeshPort for FakeMesh {
         &self,
         _: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
-        Err(CallError::Connect("a mesh of one has no peers".into()))
+        // A mesh of one has no peers to forward to.
+        Err(CallError::NoAnswer)
     }
 }
 
@@ -160,7 +161,10 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, b"hi");
-    assert!(mesh.published.lock().unwrap().contains_key("echo"));
+    until("this node's figures are published", || {
+        mesh.published.lock().unwrap().contains_key("echo")
+    })
+    .await;
 
     // Defined here again with the same port: refused as a conflict.
     let again = ServiceRequest {

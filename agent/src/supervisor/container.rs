@@ -64,18 +64,14 @@ mod tests {
 
     #[test]
     fn spec_carries_labels_env_and_mapped_cpusets() {
-        let spec = TaskSpec::new(
-            "img".into(),
-            vec!["sleep".into(), "1".into()],
-            vec!["A=1".into()],
-            Some(2),
-            Some("64M"),
-            labels_of(&[("team", "x")]),
-            None,
-            None,
-            None,
-        )
-        .unwrap();
+        let spec = TaskSpec::builder("img")
+            .command(["sleep", "1"])
+            .env("A=1")
+            .cores(2)
+            .memory("64M")
+            .label("team", "x")
+            .build()
+            .unwrap();
         let node = NodeId::new("n1").unwrap();
         let mut rec = TaskRecord::new(TaskId::new("t1").unwrap(), spec, node.clone(), 0, 0);
         let alloc = Allocation {
@@ -101,11 +97,5 @@ mod tests {
         assert!(c.env.contains(&("MESH_CPUS".into(), "8-11".into())));
         let ident = container_spec(&node, "c1", &rec, &alloc, &HostMapping::Identity, None);
         assert_eq!(ident.cpuset_cpus.to_string(), "8-11");
-    }
-
-    fn labels_of(p: &[(&str, &str)]) -> BTreeMap<String, String> {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 }

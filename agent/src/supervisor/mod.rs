@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_protocol::api::{Health, NodeView};
+use mesh_protocol::rpc::{ErrorKind, RemoteError};
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -26,15 +27,6 @@ use crate::topology::LoadedTopology;
 
 /// How often a follower of a not-yet-started task checks again.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
-
-/// A fresh task id: time-ordered with random low bits.
-pub fn new_task_id() -> TaskId {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    TaskId::generate(now, rand::random())
-}
 
 /// Why a request to the supervisor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +46,25 @@ pub enum SupervisorError {
     Busy(String),
     #[error("the agent is shutting down")]
     Stopped,
+}
+
+impl SupervisorError {
+    /// The kind a caller decides on (and a peer receives).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SupervisorError::NotFound(_) => ErrorKind::NotFound,
+            SupervisorError::Invalid(_) => ErrorKind::Invalid,
+            SupervisorError::Impossible(_) => ErrorKind::Impossible,
+            SupervisorError::Conflict(_) => ErrorKind::Conflict,
+            SupervisorError::Busy(_) => ErrorKind::Busy,
+            SupervisorError::Stopped => ErrorKind::Unavailable,
+        }
+    }
+
+    /// As an answer to a peer's call.
+    pub fn to_remote(&self) -> RemoteError {
+        RemoteError::new(self.kind(), self.to_string())
+    }
 }
 
 /// Output of a task, or nothing yet because it has not started.
@@ -171,6 +182,7 @@ pub struct SupervisorConfig {
     pub log_dir: PathBuf,
     /// How often Docker is pinged.
     pub ping_interval: Duration,
+    pub clock: crate::clock::Clock,
 }
 
 /// Opens a container's output stream (the runtime, without its type).

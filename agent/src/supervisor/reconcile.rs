@@ -102,18 +102,7 @@ mod tests {
     use mesh_protocol::{Allocation, CpuSet, NodeId, TaskSpec};
 
     fn record(n: u32, state: TaskState, attempt: u32) -> TaskRecord {
-        let spec = TaskSpec::new(
-            "i".into(),
-            vec![],
-            vec![],
-            None,
-            None,
-            BTreeMap::new(),
-            None,
-            None,
-            None,
-        )
-        .unwrap();
+        let spec = TaskSpec::builder("i").build().unwrap();
         let mut r = TaskRecord::new(
             TaskId::new(format!("t{n}")).unwrap(),
             spec,

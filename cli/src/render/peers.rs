@@ -77,7 +77,8 @@ pub fn peers(list: &[PeerView]) -> String {
 mod tests {
     use super::*;
     use mesh_protocol::NodeId;
-    use mesh_protocol::gossip::{Load, NodeInfo, PeerState, TopologySummary};
+    use mesh_protocol::gossip::{NodeInfo, PeerState};
+    use mesh_protocol::load::{Load, TopologySummary};
 
     #[test]
     fn renders_alive_dead_and_broken_peers() {

@@ -109,25 +109,21 @@ fn shell_words(args: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use mesh_protocol::{Allocation, CpuSet, NodeId, TaskId, TaskSpec, TaskState};
 
     use super::*;
 
     fn record(id: &str, state: TaskState) -> TaskRecord {
-        let spec = TaskSpec::new(
-            "mesh-testsvc:latest".into(),
-            vec!["sh".into(), "-c".into(), "echo 'hi'".into()],
-            vec![],
-            Some(4),
-            Some("512M"),
-            BTreeMap::from([("team".to_owned(), "ml".to_owned())]),
-            Some(2),
-            Some("train".into()),
-            None,
-        )
-        .unwrap();
+        let spec = TaskSpec::builder("mesh-testsvc:latest")
+            .command(["sh", "-c", "echo 'hi'"])
+            .cores(4)
+            .memory("512M")
+            .label("team", "ml")
+            .retries(2)
+            .name("train")
+            .build()
+            .unwrap();
         let mut r = TaskRecord::new(
             TaskId::new(id).unwrap(),
             spec,

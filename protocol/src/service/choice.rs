@@ -5,24 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Instances, ServiceSpec};
 use crate::ids::NodeId;
-use crate::placement::{Candidate, fnv1a};
-
-/// One node's figures for one service, as gossiped under `svc`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceLoad {
-    /// Containers of the service on the node (busy, warm or pool instances).
-    pub containers: u32,
-    /// Per-connection: started, ready and unused. Pool: ready instances.
-    pub ready: u32,
-    /// Connections open to the node's containers.
-    pub conns: u32,
-    /// Connections waiting at the node for a container.
-    pub queued: u32,
-}
+use crate::load::{Candidate, fnv1a};
+pub use crate::load::{ServiceLoad, decode_loads, encode_loads};
 
 /// The nodes to try for a new per-connection container, best first: nodes
 /// with a warm container (this node first, then fewest containers), then
@@ -44,9 +30,7 @@ pub fn route_per_connection(
         let tie = fnv1a(&[&salt.to_le_bytes(), c.node.as_str().as_bytes()]);
         if load.ready > 0 {
             warm.push(((c.node != *me), load.containers, tie, c.node.clone()));
-        } else if load.containers < spec.max_per_node
-            && c.load.free_per_numa.iter().any(|&f| f >= cores)
-        {
+        } else if load.containers < spec.max_per_node && c.fits_one_numa(cores) {
             room.push((c.utilisation_ppm(), load.containers, tie, c.node.clone()));
         }
     }
@@ -133,41 +117,10 @@ pub fn pool_share(spec: &ServiceSpec, view: &[Candidate], me: &NodeId) -> Vec<u3
     }
 }
 
-/// Encodes every service's load for the `svc` gossip key:
-/// `name:containers:ready:conns:queued` joined by `;`.
-pub fn encode_loads(loads: &BTreeMap<String, ServiceLoad>) -> String {
-    loads
-        .iter()
-        .map(|(n, l)| format!("{n}:{}:{}:{}:{}", l.containers, l.ready, l.conns, l.queued))
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-/// Parses the `svc` gossip value; `None` if any entry is malformed.
-pub fn decode_loads(s: &str) -> Option<BTreeMap<String, ServiceLoad>> {
-    if s.is_empty() {
-        return Some(BTreeMap::new());
-    }
-    s.split(';')
-        .map(|entry| {
-            let mut p = entry.split(':');
-            let name = p.next()?.to_owned();
-            let mut num = || p.next()?.parse::<u32>().ok();
-            let load = ServiceLoad {
-                containers: num()?,
-                ready: num()?,
-                conns: num()?,
-                queued: num()?,
-            };
-            (!name.is_empty()).then_some((name, load))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::{Load, TopologySummary};
+    use crate::load::{Load, TopologySummary};
     use crate::service::ServiceRequest;
 
     fn node(n: &str) -> NodeId {
@@ -305,17 +258,5 @@ mod tests {
             .map(|n| pool_share(&big, &view, &node(n)).len())
             .sum();
         assert_eq!(total, 4);
-    }
-
-    #[test]
-    fn loads_round_trip_and_garbage_is_refused() {
-        let loads = BTreeMap::from([
-            ("echo".to_string(), load(3, 1, 2)),
-            ("web".to_string(), load(0, 0, 0)),
-        ]);
-        assert_eq!(decode_loads(&encode_loads(&loads)), Some(loads));
-        assert_eq!(decode_loads(""), Some(BTreeMap::new()));
-        assert_eq!(decode_loads("echo:1:2"), None);
-        assert_eq!(decode_loads("echo:x:1:1:1"), None);
     }
 }

@@ -8,128 +8,20 @@
 //!    +----------+-----------+  (retry with backoff, or Docker unavailable)
 //! ```
 
-use std::collections::BTreeMap;
+mod spec;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use spec::{MAX_RETRIES, SpecError, TaskSpec, TaskSpecBuilder};
+
 use crate::alloc::Allocation;
 use crate::ids::{NodeId, TaskId};
-use crate::labels;
-use crate::resources::{CoreCount, MemoryBytes, ResourceError};
 
-/// Most retries a task may ask for.
-pub const MAX_RETRIES: u32 = 100;
 /// First retry delay; doubles per attempt up to `MAX_BACKOFF_MS`.
 pub const BASE_BACKOFF_MS: u64 = 1_000;
 pub const MAX_BACKOFF_MS: u64 = 60_000;
-
-/// A validated task request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskSpec {
-    pub image: String,
-    /// Overrides the image's command when not empty.
-    pub command: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub cores: CoreCount,
-    pub memory: Option<MemoryBytes>,
-    pub labels: BTreeMap<String, String>,
-    pub retries: u32,
-    pub name: Option<String>,
-    pub priority: i32,
-    /// Set for a member of an array: the array's id (kill it to kill all).
-    pub parent: Option<TaskId>,
-    /// Tasks that must succeed before this one starts (`--after`); emptied
-    /// once they have.
-    pub after: Vec<TaskId>,
-}
-
-/// Why a task request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
-    #[error("image is empty: name a local image, e.g. mesh-testsvc:latest")]
-    EmptyImage,
-    #[error("image {0:?} contains whitespace")]
-    BadImage(String),
-    #[error("env entry {0:?} is not KEY=VALUE with a non-empty KEY without '='")]
-    BadEnv(String),
-    #[error(transparent)]
-    Resource(#[from] ResourceError),
-    #[error("label {0:?} uses the reserved prefix 'mesh.'")]
-    ReservedLabel(String),
-    #[error("retries {0} is above the limit of {MAX_RETRIES}")]
-    TooManyRetries(u32),
-    #[error("name {0:?} must be 1 to 128 printable characters")]
-    BadName(String),
-    #[error("command argument {0} contains a NUL byte")]
-    NulInCommand(usize),
-}
-
-impl TaskSpec {
-    /// Checks every field; the only way to build a spec from user input.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        image: String,
-        command: Vec<String>,
-        env: Vec<String>,
-        cores: Option<u32>,
-        memory: Option<&str>,
-        labels: BTreeMap<String, String>,
-        retries: Option<u32>,
-        name: Option<String>,
-        priority: Option<i32>,
-    ) -> Result<Self, SpecError> {
-        let image = image.trim().to_owned();
-        if image.is_empty() {
-            return Err(SpecError::EmptyImage);
-        }
-        if image.chars().any(char::is_whitespace) {
-            return Err(SpecError::BadImage(image));
-        }
-        if let Some(i) = command.iter().position(|a| a.contains('\0')) {
-            return Err(SpecError::NulInCommand(i));
-        }
-        let env = env
-            .into_iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
-                    Ok((k.to_owned(), v.to_owned()))
-                }
-                _ => Err(SpecError::BadEnv(e)),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let cores = CoreCount::new(cores.unwrap_or(1))?;
-        let memory = memory.map(str::parse::<MemoryBytes>).transpose()?;
-        if let Some(k) = labels
-            .keys()
-            .find(|k| k.starts_with(labels::RESERVED_PREFIX))
-        {
-            return Err(SpecError::ReservedLabel(k.clone()));
-        }
-        let retries = retries.unwrap_or(0);
-        if retries > MAX_RETRIES {
-            return Err(SpecError::TooManyRetries(retries));
-        }
-        if let Some(n) = &name
-            && (n.is_empty() || n.len() > 128 || n.chars().any(char::is_control))
-        {
-            return Err(SpecError::BadName(n.clone()));
-        }
-        Ok(Self {
-            image,
-            command,
-            env,
-            cores,
-            memory,
-            labels,
-            retries,
-            name,
-            priority: priority.unwrap_or(0),
-            parent: None,
-            after: Vec::new(),
-        })
-    }
-}
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

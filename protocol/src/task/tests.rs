@@ -4,18 +4,12 @@ use super::*;
 use crate::cpuset::CpuSet;
 
 fn spec(retries: u32) -> TaskSpec {
-    TaskSpec::new(
-        "img".into(),
-        vec![],
-        vec!["A=1".into()],
-        Some(2),
-        None,
-        BTreeMap::new(),
-        Some(retries),
-        None,
-        None,
-    )
-    .unwrap()
+    TaskSpec::builder("img")
+        .env("A=1")
+        .cores(2)
+        .retries(retries)
+        .build()
+        .unwrap()
 }
 
 fn rec(retries: u32) -> TaskRecord {
@@ -34,37 +28,6 @@ fn alloc() -> Allocation {
         cpus: CpuSet::from_iter([0]),
         mems: CpuSet::from_iter([0]),
     }
-}
-
-#[test]
-fn spec_validation() {
-    let mk = |image: &str, env: &str, labels: &[(&str, &str)]| {
-        TaskSpec::new(
-            image.into(),
-            vec![],
-            vec![env.into()],
-            None,
-            None,
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            None,
-            None,
-            None,
-        )
-    };
-    assert_eq!(mk("", "A=1", &[]), Err(SpecError::EmptyImage));
-    assert!(matches!(mk("a b", "A=1", &[]), Err(SpecError::BadImage(_))));
-    assert!(matches!(mk("i", "=1", &[]), Err(SpecError::BadEnv(_))));
-    assert!(matches!(mk("i", "A", &[]), Err(SpecError::BadEnv(_))));
-    assert!(matches!(
-        mk("i", "A=", &[("mesh.x", "1")]),
-        Err(SpecError::ReservedLabel(_))
-    ));
-    let ok = mk("i", "A=b=c", &[("team", "x")]).unwrap();
-    assert_eq!(ok.env, vec![("A".into(), "b=c".into())]);
-    assert_eq!(ok.cores.get(), 1);
 }
 
 #[test]

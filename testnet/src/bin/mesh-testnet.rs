@@ -262,7 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "removed testnet {name}: {} agent(s), {} container(s) they started, network {}, state directory {}",
                 removed.agents,
                 removed.containers,
-                if removed.network { "removed" } else { "absent" },
+                removed.network,
                 if removed.state_dir {
                     "removed"
                 } else {

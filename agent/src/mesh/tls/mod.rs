@@ -28,10 +28,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::VerifierBuilderError;
 use rustls::server::danger::ClientCertVerifier;
 
-/// The ALPN protocol both sides speak; a peer speaking anything else is
-/// refused during the handshake.
-pub const ALPN: &[u8] = b"ganger/1";
-
 /// QUIC sends a PING after this long without traffic, so a healthy but quiet
 /// connection never reaches the idle timeout and NAT mappings stay open.
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
@@ -153,32 +149,38 @@ pub enum TlsError {
     Quic(#[from] NoInitialCipherSuite),
 }
 
-/// Builds the server and client configurations for `node` from `source`.
+/// Builds the server and client configurations for `node` from `source`,
+/// speaking ALPN protocol `alpn` only (`mesh_protocol::rpc::alpn`: a peer of
+/// another RPC version is refused during the handshake).
 ///
 /// With files, refuses a certificate that names another node or does not
 /// chain to the CA, so a misconfigured node fails at startup rather than at
 /// its first handshake.
-pub fn build(source: &TlsSource, node: &NodeId) -> Result<MeshTls, TlsError> {
+pub fn build(source: &TlsSource, node: &NodeId, alpn: &[u8]) -> Result<MeshTls, TlsError> {
     // Anything that builds a rustls config from the process-wide default
     // provider (rustls's `builder()`, which panics when it cannot choose one)
     // finds ring. An error only means a provider is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     match source {
-        TlsSource::Files { ca, cert, key } => from_files(provider, ca, cert, key, node),
+        TlsSource::Files { ca, cert, key } => from_files(provider, ca, cert, key, node, alpn),
         TlsSource::InsecureDev => {
             tracing::warn!(node = %node, "mesh TLS is insecure: any peer is accepted");
             let now = SystemTime::now();
             let not_before = OffsetDateTime::from(now.checked_sub(CLOCK_SKEW).unwrap_or(now));
             let generated = pki::create_self_signed_node_cert(node, not_before, DEV_CERT_DAYS)
                 .map_err(TlsError::DevCert)?;
-            accept_any(provider, &generated)
+            accept_any(provider, &generated, alpn)
         }
     }
 }
 
 /// Presents `cert` and accepts any peer.
-fn accept_any(provider: Arc<CryptoProvider>, cert: &pki::NodeCert) -> Result<MeshTls, TlsError> {
+fn accept_any(
+    provider: Arc<CryptoProvider>,
+    cert: &pki::NodeCert,
+    alpn: &[u8],
+) -> Result<MeshTls, TlsError> {
     let pem_error =
         |e: rustls::pki_types::pem::Error| TlsError::DevCert(PkiError::Parse(e.to_string()));
     let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
@@ -186,7 +188,30 @@ fn accept_any(provider: Arc<CryptoProvider>, cert: &pki::NodeCert) -> Result<Mes
         .map_err(pem_error)?;
     let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).map_err(pem_error)?;
     let accept_any = Arc::new(AcceptAnyPeer(provider.clone()));
-    assemble(provider, accept_any.clone(), accept_any, chain, key, true)
+    assemble(
+        provider,
+        accept_any.clone(),
+        accept_any,
+        chain,
+        key,
+        alpn,
+        true,
+    )
+}
+
+/// TLS alert `no_application_protocol` (RFC 8446): the peer speaks no ALPN
+/// protocol we offered.
+const ALERT_NO_APPLICATION_PROTOCOL: u8 = 120;
+
+/// Whether a handshake failed because the two sides speak different RPC
+/// versions (no common ALPN protocol), on either side of it.
+pub fn is_version_mismatch(e: &quinn::ConnectionError) -> bool {
+    let code = quinn::TransportErrorCode::crypto(ALERT_NO_APPLICATION_PROTOCOL);
+    match e {
+        quinn::ConnectionError::TransportError(t) => t.code == code,
+        quinn::ConnectionError::ConnectionClosed(c) => c.error_code == code,
+        _ => false,
+    }
 }
 
 /// The node id in the certificate the peer presented, if any.
@@ -202,6 +227,7 @@ fn from_files(
     cert_path: &Path,
     key_path: &Path,
     node: &NodeId,
+    alpn: &[u8],
 ) -> Result<MeshTls, TlsError> {
     let ca_hint = "create one with `meshctl tls ca create`".to_owned();
     let cert_hint = format!("create one with `meshctl tls cert create --node {node}`");
@@ -263,6 +289,7 @@ fn from_files(
         server_verifier,
         chain,
         key,
+        alpn,
         false,
     )
     .map_err(|e| match e {
@@ -283,20 +310,21 @@ fn assemble(
     server_verifier: Arc<dyn ServerCertVerifier>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    alpn: &[u8],
     insecure: bool,
 ) -> Result<MeshTls, TlsError> {
     let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(chain.clone(), key.clone_key())?;
-    server_tls.alpn_protocols = vec![ALPN.to_vec()];
+    server_tls.alpn_protocols = vec![alpn.to_vec()];
 
     let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(server_verifier)
         .with_client_auth_cert(chain, key)?;
-    client_tls.alpn_protocols = vec![ALPN.to_vec()];
+    client_tls.alpn_protocols = vec![alpn.to_vec()];
 
     let transport = transport();
     let mut server =

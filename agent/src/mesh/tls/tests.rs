@@ -38,15 +38,30 @@ fn write(dir: &TempDir, ca: &pki::Ca, cert: &pki::NodeCert, name: &str) -> TlsSo
     }
 }
 
+/// What this build speaks.
+fn alpn() -> Vec<u8> {
+    mesh_protocol::rpc::alpn(mesh_protocol::rpc::VERSION)
+}
+
 /// A node of the CA's cluster, built from files as meshd would.
 fn member(dir: &TempDir, ca: &pki::Ca, name: &str) -> MeshTls {
-    build(&write(dir, ca, &new_cert(ca, name), name), &node(name)).unwrap()
+    build(
+        &write(dir, ca, &new_cert(ca, name), name),
+        &node(name),
+        &alpn(),
+    )
+    .unwrap()
 }
 
 /// Presents `cert` (from any CA) and accepts any peer: one side of a
 /// handshake whose other side is under test.
 fn lenient(cert: &pki::NodeCert) -> MeshTls {
-    accept_any(Arc::new(rustls::crypto::ring::default_provider()), cert).unwrap()
+    accept_any(
+        Arc::new(rustls::crypto::ring::default_provider()),
+        cert,
+        &alpn(),
+    )
+    .unwrap()
 }
 
 fn endpoint(tls: &MeshTls) -> Endpoint {
@@ -106,7 +121,7 @@ async fn members_of_one_ca_connect_and_see_each_others_names() {
                 .ok()
                 .and_then(|d| d.protocol)
         }),
-        Some(ALPN.to_vec())
+        Some(alpn())
     );
 }
 
@@ -139,7 +154,7 @@ async fn client_refuses_a_server_from_another_ca() {
 async fn server_refuses_an_insecure_client() {
     let dir = TempDir::new().unwrap();
     let server = member(&dir, &new_ca(), "node-a");
-    let client = build(&TlsSource::InsecureDev, &node("node-b")).unwrap();
+    let client = build(&TlsSource::InsecureDev, &node("node-b"), &alpn()).unwrap();
 
     let (dialled, accepted) = handshake(&client, &server).await;
     assert!(accepted.is_err());
@@ -148,8 +163,8 @@ async fn server_refuses_an_insecure_client() {
 
 #[tokio::test]
 async fn insecure_peers_connect_and_see_each_others_names() {
-    let a = build(&TlsSource::InsecureDev, &node("node-a")).unwrap();
-    let b = build(&TlsSource::InsecureDev, &node("node-b")).unwrap();
+    let a = build(&TlsSource::InsecureDev, &node("node-a"), &alpn()).unwrap();
+    let b = build(&TlsSource::InsecureDev, &node("node-b"), &alpn()).unwrap();
     assert!(a.insecure && b.insecure);
 
     let (dialled, accepted) = handshake(&b, &a).await;
@@ -165,7 +180,7 @@ fn build_refuses_a_certificate_for_another_node() {
     let dir = TempDir::new().unwrap();
     let ca = new_ca();
     let source = write(&dir, &ca, &new_cert(&ca, "node-a"), "node-a");
-    let err = build(&source, &node("node-b")).unwrap_err();
+    let err = build(&source, &node("node-b"), &alpn()).unwrap_err();
     assert!(matches!(err, TlsError::WrongNode { .. }), "{err:?}");
     let message = err.to_string();
     assert!(
@@ -182,7 +197,7 @@ fn build_refuses_a_certificate_for_another_node() {
 fn build_refuses_a_certificate_from_another_ca() {
     let dir = TempDir::new().unwrap();
     let source = write(&dir, &new_ca(), &new_cert(&new_ca(), "n"), "n");
-    let err = build(&source, &node("n")).unwrap_err();
+    let err = build(&source, &node("n"), &alpn()).unwrap_err();
     assert!(matches!(err, TlsError::NotFromCa { .. }), "{err:?}");
 }
 
@@ -195,7 +210,7 @@ fn build_refuses_a_key_of_another_certificate() {
         unreachable!()
     };
     std::fs::write(key, new_cert(&ca, "n").key_pem).unwrap();
-    let err = build(&source, &node("n")).unwrap_err();
+    let err = build(&source, &node("n"), &alpn()).unwrap_err();
     assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
 }
 
@@ -212,7 +227,7 @@ fn build_names_missing_and_empty_files() {
     };
 
     std::fs::remove_file(ca_path).unwrap();
-    let err = build(&source, &node("n")).unwrap_err();
+    let err = build(&source, &node("n"), &alpn()).unwrap_err();
     assert!(matches!(err, TlsError::Read { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("ca.pem"), "{message}");
@@ -220,7 +235,22 @@ fn build_names_missing_and_empty_files() {
 
     std::fs::write(ca_path, &ca.cert_pem).unwrap();
     std::fs::write(cert, "not pem").unwrap();
-    let err = build(&source, &node("n")).unwrap_err();
+    let err = build(&source, &node("n"), &alpn()).unwrap_err();
     assert!(matches!(err, TlsError::NoPem { .. }), "{err:?}");
     assert!(err.to_string().contains("meshctl tls cert create --node n"));
+}
+
+#[tokio::test]
+async fn builds_of_different_rpc_versions_refuse_each_other() {
+    let dir = TempDir::new().unwrap();
+    let ca = new_ca();
+    let new = member(&dir, &ca, "node-a");
+    let old = write(&dir, &ca, &new_cert(&ca, "node-b"), "node-b");
+    let old = build(&old, &node("node-b"), &mesh_protocol::rpc::alpn(1)).unwrap();
+
+    let (dialled, accepted) = handshake(&old, &new).await;
+    let accepted = accepted.unwrap_err();
+    assert!(is_version_mismatch(&accepted), "{accepted:?}");
+    let dialled = dialled.unwrap_err();
+    assert!(is_version_mismatch(&dialled), "{dialled:?}");
 }

@@ -5,7 +5,7 @@
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
 use tracing::{error, info, warn};
 
-use super::{Supervisor, jobs, now_ms, queued};
+use super::{Supervisor, jobs, queued};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::supervisor::jobs::Event;
 use crate::supervisor::reconcile::{Action, reconcile};
@@ -81,7 +81,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Ok(c) => c,
             Err(e) => return self.runtime_down(&e),
         };
-        let now = now_ms();
+        let now = self.now_ms();
         for action in reconcile(&self.records, &containers, &self.watched, &self.unreadable) {
             match action {
                 Action::Watch { task, container } => {
@@ -152,7 +152,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         attempt: u32,
         result: Result<String, RuntimeError>,
     ) {
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(r) = self.records.get_mut(&task).filter(|r| r.attempt == attempt) else {
             return;
         };
@@ -204,7 +204,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             return;
         }
         self.watched.remove(&task);
-        self.on_ended_now(&task, now_ms(), apply);
+        self.on_ended_now(&task, self.now_ms(), apply);
     }
 
     /// Applies an end of attempt: cores back, retry queued or final state.

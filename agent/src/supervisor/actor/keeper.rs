@@ -7,7 +7,7 @@ use mesh_protocol::failover::{self, Verdict};
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
 use tracing::{error, info, warn};
 
-use super::{Supervisor, jobs, now_ms, queued};
+use super::{Supervisor, jobs, queued};
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorError;
 
@@ -107,6 +107,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
 
     /// Stops this node's attempt of a task the mesh re-placed elsewhere.
     pub(super) fn supersede(&mut self, id: &TaskId, why: String) {
+        let now = self.now_ms();
         let Some(r) = self.records.get_mut(id) else {
             return;
         };
@@ -118,7 +119,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         }
         warn!(task_id = %id, why, "this attempt was superseded; stopping it");
         let container = r.container.clone();
-        r.superseded(why, now_ms());
+        r.superseded(why, now);
         self.queue.remove(id);
         self.alloc.release(id);
         self.watched.remove(id);

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mesh_protocol::api::{Health, RuntimeHealth};
 use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
@@ -24,13 +24,6 @@ use super::{Command, SupervisorConfig, SupervisorError, container};
 use crate::logs::LogDir;
 use crate::runtime::ContainerRuntime;
 use crate::store::Store;
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 pub(crate) struct Supervisor<R> {
     cfg: SupervisorConfig,
@@ -58,9 +51,13 @@ pub(crate) struct Supervisor<R> {
 }
 
 impl<R: ContainerRuntime> Supervisor<R> {
+    fn now_ms(&self) -> u64 {
+        self.cfg.clock.now_ms()
+    }
+
     pub(crate) fn new(cfg: SupervisorConfig, runtime: Arc<R>, store: Store, logs: LogDir) -> Self {
         let alloc = CoreAllocator::new(cfg.topology.model.clone());
-        let queue = TaskQueue::new(cfg.max_queue);
+        let queue = TaskQueue::new();
         let docker = RuntimeHealth {
             reachable: false,
             endpoint: runtime.endpoint(),
@@ -103,8 +100,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
         loop {
             let wake = self
                 .queue
-                .next_wakeup(now_ms())
-                .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+                .next_wakeup(self.now_ms())
+                .map(|t| Duration::from_millis(t.saturating_sub(self.now_ms())))
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -247,8 +244,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 }
             }
             Command::DependencyFailed(id, why) => {
+                let now = self.now_ms();
                 if let Some(r) = self.records.get_mut(&id)
-                    && r.dependency_failed(why, now_ms()).is_ok()
+                    && r.dependency_failed(why, now).is_ok()
                 {
                     self.queue.remove(&id);
                     self.persist(&id);
@@ -270,7 +268,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::SetKeeper(id, keeper) => self.set_keeper(&id, keeper),
             Command::Supersede(id, why) => self.supersede(&id, why),
             Command::QueueHead(reply) => {
-                let now = now_ms();
+                let now = self.now_ms();
                 let head = self
                     .queue
                     .iter()
@@ -367,12 +365,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
     }
 
     fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {
+        let now = self.now_ms();
         let r = self
             .records
             .get_mut(id)
             .ok_or_else(|| SupervisorError::NotFound(id.to_string()))?;
         let done = r
-            .kill(now_ms())
+            .kill(now)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
         let container = r.container.clone();
         let snapshot = r.clone();
@@ -392,7 +391,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         if self.draining || !self.docker.reachable || !self.reconciled || self.queue.is_empty() {
             return;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let decisions = self.queue.dispatch(&mut self.alloc, now);
         let mut changed = Vec::new();
         let mut to_run = Vec::new();

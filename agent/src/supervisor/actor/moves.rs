@@ -4,7 +4,7 @@
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
 use tracing::{error, info};
 
-use super::{Supervisor, now_ms, queued};
+use super::{Supervisor, queued};
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorError;
 
@@ -66,7 +66,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         if let Err(e) = self.alloc.plan(record.spec.cores) {
             return refuse(e.to_string());
         }
-        let now = now_ms();
+        let now = self.now_ms();
         record.node = self.cfg.node.clone();
         record.offered_to = None;
         self.claim_copy(&record);

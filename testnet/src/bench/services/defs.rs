@@ -161,7 +161,7 @@ pub(super) fn echo_idle(views: &[ServiceView]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_protocol::service::choice::ServiceLoad;
+    use mesh_protocol::load::ServiceLoad;
     use mesh_protocol::service::{ServiceDef, ServiceSpec};
     use mesh_protocol::{NodeId, ServiceName};
 

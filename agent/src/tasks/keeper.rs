@@ -8,17 +8,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use mesh_protocol::failover;
+use mesh_protocol::failover::{self, Verdict};
 use mesh_protocol::gossip::PeerState;
-use mesh_protocol::rpc::{Request, Response};
 use mesh_protocol::{NodeId, TaskId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
-use super::Mesh;
-use super::place::{self, CALL_TIMEOUT};
-use crate::supervisor::SupervisorHandle;
+use super::{Node, Tasks};
 
 /// After start, keepers are not replaced for this many gossip rounds: the
 /// view must fill in first, or a live keeper would look absent.
@@ -26,14 +23,9 @@ const SETTLE_ROUNDS: u32 = 10;
 
 /// Runs until `shutdown`, one round per gossip interval, in two loops that
 /// never wait on each other: pushing this node's changes to keepers (a push
-/// to a keeper that just died waits out its call timeout), and re-placing
-/// the tasks of dead nodes.
-pub async fn run(
-    mesh: Mesh,
-    supervisor: SupervisorHandle,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
+/// to a keeper that just died waits out its call timeout) and settling
+/// dependencies, and re-placing the tasks of dead nodes.
+pub async fn run(tasks: Tasks, every: Duration, shutdown: CancellationToken) {
     let started = Instant::now();
     let settled = move || started.elapsed() > every * SETTLE_ROUNDS;
     let as_runner = async {
@@ -44,8 +36,8 @@ pub async fn run(
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            sync_as_runner(&mesh, &supervisor, &mut pushed, settled()).await;
-            super::deps::resolve(&mesh, &supervisor).await;
+            sync_as_runner(&tasks, &mut pushed, settled()).await;
+            super::deps::resolve(&tasks).await;
         }
     };
     let as_keeper = async {
@@ -56,24 +48,20 @@ pub async fn run(
                 _ = tick.tick() => {}
             }
             if settled() {
-                adopt_orphans(&mesh, &supervisor).await;
+                adopt_orphans(&tasks).await;
             }
         }
     };
     tokio::join!(as_runner, as_keeper);
 }
 
-async fn sync_as_runner(
-    mesh: &Mesh,
-    supervisor: &SupervisorHandle,
-    pushed: &mut HashMap<TaskId, (u64, NodeId)>,
-    settled: bool,
-) {
+async fn sync_as_runner(tasks: &Tasks, pushed: &mut HashMap<TaskId, (u64, NodeId)>, settled: bool) {
+    let supervisor = tasks.supervisor();
     let Ok(records) = supervisor.kept().await else {
         return;
     };
-    let me = mesh.node();
-    let view = mesh.peers().await;
+    let me = tasks.me();
+    let view = tasks.mesh().peers().await;
     let state_of = |n: &NodeId| {
         view.iter()
             .find(|p| &p.node == n && !p.is_self)
@@ -98,7 +86,10 @@ async fn sync_as_runner(
                 let Some(k) = failover::choose_keeper(&r.id, &me, &me, &live) else {
                     continue;
                 };
-                let _ = supervisor.set_keeper(r.id.clone(), k.clone()).await;
+                if let Err(e) = supervisor.set_keeper(r.id.clone(), k.clone()).await {
+                    warn!(task_id = %r.id, error = %e, "cannot record a new keeper");
+                    continue;
+                }
                 k
             }
         };
@@ -106,35 +97,36 @@ async fn sync_as_runner(
             continue;
         }
         if let Some((_, addr)) = state_of(&keeper) {
-            due.push((r, keeper, addr));
+            due.push((r, Node::peer(keeper, tasks.mesh().clone(), addr)));
         }
     }
     // Concurrently: one slow or dead keeper must not hold up the others.
-    let answers = futures_util::future::join_all(due.iter().map(|(r, _, addr)| {
-        let request = Request::Replicate(Box::new(r.clone()));
-        async move { mesh.call(*addr, &request, CALL_TIMEOUT).await }
-    }))
-    .await;
-    for ((r, keeper, _), answer) in due.into_iter().zip(answers) {
+    let answers =
+        futures_util::future::join_all(due.iter().map(|(r, keeper)| keeper.replicate(r.clone())))
+            .await;
+    for ((r, keeper), answer) in due.into_iter().zip(answers) {
         match answer {
-            Ok(Response::Kept) => {
-                pushed.insert(r.id.clone(), (r.updated_ms, keeper));
+            Ok(Verdict::Keep) => {
+                pushed.insert(r.id.clone(), (r.updated_ms, keeper.id));
             }
-            Ok(Response::Superseded { node, attempt }) => {
+            Ok(Verdict::Superseded { node, attempt }) => {
                 let why =
                     format!("re-placed on {node} as attempt {attempt} while this node was away");
-                let _ = supervisor.supersede(r.id.clone(), why).await;
+                if let Err(e) = supervisor.supersede(r.id.clone(), why).await {
+                    warn!(task_id = %r.id, error = %e, "cannot stop a superseded attempt");
+                }
                 pushed.remove(&r.id);
             }
-            other => {
-                warn!(task_id = %r.id, %keeper, answer = ?other, "keeper did not take the update; retrying")
+            Err(e) => {
+                warn!(task_id = %r.id, keeper = %keeper.id, error = %e, "keeper did not take the update; retrying")
             }
         }
     }
 }
 
-async fn adopt_orphans(mesh: &Mesh, supervisor: &SupervisorHandle) {
-    let dead: BTreeSet<NodeId> = mesh
+async fn adopt_orphans(tasks: &Tasks) {
+    let dead: BTreeSet<NodeId> = tasks
+        .mesh()
         .peers()
         .await
         .into_iter()
@@ -144,26 +136,33 @@ async fn adopt_orphans(mesh: &Mesh, supervisor: &SupervisorHandle) {
     if dead.is_empty() {
         return;
     }
+    let supervisor = tasks.supervisor();
     let Ok(copies) = supervisor.copies().await else {
         return;
     };
-    let me = mesh.node();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let me = tasks.me();
+    let now = tasks.ids.clock().now_ms();
     for orphan in failover::orphans(&copies, &me, &dead) {
         let why = format!("re-placed after its node {} died", orphan.node);
         let replacement = orphan.replacement(why, now);
-        match place::place_record(supervisor, mesh, replacement, false).await {
+        let span = info_span!("task", task_id = %orphan.id);
+        let placed = tasks
+            .place_record(replacement, false)
+            .instrument(span)
+            .await;
+        let id = &orphan.id;
+        match placed {
             Ok(node) => {
-                info!(task_id = %orphan.id, dead = %orphan.node, %node, attempt = orphan.attempt + 1, "re-placed a dead node's task");
-                let _ = supervisor
-                    .replaced(orphan.id.clone(), node, orphan.attempt + 1)
-                    .await;
+                info!(task_id = %id, dead = %orphan.node, %node, attempt = orphan.attempt + 1, "re-placed a dead node's task");
+                if let Err(e) = supervisor
+                    .replaced(id.clone(), node, orphan.attempt + 1)
+                    .await
+                {
+                    warn!(task_id = %id, error = %e, "cannot record a re-placement");
+                }
             }
             Err(e) => {
-                warn!(task_id = %orphan.id, error = %e, "cannot re-place a dead node's task yet")
+                warn!(task_id = %id, error = %e, "cannot re-place a dead node's task yet")
             }
         }
     }

@@ -1,0 +1,107 @@
+//! Finding a task wherever it is, for `get`, `kill`, `logs` and the
+//! mesh-wide list. A node that was away may still hold an older,
+//! superseded attempt of a task: the highest attempt wins.
+
+use mesh_protocol::rpc::ErrorKind;
+use mesh_protocol::{TaskId, TaskRecord};
+
+use super::{Found, Node, Output, TaskError, Tasks};
+
+/// Which of two reports of one task is current: the higher attempt, then
+/// the fresher report of it.
+fn newer(a: &TaskRecord, b: &TaskRecord) -> bool {
+    (a.attempt, a.updated_ms) > (b.attempt, b.updated_ms)
+}
+
+impl Tasks {
+    /// Asks this node and every live peer for `id`; answers with the node
+    /// that has its current attempt, and that record.
+    pub async fn find(&self, id: &TaskId) -> Result<Found, TaskError> {
+        let nodes: Vec<Node> = std::iter::once(self.here())
+            .chain(self.peers().await)
+            .collect();
+        let asks = nodes.into_iter().map(|node| async move {
+            let answer = node.get(id).await;
+            (node, answer)
+        });
+        let mut best: Option<Found> = None;
+        for (node, answer) in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(record) => {
+                    if best.as_ref().is_none_or(|b| newer(&record, &b.record)) {
+                        best = Some(Found { node, record });
+                    }
+                }
+                // This node failing (not "not found") is an answer to give.
+                Err(e) if node.is_here() && e.kind() != ErrorKind::NotFound => {
+                    return Err(e);
+                }
+                // A peer that does not know it, or does not answer.
+                Err(_) => {}
+            }
+        }
+        best.ok_or_else(|| TaskError::NotFound(id.clone()))
+    }
+
+    /// Kills a task wherever it runs.
+    pub async fn kill_anywhere(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
+        let found = self.find(id).await?;
+        found.node.kill(id).await
+    }
+
+    /// A task's output, from the node that runs its current attempt.
+    pub async fn logs(&self, id: &TaskId, follow: bool) -> Result<Output, TaskError> {
+        let found = self.find(id).await?;
+        found.node.logs(id, follow).await
+    }
+
+    /// Every task of the mesh: this node's and each live peer's, one record
+    /// per task (its current attempt). A peer that does not answer is left
+    /// out.
+    pub async fn list_all(&self) -> Result<Vec<TaskRecord>, TaskError> {
+        let mut all = self.here().list().await?;
+        let peers = self.peers().await;
+        let asks = peers.iter().map(|n| n.list());
+        for records in futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            all.extend(records);
+        }
+        let mut by_id: std::collections::BTreeMap<TaskId, TaskRecord> =
+            std::collections::BTreeMap::new();
+        for r in all {
+            match by_id.get(&r.id) {
+                Some(seen) if !newer(&r, seen) => {}
+                _ => {
+                    by_id.insert(r.id.clone(), r);
+                }
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// Kills every member of the array `parent` (members that already
+    /// ended are reported as they are).
+    pub async fn kill_array(&self, parent: &TaskId) -> Result<Vec<TaskRecord>, TaskError> {
+        let members: Vec<TaskRecord> = self
+            .list_all()
+            .await?
+            .into_iter()
+            .filter(|t| t.spec.parent.as_ref() == Some(parent))
+            .collect();
+        if members.is_empty() {
+            return Err(TaskError::NotFound(parent.clone()));
+        }
+        let mut killed = Vec::with_capacity(members.len());
+        for m in members {
+            match self.kill_anywhere(&m.id).await {
+                Ok(r) => killed.push(r),
+                Err(e) if e.kind() == ErrorKind::Conflict => killed.push(m),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(killed)
+    }
+}

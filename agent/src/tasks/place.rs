@@ -1,0 +1,188 @@
+//! Accepting a task anywhere in the mesh: rank the nodes from this node's
+//! gossip view (`mesh_protocol::placement`), offer the task to each in turn
+//! (the chosen node allocates on receipt and refuses if its real state no
+//! longer fits), and queue it here when nobody can take it now.
+
+use mesh_protocol::api::SubmitResponse;
+use mesh_protocol::failover;
+use mesh_protocol::placement::{self, PlacementError};
+use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Node, TaskError, Tasks};
+use crate::supervisor::SupervisorError;
+
+/// Offers tried before queueing here.
+const MAX_OFFERS: usize = 4;
+
+impl Tasks {
+    /// Places a new task; see the module documentation.
+    pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitResponse, TaskError> {
+        self.submit_as(self.ids.task_id(), spec).await
+    }
+
+    /// Places an array: `count` members `<parent>-<index>`, each with its
+    /// index and the count in its environment. All or nothing: when one is
+    /// refused, the members already accepted are killed.
+    pub async fn submit_array(
+        &self,
+        spec: TaskSpec,
+        count: u32,
+    ) -> Result<SubmitResponse, TaskError> {
+        let parent = self.ids.task_id();
+        let mut members = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let id = TaskId::new(format!("{parent}-{index}"))
+                .map_err(|e| SupervisorError::Invalid(e.to_string()))?;
+            let mut member = spec.clone();
+            member.parent = Some(parent.clone());
+            member
+                .env
+                .push(("MESH_TASK_INDEX".into(), index.to_string()));
+            member
+                .env
+                .push(("MESH_TASK_COUNT".into(), count.to_string()));
+            match self.submit_as(id, member).await {
+                Ok(r) => members.push(r),
+                Err(e) => {
+                    for m in &members {
+                        if let Err(k) = self.kill_anywhere(&m.id).await {
+                            warn!(task_id = %m.id, error = %k, "cannot take back an array member");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(SubmitResponse {
+            id: parent,
+            state: TaskState::Queued,
+            node: None,
+            members,
+        })
+    }
+
+    /// Places a task under a given id.
+    async fn submit_as(&self, id: TaskId, spec: TaskSpec) -> Result<SubmitResponse, TaskError> {
+        let record = TaskRecord::new(id.clone(), spec, self.me(), 0, self.ids.clock().now_ms());
+        let node = self
+            .place_record(record, true)
+            .instrument(info_span!("task", task_id = %id))
+            .await?;
+        Ok(SubmitResponse {
+            id,
+            state: TaskState::Queued,
+            node: Some(node),
+            members: Vec::new(),
+        })
+    }
+
+    /// Places a record (new, or a keeper's replacement of a dead runner's):
+    /// offered to the ranked nodes in turn, else queued here. Before this
+    /// returns, the task is stored by its runner and, when the mesh has
+    /// another live node, by its keeper. Returns the node that took it.
+    pub async fn place_record(&self, record: TaskRecord, fresh: bool) -> Result<NodeId, TaskError> {
+        let id = record.id.clone();
+        let me = self.me();
+        let view = self.mesh.candidates().await;
+        let order = match placement::rank(&id, record.spec.cores, &view) {
+            // A task waiting for others waits here; it moves once free.
+            Ok(_) if !record.spec.after.is_empty() => Vec::new(),
+            Ok(order) => order,
+            Err(e @ PlacementError::NeverFits { .. }) => {
+                return Err(SupervisorError::Impossible(e.to_string()).into());
+            }
+            // Nobody has room now: it waits here.
+            Err(PlacementError::Busy { .. }) => Vec::new(),
+        };
+        let peers = self.peers().await;
+        let live = live_ids(&me, &peers);
+        for id_of in order.into_iter().take(MAX_OFFERS) {
+            let Some(node) = self.node_in(&id_of, &peers) else {
+                continue;
+            };
+            let mut offered = record.clone();
+            offered.keeper = keeper_for(&record, &node.id, &me, &live);
+            match self.offer_once(&node, offered.clone()).await {
+                Ok(()) => {
+                    info!(node = %node.id, keeper = ?offered.keeper, "task placed");
+                    offered.node = node.id.clone();
+                    self.keep_copy(&peers, offered).await;
+                    return Ok(node.id);
+                }
+                Err(e) => {
+                    debug!(node = %node.id, error = %e, "offer refused; trying the next node")
+                }
+            }
+        }
+        // Nobody could start it now: it waits in this node's queue.
+        let mut queued = record.clone();
+        queued.keeper = keeper_for(&record, &me, &me, &live);
+        match self.supervisor.adopt(queued.clone(), fresh).await {
+            Ok(()) => {
+                queued.node = me.clone();
+                self.keep_copy(&peers, queued).await;
+                Ok(me)
+            }
+            Err(e @ SupervisorError::Impossible(_)) => Err(TaskError::NowhereNow(e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Offers `record` to `node`. An offer without an answer may still have
+    /// been taken: the node is asked before the next one is tried, so the
+    /// task never starts twice.
+    async fn offer_once(&self, node: &Node, record: TaskRecord) -> Result<(), TaskError> {
+        let id = record.id.clone();
+        match node.offer(record).await {
+            Err(e @ TaskError::Unreachable { .. }) => match node.get(&id).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Stores the keeper's copy of a just-placed task: here, or on the
+    /// keeper (tried twice). A failure leaves one copy (the runner's) and is
+    /// logged; the runner's sync finds a keeper again.
+    pub async fn keep_copy(&self, peers: &[Node], record: TaskRecord) {
+        let Some(keeper) = record.keeper.clone() else {
+            return;
+        };
+        let Some(node) = self.node_in(&keeper, peers) else {
+            return;
+        };
+        let id = record.id.clone();
+        let mut answer = node.hold(record.clone()).await;
+        if answer.is_err() && !node.is_here() {
+            answer = node.hold(record).await;
+        }
+        if let Err(e) = answer {
+            warn!(task_id = %id, %keeper, error = %e, "keeper did not store its copy; one copy for now");
+        }
+    }
+}
+
+/// The ids of the live nodes: these peers and this node.
+pub fn live_ids(me: &NodeId, peers: &[Node]) -> Vec<NodeId> {
+    peers
+        .iter()
+        .map(|n| n.id.clone())
+        .chain([me.clone()])
+        .collect()
+}
+
+/// The task's keeper when it runs on `runner`: the one it has, while that
+/// one lives and is not the runner, else a new choice.
+pub fn keeper_for(
+    record: &TaskRecord,
+    runner: &NodeId,
+    me: &NodeId,
+    live: &[NodeId],
+) -> Option<NodeId> {
+    match &record.keeper {
+        Some(k) if k != runner && live.contains(k) => Some(k.clone()),
+        _ => failover::choose_keeper(&record.id, runner, me, live),
+    }
+}

@@ -1,0 +1,79 @@
+//! What this agent answers when a peer makes a task call: the supervisor's
+//! operations, exposed over the mesh, with typed failures.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use mesh_protocol::failover::Verdict;
+use mesh_protocol::rpc::{ErrorKind, RemoteError, Request, Response};
+use tracing::info;
+
+use super::{TaskError, Tasks};
+use crate::mesh::handlers::{Caller, Reply, RpcHandler};
+
+fn one<T>(result: Result<T, TaskError>, answer: impl FnOnce(T) -> Response) -> Reply {
+    Reply::One(match result {
+        Ok(v) => answer(v),
+        Err(e) => Response::Failed(e.to_remote()),
+    })
+}
+
+/// The handler the mesh runs for every task call.
+pub fn handler(tasks: Tasks) -> RpcHandler {
+    Arc::new(move |caller, request| {
+        let tasks = tasks.clone();
+        Box::pin(async move { answer(&tasks, caller, request).await })
+    })
+}
+
+async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
+    let here = tasks.here();
+    match request {
+        Request::Offer(record) => {
+            let id = record.id.clone();
+            let taken = here.offer(*record).await;
+            if taken.is_ok() {
+                info!(task_id = %id, from = ?caller, "accepted a task from a peer");
+            }
+            one(taken, |()| Response::Accepted)
+        }
+        Request::List => one(here.list().await, Response::Records),
+        Request::Get(id) => one(here.get(&id).await, |r| Response::Record(Box::new(r))),
+        Request::Kill(id) => one(here.kill(&id).await, |r| Response::Record(Box::new(r))),
+        Request::Replicate(record) => {
+            // Only a caller proven by its certificate may hold a copy.
+            let Some(caller) = caller else {
+                return Reply::One(Response::Failed(RemoteError::new(
+                    ErrorKind::Unauthenticated,
+                    "a copy is pushed only by a node whose certificate names it",
+                )));
+            };
+            let verdict = tasks.supervisor().replicate(*record, caller).await;
+            one(verdict.map_err(TaskError::from), |v| match v {
+                Verdict::Keep => Response::Kept,
+                Verdict::Superseded { node, attempt } => Response::Superseded { node, attempt },
+            })
+        }
+        Request::Hold(record) => one(here.hold(*record).await, |()| Response::Kept),
+        Request::Drain { on, migrate } => {
+            one(here.drain(on, migrate).await, |()| Response::Accepted)
+        }
+        Request::Logs { id, follow } => match here.logs(&id, follow).await {
+            Ok(stream) => Reply::Stream(
+                stream
+                    .map(|chunk| match chunk {
+                        Ok(bytes) => Response::LogChunk(bytes.to_vec()),
+                        Err(e) => Response::Failed(e.to_remote()),
+                    })
+                    .chain(futures_util::stream::iter([Response::LogEnd]))
+                    .boxed(),
+            ),
+            Err(e) => Reply::One(Response::Failed(e.to_remote())),
+        },
+        // Not a task call: the mesh routes these elsewhere.
+        other @ Request::ServiceReport => Reply::One(Response::Failed(RemoteError::new(
+            ErrorKind::Invalid,
+            format!("{} is not a task call", other.name()),
+        ))),
+    }
+}

@@ -1,0 +1,39 @@
+//! Where meshctl's commands write: stdout for answers, stderr for remarks,
+//! and the clock that task ages are shown against. The only place that
+//! touches either.
+
+use std::io::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::run::Error;
+
+/// Writes to stdout; a closed pipe ends the output quietly.
+pub(crate) fn print(text: &str) -> Result<(), Error> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), Error> {
+    print(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// A remark for the person at the terminal, on stderr.
+pub(crate) fn note(text: &str) {
+    // Nothing better to do if stderr is gone.
+    let _ = writeln!(io::stderr(), "{text}");
+}
+
+pub(crate) fn now_ms() -> u64 {
+    // A clock before 1970 is a broken host; ages then read as "0s".
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
