@@ -32,6 +32,7 @@ use mesh_protocol::{NodeId, ServiceName};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::mesh::Mesh;
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorHandle;
@@ -171,6 +172,7 @@ pub struct ServicesConfig {
     pub backend: BackendConfig,
     pub bind: IpAddr,
     pub every: Duration,
+    pub clock: Clock,
 }
 
 /// Starts services: removes containers a previous run left, serves the
@@ -225,7 +227,13 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
 ) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
     let registry = Registry::open(data_dir)?;
     let stats = Stats::default();
-    let (backend, backend_task) = Backend::spawn(cfg.backend, runtime, cores, stats.clone());
+    let (backend, backend_task) = Backend::spawn(
+        cfg.backend,
+        runtime,
+        cores,
+        stats.clone(),
+        cfg.clock.now_ms(),
+    );
     let front = Front::new(mesh.clone(), backend.clone(), stats.clone());
     let (publish, published) = watch::channel(Arc::new(Published::default()));
     let node = mesh.node();
@@ -237,6 +245,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         mesh,
         publish,
         stale_removed: false,
+        clock: cfg.clock,
     };
     owner.remove_stale().await;
     owner.apply(&owner.registry.all());

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mesh_protocol::ServiceName;
 use mesh_protocol::service::choice::pool_share;
@@ -21,6 +21,7 @@ use super::listeners::Listeners;
 use super::ports::MeshPort;
 use super::registry::Registry;
 use super::{Conflict, ServiceApiError, UnknownService};
+use crate::clock::Clock;
 use crate::mesh::candidates_of;
 
 /// How long open connections may take to end at shutdown.
@@ -53,13 +54,8 @@ pub(super) struct Owner<M> {
     /// Whether the containers of earlier runs are gone (tried at start,
     /// and every round until Docker answers).
     pub stale_removed: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    /// Revisions are the time of a change, in milliseconds.
+    pub clock: Clock,
 }
 
 impl<M: MeshPort> Owner<M> {
@@ -134,7 +130,7 @@ impl<M: MeshPort> Owner<M> {
             .iter()
             .find(|d| d.name() == &spec.name)
             .map_or(0, |d| d.revision + 1)
-            .max(now_ms());
+            .max(self.clock.now_ms());
         let def = ServiceDef {
             spec,
             revision,
@@ -165,7 +161,7 @@ impl<M: MeshPort> Owner<M> {
             .get(&name)
             .ok_or_else(|| UnknownService::Missing(name.clone()))?;
         let tombstone = ServiceDef {
-            revision: (old.revision + 1).max(now_ms()),
+            revision: (old.revision + 1).max(self.clock.now_ms()),
             removed: true,
             spec: old.spec,
         };

@@ -134,6 +134,7 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
         },
         bind,
         every: Duration::from_millis(20),
+        clock: crate::clock::Clock::tokio(),
     };
     let stop = CancellationToken::new();
     let (control, _, join) = run(

@@ -50,19 +50,22 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Starts the task that owns the containers' state. It runs until
+    /// Starts the task that owns the containers' state (`started_ms`: when
+    /// this run of the agent started, which names its containers' run). It
+    /// runs until
     /// `shutdown` (or until every handle is gone).
     pub fn spawn<R: ContainerRuntime, C: Cores>(
         cfg: BackendConfig,
         runtime: Arc<R>,
         cores: C,
         stats: Stats,
+        started_ms: u64,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (publish, view) = watch::channel(Arc::new(Snapshot::default()));
         let released = Arc::new(Notify::new());
         let node = cfg.node.clone();
-        let fx = start::Effects::new(cfg, runtime, cores, stats);
+        let fx = start::Effects::new(cfg, runtime, cores, stats, started_ms);
         let join = tokio::spawn(Actor::new(fx, rx, publish, released.clone()).run());
         let handle = Self {
             tx,

@@ -44,11 +44,15 @@ pub(super) struct Effects<R, C> {
 }
 
 impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
-    pub fn new(cfg: BackendConfig, runtime: Arc<R>, cores: C, stats: Stats) -> Self {
-        let run = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64 * 1000)
-            .unwrap_or(0);
+    /// `started_ms`: when this run of the agent started (it names the run).
+    pub fn new(
+        cfg: BackendConfig,
+        runtime: Arc<R>,
+        cores: C,
+        stats: Stats,
+        started_ms: u64,
+    ) -> Self {
+        let run = started_ms.saturating_mul(1000);
         Self {
             cfg,
             runtime,
