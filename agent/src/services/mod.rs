@@ -7,7 +7,9 @@
 //! - `backend`: the task that owns this node's service containers
 //!   (per-connection, warm, pool), deciding through the pure `plan`;
 //! - `tunnel`: connections forwarded between agents over QUIC;
-//! - `pump`, `stats`: moving and counting bytes, counters.
+//! - `pump`, `stats`: moving and counting bytes, counters;
+//! - `ports`: what services ask of the mesh and of the cores, as narrow
+//!   traits (fakes in `tests`).
 
 pub mod backend;
 pub mod front;
