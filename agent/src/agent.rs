@@ -160,6 +160,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             },
             bind: config.service_bind,
             every: config.mesh.gossip_interval,
+            clock: config.clock.clone(),
         },
         &config.data_dir,
         runtime.clone(),

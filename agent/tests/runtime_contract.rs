@@ -9,6 +9,9 @@ use common::*;
 use mesh_agent::runtime::memory::{MemoryRuntime, labels};
 use mesh_agent::runtime::{ContainerRuntime, ContainerSpec, RuntimeError};
 use mesh_protocol::CpuSet;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn spec(node: &str, name: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
     ContainerSpec {
@@ -64,7 +67,23 @@ async fn contract<R: ContainerRuntime>(rt: &R, node: &str) {
     let dup = rt.run(&spec(node, "quick", IMAGE, &["exit", "0"])).await;
     assert!(matches!(dup, Err(RuntimeError::Rejected(_))), "{dup:?}");
 
-    for id in [&quick, &long] {
+    // A running server is reached at its address; its end closes its
+    // connections.
+    let server = rt
+        .run(&spec(node, "server", IMAGE, &["echo", "--port", "7000"]))
+        .await
+        .unwrap();
+    let mut conn = connect_when_listening(rt, &server, 7000).await;
+    conn.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    conn.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    rt.kill(&server).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut got)).await;
+    assert!(matches!(end, Ok(Ok(0)) | Ok(Err(_))), "{end:?}");
+    assert_eq!(rt.inspect(&server).await.unwrap().address, None);
+
+    for id in [&quick, &long, &server] {
         rt.remove(id).await.unwrap();
         assert!(matches!(
             rt.inspect(id).await,
@@ -88,6 +107,21 @@ async fn contract<R: ContainerRuntime>(rt: &R, node: &str) {
         rt.list(&[("mesh.node", node)]).await.unwrap().is_empty(),
         "nothing left behind"
     );
+}
+
+/// Connects to `port` of a running container once it listens (a real
+/// process takes a moment to bind).
+async fn connect_when_listening<R: ContainerRuntime>(rt: &R, id: &str, port: u16) -> TcpStream {
+    for _ in 0..200 {
+        let info = rt.inspect(id).await.unwrap();
+        assert!(info.running, "{info:?}");
+        let ip = info.address.expect("a running container has an address");
+        if let Ok(conn) = TcpStream::connect((ip, port)).await {
+            return conn;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("container {id} never accepted on port {port}");
 }
 
 #[tokio::test]

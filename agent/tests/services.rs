@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::services::*;
 use common::*;
 use mesh_agent::runtime::ContainerRuntime;
 use mesh_protocol::service::ServiceRequest;
@@ -38,52 +39,6 @@ async fn node() -> TestAgent {
 async fn pair() -> (TestAgent, TestAgent) {
     let [a, b]: [TestAgent; 2] = setup("svc").cluster(2).await.try_into().ok().unwrap();
     (a, b)
-}
-
-/// Waits until every node listens for `name` (as `api` reports it).
-async fn wait_listening(api: &Api, name: &str, nodes: usize) {
-    wait_until(
-        &format!("{nodes} nodes listen for {name}"),
-        Duration::from_secs(15),
-        || async {
-            let views = api.services().await;
-            let listening = views.iter().any(|v| {
-                v.def.spec.name.as_str() == name
-                    && v.nodes.iter().filter(|n| n.listening).count() == nodes
-            });
-            if listening { Ok(()) } else { Err(views) }
-        },
-    )
-    .await;
-}
-
-fn svc(name: &str, listen: u16, command: &[&str]) -> ServiceRequest {
-    ServiceRequest {
-        name: name.into(),
-        image: IMAGE.into(),
-        port: 7000,
-        listen,
-        command: command.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-/// A port number for a test's service (agents listen on their own
-/// loopback addresses, so only services of one test must differ).
-fn port(n: u16) -> u16 {
-    20_000 + (std::process::id() % 20_000) as u16 + n
-}
-
-/// Sends `data`, ends its side, reads to the end.
-async fn exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(data).await?;
-    s.shutdown().await?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out))
-        .await
-        .map_err(|_| std::io::Error::other("no answer within 60 s"))??;
-    Ok(out)
 }
 
 async fn containers(node: &NodeId, service: &str) -> Vec<mesh_agent::runtime::ContainerInfo> {

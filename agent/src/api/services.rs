@@ -25,7 +25,9 @@ impl From<ServiceApiError> for ApiError {
             ServiceApiError::Invalid(_) => ApiError::bad_request(e.to_string()),
             ServiceApiError::Conflict(_) => ApiError::conflict(e.to_string()),
             ServiceApiError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ServiceApiError::Store(_) => ApiError::internal(e.to_string()),
+            ServiceApiError::Store(_) | ServiceApiError::Stopping => {
+                ApiError::internal(e.to_string())
+            }
         }
     }
 }
@@ -33,7 +35,7 @@ impl From<ServiceApiError> for ApiError {
 pub async fn create(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let request: ServiceRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed service definition: {e}")))?;
-    let def = s.services.create(request)?;
+    let def = s.services.create(request).await?;
     Ok((StatusCode::CREATED, axum::Json(def)).into_response())
 }
 
@@ -41,7 +43,7 @@ pub async fn remove(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(s.services.remove(&name)?).into_response())
+    Ok(axum::Json(s.services.remove(&name).await?).into_response())
 }
 
 /// Every live node's report (this node's without a call), and the nodes

@@ -1,16 +1,24 @@
-//! An in-memory runtime for fast tests of the supervisor's logic. Containers
-//! "run" their command: `exit N` ends at once with code N, `print TEXT` writes
-//! TEXT and ends with 0, anything else runs until killed or `finish`ed. The
-//! image `missing` is refused like an unknown image; `set_available(false)`
-//! behaves like a Docker daemon that went away.
+//! An in-memory runtime for fast tests of the supervisor's and the services'
+//! logic. Containers "run" their command: `exit N` ends at once with code N,
+//! `print TEXT` writes TEXT and ends with 0, `echo [--port P]` echoes every
+//! byte of each connection to port P (default 8080) of its address, as the
+//! test service does; anything else runs until killed or `finish`ed. A
+//! running container has an address of its own on the loopback network
+//! (127.220.0.0 and up), so connecting to a container works as on Docker.
+//! The image `missing` is refused like an unknown image;
+//! `set_available(false)` behaves like a Docker daemon that went away.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::{ContainerInfo, ContainerRuntime, ContainerSpec, LogStream, RuntimeError};
 
@@ -61,6 +69,7 @@ impl MemoryRuntime {
         if let Some(c) = self.lock().get_mut(id) {
             c.info.running = false;
             c.info.exit_code = Some(code);
+            c.info.address = None;
             c.exit.send_replace(Some(code));
         }
     }
@@ -127,7 +136,17 @@ impl ContainerRuntime for MemoryRuntime {
             ["print", text] => (Some(0), format!("{text}\n").into_bytes()),
             _ => (None, Vec::new()),
         };
+        let port = match words.as_slice() {
+            ["echo"] => Some(8080),
+            ["echo", "--port", p] => Some(p.parse().unwrap_or(8080)),
+            _ => None,
+        };
         let (exit, _) = watch::channel(exit_code);
+        let address = match (exit_code, port) {
+            (Some(_), _) => None,
+            (None, None) => Some(next_address()),
+            (None, Some(port)) => Some(echo_server(port, exit.subscribe())?),
+        };
         map.insert(
             id.clone(),
             Fake {
@@ -140,7 +159,7 @@ impl ContainerRuntime for MemoryRuntime {
                     exit_code,
                     cpuset_cpus: Some(spec.cpuset_cpus.to_string()),
                     cpuset_mems: Some(spec.cpuset_mems.to_string()),
-                    address: None,
+                    address,
                 },
                 output,
                 exit,
@@ -210,6 +229,70 @@ impl ContainerRuntime for MemoryRuntime {
         };
         futures_util::stream::iter([result]).boxed()
     }
+}
+
+/// A loopback address no other container of this process has: 127.220.0.1
+/// and up, shifted by the process id so test processes running at once
+/// rarely meet (and an address found taken is skipped).
+fn next_address() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst) + (std::process::id() % 64) * 4096;
+    let [_, b, c, d] = n.to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(127, 220 + (b % 30), c, d.max(1)))
+}
+
+/// Listens on `port` of a fresh address and echoes every connection until
+/// the container ends (`exit` gets a code); its connections close then.
+fn echo_server(port: u16, mut exit: watch::Receiver<Option<i64>>) -> Result<IpAddr, RuntimeError> {
+    let mut tries = 0;
+    let listener = loop {
+        let ip = next_address();
+        let bound = std::net::TcpListener::bind(SocketAddr::new(ip, port)).and_then(|l| {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        });
+        match bound {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => tries += 1,
+            Err(e) => {
+                return Err(RuntimeError::Rejected(format!(
+                    "cannot listen on {ip}:{port}: {e}"
+                )));
+            }
+        }
+    };
+    let ip = listener
+        .local_addr()
+        .map_err(|e| RuntimeError::Rejected(e.to_string()))?
+        .ip();
+    tokio::spawn(async move {
+        // Dropped with this task: the connections close when it ends.
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = exit.wait_for(Option::is_some) => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        conns.spawn(echo(stream));
+                    }
+                    Err(_) => return,
+                },
+                Some(_) = conns.join_next() => {}
+            }
+        }
+    });
+    Ok(ip)
+}
+
+/// Echoes until the client stops sending, then closes its side.
+async fn echo(mut stream: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// Labels as a map, for tests building `ContainerInfo`s.

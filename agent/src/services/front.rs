@@ -1,30 +1,32 @@
-//! The client side of services: a TCP listener per service on every agent,
-//! and for each connection the choice of node (pure, in
+//! The client side of services: the connections a service's listener
+//! (`listeners`) accepts, and for each the choice of node (pure, in
 //! `mesh_protocol::service::choice`), then the bytes pumped to a local
 //! container or through a QUIC stream to the chosen peer. When no node has
 //! room the connection waits here, in a bounded queue, until one has or
 //! `--queue-timeout` passes; then it is closed.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mesh_protocol::NodeId;
 use mesh_protocol::gossip::{PeerState, PeerView};
 use mesh_protocol::service::choice::{ServiceLoad, route_per_connection, route_pool};
 use mesh_protocol::service::{Mode, ServiceSpec};
-use mesh_protocol::{NodeId, ServiceName};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::backend::{AcquireError, Backend, Lease};
+use super::ports::MeshPort;
 use super::pump::pump;
 use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
-use crate::mesh::{Mesh, candidates_of};
-use crate::runtime::ContainerRuntime;
+use crate::mesh::candidates_of;
 
 /// How old a cached gossip view may be when routing a connection.
 const VIEW_TTL: Duration = Duration::from_millis(100);
@@ -38,112 +40,78 @@ struct RouteView {
     candidates: Vec<mesh_protocol::placement::Candidate>,
 }
 
-struct Listening {
-    port: u16,
-    stop: CancellationToken,
-}
-
 /// Where one connection goes.
 enum Routed {
     Local(Lease),
     Remote(Tunnel, NodeId),
     NoRoom,
-    Failed(String),
+    /// The service's containers fail to start where they were tried.
+    Failed(Failure),
 }
 
-pub struct Front<R> {
-    mesh: Mesh,
-    backend: Backend<R>,
+/// Why a connection was let go rather than queued.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Local(AcquireError),
+    #[error("{node}: {error}")]
+    Remote { node: NodeId, error: TunnelError },
+}
+
+pub struct Front<M> {
+    mesh: M,
+    backend: Backend,
     stats: Stats,
-    bind: IpAddr,
-    listening: Mutex<BTreeMap<ServiceName, Listening>>,
-    /// Why a service's listener could not start here.
-    errors: Mutex<BTreeMap<ServiceName, String>>,
     view: Mutex<Option<(Instant, Arc<RouteView>)>>,
     /// Spreads ties between equal nodes across connections.
     salt: std::sync::atomic::AtomicU64,
+    /// The accept loops and the connections they serve.
+    tasks: TaskTracker,
 }
 
-impl<R: ContainerRuntime> Front<R> {
-    pub fn new(mesh: Mesh, backend: Backend<R>, stats: Stats, bind: IpAddr) -> Arc<Self> {
+impl<M: MeshPort> Front<M> {
+    pub fn new(mesh: M, backend: Backend, stats: Stats) -> Arc<Self> {
         Arc::new(Self {
             mesh,
             backend,
             stats,
-            bind,
-            listening: Mutex::new(BTreeMap::new()),
-            errors: Mutex::new(BTreeMap::new()),
             view: Mutex::new(None),
             salt: std::sync::atomic::AtomicU64::new(0),
+            tasks: TaskTracker::new(),
         })
     }
 
-    /// Whether this node listens for `name`, or why not.
-    pub fn listen_state(&self, name: &ServiceName) -> (bool, Option<String>) {
-        let on = lock(&self.listening).contains_key(name);
-        (on, lock(&self.errors).get(name).cloned())
+    /// Accepts `listener`'s clients until `stop`, serving each with the
+    /// definition `spec` holds then.
+    pub(super) fn accept(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        spec: watch::Receiver<Arc<ServiceSpec>>,
+        stop: CancellationToken,
+    ) {
+        self.tasks
+            .spawn(self.clone().accept_loop(listener, spec, stop));
     }
 
-    /// Listens for the service's clients (again, if its port changed).
-    pub fn listen(self: &Arc<Self>, spec: &ServiceSpec) -> std::io::Result<()> {
+    /// Waits (up to `deadline`) for the accept loops and the connections
+    /// in flight to end.
+    pub async fn drain(&self, deadline: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
         {
-            let listening = lock(&self.listening);
-            if listening
-                .get(&spec.name)
-                .is_some_and(|l| l.port == spec.listen)
-            {
-                return Ok(());
-            }
-        }
-        self.stop(&spec.name);
-        let addr = SocketAddr::new(self.bind, spec.listen);
-        let bound = std::net::TcpListener::bind(addr).and_then(|l| {
-            l.set_nonblocking(true)?;
-            TcpListener::from_std(l)
-        });
-        let listener = match bound {
-            Ok(l) => l,
-            Err(e) => {
-                // Tried again every round; said once per new reason.
-                let why = format!("cannot listen on {addr}: {e}");
-                if lock(&self.errors).insert(spec.name.clone(), why.clone()) != Some(why.clone()) {
-                    warn!(service = %spec.name, %why, "service not served from this node (tried again every round)");
-                }
-                return Err(e);
-            }
-        };
-        lock(&self.errors).remove(&spec.name);
-        let stop = CancellationToken::new();
-        lock(&self.listening).insert(
-            spec.name.clone(),
-            Listening {
-                port: spec.listen,
-                stop: stop.clone(),
-            },
-        );
-        info!(service = %spec.name, %addr, mode = %spec.mode, "listening for a service's clients");
-        tokio::spawn(self.clone().accept_loop(listener, spec.name.clone(), stop));
-        Ok(())
-    }
-
-    /// Stops accepting new clients of `name`; open connections go on.
-    pub fn stop(&self, name: &ServiceName) {
-        if let Some(l) = lock(&self.listening).remove(name) {
-            l.stop.cancel();
-        }
-        lock(&self.errors).remove(name);
-    }
-
-    pub fn stop_all(&self) {
-        for (_, l) in std::mem::take(&mut *lock(&self.listening)) {
-            l.stop.cancel();
+            info!(
+                connections = self.tasks.len(),
+                "service connections still open at shutdown; they end with the agent"
+            );
         }
     }
 
     async fn accept_loop(
         self: Arc<Self>,
         listener: TcpListener,
-        name: ServiceName,
+        spec: watch::Receiver<Arc<ServiceSpec>>,
         stop: CancellationToken,
     ) {
         loop {
@@ -154,11 +122,12 @@ impl<R: ContainerRuntime> Front<R> {
             match accepted {
                 Ok((client, peer)) => {
                     let _ = client.set_nodelay(true);
-                    tokio::spawn(self.clone().handle(name.clone(), client, peer));
+                    let spec = spec.borrow().clone();
+                    self.tasks.spawn(self.clone().handle(spec, client, peer));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little.
-                    warn!(service = %name, error = %e, "accept failed");
+                    warn!(service = %spec.borrow().name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -167,23 +136,26 @@ impl<R: ContainerRuntime> Front<R> {
 
     /// Serves one client connection to its end; a refused one is closed
     /// gently (see `refuse`).
-    async fn handle(self: Arc<Self>, name: ServiceName, mut client: TcpStream, peer: SocketAddr) {
-        if !self.serve(&name, &mut client, peer).await {
+    async fn handle(
+        self: Arc<Self>,
+        spec: Arc<ServiceSpec>,
+        mut client: TcpStream,
+        peer: SocketAddr,
+    ) {
+        if !self.serve(&spec, &mut client, peer).await {
             refuse(client).await;
         }
     }
 
     /// Returns whether the connection was served.
-    async fn serve(&self, name: &ServiceName, client: &mut TcpStream, peer: SocketAddr) -> bool {
+    async fn serve(&self, spec: &ServiceSpec, client: &mut TcpStream, peer: SocketAddr) -> bool {
+        let name = &spec.name;
         self.stats.count(name, Count::Accepted);
-        let Some(spec) = self.backend.spec(name) else {
-            return false;
-        };
         let deadline = Instant::now() + Duration::from_millis(spec.queue_timeout_ms);
         let mut waiting = None;
         loop {
             let released = self.backend.released.notified();
-            match self.route(&spec, peer).await {
+            match self.route(spec, peer).await {
                 Routed::Local(mut lease) => {
                     let me = self.mesh.node();
                     let open = self.stats.open(name, peer, me, lease.container.clone());
@@ -203,14 +175,14 @@ impl<R: ContainerRuntime> Front<R> {
                     return true;
                 }
                 Routed::Failed(why) => {
-                    warn!(service = %name, client = %peer, %why, "connection refused: the service's containers fail to start");
+                    warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");
                     self.stats.count(name, Count::Refused);
                     return false;
                 }
                 Routed::NoRoom => {}
             }
             if waiting.is_none() {
-                match self.backend.enqueue(name) {
+                match self.backend.enqueue(name).await {
                     Some(guard) => {
                         self.stats.count(name, Count::Queued);
                         waiting = Some(guard);
@@ -271,7 +243,7 @@ impl<R: ContainerRuntime> Front<R> {
             if node == me {
                 match self.backend.acquire(&spec.name).await {
                     Ok(lease) => return Routed::Local(lease),
-                    Err(AcquireError::Failed(why)) => failed = Some(why),
+                    Err(e) if e.is_failure() => failed = Some(Failure::Local(e)),
                     Err(e) => debug!(service = %spec.name, error = %e, "no local container"),
                 }
                 continue;
@@ -286,7 +258,7 @@ impl<R: ContainerRuntime> Front<R> {
             };
             match tunnel::open(&self.mesh, addr, &spec.name, client, wait).await {
                 Ok(t) => return Routed::Remote(t, node),
-                Err(TunnelError::Failed(why)) => failed = Some(format!("{node}: {why}")),
+                Err(error) if error.is_failure() => failed = Some(Failure::Remote { node, error }),
                 Err(e) => {
                     debug!(service = %spec.name, %node, error = %e, "peer did not take the connection")
                 }
@@ -331,7 +303,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl<R> std::fmt::Debug for Front<R> {
+impl<M> std::fmt::Debug for Front<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Front").finish_non_exhaustive()
     }

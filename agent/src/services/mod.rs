@@ -1,41 +1,48 @@
 //! Services: every agent listens for every service's clients and serves
 //! each connection with a container somewhere in the mesh.
-//! - `registry`: the definitions, durable, merged from gossip;
-//! - `front`: listeners, routing and queueing of client connections;
-//! - `backend`: this node's service containers (per-connection, warm, pool);
+//! - `owner`: the services task; owns the definitions (`registry`, durable,
+//!   merged from gossip) and the listeners (`listeners`), and answers the
+//!   API (through `Control`, the `ServiceControl` it hands out);
+//! - `front`: routing and queueing of the connections listeners accept;
+//! - `backend`: the task that owns this node's service containers
+//!   (per-connection, warm, pool), deciding through the pure `plan`;
 //! - `tunnel`: connections forwarded between agents over QUIC;
-//! - `pump`, `stats`: moving and counting bytes, counters.
-//!
-//! A loop (`run`) merges definitions from the gossip every interval, starts
-//! or stops listeners, sizes pools and warm pools, and publishes this
-//! node's definitions and figures.
+//! - `pump`, `stats`: moving and counting bytes, counters;
+//! - `ports`: what services ask of the mesh and of the cores, as narrow
+//!   traits (fakes in `tests`).
 
 pub mod backend;
 pub mod front;
+pub mod listeners;
+mod owner;
+pub mod plan;
+pub mod ports;
 pub mod pump;
 pub mod registry;
 pub mod stats;
 pub mod tunnel;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use mesh_protocol::ServiceName;
+use futures_util::future::BoxFuture;
 use mesh_protocol::api::{ServiceNodeStats, ServiceReport};
-use mesh_protocol::service::choice::pool_share;
-use mesh_protocol::service::{Mode, ServiceDef, ServiceRequest, ServiceSpec};
+use mesh_protocol::service::{ServiceDef, ServiceRequest};
+use mesh_protocol::{NodeId, ServiceName};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
-use crate::mesh::{Mesh, candidates_of};
+use crate::clock::Clock;
+use crate::mesh::Mesh;
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorHandle;
 use backend::{Backend, BackendConfig};
 use front::Front;
+use listeners::Listeners;
+use owner::{Cmd, Owner, Published};
+use ports::{Cores, MeshPort};
 use registry::{Registry, RegistryError};
 use stats::Stats;
 
@@ -44,18 +51,41 @@ use stats::Stats;
 pub enum ServiceApiError {
     #[error(transparent)]
     Invalid(#[from] mesh_protocol::service::ServiceError),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("no service {0}")]
-    NotFound(String),
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error(transparent)]
+    NotFound(#[from] UnknownService),
     #[error(transparent)]
     Store(#[from] RegistryError),
+    #[error("the agent is stopping")]
+    Stopping,
+}
+
+/// Why a new service clashes with what exists.
+#[derive(Debug, thiserror::Error)]
+pub enum Conflict {
+    #[error("service {name} exists (listening on {listen}); `meshctl service rm {name}` first")]
+    Exists { name: ServiceName, listen: u16 },
+    #[error("port {port} is already service {by}'s")]
+    PortTaken { port: u16, by: ServiceName },
+    #[error("cannot listen on port {port}: {source}")]
+    CannotListen { port: u16, source: std::io::Error },
+}
+
+/// A service name that names no service.
+#[derive(Debug, thiserror::Error)]
+pub enum UnknownService {
+    #[error("no such service: {0}")]
+    Invalid(#[from] mesh_protocol::ids::IdError),
+    #[error("no service {0}")]
+    Missing(ServiceName),
 }
 
 /// What the API asks of services (the runtime's type erased).
 pub trait ServiceControl: Send + Sync + std::fmt::Debug {
-    fn create(&self, request: ServiceRequest) -> Result<ServiceDef, ServiceApiError>;
-    fn remove(&self, name: &str) -> Result<ServiceDef, ServiceApiError>;
+    fn create(&self, request: ServiceRequest)
+    -> BoxFuture<'_, Result<ServiceDef, ServiceApiError>>;
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<ServiceDef, ServiceApiError>>;
     /// Live (not removed) definitions.
     fn defs(&self) -> Vec<ServiceDef>;
     /// This node's figures and open connections.
@@ -64,197 +94,76 @@ pub trait ServiceControl: Send + Sync + std::fmt::Debug {
 
 pub type ServicesHandle = Arc<dyn ServiceControl>;
 
-struct Services<R> {
-    registry: Registry,
-    backend: Backend<R>,
-    front: Arc<Front<R>>,
-    mesh: Mesh,
+/// The API's handle to the services task.
+struct Control {
+    tx: mpsc::Sender<Cmd>,
+    published: watch::Receiver<Arc<Published>>,
+    backend: Backend,
     stats: Stats,
-    /// Whether the containers of earlier runs are gone (tried at start, and
-    /// every round until Docker answers).
-    stale_removed: AtomicBool,
+    node: NodeId,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl<R: ContainerRuntime> Services<R> {
-    /// Starts serving, stops serving or updates what changed.
-    fn apply(&self, changed: &[ServiceDef]) {
-        for def in changed {
-            if def.removed {
-                info!(service = %def.name(), "service removed; open connections finish");
-                self.front.stop(def.name());
-                self.backend.remove(def.name());
-            } else {
-                self.backend.define(def.spec.clone());
-                // Errors are logged and shown in reports.
-                let _ = self.front.listen(&def.spec);
-            }
-        }
-    }
-
-    fn publish_soon(self: &Arc<Self>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.mesh
-                .publish_services(&me.registry.all(), &me.backend.loads())
-                .await;
-        });
-    }
-
-    async fn remove_stale(&self) {
-        if self.stale_removed.load(Ordering::Relaxed) {
-            return;
-        }
-        match self.backend.remove_stale().await {
-            Ok(n) => {
-                self.stale_removed.store(true, Ordering::Relaxed);
-                if n > 0 {
-                    info!(count = n, "removed service containers a previous run left");
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot remove the service containers of a previous run yet")
-            }
-        }
-    }
-
-    async fn round(&self) {
-        self.remove_stale().await;
-        // A listener that could not bind (port taken) is tried again.
-        for d in self.registry.all().iter().filter(|d| !d.removed) {
-            let _ = self.front.listen(&d.spec);
-        }
-        match self.registry.merge(self.mesh.service_defs().await) {
-            Ok(changed) => self.apply(&changed),
-            Err(e) => warn!(error = %e, "cannot store service definitions"),
-        }
-        let view = candidates_of(&self.mesh.peers().await);
-        let me = self.mesh.node();
-        let wants: BTreeMap<ServiceName, Vec<u32>> = self
-            .registry
-            .all()
-            .into_iter()
-            .filter(|d| !d.removed && d.spec.mode == Mode::Pool)
-            .map(|d| (d.spec.name.clone(), pool_share(&d.spec, &view, &me)))
-            .collect();
-        self.backend.tick(&wants);
-        self.mesh
-            .publish_services(&self.registry.all(), &self.backend.loads())
-            .await;
+impl Control {
+    async fn ask(
+        &self,
+        cmd: impl FnOnce(owner::Answer) -> Cmd,
+    ) -> Result<ServiceDef, ServiceApiError> {
+        let (answer, reply) = oneshot::channel();
+        self.tx
+            .send(cmd(answer))
+            .await
+            .map_err(|_| ServiceApiError::Stopping)?;
+        reply.await.map_err(|_| ServiceApiError::Stopping)?
     }
 }
 
-struct Control<R>(Arc<Services<R>>);
-
-impl<R> std::fmt::Debug for Control<R> {
+impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceControl").finish_non_exhaustive()
     }
 }
 
-impl<R: ContainerRuntime> ServiceControl for Control<R> {
-    fn create(&self, request: ServiceRequest) -> Result<ServiceDef, ServiceApiError> {
-        let s = &self.0;
-        let spec = ServiceSpec::try_from(request)?;
-        let live = s.registry.all();
-        if let Some(old) = live.iter().find(|d| d.name() == &spec.name && !d.removed) {
-            return Err(ServiceApiError::Conflict(format!(
-                "service {} exists (listening on {}); `meshctl service rm {}` first",
-                spec.name, old.spec.listen, spec.name
-            )));
-        }
-        if let Some(other) = live
-            .iter()
-            .find(|d| !d.removed && d.spec.listen == spec.listen)
-        {
-            return Err(ServiceApiError::Conflict(format!(
-                "port {} is already service {}'s",
-                spec.listen,
-                other.name()
-            )));
-        }
-        let revision = live
-            .iter()
-            .find(|d| d.name() == &spec.name)
-            .map_or(0, |d| d.revision + 1)
-            .max(now_ms());
-        let def = ServiceDef {
-            spec,
-            revision,
-            removed: false,
-        };
-        // Listen here first: a port this node cannot bind is refused before
-        // the definition spreads.
-        s.backend.define(def.spec.clone());
-        if let Err(e) = s.front.listen(&def.spec) {
-            s.backend.remove(def.name());
-            return Err(ServiceApiError::Conflict(format!(
-                "cannot listen on port {}: {e}",
-                def.spec.listen
-            )));
-        }
-        let changed = s.registry.merge(vec![def.clone()])?;
-        s.apply(&changed);
-        s.publish_soon();
-        info!(service = %def.name(), listen = def.spec.listen, mode = %def.spec.mode, "service created");
-        Ok(def)
+impl ServiceControl for Control {
+    fn create(
+        &self,
+        request: ServiceRequest,
+    ) -> BoxFuture<'_, Result<ServiceDef, ServiceApiError>> {
+        Box::pin(self.ask(|answer| Cmd::Create(Box::new(request), answer)))
     }
 
-    fn remove(&self, name: &str) -> Result<ServiceDef, ServiceApiError> {
-        let s = &self.0;
-        let name = ServiceName::new(name).map_err(|e| ServiceApiError::NotFound(e.to_string()))?;
-        let old = s
-            .registry
-            .get(&name)
-            .ok_or_else(|| ServiceApiError::NotFound(name.to_string()))?;
-        let tombstone = ServiceDef {
-            revision: (old.revision + 1).max(now_ms()),
-            removed: true,
-            spec: old.spec,
-        };
-        let changed = s.registry.merge(vec![tombstone.clone()])?;
-        s.apply(&changed);
-        s.publish_soon();
-        Ok(tombstone)
+    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<ServiceDef, ServiceApiError>> {
+        Box::pin(self.ask(|answer| Cmd::Remove(name.to_owned(), answer)))
     }
 
     fn defs(&self) -> Vec<ServiceDef> {
-        self.0
-            .registry
-            .all()
-            .into_iter()
-            .filter(|d| !d.removed)
-            .collect()
+        self.published.borrow().defs.clone()
     }
 
     fn report(&self) -> ServiceReport {
-        let s = &self.0;
-        let node = s.mesh.node();
-        let loads = s.backend.loads();
-        let stats = self
-            .defs()
-            .into_iter()
+        let published = self.published.borrow().clone();
+        let loads = self.backend.loads();
+        let stats = published
+            .defs
+            .iter()
             .map(|d| {
-                let (listening, listen_error) = s.front.listen_state(d.name());
+                let (listening, listen_error) = published
+                    .listening
+                    .get(d.name())
+                    .cloned()
+                    .unwrap_or_default();
                 ServiceNodeStats {
-                    node: node.clone(),
+                    node: self.node.clone(),
                     service: d.name().clone(),
                     listening,
                     listen_error,
                     load: loads.get(d.name().as_str()).cloned().unwrap_or_default(),
-                    counters: s.stats.counters(d.name()),
+                    counters: self.stats.counters(d.name()),
                 }
             })
             .collect();
         ServiceReport {
             stats,
-            connections: s.stats.connections(&node),
+            connections: self.stats.connections(&self.node),
         }
     }
 }
@@ -265,11 +174,12 @@ pub struct ServicesConfig {
     pub backend: BackendConfig,
     pub bind: IpAddr,
     pub every: Duration,
+    pub clock: Clock,
 }
 
 /// Starts services: removes containers a previous run left, serves the
-/// stored definitions, and runs the loop until `shutdown` (then stops
-/// listening and removes every service container of this node).
+/// stored definitions, and runs the services task until `shutdown` (then it
+/// stops listening and removes every service container of this node).
 pub async fn start<R: ContainerRuntime>(
     cfg: ServicesConfig,
     data_dir: &Path,
@@ -278,30 +188,12 @@ pub async fn start<R: ContainerRuntime>(
     mesh: Mesh,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
-    let registry = Registry::open(data_dir)?;
-    let stats = Stats::default();
-    let backend = Backend::new(cfg.backend, runtime, supervisor, stats.clone());
-
-    let front = Front::new(mesh.clone(), backend.clone(), stats.clone(), cfg.bind);
-    let services = Arc::new(Services {
-        registry,
-        backend: backend.clone(),
-        front,
-        mesh: mesh.clone(),
-        stats,
-        stale_removed: AtomicBool::new(false),
+    let (control, backend, join) =
+        run(cfg, data_dir, runtime, supervisor, mesh.clone(), shutdown).await?;
+    let tunnels = Arc::new(move |caller: Option<NodeId>, send, recv| {
+        let caller = caller.map(|c| c.to_string());
+        Box::pin(tunnel::serve(backend.clone(), caller, send, recv)) as BoxFuture<'static, ()>
     });
-    services.remove_stale().await;
-    services.apply(&services.registry.all());
-    let control: ServicesHandle = Arc::new(Control(services.clone()));
-    let tunnels = {
-        let backend = backend.clone();
-        Arc::new(move |caller: Option<mesh_protocol::NodeId>, send, recv| {
-            let caller = caller.map(|c| c.to_string());
-            Box::pin(tunnel::serve(backend.clone(), caller, send, recv))
-                as futures_util::future::BoxFuture<'static, ()>
-        })
-    };
     let reporter = control.clone();
     mesh.handle_tunnels(tunnels);
     mesh.handle_calls(
@@ -323,21 +215,54 @@ pub async fn start<R: ContainerRuntime>(
             )))
         }),
     );
-    let join = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(cfg.every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => services.round().await,
-            }
-        }
-        services.front.stop_all();
-        match services.backend.remove_all().await {
-            Ok(n) => info!(count = n, "removed this node's service containers"),
-            Err(e) => {
-                warn!(error = %e, "cannot remove this node's service containers; the next start (or meshd --cleanup) removes them")
-            }
-        }
-    });
     Ok((control, join))
 }
+
+/// `start` over any mesh and cores; the caller serves tunnels and reports.
+async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
+    cfg: ServicesConfig,
+    data_dir: &Path,
+    runtime: Arc<R>,
+    cores: C,
+    mesh: M,
+    shutdown: CancellationToken,
+) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
+    let registry = Registry::open(data_dir)?;
+    let stats = Stats::default();
+    let (backend, backend_task) = Backend::spawn(
+        cfg.backend,
+        runtime,
+        cores,
+        stats.clone(),
+        cfg.clock.now_ms(),
+    );
+    let front = Front::new(mesh.clone(), backend.clone(), stats.clone());
+    let (publish, published) = watch::channel(Arc::new(Published::default()));
+    let node = mesh.node();
+    let mut owner = Owner {
+        registry,
+        listeners: Listeners::new(front.clone(), cfg.bind),
+        backend: backend.clone(),
+        front,
+        mesh,
+        publish,
+        stale_removed: false,
+        clock: cfg.clock,
+    };
+    owner.remove_stale().await;
+    owner.apply(&owner.registry.all());
+    owner.publish_local();
+    let (tx, rx) = mpsc::channel(64);
+    let control: ServicesHandle = Arc::new(Control {
+        tx,
+        published,
+        backend: backend.clone(),
+        stats,
+        node,
+    });
+    let join = tokio::spawn(owner.run(rx, cfg.every, shutdown, backend_task));
+    Ok((control, backend, join))
+}
+
+#[cfg(test)]
+mod tests;

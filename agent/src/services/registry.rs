@@ -1,11 +1,11 @@
-//! The service definitions this node knows, kept durably in
+//! The service definitions this node knows (owned by the services task),
+//! kept durably in
 //! `DATA_DIR/services.json` (written to a temporary file, synced, renamed)
 //! and merged with what the mesh gossips (`mesh_protocol::service::defs`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use mesh_protocol::ServiceName;
 use mesh_protocol::service::ServiceDef;
@@ -31,7 +31,7 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct Registry {
     path: PathBuf,
-    defs: Mutex<BTreeMap<ServiceName, ServiceDef>>,
+    defs: BTreeMap<ServiceName, ServiceDef>,
 }
 
 impl Registry {
@@ -55,43 +55,35 @@ impl Registry {
                 });
             }
         };
-        Ok(Self {
-            path,
-            defs: Mutex::new(defs),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, ServiceDef>> {
-        self.defs.lock().unwrap_or_else(|p| p.into_inner())
+        Ok(Self { path, defs })
     }
 
     /// Every definition, tombstones included.
     pub fn all(&self) -> Vec<ServiceDef> {
-        self.lock().values().cloned().collect()
+        self.defs.values().cloned().collect()
     }
 
     /// A live (not removed) definition.
     pub fn get(&self, name: &ServiceName) -> Option<ServiceDef> {
-        self.lock().get(name).filter(|d| !d.removed).cloned()
+        self.defs.get(name).filter(|d| !d.removed).cloned()
     }
 
     /// Merges `incoming`, stores the result if anything changed, and
     /// returns what changed.
-    pub fn merge(&self, incoming: Vec<ServiceDef>) -> Result<Vec<ServiceDef>, RegistryError> {
-        let mut defs = self.lock();
-        let changed = merge(&mut defs, incoming);
+    pub fn merge(&mut self, incoming: Vec<ServiceDef>) -> Result<Vec<ServiceDef>, RegistryError> {
+        let changed = merge(&mut self.defs, incoming);
         if !changed.is_empty() {
-            self.save(&defs)?;
+            self.save()?;
         }
         Ok(changed)
     }
 
-    fn save(&self, defs: &BTreeMap<ServiceName, ServiceDef>) -> Result<(), RegistryError> {
+    fn save(&self) -> Result<(), RegistryError> {
         let io = |source| RegistryError::Io {
             path: self.path.display().to_string(),
             source,
         };
-        let list: Vec<&ServiceDef> = defs.values().collect();
+        let list: Vec<&ServiceDef> = self.defs.values().collect();
         // Plain data always serialises.
         let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
         let tmp = self.path.with_extension("json.tmp");
@@ -132,7 +124,7 @@ mod tests {
     #[test]
     fn definitions_survive_a_reopen_and_tombstones_hide_them() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::open(dir.path()).unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
         assert_eq!(
             r.merge(vec![def("a", 1, false), def("b", 1, false)])
                 .unwrap()

@@ -11,11 +11,10 @@ use mesh_protocol::rpc::{TunnelOpen, TunnelReply};
 use tracing::{debug, warn};
 
 use super::backend::{AcquireError, Backend};
+use super::ports::MeshPort;
 use super::pump::pump;
 use super::stats::Bytes;
-use crate::mesh::Mesh;
 use crate::mesh::rpc::{CallError, read_frame, write_frame};
-use crate::runtime::ContainerRuntime;
 
 /// How long the caller may take to say which service it wants.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,21 +26,36 @@ pub struct Tunnel {
     pub container: String,
 }
 
-/// What the called node said, when it did not take the connection.
+/// Why a peer did not take a forwarded connection. The peer's own words
+/// (`why`) are detail; the variant is what a caller decides on.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    #[error("{0}")]
-    Full(String),
-    #[error("{0}")]
-    Failed(String),
+    /// No room there now: another node, or later.
+    #[error("{addr} has no room: {why}")]
+    Full { addr: SocketAddr, why: String },
+    /// The service's containers fail to start there.
+    #[error("containers fail to start at {addr}: {why}")]
+    Failed { addr: SocketAddr, why: String },
+    #[error("{addr} did not answer within {wait:?}")]
+    NoAnswer { addr: SocketAddr, wait: Duration },
+    #[error("{addr} closed the stream without an answer")]
+    Closed { addr: SocketAddr },
     #[error(transparent)]
     Call(#[from] CallError),
+}
+
+impl TunnelError {
+    /// Whether the service's containers fail there (rather than there
+    /// being no room, or no answer).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, TunnelError::Failed { .. })
+    }
 }
 
 /// Asks the node at `addr` to serve one connection of `service`. Waits as
 /// long as the node may take to start containers (`wait`).
 pub async fn open(
-    mesh: &Mesh,
+    mesh: &impl MeshPort,
     addr: SocketAddr,
     service: &ServiceName,
     client: SocketAddr,
@@ -55,22 +69,22 @@ pub async fn open(
     write_frame(&mut send, &open).await?;
     let reply = tokio::time::timeout(wait, read_frame::<TunnelReply>(&mut recv))
         .await
-        .map_err(|_| TunnelError::Full(format!("{addr} did not answer within {wait:?}")))??;
+        .map_err(|_| TunnelError::NoAnswer { addr, wait })??;
     match reply {
         Some(TunnelReply::Ready { container }) => Ok(Tunnel {
             send,
             recv,
             container,
         }),
-        Some(TunnelReply::Full(why)) => Err(TunnelError::Full(why)),
-        Some(TunnelReply::Failed(why)) => Err(TunnelError::Failed(why)),
-        None => Err(TunnelError::Full(format!("{addr} closed the stream"))),
+        Some(TunnelReply::Full(why)) => Err(TunnelError::Full { addr, why }),
+        Some(TunnelReply::Failed(why)) => Err(TunnelError::Failed { addr, why }),
+        None => Err(TunnelError::Closed { addr }),
     }
 }
 
 /// Serves one forwarded connection on this node.
-pub async fn serve<R: ContainerRuntime>(
-    backend: Backend<R>,
+pub async fn serve(
+    backend: Backend,
     caller: Option<String>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -96,13 +110,13 @@ pub async fn serve<R: ContainerRuntime>(
             pump((recv, send), (sr, sw), &Bytes::default()).await;
             return;
         }
-        Err(AcquireError::Full(why)) => TunnelReply::Full(why),
         // Not merged here yet (a new definition spreads within a round or
         // two): another node, or later.
         Err(AcquireError::Gone(name)) => {
             TunnelReply::Full(format!("service {name} is not served here yet"))
         }
-        Err(e) => TunnelReply::Failed(e.to_string()),
+        Err(e) if e.is_failure() => TunnelReply::Failed(e.to_string()),
+        Err(e) => TunnelReply::Full(e.to_string()),
     };
     let _ = write_frame(&mut send, &reply).await;
     let _ = send.finish();

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cluster;
 pub mod docker;
 pub mod net;
+pub mod services;
 pub mod wait;
 
 pub use api::{Api, Refusal, refusal};

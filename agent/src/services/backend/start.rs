@@ -1,87 +1,132 @@
-//! Starting a service container until it accepts a connection, and
-//! removing containers (one, or every one of this node's).
+//! The backend's effects: starting a service container until it accepts a
+//! connection, following a pool instance, and removing containers (one, or
+//! every one of this node's). Run as the actor's tracked work; no state of
+//! the services is kept here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use mesh_protocol::service::ServiceSpec;
 use mesh_protocol::{CoreCount, TaskId, labels};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{AcquireError, Backend, Started};
-use crate::runtime::{ContainerRuntime, ContainerSpec};
-use crate::services::stats::Count;
+use super::BackendConfig;
+use super::error::{AcquireError, ReadyError};
+use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError};
+use crate::services::plan::Started;
+use crate::services::ports::Cores;
+use crate::services::stats::{Count, Stats};
+use crate::supervisor::Reservation;
 
 /// How much of a failed container's output goes into the log and the error.
 const OUTPUT_TAIL: usize = 2048;
 
-impl<R: ContainerRuntime> Backend<R> {
-    pub(super) fn discard_all(&self, all: Vec<Started>) {
-        for s in all {
-            let me = self.clone();
-            tokio::spawn(async move { me.discard(&s).await });
+/// What the effects need; shared by the actor's work.
+pub(super) struct Effects<R, C> {
+    pub cfg: BackendConfig,
+    pub runtime: Arc<R>,
+    pub cores: C,
+    pub stats: Stats,
+    /// Container names stay unique across restarts of the agent (a stale
+    /// container may still hold an old name): numbers start at the run's.
+    seq: AtomicU64,
+    /// This run of the agent (the label `mesh.run` of its containers).
+    run: String,
+    /// One container removal at a time (see `discard`).
+    removals: Semaphore,
+}
+
+impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
+    /// `started_ms`: when this run of the agent started (it names the run).
+    pub fn new(
+        cfg: BackendConfig,
+        runtime: Arc<R>,
+        cores: C,
+        stats: Stats,
+        started_ms: u64,
+    ) -> Self {
+        let run = started_ms.saturating_mul(1000);
+        Self {
+            cfg,
+            runtime,
+            cores,
+            stats,
+            seq: AtomicU64::new(run),
+            run: run.to_string(),
+            removals: Semaphore::new(1),
         }
     }
 
     /// Stops a container and frees its cores at once (its processes are
-    /// gone), then removes it in the background, one removal at a time:
-    /// Docker 20.10 can lose count of a network's endpoints when containers
-    /// on it are removed concurrently, and then refuses to remove the empty
-    /// network until dockerd restarts (moby/moby#42119).
-    pub(super) async fn discard(&self, s: &Started) {
+    /// gone), then removes it, one removal at a time: Docker 20.10 can lose
+    /// count of a network's endpoints when containers on it are removed
+    /// concurrently, and then refuses to remove the empty network until
+    /// dockerd restarts (moby/moby#42119).
+    pub async fn discard(&self, s: &Started) {
         let killed = self.runtime.kill(&s.id).await;
         if killed.is_ok() {
-            self.supervisor.release(s.holder.clone()).await;
+            self.cores.release(s.holder.clone()).await;
         }
-        let me = self.clone();
-        let s = s.clone();
-        tokio::spawn(async move {
-            let removed = {
-                let _one = me.removals.acquire().await;
-                me.runtime.remove(&s.id).await
-            };
-            if let Err(e) = removed {
-                warn!(container = %s.name, error = %e, "cannot remove a service container; --cleanup or the next start removes it");
-            }
-            if killed.is_err() {
-                me.supervisor.release(s.holder.clone()).await;
-            }
-        });
+        let removed = {
+            let _one = self.removals.acquire().await;
+            self.runtime.remove(&s.id).await
+        };
+        if let Err(e) = removed {
+            warn!(container = %s.name, error = %e, "cannot remove a service container; --cleanup or the next start removes it");
+        }
+        if killed.is_err() {
+            self.cores.release(s.holder.clone()).await;
+        }
+    }
+
+    /// Waits until a pool instance exits.
+    pub async fn wait(&self, s: &Started) -> Result<i64, RuntimeError> {
+        self.runtime.wait(&s.id).await
     }
 
     /// Starts a container of `spec` holding `cores` and waits until it
     /// accepts a connection; a container that exits or never accepts is
     /// removed and another started, up to `--ready-retries` times.
-    pub(super) async fn start_ready(
+    pub async fn start_ready(
         &self,
         spec: &ServiceSpec,
         cores: CoreCount,
     ) -> Result<(Started, TcpStream), AcquireError> {
-        let mut last = String::new();
+        let service = || spec.name.clone();
+        let mut last = None;
         for _ in 0..=spec.ready_retries {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let holder = TaskId::new(format!("s-{}-{seq}", spec.name))
-                .map_err(|e| AcquireError::Failed(e.to_string()))?;
+            let holder = TaskId::new(format!("s-{}-{seq}", spec.name)).map_err(|source| {
+                AcquireError::Holder {
+                    service: service(),
+                    source,
+                }
+            })?;
             let held = self
-                .supervisor
+                .cores
                 .reserve(holder.clone(), cores)
                 .await
-                .map_err(|e| AcquireError::Full(e.to_string()))?;
+                .map_err(|source| AcquireError::NoCores {
+                    service: service(),
+                    source,
+                })?;
             let container = self.container_spec(spec, seq, &held);
             let id = match self.runtime.run(&container).await {
                 Ok(id) => id,
-                Err(e) => {
-                    self.supervisor.release(holder).await;
+                Err(source) => {
+                    self.cores.release(holder).await;
                     self.stats.count(&spec.name, Count::FailedStart);
-                    return Err(AcquireError::Failed(format!(
-                        "cannot start a container of {}: {e}",
-                        spec.name
-                    )));
+                    return Err(AcquireError::Start {
+                        service: service(),
+                        source,
+                    });
                 }
             };
             let started = |addr| Started {
@@ -98,23 +143,20 @@ impl<R: ContainerRuntime> Backend<R> {
                     warn!(service = %spec.name, container = %container.name, %why, %output, "service container failed to start");
                     self.discard(&started(SocketAddr::from(([0, 0, 0, 0], 0))))
                         .await;
-                    last = format!("{why}; its output: {output:?}");
+                    last = Some((why, output));
                 }
             }
         }
-        Err(AcquireError::Failed(format!(
-            "no container of {} became ready in {} starts: {last}",
-            spec.name,
-            spec.ready_retries + 1
-        )))
+        let (why, output) = last.unwrap_or((ReadyError::NoAddress, String::new()));
+        Err(AcquireError::NotReady {
+            service: service(),
+            starts: spec.ready_retries + 1,
+            why,
+            output,
+        })
     }
 
-    pub(super) fn container_spec(
-        &self,
-        spec: &ServiceSpec,
-        seq: u64,
-        held: &crate::supervisor::Reservation,
-    ) -> ContainerSpec {
+    fn container_spec(&self, spec: &ServiceSpec, seq: u64, held: &Reservation) -> ContainerSpec {
         let node = self.cfg.node.to_string();
         let mut env = spec.env.clone();
         env.extend([
@@ -134,7 +176,7 @@ impl<R: ContainerRuntime> Backend<R> {
                 (labels::CLUSTER.into(), self.cfg.cluster.clone()),
                 (labels::KIND.into(), labels::KIND_SERVICE.into()),
                 (labels::SERVICE.into(), spec.name.to_string()),
-                (labels::RUN.into(), self.run.to_string()),
+                (labels::RUN.into(), self.run.clone()),
             ]),
             cpuset_cpus: held.host_cpus.clone(),
             cpuset_mems: held.host_mems.clone(),
@@ -145,23 +187,23 @@ impl<R: ContainerRuntime> Backend<R> {
 
     /// Connects to the container's port until it accepts, it exits, or
     /// `--ready-timeout` passes.
-    pub(super) async fn wait_ready(
+    async fn wait_ready(
         &self,
         id: &str,
         spec: &ServiceSpec,
-    ) -> Result<(SocketAddr, TcpStream), String> {
+    ) -> Result<(SocketAddr, TcpStream), ReadyError> {
         let deadline = Instant::now() + Duration::from_millis(spec.ready_timeout_ms);
         let mut delay = Duration::from_millis(2);
         loop {
-            let info = self.runtime.inspect(id).await.map_err(|e| e.to_string())?;
+            let info = self.runtime.inspect(id).await?;
             if !info.running {
-                return Err(format!(
-                    "the container exited (code {:?}) before accepting on port {}",
-                    info.exit_code, spec.port
-                ));
+                return Err(ReadyError::Exited {
+                    code: info.exit_code,
+                    port: spec.port,
+                });
             }
             let Some(ip) = info.address else {
-                return Err("the container has no address on its network".into());
+                return Err(ReadyError::NoAddress);
             };
             let addr = SocketAddr::new(ip, spec.port);
             let left = deadline.saturating_duration_since(Instant::now());
@@ -173,17 +215,17 @@ impl<R: ContainerRuntime> Backend<R> {
                 return Ok((addr, stream));
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "nothing accepted on port {} within {} ms (--ready-timeout)",
-                    spec.port, spec.ready_timeout_ms
-                ));
+                return Err(ReadyError::Timeout {
+                    port: spec.port,
+                    ms: spec.ready_timeout_ms,
+                });
             }
             tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             delay = (delay * 2).min(Duration::from_millis(100));
         }
     }
 
-    pub(super) async fn output_tail(&self, id: &str) -> String {
+    async fn output_tail(&self, id: &str) -> String {
         let mut out = Vec::new();
         let mut logs = self.runtime.logs(id, false);
         while let Some(Ok(chunk)) = logs.next().await {
@@ -196,23 +238,22 @@ impl<R: ContainerRuntime> Backend<R> {
         String::from_utf8_lossy(&out[start..]).trim().to_owned()
     }
 
-    /// Removes every service container of this node (stale ones at start,
-    /// all of them at shutdown). Returns how many.
-    pub async fn remove_all(&self) -> Result<usize, crate::runtime::RuntimeError> {
+    /// Removes every service container of this node (at shutdown).
+    /// Returns how many.
+    pub async fn remove_all(&self) -> Result<usize, RuntimeError> {
         self.remove_where(|_| true).await
     }
 
     /// Removes the service containers earlier runs of this agent left.
-    pub async fn remove_stale(&self) -> Result<usize, crate::runtime::RuntimeError> {
-        let run = self.run.clone();
-        self.remove_where(move |c| c.labels.get(labels::RUN).map(String::as_str) != Some(&run))
+    pub async fn remove_stale(&self) -> Result<usize, RuntimeError> {
+        self.remove_where(|c| c.labels.get(labels::RUN) != Some(&self.run))
             .await
     }
 
     async fn remove_where(
         &self,
-        which: impl Fn(&crate::runtime::ContainerInfo) -> bool,
-    ) -> Result<usize, crate::runtime::RuntimeError> {
+        which: impl Fn(&ContainerInfo) -> bool,
+    ) -> Result<usize, RuntimeError> {
         let node = self.cfg.node.to_string();
         let found = self
             .runtime

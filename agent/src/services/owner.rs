@@ -1,0 +1,251 @@
+//! The services task: owns the definitions (`Registry`) and this node's
+//! listeners (`Listeners`). It merges the gossip's definitions every round,
+//! starts or stops listeners, tells the backend what to serve and how big
+//! each pool is here, answers the API's create and remove, and publishes
+//! the definitions (to the mesh, and on a `watch` for the API's reads).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_protocol::ServiceName;
+use mesh_protocol::service::choice::pool_share;
+use mesh_protocol::service::{Mode, ServiceDef, ServiceRequest, ServiceSpec};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::backend::Backend;
+use super::front::Front;
+use super::listeners::Listeners;
+use super::ports::MeshPort;
+use super::registry::Registry;
+use super::{Conflict, ServiceApiError, UnknownService};
+use crate::clock::Clock;
+use crate::mesh::candidates_of;
+
+/// How long open connections may take to end at shutdown.
+const CONNECTIONS_DRAIN: Duration = Duration::from_secs(2);
+
+pub(super) type Answer = oneshot::Sender<Result<ServiceDef, ServiceApiError>>;
+
+/// What the API asks of the task.
+pub(super) enum Cmd {
+    Create(Box<ServiceRequest>, Answer),
+    Remove(String, Answer),
+}
+
+/// What the task publishes for the API's reads.
+#[derive(Debug, Default)]
+pub(super) struct Published {
+    /// Live (not removed) definitions.
+    pub defs: Vec<ServiceDef>,
+    /// Per live service: whether this node listens, or why not.
+    pub listening: BTreeMap<ServiceName, (bool, Option<String>)>,
+}
+
+pub(super) struct Owner<M> {
+    pub registry: Registry,
+    pub listeners: Listeners<M>,
+    pub backend: Backend,
+    pub front: Arc<Front<M>>,
+    pub mesh: M,
+    pub publish: watch::Sender<Arc<Published>>,
+    /// Whether the containers of earlier runs are gone (tried at start,
+    /// and every round until Docker answers).
+    pub stale_removed: bool,
+    /// Revisions are the time of a change, in milliseconds.
+    pub clock: Clock,
+}
+
+impl<M: MeshPort> Owner<M> {
+    /// Runs rounds every `every` and answers commands until `shutdown`;
+    /// then stops listening and has the backend remove every service
+    /// container of this node.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        every: Duration,
+        shutdown: CancellationToken,
+        backend_task: tokio::task::JoinHandle<()>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => self.round().await,
+                Some(cmd) = rx.recv() => {
+                    self.command(cmd);
+                    self.publish_mesh().await;
+                }
+            }
+        }
+        self.listeners.stop_all();
+        match self.backend.shutdown().await {
+            Ok(n) => info!(count = n, "removed this node's service containers"),
+            Err(e) => {
+                warn!(error = %e, "cannot remove this node's service containers; the next start (or meshd --cleanup) removes them")
+            }
+        }
+        // Their containers are gone: local connections have ended.
+        self.front.drain(CONNECTIONS_DRAIN).await;
+        if let Err(e) = backend_task.await {
+            warn!(error = %e, "the service containers' task failed");
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Create(request, answer) => {
+                let _ = answer.send(self.create(*request));
+            }
+            Cmd::Remove(name, answer) => {
+                let _ = answer.send(self.remove(&name));
+            }
+        }
+        self.publish_local();
+    }
+
+    fn create(&mut self, request: ServiceRequest) -> Result<ServiceDef, ServiceApiError> {
+        let spec = ServiceSpec::try_from(request)?;
+        let live = self.registry.all();
+        if let Some(old) = live.iter().find(|d| d.name() == &spec.name && !d.removed) {
+            return Err(Conflict::Exists {
+                name: spec.name,
+                listen: old.spec.listen,
+            }
+            .into());
+        }
+        if let Some(other) = live
+            .iter()
+            .find(|d| !d.removed && d.spec.listen == spec.listen)
+        {
+            return Err(Conflict::PortTaken {
+                port: spec.listen,
+                by: other.name().clone(),
+            }
+            .into());
+        }
+        let revision = live
+            .iter()
+            .find(|d| d.name() == &spec.name)
+            .map_or(0, |d| d.revision + 1)
+            .max(self.clock.now_ms());
+        let def = ServiceDef {
+            spec,
+            revision,
+            removed: false,
+        };
+        // Listen here first: a port this node cannot bind is refused before
+        // the definition spreads.
+        self.backend.define(def.spec.clone());
+        if let Err(source) = self.listeners.listen(&def.spec) {
+            self.listeners.stop(def.name());
+            self.backend.remove(def.name());
+            return Err(Conflict::CannotListen {
+                port: def.spec.listen,
+                source,
+            }
+            .into());
+        }
+        let changed = self.registry.merge(vec![def.clone()])?;
+        self.apply(&changed);
+        info!(service = %def.name(), listen = def.spec.listen, mode = %def.spec.mode, "service created");
+        Ok(def)
+    }
+
+    fn remove(&mut self, name: &str) -> Result<ServiceDef, ServiceApiError> {
+        let name = ServiceName::new(name).map_err(UnknownService::from)?;
+        let old = self
+            .registry
+            .get(&name)
+            .ok_or_else(|| UnknownService::Missing(name.clone()))?;
+        let tombstone = ServiceDef {
+            revision: (old.revision + 1).max(self.clock.now_ms()),
+            removed: true,
+            spec: old.spec,
+        };
+        let changed = self.registry.merge(vec![tombstone.clone()])?;
+        self.apply(&changed);
+        Ok(tombstone)
+    }
+
+    /// Starts serving, stops serving or updates what changed.
+    pub fn apply(&mut self, changed: &[ServiceDef]) {
+        for def in changed {
+            if def.removed {
+                info!(service = %def.name(), "service removed; open connections finish");
+                self.listeners.stop(def.name());
+                self.backend.remove(def.name());
+            } else {
+                self.backend.define(def.spec.clone());
+                // Errors are logged and shown in reports.
+                let _ = self.listeners.listen(&def.spec);
+            }
+        }
+    }
+
+    /// Publishes the definitions and listeners for the API's reads.
+    pub fn publish_local(&self) {
+        let defs: Vec<ServiceDef> = self
+            .registry
+            .all()
+            .into_iter()
+            .filter(|d| !d.removed)
+            .collect();
+        let listening = defs
+            .iter()
+            .map(|d| (d.name().clone(), self.listeners.state(d.name())))
+            .collect();
+        self.publish
+            .send_replace(Arc::new(Published { defs, listening }));
+    }
+
+    async fn publish_mesh(&self) {
+        self.mesh
+            .publish_services(&self.registry.all(), &self.backend.loads())
+            .await;
+    }
+
+    /// Removes the containers of earlier runs unless they are gone already.
+    pub async fn remove_stale(&mut self) {
+        if self.stale_removed {
+            return;
+        }
+        match self.backend.remove_stale().await {
+            Ok(n) => {
+                self.stale_removed = true;
+                if n > 0 {
+                    info!(count = n, "removed service containers a previous run left");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot remove the service containers of a previous run yet")
+            }
+        }
+    }
+
+    async fn round(&mut self) {
+        self.remove_stale().await;
+        // A listener that could not bind (port taken) is tried again.
+        for d in self.registry.all().iter().filter(|d| !d.removed) {
+            let _ = self.listeners.listen(&d.spec);
+        }
+        match self.registry.merge(self.mesh.service_defs().await) {
+            Ok(changed) => self.apply(&changed),
+            Err(e) => warn!(error = %e, "cannot store service definitions"),
+        }
+        let view = candidates_of(&self.mesh.peers().await);
+        let me = self.mesh.node();
+        let wants: BTreeMap<ServiceName, Vec<u32>> = self
+            .registry
+            .all()
+            .into_iter()
+            .filter(|d| !d.removed && d.spec.mode == Mode::Pool)
+            .map(|d| (d.spec.name.clone(), pool_share(&d.spec, &view, &me)))
+            .collect();
+        self.backend.tick(wants);
+        self.publish_local();
+        self.publish_mesh().await;
+    }
+}

@@ -1,0 +1,95 @@
+//! What services need from the rest of the agent, as two narrow traits:
+//! the mesh (definitions, figures, the view, tunnels to peers) and the
+//! cores (the supervisor's allocator). The real implementations are here;
+//! tests give fakes, so the services task, the front and the backend run
+//! without a mesh or a supervisor.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use mesh_protocol::gossip::PeerView;
+use mesh_protocol::service::ServiceDef;
+use mesh_protocol::service::choice::ServiceLoad;
+use mesh_protocol::{CoreCount, NodeId, TaskId};
+
+use crate::mesh::Mesh;
+use crate::mesh::rpc::CallError;
+use crate::supervisor::{Reservation, SupervisorError, SupervisorHandle};
+
+/// What services ask of the mesh.
+pub trait MeshPort: Clone + Send + Sync + 'static {
+    /// This node.
+    fn node(&self) -> NodeId;
+
+    /// Every node this one knows of (itself included).
+    fn peers(&self) -> impl Future<Output = Vec<PeerView>> + Send;
+
+    /// Every service definition any node publishes.
+    fn service_defs(&self) -> impl Future<Output = Vec<ServiceDef>> + Send;
+
+    /// Publishes these definitions and this node's figures.
+    fn publish_services(
+        &self,
+        defs: &[ServiceDef],
+        loads: &BTreeMap<String, ServiceLoad>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Opens a stream to the peer at `addr` for a forwarded connection.
+    fn open_tunnel(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = Result<(quinn::SendStream, quinn::RecvStream), CallError>> + Send;
+}
+
+impl MeshPort for Mesh {
+    fn node(&self) -> NodeId {
+        Mesh::node(self)
+    }
+
+    async fn peers(&self) -> Vec<PeerView> {
+        Mesh::peers(self).await
+    }
+
+    async fn service_defs(&self) -> Vec<ServiceDef> {
+        Mesh::service_defs(self).await
+    }
+
+    async fn publish_services(&self, defs: &[ServiceDef], loads: &BTreeMap<String, ServiceLoad>) {
+        Mesh::publish_services(self, defs, loads).await
+    }
+
+    async fn open_tunnel(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
+        Mesh::open_tunnel(self, addr).await
+    }
+}
+
+/// Where service containers get their cores.
+pub trait Cores: Send + Sync + 'static {
+    /// Holds `cores` (all on one NUMA node) for `holder`, or says why not now.
+    fn reserve(
+        &self,
+        holder: TaskId,
+        cores: CoreCount,
+    ) -> impl Future<Output = Result<Reservation, SupervisorError>> + Send;
+
+    /// Frees what `holder` holds.
+    fn release(&self, holder: TaskId) -> impl Future<Output = ()> + Send;
+}
+
+impl Cores for SupervisorHandle {
+    async fn reserve(
+        &self,
+        holder: TaskId,
+        cores: CoreCount,
+    ) -> Result<Reservation, SupervisorError> {
+        SupervisorHandle::reserve(self, holder, cores).await
+    }
+
+    async fn release(&self, holder: TaskId) {
+        SupervisorHandle::release(self, holder).await
+    }
+}

@@ -1,0 +1,121 @@
+//! Services on the in-memory runtime, through an in-process agent: the
+//! backend's task, the warm pool and a pool's instances without Docker (the
+//! containers are echo servers on loopback addresses of their own). The
+//! same paths on real Docker, with a mesh of agents: `services.rs`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::services::*;
+use common::*;
+use mesh_agent::runtime::ContainerInfo;
+use mesh_agent::runtime::memory::MemoryRuntime;
+use mesh_protocol::labels;
+
+/// One agent on `rt`, its clients on a loopback address of its own.
+async fn agent(rt: Arc<MemoryRuntime>) -> TestAgent {
+    Setup::memory("memsvc")
+        .topology("numa:1 core:4 pu:1")
+        .own_loopback()
+        .ping_interval(Duration::from_millis(50))
+        .start_on(rt, &[])
+        .await
+}
+
+/// The service containers that run.
+fn running(rt: &MemoryRuntime) -> Vec<ContainerInfo> {
+    rt.containers()
+        .into_iter()
+        .filter(|c| {
+            c.running
+                && c.labels.get(labels::KIND).map(String::as_str) == Some(labels::KIND_SERVICE)
+        })
+        .collect()
+}
+
+async fn wait_running(rt: &MemoryRuntime, n: usize) -> Vec<ContainerInfo> {
+    wait_until(
+        &format!("{n} service containers run"),
+        Duration::from_secs(10),
+        || async { running(rt).len() == n },
+    )
+    .await;
+    running(rt)
+}
+
+#[tokio::test]
+async fn a_connection_takes_the_warm_container_which_is_replaced_and_shutdown_removes_all() {
+    let rt = Arc::new(MemoryRuntime::new());
+    let mut a = agent(rt.clone()).await;
+    let listen = port(101);
+    let mut echo = svc("echo", listen, &["echo", "--port", "7000"]);
+    echo.warm = Some(1);
+    echo.max_per_node = Some(2);
+    a.api.create_service(&echo).await;
+    wait_listening(&a.api, "echo", 1).await;
+    let warm = wait_running(&rt, 1).await.remove(0);
+
+    let addr = SocketAddr::new(a.ip, listen);
+    assert_eq!(exchange(addr, b"hello").await.unwrap(), b"hello");
+    // The connection had the warm container (now removed); another is warm.
+    wait_until(
+        "the used container is gone and another is warm",
+        Duration::from_secs(10),
+        || async {
+            let now = running(&rt);
+            now.len() == 1 && now[0].id != warm.id
+        },
+    )
+    .await;
+    assert_eq!(rt.started(), 2);
+
+    // Two at once: the warm one and a fresh one (the limit is two).
+    let (x, y) = tokio::join!(exchange(addr, b"x"), exchange(addr, b"y"));
+    assert_eq!((x.unwrap(), y.unwrap()), (b"x".to_vec(), b"y".to_vec()));
+
+    a.stop().await;
+    assert!(rt.containers().is_empty(), "{:?}", rt.containers());
+}
+
+#[tokio::test]
+async fn a_pool_serves_every_connection_from_its_instances_and_replaces_one_that_exits() {
+    let rt = Arc::new(MemoryRuntime::new());
+    let mut a = agent(rt.clone()).await;
+    let listen = port(102);
+    let mut pool = svc("pool", listen, &["echo", "--port", "7000"]);
+    pool.mode = Some("pool".into());
+    pool.instances = Some("2".into());
+    a.api.create_service(&pool).await;
+    wait_listening(&a.api, "pool", 1).await;
+    let instances = wait_running(&rt, 2).await;
+
+    let addr = SocketAddr::new(a.ip, listen);
+    let replies = futures_util::future::join_all(
+        (0..6u8).map(|i| async move { exchange(addr, &[i; 3]).await.unwrap() }),
+    )
+    .await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply, [i as u8; 3]);
+    }
+    assert_eq!(rt.started(), 2, "connections share the instances");
+
+    rt.finish(&instances[0].id, 1);
+    wait_until(
+        "the exited instance is replaced",
+        Duration::from_secs(10),
+        || async {
+            let now = running(&rt);
+            now.len() == 2 && now.iter().all(|c| c.id != instances[0].id)
+        },
+    )
+    .await;
+    assert_eq!(exchange(addr, b"again").await.unwrap(), b"again");
+
+    a.stop().await;
+    assert!(rt.containers().is_empty(), "{:?}", rt.containers());
+}
