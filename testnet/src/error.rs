@@ -77,6 +77,8 @@ pub enum TestnetError {
     },
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    #[error(transparent)]
+    Client(#[from] meshctl::client::ClientError),
     #[error("GET {url} (node {node}) failed: {source}")]
     Http {
         node: String,

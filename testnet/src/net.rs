@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::try_join_all;
 use mesh_protocol::NodeId;
 use mesh_protocol::pki::OffsetDateTime;
+use meshctl::client::Client;
+use meshctl::node_url::NodeUrl;
 
 use crate::agent::{self, LABEL_TESTNET};
 use crate::certs;
@@ -199,6 +201,14 @@ impl Testnet {
     /// Where `node`'s HTTP API answers, from the host.
     pub fn api_url(&self, node: &str) -> Result<String, TestnetError> {
         Ok(status::api_url(self.state.node(node)?.ip))
+    }
+
+    /// meshctl's client of `node`'s API: the one client the tests and the
+    /// benchmarks use.
+    pub fn client(&self, node: &str) -> Result<Client, TestnetError> {
+        let ip = self.state.node(node)?.ip;
+        let url = NodeUrl::from(std::net::SocketAddr::from((ip, agent::API_PORT)));
+        Ok(Client::new(url)?)
     }
 
     /// Every node with its address, state and API URL.
