@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use mesh_protocol::api::ServiceView;
+use mesh_protocol::api::{ServiceNodeStats, ServiceView};
 use mesh_protocol::service::ServiceRequest;
 use mesh_testnet::docker::Docker;
 use mesh_testnet::testsvc::fnv::fnv1a64;
@@ -255,10 +255,32 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
     for c in clients {
         c.await??;
     }
-    let v = view(&n1, "echo").await?;
-    let served: u64 = v.nodes.iter().map(|n| n.counters.served).sum();
-    let queued: u64 = v.nodes.iter().map(|n| n.counters.queued).sum();
-    let refused: u64 = v.nodes.iter().map(|n| n.counters.refused).sum();
+    // A node counts a connection served once it has relayed both ways to
+    // the end, which can be just after the client has read its reply: wait
+    // until all 50 are counted one way or the other.
+    let count =
+        |v: &ServiceView, of: fn(&ServiceNodeStats) -> u64| -> u64 { v.nodes.iter().map(of).sum() };
+    let mut v = None;
+    wait_until(
+        "all 50 connections counted",
+        Duration::from_secs(10),
+        async || {
+            let got = view(&n1, "echo").await.map_err(|e| e.to_string())?;
+            let counted = count(&got, |n| n.counters.served + n.counters.refused);
+            let nodes = format!("{:?}", got.nodes);
+            v = Some(got);
+            if counted == 50 {
+                Ok(())
+            } else {
+                Err(format!("{counted} counted: {nodes}"))
+            }
+        },
+    )
+    .await?;
+    let v = v.context("a view")?;
+    let served = count(&v, |n| n.counters.served);
+    let queued = count(&v, |n| n.counters.queued);
+    let refused = count(&v, |n| n.counters.refused);
     ensure!(
         served == 50 && refused == 0,
         "served {served}, refused {refused}: {:?}",
