@@ -96,18 +96,36 @@ pub enum Scope {
 pub struct Client {
     http: reqwest::Client,
     node: NodeUrl,
+    /// How long one non-streaming request may take in all.
+    request_timeout: Duration,
 }
 
 impl Client {
+    /// A client that waits 5 s for a connection and 30 s for an answer.
     pub fn new(node: NodeUrl) -> Result<Self, ClientError> {
+        Self::with_timeouts(node, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+    }
+
+    /// A client with its own time limits, for callers that poll and would
+    /// rather give up on an agent soon and ask again (the testnet harness).
+    /// Following logs has no limit either way.
+    pub fn with_timeouts(
+        node: NodeUrl,
+        connect: Duration,
+        request: Duration,
+    ) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(connect)
             // Agents are on the local network; a proxy set for the web in
             // the environment would only get in the way.
             .no_proxy()
             .build()
             .map_err(|e| ClientError::Setup(causes(&e)))?;
-        Ok(Self { http, node })
+        Ok(Self {
+            http,
+            node,
+            request_timeout: request,
+        })
     }
 
     /// `POST /v1/tasks`
@@ -332,7 +350,7 @@ impl Client {
         let url = self.node.endpoint(&["v1", "health"]);
         let request = describe(&Method::GET, &url);
         let response = self
-            .send(self.http.get(url).timeout(REQUEST_TIMEOUT))
+            .send(self.http.get(url).timeout(self.request_timeout))
             .await?;
         let status = response.status();
         if status != StatusCode::SERVICE_UNAVAILABLE {
@@ -372,7 +390,7 @@ impl Client {
         url: &Url,
     ) -> Result<T, ClientError> {
         let request = describe(&method, url);
-        let response = self.send(builder.timeout(REQUEST_TIMEOUT)).await?;
+        let response = self.send(builder.timeout(self.request_timeout)).await?;
         let response = self.check(response, &request).await?;
         self.decode(response, &request).await
     }
