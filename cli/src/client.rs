@@ -1,6 +1,8 @@
 //! A typed client for the agent's HTTP+JSON control API: one method per
 //! endpoint of `mesh_protocol::api`, each returning the protocol's own types
-//! or a [`ClientError`] that carries what the agent said.
+//! or a [`ClientError`] that carries what the agent said and, for a refusal,
+//! its HTTP status ([`ClientError::status`]). meshctl uses it, and so do the
+//! tests and benchmarks: it is the one client of the API.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -9,12 +11,15 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use mesh_protocol::api::{ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
 use mesh_protocol::gossip::PeerView;
-use mesh_protocol::{TaskId, TaskRecord};
-use reqwest::{Method, Response, StatusCode, Url};
+use mesh_protocol::{TaskId, TaskRecord, TaskState};
+use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::node_url::NodeUrl;
+
+/// The HTTP status of a refusal, as [`ClientError::status`] gives it.
+pub use reqwest::StatusCode;
 
 /// How long to wait for the agent to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,6 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a non-JSON error body is worth showing.
 const MAX_SHOWN_BODY: usize = 2_000;
+/// How often [`Client::wait_for`] asks for the task's state.
+const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// A request to the agent that did not give the answer asked for.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +61,34 @@ pub enum ClientError {
     },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
+    /// [`Client::wait_for`] ran out of time.
+    #[error("timed out after {limit:?} waiting for task {id} (state: {})", last.map_or("unknown", TaskState::as_str))]
+    WaitTimeout {
+        id: TaskId,
+        limit: Duration,
+        /// The last state seen, if any answer came.
+        last: Option<TaskState>,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status the agent refused with; `None` when no answer came
+    /// (or it could not be read), or for a wait that timed out.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Agent { status, .. } | ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Which tasks `GET /v1/tasks` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every node's tasks: the agent asks its live peers.
+    Mesh,
+    /// Only the tasks of the node asked.
+    Local,
 }
 
 /// A client of one agent.
@@ -61,18 +96,36 @@ pub enum ClientError {
 pub struct Client {
     http: reqwest::Client,
     node: NodeUrl,
+    /// How long one non-streaming request may take in all.
+    request_timeout: Duration,
 }
 
 impl Client {
+    /// A client that waits 5 s for a connection and 30 s for an answer.
     pub fn new(node: NodeUrl) -> Result<Self, ClientError> {
+        Self::with_timeouts(node, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+    }
+
+    /// A client with its own time limits, for callers that poll and would
+    /// rather give up on an agent soon and ask again (the testnet harness).
+    /// Following logs has no limit either way.
+    pub fn with_timeouts(
+        node: NodeUrl,
+        connect: Duration,
+        request: Duration,
+    ) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(connect)
             // Agents are on the local network; a proxy set for the web in
             // the environment would only get in the way.
             .no_proxy()
             .build()
             .map_err(|e| ClientError::Setup(causes(&e)))?;
-        Ok(Self { http, node })
+        Ok(Self {
+            http,
+            node,
+            request_timeout: request,
+        })
     }
 
     /// `POST /v1/tasks`
@@ -86,9 +139,25 @@ impl Client {
         .await
     }
 
-    /// `GET /v1/tasks`
+    /// `POST /v1/tasks` with `body` sent as it is, for callers that check
+    /// how the agent answers a body that is not a valid `SubmitRequest`.
+    pub async fn submit_body(&self, body: &str) -> Result<SubmitResponse, ClientError> {
+        self.post_body(&["v1", "tasks"], body).await
+    }
+
+    /// `GET /v1/tasks`: the whole mesh's tasks.
     pub async fn tasks(&self) -> Result<Vec<TaskRecord>, ClientError> {
-        self.get(&["v1", "tasks"]).await
+        self.tasks_in(Scope::Mesh).await
+    }
+
+    /// `GET /v1/tasks?scope=…`
+    pub async fn tasks_in(&self, scope: Scope) -> Result<Vec<TaskRecord>, ClientError> {
+        let mut url = self.node.endpoint(&["v1", "tasks"]);
+        if scope == Scope::Local {
+            url.set_query(Some("scope=local"));
+        }
+        self.json(self.http.get(url.clone()), Method::GET, &url)
+            .await
     }
 
     /// `GET /v1/tasks`, as the agent sent it.
@@ -129,6 +198,59 @@ impl Client {
         }))
     }
 
+    /// `GET /v1/tasks/{id}/logs?follow=…`, read to its end: all the output
+    /// so far, or with `follow` all of it once the task has ended.
+    pub async fn logs_text(&self, id: &TaskId, follow: bool) -> Result<String, ClientError> {
+        let mut stream = std::pin::pin!(self.logs(id, follow).await?);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Polls `GET /v1/tasks/{id}` until `done` holds for the record, which
+    /// it returns; after `timeout` (if any) gives up with
+    /// [`ClientError::WaitTimeout`]. A failed poll ends the wait too.
+    pub async fn wait_for(
+        &self,
+        id: &TaskId,
+        timeout: Option<Duration>,
+        done: impl Fn(&TaskRecord) -> bool,
+    ) -> Result<TaskRecord, ClientError> {
+        let mut last = None;
+        let poll = async {
+            loop {
+                let record = self.task(id).await?;
+                last = Some(record.state);
+                if done(&record) {
+                    return Ok(record);
+                }
+                tokio::time::sleep(WAIT_POLL).await;
+            }
+        };
+        let Some(limit) = timeout else {
+            return poll.await;
+        };
+        match tokio::time::timeout(limit, poll).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::WaitTimeout {
+                id: id.clone(),
+                limit,
+                last,
+            }),
+        }
+    }
+
+    /// Waits until the task has ended (see [`Client::wait_for`]).
+    pub async fn wait(
+        &self,
+        id: &TaskId,
+        timeout: Option<Duration>,
+    ) -> Result<TaskRecord, ClientError> {
+        self.wait_for(id, timeout, |r| r.state.is_terminal()).await
+    }
+
     /// `POST /v1/tasks/{id}/kill`
     /// Kills a task, or every member of an array (the agent then answers
     /// with a list).
@@ -166,6 +288,15 @@ impl Client {
             &url,
         )
         .await
+    }
+
+    /// `POST /v1/services` with `body` sent as it is, for callers that check
+    /// how the agent answers a body that is not a valid `ServiceRequest`.
+    pub async fn create_service_body(
+        &self,
+        body: &str,
+    ) -> Result<mesh_protocol::service::ServiceDef, ClientError> {
+        self.post_body(&["v1", "services"], body).await
     }
 
     /// `DELETE /v1/services/{name}`
@@ -219,7 +350,7 @@ impl Client {
         let url = self.node.endpoint(&["v1", "health"]);
         let request = describe(&Method::GET, &url);
         let response = self
-            .send(self.http.get(url).timeout(REQUEST_TIMEOUT))
+            .send(self.http.get(url).timeout(self.request_timeout))
             .await?;
         let status = response.status();
         if status != StatusCode::SERVICE_UNAVAILABLE {
@@ -236,6 +367,21 @@ impl Client {
             .await
     }
 
+    /// POSTs `body` as JSON text, unchecked.
+    async fn post_body<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        body: &str,
+    ) -> Result<T, ClientError> {
+        let url = self.node.endpoint(path);
+        let builder = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_owned());
+        self.json(builder, Method::POST, &url).await
+    }
+
     /// Sends a request and decodes its successful JSON answer.
     async fn json<T: DeserializeOwned>(
         &self,
@@ -244,7 +390,7 @@ impl Client {
         url: &Url,
     ) -> Result<T, ClientError> {
         let request = describe(&method, url);
-        let response = self.send(builder.timeout(REQUEST_TIMEOUT)).await?;
+        let response = self.send(builder.timeout(self.request_timeout)).await?;
         let response = self.check(response, &request).await?;
         self.decode(response, &request).await
     }
@@ -368,6 +514,29 @@ mod tests {
         let long = "é".repeat(MAX_SHOWN_BODY + 10);
         let e = agent_error(StatusCode::INTERNAL_SERVER_ERROR, REQ, long.as_bytes());
         assert!(e.to_string().ends_with('…'));
+    }
+
+    #[test]
+    fn refusals_carry_their_status_and_nothing_else_does() {
+        let refused = agent_error(StatusCode::CONFLICT, REQ, br#"{"error":"ended"}"#);
+        assert_eq!(refused.status(), Some(StatusCode::CONFLICT));
+        let raw = agent_error(StatusCode::BAD_GATEWAY, REQ, b"down");
+        assert_eq!(raw.status(), Some(StatusCode::BAD_GATEWAY));
+        let unreachable = ClientError::Unreachable {
+            node: "http://n:1".into(),
+            cause: "Connection refused".into(),
+        };
+        assert_eq!(unreachable.status(), None);
+        let timeout = ClientError::WaitTimeout {
+            id: TaskId::new("t1").unwrap(),
+            limit: Duration::from_millis(300),
+            last: Some(TaskState::Running),
+        };
+        assert_eq!(timeout.status(), None);
+        assert_eq!(
+            timeout.to_string(),
+            "timed out after 300ms waiting for task t1 (state: running)"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `MESH_NODE` into a base URL that endpoint URLs are built on.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use reqwest::Url;
@@ -87,6 +88,16 @@ impl FromStr for NodeUrl {
     }
 }
 
+impl From<SocketAddr> for NodeUrl {
+    /// `http://ADDR`: an agent known by its address (the tests' agents).
+    fn from(addr: SocketAddr) -> Self {
+        // A socket address always formats as a valid host:port (IPv6 in
+        // brackets), so `http://` and it always parse.
+        let url = Url::parse(&format!("http://{addr}")).expect("http://ip:port is a valid URL");
+        Self(url)
+    }
+}
+
 /// Whether a scheme-less address names a port: `host:1`, `[::1]:1`, but not
 /// `host` or `[::1]`.
 fn has_port(address: &str) -> bool {
@@ -124,6 +135,14 @@ mod tests {
         assert_eq!(parse("[::1]:9000").unwrap(), "http://[::1]:9000");
         assert_eq!(parse("[::1]").unwrap(), "http://[::1]:7700");
         assert_eq!(parse("node2/mesh").unwrap(), "http://node2:7700/mesh");
+    }
+
+    #[test]
+    fn socket_addresses_become_http_urls() {
+        let v4: SocketAddr = "10.200.0.2:7700".parse().unwrap();
+        assert_eq!(NodeUrl::from(v4).to_string(), "http://10.200.0.2:7700");
+        let v6: SocketAddr = "[::1]:9000".parse().unwrap();
+        assert_eq!(NodeUrl::from(v6).to_string(), "http://[::1]:9000");
     }
 
     #[test]

@@ -47,20 +47,8 @@ pub enum BenchError {
     Step(#[from] StepError),
     #[error("the image {0} does not exist; build it with `scripts/images`")]
     NoImage(String),
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-    #[error("{request} failed: {source}")]
-    Http {
-        request: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{request} answered {status}: {body}")]
-    Status {
-        request: String,
-        status: reqwest::StatusCode,
-        body: String,
-    },
+    #[error(transparent)]
+    Api(#[from] meshctl::client::ClientError),
     #[error("nothing to fail over: {0}")]
     NoVictim(String),
     #[error("cannot {what} {target}: {source}")]
@@ -188,15 +176,10 @@ pub fn percentile(values: &mut [Duration], p: u32) -> Duration {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use mesh_protocol::api::SubmitRequest;
     use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
 
     pub fn record(id: &str, node: &str, state: TaskState) -> TaskRecord {
-        let spec = TaskSpec::try_from(SubmitRequest {
-            image: "i".into(),
-            ..Default::default()
-        })
-        .unwrap();
+        let spec = TaskSpec::builder("i").build().unwrap();
         let mut r = TaskRecord::new(
             TaskId::new(id).unwrap(),
             spec,

@@ -75,30 +75,14 @@ pub enum TestnetError {
         source: Box<StepError>,
         logs: String,
     },
-    #[error("cannot set up the HTTP client: {0}")]
-    HttpClient(#[source] reqwest::Error),
-    #[error("GET {url} (node {node}) failed: {source}")]
-    Http {
+    /// A call to a node's API failed. If the answer could not be read and
+    /// the meshd:testnet image is older than this code, rebuild it with
+    /// `scripts/images`.
+    #[error("agent {node}: {source}")]
+    Api {
         node: String,
-        url: String,
         #[source]
-        source: reqwest::Error,
-    },
-    #[error(
-        "GET {url} (node {node}) answered with something this harness cannot read ({error}); if the meshd:testnet image is older than this code, rebuild it with `scripts/images`. The answer began: {body}"
-    )]
-    Decode {
-        node: String,
-        url: String,
-        error: String,
-        body: String,
-    },
-    #[error("GET {url} (node {node}) answered {status}: {body}")]
-    Status {
-        node: String,
-        url: String,
-        status: reqwest::StatusCode,
-        body: String,
+        source: meshctl::client::ClientError,
     },
     #[error(
         "the Docker network {name} still has running containers the teardown did not start: {}; remove them (`docker rm -f {}`) and run `scripts/testnet down --name {name}` again", containers.join(", "), containers.join(" ")
@@ -117,6 +101,16 @@ pub enum TestnetError {
     Task(String),
     #[error("teardown of testnet {name} did not finish: {message}")]
     Teardown { name: TestnetName, message: String },
+}
+
+impl TestnetError {
+    /// Wraps a failed call to `node`'s API.
+    pub(crate) fn api(node: &str) -> impl FnOnce(meshctl::client::ClientError) -> Self + '_ {
+        move |source| TestnetError::Api {
+            node: node.to_owned(),
+            source,
+        }
+    }
 }
 
 /// Why a scenario step failed.

@@ -5,13 +5,17 @@
 //! directory, so a later process can [`Testnet::open`] it); what runs and
 //! what is connected is always read back from Docker.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use mesh_protocol::NodeId;
 use mesh_protocol::pki::OffsetDateTime;
+use meshctl::client::Client;
+use meshctl::node_url::NodeUrl;
 
 use crate::agent::{self, LABEL_TESTNET};
 use crate::certs;
@@ -25,8 +29,9 @@ use crate::status::{self, NodeState, NodeStatus};
 use crate::subnet::{self, Ipv4Net, MAX_AGENTS, Subnet};
 use crate::teardown::{self, Removed};
 
-/// How long one HTTP call to an agent may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one of the harness's own calls to an agent may take: it polls,
+/// so it would rather give up on an agent soon and ask again.
+const POLL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Subnets tried before giving up (each try is one `docker network create`).
 const SUBNET_TRIES: usize = 64;
 
@@ -38,9 +43,11 @@ pub struct Testnet {
     pub(crate) docker: Docker,
     pub(crate) state: State,
     pub(crate) layout: Layout,
-    pub(crate) http: reqwest::Client,
     /// Where teardown records a network Docker will not remove.
     leftovers: Leftovers,
+    /// The harness's own clients, by node, kept so that its polls reuse
+    /// their connections.
+    poll_clients: Mutex<BTreeMap<String, Client>>,
     ready_timeout: Duration,
     started_at: Instant,
     teardown_on_drop: bool,
@@ -114,8 +121,8 @@ impl Testnet {
             docker,
             state,
             layout: Layout::new(dir),
-            http: http_client()?,
             leftovers,
+            poll_clients: Mutex::default(),
             ready_timeout: opts.ready_timeout,
             started_at: Instant::now(),
             teardown_on_drop: true,
@@ -158,8 +165,8 @@ impl Testnet {
             docker: Docker::new(),
             state,
             layout: Layout::new(dir),
-            http: http_client()?,
             leftovers: Leftovers::default_location(),
+            poll_clients: Mutex::default(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             started_at: Instant::now(),
             teardown_on_drop: false,
@@ -219,6 +226,40 @@ impl Testnet {
     /// Where `node`'s HTTP API answers, from the host.
     pub fn api_url(&self, node: &str) -> Result<String, TestnetError> {
         Ok(status::api_url(self.state.node(node)?.ip))
+    }
+
+    /// meshctl's client of `node`'s API: the one client the tests and the
+    /// benchmarks use.
+    pub fn client(&self, node: &str) -> Result<Client, TestnetError> {
+        let url = self.node_url(node)?;
+        Client::new(url).map_err(TestnetError::api(node))
+    }
+
+    /// The client the harness polls `node` with: it gives up on a call
+    /// after [`POLL_CALL_TIMEOUT`].
+    pub(crate) fn poll_client(&self, node: &str) -> Result<Client, TestnetError> {
+        // Held only to look up or insert; a panic elsewhere while holding it
+        // leaves the map as valid as before, so a poisoned lock is used as is.
+        let mut clients = self
+            .poll_clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(node) {
+            return Ok(client.clone());
+        }
+        let url = self.node_url(node)?;
+        let client = Client::with_timeouts(url, POLL_CALL_TIMEOUT, POLL_CALL_TIMEOUT)
+            .map_err(TestnetError::api(node))?;
+        clients.insert(node.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    fn node_url(&self, node: &str) -> Result<NodeUrl, TestnetError> {
+        let ip = self.state.node(node)?.ip;
+        Ok(NodeUrl::from(std::net::SocketAddr::from((
+            ip,
+            agent::API_PORT,
+        ))))
     }
 
     /// Every node with its address, state and API URL.
@@ -511,16 +552,6 @@ async fn create_network(
         }
     }
     Err(TestnetError::NoSubnet { last })
-}
-
-fn http_client() -> Result<reqwest::Client, TestnetError> {
-    reqwest::Client::builder()
-        // Agents are on a local bridge; a proxy from the environment would
-        // only get in the way.
-        .no_proxy()
-        .timeout(HTTP_TIMEOUT)
-        .build()
-        .map_err(TestnetError::HttpClient)
 }
 
 fn absolute(dir: PathBuf) -> Result<PathBuf, TestnetError> {

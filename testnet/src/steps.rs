@@ -12,7 +12,6 @@ use futures_util::future::join_all;
 use mesh_protocol::NodeId;
 use mesh_protocol::api::Health;
 use mesh_protocol::gossip::PeerView;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::error::{StepError, TestnetError};
@@ -114,12 +113,14 @@ async fn bounded(
 impl Testnet {
     /// `GET /v1/peers` on `node`: every peer it knows, itself included.
     pub async fn peers(&self, node: &str) -> Result<Vec<PeerView>, TestnetError> {
-        self.get(node, "/v1/peers").await
+        let answer = self.poll_client(node)?.peers().await;
+        answer.map_err(TestnetError::api(node))
     }
 
     /// `GET /v1/health` on `node` (a 503 still carries the health report).
     pub async fn health(&self, node: &str) -> Result<Health, TestnetError> {
-        self.get(node, "/v1/health").await
+        let answer = self.poll_client(node)?.health().await;
+        answer.map_err(TestnetError::api(node))
     }
 
     /// Every observer's peer list, by observer; an observer that cannot be
@@ -174,36 +175,6 @@ impl Testnet {
             self.check_views(observers, &expect).await
         })
         .await
-    }
-
-    async fn get<T: DeserializeOwned>(&self, node: &str, path: &str) -> Result<T, TestnetError> {
-        let url = format!("{}{path}", self.api_url(node)?);
-        let http = |source| TestnetError::Http {
-            node: node.to_owned(),
-            url: url.clone(),
-            source,
-        };
-        let response = self.http.get(&url).send().await.map_err(http)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(http)?;
-        let text = || String::from_utf8_lossy(&body).chars().take(300).collect();
-        serde_json::from_slice(&body).map_err(|e| {
-            if status.is_success() {
-                TestnetError::Decode {
-                    node: node.to_owned(),
-                    url: url.clone(),
-                    error: e.to_string(),
-                    body: text(),
-                }
-            } else {
-                TestnetError::Status {
-                    node: node.to_owned(),
-                    url: url.clone(),
-                    status,
-                    body: text(),
-                }
-            }
-        })
     }
 }
 

@@ -9,10 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use mesh_protocol::api::ServiceView;
+use mesh_protocol::api::{ServiceNodeStats, ServiceView};
+use mesh_protocol::service::ServiceRequest;
 use mesh_testnet::docker::Docker;
 use mesh_testnet::testsvc::fnv::fnv1a64;
 use mesh_testnet::{Testnet, wait_until};
+use meshctl::client::Client;
 
 mod common;
 use serde_json::{Value, json};
@@ -25,45 +27,34 @@ fn ip(net: &Testnet, node: &str) -> Result<IpAddr> {
     Ok(IpAddr::V4(net.state().node(node)?.ip))
 }
 
-async fn create(http: &reqwest::Client, url: &str, body: Value) -> Result<()> {
-    let r = http
-        .post(format!("{url}/v1/services"))
-        .body(body.to_string())
-        .send()
-        .await?;
-    ensure!(r.status() == 201, "service refused: {}", r.text().await?);
+/// Declares the service `body` describes (a `ServiceRequest` as JSON).
+async fn create(api: &Client, body: Value) -> Result<()> {
+    let request: ServiceRequest = serde_json::from_value(body)?;
+    api.create_service(&request)
+        .await
+        .with_context(|| format!("service {} refused", request.name))?;
     Ok(())
 }
 
-async fn remove(http: &reqwest::Client, url: &str, name: &str) -> Result<()> {
-    let r = http
-        .delete(format!("{url}/v1/services/{name}"))
-        .send()
-        .await?;
-    ensure!(r.status() == 200, "rm refused: {}", r.text().await?);
+async fn remove(api: &Client, name: &str) -> Result<()> {
+    api.remove_service(name)
+        .await
+        .with_context(|| format!("rm {name} refused"))?;
     Ok(())
 }
 
-async fn view(http: &reqwest::Client, url: &str, name: &str) -> Result<ServiceView> {
-    let r = http.get(format!("{url}/v1/services/{name}")).send().await?;
-    ensure!(r.status() == 200, "no service {name}: {}", r.text().await?);
-    Ok(r.json().await?)
+async fn view(api: &Client, name: &str) -> Result<ServiceView> {
+    Ok(api.service(name).await?)
 }
 
 /// Waits until `n` nodes listen for `name` and hold `ready` ready
 /// containers (warm or instances) between them.
-async fn wait_ready(
-    http: &reqwest::Client,
-    url: &str,
-    name: &str,
-    n: usize,
-    ready: u32,
-) -> Result<()> {
+async fn wait_ready(api: &Client, name: &str, n: usize, ready: u32) -> Result<()> {
     wait_until(
         &format!("{name}: {n} listening, {ready} ready"),
         Duration::from_secs(60),
         async || {
-            let v = view(http, url, name).await.map_err(|e| e.to_string())?;
+            let v = view(api, name).await.map_err(|e| e.to_string())?;
             let listening = v.nodes.iter().filter(|x| x.listening).count();
             let have: u32 = v.nodes.iter().map(|x| x.load.ready).sum();
             if listening == n && have == ready {
@@ -184,13 +175,11 @@ async fn wait_gone(net: &Testnet, service: &str) -> Result<()> {
 async fn per_connection_clients_get_their_own_containers_from_every_node_and_bursts_queue()
 -> Result<()> {
     let net = common::three_agents("svc", "numa:1 core:6 pu:1").await?;
-    let http = reqwest::Client::new();
-    let n1 = net.api_url("n1")?;
+    let n1 = net.client("n1")?;
     let nodes = net.nodes();
 
     // An HTTP service answering with its container's host name.
     create(
-        &http,
         &n1,
         json!({
             "name": "web", "image": IMAGE, "port": 7000, "listen": 9000, "warm": 1,
@@ -198,7 +187,7 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "web", 3, 3).await?;
+    wait_ready(&n1, "web", 3, 3).await?;
     let mut hosts = BTreeSet::new();
     for node in &nodes {
         let reply = exchange(
@@ -241,7 +230,6 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
     // 50 clients at once, 5 containers per node: 15 served at a time, the
     // rest wait their turn; none is lost.
     create(
-        &http,
         &n1,
         json!({
             "name": "echo", "image": IMAGE, "port": 7000, "listen": 9001, "max_per_node": 5,
@@ -249,7 +237,7 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "echo", 3, 0).await?;
+    wait_ready(&n1, "echo", 3, 0).await?;
     let mut clients = Vec::new();
     for i in 0..50usize {
         let addr = SocketAddr::new(ip(&net, nodes[i % 3].as_str())?, 9001);
@@ -267,10 +255,32 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
     for c in clients {
         c.await??;
     }
-    let v = view(&http, &n1, "echo").await?;
-    let served: u64 = v.nodes.iter().map(|n| n.counters.served).sum();
-    let queued: u64 = v.nodes.iter().map(|n| n.counters.queued).sum();
-    let refused: u64 = v.nodes.iter().map(|n| n.counters.refused).sum();
+    // A node counts a connection served once it has relayed both ways to
+    // the end, which can be just after the client has read its reply: wait
+    // until all 50 are counted one way or the other.
+    let count =
+        |v: &ServiceView, of: fn(&ServiceNodeStats) -> u64| -> u64 { v.nodes.iter().map(of).sum() };
+    let mut v = None;
+    wait_until(
+        "all 50 connections counted",
+        Duration::from_secs(10),
+        async || {
+            let got = view(&n1, "echo").await.map_err(|e| e.to_string())?;
+            let counted = count(&got, |n| n.counters.served + n.counters.refused);
+            let nodes = format!("{:?}", got.nodes);
+            v = Some(got);
+            if counted == 50 {
+                Ok(())
+            } else {
+                Err(format!("{counted} counted: {nodes}"))
+            }
+        },
+    )
+    .await?;
+    let v = v.context("a view")?;
+    let served = count(&v, |n| n.counters.served);
+    let queued = count(&v, |n| n.counters.queued);
+    let refused = count(&v, |n| n.counters.refused);
     ensure!(
         served == 50 && refused == 0,
         "served {served}, refused {refused}: {:?}",
@@ -286,7 +296,6 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
     // Beyond the queue: 30 clients through n1 holding their containers,
     // 15 containers in the mesh, 2 places in n1's queue: 13 refused.
     create(
-        &http,
         &n1,
         json!({
             "name": "tight", "image": IMAGE, "port": 7000, "listen": 9002, "max_per_node": 5,
@@ -294,7 +303,7 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "tight", 3, 0).await?;
+    wait_ready(&n1, "tight", 3, 0).await?;
     let at = SocketAddr::new(ip(&net, "n1")?, 9002);
     let mut clients = Vec::new();
     for i in 0..30usize {
@@ -324,7 +333,6 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
 
     // A slow starter gets what the client sent before it was ready.
     create(
-        &http,
         &n1,
         json!({
             "name": "slow", "image": IMAGE, "port": 7000, "listen": 9003,
@@ -332,7 +340,7 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "slow", 3, 0).await?;
+    wait_ready(&n1, "slow", 3, 0).await?;
     let reply = exchange(
         SocketAddr::new(ip(&net, "n2")?, 9003),
         b"early bytes",
@@ -347,7 +355,6 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
     // and then leave Docker 20.10 with a network it cannot remove; the
     // in-process agent tests cover those on the default bridge.)
     create(
-        &http,
         &n1,
         json!({
             "name": "crashy", "image": "mesh-busybox:latest", "port": 7000, "listen": 9004,
@@ -356,7 +363,7 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "crashy", 3, 0).await?;
+    wait_ready(&n1, "crashy", 3, 0).await?;
     let reply = exchange(
         SocketAddr::new(ip(&net, "n3")?, 9004),
         b"anyone?",
@@ -367,7 +374,7 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         reply.is_empty(),
         "a refused client just sees the end: {reply:?}"
     );
-    let v = view(&http, &n1, "crashy").await?;
+    let v = view(&n1, "crashy").await?;
     let failed: u64 = v.nodes.iter().map(|n| n.counters.failed_starts).sum();
     let refused: u64 = v.nodes.iter().map(|n| n.counters.refused).sum();
     ensure!(
@@ -383,13 +390,11 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
 async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_transfers()
 -> Result<()> {
     let net = common::three_agents("pool", "numa:1 core:2 pu:1").await?;
-    let http = reqwest::Client::new();
-    let n1 = net.api_url("n1")?;
+    let n1 = net.client("n1")?;
     let nodes = net.nodes();
 
     // One single-core instance per core of every node, each on its own core.
     create(
-        &http,
         &n1,
         json!({
             "name": "cores", "image": IMAGE, "port": 7000, "listen": 9100, "mode": "pool",
@@ -397,7 +402,7 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "cores", 3, 6).await?;
+    wait_ready(&n1, "cores", 3, 6).await?;
     for node in &nodes {
         let c = containers(&net, node.as_str(), "cores").await?;
         let cpus: BTreeSet<&str> = c.iter().map(|x| x.2.as_str()).collect();
@@ -419,7 +424,7 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
         s.read_exact(&mut one).await?;
         held.push(s);
     }
-    let v = view(&http, &n1, "cores").await?;
+    let v = view(&n1, "cores").await?;
     let busy: BTreeMap<String, u32> = v
         .nodes
         .iter()
@@ -428,7 +433,7 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
         .collect();
     ensure!(busy.len() >= 2, "9 connections spread over nodes: {busy:?}");
     drop(held);
-    remove(&http, &n1, "cores").await?;
+    remove(&n1, "cores").await?;
     for node in &nodes {
         let node = node.as_str();
         wait_containers(&net, node, "cores", &format!("{node}: pool removed"), |c| {
@@ -439,7 +444,6 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
 
     // A large transfer both ways through a node without an instance.
     create(
-        &http,
         &n1,
         json!({
             "name": "big", "image": IMAGE, "port": 7000, "listen": 9101, "mode": "pool",
@@ -447,8 +451,8 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "big", 3, 1).await?;
-    let v = view(&http, &n1, "big").await?;
+    wait_ready(&n1, "big", 3, 1).await?;
+    let v = view(&n1, "big").await?;
     let holder = v
         .nodes
         .iter()
@@ -479,12 +483,11 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
         "{} of {size} bytes came back intact",
         back.len()
     );
-    remove(&http, &n1, "big").await?;
+    remove(&n1, "big").await?;
 
     // A counted pool: when a node holding instances dies, they start again
     // on the others and new connections are served.
     create(
-        &http,
         &n1,
         json!({
             "name": "four", "image": IMAGE, "port": 7000, "listen": 9102, "mode": "pool",
@@ -492,8 +495,8 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
         }),
     )
     .await?;
-    wait_ready(&http, &n1, "four", 3, 4).await?;
-    let v = view(&http, &n1, "four").await?;
+    wait_ready(&n1, "four", 3, 4).await?;
+    let v = view(&n1, "four").await?;
     let victim = v
         .nodes
         .iter()
@@ -511,7 +514,7 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
         "4 instances on the survivors",
         Duration::from_secs(60),
         async || {
-            let v = view(&http, &n1, "four").await.map_err(|e| e.to_string())?;
+            let v = view(&n1, "four").await.map_err(|e| e.to_string())?;
             let ready: u32 = v
                 .nodes
                 .iter()

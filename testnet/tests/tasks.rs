@@ -7,54 +7,40 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use mesh_protocol::api::{SubmitRequest, SubmitResponse};
-use mesh_protocol::{TaskRecord, TaskState};
+use mesh_protocol::{TaskId, TaskRecord, TaskState};
 use mesh_testnet::{expect, wait_until};
+use meshctl::client::{Client, ClientError, Scope, StatusCode};
 
 mod common;
 
-async fn submit(http: &reqwest::Client, url: &str, cmd: &[&str]) -> Result<SubmitResponse> {
+/// Submits a one-core task of the test service running `cmd`.
+async fn submit(api: &Client, cmd: &[&str]) -> Result<SubmitResponse> {
     let req = SubmitRequest {
         image: "mesh-testsvc:latest".into(),
         command: cmd.iter().map(|s| s.to_string()).collect(),
         cores: Some(1),
         ..Default::default()
     };
-    let r = http
-        .post(format!("{url}/v1/tasks"))
-        .json(&req)
-        .send()
-        .await?;
-    ensure!(r.status() == 202, "submit refused: {}", r.text().await?);
-    Ok(r.json().await?)
-}
-
-async fn tasks(http: &reqwest::Client, url: &str) -> Result<Vec<TaskRecord>> {
-    Ok(http
-        .get(format!("{url}/v1/tasks"))
-        .send()
-        .await?
-        .json()
-        .await?)
+    Ok(api.submit(&req).await?)
 }
 
 #[tokio::test]
 async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> {
     let net = common::three_agents("tasks", "numa:1 core:4 pu:1").await?;
     let all = net.nodes();
-    let http = reqwest::Client::new();
-    let n1 = net.api_url("n1")?;
+    let n1 = net.client("n1")?;
 
     // 12 one-core tasks through n1 fill 3 nodes of 4 cores: 4/4/4.
     let mut ids = Vec::new();
     for _ in 0..12 {
-        ids.push(submit(&http, &n1, &["sleep", "8"]).await?.id.to_string());
+        ids.push(submit(&n1, &["sleep", "8"]).await?.id.to_string());
     }
     // A 13th waits for a core.
-    let extra = submit(&http, &n1, &["sleep", "1"]).await?.id.to_string();
+    let extra = submit(&n1, &["sleep", "1"]).await?.id.to_string();
 
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     wait_until("12 tasks running", Duration::from_secs(30), async || {
-        let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+        let list = n1.tasks().await.map_err(|e| e.to_string())?;
         per_node.clear();
         let running = list
             .iter()
@@ -74,7 +60,7 @@ async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> 
     );
 
     // Each node's tasks hold distinct cores of that node.
-    let list = tasks(&http, &net.api_url("n2")?).await?;
+    let list = net.client("n2")?.tasks().await?;
     ensure!(
         list.iter()
             .filter(|t| ids.contains(&t.id.to_string()))
@@ -117,44 +103,18 @@ async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> 
         .iter()
         .find(|t| ids.contains(&t.id.to_string()) && t.node.as_str() != "n3")
         .context("a task off n3")?;
-    let n3 = net.api_url("n3")?;
-    let logs = http
-        .get(format!("{n3}/v1/tasks/{}/logs?follow=false", victim.id))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let n3 = net.client("n3")?;
+    let logs = n3.logs_text(&victim.id, false).await?;
     ensure!(
         logs.contains("sleeping 8"),
         "logs across the mesh: {logs:?}"
     );
-    let r = http
-        .post(format!("{n3}/v1/tasks/{}/kill", victim.id))
-        .send()
-        .await?;
-    ensure!(
-        r.status().is_success(),
-        "kill across the mesh: {}",
-        r.text().await?
-    );
-    wait_until("killed", Duration::from_secs(20), async || {
-        let r = http
-            .get(format!("{n3}/v1/tasks/{}", victim.id))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let t = r.json::<TaskRecord>().await.map_err(|e| e.to_string())?;
-        if t.state == TaskState::Killed {
-            Ok(())
-        } else {
-            Err(format!("{:?}", t.state))
-        }
-    })
-    .await?;
+    n3.kill(&victim.id).await.context("kill across the mesh")?;
+    wait_task(&n3, &victim.id, "killed", |t| t.state == TaskState::Killed).await?;
 
     // Everything ends: the 13th runs once cores free.
     wait_until("all done", Duration::from_secs(60), async || {
-        let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+        let list = n1.tasks().await.map_err(|e| e.to_string())?;
         let open = list.iter().filter(|t| !t.state.is_terminal()).count();
         if open == 0 {
             Ok(())
@@ -163,7 +123,7 @@ async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> 
         }
     })
     .await?;
-    let list = tasks(&http, &n1).await?;
+    let list = n1.tasks().await?;
     for t in &list {
         if t.id == victim.id {
             continue;
@@ -179,14 +139,13 @@ async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> 
 async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
     let net = common::three_agents("failover", "numa:1 core:2 pu:1").await?;
     let all = net.nodes();
-    let http = reqwest::Client::new();
-    let n1 = net.api_url("n1")?;
+    let n1 = net.client("n1")?;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        ids.push(submit(&http, &n1, &["sleep", "8"]).await?.id.to_string());
+        ids.push(submit(&n1, &["sleep", "8"]).await?.id.to_string());
     }
     wait_until("6 tasks running", Duration::from_secs(30), async || {
-        let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+        let list = n1.tasks().await.map_err(|e| e.to_string())?;
         let running = list
             .iter()
             .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Running)
@@ -198,7 +157,7 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
         }
     })
     .await?;
-    let list = tasks(&http, &n1).await?;
+    let list = n1.tasks().await?;
     let lost: Vec<String> = list
         .iter()
         .filter(|t| t.node.as_str() == "n3" && ids.contains(&t.id.to_string()))
@@ -211,7 +170,7 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
         "every task succeeded",
         Duration::from_secs(90),
         async || {
-            let list = tasks(&http, &n1).await.map_err(|e| e.to_string())?;
+            let list = n1.tasks().await.map_err(|e| e.to_string())?;
             let done = list
                 .iter()
                 .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Succeeded)
@@ -224,7 +183,7 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
         },
     )
     .await?;
-    let list = tasks(&http, &n1).await?;
+    let list = n1.tasks().await?;
     for t in list.iter().filter(|t| ids.contains(&t.id.to_string())) {
         let expected = if lost.contains(&t.id.to_string()) {
             2
@@ -253,19 +212,12 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
         expect::alive_with_topology(&all),
     )
     .await?;
-    let n3 = net.api_url("n3")?;
+    let n3 = net.client("n3")?;
     wait_until(
         "n3's old attempts are not current",
         Duration::from_secs(20),
         async || {
-            let local: Vec<TaskRecord> = http
-                .get(format!("{n3}/v1/tasks?scope=local"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let local = n3.tasks_in(Scope::Local).await.map_err(|e| e.to_string())?;
             let current = local
                 .iter()
                 .filter(|t| lost.contains(&t.id.to_string()) && !t.state.is_terminal())
@@ -278,7 +230,7 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
         },
     )
     .await?;
-    let list = tasks(&http, &n3).await?;
+    let list = n3.tasks().await?;
     for t in list.iter().filter(|t| lost.contains(&t.id.to_string())) {
         ensure!(
             t.attempt == 2 && t.state == TaskState::Succeeded,
@@ -288,22 +240,18 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
     Ok(())
 }
 
-/// Polls the mesh-wide record of `id` through `url` until `done` holds.
+/// Polls the mesh-wide record of `id` until `done` holds, for 90 s at most.
+/// A failed poll is retried: while a dead node's task is being re-placed,
+/// the mesh answers 404 for it.
 async fn wait_task(
-    http: &reqwest::Client,
-    url: &str,
-    id: &str,
+    api: &Client,
+    id: &TaskId,
     what: &str,
     done: impl Fn(&TaskRecord) -> bool,
 ) -> Result<TaskRecord> {
     let mut last = None;
     wait_until(what, Duration::from_secs(90), async || {
-        let r = http
-            .get(format!("{url}/v1/tasks/{id}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let t: TaskRecord = r.json().await.map_err(|e| e.to_string())?;
+        let t = api.task(id).await.map_err(|e| e.to_string())?;
         let ok = done(&t);
         let state = format!("{:?} attempt {} on {}", t.state, t.attempt, t.node);
         last = Some(t);
@@ -313,25 +261,18 @@ async fn wait_task(
     last.context("a record")
 }
 
-async fn submit_req(
-    http: &reqwest::Client,
-    url: &str,
-    req: &SubmitRequest,
-) -> Result<SubmitResponse> {
-    let r = http
-        .post(format!("{url}/v1/tasks"))
-        .json(req)
-        .send()
-        .await?;
-    ensure!(r.status() == 202, "submit refused: {}", r.text().await?);
-    Ok(r.json().await?)
+/// The status a refused request was answered with.
+fn refused<T: std::fmt::Debug>(answer: Result<T, ClientError>) -> Result<StatusCode> {
+    match answer {
+        Ok(got) => bail!("accepted: {got:?}"),
+        Err(e) => e.status().with_context(|| format!("no answer: {e}")),
+    }
 }
 
 #[tokio::test]
 async fn arrays_dependencies_retries_drain_and_bad_input_on_real_docker() -> Result<()> {
     let net = common::three_agents("batch", "numa:1 core:2 pu:1").await?;
-    let http = reqwest::Client::new();
-    let n1 = net.api_url("n1")?;
+    let n1 = net.client("n1")?;
     let busybox = |cmd: &str| SubmitRequest {
         image: "mesh-busybox:latest".into(),
         command: vec!["sh".into(), "-c".into(), cmd.into()],
@@ -340,59 +281,45 @@ async fn arrays_dependencies_retries_drain_and_bad_input_on_real_docker() -> Res
     };
 
     // An array: one worker per core of the mesh, each told its index.
-    let array = submit_req(
-        &http,
-        &n1,
-        &SubmitRequest {
+    let array = n1
+        .submit(&SubmitRequest {
             array: Some(6),
             ..busybox("echo member $MESH_TASK_INDEX of $MESH_TASK_COUNT")
-        },
-    )
-    .await?;
+        })
+        .await?;
     ensure!(array.members.len() == 6, "6 members: {array:?}");
     let mut seen = BTreeMap::new();
     for m in &array.members {
-        let t = wait_task(&http, &n1, m.id.as_str(), "member succeeded", |t| {
+        let t = wait_task(&n1, &m.id, "member succeeded", |t| {
             t.state == TaskState::Succeeded
         })
         .await?;
-        let logs = http
-            .get(format!("{n1}/v1/tasks/{}/logs", m.id))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let logs = n1.logs_text(&m.id, false).await?;
         seen.insert(logs.trim().to_owned(), t.node.to_string());
     }
     let want: BTreeMap<String, ()> = (0..6).map(|i| (format!("member {i} of 6"), ())).collect();
     ensure!(seen.keys().eq(want.keys()), "every index once: {seen:?}");
 
     // Dependencies: one waits for a success, one fails with its dependency.
-    let first = submit(&http, &n1, &["sleep", "1"]).await?.id.to_string();
-    let then = submit_req(
-        &http,
-        &n1,
-        &SubmitRequest {
-            after: vec![first.parse()?],
+    let first = submit(&n1, &["sleep", "1"]).await?.id;
+    let then = n1
+        .submit(&SubmitRequest {
+            after: vec![first.clone()],
             ..busybox("echo after")
-        },
-    )
-    .await?;
-    let bad = submit(&http, &n1, &["exit", "3"]).await?.id.to_string();
-    let never = submit_req(
-        &http,
-        &n1,
-        &SubmitRequest {
-            after: vec![bad.parse()?],
+        })
+        .await?;
+    let bad = submit(&n1, &["exit", "3"]).await?.id;
+    let never = n1
+        .submit(&SubmitRequest {
+            after: vec![bad.clone()],
             ..busybox("echo never")
-        },
-    )
-    .await?;
-    let a = wait_task(&http, &n1, &first, "first succeeded", |t| {
+        })
+        .await?;
+    let a = wait_task(&n1, &first, "first succeeded", |t| {
         t.state == TaskState::Succeeded
     })
     .await?;
-    let b = wait_task(&http, &n1, then.id.as_str(), "dependent succeeded", |t| {
+    let b = wait_task(&n1, &then.id, "dependent succeeded", |t| {
         t.state == TaskState::Succeeded
     })
     .await?;
@@ -400,88 +327,68 @@ async fn arrays_dependencies_retries_drain_and_bad_input_on_real_docker() -> Res
         b.started_ms >= a.finished_ms,
         "ran after its dependency: {a:?} {b:?}"
     );
-    let n = wait_task(&http, &n1, never.id.as_str(), "dependent failed", |t| {
+    let n = wait_task(&n1, &never.id, "dependent failed", |t| {
         t.state == TaskState::Failed
     })
     .await?;
     ensure!(
-        n.message.as_deref().unwrap_or("").contains(&bad),
+        n.message.as_deref().unwrap_or("").contains(bad.as_str()),
         "says which dependency failed: {n:?}"
     );
     ensure!(n.attempt == 0, "it never ran: {n:?}");
 
     // Retries: a failing task runs 1 + 2 times, then fails.
-    let flaky = submit_req(
-        &http,
-        &n1,
-        &SubmitRequest {
+    let flaky = n1
+        .submit(&SubmitRequest {
             retries: Some(2),
             ..busybox("exit 1")
-        },
-    )
-    .await?;
-    let f = wait_task(&http, &n1, flaky.id.as_str(), "failed after retries", |t| {
+        })
+        .await?;
+    let f = wait_task(&n1, &flaky.id, "failed after retries", |t| {
         t.state == TaskState::Failed
     })
     .await?;
     ensure!(f.attempt == 3 && f.exit_code == Some(1), "{f:?}");
 
     // Drain --migrate: a running task moves off the drained node now.
-    let long = submit(&http, &n1, &["sleep", "30"]).await?.id.to_string();
-    let t = wait_task(&http, &n1, &long, "running", |t| {
-        t.state == TaskState::Running
-    })
-    .await?;
+    let long = submit(&n1, &["sleep", "30"]).await?.id;
+    let t = wait_task(&n1, &long, "running", |t| t.state == TaskState::Running).await?;
     let from = t.node.to_string();
-    let r = http
-        .post(format!("{n1}/v1/nodes/{from}/drain?migrate=true"))
-        .send()
-        .await?;
-    ensure!(r.status().is_success(), "drain: {}", r.text().await?);
-    let moved = wait_task(&http, &n1, &long, "moved and running", |t| {
+    n1.set_draining(&from, true, true).await.context("drain")?;
+    let moved = wait_task(&n1, &long, "moved and running", |t| {
         t.state == TaskState::Running && t.node.as_str() != from
     })
     .await?;
     ensure!(moved.attempt == 2, "runs again as attempt 2: {moved:?}");
-    let r = http
-        .post(format!("{n1}/v1/nodes/{from}/undrain"))
-        .send()
-        .await?;
-    ensure!(r.status().is_success(), "undrain: {}", r.text().await?);
-    http.post(format!("{n1}/v1/tasks/{long}/kill"))
-        .send()
-        .await?;
+    n1.set_draining(&from, false, false)
+        .await
+        .context("undrain")?;
+    n1.kill(&long).await?;
 
     // Bad input: a clear status and message, nothing created.
-    let r = http.get(format!("{n1}/v1/tasks/t-unknown")).send().await?;
-    ensure!(r.status() == 404, "unknown id: {}", r.status());
-    let r = http
-        .post(format!("{n1}/v1/tasks"))
-        .json(&SubmitRequest {
+    let status = refused(n1.task(&"t-unknown".parse()?).await)?;
+    ensure!(status == StatusCode::NOT_FOUND, "unknown id: {status}");
+    let impossible = n1
+        .submit(&SubmitRequest {
             cores: Some(3),
             ..busybox("true")
         })
-        .send()
-        .await?;
+        .await;
+    let status = refused(impossible)?;
     ensure!(
-        r.status() == 422,
-        "impossible ask: {} {}",
-        r.status(),
-        r.text().await?
+        status == StatusCode::UNPROCESSABLE_ENTITY,
+        "impossible ask: {status}"
     );
-    let r = http
-        .post(format!("{n1}/v1/tasks"))
-        .body("{\"image\": 5}")
-        .header("content-type", "application/json")
-        .send()
-        .await?;
-    ensure!(r.status() == 400, "malformed spec: {}", r.status());
+    let status = refused(n1.submit_body("{\"image\": 5}").await)?;
+    ensure!(
+        status == StatusCode::BAD_REQUEST,
+        "malformed spec: {status}"
+    );
 
     // The accepting node dies right after "accepted": the task still runs.
-    let n2 = net.api_url("n2")?;
-    let orphan = submit(&http, &n2, &["sleep", "2"]).await?.id.to_string();
+    let orphan = submit(&net.client("n2")?, &["sleep", "2"]).await?.id;
     net.kill("n2").await?;
-    let done = wait_task(&http, &n1, &orphan, "ran although n2 died", |t| {
+    let done = wait_task(&n1, &orphan, "ran although n2 died", |t| {
         t.state == TaskState::Succeeded
     })
     .await?;

@@ -11,13 +11,11 @@ use mesh_protocol::task::SpecError;
 use mesh_protocol::{TaskId, TaskSpec, TaskState};
 use tokio::io::AsyncWriteExt;
 
-use crate::client::{Client, Killed};
+use crate::client::{Client, ClientError, Killed};
 use crate::output::{note, now_ms, print, print_json};
 use crate::render;
 use crate::run::Error;
 
-/// How often `wait` asks for the task's state.
-const WAIT_POLL: Duration = Duration::from_millis(200);
 /// `wait`'s exit code when the time ran out.
 const EXIT_TIMEOUT: u8 = 2;
 
@@ -194,31 +192,15 @@ async fn logs(client: &Client, id: &TaskId, follow: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Polls the task until it ends; prints the final state.
+/// Waits until the task ends; prints the final state.
 async fn wait(client: &Client, id: &TaskId, timeout: Option<Duration>) -> Result<ExitCode, Error> {
-    let mut last = None;
-    let poll = async {
-        loop {
-            let record = client.task(id).await?;
-            last = Some(record.state);
-            if record.state.is_terminal() {
-                return Ok::<_, Error>(record);
-            }
-            tokio::time::sleep(WAIT_POLL).await;
+    let record = match client.wait(id, timeout).await {
+        Ok(record) => record,
+        Err(timeout @ ClientError::WaitTimeout { .. }) => {
+            note(&timeout.to_string());
+            return Ok(ExitCode::from(EXIT_TIMEOUT));
         }
-    };
-    let record = match timeout {
-        None => poll.await?,
-        Some(limit) => match tokio::time::timeout(limit, poll).await {
-            Ok(record) => record?,
-            Err(_) => {
-                let state = last.map_or("unknown", TaskState::as_str);
-                note(&format!(
-                    "timed out after {limit:?} waiting for task {id} (state: {state})"
-                ));
-                return Ok(ExitCode::from(EXIT_TIMEOUT));
-            }
-        },
+        Err(e) => return Err(e.into()),
     };
     print(&format!("{}\n", record.state))?;
     if record.state == TaskState::Succeeded {

@@ -1,19 +1,20 @@
-//! n1's task API as the benchmarks use it: submit, list, kill, and watch
-//! the mesh-wide list until it shows what a benchmark waits for.
+//! The task calls the benchmarks make to one node, through meshctl's
+//! client: submit, list, kill everything, and watch the mesh-wide list
+//! until it shows what a benchmark waits for.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
-use mesh_protocol::api::{SubmitRequest, SubmitResponse};
+use mesh_protocol::api::SubmitRequest;
 use mesh_protocol::{TaskId, TaskRecord};
+use meshctl::client::{Client, StatusCode};
 use tokio::time::Instant;
 
 use super::{BenchError, SETTLE_TIMEOUT, TASK_IMAGE};
+use crate::Testnet;
 use crate::error::StepError;
 
-/// One API call under load (a mesh-wide list asks every peer).
-const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one list may take while watching before it is given up. A list
 /// asks every live peer, so until n1 declares a killed peer dead, a list
 /// waits for its call to that peer to time out (5 s); later ones are fast.
@@ -24,22 +25,18 @@ const MAX_POLLS: usize = 64;
 /// How often [`Api::kill_all`] waits for the tasks to end are checked.
 const POLL_ENDED: Duration = Duration::from_millis(200);
 
-/// A node's task API, as a client of the mesh uses it.
+/// One node's task API, as a client of the mesh uses it.
 #[derive(Debug, Clone)]
 pub(super) struct Api {
-    http: reqwest::Client,
-    base: String,
+    client: Client,
 }
 
 impl Api {
-    pub(super) fn new(base: String) -> Result<Self, BenchError> {
-        let http = reqwest::Client::builder()
-            // The agents are on a local bridge; no proxy.
-            .no_proxy()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .map_err(BenchError::Client)?;
-        Ok(Self { http, base })
+    /// The API of `node` of `net`.
+    pub(super) fn new(net: &Testnet, node: &str) -> Result<Self, BenchError> {
+        Ok(Self {
+            client: net.client(node)?,
+        })
     }
 
     /// Submits a one-core task of [`TASK_IMAGE`] running `command`.
@@ -50,43 +47,12 @@ impl Api {
             cores: Some(1),
             ..Default::default()
         };
-        let url = format!("{}/v1/tasks", self.base);
-        let answer: SubmitResponse = self
-            .send(self.http.post(&url).json(&req), "POST", &url)
-            .await?;
-        Ok(answer.id)
+        Ok(self.client.submit(&req).await?.id)
     }
 
     /// Every task of the mesh.
     pub(super) async fn list(&self) -> Result<Vec<TaskRecord>, BenchError> {
-        let url = format!("{}/v1/tasks", self.base);
-        self.send(self.http.get(&url), "GET", &url).await
-    }
-
-    /// `POST /v1/services`.
-    pub(super) async fn create_service(
-        &self,
-        request: &mesh_protocol::service::ServiceRequest,
-    ) -> Result<(), BenchError> {
-        let url = format!("{}/v1/services", self.base);
-        let _: mesh_protocol::service::ServiceDef = self
-            .send(self.http.post(&url).json(request), "POST", &url)
-            .await?;
-        Ok(())
-    }
-
-    /// `GET /v1/services`: every service with every reachable node's figures.
-    pub(super) async fn services(
-        &self,
-    ) -> Result<Vec<mesh_protocol::api::ServiceView>, BenchError> {
-        let url = format!("{}/v1/services", self.base);
-        self.send(self.http.get(&url), "GET", &url).await
-    }
-
-    async fn kill(&self, id: &TaskId) -> Result<(), BenchError> {
-        let url = format!("{}/v1/tasks/{id}/kill", self.base);
-        let _: TaskRecord = self.send(self.http.post(&url), "POST", &url).await?;
-        Ok(())
+        Ok(self.client.tasks().await?)
     }
 
     /// Kills every task of `ids` (8 requests in flight), then waits until
@@ -94,10 +60,11 @@ impl Api {
     pub(super) async fn kill_all(&self, ids: &[TaskId]) -> Result<(), BenchError> {
         stream::iter(ids)
             .map(|id| async move {
-                match self.kill(id).await {
+                match self.client.kill(id).await {
+                    Ok(_) => Ok(()),
                     // Already ended (409): nothing to kill.
-                    Err(BenchError::Status { status, .. }) if status.as_u16() == 409 => Ok(()),
-                    other => other,
+                    Err(e) if e.status() == Some(StatusCode::CONFLICT) => Ok(()),
+                    Err(e) => Err(BenchError::from(e)),
                 }
             })
             .buffer_unordered(8)
@@ -149,30 +116,6 @@ impl Api {
                 }
             }
         }
-    }
-
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-        method: &str,
-        url: &str,
-    ) -> Result<T, BenchError> {
-        let what = || format!("{method} {url}");
-        let http = |source| BenchError::Http {
-            request: what(),
-            source,
-        };
-        let response = request.send().await.map_err(http)?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(BenchError::Status {
-                request: what(),
-                status,
-                body,
-            });
-        }
-        response.json().await.map_err(http)
     }
 }
 

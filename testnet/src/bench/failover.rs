@@ -54,7 +54,7 @@ pub struct FailoverRun {
 pub async fn failover(cfg: &FailoverConfig) -> Result<Vec<FailoverRun>, BenchError> {
     check_image(&Docker::new(), TASK_IMAGE).await?;
     let net = super::up(&cfg.topology, &cfg.image).await?;
-    let api = Api::new(net.api_url(ENTRY)?)?;
+    let api = Api::new(&net, ENTRY)?;
     let mut runs = Vec::new();
     for run in 1..=cfg.runs.get() {
         let r = one_run(&net, &api, cfg).await?;

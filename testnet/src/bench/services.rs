@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use mesh_protocol::api::ServiceView;
 use mesh_protocol::labels;
+use meshctl::client::Client;
 
-use super::api::Api;
 use super::{BenchError, TASK_IMAGE, check_image};
 use crate::docker::Docker;
 use crate::{Testnet, TestnetOptions, wait_until};
@@ -226,7 +226,7 @@ pub async fn services(cfg: &ServicesConfig) -> Result<ServicesReport, BenchError
 struct Run<'a> {
     net: &'a Testnet,
     /// [`SERVER`]'s API: its list carries every node's figures.
-    api: Api,
+    api: Client,
     server: IpAddr,
     entry: IpAddr,
     /// Host pids of the agents' meshd, by node.
@@ -246,7 +246,7 @@ impl<'a> Run<'a> {
         }
         Ok(Self {
             net,
-            api: Api::new(net.api_url(SERVER)?)?,
+            api: net.client(SERVER)?,
             server: ip(SERVER)?,
             entry: ip(ENTRY)?,
             pids,
@@ -269,7 +269,13 @@ impl<'a> Run<'a> {
         check: impl Fn(&[ServiceView]) -> Result<(), String>,
     ) -> Result<(), BenchError> {
         wait_until(what, READY_TIMEOUT, async || {
-            check(&self.api.services().await.map_err(|e| e.to_string())?)
+            check(
+                &self
+                    .api
+                    .services::<Vec<ServiceView>>()
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
         })
         .await?;
         Ok(())

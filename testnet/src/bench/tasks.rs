@@ -73,7 +73,7 @@ pub async fn tasks(cfg: &TasksConfig) -> Result<TasksReport, BenchError> {
     check_image(&docker, TASK_IMAGE).await?;
     let cli_round_trip = cli_round_trip(&docker).await?;
     let net = super::up(&cfg.topology, &cfg.image).await?;
-    let api = Api::new(net.api_url("n1")?)?;
+    let api = Api::new(&net, "n1")?;
     let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let n = cfg.tasks.get();
     let mut runs = Vec::new();
