@@ -111,15 +111,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
         let Some(r) = self.records.get_mut(id) else {
             return;
         };
-        if r.state.is_terminal() {
+        let container = r.container.clone();
+        if r.superseded(why.clone(), now).is_err() {
             // Ended already: only stop pushing it.
             r.keeper = None;
             self.persist(id);
             return;
         }
         warn!(task_id = %id, why, "this attempt was superseded; stopping it");
-        let container = r.container.clone();
-        r.superseded(why, now);
         self.queue.remove(id);
         self.alloc.release(id);
         self.watched.remove(id);
