@@ -101,8 +101,10 @@ mod tests {
     use super::*;
     use mesh_protocol::{Allocation, CpuSet, NodeId, TaskSpec};
 
+    /// A record at `attempt` in `state`, brought there by the transitions:
+    /// the attempts before failed to start, the last one reached `state`.
     fn record(n: u32, state: TaskState, attempt: u32) -> TaskRecord {
-        let spec = TaskSpec::builder("i").build().unwrap();
+        let spec = TaskSpec::builder("i").retries(attempt).build().unwrap();
         let mut r = TaskRecord::new(
             TaskId::new(format!("t{n}")).unwrap(),
             spec,
@@ -110,14 +112,26 @@ mod tests {
             0,
             0,
         );
-        r.state = state;
-        r.attempt = attempt;
-        r.starts = attempt;
-        r.allocation = Some(Allocation {
+        let alloc = Allocation {
             cores: vec![n],
             cpus: CpuSet::from_iter([n]),
             mems: CpuSet::from_iter([0]),
-        });
+        };
+        for _ in 1..attempt {
+            r.start(alloc.clone(), 0).unwrap();
+            r.start_failed("bad image".into(), 0).unwrap();
+        }
+        r.start(alloc, 0).unwrap();
+        match state {
+            TaskState::Starting => {}
+            TaskState::Running => r.started(format!("c{n}"), 0).unwrap(),
+            TaskState::Succeeded => {
+                r.started(format!("c{n}"), 0).unwrap();
+                r.exited(0, 0).unwrap();
+            }
+            other => panic!("no fixture for a {other} record"),
+        }
+        assert_eq!((r.state, r.attempt, r.starts), (state, attempt, attempt));
         r
     }
 

@@ -7,7 +7,13 @@
 //!    ^          |           |
 //!    +----------+-----------+  (retry with backoff, or Docker unavailable)
 //! ```
+//!
+//! The agent changes a record only through these transitions (never by
+//! setting a field): a transition that the record's state does not allow
+//! returns an error and leaves the record as it was. Those that move a task
+//! between nodes are in `handover`.
 
+mod handover;
 mod spec;
 
 use std::fmt;
@@ -70,6 +76,16 @@ pub struct TransitionError {
     pub task: TaskId,
     pub state: TaskState,
     pub action: &'static str,
+}
+
+/// A re-placement older than the attempt a copy already names: the copy
+/// follows the newest attempt only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task {task} is at attempt {current} already: an attempt {given} is older")]
+pub struct StaleAttempt {
+    pub task: TaskId,
+    pub current: u32,
+    pub given: u32,
 }
 
 /// Everything the agent stores about a task.
@@ -188,6 +204,44 @@ impl TaskRecord {
         Ok(())
     }
 
+    /// Reconciliation found the current attempt's container: a starting
+    /// task is now running in it; a running one is followed in it.
+    pub fn container_found(&mut self, container: String, now: u64) -> Result<(), TransitionError> {
+        match self.state {
+            TaskState::Starting => self.started(container, now),
+            TaskState::Running => {
+                self.container = Some(container);
+                Ok(())
+            }
+            _ => Err(self.refuse("take a container as its current attempt")),
+        }
+    }
+
+    /// Starting or running -> stopping to move elsewhere (`drain
+    /// --migrate`): when its container ends it queues again as a new attempt.
+    pub fn stop_to_migrate(&mut self) -> Result<(), TransitionError> {
+        if !matches!(self.state, TaskState::Starting | TaskState::Running) {
+            return Err(self.refuse("stop to migrate"));
+        }
+        self.migrating = true;
+        Ok(())
+    }
+
+    /// A queued retry goes behind the tasks already waiting (of its
+    /// priority): its place in the queue is now `seq`.
+    pub fn requeued_at(&mut self, seq: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Queued {
+            return Err(self.refuse("take a new place in the queue"));
+        }
+        self.queue_seq = seq;
+        Ok(())
+    }
+
+    /// Every task it waited for succeeded: it no longer waits for any.
+    pub fn dependencies_met(&mut self) {
+        self.spec.after.clear();
+    }
+
     /// starting -> queued, keeping its place: the runtime was unavailable,
     /// which is not the task's fault and does not use up an attempt. A task
     /// whose kill was asked for meanwhile ends killed instead.
@@ -298,31 +352,6 @@ impl TaskRecord {
         Ok(())
     }
 
-    /// A copy of this task, made ready to be placed again as a new attempt
-    /// because its runner is gone (only its keeper calls this).
-    pub fn replacement(&self, why: String, now: u64) -> TaskRecord {
-        let mut r = self.clone();
-        r.state = TaskState::Queued;
-        r.container = None;
-        r.offered_to = None;
-        r.keeper = None;
-        r.exit_code = None;
-        r.kill_requested = false;
-        r.message = Some(why);
-        r.not_before_ms = now;
-        r.updated_ms = now;
-        r
-    }
-
-    /// This node's attempt was re-placed elsewhere while it was away or cut
-    /// off: it must not run or be reported as current.
-    pub fn superseded(&mut self, why: String, now: u64) {
-        self.container = None;
-        self.message = Some(why);
-        self.keeper = None;
-        self.finish(TaskState::Lost, now);
-    }
-
     /// queued -> failed: a task it waited for did not succeed.
     pub fn dependency_failed(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
         if self.state != TaskState::Queued {
@@ -353,5 +382,7 @@ impl TaskRecord {
     }
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

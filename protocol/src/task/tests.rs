@@ -35,12 +35,64 @@ fn a_migrating_task_goes_back_to_the_queue() {
     let mut r = rec(0);
     r.start(alloc(), 1).unwrap();
     r.started("c".into(), 2).unwrap();
-    r.migrating = true;
+    r.stop_to_migrate().unwrap();
     r.exited(137, 3).unwrap();
     assert_eq!(r.state, TaskState::Queued);
     assert!(!r.migrating);
     r.start(alloc(), 4).unwrap();
     assert_eq!(r.attempt, 2);
+}
+
+#[test]
+fn only_a_live_attempt_stops_to_migrate() {
+    let mut q = rec(0);
+    assert!(q.stop_to_migrate().is_err());
+    assert!(!q.migrating);
+    q.start(alloc(), 1).unwrap();
+    q.stop_to_migrate().unwrap();
+    assert!(q.migrating);
+}
+
+#[test]
+fn a_found_container_is_the_current_attempt() {
+    let mut r = rec(0);
+    assert!(
+        r.container_found("c".into(), 1).is_err(),
+        "queued: none yet"
+    );
+    r.start(alloc(), 2).unwrap();
+    r.container_found("c1".into(), 3).unwrap();
+    assert_eq!(r.state, TaskState::Running);
+    assert_eq!(
+        (r.container.as_deref(), r.started_ms),
+        (Some("c1"), Some(3))
+    );
+    r.container_found("c1-id".into(), 4).unwrap();
+    assert_eq!(r.container.as_deref(), Some("c1-id"));
+    assert_eq!(r.started_ms, Some(3), "still the same attempt");
+    r.exited(0, 5).unwrap();
+    let before = r.clone();
+    assert!(r.container_found("c1".into(), 6).is_err());
+    assert_eq!(r, before);
+}
+
+#[test]
+fn a_retry_takes_a_new_place_in_the_queue() {
+    let mut r = rec(1);
+    r.start(alloc(), 1).unwrap();
+    assert!(r.requeued_at(7).is_err(), "starting: not in the queue");
+    r.started("c".into(), 2).unwrap();
+    r.exited(1, 3).unwrap();
+    r.requeued_at(7).unwrap();
+    assert_eq!(r.queue_seq, 7);
+}
+
+#[test]
+fn dependencies_met_clears_what_it_waits_for() {
+    let mut r = rec(0);
+    r.spec.after = vec![TaskId::new("t0").unwrap()];
+    r.dependencies_met();
+    assert!(r.spec.after.is_empty());
 }
 
 #[test]

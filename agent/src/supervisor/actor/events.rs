@@ -5,7 +5,7 @@
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
 use tracing::{error, info, warn};
 
-use super::{Supervisor, jobs, queued};
+use super::{Supervisor, jobs, queued, refused};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::supervisor::jobs::Event;
 use crate::supervisor::reconcile::{Action, reconcile};
@@ -88,10 +88,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     let Some(r) = self.records.get_mut(&task) else {
                         continue;
                     };
-                    if r.state == TaskState::Starting {
-                        let _ = r.started(container.clone(), now);
+                    if let Err(e) = r.container_found(container.clone(), now) {
+                        refused(&e);
+                        continue;
                     }
-                    r.container = Some(container.clone());
                     let attempt = r.attempt;
                     let kill = r.kill_requested;
                     info!(task_id = %task, attempt, container, "adopted container");
@@ -119,18 +119,20 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 }
                 Action::Requeue { task } => {
                     self.alloc.release(&task);
-                    if let Some(r) = self.records.get_mut(&task)
-                        && r.requeue_unavailable(
-                            "the agent stopped before the container was created".into(),
-                            now,
-                        )
-                        .is_ok()
-                    {
-                        if r.state == TaskState::Queued {
-                            self.queue.put(queued(r));
-                        }
-                        self.persist(&task);
+                    let Some(r) = self.records.get_mut(&task) else {
+                        continue;
+                    };
+                    if let Err(e) = r.requeue_unavailable(
+                        "the agent stopped before the container was created".into(),
+                        now,
+                    ) {
+                        refused(&e);
+                        continue;
                     }
+                    if r.state == TaskState::Queued {
+                        self.queue.put(queued(r));
+                    }
+                    self.persist(&task);
                 }
                 Action::Lost { task } => {
                     self.on_ended_now(&task, now, |r, now| {
@@ -158,8 +160,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
         };
         match result {
             Ok(container) => {
-                if r.started(container.clone(), now).is_err() {
-                    return;
+                if let Err(e) = r.started(container.clone(), now) {
+                    return refused(&e);
                 }
                 info!(task_id = %task, attempt, container, cpus = %r.allocation.as_ref().map(|a| a.cpus.to_string()).unwrap_or_default(), "task running");
                 if r.kill_requested || r.migrating {
@@ -170,21 +172,28 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Err(e) if e.is_unavailable() => {
                 self.watched.remove(&task);
                 self.alloc.release(&task);
-                if r.requeue_unavailable(e.to_string(), now).is_ok() && r.state == TaskState::Queued
-                {
-                    self.queue.put(queued(r));
+                match r.requeue_unavailable(e.to_string(), now) {
+                    Ok(()) => {
+                        if r.state == TaskState::Queued {
+                            self.queue.put(queued(r));
+                        }
+                        self.persist(&task);
+                    }
+                    Err(refusal) => refused(&refusal),
                 }
-                self.persist(&task);
                 self.runtime_down(&e);
             }
             Err(e) => {
                 self.watched.remove(&task);
                 self.alloc.release(&task);
                 warn!(task_id = %task, attempt, error = %e, "container did not start");
-                if r.kill_requested {
-                    let _ = r.lost(format!("killed; it had not started: {e}"), now);
+                let ended = if r.kill_requested {
+                    r.lost(format!("killed; it had not started: {e}"), now)
                 } else {
-                    let _ = r.start_failed(format!("could not start: {e}"), now);
+                    r.start_failed(format!("could not start: {e}"), now)
+                };
+                if let Err(refusal) = ended {
+                    return refused(&refusal);
                 }
                 if r.state == TaskState::Queued {
                     self.queue.put(queued(r));
@@ -224,9 +233,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.alloc.release(task);
         if r.state == TaskState::Queued {
             // A retry: back of its priority class.
-            r.queue_seq = self.next_seq;
-            self.next_seq += 1;
-            self.queue.put(queued(r));
+            match r.requeued_at(self.next_seq) {
+                Ok(()) => {
+                    self.next_seq += 1;
+                    self.queue.put(queued(r));
+                }
+                Err(e) => refused(&e),
+            }
         }
         info!(task_id = %task, state = %r.state, exit_code = ?r.exit_code, message = ?r.message, "attempt ended");
         self.persist(task);

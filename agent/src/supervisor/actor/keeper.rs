@@ -4,8 +4,8 @@
 //! `mesh_protocol::failover`'s; this applies them to state and store.
 
 use mesh_protocol::failover::{self, Verdict};
-use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
-use tracing::{error, info, warn};
+use mesh_protocol::{NodeId, TaskId, TaskRecord};
+use tracing::{debug, error, info, warn};
 
 use super::{Supervisor, jobs, queued};
 use crate::runtime::ContainerRuntime;
@@ -26,14 +26,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 record.id, r.state, r.attempt
             )));
         }
+        record
+            .adopted(self.cfg.node.clone(), self.next_seq)
+            .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
         self.claim_copy(&record);
         self.alloc
             .can_ever_fit(record.spec.cores)
             .map_err(|e| SupervisorError::Impossible(e.to_string()))?;
-        record.node = self.cfg.node.clone();
-        record.state = TaskState::Queued;
-        record.offered_to = None;
-        record.queue_seq = self.next_seq;
         if fresh && self.queue.len() >= self.cfg.max_queue {
             return Err(SupervisorError::Busy(
                 mesh_protocol::queue::QueueFull(self.queue.len()).to_string(),
@@ -74,8 +73,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
     pub(super) fn claim_copy(&mut self, record: &TaskRecord) {
         let me = self.cfg.node.clone();
         if let Some(c) = self.copies.get_mut(&record.id) {
-            c.node = me;
-            c.attempt = c.attempt.max(record.attempt + 1);
+            c.claimed_by(me, record.attempt.saturating_add(1));
             if let Err(e) = self.store.put_copy(c) {
                 error!(task_id = %record.id, error = %e, "could not store a task copy");
             }
@@ -86,13 +84,11 @@ impl<R: ContainerRuntime> Supervisor<R> {
         let Some(c) = self.copies.get_mut(id) else {
             return;
         };
-        if c.attempt >= attempt {
+        if let Err(e) = c.replaced_by(node, attempt) {
             // The new runner's push got here first: it is newer.
+            debug!(task_id = %id, error = %e, "re-placement not recorded");
             return;
         }
-        c.node = node;
-        c.attempt = attempt;
-        c.state = TaskState::Queued;
         if let Err(e) = self.store.put_copy(c) {
             error!(task_id = %id, error = %e, "could not store a task copy");
         }
@@ -100,7 +96,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
 
     pub(super) fn set_keeper(&mut self, id: &TaskId, keeper: NodeId) {
         if let Some(r) = self.records.get_mut(id) {
-            r.keeper = Some(keeper);
+            r.keeper_set(keeper);
             self.persist(id);
         }
     }
@@ -111,15 +107,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
         let Some(r) = self.records.get_mut(id) else {
             return;
         };
-        if r.state.is_terminal() {
+        let container = r.container.clone();
+        if r.superseded(why.clone(), now).is_err() {
             // Ended already: only stop pushing it.
-            r.keeper = None;
+            r.keeper_dropped();
             self.persist(id);
             return;
         }
         warn!(task_id = %id, why, "this attempt was superseded; stopping it");
-        let container = r.container.clone();
-        r.superseded(why, now);
         self.queue.remove(id);
         self.alloc.release(id);
         self.watched.remove(id);

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use mesh_protocol::api::{Health, RuntimeHealth};
 use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
+use mesh_protocol::task::TransitionError;
 use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskState};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 mod events;
 mod keeper;
@@ -134,7 +135,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
             let Some(r) = self.records.get_mut(&id) else {
                 continue;
             };
-            r.migrating = true;
+            if let Err(e) = r.stop_to_migrate() {
+                refused(&e);
+                continue;
+            }
             if let Some(c) = r.container.clone() {
                 info!(task_id = %id, "stopping to migrate off this draining node");
                 self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c));
@@ -235,7 +239,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::Unblock(id) => {
                 if let Some(r) = self.records.get_mut(&id) {
-                    r.spec.after.clear();
+                    r.dependencies_met();
                     if self.queue.contains(&id) {
                         self.queue.put(queued(r));
                     }
@@ -245,11 +249,17 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::DependencyFailed(id, why) => {
                 let now = self.now_ms();
-                if let Some(r) = self.records.get_mut(&id)
-                    && r.dependency_failed(why, now).is_ok()
-                {
-                    self.queue.remove(&id);
-                    self.persist(&id);
+                if let Some(r) = self.records.get_mut(&id) {
+                    match r.dependency_failed(why, now) {
+                        Ok(()) => {
+                            self.queue.remove(&id);
+                            self.persist(&id);
+                        }
+                        // Killed since the settler saw it waiting.
+                        Err(e) => {
+                            warn!(task_id = %id, error = %e, "dependency failure not applied")
+                        }
+                    }
                 }
             }
             Command::Copies(reply) => {
@@ -402,7 +412,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
                         self.alloc.release(&id);
                         continue;
                     };
-                    if r.start(allocation.clone(), now).is_err() {
+                    if let Err(e) = r.start(allocation.clone(), now) {
+                        refused(&e);
                         self.alloc.release(&id);
                         continue;
                     }
@@ -418,11 +429,12 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     to_run.push((id, r.attempt, spec));
                 }
                 Dispatch::Impossible(id, e) => {
-                    if let Some(r) = self.records.get_mut(&id)
-                        && r.unplaceable(format!("cannot run on this node: {e}"), now)
-                            .is_ok()
-                    {
-                        changed.push(id);
+                    let Some(r) = self.records.get_mut(&id) else {
+                        continue;
+                    };
+                    match r.unplaceable(format!("cannot run on this node: {e}"), now) {
+                        Ok(()) => changed.push(id),
+                        Err(e) => refused(&e),
                     }
                 }
             }
@@ -448,6 +460,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
             ));
         }
     }
+}
+
+/// A transition our own bookkeeping should have allowed was refused (the
+/// queue, the jobs and the record disagree): logged, and the record is left
+/// as it was, since a refused transition changes nothing.
+fn refused(e: &TransitionError) {
+    error!(task_id = %e.task, state = %e.state, refused = e.action, "task bookkeeping is off: transition refused, record left as it was");
 }
 
 fn queued(r: &TaskRecord) -> QueuedTask {

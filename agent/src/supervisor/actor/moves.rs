@@ -4,18 +4,22 @@
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
 use tracing::{error, info};
 
-use super::{Supervisor, queued};
+use super::{Supervisor, queued, refused};
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorError;
 
 impl<R: ContainerRuntime> Supervisor<R> {
     pub(super) fn begin_move(&mut self, id: &TaskId, to: NodeId) -> Option<TaskRecord> {
-        let r = self.records.get_mut(id)?;
-        if r.state != TaskState::Queued || r.kill_requested {
+        // Started, killed or on offer since the mover saw the queue head.
+        if !self.queue.contains(id) {
             return None;
         }
-        self.queue.remove(id)?;
-        r.offered_to = Some(to);
+        let r = self.records.get_mut(id)?;
+        if let Err(e) = r.offer_to(to) {
+            refused(&e);
+            return None;
+        }
+        self.queue.remove(id);
         let snapshot = r.clone();
         self.persist(id);
         Some(snapshot)
@@ -25,26 +29,26 @@ impl<R: ContainerRuntime> Supervisor<R> {
         let Some(r) = self.records.get_mut(id) else {
             return;
         };
-        if r.offered_to.is_none() {
+        // Not on offer: settled already.
+        let Some(to) = r.offered_to.clone() else {
             return;
-        }
-        if r.state != TaskState::Queued {
-            // Killed while on offer: it stays as it ended here.
-            r.offered_to = None;
-            self.persist(id);
-            return;
-        }
-        if moved {
-            info!(task_id = %id, to = ?r.offered_to, "task moved to another node");
+        };
+        if moved && r.state == TaskState::Queued {
+            info!(task_id = %id, %to, "task moved to another node");
             self.records.remove(id);
             if let Err(e) = self.store.delete(id.as_str()) {
                 error!(task_id = %id, error = %e, "could not forget a moved task");
             }
-        } else {
-            r.offered_to = None;
-            self.queue.put(queued(r));
-            self.persist(id);
+            return;
         }
+        // Refused, or killed while on offer (it stays as it ended here).
+        if let Err(e) = r.offer_withdrawn() {
+            return refused(&e);
+        }
+        if r.state == TaskState::Queued {
+            self.queue.put(queued(r));
+        }
+        self.persist(id);
     }
 
     /// Takes a peer's task only if it can start at once: Docker is there,
@@ -67,13 +71,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
             return refuse(e.to_string());
         }
         let now = self.now_ms();
-        record.node = self.cfg.node.clone();
-        record.offered_to = None;
+        record
+            .taken_here(self.cfg.node.clone(), self.next_seq, now)
+            .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
         self.claim_copy(&record);
-        record.state = TaskState::Queued;
-        record.queue_seq = self.next_seq;
-        record.not_before_ms = now;
-        record.updated_ms = now;
         self.store
             .put(&record)
             .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
