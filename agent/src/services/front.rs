@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::backend::{AcquireError, Backend, Lease};
 use super::ports::MeshPort;
@@ -123,7 +123,9 @@ impl<M: MeshPort> Front<M> {
                 Ok((client, peer)) => {
                     let _ = client.set_nodelay(true);
                     let spec = spec.borrow().clone();
-                    self.tasks.spawn(self.clone().handle(spec, client, peer));
+                    let span = debug_span!("conn", service = %spec.name, client = %peer);
+                    self.tasks
+                        .spawn(self.clone().handle(spec, client, peer).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mesh_protocol::ServiceName;
 use mesh_protocol::rpc::{TunnelOpen, TunnelReply};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use super::backend::{AcquireError, Backend};
 use super::ports::MeshPort;
@@ -97,6 +97,20 @@ pub async fn serve(
             return;
         }
     };
+    let span = debug_span!("conn", service = %open.service, client = %open.client, from = ?caller);
+    answer(backend, open, caller, send, recv)
+        .instrument(span)
+        .await
+}
+
+/// Serves a forwarded connection once its `TunnelOpen` arrived.
+async fn answer(
+    backend: Backend,
+    open: TunnelOpen,
+    caller: Option<String>,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
     let reply = match backend.acquire(&open.service).await {
         Ok(mut lease) => {
             let ready = TunnelReply::Ready {
