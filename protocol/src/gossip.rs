@@ -5,7 +5,7 @@
 //!
 //! | key | example | changes |
 //! |---|---|---|
-//! | `v` | `1` | never |
+//! | `v` | `3` (`SCHEMA_VERSION`) | never |
 //! | `quic` | `10.0.0.5:7946` | never |
 //! | `api` | `10.0.0.5:7700` | never |
 //! | `ver` | `0.1.0` | never |
