@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use mesh_agent::runtime::{ContainerRuntime, ContainerSpec};
+use mesh_agent::runtime::ContainerRuntime;
 use mesh_protocol::{NodeId, TaskState, labels};
 
 /// A `meshd` child process; killed (SIGKILL) on drop.
@@ -120,26 +120,17 @@ async fn kill_9_then_restart_adopts_records_and_resumes() {
         async move { d.inspect(&id).await.is_ok_and(|i| !i.running) }
     })
     .await;
-    let stray = d
-        .run(&ContainerSpec {
-            name: format!("mesh-{node}-stray"),
-            image: IMAGE.into(),
-            command: vec!["sleep".into(), "60".into()],
-            env: vec![],
-            labels: mesh_agent::runtime::memory::labels(&[
-                ("mesh.node", node.as_str()),
-                ("mesh.kind", "task"),
-                ("mesh.cluster", "ganger"),
-                ("mesh.task", "tstray"),
-                ("mesh.attempt", "1"),
-            ]),
-            cpuset_cpus: Default::default(),
-            cpuset_mems: Default::default(),
-            memory: None,
-            network: None,
-        })
-        .await
-        .unwrap();
+    let stray = run_sleeper(
+        format!("mesh-{node}-stray"),
+        &[
+            ("mesh.node", node.as_str()),
+            ("mesh.kind", "task"),
+            ("mesh.cluster", "ganger"),
+            ("mesh.task", "tstray"),
+            ("mesh.attempt", "1"),
+        ],
+    )
+    .await;
 
     let m = Meshd::start(&node, dir.path(), addr, None).await;
     let fa = m.api.wait_state(&a, TaskState::Succeeded, 20).await;
