@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use mesh_agent::runtime::{ContainerRuntime, ContainerSpec};
+use mesh_agent::runtime::ContainerRuntime;
 use mesh_protocol::{NodeId, TaskState, labels};
 
 /// A `meshd` child process; killed (SIGKILL) on drop.
@@ -83,6 +83,34 @@ impl Drop for Meshd {
     }
 }
 
+/// One node's lasting state across its `meshd` processes: its id, data
+/// directory and API address. Its containers are removed when it is
+/// dropped (after its data directory, as fields drop in order).
+struct Host {
+    node: NodeId,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    _cleanup: NodeContainers,
+}
+
+impl Host {
+    async fn new(name: &str) -> Host {
+        require_docker().await;
+        let node = unique_node(name);
+        Host {
+            _cleanup: NodeContainers(node.clone()),
+            node,
+            dir: tempfile::tempdir().unwrap(),
+            addr: free_addr(),
+        }
+    }
+
+    /// Starts `meshd` as this node, with the Docker engine.
+    async fn meshd(&self) -> Meshd {
+        Meshd::start(&self.node, self.dir.path(), self.addr, None).await
+    }
+}
+
 /// Waits until the agent reaches Docker.
 async fn wait_docker(m: &Meshd) {
     wait_until("docker reachable", Duration::from_secs(20), || async {
@@ -94,12 +122,8 @@ async fn wait_docker(m: &Meshd) {
 
 #[tokio::test]
 async fn kill_9_then_restart_adopts_records_and_resumes() {
-    require_docker().await;
-    let node = unique_node("crash");
-    let _cleanup = NodeContainers(node.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let mut m = Meshd::start(&node, dir.path(), addr, None).await;
+    let host = Host::new("crash").await;
+    let mut m = host.meshd().await;
     wait_docker(&m).await;
 
     let a = m.api.submit(&sleep_task(1, "1")).await.id;
@@ -120,28 +144,19 @@ async fn kill_9_then_restart_adopts_records_and_resumes() {
         async move { d.inspect(&id).await.is_ok_and(|i| !i.running) }
     })
     .await;
-    let stray = d
-        .run(&ContainerSpec {
-            name: format!("mesh-{node}-stray"),
-            image: IMAGE.into(),
-            command: vec!["sleep".into(), "60".into()],
-            env: vec![],
-            labels: mesh_agent::runtime::memory::labels(&[
-                ("mesh.node", node.as_str()),
-                ("mesh.kind", "task"),
-                ("mesh.cluster", "ganger"),
-                ("mesh.task", "tstray"),
-                ("mesh.attempt", "1"),
-            ]),
-            cpuset_cpus: Default::default(),
-            cpuset_mems: Default::default(),
-            memory: None,
-            network: None,
-        })
-        .await
-        .unwrap();
+    let stray = run_sleeper(
+        format!("mesh-{}-stray", host.node),
+        &[
+            ("mesh.node", host.node.as_str()),
+            ("mesh.kind", "task"),
+            ("mesh.cluster", "ganger"),
+            ("mesh.task", "tstray"),
+            ("mesh.attempt", "1"),
+        ],
+    )
+    .await;
 
-    let m = Meshd::start(&node, dir.path(), addr, None).await;
+    let m = host.meshd().await;
     let fa = m.api.wait_state(&a, TaskState::Succeeded, 20).await;
     assert_eq!(
         (fa.attempt, fa.exit_code),
@@ -167,7 +182,7 @@ async fn kill_9_then_restart_adopts_records_and_resumes() {
     // Every container of the node is gone once all tasks ended.
     wait_until("no containers left", Duration::from_secs(20), || {
         let d = &d;
-        let n = node.to_string();
+        let n = host.node.to_string();
         async move {
             d.list(&[(labels::NODE, n.as_str())])
                 .await
@@ -180,12 +195,8 @@ async fn kill_9_then_restart_adopts_records_and_resumes() {
 
 #[tokio::test]
 async fn clean_stop_leaves_tasks_running_for_the_next_start() {
-    require_docker().await;
-    let node = unique_node("term");
-    let _cleanup = NodeContainers(node.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let mut m = Meshd::start(&node, dir.path(), addr, None).await;
+    let host = Host::new("term").await;
+    let mut m = host.meshd().await;
     wait_docker(&m).await;
     let t = m.api.submit(&sleep_task(1, "4")).await.id;
     let r = m.api.wait_state(&t, TaskState::Running, 20).await;
@@ -195,21 +206,17 @@ async fn clean_stop_leaves_tasks_running_for_the_next_start() {
         .await
         .unwrap();
     assert!(info.running, "a clean stop leaves batch tasks running");
-    let m = Meshd::start(&node, dir.path(), addr, None).await;
+    let m = host.meshd().await;
     let done = m.api.wait_state(&t, TaskState::Succeeded, 30).await;
     assert_eq!(done.attempt, 1);
 }
 
 #[tokio::test]
 async fn docker_unreachable_keeps_tasks_queued_until_it_is_back() {
-    require_docker().await;
-    let node = unique_node("nodocker");
-    let _cleanup = NodeContainers(node.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let socket = dir.path().join("no-docker.sock");
-    let host = format!("unix://{}", socket.display());
-    let mut m = Meshd::start(&node, dir.path(), addr, Some(&host)).await;
+    let host = Host::new("nodocker").await;
+    let socket = host.dir.path().join("no-docker.sock");
+    let docker_host = format!("unix://{}", socket.display());
+    let mut m = Meshd::start(&host.node, host.dir.path(), host.addr, Some(&docker_host)).await;
 
     let health = m.api.health().await;
     assert!(!health.ok, "{health:?}");
@@ -239,7 +246,7 @@ async fn docker_unreachable_keeps_tasks_queued_until_it_is_back() {
     .await;
     m.kill9();
 
-    let m = Meshd::start(&node, dir.path(), addr, None).await;
+    let m = host.meshd().await;
     let done = m.api.wait_state(&t, TaskState::Succeeded, 30).await;
     assert_eq!(done.attempt, 1);
 }

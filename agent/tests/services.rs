@@ -362,28 +362,16 @@ async fn definitions_survive_a_restart_and_stale_containers_are_removed() {
         "a clean stop removes them"
     );
     // What a crash would leave: a service container of this node.
-    let stale = docker()
-        .run(&mesh_agent::runtime::ContainerSpec {
-            name: format!("mesh-{id}-kept-stale"),
-            image: IMAGE.into(),
-            command: vec!["sleep".into(), "60".into()],
-            env: vec![],
-            labels: [
-                (labels::NODE, id.as_str()),
-                (labels::CLUSTER, agent.cluster()),
-                (labels::KIND, labels::KIND_SERVICE),
-                (labels::SERVICE, "kept"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-            cpuset_cpus: Default::default(),
-            cpuset_mems: Default::default(),
-            memory: None,
-            network: None,
-        })
-        .await
-        .unwrap();
+    let stale = run_sleeper(
+        format!("mesh-{id}-kept-stale"),
+        &[
+            (labels::NODE, id.as_str()),
+            (labels::CLUSTER, agent.cluster()),
+            (labels::KIND, labels::KIND_SERVICE),
+            (labels::SERVICE, "kept"),
+        ],
+    )
+    .await;
     agent.restart(&[]).await;
     wait_listening(&agent.api, "kept", 1).await;
     wait_until(

@@ -22,8 +22,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
-pub use crate::load::{Load, TopologySummary};
-use crate::load::{ServiceLoad, decode_loads, encode_loads};
+use crate::load::{Load, ServiceLoad, TopologySummary, decode_loads, encode_loads};
 
 pub const SCHEMA_VERSION: u32 = 3;
 
@@ -179,9 +178,8 @@ mod tests {
                 "echo".to_string(),
                 ServiceLoad {
                     containers: 3,
-                    ready: 1,
                     conns: 2,
-                    queued: 0,
+                    ..ServiceLoad::default()
                 },
             )]),
         }

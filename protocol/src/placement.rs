@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 
 use crate::ids::{NodeId, TaskId};
-pub use crate::load::Candidate;
+use crate::load::Candidate;
 use crate::load::fnv1a;
 use crate::resources::CoreCount;
 

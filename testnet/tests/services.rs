@@ -375,8 +375,8 @@ async fn per_connection_clients_get_their_own_containers_from_every_node_and_bur
         "a refused client just sees the end: {reply:?}"
     );
     let v = view(&n1, "crashy").await?;
-    let failed: u64 = v.nodes.iter().map(|n| n.counters.failed_starts).sum();
-    let refused: u64 = v.nodes.iter().map(|n| n.counters.refused).sum();
+    let failed = count(&v, |n| n.counters.failed_starts);
+    let refused = count(&v, |n| n.counters.refused);
     ensure!(
         failed == 6 && refused == 1,
         "2 starts on each of 3 nodes, one refusal: {:?}",
@@ -434,13 +434,7 @@ async fn pools_pin_an_instance_per_core_move_off_a_dead_node_and_carry_large_tra
     ensure!(busy.len() >= 2, "9 connections spread over nodes: {busy:?}");
     drop(held);
     remove(&n1, "cores").await?;
-    for node in &nodes {
-        let node = node.as_str();
-        wait_containers(&net, node, "cores", &format!("{node}: pool removed"), |c| {
-            c.is_empty()
-        })
-        .await?;
-    }
+    wait_gone(&net, "cores").await?;
 
     // A large transfer both ways through a node without an instance.
     create(

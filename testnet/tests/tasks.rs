@@ -38,22 +38,8 @@ async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> 
     // A 13th waits for a core.
     let extra = submit(&n1, &["sleep", "1"]).await?.id.to_string();
 
-    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
-    wait_until("12 tasks running", Duration::from_secs(30), async || {
-        let list = n1.tasks().await.map_err(|e| e.to_string())?;
-        per_node.clear();
-        let running = list
-            .iter()
-            .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Running)
-            .inspect(|t| *per_node.entry(t.node.to_string()).or_default() += 1)
-            .count();
-        if running == 12 {
-            Ok(())
-        } else {
-            Err(format!("{running} running: {per_node:?}"))
-        }
-    })
-    .await?;
+    let running = wait_all(&n1, &ids, TaskState::Running, Duration::from_secs(30)).await?;
+    let per_node = per_node(&running);
     ensure!(
         per_node.values().all(|&n| n == 4) && per_node.len() == 3,
         "expected 4/4/4, got {per_node:?}"
@@ -144,47 +130,17 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
     for _ in 0..6 {
         ids.push(submit(&n1, &["sleep", "8"]).await?.id.to_string());
     }
-    wait_until("6 tasks running", Duration::from_secs(30), async || {
-        let list = n1.tasks().await.map_err(|e| e.to_string())?;
-        let running = list
-            .iter()
-            .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Running)
-            .count();
-        if running == 6 {
-            Ok(())
-        } else {
-            Err(format!("{running} running"))
-        }
-    })
-    .await?;
-    let list = n1.tasks().await?;
+    let list = wait_all(&n1, &ids, TaskState::Running, Duration::from_secs(30)).await?;
     let lost: Vec<String> = list
         .iter()
-        .filter(|t| t.node.as_str() == "n3" && ids.contains(&t.id.to_string()))
+        .filter(|t| t.node.as_str() == "n3")
         .map(|t| t.id.to_string())
         .collect();
     ensure!(!lost.is_empty(), "n3 runs some of the tasks: {list:?}");
 
     net.kill("n3").await?;
-    wait_until(
-        "every task succeeded",
-        Duration::from_secs(90),
-        async || {
-            let list = n1.tasks().await.map_err(|e| e.to_string())?;
-            let done = list
-                .iter()
-                .filter(|t| ids.contains(&t.id.to_string()) && t.state == TaskState::Succeeded)
-                .count();
-            if done == 6 {
-                Ok(())
-            } else {
-                Err(format!("{done} of 6 succeeded"))
-            }
-        },
-    )
-    .await?;
-    let list = n1.tasks().await?;
-    for t in list.iter().filter(|t| ids.contains(&t.id.to_string())) {
+    let list = wait_all(&n1, &ids, TaskState::Succeeded, Duration::from_secs(90)).await?;
+    for t in &list {
         let expected = if lost.contains(&t.id.to_string()) {
             2
         } else {
@@ -238,6 +194,43 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Polls the mesh-wide list until every task of `ids` is in `state`, for
+/// `limit` at most; returns their records from that last poll.
+async fn wait_all(
+    api: &Client,
+    ids: &[String],
+    state: TaskState,
+    limit: Duration,
+) -> Result<Vec<TaskRecord>> {
+    let mut mine = Vec::new();
+    let what = format!("{} tasks {state:?}", ids.len());
+    wait_until(&what, limit, async || {
+        let list = api.tasks().await.map_err(|e| e.to_string())?;
+        mine = list
+            .into_iter()
+            .filter(|t| ids.contains(&t.id.to_string()))
+            .collect();
+        let there: Vec<&TaskRecord> = mine.iter().filter(|t| t.state == state).collect();
+        if there.len() == ids.len() {
+            Ok(())
+        } else {
+            let per_node = per_node(there.iter().copied());
+            Err(format!("{} {state:?}: {per_node:?}", there.len()))
+        }
+    })
+    .await?;
+    Ok(mine)
+}
+
+/// How many of `tasks` each node runs.
+fn per_node<'a>(tasks: impl IntoIterator<Item = &'a TaskRecord>) -> BTreeMap<String, usize> {
+    let mut per_node = BTreeMap::new();
+    for t in tasks {
+        *per_node.entry(t.node.to_string()).or_default() += 1;
+    }
+    per_node
 }
 
 /// Polls the mesh-wide record of `id` until `done` holds, for 90 s at most.

@@ -19,8 +19,8 @@ use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
 use mesh_protocol::NodeId;
 use mesh_protocol::api::MeshSummary;
-use mesh_protocol::gossip::{Load, NodeInfo, PeerState, PeerView, TopologySummary, keys};
-use mesh_protocol::placement::Candidate;
+use mesh_protocol::gossip::{NodeInfo, PeerState, PeerView, keys};
+use mesh_protocol::load::{Candidate, Load, TopologySummary};
 use mesh_protocol::rpc::{Request, Response, Topic};
 use mesh_protocol::topology::Topology;
 use tokio::time::Instant;
@@ -368,9 +368,9 @@ impl Mesh {
     pub async fn publish_services(
         &self,
         defs: &[mesh_protocol::service::ServiceDef],
-        loads: &BTreeMap<String, mesh_protocol::service::choice::ServiceLoad>,
+        loads: &BTreeMap<String, mesh_protocol::load::ServiceLoad>,
     ) {
-        let loads = mesh_protocol::service::choice::encode_loads(loads);
+        let loads = mesh_protocol::load::encode_loads(loads);
         self.chitchat
             .with_chitchat(|c| {
                 let state = c.self_node_state();

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use mesh_protocol::NodeId;
 use mesh_protocol::gossip::{PeerState, PeerView};
-use mesh_protocol::service::choice::{ServiceLoad, route_per_connection, route_pool};
+use mesh_protocol::load::ServiceLoad;
+use mesh_protocol::service::choice::{route_per_connection, route_pool};
 use mesh_protocol::service::{Mode, ServiceSpec};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -37,7 +38,7 @@ const RETRY: Duration = Duration::from_millis(100);
 /// rather than per connection.
 struct RouteView {
     peers: Vec<PeerView>,
-    candidates: Vec<mesh_protocol::placement::Candidate>,
+    candidates: Vec<mesh_protocol::load::Candidate>,
 }
 
 /// Where one connection goes.

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_protocol::service::choice::ServiceLoad;
+use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::{Mode, ServiceSpec};
 use mesh_protocol::{CoreCount, ServiceName, TaskId};
 use tokio::time::Instant;

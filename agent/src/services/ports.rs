@@ -9,8 +9,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use mesh_protocol::gossip::PeerView;
+use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::ServiceDef;
-use mesh_protocol::service::choice::ServiceLoad;
 use mesh_protocol::{CoreCount, NodeId, TaskId};
 
 use crate::mesh::Mesh;

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use mesh_protocol::gossip::PeerView;
-use mesh_protocol::service::choice::ServiceLoad;
+use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::{ServiceDef, ServiceRequest, ServiceSpec};
 use mesh_protocol::{Allocation, CoreCount, CpuSet, NodeId, TaskId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

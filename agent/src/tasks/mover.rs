@@ -14,7 +14,7 @@ use mesh_protocol::rpc::ErrorKind;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::place::{keeper_for, live_ids};
+use super::place::{live_ids, name_keeper};
 use super::{TaskError, Tasks};
 
 /// Runs until `shutdown`, one round per gossip interval.
@@ -62,8 +62,7 @@ async fn settle_doubts(tasks: &Tasks) {
         };
         debug!(task_id = %id, node = %to, moved, "settled an offer in doubt");
         let mut copy = record;
-        copy.node = if moved { to } else { tasks.me() };
-        copy.offered_to = None;
+        copy.placed_on(if moved { to } else { tasks.me() });
         let peers = tasks.peers().await;
         tasks.keep_copy(&peers, copy).await;
         if let Err(e) = supervisor.end_move(id.clone(), moved).await {
@@ -101,13 +100,12 @@ async fn move_head(tasks: &Tasks) -> bool {
     let Ok(Some(mut record)) = supervisor.begin_move(id.clone(), target.clone()).await else {
         return false;
     };
-    record.keeper = keeper_for(&record, target, &me, &live);
+    name_keeper(&mut record, target, &me, &live);
     let span = info_span!("task", task_id = %id);
     let moved = async {
         match node.offer(record.clone()).await {
             Ok(()) => {
-                record.node = target.clone();
-                record.offered_to = None;
+                record.placed_on(target.clone());
                 tasks.keep_copy(&peers, record).await;
                 Some(true)
             }

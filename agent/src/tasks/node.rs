@@ -108,18 +108,27 @@ impl Node {
         }
     }
 
+    /// Calls the peer and takes what `want` picks out of its answer (it
+    /// gives back any answer it does not expect, which becomes the error).
+    async fn ask_for<T>(
+        &self,
+        mesh: &Mesh,
+        addr: SocketAddr,
+        request: Request,
+        want: impl FnOnce(Response) -> Result<T, Response>,
+    ) -> Result<T, TaskError> {
+        let call = request.name();
+        let answer = self.ask(mesh, addr, request).await?;
+        want(answer).map_err(|other| self.unexpected(call, other))
+    }
+
     /// Runs `record` there if its cores are free now; refused otherwise.
     pub async fn offer(&self, record: TaskRecord) -> Result<(), TaskError> {
         match &self.at {
             At::Here(s, _) => Ok(s.offer(record).await?),
             At::Peer(mesh, addr) => {
-                match self
-                    .ask(mesh, *addr, Request::Offer(Box::new(record)))
-                    .await?
-                {
-                    Response::Accepted => Ok(()),
-                    other => Err(self.unexpected("offer", other)),
-                }
+                let request = Request::Offer(Box::new(record));
+                self.ask_for(mesh, *addr, request, accepted).await
             }
         }
     }
@@ -129,13 +138,12 @@ impl Node {
         match &self.at {
             At::Here(s, _) => Ok(s.hold(record).await?),
             At::Peer(mesh, addr) => {
-                match self
-                    .ask(mesh, *addr, Request::Hold(Box::new(record)))
-                    .await?
-                {
+                let request = Request::Hold(Box::new(record));
+                self.ask_for(mesh, *addr, request, |answer| match answer {
                     Response::Kept => Ok(()),
-                    other => Err(self.unexpected("hold", other)),
-                }
+                    other => Err(other),
+                })
+                .await
             }
         }
     }
@@ -145,16 +153,15 @@ impl Node {
         match &self.at {
             At::Here(s, mesh) => Ok(s.replicate(record, mesh.node()).await?),
             At::Peer(mesh, addr) => {
-                match self
-                    .ask(mesh, *addr, Request::Replicate(Box::new(record)))
-                    .await?
-                {
+                let request = Request::Replicate(Box::new(record));
+                self.ask_for(mesh, *addr, request, |answer| match answer {
                     Response::Kept => Ok(Verdict::Keep),
                     Response::Superseded { node, attempt } => {
                         Ok(Verdict::Superseded { node, attempt })
                     }
-                    other => Err(self.unexpected("replicate", other)),
-                }
+                    other => Err(other),
+                })
+                .await
             }
         }
     }
@@ -162,20 +169,20 @@ impl Node {
     pub async fn get(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
         match &self.at {
             At::Here(s, _) => Ok(s.get(id.clone()).await?),
-            At::Peer(mesh, addr) => match self.ask(mesh, *addr, Request::Get(id.clone())).await? {
-                Response::Record(r) => Ok(*r),
-                other => Err(self.unexpected("get", other)),
-            },
+            At::Peer(mesh, addr) => {
+                let request = Request::Get(id.clone());
+                self.ask_for(mesh, *addr, request, one_record).await
+            }
         }
     }
 
     pub async fn kill(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
         match &self.at {
             At::Here(s, _) => Ok(s.kill(id.clone()).await?),
-            At::Peer(mesh, addr) => match self.ask(mesh, *addr, Request::Kill(id.clone())).await? {
-                Response::Record(r) => Ok(*r),
-                other => Err(self.unexpected("kill", other)),
-            },
+            At::Peer(mesh, addr) => {
+                let request = Request::Kill(id.clone());
+                self.ask_for(mesh, *addr, request, one_record).await
+            }
         }
     }
 
@@ -183,10 +190,13 @@ impl Node {
     pub async fn list(&self) -> Result<Vec<TaskRecord>, TaskError> {
         match &self.at {
             At::Here(s, _) => Ok(s.list().await?),
-            At::Peer(mesh, addr) => match self.ask(mesh, *addr, Request::List).await? {
-                Response::Records(r) => Ok(r),
-                other => Err(self.unexpected("list", other)),
-            },
+            At::Peer(mesh, addr) => {
+                self.ask_for(mesh, *addr, Request::List, |answer| match answer {
+                    Response::Records(r) => Ok(r),
+                    other => Err(other),
+                })
+                .await
+            }
         }
     }
 
@@ -200,13 +210,8 @@ impl Node {
                 Ok(())
             }
             At::Peer(mesh, addr) => {
-                match self
-                    .ask(mesh, *addr, Request::Drain { on, migrate })
-                    .await?
-                {
-                    Response::Accepted => Ok(()),
-                    other => Err(self.unexpected("drain", other)),
-                }
+                let request = Request::Drain { on, migrate };
+                self.ask_for(mesh, *addr, request, accepted).await
             }
         }
     }
@@ -250,5 +255,21 @@ impl Node {
                     .boxed())
             }
         }
+    }
+}
+
+/// The answer an offer or a drain expects.
+fn accepted(answer: Response) -> Result<(), Response> {
+    match answer {
+        Response::Accepted => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// The answer a lookup or a kill expects.
+fn one_record(answer: Response) -> Result<TaskRecord, Response> {
+    match answer {
+        Response::Record(r) => Ok(*r),
+        other => Err(other),
     }
 }

@@ -102,11 +102,11 @@ impl Tasks {
                 continue;
             };
             let mut offered = record.clone();
-            offered.keeper = keeper_for(&record, &node.id, &me, &live);
+            name_keeper(&mut offered, &node.id, &me, &live);
             match self.offer_once(&node, offered.clone()).await {
                 Ok(()) => {
                     info!(node = %node.id, keeper = ?offered.keeper, "task placed");
-                    offered.node = node.id.clone();
+                    offered.placed_on(node.id.clone());
                     self.keep_copy(&peers, offered).await;
                     return Ok(node.id);
                 }
@@ -117,10 +117,10 @@ impl Tasks {
         }
         // Nobody could start it now: it waits in this node's queue.
         let mut queued = record.clone();
-        queued.keeper = keeper_for(&record, &me, &me, &live);
+        name_keeper(&mut queued, &me, &me, &live);
         match self.supervisor.adopt(queued.clone(), fresh).await {
             Ok(()) => {
-                queued.node = me.clone();
+                queued.placed_on(me.clone());
                 self.keep_copy(&peers, queued).await;
                 Ok(me)
             }
@@ -184,5 +184,14 @@ pub fn keeper_for(
     match &record.keeper {
         Some(k) if k != runner && live.contains(k) => Some(k.clone()),
         _ => failover::choose_keeper(&record.id, runner, me, live),
+    }
+}
+
+/// Gives `record`, about to run on `runner`, the keeper [`keeper_for`]
+/// chooses (or none, when the mesh has no other live node).
+pub fn name_keeper(record: &mut TaskRecord, runner: &NodeId, me: &NodeId, live: &[NodeId]) {
+    match keeper_for(record, runner, me, live) {
+        Some(keeper) => record.keeper_set(keeper),
+        None => record.keeper_dropped(),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mesh_protocol::gossip::Load;
+use mesh_protocol::load::Load;
 use tokio_util::sync::CancellationToken;
 
 use super::Tasks;

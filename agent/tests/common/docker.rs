@@ -1,8 +1,8 @@
 //! The real Docker engine in tests: a client, a loud failure when it is
 //! missing, and removal of every container a test's node created.
 
-use mesh_agent::runtime::ContainerRuntime;
 use mesh_agent::runtime::docker::DockerRuntime;
+use mesh_agent::runtime::{ContainerRuntime, ContainerSpec};
 use mesh_protocol::NodeId;
 use mesh_protocol::labels;
 
@@ -16,6 +16,26 @@ pub async fn require_docker() {
         .ping()
         .await
         .expect("these tests need a running Docker engine (scripts/test starts one)");
+}
+
+/// Starts a `sleep 60` container of the test image named `name` with
+/// `labels`, as if an agent had made it (a stray or stale one for an agent
+/// to find); returns its id. Label it with a test's node so it is removed.
+pub async fn run_sleeper(name: String, labels: &[(&str, &str)]) -> String {
+    docker()
+        .run(&ContainerSpec {
+            name,
+            image: super::IMAGE.into(),
+            command: vec!["sleep".into(), "60".into()],
+            env: vec![],
+            labels: mesh_agent::runtime::memory::labels(labels),
+            cpuset_cpus: Default::default(),
+            cpuset_mems: Default::default(),
+            memory: None,
+            network: None,
+        })
+        .await
+        .expect("start a sleeping container")
 }
 
 /// Removes every container labelled with `node`, synchronously (for Drop).

@@ -86,17 +86,9 @@ mod tests {
             quic: "10.0.0.1:7946".parse().unwrap(),
             api: "10.0.0.1:7700".parse().unwrap(),
             version: "0.1.0".into(),
-            topology: TopologySummary {
-                packages: 1,
-                cores_per_numa: vec![4, 4],
-                pus_per_core: 2,
-            },
-            load: Load {
-                free_per_numa: vec![3, 4],
-                running: 1,
-                queued: 0,
-                cpu_percent: 7,
-            },
+            // The gossip forms: 1 package, 4+4 cores, 2 PUs a core; 3+4 free, 1 running, 7% CPU.
+            topology: TopologySummary::parse("1;4,4;2").unwrap(),
+            load: Load::parse("3,4;1;0;7").unwrap(),
             draining: false,
             services: Default::default(),
         };

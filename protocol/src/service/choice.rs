@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{Instances, ServiceSpec};
 use crate::ids::NodeId;
-use crate::load::{Candidate, fnv1a};
-pub use crate::load::{ServiceLoad, decode_loads, encode_loads};
+use crate::load::{Candidate, ServiceLoad, fnv1a};
 
 /// The nodes to try for a new per-connection container, best first: nodes
 /// with a warm container (this node first, then fewest containers), then

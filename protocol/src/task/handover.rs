@@ -28,6 +28,13 @@ impl TaskRecord {
         Ok(())
     }
 
+    /// The copy its keeper gets once the holder knows where the task is:
+    /// `node` runs or queues it, and no offer is pending.
+    pub fn placed_on(&mut self, node: NodeId) {
+        self.node = node;
+        self.offered_to = None;
+    }
+
     /// A queued task another node offered, taken by `node` to start at
     /// once: it queues there at place `seq`, due now.
     pub fn taken_here(&mut self, node: NodeId, seq: u64, now: u64) -> Result<(), TransitionError> {
@@ -171,6 +178,21 @@ mod tests {
         assert_eq!(
             (on_offer.state, on_offer.offered_to),
             (TaskState::Killed, None)
+        );
+    }
+
+    #[test]
+    fn the_keepers_copy_names_where_an_offer_settled() {
+        let mut r = rec();
+        r.offer_to(node("b")).unwrap();
+        r.placed_on(node("b"));
+        assert_eq!((r.node.clone(), r.offered_to.clone()), (node("b"), None));
+        let mut kept_here = rec();
+        kept_here.offer_to(node("b")).unwrap();
+        kept_here.placed_on(node("a"));
+        assert_eq!(
+            (kept_here.node, kept_here.offered_to, kept_here.state),
+            (node("a"), None, TaskState::Queued)
         );
     }
 

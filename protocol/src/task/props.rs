@@ -26,6 +26,7 @@ enum Op {
     DependenciesMet,
     OfferTo,
     OfferWithdrawn,
+    PlacedOn,
     TakenHere(u64),
     Adopted(u64),
     ClaimedBy(u32),
@@ -52,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::DependenciesMet),
         Just(Op::OfferTo),
         Just(Op::OfferWithdrawn),
+        Just(Op::PlacedOn),
         (0u64..100).prop_map(Op::TakenHere),
         (0u64..100).prop_map(Op::Adopted),
         (0u32..8).prop_map(Op::ClaimedBy),
@@ -89,6 +91,10 @@ fn apply(r: &mut TaskRecord, op: &Op, now: u64) -> bool {
         }
         Op::OfferTo => r.offer_to(node).is_ok(),
         Op::OfferWithdrawn => r.offer_withdrawn().is_ok(),
+        Op::PlacedOn => {
+            r.placed_on(node);
+            true
+        }
         Op::TakenHere(seq) => r.taken_here(node, *seq, now).is_ok(),
         Op::Adopted(seq) => r.adopted(node, *seq).is_ok(),
         Op::ClaimedBy(attempt) => {

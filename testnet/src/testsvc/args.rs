@@ -335,46 +335,30 @@ mod tests {
         assert_eq!(parse(empty), Err(ArgsError::MissingMode));
         assert_eq!(parse(["--port", "1"]), Err(ArgsError::MissingMode));
         assert_eq!(parse(["fly"]), Err(ArgsError::UnknownMode("fly".into())));
-        assert!(matches!(
-            parse(["echo", "--port"]),
-            Err(ArgsError::MissingValue { .. })
-        ));
-        assert!(matches!(
-            parse(["echo", "--port", "70000"]),
-            Err(ArgsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            parse(["source"]),
-            Err(ArgsError::MissingValue { .. })
-        ));
-        assert!(matches!(
-            parse(["source", "-1"]),
-            Err(ArgsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            parse(["exit", "256"]),
-            Err(ArgsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            parse(["sleep", "-1"]),
-            Err(ArgsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            parse(["sleep", "NaN"]),
-            Err(ArgsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            parse(["sleep", "inf"]),
-            Err(ArgsError::BadValue { .. })
-        ));
-        assert!(matches!(
-            parse(["burn"]),
-            Err(ArgsError::MissingValue { .. })
-        ));
-        assert!(matches!(
-            parse(["count"]),
-            Err(ArgsError::MissingValue { .. })
-        ));
+        for args in [
+            &["echo", "--port"][..],
+            &["source"][..],
+            &["burn"][..],
+            &["count"][..],
+        ] {
+            assert!(
+                matches!(parse(args), Err(ArgsError::MissingValue { .. })),
+                "{args:?}"
+            );
+        }
+        for args in [
+            &["echo", "--port", "70000"][..],
+            &["source", "-1"][..],
+            &["exit", "256"][..],
+            &["sleep", "-1"][..],
+            &["sleep", "NaN"][..],
+            &["sleep", "inf"][..],
+        ] {
+            assert!(
+                matches!(parse(args), Err(ArgsError::BadValue { .. })),
+                "{args:?}"
+            );
+        }
         assert!(matches!(
             parse(["slow-start", "1", "fly"]),
             Err(ArgsError::UnknownMode(_))

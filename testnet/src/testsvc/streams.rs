@@ -55,7 +55,7 @@ pub fn source(conn: &mut Conn, len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::net::Shutdown;
+    use std::net::{Shutdown, SocketAddr};
     use std::thread;
 
     use super::super::args::ServerMode;
@@ -63,14 +63,13 @@ mod tests {
     use super::super::server::test_support::{connect, start};
     use super::*;
 
-    #[test]
-    fn echo_returns_everything_and_keeps_half_close() {
-        let addr = start(ServerMode::Echo);
+    /// Sends `data` on a fresh connection to `addr` and closes the sending
+    /// side, from a thread of its own (so writing overlaps reading); returns
+    /// all the server sent back.
+    fn exchange(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
         let mut client = connect(addr);
-        // Bigger than socket buffers, so writing must overlap reading.
-        let data = pattern::chunk(4000);
         let mut writer = client.try_clone().unwrap();
-        let sent = data.clone();
+        let sent = data.to_vec();
         let send = thread::spawn(move || {
             writer.write_all(&sent).unwrap();
             writer.shutdown(Shutdown::Write).unwrap();
@@ -78,6 +77,15 @@ mod tests {
         let mut back = Vec::new();
         client.read_to_end(&mut back).unwrap();
         send.join().unwrap();
+        back
+    }
+
+    #[test]
+    fn echo_returns_everything_and_keeps_half_close() {
+        let addr = start(ServerMode::Echo);
+        // Bigger than socket buffers, so writing must overlap reading.
+        let data = pattern::chunk(4000);
+        let back = exchange(addr, &data);
         assert_eq!(back.len(), data.len());
         assert!(back == data);
     }
@@ -96,26 +104,14 @@ mod tests {
     fn sink_reports_count_and_hash() {
         let addr = start(ServerMode::Sink);
         let data = pattern::chunk(1000);
-        let mut client = connect(addr);
-        let mut writer = client.try_clone().unwrap();
-        let sent = data.clone();
-        let send = thread::spawn(move || {
-            writer.write_all(&sent).unwrap();
-            writer.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut reply = String::new();
-        client.read_to_string(&mut reply).unwrap();
-        send.join().unwrap();
+        let reply = String::from_utf8(exchange(addr, &data)).unwrap();
         assert_eq!(reply, format!("{} {:016x}\n", data.len(), fnv1a64(&data)));
     }
 
     #[test]
     fn sink_of_nothing() {
         let addr = start(ServerMode::Sink);
-        let mut client = connect(addr);
-        client.shutdown(Shutdown::Write).unwrap();
-        let mut reply = String::new();
-        client.read_to_string(&mut reply).unwrap();
+        let reply = String::from_utf8(exchange(addr, &[])).unwrap();
         assert_eq!(reply, "0 cbf29ce484222325\n");
     }
 

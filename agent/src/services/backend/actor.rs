@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_protocol::ServiceName;
+use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::ServiceSpec;
-use mesh_protocol::service::choice::ServiceLoad;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;

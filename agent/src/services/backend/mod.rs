@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::ServiceSpec;
-use mesh_protocol::service::choice::ServiceLoad;
 use mesh_protocol::{NodeId, ServiceName};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot, watch};

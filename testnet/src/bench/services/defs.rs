@@ -30,26 +30,20 @@ pub(super) struct Svc {
     pub listen: u16,
 }
 
+impl Svc {
+    const fn new(name: &'static str, listen: u16) -> Self {
+        Self { name, listen }
+    }
+}
+
 /// Pool, one echo instance: first byte, requests/s and held connections.
-pub(super) const ECHO_POOL: Svc = Svc {
-    name: "bench-echo",
-    listen: 9000,
-};
+pub(super) const ECHO_POOL: Svc = Svc::new("bench-echo", 9000);
 /// Pool, one `source` instance: the large transfer.
-pub(super) const SOURCE_POOL: Svc = Svc {
-    name: "bench-source",
-    listen: 9001,
-};
+pub(super) const SOURCE_POOL: Svc = Svc::new("bench-source", 9001);
 /// Per-connection echo with [`WARM`] warm containers.
-pub(super) const WARM_CONN: Svc = Svc {
-    name: "bench-warm",
-    listen: 9002,
-};
+pub(super) const WARM_CONN: Svc = Svc::new("bench-warm", 9002);
 /// Per-connection echo without warm containers.
-pub(super) const COLD_CONN: Svc = Svc {
-    name: "bench-cold",
-    listen: 9003,
-};
+pub(super) const COLD_CONN: Svc = Svc::new("bench-cold", 9003);
 
 /// The four services, all of [`CORES`]-core echo or source containers.
 pub(super) fn definitions(transfer_bytes: u64) -> [ServiceRequest; 4] {

@@ -33,6 +33,14 @@ fn mid_p90(samples: &[Duration]) -> (Duration, Duration) {
     (median(&mut v), percentile(&mut v, 90))
 }
 
+/// The median of the series measured direct to the container, if any.
+fn direct_median(series: &[Series]) -> Option<Duration> {
+    series
+        .iter()
+        .find(|s| s.path == Path::Direct)
+        .map(|s| mid_p90(&s.samples).0)
+}
+
 impl ServicesReport {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
@@ -49,11 +57,7 @@ impl ServicesReport {
     }
 
     fn first_byte_tables(&self, out: &mut String) {
-        let direct = self
-            .first_byte
-            .iter()
-            .find(|s| s.path == Path::Direct)
-            .map(|s| mid_p90(&s.samples).0);
+        let direct = direct_median(&self.first_byte);
         let _ = writeln!(
             out,
             "Time to first byte, warm and pool ({} samples each; connect to the first echoed byte of 32):\n\n| connection | path | median (ms) | p90 (ms) | median over direct (ms) |\n|---|---|---:|---:|---:|",
@@ -66,11 +70,7 @@ impl ServicesReport {
             };
             series_row(out, s, over);
         }
-        let raw = self
-            .cold
-            .iter()
-            .find(|s| s.path == Path::Direct)
-            .map(|s| mid_p90(&s.samples).0);
+        let raw = direct_median(&self.cold);
         let _ = writeln!(
             out,
             "\nTime to first byte, cold ({} samples each; raw Docker: from `docker run` to the first echoed byte):\n\n| connection | path | median (ms) | p90 (ms) | median / raw Docker's |\n|---|---|---:|---:|---:|",
