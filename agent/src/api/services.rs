@@ -57,7 +57,7 @@ async fn reports(s: &ApiState) -> (Vec<ServiceReport>, Vec<mesh_protocol::NodeId
             .await;
         (node.clone(), answer)
     });
-    let mut out = vec![s.services.report()];
+    let mut out = vec![s.services.report().await];
     let mut unreachable = Vec::new();
     for (node, answer) in futures_util::future::join_all(calls).await {
         match answer {

@@ -89,7 +89,7 @@ pub trait ServiceControl: Send + Sync + std::fmt::Debug {
     /// Live (not removed) definitions.
     fn defs(&self) -> Vec<ServiceDef>;
     /// This node's figures and open connections.
-    fn report(&self) -> ServiceReport;
+    fn report(&self) -> BoxFuture<'_, ServiceReport>;
 }
 
 pub type ServicesHandle = Arc<dyn ServiceControl>;
@@ -139,7 +139,14 @@ impl ServiceControl for Control {
         self.published.borrow().defs.clone()
     }
 
-    fn report(&self) -> ServiceReport {
+    fn report(&self) -> BoxFuture<'_, ServiceReport> {
+        Box::pin(self.make_report())
+    }
+}
+
+impl Control {
+    async fn make_report(&self) -> ServiceReport {
+        let figures = self.stats.snapshot().await;
         let published = self.published.borrow().clone();
         let loads = self.backend.loads();
         let stats = published
@@ -157,13 +164,13 @@ impl ServiceControl for Control {
                     listening,
                     listen_error,
                     load: loads.get(d.name().as_str()).cloned().unwrap_or_default(),
-                    counters: self.stats.counters(d.name()),
+                    counters: figures.counters(d.name()),
                 }
             })
             .collect();
         ServiceReport {
             stats,
-            connections: self.stats.connections(&self.node),
+            connections: figures.connections(&self.node),
         }
     }
 }
@@ -199,20 +206,23 @@ pub async fn start<R: ContainerRuntime>(
     mesh.handle_calls(
         mesh_protocol::rpc::Topic::Services,
         Arc::new(move |_, request| {
-            let answer = match request {
-                mesh_protocol::rpc::Request::ServiceReport => {
-                    mesh_protocol::rpc::Response::ServiceReport(Box::new(reporter.report()))
-                }
-                other => {
-                    mesh_protocol::rpc::Response::Failed(mesh_protocol::rpc::RemoteError::new(
-                        mesh_protocol::rpc::ErrorKind::Invalid,
-                        format!("{} is not a service call", other.name()),
-                    ))
-                }
-            };
-            Box::pin(std::future::ready(crate::mesh::handlers::Reply::One(
-                answer,
-            )))
+            let reporter = reporter.clone();
+            Box::pin(async move {
+                let answer = match request {
+                    mesh_protocol::rpc::Request::ServiceReport => {
+                        mesh_protocol::rpc::Response::ServiceReport(Box::new(
+                            reporter.report().await,
+                        ))
+                    }
+                    other => {
+                        mesh_protocol::rpc::Response::Failed(mesh_protocol::rpc::RemoteError::new(
+                            mesh_protocol::rpc::ErrorKind::Invalid,
+                            format!("{} is not a service call", other.name()),
+                        ))
+                    }
+                };
+                crate::mesh::handlers::Reply::One(answer)
+            })
         }),
     );
     Ok((control, join))
@@ -228,7 +238,8 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
     let registry = Registry::open(data_dir)?;
-    let stats = Stats::default();
+    let stats_stop = CancellationToken::new();
+    let (stats, stats_task) = Stats::spawn(stats_stop.clone());
     let (backend, backend_task) = Backend::spawn(
         cfg.backend,
         runtime,
@@ -260,7 +271,12 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         stats,
         node,
     });
-    let join = tokio::spawn(owner.run(rx, cfg.every, shutdown, backend_task));
+    let join = tokio::spawn(async move {
+        owner.run(rx, cfg.every, shutdown, backend_task).await;
+        // Connections and containers are gone: nothing more to count.
+        stats_stop.cancel();
+        let _ = stats_task.await;
+    });
     Ok((control, backend, join))
 }
 

@@ -103,9 +103,13 @@ fn def(listen: u16, revision: u64, removed: bool) -> ServiceDef {
 }
 
 /// Polls `check` (the services run on their own tasks) for up to 10 s.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     for _ in 0..1000 {
-        if check() {
+        if check().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -148,13 +152,16 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
     .await
     .unwrap();
 
-    until("the service is listened for, with a warm container", || {
-        let report = control.report();
-        report
-            .stats
-            .iter()
-            .any(|s| s.listening && s.load.ready == 1)
-    })
+    until(
+        "the service is listened for, with a warm container",
+        || async {
+            let report = control.report().await;
+            report
+                .stats
+                .iter()
+                .any(|s| s.listening && s.load.ready == 1)
+        },
+    )
     .await;
     let mut client = TcpStream::connect((bind, listen)).await.unwrap();
     client.write_all(b"hi").await.unwrap();
@@ -162,7 +169,7 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, b"hi");
-    until("this node's figures are published", || {
+    until("this node's figures are published", || async {
         mesh.published.lock().unwrap().contains_key("echo")
     })
     .await;
@@ -183,7 +190,7 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
     *mesh.defs.lock().unwrap() = vec![def(listen, 2, true)];
     until(
         "the tombstone removes every container and frees every core",
-        || {
+        || async {
             control.defs().is_empty()
                 && rt.containers().is_empty()
                 && cores.held.lock().unwrap().is_empty()
