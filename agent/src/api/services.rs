@@ -25,9 +25,9 @@ impl From<ServiceApiError> for ApiError {
             ServiceApiError::Invalid(_) => ApiError::bad_request(e.to_string()),
             ServiceApiError::Conflict(_) => ApiError::conflict(e.to_string()),
             ServiceApiError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ServiceApiError::Store(_) | ServiceApiError::Stopping => {
-                ApiError::internal(e.to_string())
-            }
+            ServiceApiError::Store(_) => ApiError::internal(e.to_string()),
+            // As a stopping supervisor answers: try another node or later.
+            ServiceApiError::Stopping => ApiError::unavailable(e.to_string()),
         }
     }
 }
