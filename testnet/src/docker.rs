@@ -4,10 +4,18 @@
 //!
 //! Calls come in two forms over one command builder: `run` (async, for the
 //! harness) and `run_blocking` (for teardown in `Drop`, where nothing can be
-//! awaited).
+//! awaited). Every call has a time limit: a Docker daemon that stops
+//! answering fails the call, naming the command, instead of hanging the test
+//! or the teardown that made it.
 
 use std::ffi::OsString;
 use std::process::{ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+/// How long one `docker` command may take unless [`Docker::with_limit`] says
+/// otherwise: far more than any command the harness makes needs (no pulls,
+/// no builds), far less than a CI run.
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(120);
 
 /// Why a `docker` call failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +34,10 @@ pub enum DockerError {
         status: ExitStatus,
         stderr: String,
     },
+    #[error(
+        "`docker {command}` did not finish within {limit:?} and was killed; is the Docker daemon answering (`docker info`)?"
+    )]
+    TimedOut { command: String, limit: Duration },
 }
 
 impl DockerError {
@@ -36,7 +48,7 @@ impl DockerError {
                 let stderr = stderr.to_ascii_lowercase();
                 stderr.contains("no such") || stderr.contains("not found")
             }
-            Self::Spawn { .. } => false,
+            Self::Spawn { .. } | Self::TimedOut { .. } => false,
         }
     }
 
@@ -44,7 +56,7 @@ impl DockerError {
     pub fn stderr(&self) -> &str {
         match self {
             Self::Failed { stderr, .. } => stderr,
-            Self::Spawn { .. } => "",
+            Self::Spawn { .. } | Self::TimedOut { .. } => "",
         }
     }
 }
@@ -56,6 +68,8 @@ pub struct Docker {
     program: OsString,
     /// Arguments before the caller's (none for `docker` itself).
     leading: Vec<OsString>,
+    /// How long one command may run before it is killed.
+    limit: Duration,
 }
 
 impl Default for Docker {
@@ -70,7 +84,14 @@ impl Docker {
         Self {
             program: OsString::from("docker"),
             leading: Vec::new(),
+            limit: DEFAULT_LIMIT,
         }
+    }
+
+    /// The same client with another time limit per command.
+    pub fn with_limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// A shell script that speaks the `docker` command line: a stand-in
@@ -82,22 +103,49 @@ impl Docker {
         Self {
             program: OsString::from("sh"),
             leading: vec![path.into()],
+            limit: DEFAULT_LIMIT,
         }
     }
 
-    /// Runs `docker ARGS...` and returns its stdout, trimmed.
+    /// Runs `docker ARGS...` and returns its stdout, trimmed; kills it
+    /// and fails once it has run longer than the limit.
     pub async fn run<S: AsRef<str>>(&self, args: &[S]) -> Result<String, DockerError> {
         let output = tokio::process::Command::from(self.command(args))
             .kill_on_drop(true)
-            .output()
-            .await;
-        self.finish(args, output)
+            .output();
+        match tokio::time::timeout(self.limit, output).await {
+            Ok(output) => self.finish(args, output),
+            Err(_) => Err(DockerError::TimedOut {
+                command: Self::joined(args),
+                limit: self.limit,
+            }),
+        }
     }
 
-    /// [`Docker::run`] for places that cannot await (teardown in `Drop`).
+    /// [`Docker::run`] for places that cannot await (teardown in `Drop`,
+    /// which may itself run inside a runtime): the call runs on a thread of
+    /// its own with a runtime of its own, under the same limit.
     pub fn run_blocking<S: AsRef<str>>(&self, args: &[S]) -> Result<String, DockerError> {
-        let output = self.command(args).output();
-        self.finish(args, output)
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+        let docker = self.clone();
+        let spawn_error = |source| DockerError::Spawn {
+            program: self.program.to_string_lossy().into_owned(),
+            source,
+        };
+        std::thread::scope(|scope| {
+            let call = scope.spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(spawn_error)?;
+                runtime.block_on(docker.run(&args))
+            });
+            call.join().unwrap_or_else(|_| {
+                Err(spawn_error(std::io::Error::other(
+                    "the thread running docker panicked",
+                )))
+            })
+        })
     }
 
     /// The last `tail` lines of a container's output, stdout and stderr
@@ -109,16 +157,17 @@ impl Docker {
             tail.to_string(),
             container.to_owned(),
         ];
-        match tokio::process::Command::from(self.command(&args))
-            .output()
-            .await
-        {
-            Ok(out) => format!(
+        let output = tokio::process::Command::from(self.command(&args))
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(self.limit, output).await {
+            Ok(Ok(out)) => format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ),
-            Err(e) => format!("(cannot run docker logs: {e})"),
+            Ok(Err(e)) => format!("(cannot run docker logs: {e})"),
+            Err(_) => format!("(docker logs did not answer within {:?})", self.limit),
         }
     }
 
@@ -138,7 +187,7 @@ impl Docker {
         args: &[S],
         output: std::io::Result<Output>,
     ) -> Result<String, DockerError> {
-        let command = || args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ");
+        let command = || Self::joined(args);
         let output = output.map_err(|source| DockerError::Spawn {
             program: self.program.to_string_lossy().into_owned(),
             source,
@@ -152,5 +201,49 @@ impl Docker {
             });
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    fn joined<S: AsRef<str>>(args: &[S]) -> String {
+        args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in `docker` that answers `ps` at once and never answers
+    /// anything else, as a hung daemon does.
+    fn hung_docker(dir: &std::path::Path) -> Docker {
+        let path = dir.join("docker.sh");
+        std::fs::write(
+            &path,
+            "case \"$1\" in ps) echo ok ;; *) exec sleep 600 ;; esac\n",
+        )
+        .unwrap();
+        Docker::script(path).with_limit(Duration::from_millis(300))
+    }
+
+    #[tokio::test]
+    async fn a_command_that_hangs_fails_at_the_limit_naming_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docker = hung_docker(tmp.path());
+        assert_eq!(docker.run(&["ps"]).await.unwrap(), "ok");
+        let err = docker.run(&["network", "rm", "x"]).await.unwrap_err();
+        assert!(matches!(err, DockerError::TimedOut { .. }), "{err:?}");
+        assert!(err.to_string().contains("`docker network rm x`"), "{err}");
+        assert!(!err.is_not_found());
+        assert!(docker.logs("c", 5).await.contains("did not answer"));
+    }
+
+    #[test]
+    fn a_blocking_command_that_hangs_fails_too_even_inside_a_runtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docker = hung_docker(tmp.path());
+        assert_eq!(docker.run_blocking(&["ps"]).unwrap(), "ok");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // As in `Drop` of a testnet owned by an async test.
+        let err = runtime.block_on(async { docker.run_blocking(&["rm", "-f", "c"]) });
+        assert!(matches!(err, Err(DockerError::TimedOut { .. })), "{err:?}");
     }
 }

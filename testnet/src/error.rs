@@ -129,4 +129,12 @@ pub enum StepError {
         after: Duration,
         why: String,
     },
+    #[error(
+        "{what} did not finish within {limit:?} and was stopped (its testnet is torn down); the Docker daemon: {docker}"
+    )]
+    Overran {
+        what: String,
+        limit: Duration,
+        docker: String,
+    },
 }

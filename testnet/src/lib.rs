@@ -77,7 +77,7 @@ pub use crate::{
     },
     state::{NodeRecord, State},
     status::{NodeState, NodeStatus, table},
-    steps::{POLL_INTERVAL, hold_for, wait_until},
+    steps::{POLL_INTERVAL, SCENARIO_LIMIT, hold_for, scenario, wait_until},
     subnet::MAX_AGENTS,
     teardown::{NetworkFate, Removed},
 };

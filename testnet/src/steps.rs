@@ -14,6 +14,7 @@ use mesh_protocol::api::Health;
 use mesh_protocol::gossip::PeerView;
 use tokio::time::Instant;
 
+use crate::docker::Docker;
 use crate::error::{StepError, TestnetError};
 use crate::net::Testnet;
 
@@ -85,6 +86,41 @@ pub async fn hold_for(
             return Ok(());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The most one testnet scenario (one test) may take: ten times what the
+/// slowest takes on a loaded 2-core machine, far less than a CI run.
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(600);
+
+/// Runs a whole scenario, `what`, for at most `limit`. Its steps have budgets
+/// of their own, but a byte stream that stops moving or a Docker daemon that
+/// stops answering can still hang one; this turns that into a failure that
+/// says so (with whether Docker answers) instead of a test run that never
+/// ends. Dropping the scenario drops its testnet, which tears it down.
+pub async fn scenario<T, E: From<StepError>>(
+    what: &str,
+    limit: Duration,
+    body: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout(limit, body).await {
+        Ok(result) => result,
+        Err(_) => {
+            let info = Docker::new()
+                .with_limit(Duration::from_secs(10))
+                .run(&["info", "--format", "{{.ServerVersion}}"])
+                .await;
+            let docker = match info {
+                Ok(version) => format!("answers (version {version})"),
+                Err(e) => e.to_string(),
+            };
+            Err(StepError::Overran {
+                what: what.to_owned(),
+                limit,
+                docker,
+            }
+            .into())
+        }
     }
 }
 
@@ -181,6 +217,24 @@ impl Testnet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scenario_that_hangs_fails_at_its_limit() {
+        let done: Result<u8, StepError> =
+            scenario("quick", Duration::from_secs(5), async { Ok(7) }).await;
+        assert_eq!(done, Ok(7));
+        let hung: Result<(), StepError> = scenario(
+            "stuck stream",
+            Duration::from_secs(5),
+            std::future::pending(),
+        )
+        .await;
+        let err = hung.unwrap_err();
+        assert!(
+            matches!(&err, StepError::Overran { what, .. } if what == "stuck stream"),
+            "{err:?}"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn wait_until_reports_time_and_last_reason() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use mesh_testnet::docker::Docker;
-use mesh_testnet::{NodeState, Testnet, TestnetOptions, expect};
+use mesh_testnet::{NodeState, SCENARIO_LIMIT, Testnet, TestnetOptions, expect, scenario};
 
 /// From the agents' start to every node seeing every node with its topology.
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -50,110 +50,131 @@ async fn converged_after_start(net: &Testnet) -> Result<()> {
 
 #[tokio::test]
 async fn five_agents_see_each_other_lose_one_and_get_it_back() -> Result<()> {
-    let net = five_agents("kill").await?;
-    let all = net.nodes();
-    let others = &all[..4];
-    converged_after_start(&net).await?;
+    scenario(
+        "five_agents_see_each_other_lose_one_and_get_it_back",
+        SCENARIO_LIMIT,
+        async {
+            let net = five_agents("kill").await?;
+            let all = net.nodes();
+            let others = &all[..4];
+            converged_after_start(&net).await?;
 
-    net.kill("n5").await?;
-    let n5_dead = expect::dead(&["n5"]);
-    let others_alive = expect::alive_with_topology(others);
-    let took = net
-        .wait_views("n1..n4 mark n5 dead", DETECT, others, |peers| {
-            n5_dead(peers)?;
-            others_alive(peers)
-        })
-        .await?;
-    println!(
-        "{}: n5 marked dead by n1..n4 {took:?} after the kill",
-        net.name()
-    );
+            net.kill("n5").await?;
+            let n5_dead = expect::dead(&["n5"]);
+            let others_alive = expect::alive_with_topology(others);
+            let took = net
+                .wait_views("n1..n4 mark n5 dead", DETECT, others, |peers| {
+                    n5_dead(peers)?;
+                    others_alive(peers)
+                })
+                .await?;
+            println!(
+                "{}: n5 marked dead by n1..n4 {took:?} after the kill",
+                net.name()
+            );
 
-    net.restart("n5").await?;
-    let took = net
-        .wait_views(
-            "every node lists n1..n5 alive again",
-            CONVERGE,
-            &all,
-            expect::alive_with_topology(&all),
-        )
-        .await?;
-    println!(
-        "{}: n5 alive everywhere {took:?} after it answered again",
-        net.name()
-    );
+            net.restart("n5").await?;
+            let took = net
+                .wait_views(
+                    "every node lists n1..n5 alive again",
+                    CONVERGE,
+                    &all,
+                    expect::alive_with_topology(&all),
+                )
+                .await?;
+            println!(
+                "{}: n5 alive everywhere {took:?} after it answered again",
+                net.name()
+            );
 
-    net.down().await?;
-    Ok(())
+            net.down().await?;
+            Ok(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn an_agent_with_a_foreign_certificate_never_joins() -> Result<()> {
-    let mut net = five_agents("foreign").await?;
-    let all = net.nodes();
-    converged_after_start(&net).await?;
+    scenario(
+        "an_agent_with_a_foreign_certificate_never_joins",
+        SCENARIO_LIMIT,
+        async {
+            let mut net = five_agents("foreign").await?;
+            let all = net.nodes();
+            converged_after_start(&net).await?;
 
-    net.add_foreign("evil").await?;
-    // evil runs and serves, so its absence below is a refusal, not a no-show.
-    ensure!(
-        net.health("evil").await?.ok,
-        "the foreign agent is not healthy"
-    );
-    let evil_absent = expect::absent(&["evil"]);
-    let members_alive = expect::alive_with_topology(&all);
-    net.hold_views(
-        "no member lists evil, and all members stay alive",
-        FOREIGN_WATCH,
-        &all,
-        |peers| {
-            evil_absent(peers)?;
-            members_alive(peers)
+            net.add_foreign("evil").await?;
+            // evil runs and serves, so its absence below is a refusal, not a no-show.
+            ensure!(
+                net.health("evil").await?.ok,
+                "the foreign agent is not healthy"
+            );
+            let evil_absent = expect::absent(&["evil"]);
+            let members_alive = expect::alive_with_topology(&all);
+            net.hold_views(
+                "no member lists evil, and all members stay alive",
+                FOREIGN_WATCH,
+                &all,
+                |peers| {
+                    evil_absent(peers)?;
+                    members_alive(peers)
+                },
+            )
+            .await?;
+            let evil = [net.state().node("evil")?.node.clone()];
+            net.check_views(&evil, &expect::alive_with_topology(&["evil"]))
+                .await
+                .map_err(|why| anyhow::anyhow!("evil should see only itself: {why}"))?;
+
+            net.down().await?;
+            Ok(())
         },
     )
-    .await?;
-    let evil = [net.state().node("evil")?.node.clone()];
-    net.check_views(&evil, &expect::alive_with_topology(&["evil"]))
-        .await
-        .map_err(|why| anyhow::anyhow!("evil should see only itself: {why}"))?;
-
-    net.down().await?;
-    Ok(())
+    .await
 }
 
 #[tokio::test]
 async fn partition_and_heal_converge_back_to_one_view() -> Result<()> {
-    let net = five_agents("partition").await?;
-    let all = net.nodes();
-    let majority = &all[..3];
-    converged_after_start(&net).await?;
+    scenario(
+        "partition_and_heal_converge_back_to_one_view",
+        SCENARIO_LIMIT,
+        async {
+            let net = five_agents("partition").await?;
+            let all = net.nodes();
+            let majority = &all[..3];
+            converged_after_start(&net).await?;
 
-    net.partition(&["n4", "n5"]).await?;
-    let cut_dead = expect::dead(&["n4", "n5"]);
-    let majority_alive = expect::alive_with_topology(majority);
-    let took = net
-        .wait_views("n1..n3 mark n4 and n5 dead", DETECT, majority, |peers| {
-            cut_dead(peers)?;
-            majority_alive(peers)
-        })
-        .await?;
-    println!(
-        "{}: n4, n5 marked dead by n1..n3 {took:?} after the cut",
-        net.name()
-    );
+            net.partition(&["n4", "n5"]).await?;
+            let cut_dead = expect::dead(&["n4", "n5"]);
+            let majority_alive = expect::alive_with_topology(majority);
+            let took = net
+                .wait_views("n1..n3 mark n4 and n5 dead", DETECT, majority, |peers| {
+                    cut_dead(peers)?;
+                    majority_alive(peers)
+                })
+                .await?;
+            println!(
+                "{}: n4, n5 marked dead by n1..n3 {took:?} after the cut",
+                net.name()
+            );
 
-    net.heal().await?;
-    let took = net
-        .wait_views(
-            "every node lists n1..n5 alive after the heal",
-            CONVERGE,
-            &all,
-            expect::alive_with_topology(&all),
-        )
-        .await?;
-    println!("{}: one view again {took:?} after the heal", net.name());
+            net.heal().await?;
+            let took = net
+                .wait_views(
+                    "every node lists n1..n5 alive after the heal",
+                    CONVERGE,
+                    &all,
+                    expect::alive_with_topology(&all),
+                )
+                .await?;
+            println!("{}: one view again {took:?} after the heal", net.name());
 
-    net.down().await?;
-    Ok(())
+            net.down().await?;
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// The harness itself, independent of gossip: agents answer, kill, partition,
@@ -162,109 +183,116 @@ async fn partition_and_heal_converge_back_to_one_view() -> Result<()> {
 /// dropping the testnet leaves nothing behind.
 #[tokio::test]
 async fn harness_starts_cuts_restores_and_removes_agents() -> Result<()> {
-    let docker = Docker::new();
-    let net = Testnet::up(TestnetOptions::for_test("harness").nodes(3)).await?;
-    let name = net.name().clone();
-    let dir = net.state_dir().to_owned();
-    ensure!(
-        dir.join("state.json").exists(),
-        "no state.json in {}",
-        dir.display()
-    );
-    for node in net.nodes() {
-        let health = net.health(node.as_str()).await?;
-        ensure!(health.ok && health.node == node, "{node}: {health:?}");
-    }
-    ensure_states(&net, &[NodeState::Running; 3]).await?;
+    scenario(
+        "harness_starts_cuts_restores_and_removes_agents",
+        SCENARIO_LIMIT,
+        async {
+            let docker = Docker::new();
+            let net = Testnet::up(TestnetOptions::for_test("harness").nodes(3)).await?;
+            let name = net.name().clone();
+            let dir = net.state_dir().to_owned();
+            ensure!(
+                dir.join("state.json").exists(),
+                "no state.json in {}",
+                dir.display()
+            );
+            for node in net.nodes() {
+                let health = net.health(node.as_str()).await?;
+                ensure!(health.ok && health.node == node, "{node}: {health:?}");
+            }
+            ensure_states(&net, &[NodeState::Running; 3]).await?;
 
-    // Containers meshd would have started: labelled with the node, on the
-    // testnet network. A node n3 of some other testnet must survive.
-    let n3_task = FakeTask::create(&docker, "n3", Some(name.as_str())).await?;
-    let n1_task = FakeTask::create(&docker, "n1", Some(name.as_str())).await?;
-    let elsewhere = FakeTask::create(&docker, "n3", None).await?;
+            // Containers meshd would have started: labelled with the node, on the
+            // testnet network. A node n3 of some other testnet must survive.
+            let n3_task = FakeTask::create(&docker, "n3", Some(name.as_str())).await?;
+            let n1_task = FakeTask::create(&docker, "n1", Some(name.as_str())).await?;
+            let elsewhere = FakeTask::create(&docker, "n3", None).await?;
 
-    ensure!(
-        net.kill("n3").await? == 1,
-        "kill n3 should remove its one container"
-    );
-    ensure!(
-        !n3_task.exists(&docker).await?,
-        "n3's container survived its kill"
-    );
-    ensure!(
-        elsewhere.exists(&docker).await?,
-        "kill n3 removed another testnet's n3 container"
-    );
-    ensure_states(
-        &net,
-        &[NodeState::Running, NodeState::Running, NodeState::Stopped],
+            ensure!(
+                net.kill("n3").await? == 1,
+                "kill n3 should remove its one container"
+            );
+            ensure!(
+                !n3_task.exists(&docker).await?,
+                "n3's container survived its kill"
+            );
+            ensure!(
+                elsewhere.exists(&docker).await?,
+                "kill n3 removed another testnet's n3 container"
+            );
+            ensure_states(
+                &net,
+                &[NodeState::Running, NodeState::Running, NodeState::Stopped],
+            )
+            .await?;
+
+            net.partition(&["n2"]).await?;
+            ensure_states(
+                &net,
+                &[
+                    NodeState::Running,
+                    NodeState::Partitioned,
+                    NodeState::Stopped,
+                ],
+            )
+            .await?;
+            ensure!(
+                net.health("n2").await.is_err(),
+                "n2 answers although cut off"
+            );
+
+            let healed = net.heal().await?;
+            ensure!(
+                healed.len() == 1 && healed[0].as_str() == "n2",
+                "healed {healed:?}"
+            );
+            ensure!(
+                net.health("n2").await?.ok,
+                "n2 does not answer at its address after the heal"
+            );
+
+            net.restart("n3").await?;
+            ensure!(
+                net.health("n3").await?.ok,
+                "n3 does not answer after its restart"
+            );
+            ensure_states(&net, &[NodeState::Running; 3]).await?;
+
+            drop(net);
+            let left = docker
+                .run(&[
+                    "ps",
+                    "-a",
+                    "-q",
+                    "--filter",
+                    &format!("label=mesh.testnet={name}"),
+                ])
+                .await?;
+            ensure!(left.is_empty(), "agents left behind: {left}");
+            ensure!(
+                !n1_task.exists(&docker).await?,
+                "n1's container survived the teardown"
+            );
+            ensure!(
+                docker
+                    .run(&["network", "inspect", name.as_str()])
+                    .await
+                    .is_err(),
+                "network {name} left behind"
+            );
+            ensure!(
+                !dir.exists(),
+                "state directory {} left behind",
+                dir.display()
+            );
+            ensure!(
+                elsewhere.exists(&docker).await?,
+                "teardown removed another testnet's container"
+            );
+            Ok(())
+        },
     )
-    .await?;
-
-    net.partition(&["n2"]).await?;
-    ensure_states(
-        &net,
-        &[
-            NodeState::Running,
-            NodeState::Partitioned,
-            NodeState::Stopped,
-        ],
-    )
-    .await?;
-    ensure!(
-        net.health("n2").await.is_err(),
-        "n2 answers although cut off"
-    );
-
-    let healed = net.heal().await?;
-    ensure!(
-        healed.len() == 1 && healed[0].as_str() == "n2",
-        "healed {healed:?}"
-    );
-    ensure!(
-        net.health("n2").await?.ok,
-        "n2 does not answer at its address after the heal"
-    );
-
-    net.restart("n3").await?;
-    ensure!(
-        net.health("n3").await?.ok,
-        "n3 does not answer after its restart"
-    );
-    ensure_states(&net, &[NodeState::Running; 3]).await?;
-
-    drop(net);
-    let left = docker
-        .run(&[
-            "ps",
-            "-a",
-            "-q",
-            "--filter",
-            &format!("label=mesh.testnet={name}"),
-        ])
-        .await?;
-    ensure!(left.is_empty(), "agents left behind: {left}");
-    ensure!(
-        !n1_task.exists(&docker).await?,
-        "n1's container survived the teardown"
-    );
-    ensure!(
-        docker
-            .run(&["network", "inspect", name.as_str()])
-            .await
-            .is_err(),
-        "network {name} left behind"
-    );
-    ensure!(
-        !dir.exists(),
-        "state directory {} left behind",
-        dir.display()
-    );
-    ensure!(
-        elsewhere.exists(&docker).await?,
-        "teardown removed another testnet's container"
-    );
-    Ok(())
+    .await
 }
 
 async fn ensure_states(net: &Testnet, want: &[NodeState]) -> Result<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use mesh_protocol::api::{SubmitRequest, SubmitResponse};
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
-use mesh_testnet::{expect, wait_until};
+use mesh_testnet::{SCENARIO_LIMIT, expect, scenario, wait_until};
 use meshctl::client::{Client, ClientError, Scope, StatusCode};
 
 mod common;
@@ -26,174 +26,188 @@ async fn submit(api: &Client, cmd: &[&str]) -> Result<SubmitResponse> {
 
 #[tokio::test]
 async fn twelve_tasks_fill_three_nodes_and_every_node_sees_them() -> Result<()> {
-    let net = common::three_agents("tasks", "numa:1 core:4 pu:1").await?;
-    let all = net.nodes();
-    let n1 = net.client("n1")?;
+    scenario(
+        "twelve_tasks_fill_three_nodes_and_every_node_sees_them",
+        SCENARIO_LIMIT,
+        async {
+            let net = common::three_agents("tasks", "numa:1 core:4 pu:1").await?;
+            let all = net.nodes();
+            let n1 = net.client("n1")?;
 
-    // 12 one-core tasks through n1 fill 3 nodes of 4 cores: 4/4/4.
-    let mut ids = Vec::new();
-    for _ in 0..12 {
-        ids.push(submit(&n1, &["sleep", "8"]).await?.id.to_string());
-    }
-    // A 13th waits for a core.
-    let extra = submit(&n1, &["sleep", "1"]).await?.id.to_string();
+            // 12 one-core tasks through n1 fill 3 nodes of 4 cores: 4/4/4.
+            let mut ids = Vec::new();
+            for _ in 0..12 {
+                ids.push(submit(&n1, &["sleep", "8"]).await?.id.to_string());
+            }
+            // A 13th waits for a core.
+            let extra = submit(&n1, &["sleep", "1"]).await?.id.to_string();
 
-    let running = wait_all(&n1, &ids, TaskState::Running, Duration::from_secs(30)).await?;
-    let per_node = per_node(&running);
-    ensure!(
-        per_node.values().all(|&n| n == 4) && per_node.len() == 3,
-        "expected 4/4/4, got {per_node:?}"
-    );
-
-    // Each node's tasks hold distinct cores of that node.
-    let list = net.client("n2")?.tasks().await?;
-    ensure!(
-        list.iter()
-            .filter(|t| ids.contains(&t.id.to_string()))
-            .count()
-            == 12,
-        "n2 sees the whole mesh"
-    );
-    for node in &all {
-        let mut cores = Vec::new();
-        for t in list
-            .iter()
-            .filter(|t| t.node == *node && ids.contains(&t.id.to_string()))
-        {
-            cores.extend(
-                t.allocation
-                    .as_ref()
-                    .context("allocation")?
-                    .cores
-                    .iter()
-                    .copied(),
+            let running = wait_all(&n1, &ids, TaskState::Running, Duration::from_secs(30)).await?;
+            let per_node = per_node(&running);
+            ensure!(
+                per_node.values().all(|&n| n == 4) && per_node.len() == 3,
+                "expected 4/4/4, got {per_node:?}"
             );
-        }
-        let before = cores.len();
-        cores.sort_unstable();
-        cores.dedup();
-        ensure!(cores.len() == before, "{node}: a core held twice");
-    }
-    let waiting = list
-        .iter()
-        .find(|t| t.id.as_str() == extra)
-        .context("13th task listed")?;
-    ensure!(
-        waiting.state == TaskState::Queued,
-        "the 13th waits, got {:?}",
-        waiting.state
-    );
 
-    // Kill and logs work from a node that does not run the task.
-    let victim = list
-        .iter()
-        .find(|t| ids.contains(&t.id.to_string()) && t.node.as_str() != "n3")
-        .context("a task off n3")?;
-    let n3 = net.client("n3")?;
-    let logs = n3.logs_text(&victim.id, false).await?;
-    ensure!(
-        logs.contains("sleeping 8"),
-        "logs across the mesh: {logs:?}"
-    );
-    n3.kill(&victim.id).await.context("kill across the mesh")?;
-    wait_task(&n3, &victim.id, "killed", |t| t.state == TaskState::Killed).await?;
+            // Each node's tasks hold distinct cores of that node.
+            let list = net.client("n2")?.tasks().await?;
+            ensure!(
+                list.iter()
+                    .filter(|t| ids.contains(&t.id.to_string()))
+                    .count()
+                    == 12,
+                "n2 sees the whole mesh"
+            );
+            for node in &all {
+                let mut cores = Vec::new();
+                for t in list
+                    .iter()
+                    .filter(|t| t.node == *node && ids.contains(&t.id.to_string()))
+                {
+                    cores.extend(
+                        t.allocation
+                            .as_ref()
+                            .context("allocation")?
+                            .cores
+                            .iter()
+                            .copied(),
+                    );
+                }
+                let before = cores.len();
+                cores.sort_unstable();
+                cores.dedup();
+                ensure!(cores.len() == before, "{node}: a core held twice");
+            }
+            let waiting = list
+                .iter()
+                .find(|t| t.id.as_str() == extra)
+                .context("13th task listed")?;
+            ensure!(
+                waiting.state == TaskState::Queued,
+                "the 13th waits, got {:?}",
+                waiting.state
+            );
 
-    // Everything ends: the 13th runs once cores free.
-    wait_until("all done", Duration::from_secs(60), async || {
-        let list = n1.tasks().await.map_err(|e| e.to_string())?;
-        let open = list.iter().filter(|t| !t.state.is_terminal()).count();
-        if open == 0 {
+            // Kill and logs work from a node that does not run the task.
+            let victim = list
+                .iter()
+                .find(|t| ids.contains(&t.id.to_string()) && t.node.as_str() != "n3")
+                .context("a task off n3")?;
+            let n3 = net.client("n3")?;
+            let logs = n3.logs_text(&victim.id, false).await?;
+            ensure!(
+                logs.contains("sleeping 8"),
+                "logs across the mesh: {logs:?}"
+            );
+            n3.kill(&victim.id).await.context("kill across the mesh")?;
+            wait_task(&n3, &victim.id, "killed", |t| t.state == TaskState::Killed).await?;
+
+            // Everything ends: the 13th runs once cores free.
+            wait_until("all done", Duration::from_secs(60), async || {
+                let list = n1.tasks().await.map_err(|e| e.to_string())?;
+                let open = list.iter().filter(|t| !t.state.is_terminal()).count();
+                if open == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{open} not ended"))
+                }
+            })
+            .await?;
+            let list = n1.tasks().await?;
+            for t in &list {
+                if t.id == victim.id {
+                    continue;
+                }
+                if t.state != TaskState::Succeeded || t.attempt != 1 {
+                    bail!("{} ended {:?} after {} attempts", t.id, t.state, t.attempt);
+                }
+            }
             Ok(())
-        } else {
-            Err(format!("{open} not ended"))
-        }
-    })
-    .await?;
-    let list = n1.tasks().await?;
-    for t in &list {
-        if t.id == victim.id {
-            continue;
-        }
-        if t.state != TaskState::Succeeded || t.attempt != 1 {
-            bail!("{} ended {:?} after {} attempts", t.id, t.state, t.attempt);
-        }
-    }
-    Ok(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
-    let net = common::three_agents("failover", "numa:1 core:2 pu:1").await?;
-    let all = net.nodes();
-    let n1 = net.client("n1")?;
-    let mut ids = Vec::new();
-    for _ in 0..6 {
-        ids.push(submit(&n1, &["sleep", "8"]).await?.id.to_string());
-    }
-    let list = wait_all(&n1, &ids, TaskState::Running, Duration::from_secs(30)).await?;
-    let lost: Vec<String> = list
-        .iter()
-        .filter(|t| t.node.as_str() == "n3")
-        .map(|t| t.id.to_string())
-        .collect();
-    ensure!(!lost.is_empty(), "n3 runs some of the tasks: {list:?}");
-
-    net.kill("n3").await?;
-    let list = wait_all(&n1, &ids, TaskState::Succeeded, Duration::from_secs(90)).await?;
-    for t in &list {
-        let expected = if lost.contains(&t.id.to_string()) {
-            2
-        } else {
-            1
-        };
-        ensure!(
-            t.attempt == expected,
-            "{} ran {} times (expected {expected}): {t:?}",
-            t.id,
-            t.attempt
-        );
-        ensure!(
-            t.node.as_str() != "n3",
-            "{} finished on the dead node",
-            t.id
-        );
-    }
-
-    // n3 comes back: it reports none of its old attempts as current.
-    net.restart("n3").await?;
-    net.wait_views(
-        "n3 is back",
-        Duration::from_secs(20),
-        &all,
-        expect::alive_with_topology(&all),
-    )
-    .await?;
-    let n3 = net.client("n3")?;
-    wait_until(
-        "n3's old attempts are not current",
-        Duration::from_secs(20),
-        async || {
-            let local = n3.tasks_in(Scope::Local).await.map_err(|e| e.to_string())?;
-            let current = local
-                .iter()
-                .filter(|t| lost.contains(&t.id.to_string()) && !t.state.is_terminal())
-                .count();
-            if current == 0 {
-                Ok(())
-            } else {
-                Err(format!("{current} still current on n3"))
+    scenario(
+        "a_killed_nodes_tasks_run_again_elsewhere_once",
+        SCENARIO_LIMIT,
+        async {
+            let net = common::three_agents("failover", "numa:1 core:2 pu:1").await?;
+            let all = net.nodes();
+            let n1 = net.client("n1")?;
+            let mut ids = Vec::new();
+            for _ in 0..6 {
+                ids.push(submit(&n1, &["sleep", "8"]).await?.id.to_string());
             }
+            let list = wait_all(&n1, &ids, TaskState::Running, Duration::from_secs(30)).await?;
+            let lost: Vec<String> = list
+                .iter()
+                .filter(|t| t.node.as_str() == "n3")
+                .map(|t| t.id.to_string())
+                .collect();
+            ensure!(!lost.is_empty(), "n3 runs some of the tasks: {list:?}");
+
+            net.kill("n3").await?;
+            let list = wait_all(&n1, &ids, TaskState::Succeeded, Duration::from_secs(90)).await?;
+            for t in &list {
+                let expected = if lost.contains(&t.id.to_string()) {
+                    2
+                } else {
+                    1
+                };
+                ensure!(
+                    t.attempt == expected,
+                    "{} ran {} times (expected {expected}): {t:?}",
+                    t.id,
+                    t.attempt
+                );
+                ensure!(
+                    t.node.as_str() != "n3",
+                    "{} finished on the dead node",
+                    t.id
+                );
+            }
+
+            // n3 comes back: it reports none of its old attempts as current.
+            net.restart("n3").await?;
+            net.wait_views(
+                "n3 is back",
+                Duration::from_secs(20),
+                &all,
+                expect::alive_with_topology(&all),
+            )
+            .await?;
+            let n3 = net.client("n3")?;
+            wait_until(
+                "n3's old attempts are not current",
+                Duration::from_secs(20),
+                async || {
+                    let local = n3.tasks_in(Scope::Local).await.map_err(|e| e.to_string())?;
+                    let current = local
+                        .iter()
+                        .filter(|t| lost.contains(&t.id.to_string()) && !t.state.is_terminal())
+                        .count();
+                    if current == 0 {
+                        Ok(())
+                    } else {
+                        Err(format!("{current} still current on n3"))
+                    }
+                },
+            )
+            .await?;
+            let list = n3.tasks().await?;
+            for t in list.iter().filter(|t| lost.contains(&t.id.to_string())) {
+                ensure!(
+                    t.attempt == 2 && t.state == TaskState::Succeeded,
+                    "the mesh reports the current attempt: {t:?}"
+                );
+            }
+            Ok(())
         },
     )
-    .await?;
-    let list = n3.tasks().await?;
-    for t in list.iter().filter(|t| lost.contains(&t.id.to_string())) {
-        ensure!(
-            t.attempt == 2 && t.state == TaskState::Succeeded,
-            "the mesh reports the current attempt: {t:?}"
-        );
-    }
-    Ok(())
+    .await
 }
 
 /// Polls the mesh-wide list until every task of `ids` is in `state`, for
@@ -264,127 +278,135 @@ fn refused<T: std::fmt::Debug>(answer: Result<T, ClientError>) -> Result<StatusC
 
 #[tokio::test]
 async fn arrays_dependencies_retries_drain_and_bad_input_on_real_docker() -> Result<()> {
-    let net = common::three_agents("batch", "numa:1 core:2 pu:1").await?;
-    let n1 = net.client("n1")?;
-    let busybox = |cmd: &str| SubmitRequest {
-        image: "mesh-busybox:latest".into(),
-        command: vec!["sh".into(), "-c".into(), cmd.into()],
-        cores: Some(1),
-        ..Default::default()
-    };
+    scenario(
+        "arrays_dependencies_retries_drain_and_bad_input_on_real_docker",
+        SCENARIO_LIMIT,
+        async {
+            let net = common::three_agents("batch", "numa:1 core:2 pu:1").await?;
+            let n1 = net.client("n1")?;
+            let busybox = |cmd: &str| SubmitRequest {
+                image: "mesh-busybox:latest".into(),
+                command: vec!["sh".into(), "-c".into(), cmd.into()],
+                cores: Some(1),
+                ..Default::default()
+            };
 
-    // An array: one worker per core of the mesh, each told its index.
-    let array = n1
-        .submit(&SubmitRequest {
-            array: Some(6),
-            ..busybox("echo member $MESH_TASK_INDEX of $MESH_TASK_COUNT")
-        })
-        .await?;
-    ensure!(array.members.len() == 6, "6 members: {array:?}");
-    let mut seen = BTreeMap::new();
-    for m in &array.members {
-        let t = wait_task(&n1, &m.id, "member succeeded", |t| {
-            t.state == TaskState::Succeeded
-        })
-        .await?;
-        let logs = n1.logs_text(&m.id, false).await?;
-        seen.insert(logs.trim().to_owned(), t.node.to_string());
-    }
-    let want: BTreeMap<String, ()> = (0..6).map(|i| (format!("member {i} of 6"), ())).collect();
-    ensure!(seen.keys().eq(want.keys()), "every index once: {seen:?}");
+            // An array: one worker per core of the mesh, each told its index.
+            let array = n1
+                .submit(&SubmitRequest {
+                    array: Some(6),
+                    ..busybox("echo member $MESH_TASK_INDEX of $MESH_TASK_COUNT")
+                })
+                .await?;
+            ensure!(array.members.len() == 6, "6 members: {array:?}");
+            let mut seen = BTreeMap::new();
+            for m in &array.members {
+                let t = wait_task(&n1, &m.id, "member succeeded", |t| {
+                    t.state == TaskState::Succeeded
+                })
+                .await?;
+                let logs = n1.logs_text(&m.id, false).await?;
+                seen.insert(logs.trim().to_owned(), t.node.to_string());
+            }
+            let want: BTreeMap<String, ()> =
+                (0..6).map(|i| (format!("member {i} of 6"), ())).collect();
+            ensure!(seen.keys().eq(want.keys()), "every index once: {seen:?}");
 
-    // Dependencies: one waits for a success, one fails with its dependency.
-    let first = submit(&n1, &["sleep", "1"]).await?.id;
-    let then = n1
-        .submit(&SubmitRequest {
-            after: vec![first.clone()],
-            ..busybox("echo after")
-        })
-        .await?;
-    let bad = submit(&n1, &["exit", "3"]).await?.id;
-    let never = n1
-        .submit(&SubmitRequest {
-            after: vec![bad.clone()],
-            ..busybox("echo never")
-        })
-        .await?;
-    let a = wait_task(&n1, &first, "first succeeded", |t| {
-        t.state == TaskState::Succeeded
-    })
-    .await?;
-    let b = wait_task(&n1, &then.id, "dependent succeeded", |t| {
-        t.state == TaskState::Succeeded
-    })
-    .await?;
-    ensure!(
-        b.started_ms >= a.finished_ms,
-        "ran after its dependency: {a:?} {b:?}"
-    );
-    let n = wait_task(&n1, &never.id, "dependent failed", |t| {
-        t.state == TaskState::Failed
-    })
-    .await?;
-    ensure!(
-        n.message.as_deref().unwrap_or("").contains(bad.as_str()),
-        "says which dependency failed: {n:?}"
-    );
-    ensure!(n.attempt == 0, "it never ran: {n:?}");
+            // Dependencies: one waits for a success, one fails with its dependency.
+            let first = submit(&n1, &["sleep", "1"]).await?.id;
+            let then = n1
+                .submit(&SubmitRequest {
+                    after: vec![first.clone()],
+                    ..busybox("echo after")
+                })
+                .await?;
+            let bad = submit(&n1, &["exit", "3"]).await?.id;
+            let never = n1
+                .submit(&SubmitRequest {
+                    after: vec![bad.clone()],
+                    ..busybox("echo never")
+                })
+                .await?;
+            let a = wait_task(&n1, &first, "first succeeded", |t| {
+                t.state == TaskState::Succeeded
+            })
+            .await?;
+            let b = wait_task(&n1, &then.id, "dependent succeeded", |t| {
+                t.state == TaskState::Succeeded
+            })
+            .await?;
+            ensure!(
+                b.started_ms >= a.finished_ms,
+                "ran after its dependency: {a:?} {b:?}"
+            );
+            let n = wait_task(&n1, &never.id, "dependent failed", |t| {
+                t.state == TaskState::Failed
+            })
+            .await?;
+            ensure!(
+                n.message.as_deref().unwrap_or("").contains(bad.as_str()),
+                "says which dependency failed: {n:?}"
+            );
+            ensure!(n.attempt == 0, "it never ran: {n:?}");
 
-    // Retries: a failing task runs 1 + 2 times, then fails.
-    let flaky = n1
-        .submit(&SubmitRequest {
-            retries: Some(2),
-            ..busybox("exit 1")
-        })
-        .await?;
-    let f = wait_task(&n1, &flaky.id, "failed after retries", |t| {
-        t.state == TaskState::Failed
-    })
-    .await?;
-    ensure!(f.attempt == 3 && f.exit_code == Some(1), "{f:?}");
+            // Retries: a failing task runs 1 + 2 times, then fails.
+            let flaky = n1
+                .submit(&SubmitRequest {
+                    retries: Some(2),
+                    ..busybox("exit 1")
+                })
+                .await?;
+            let f = wait_task(&n1, &flaky.id, "failed after retries", |t| {
+                t.state == TaskState::Failed
+            })
+            .await?;
+            ensure!(f.attempt == 3 && f.exit_code == Some(1), "{f:?}");
 
-    // Drain --migrate: a running task moves off the drained node now.
-    let long = submit(&n1, &["sleep", "30"]).await?.id;
-    let t = wait_task(&n1, &long, "running", |t| t.state == TaskState::Running).await?;
-    let from = t.node.to_string();
-    n1.set_draining(&from, true, true).await.context("drain")?;
-    let moved = wait_task(&n1, &long, "moved and running", |t| {
-        t.state == TaskState::Running && t.node.as_str() != from
-    })
-    .await?;
-    ensure!(moved.attempt == 2, "runs again as attempt 2: {moved:?}");
-    n1.set_draining(&from, false, false)
-        .await
-        .context("undrain")?;
-    n1.kill(&long).await?;
+            // Drain --migrate: a running task moves off the drained node now.
+            let long = submit(&n1, &["sleep", "30"]).await?.id;
+            let t = wait_task(&n1, &long, "running", |t| t.state == TaskState::Running).await?;
+            let from = t.node.to_string();
+            n1.set_draining(&from, true, true).await.context("drain")?;
+            let moved = wait_task(&n1, &long, "moved and running", |t| {
+                t.state == TaskState::Running && t.node.as_str() != from
+            })
+            .await?;
+            ensure!(moved.attempt == 2, "runs again as attempt 2: {moved:?}");
+            n1.set_draining(&from, false, false)
+                .await
+                .context("undrain")?;
+            n1.kill(&long).await?;
 
-    // Bad input: a clear status and message, nothing created.
-    let status = refused(n1.task(&"t-unknown".parse()?).await)?;
-    ensure!(status == StatusCode::NOT_FOUND, "unknown id: {status}");
-    let impossible = n1
-        .submit(&SubmitRequest {
-            cores: Some(3),
-            ..busybox("true")
-        })
-        .await;
-    let status = refused(impossible)?;
-    ensure!(
-        status == StatusCode::UNPROCESSABLE_ENTITY,
-        "impossible ask: {status}"
-    );
-    let status = refused(n1.submit_body("{\"image\": 5}").await)?;
-    ensure!(
-        status == StatusCode::BAD_REQUEST,
-        "malformed spec: {status}"
-    );
+            // Bad input: a clear status and message, nothing created.
+            let status = refused(n1.task(&"t-unknown".parse()?).await)?;
+            ensure!(status == StatusCode::NOT_FOUND, "unknown id: {status}");
+            let impossible = n1
+                .submit(&SubmitRequest {
+                    cores: Some(3),
+                    ..busybox("true")
+                })
+                .await;
+            let status = refused(impossible)?;
+            ensure!(
+                status == StatusCode::UNPROCESSABLE_ENTITY,
+                "impossible ask: {status}"
+            );
+            let status = refused(n1.submit_body("{\"image\": 5}").await)?;
+            ensure!(
+                status == StatusCode::BAD_REQUEST,
+                "malformed spec: {status}"
+            );
 
-    // The accepting node dies right after "accepted": the task still runs.
-    let orphan = submit(&net.client("n2")?, &["sleep", "2"]).await?.id;
-    net.kill("n2").await?;
-    let done = wait_task(&n1, &orphan, "ran although n2 died", |t| {
-        t.state == TaskState::Succeeded
-    })
-    .await?;
-    ensure!(done.node.as_str() != "n2", "{done:?}");
-    Ok(())
+            // The accepting node dies right after "accepted": the task still runs.
+            let orphan = submit(&net.client("n2")?, &["sleep", "2"]).await?.id;
+            net.kill("n2").await?;
+            let done = wait_task(&n1, &orphan, "ran although n2 died", |t| {
+                t.state == TaskState::Succeeded
+            })
+            .await?;
+            ensure!(done.node.as_str() != "n2", "{done:?}");
+            Ok(())
+        },
+    )
+    .await
 }

@@ -10,8 +10,8 @@
 use anyhow::{Context, Result, ensure};
 use mesh_testnet::docker::Docker;
 use mesh_testnet::{
-    LABEL_TESTNET, Leftover, Leftovers, NetworkFate, Testnet, TestnetError, TestnetName,
-    TestnetOptions,
+    LABEL_TESTNET, Leftover, Leftovers, NetworkFate, SCENARIO_LIMIT, Testnet, TestnetError,
+    TestnetName, TestnetOptions, scenario,
 };
 
 const BUSYBOX: &str = "mesh-busybox:latest";
@@ -112,36 +112,43 @@ fn exists(docker: &Docker, network: &str) -> Result<bool> {
 
 #[tokio::test]
 async fn a_network_a_running_stranger_holds_fails_the_teardown_naming_it() -> Result<()> {
-    let mut scratch = Scratch::new();
-    let name = TestnetName::unique("held");
-    let dir = tempfile::tempdir()?;
-    let id = scratch.network(&name)?;
-    let stranger = scratch.stranger(&name)?;
+    scenario(
+        "a_network_a_running_stranger_holds_fails_the_teardown_naming_it",
+        SCENARIO_LIMIT,
+        async {
+            let mut scratch = Scratch::new();
+            let name = TestnetName::unique("held");
+            let dir = tempfile::tempdir()?;
+            let id = scratch.network(&name)?;
+            let stranger = scratch.stranger(&name)?;
 
-    let err = Testnet::remove(&name, Some(dir.path().to_owned()))
-        .await
-        .err()
-        .context("the teardown succeeded although a container holds the network")?;
-    let TestnetError::Teardown { message, .. } = &err else {
-        anyhow::bail!("not a teardown failure: {err}");
-    };
-    ensure!(
-        message.contains(&stranger) && message.contains("did not start"),
-        "the failure does not name the container: {err}"
-    );
-    ensure!(exists(&scratch.docker, &name.to_string())?, "network gone");
-    let recorded = Leftovers::default_location().list()?;
-    ensure!(
-        !recorded.iter().any(|l| l.id == id),
-        "a held network was recorded as Docker's bug"
-    );
+            let err = Testnet::remove(&name, Some(dir.path().to_owned()))
+                .await
+                .err()
+                .context("the teardown succeeded although a container holds the network")?;
+            let TestnetError::Teardown { message, .. } = &err else {
+                anyhow::bail!("not a teardown failure: {err}");
+            };
+            ensure!(
+                message.contains(&stranger) && message.contains("did not start"),
+                "the failure does not name the container: {err}"
+            );
+            ensure!(exists(&scratch.docker, &name.to_string())?, "network gone");
+            let recorded = Leftovers::default_location().list()?;
+            ensure!(
+                !recorded.iter().any(|l| l.id == id),
+                "a held network was recorded as Docker's bug"
+            );
 
-    // Once the stranger is gone, the same teardown finishes.
-    scratch.remove_containers();
-    let removed = Testnet::remove(&name, Some(dir.path().to_owned())).await?;
-    ensure!(removed.network == NetworkFate::Removed, "{removed:?}");
-    ensure!(!exists(&scratch.docker, &name.to_string())?, "network kept");
-    Ok(())
+            // Once the stranger is gone, the same teardown finishes.
+            scratch.remove_containers();
+            let removed = Testnet::remove(&name, Some(dir.path().to_owned())).await?;
+            ensure!(removed.network == NetworkFate::Removed, "{removed:?}");
+            ensure!(!exists(&scratch.docker, &name.to_string())?, "network kept");
+            Ok(())
+        },
+    )
+    .await
 }
 
 #[test]
@@ -194,21 +201,28 @@ fn a_later_run_removes_recorded_networks_docker_has_let_go_of() -> Result<()> {
 
 #[tokio::test]
 async fn up_under_the_name_of_a_network_docker_still_keeps_says_so() -> Result<()> {
-    let mut scratch = Scratch::new();
-    let name = TestnetName::unique("kept");
-    let id = scratch.network(&name)?;
-    // The stranger stands in for Docker's bug: the retry cannot remove it.
-    scratch.stranger(&name)?;
-    scratch.records.push(id.clone());
-    Leftovers::default_location().record(&Leftover::new(name.clone(), id, "?".into()))?;
+    scenario(
+        "up_under_the_name_of_a_network_docker_still_keeps_says_so",
+        SCENARIO_LIMIT,
+        async {
+            let mut scratch = Scratch::new();
+            let name = TestnetName::unique("kept");
+            let id = scratch.network(&name)?;
+            // The stranger stands in for Docker's bug: the retry cannot remove it.
+            scratch.stranger(&name)?;
+            scratch.records.push(id.clone());
+            Leftovers::default_location().record(&Leftover::new(name.clone(), id, "?".into()))?;
 
-    let dir = tempfile::tempdir()?;
-    let opts = TestnetOptions::for_test("kept")
-        .name(name.clone())
-        .state_dir(dir.path());
-    match Testnet::up(opts).await {
-        Err(TestnetError::NetworkLeftBehind { name: n }) if n == name => Ok(()),
-        Err(e) => anyhow::bail!("not the left-behind network's error: {e}"),
-        Ok(_) => anyhow::bail!("a testnet started on a network Docker keeps"),
-    }
+            let dir = tempfile::tempdir()?;
+            let opts = TestnetOptions::for_test("kept")
+                .name(name.clone())
+                .state_dir(dir.path());
+            match Testnet::up(opts).await {
+                Err(TestnetError::NetworkLeftBehind { name: n }) if n == name => Ok(()),
+                Err(e) => anyhow::bail!("not the left-behind network's error: {e}"),
+                Ok(_) => anyhow::bail!("a testnet started on a network Docker keeps"),
+            }
+        },
+    )
+    .await
 }
