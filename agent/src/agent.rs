@@ -148,7 +148,10 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         supervisor.clone(),
         mesh.clone(),
         Ids::new(clock, config.seed),
-        config.mesh.gossip_interval,
+        crate::tasks::Timing {
+            every: config.mesh.gossip_interval,
+            fence_after: config.mesh.fence_after,
+        },
         shutdown.clone(),
     );
     let (services, services_loop) = crate::services::start(

@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub const DEFAULT_API: &str = "127.0.0.1:7700";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshd";
 pub const DEFAULT_MAX_QUEUE: usize = 1000;
+/// How long a cut-off runner keeps a kept task going (`--fence-after`).
+pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(10);
 
 /// Flags and their `MESH_*` variables. Every value is optional here so that
 /// the file layer can fill what the command line leaves out.
@@ -77,6 +79,9 @@ pub struct Args {
     /// Failure-detector threshold: a peer is dead once silent for about this many mean heartbeat intervals [default: 6].
     #[arg(long, env = "MESH_PHI_THRESHOLD")]
     pub phi_threshold: Option<f64>,
+    /// Seconds after which a node that hears neither a task's keeper nor most of the mesh stops the task's attempt (it may be re-placed on the other side of a split) [default: 10].
+    #[arg(long, env = "MESH_FENCE_AFTER")]
+    pub fence_after: Option<f64>,
     /// Remove every container this node created, then exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -106,6 +111,7 @@ struct FileConfig {
     insecure_dev: Option<bool>,
     gossip_interval_ms: Option<u64>,
     phi_threshold: Option<f64>,
+    fence_after: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +137,8 @@ pub enum ConfigError {
     GossipInterval,
     #[error("--phi-threshold must be between 1 and 100")]
     Phi,
+    #[error("--fence-after must be between 1 and 3600 seconds")]
+    FenceAfter,
 }
 
 /// How the QUIC endpoint authenticates peers.
@@ -146,6 +154,9 @@ pub struct MeshConfig {
     pub tls: TlsSource,
     pub gossip_interval: Duration,
     pub phi_threshold: f64,
+    /// How long a runner keeps a task's attempt going while it hears
+    /// neither the task's keeper nor a majority (`mesh_protocol::lease`).
+    pub fence_after: Duration,
     /// The RPC version this node speaks (`mesh_protocol::rpc::VERSION`);
     /// only tests set another, to stand for an older build.
     pub rpc_version: u32,
@@ -190,6 +201,7 @@ impl Config {
                 tls: TlsSource::InsecureDev,
                 gossip_interval: Duration::from_millis(200),
                 phi_threshold: 6.0,
+                fence_after: DEFAULT_FENCE_AFTER,
                 rpc_version: mesh_protocol::rpc::VERSION,
             },
             clock: crate::clock::Clock::System,
@@ -277,6 +289,16 @@ impl Config {
         if !(1.0..=100.0).contains(&phi_threshold) {
             return Err(ConfigError::Phi);
         }
+        let fence_after =
+            args.fence_after
+                .or(file.fence_after)
+                .map_or(Ok(DEFAULT_FENCE_AFTER), |secs| {
+                    if (1.0..=3600.0).contains(&secs) {
+                        Ok(Duration::from_secs_f64(secs))
+                    } else {
+                        Err(ConfigError::FenceAfter)
+                    }
+                })?;
         let seeds = if args.seeds.is_empty() {
             file.seeds.unwrap_or_default()
         } else {
@@ -297,6 +319,7 @@ impl Config {
             tls,
             gossip_interval: Duration::from_millis(gossip_ms),
             phi_threshold,
+            fence_after,
             rpc_version: mesh_protocol::rpc::VERSION,
         };
         Ok(Config {

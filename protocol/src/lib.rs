@@ -12,6 +12,7 @@ pub mod failover;
 pub mod gossip;
 pub mod ids;
 pub mod labels;
+pub mod lease;
 pub mod load;
 #[cfg(feature = "pki")]
 pub mod pki;

@@ -210,6 +210,109 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
     .await
 }
 
+#[tokio::test]
+async fn a_cut_off_node_never_leaves_a_task_running_twice() -> Result<()> {
+    scenario(
+        "a_cut_off_node_never_leaves_a_task_running_twice",
+        SCENARIO_LIMIT,
+        async {
+            let net = common::three_agents("split", "numa:1 core:4 pu:1").await?;
+            let n1 = net.client("n1")?;
+            let mut ids = Vec::new();
+            for _ in 0..6 {
+                ids.push(submit(&n1, &["sleep", "40"]).await?.id.to_string());
+            }
+            let list = wait_all(&n1, &ids, TaskState::Running, Duration::from_secs(30)).await?;
+            // Cut off the other node that runs the fewest tasks (at least
+            // one): alone, it is a minority; n1 and the third node are the
+            // majority.
+            let busy = per_node(&list);
+            let victim = ["n2", "n3"]
+                .into_iter()
+                .filter(|n| busy.get(*n).is_some_and(|c| *c > 0))
+                .min_by_key(|n| busy[*n])
+                .context("n2 or n3 runs a task")?;
+            net.partition(&[victim]).await?;
+            let mut worst = BTreeMap::new();
+            let mut samples = 0;
+            // Past the lease (10 s), its margin and the re-placement.
+            sample_doubles(&net, Duration::from_secs(25), &mut worst, &mut samples).await?;
+            net.heal().await?;
+            // After the heal, the stale side learns it was superseded.
+            sample_doubles(&net, Duration::from_secs(12), &mut worst, &mut samples).await?;
+            ensure!(
+                worst.is_empty(),
+                "tasks with two running containers (task: most at once) over {samples} samples: {worst:?}"
+            );
+            // Every task ends, once, and nothing of it runs after.
+            let list = wait_all(&n1, &ids, TaskState::Succeeded, Duration::from_secs(120)).await?;
+            ensure!(
+                list.iter().all(|t| t.node.as_str() != victim || t.attempt == 1),
+                "a task ended on the cut-off node in a later attempt: {list:?}"
+            );
+            wait_until(
+                "no container of the tasks runs",
+                Duration::from_secs(20),
+                async || {
+                    let running = running_per_task(&net).await.map_err(|e| e.to_string())?;
+                    if running.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("{running:?}"))
+                    }
+                },
+            )
+            .await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// For `how_long`, counts every so often the running containers of each
+/// task; records in `worst` each task seen with more than one, and the
+/// most seen at once.
+async fn sample_doubles(
+    net: &mesh_testnet::Testnet,
+    how_long: Duration,
+    worst: &mut BTreeMap<String, usize>,
+    samples: &mut usize,
+) -> Result<()> {
+    let end = tokio::time::Instant::now() + how_long;
+    while tokio::time::Instant::now() < end {
+        for (task, n) in running_per_task(net).await? {
+            if n > 1 {
+                let w = worst.entry(task).or_default();
+                *w = (*w).max(n);
+            }
+        }
+        *samples += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// Running task containers of the testnet, counted by task: what Docker
+/// runs, not what the agents say.
+async fn running_per_task(net: &mesh_testnet::Testnet) -> Result<BTreeMap<String, usize>> {
+    let out = mesh_testnet::docker::Docker::new()
+        .run(&[
+            "ps",
+            "--filter",
+            &format!("label=mesh.cluster={}", net.name()),
+            "--filter",
+            &format!("label={}", mesh_protocol::labels::TASK),
+            "--format",
+            &format!("{{{{.Label \"{}\"}}}}", mesh_protocol::labels::TASK),
+        ])
+        .await?;
+    let mut per_task = BTreeMap::new();
+    for task in out.lines().filter(|l| !l.is_empty()) {
+        *per_task.entry(task.to_owned()).or_default() += 1;
+    }
+    Ok(per_task)
+}
+
 /// Polls the mesh-wide list until every task of `ids` is in `state`, for
 /// `limit` at most; returns their records from that last poll.
 async fn wait_all(

@@ -45,12 +45,17 @@ pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
         // A node that just restarted shows its new generation as not yet
         // alive (heard once) while its old one still is: it is alive, not
         // dead, or keepers would re-place the tasks it still runs.
+        // Likewise it was heard when either incarnation last was.
         match newest.get_mut(&o.node_id) {
-            Some(seen) if seen.generation >= o.generation => seen.alive |= o.alive,
+            Some(seen) if seen.generation >= o.generation => {
+                seen.alive |= o.alive;
+                seen.last_heard_ms = latest(seen.last_heard_ms, o.last_heard_ms);
+            }
             Some(seen) => {
-                let older_alive = seen.alive;
+                let (older_alive, older_heard) = (seen.alive, seen.last_heard_ms);
                 *seen = o;
                 seen.alive |= older_alive;
+                seen.last_heard_ms = latest(seen.last_heard_ms, older_heard);
             }
             None => {
                 newest.insert(o.node_id.clone(), o);
@@ -85,6 +90,14 @@ pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
         });
     }
     (views, impostors)
+}
+
+/// The more recent of two "heard this long ago" (None: seen just now).
+fn latest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +135,17 @@ mod tests {
         assert!(views[1].error.is_some(), "no values published yet");
         assert_eq!(views[1].generation, 1);
         assert_eq!(impostors.len(), 2);
+    }
+
+    #[test]
+    fn a_restarted_node_was_heard_when_either_incarnation_was() {
+        let mut old = obs("n1", 1, 1, false, Some("n1"));
+        old.last_heard_ms = Some(300);
+        let mut new = obs("n1", 2, 1, false, Some("n1"));
+        new.last_heard_ms = Some(9_000);
+        let (views, _) = peer_views(vec![new.clone(), old.clone()]);
+        assert_eq!(views[0].last_heard_ms, Some(300));
+        let (views, _) = peer_views(vec![old, new]);
+        assert_eq!(views[0].last_heard_ms, Some(300));
     }
 }

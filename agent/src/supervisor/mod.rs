@@ -141,6 +141,8 @@ pub(crate) enum Command {
     SetKeeper(TaskId, NodeId),
     /// As runner: this attempt was re-placed elsewhere; stop it.
     Supersede(TaskId, String),
+    Fence(TaskId, String),
+    Unhold(TaskId),
     /// Holds cores for a service container under `holder` (all on one NUMA
     /// node), if they are free now and the node is not draining.
     Reserve(
@@ -348,6 +350,17 @@ impl SupervisorHandle {
 
     pub async fn supersede(&self, id: TaskId, why: String) -> Result<(), SupervisorError> {
         self.tell(Command::Supersede(id, why)).await
+    }
+
+    /// Stops this node's attempt of a task whose lease it lost and holds
+    /// the task until [`SupervisorHandle::unhold`].
+    pub async fn fence(&self, id: TaskId, why: String) -> Result<(), SupervisorError> {
+        self.tell(Command::Fence(id, why)).await
+    }
+
+    /// Lets a held task start: its keeper kept this node's push of it.
+    pub async fn unhold(&self, id: TaskId) -> Result<(), SupervisorError> {
+        self.tell(Command::Unhold(id)).await
     }
 
     pub async fn queue_head(

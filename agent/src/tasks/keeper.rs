@@ -1,21 +1,26 @@
-//! Failover between agents (decisions in `mesh_protocol::failover`):
+//! Failover between agents (decisions in `mesh_protocol::failover` and
+//! `mesh_protocol::lease`):
 //! - as runner, push every change of a task to its keeper, find a new keeper
-//!   when the old one is dead, and stop an attempt the keeper says was
-//!   superseded (this node was away and the task was re-placed);
+//!   when the old one is dead (only while a majority is in sight), stop an
+//!   attempt the keeper says was superseded (this node was away and the task
+//!   was re-placed), and fence a task whose keeper and majority it has not
+//!   heard for `--fence-after`: stop it and hold it until the keeper answers;
 //! - as keeper, re-place the unfinished tasks of a runner the failure
-//!   detector declared dead, once, as a new attempt with the same id.
+//!   detector declared dead, once, as a new attempt with the same id: only
+//!   while it sees a majority, and only once the runner's lease is over.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use mesh_protocol::failover::{self, Verdict};
-use mesh_protocol::gossip::PeerState;
+use mesh_protocol::gossip::{PeerState, PeerView};
+use mesh_protocol::lease::{self, Sighting};
 use mesh_protocol::{NodeId, TaskId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Node, Tasks};
+use super::{Node, Tasks, Timing};
 
 /// After start, keepers are not replaced for this many gossip rounds: the
 /// view must fill in first, or a live keeper would look absent.
@@ -25,9 +30,15 @@ const SETTLE_ROUNDS: u32 = 10;
 /// never wait on each other: pushing this node's changes to keepers (a push
 /// to a keeper that just died waits out its call timeout) and settling
 /// dependencies, and re-placing the tasks of dead nodes.
-pub async fn run(tasks: Tasks, every: Duration, shutdown: CancellationToken) {
+pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
+    let every = timing.every;
     let started = Instant::now();
     let settled = move || started.elapsed() > every * SETTLE_ROUNDS;
+    let lease = move || Lease {
+        fence_after: timing.fence_after,
+        margin: lease::margin(every),
+        every,
+    };
     let as_runner = async {
         let mut pushed: HashMap<TaskId, (u64, NodeId)> = HashMap::new();
         let mut tick = tokio::time::interval(every);
@@ -36,7 +47,7 @@ pub async fn run(tasks: Tasks, every: Duration, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            sync_as_runner(&tasks, &mut pushed, settled()).await;
+            sync_as_runner(&tasks, &mut pushed, settled(), lease()).await;
             super::deps::resolve(&tasks).await;
         }
     };
@@ -48,20 +59,55 @@ pub async fn run(tasks: Tasks, every: Duration, shutdown: CancellationToken) {
                 _ = tick.tick() => {}
             }
             if settled() {
-                adopt_orphans(&tasks).await;
+                adopt_orphans(&tasks, lease()).await;
             }
         }
     };
     tokio::join!(as_runner, as_keeper);
 }
 
-async fn sync_as_runner(tasks: &Tasks, pushed: &mut HashMap<TaskId, (u64, NodeId)>, settled: bool) {
+/// The lease's settings.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    fence_after: Duration,
+    margin: Duration,
+    every: Duration,
+}
+
+/// What the lease decisions need of the peer view.
+fn sightings(view: &[PeerView]) -> Vec<Sighting> {
+    view.iter()
+        .map(|p| Sighting {
+            node: p.node.clone(),
+            is_self: p.is_self,
+            alive: p.state == PeerState::Alive,
+            heard_ms_ago: p.last_heard_ms,
+        })
+        .collect()
+}
+
+async fn sync_as_runner(
+    tasks: &Tasks,
+    pushed: &mut HashMap<TaskId, (u64, NodeId)>,
+    settled: bool,
+    lease: Lease,
+) {
     let supervisor = tasks.supervisor();
     let Ok(records) = supervisor.kept().await else {
         return;
     };
     let me = tasks.me();
     let view = tasks.mesh().peers().await;
+    let seen = sightings(&view);
+    let majority = lease::sees_majority(&seen);
+    // A keeper silent for a few rounds may have missed pushes or decided
+    // something meanwhile: push again once it is heard.
+    let silent = |k: &NodeId| {
+        view.iter()
+            .find(|p| &p.node == k)
+            .and_then(|p| p.last_heard_ms)
+            .is_none_or(|ms| u128::from(ms) > lease.every.as_millis() * 3)
+    };
     let state_of = |n: &NodeId| {
         view.iter()
             .find(|p| &p.node == n && !p.is_self)
@@ -74,13 +120,32 @@ async fn sync_as_runner(tasks: &Tasks, pushed: &mut HashMap<TaskId, (u64, NodeId
         .collect();
     let mut due = Vec::new();
     for r in records {
+        if !r.state.is_terminal()
+            && !r.is_held()
+            && lease::must_fence(&seen, r.keeper.as_ref(), lease.fence_after)
+        {
+            let why = format!(
+                "attempt {} stopped: this node heard neither its keeper nor most of the mesh for {:?}; it waits for its keeper, which may have re-placed it",
+                r.attempt, lease.fence_after
+            );
+            if let Err(e) = supervisor.fence(r.id.clone(), why).await {
+                warn!(task_id = %r.id, error = %e, "cannot fence a task");
+            }
+            pushed.remove(&r.id);
+            continue;
+        }
+        if r.keeper.as_ref().is_some_and(silent) {
+            pushed.remove(&r.id);
+        }
         let keeper = match r.keeper.clone().map(|k| (state_of(&k), k)) {
             Some((Some((PeerState::Alive, _)), k)) => k,
             // Unknown yet (the view is filling in): wait.
             Some((None, _)) if !settled => continue,
             // Dead, unknown for long, or none: a new keeper, for unfinished tasks.
+            // A new keeper only in sight of a majority: in a minority the old
+            // keeper may be alive on the other side, re-placing the task.
             _ => {
-                if r.state.is_terminal() || !settled {
+                if r.state.is_terminal() || !settled || !majority {
                     continue;
                 }
                 let Some(k) = failover::choose_keeper(&r.id, &me, &me, &live) else {
@@ -107,6 +172,12 @@ async fn sync_as_runner(tasks: &Tasks, pushed: &mut HashMap<TaskId, (u64, NodeId
     for ((r, keeper), answer) in due.into_iter().zip(answers) {
         match answer {
             Ok(Verdict::Keep) => {
+                if r.is_held() {
+                    if let Err(e) = supervisor.unhold(r.id.clone()).await {
+                        warn!(task_id = %r.id, error = %e, "cannot let a held task start");
+                    }
+                    continue;
+                }
                 pushed.insert(r.id.clone(), (r.updated_ms, keeper.id));
             }
             Ok(Verdict::Superseded { node, attempt }) => {
@@ -124,14 +195,12 @@ async fn sync_as_runner(tasks: &Tasks, pushed: &mut HashMap<TaskId, (u64, NodeId
     }
 }
 
-async fn adopt_orphans(tasks: &Tasks) {
-    let dead: BTreeSet<NodeId> = tasks
-        .mesh()
-        .peers()
-        .await
-        .into_iter()
-        .filter(|p| !p.is_self && p.state == PeerState::Dead)
-        .map(|p| p.node)
+async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
+    let seen = sightings(&tasks.mesh().peers().await);
+    let dead: BTreeSet<NodeId> = seen
+        .iter()
+        .filter(|s| lease::may_replace(&seen, &s.node, lease.fence_after, lease.margin))
+        .map(|s| s.node.clone())
         .collect();
     if dead.is_empty() {
         return;

@@ -48,16 +48,26 @@ impl std::fmt::Debug for Tasks {
     }
 }
 
+/// How often the task loops run, and the runners' lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// One round of the mover, the keeper and the publisher: a gossip round.
+    pub every: Duration,
+    /// See `mesh_protocol::lease`.
+    pub fence_after: Duration,
+}
+
 /// Registers the task calls with the mesh and runs the mover, the keeper
-/// and the load publisher, one round per `every`, until `shutdown`; the
-/// returned task ends when all three have.
+/// and the load publisher, one round per `timing.every`, until `shutdown`;
+/// the returned task ends when all three have.
 pub fn start(
     supervisor: SupervisorHandle,
     mesh: Mesh,
     ids: Ids,
-    every: Duration,
+    timing: Timing,
     shutdown: CancellationToken,
 ) -> (Tasks, tokio::task::JoinHandle<()>) {
+    let every = timing.every;
     let tasks = Tasks {
         supervisor,
         mesh,
@@ -67,7 +77,7 @@ pub fn start(
         .mesh
         .handle_calls(Topic::Tasks, serve::handler(tasks.clone()));
     let mover = tokio::spawn(mover::run(tasks.clone(), every, shutdown.clone()));
-    let keeper = tokio::spawn(keeper::run(tasks.clone(), every, shutdown.clone()));
+    let keeper = tokio::spawn(keeper::run(tasks.clone(), timing, shutdown.clone()));
     let publisher = tokio::spawn(publish::run(tasks.clone(), every, shutdown));
     let join = tokio::spawn(async move {
         let _ = tokio::join!(mover, keeper, publisher);

@@ -4,6 +4,9 @@
 //! runner's task made ready to be placed again, and a stale attempt stopped.
 
 use super::{StaleAttempt, TaskRecord, TaskState, TransitionError};
+
+/// `not_before_ms` of a held task: never due until released.
+const HELD: u64 = u64::MAX;
 use crate::ids::NodeId;
 
 impl TaskRecord {
@@ -100,6 +103,38 @@ impl TaskRecord {
     /// Nobody keeps a copy any more: its changes are no longer pushed.
     pub fn keeper_dropped(&mut self) {
         self.keeper = None;
+    }
+
+    /// This node lost its lease on the task (cut off from its keeper and
+    /// most of the mesh): a running attempt stops and, like a queued task,
+    /// waits here, held, until the keeper answers (see `lease`). Queued
+    /// tasks on offer and ended tasks are left as they are.
+    pub fn fence(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
+        match self.state {
+            TaskState::Starting | TaskState::Running => self.migrating = true,
+            TaskState::Queued if self.offered_to.is_none() => {}
+            _ => return Err(self.refuse("be fenced")),
+        }
+        self.not_before_ms = HELD;
+        self.message = Some(why);
+        self.updated_ms = now;
+        Ok(())
+    }
+
+    /// Whether this task waits for its keeper's word before it may start.
+    pub fn is_held(&self) -> bool {
+        self.not_before_ms == HELD
+    }
+
+    /// The keeper kept this node's push of a held task: it may start.
+    pub fn release(&mut self, now: u64) -> Result<(), TransitionError> {
+        if !self.is_held() {
+            return Err(self.refuse("be released"));
+        }
+        self.not_before_ms = now;
+        self.message = Some("its keeper answered again: it may start".into());
+        self.updated_ms = now;
+        Ok(())
     }
 
     /// A copy of this task, made ready to be placed again as a new attempt

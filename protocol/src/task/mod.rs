@@ -287,11 +287,13 @@ impl TaskRecord {
             self.migrating = false;
             self.state = TaskState::Queued;
             self.container = None;
-            self.not_before_ms = now;
-            self.message = Some(format!(
-                "attempt {} stopped to move off a drained node",
-                self.attempt
-            ));
+            if !self.is_held() {
+                self.not_before_ms = now;
+                self.message = Some(format!(
+                    "attempt {} stopped to move off a drained node",
+                    self.attempt
+                ));
+            }
             self.updated_ms = now;
         } else if code == 0 {
             self.exit_code = Some(0);

@@ -44,6 +44,40 @@ fn a_migrating_task_goes_back_to_the_queue() {
 }
 
 #[test]
+fn a_fenced_attempt_stops_and_waits_held_until_released() {
+    let mut r = rec(0);
+    r.start(alloc(), 1).unwrap();
+    r.started("c".into(), 2).unwrap();
+    r.fence("cut off".into(), 3).unwrap();
+    assert!(r.migrating && r.is_held());
+    r.exited(137, 4).unwrap();
+    assert_eq!(r.state, TaskState::Queued);
+    assert!(r.is_held(), "the exit keeps the hold");
+    assert_eq!(r.message.as_deref(), Some("cut off"));
+    r.release(5).unwrap();
+    assert!(!r.is_held());
+    assert_eq!(r.not_before_ms, 5);
+    assert!(r.release(6).is_err(), "released once");
+    r.start(alloc(), 7).unwrap();
+    assert_eq!(r.attempt, 2);
+    // A queued task is held where it is; an ended one or one on offer is not
+    // fenced.
+    let mut q = rec(0);
+    q.fence("cut off".into(), 1).unwrap();
+    assert!(q.is_held() && !q.migrating);
+    let mut offered = rec(0);
+    offered.offer_to(NodeId::new("n2").unwrap()).unwrap();
+    assert!(offered.fence("x".into(), 1).is_err());
+    let mut done = rec(0);
+    done.start(alloc(), 1).unwrap();
+    done.started("c".into(), 2).unwrap();
+    done.exited(0, 3).unwrap();
+    assert!(done.fence("x".into(), 4).is_err());
+    // Its keeper's replacement is not held.
+    assert!(!q.replacement("re-placed".into(), 9).is_held());
+}
+
+#[test]
 fn only_a_live_attempt_stops_to_migrate() {
     let mut q = rec(0);
     assert!(q.stop_to_migrate().is_err());

@@ -4,7 +4,7 @@
 //! `mesh_protocol::failover`'s; this applies them to state and store.
 
 use mesh_protocol::failover::{self, Verdict};
-use mesh_protocol::{NodeId, TaskId, TaskRecord};
+use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
 use tracing::{debug, error, info, warn};
 
 use super::{Supervisor, jobs, queued};
@@ -120,6 +120,47 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.watched.remove(id);
         if let Some(c) = container {
             self.spawn(jobs::remove(self.runtime.clone(), c, "superseded attempt"));
+        }
+        self.persist(id);
+    }
+    /// This node lost its lease on the task (`mesh_protocol::lease`): a
+    /// running attempt is stopped and the task waits here, held, until its
+    /// keeper answers; whichever side of a split has the majority may take
+    /// it over meanwhile.
+    pub(super) fn fence(&mut self, id: &TaskId, why: String) {
+        let now = self.now_ms();
+        let Some(r) = self.records.get_mut(id) else {
+            return;
+        };
+        if r.is_held() {
+            return;
+        }
+        if let Err(e) = r.fence(why.clone(), now) {
+            debug!(task_id = %id, error = %e, "not fenced");
+            return;
+        }
+        warn!(task_id = %id, why, "fenced: stopping this attempt until its keeper answers");
+        match (r.state, r.container.clone()) {
+            (TaskState::Queued, _) => self.queue.put(queued(r)),
+            // A starting attempt is stopped once its container exists.
+            (_, Some(c)) => self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c)),
+            (_, None) => {}
+        }
+        self.persist(id);
+    }
+
+    /// The keeper kept this node's push of a held task: it may start.
+    pub(super) fn unhold(&mut self, id: &TaskId) {
+        let now = self.now_ms();
+        let Some(r) = self.records.get_mut(id) else {
+            return;
+        };
+        if r.release(now).is_err() {
+            return;
+        }
+        info!(task_id = %id, "its keeper answered: the held task may start");
+        if r.state == TaskState::Queued {
+            self.queue.put(queued(r));
         }
         self.persist(id);
     }

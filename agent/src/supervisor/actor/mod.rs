@@ -103,7 +103,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 .queue
                 .next_wakeup(self.now_ms())
                 .map(|t| Duration::from_millis(t.saturating_sub(self.now_ms())))
-                .unwrap_or(Duration::from_secs(3600));
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(3600));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 cmd = commands.recv() => match cmd {
@@ -277,6 +278,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::SetKeeper(id, keeper) => self.set_keeper(&id, keeper),
             Command::Supersede(id, why) => self.supersede(&id, why),
+            Command::Fence(id, why) => self.fence(&id, why),
+            Command::Unhold(id) => self.unhold(&id),
             Command::QueueHead(reply) => {
                 let now = self.now_ms();
                 let head = self
