@@ -4,6 +4,7 @@
 //! that do register handlers for their calls (`Mesh::handle_calls`,
 //! `Mesh::handle_tunnels`) and publish their figures through it.
 
+pub mod admission;
 pub mod handlers;
 pub mod rpc;
 pub mod tls;

@@ -19,11 +19,12 @@ use bytes::Bytes;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use quinn::{Connection, Endpoint};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use mesh_protocol::rpc::{KIND_RPC, KIND_TUNNEL};
 
+use super::admission::{self, Admit, Slots};
 use super::handlers::{Caller, SharedHandlers};
 use super::tls;
 
@@ -34,9 +35,12 @@ const DIAL_NAME: &str = "ganger-peer";
 pub const KIND_GOSSIP: u8 = 1;
 /// Largest gossip message accepted (chitchat keeps messages under 64 KiB).
 pub const MAX_GOSSIP_BYTES: usize = 65_536 + 64;
-/// Handshakes in progress at once; more are refused (connection floods).
-const MAX_HANDSHAKES: usize = 64;
+/// How long a dial may take, Retry round trip included.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an accepted handshake may hold its slot. Handshakes between
+/// peers take milliseconds; this bounds what a source that proved its
+/// address but then stalls can hold.
+const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed dial, messages to that address are dropped this long.
 const REDIAL_BACKOFF: Duration = Duration::from_millis(500);
 const PEER_QUEUE: usize = 64;
@@ -280,30 +284,49 @@ async fn send_uni(conn: &Connection, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Accepts connections; a peer without a valid certificate never gets past
-/// the handshake.
+/// the handshake, and a source that has not proved its address gets a
+/// stateless Retry instead of a handshake slot (see [`admission`]).
 async fn accept_loop(shared: Arc<Shared>) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let slots = Slots::new(admission::Limits::default());
     while let Some(incoming) = shared.endpoint.accept().await {
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            let n = shared.refusals.handshakes.fetch_add(1, Ordering::Relaxed) + 1;
-            // Logged, but not once per packet of a flood.
-            if n.is_power_of_two() {
-                warn!(peer = %incoming.remote_address(), refused_so_far = n, "too many handshakes at once; refusing connections");
+        let from = incoming.remote_address();
+        let slot = match slots.admit(incoming.remote_address_validated(), from.ip()) {
+            Ok(slot) => slot,
+            Err(Admit::Retry) => {
+                // Stateless: costs one packet and no slot. (It fails only
+                // if the address was validated, which `admit` ruled out.)
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
             }
-            incoming.refuse();
-            continue;
+            Err(why) => {
+                let n = shared.refusals.handshakes.fetch_add(1, Ordering::Relaxed) + 1;
+                // Logged, but not once per packet of a flood.
+                if n.is_power_of_two() {
+                    let what = if why == Admit::SourceFull {
+                        "too many handshakes at once from one source; refusing its connections"
+                    } else {
+                        "too many handshakes at once; refusing connections"
+                    };
+                    warn!(peer = %from, refused_so_far = n, "{what}");
+                }
+                incoming.refuse();
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let from = incoming.remote_address();
             let result = match incoming.accept() {
-                Ok(connecting) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-                    Ok(r) => r.map_err(Refused::Handshake),
-                    Err(_) => Err(Refused::Timeout),
-                },
+                Ok(connecting) => {
+                    match tokio::time::timeout(ACCEPT_HANDSHAKE_TIMEOUT, connecting).await {
+                        Ok(r) => r.map_err(Refused::Handshake),
+                        Err(_) => Err(Refused::Timeout),
+                    }
+                }
                 Err(e) => Err(Refused::Handshake(e)),
             };
-            drop(permit);
+            drop(slot);
             match result {
                 Ok(conn) => {
                     shared.peers.add(&conn);
@@ -330,7 +353,7 @@ async fn accept_loop(shared: Arc<Shared>) {
 enum Refused {
     #[error("{0}")]
     Handshake(#[from] quinn::ConnectionError),
-    #[error("no handshake within {HANDSHAKE_TIMEOUT:?}")]
+    #[error("no handshake within {ACCEPT_HANDSHAKE_TIMEOUT:?}")]
     Timeout,
 }
 

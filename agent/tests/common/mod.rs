@@ -9,6 +9,7 @@ pub mod api;
 pub mod cluster;
 pub mod docker;
 pub mod net;
+pub mod quic;
 pub mod services;
 pub mod wait;
 
