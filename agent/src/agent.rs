@@ -162,6 +162,13 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
                 network: config.network.clone(),
             },
             bind: config.service_bind,
+            // The API's TCP port and the mesh's UDP port are the agent's.
+            ports: config.service_ports.clone().without([
+                api_addr.port(),
+                mesh.local_addr().map_or(0, |a| a.port()),
+                config.mesh.bind.port(),
+            ]),
+            limits: config.conn_limits,
             every: config.mesh.gossip_interval,
             clock: config.clock.clone(),
         },

@@ -10,6 +10,9 @@ use clap::Parser;
 use mesh_protocol::NodeId;
 use serde::Deserialize;
 
+use crate::services::admission::ConnLimits;
+use crate::services::port_range::ServicePorts;
+
 pub const DEFAULT_API: &str = "127.0.0.1:7700";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshd";
 pub const DEFAULT_MAX_QUEUE: usize = 1000;
@@ -49,6 +52,15 @@ pub struct Args {
     /// Address services' client listeners bind [default: 0.0.0.0].
     #[arg(long, env = "MESH_SERVICE_BIND")]
     pub service_bind: Option<std::net::IpAddr>,
+    /// TCP ports services may listen on here, e.g. 8000-8999,9100; the agent's own ports are always left out [default: 1024-65535].
+    #[arg(long, env = "MESH_SERVICE_PORTS")]
+    pub service_ports: Option<String>,
+    /// Most client connections this agent holds open, all services together [default: 10000].
+    #[arg(long, env = "MESH_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Most client connections from one client address [default: 1000].
+    #[arg(long, env = "MESH_MAX_CONNECTIONS_PER_SOURCE")]
+    pub max_connections_per_source: Option<u32>,
     /// UDP address of the QUIC endpoint (gossip and agent-to-agent calls) [default: 0.0.0.0:7946].
     #[arg(long, env = "MESH_BIND")]
     pub bind: Option<SocketAddr>,
@@ -101,6 +113,9 @@ struct FileConfig {
     max_queue: Option<usize>,
     network: Option<String>,
     service_bind: Option<std::net::IpAddr>,
+    service_ports: Option<String>,
+    max_connections: Option<u32>,
+    max_connections_per_source: Option<u32>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
     seeds: Option<Vec<String>>,
@@ -139,6 +154,10 @@ pub enum ConfigError {
     Phi,
     #[error("--fence-after must be between 1 and 3600 seconds")]
     FenceAfter,
+    #[error(transparent)]
+    ServicePorts(#[from] crate::services::port_range::PortRangeError),
+    #[error("{0} must be at least 1")]
+    MaxConnections(&'static str),
 }
 
 /// How the QUIC endpoint authenticates peers.
@@ -173,6 +192,11 @@ pub struct Config {
     pub network: Option<String>,
     /// Where services' client listeners bind.
     pub service_bind: std::net::IpAddr,
+    /// Ports services may listen on (the agent's own are taken out at
+    /// start, once they are known).
+    pub service_ports: ServicePorts,
+    /// Caps on the client connections the agent holds open.
+    pub conn_limits: ConnLimits,
     pub ping_interval: Duration,
     pub mesh: MeshConfig,
     /// Where wall-clock time comes from (tests: one that follows tokio's).
@@ -192,6 +216,8 @@ impl Config {
             max_queue: DEFAULT_MAX_QUEUE,
             network: None,
             service_bind: std::net::IpAddr::from([127, 0, 0, 1]),
+            service_ports: ServicePorts::default(),
+            conn_limits: ConnLimits::default(),
             ping_interval: Duration::from_secs(2),
             mesh: MeshConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -241,6 +267,16 @@ impl Config {
 
     pub fn service_bind(mut self, ip: std::net::IpAddr) -> Self {
         self.service_bind = ip;
+        self
+    }
+
+    pub fn service_ports(mut self, ports: ServicePorts) -> Self {
+        self.service_ports = ports;
+        self
+    }
+
+    pub fn conn_limits(mut self, limits: ConnLimits) -> Self {
+        self.conn_limits = limits;
         self
     }
 
@@ -299,6 +335,26 @@ impl Config {
                         Err(ConfigError::FenceAfter)
                     }
                 })?;
+        let service_ports = match args.service_ports.clone().or(file.service_ports) {
+            Some(s) => s.parse::<ServicePorts>()?,
+            None => ServicePorts::default(),
+        };
+        let conn_limits = ConnLimits {
+            total: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(crate::services::admission::DEFAULT_MAX_CONNECTIONS),
+            per_source: args
+                .max_connections_per_source
+                .or(file.max_connections_per_source)
+                .unwrap_or(crate::services::admission::DEFAULT_MAX_PER_SOURCE),
+        };
+        if conn_limits.total == 0 {
+            return Err(ConfigError::MaxConnections("--max-connections"));
+        }
+        if conn_limits.per_source == 0 {
+            return Err(ConfigError::MaxConnections("--max-connections-per-source"));
+        }
         let seeds = if args.seeds.is_empty() {
             file.seeds.unwrap_or_default()
         } else {
@@ -341,6 +397,8 @@ impl Config {
                 .service_bind
                 .or(file.service_bind)
                 .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            service_ports,
+            conn_limits,
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,
             seed: None,
@@ -453,5 +511,54 @@ mod tests {
             Config::from_args(&args),
             Err(ConfigError::MaxQueue)
         ));
+        let args = Args {
+            service_ports: Some("80-20".into()),
+            insecure_dev: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::from_args(&args),
+            Err(ConfigError::ServicePorts(_))
+        ));
+        let args = Args {
+            max_connections_per_source: Some(0),
+            insecure_dev: true,
+            ..Default::default()
+        };
+        let e = Config::from_args(&args).unwrap_err().to_string();
+        assert!(e.contains("--max-connections-per-source"), "{e}");
+    }
+
+    #[test]
+    fn service_ports_and_connection_caps_come_from_any_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meshd.toml");
+        std::fs::write(
+            &path,
+            "service_ports = \"8000-8999\"\nmax_connections = 50\n",
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path),
+            max_connections_per_source: Some(5),
+            insecure_dev: true,
+            ..Default::default()
+        };
+        let c = Config::from_args(&args).unwrap();
+        assert!(c.service_ports.allows(8000) && !c.service_ports.allows(9000));
+        assert_eq!(
+            c.conn_limits,
+            ConnLimits {
+                total: 50,
+                per_source: 5
+            }
+        );
+        let d = Config::from_args(&Args {
+            insecure_dev: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(d.service_ports, ServicePorts::default());
+        assert_eq!(d.conn_limits, ConnLimits::default());
     }
 }

@@ -22,7 +22,9 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 impl From<ServiceApiError> for ApiError {
     fn from(e: ServiceApiError) -> Self {
         match e {
-            ServiceApiError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            ServiceApiError::Invalid(_) | ServiceApiError::PortNotAllowed { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
             ServiceApiError::Conflict(_) => ApiError::conflict(e.to_string()),
             ServiceApiError::NotFound(_) => ApiError::not_found(e.to_string()),
             ServiceApiError::Store(_) => ApiError::internal(e.to_string()),

@@ -1,9 +1,12 @@
 //! The client side of services: the connections a service's listener
 //! (`listeners`) accepts, and for each the choice of node (pure, in
 //! `mesh_protocol::service::choice`), then the bytes pumped to a local
-//! container or through a QUIC stream to the chosen peer. When no node has
-//! room the connection waits here, in a bounded queue, until one has or
-//! `--queue-timeout` passes; then it is closed.
+//! container or through a QUIC stream to the chosen peer. A connection
+//! beyond this agent's caps (`admission`) is refused at once. When no node
+//! has room the connection waits here, in a bounded queue, until one has or
+//! `--queue-timeout` passes; then it is closed. A served connection is
+//! closed when idle for the service's idle timeout, or open for its total
+//! timeout.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,23 +19,33 @@ use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::choice::{route_per_connection, route_pool};
 use mesh_protocol::service::{Mode, ServiceSpec};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use super::admission::{Admission, Permit, Refusal};
 use super::backend::{AcquireError, Backend, Lease};
 use super::ports::MeshPort;
-use super::pump::pump;
+use super::pump::{Ended, Timeouts, pump_within};
 use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
 use crate::mesh::candidates_of;
 
-/// How old a cached gossip view may be when routing a connection.
+/// How old a cached gossip view may be when routing a connection; also
+/// how often a waiting connection looks whether the view changed.
 const VIEW_TTL: Duration = Duration::from_millis(100);
-/// How often a waiting connection looks again for room elsewhere.
-const RETRY: Duration = Duration::from_millis(100);
+/// A waiting connection routes again when a local container frees up, when
+/// the view shows other nodes or figures, and otherwise after this long,
+/// doubling up to `RETRY_MAX` (a node's room may not show in the gossip).
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Refused connections being closed gently at once; beyond this they are
+/// just dropped (a flood must not pile up sockets).
+const REFUSING: usize = 256;
+/// How often refusals at the caps are logged at warn level.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What routing reads of the gossip view, computed once per `VIEW_TTL`
 /// rather than per connection.
@@ -63,6 +76,13 @@ pub struct Front<M> {
     mesh: M,
     backend: Backend,
     stats: Stats,
+    /// This agent's caps on open client connections.
+    admission: Admission,
+    /// Places for gentle refusals (see `REFUSING`).
+    refusing: Arc<Semaphore>,
+    /// When a refusal at the caps was last logged at warn, and how many
+    /// were refused since.
+    refusals: Mutex<(Option<Instant>, u64)>,
     view: Mutex<Option<(Instant, Arc<RouteView>)>>,
     /// Spreads ties between equal nodes across connections.
     salt: std::sync::atomic::AtomicU64,
@@ -71,11 +91,14 @@ pub struct Front<M> {
 }
 
 impl<M: MeshPort> Front<M> {
-    pub fn new(mesh: M, backend: Backend, stats: Stats) -> Arc<Self> {
+    pub fn new(mesh: M, backend: Backend, stats: Stats, admission: Admission) -> Arc<Self> {
         Arc::new(Self {
             mesh,
             backend,
             stats,
+            admission,
+            refusing: Arc::new(Semaphore::new(REFUSING)),
+            refusals: Mutex::new((None, 0)),
             view: Mutex::new(None),
             salt: std::sync::atomic::AtomicU64::new(0),
             tasks: TaskTracker::new(),
@@ -122,11 +145,19 @@ impl<M: MeshPort> Front<M> {
             };
             match accepted {
                 Ok((client, peer)) => {
-                    let _ = client.set_nodelay(true);
                     let spec = spec.borrow().clone();
-                    let span = debug_span!("conn", service = %spec.name, client = %peer);
-                    self.tasks
-                        .spawn(self.clone().handle(spec, client, peer).instrument(span));
+                    match self.admission.admit(peer.ip()) {
+                        Ok(permit) => {
+                            let _ = client.set_nodelay(true);
+                            let span = debug_span!("conn", service = %spec.name, client = %peer);
+                            self.tasks.spawn(
+                                self.clone()
+                                    .handle(spec, client, peer, permit)
+                                    .instrument(span),
+                            );
+                        }
+                        Err(why) => self.refuse_over_cap(&spec, client, peer, why),
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little.
@@ -144,9 +175,38 @@ impl<M: MeshPort> Front<M> {
         spec: Arc<ServiceSpec>,
         mut client: TcpStream,
         peer: SocketAddr,
+        _permit: Permit,
     ) {
         if !self.serve(&spec, &mut client, peer).await {
             refuse(client).await;
+        }
+    }
+
+    /// A connection beyond the caps: counted accepted and refused, closed
+    /// gently if there is a place for that, else dropped.
+    fn refuse_over_cap(
+        &self,
+        spec: &ServiceSpec,
+        client: TcpStream,
+        peer: SocketAddr,
+        why: Refusal,
+    ) {
+        self.stats.count(&spec.name, Count::Accepted);
+        self.stats.count(&spec.name, Count::Refused);
+        debug!(service = %spec.name, client = %peer, reason = %why, "connection refused");
+        {
+            let mut r = lock(&self.refusals);
+            r.1 += 1;
+            if r.0.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                warn!(service = %spec.name, client = %peer, reason = %why, refused = r.1, "connections refused at this agent's caps (count since the last such line)");
+                *r = (Some(Instant::now()), 0);
+            }
+        }
+        if let Ok(place) = self.refusing.clone().try_acquire_owned() {
+            self.tasks.spawn(async move {
+                refuse(client).await;
+                drop(place);
+            });
         }
     }
 
@@ -155,34 +215,50 @@ impl<M: MeshPort> Front<M> {
         let name = &spec.name;
         self.stats.count(name, Count::Accepted);
         let deadline = Instant::now() + Duration::from_millis(spec.queue_timeout_ms);
+        let timeouts = Timeouts {
+            idle: Duration::from_millis(spec.idle_timeout_ms),
+            total: spec.total_timeout_ms.map(Duration::from_millis),
+        };
         let mut waiting = None;
+        let mut backoff = RETRY_MIN;
         loop {
-            let released = self.backend.released.notified();
-            match self.route(spec, peer).await {
+            let mut released = std::pin::pin!(self.backend.released.notified());
+            // Registered now, so a container freed while routing is seen.
+            released.as_mut().enable();
+            let ended = match self.route(spec, peer).await {
                 Routed::Local(mut lease) => {
                     let me = self.mesh.node();
                     let open = self.stats.open(name, peer, me, lease.container.clone());
-                    drop(waiting);
+                    drop(waiting.take());
                     let (cr, cw) = client.split();
                     let (sr, sw) = lease.stream.split();
-                    pump((cr, cw), (sr, sw), &open.bytes).await;
-                    self.stats.count(name, Count::Served);
-                    return true;
+                    Some(pump_within((cr, cw), (sr, sw), &open.bytes, timeouts).await)
                 }
                 Routed::Remote(t, node) => {
                     let open = self.stats.open(name, peer, node, t.container.clone());
-                    drop(waiting);
+                    drop(waiting.take());
                     let (cr, cw) = client.split();
-                    pump((cr, cw), (t.recv, t.send), &open.bytes).await;
-                    self.stats.count(name, Count::Served);
-                    return true;
+                    Some(pump_within((cr, cw), (t.recv, t.send), &open.bytes, timeouts).await)
                 }
                 Routed::Failed(why) => {
                     warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");
                     self.stats.count(name, Count::Refused);
                     return false;
                 }
-                Routed::NoRoom => {}
+                Routed::NoRoom => None,
+            };
+            if let Some(ended) = ended {
+                match ended {
+                    Ended::Closed => {}
+                    Ended::Idle => {
+                        debug!(service = %name, client = %peer, "connection closed: idle for the service's idle timeout")
+                    }
+                    Ended::Total => {
+                        debug!(service = %name, client = %peer, "connection closed: open for the service's total timeout")
+                    }
+                }
+                self.stats.count(name, Count::Served);
+                return true;
             }
             if waiting.is_none() {
                 match self.backend.enqueue(name).await {
@@ -202,11 +278,59 @@ impl<M: MeshPort> Front<M> {
                 self.stats.count(name, Count::Refused);
                 return false;
             }
-            tokio::select! {
-                _ = released => {}
-                _ = tokio::time::sleep(RETRY) => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+            let retry_at = (Instant::now() + backoff).min(deadline);
+            backoff = (backoff * 2).min(RETRY_MAX);
+            let mut view = self.view().await;
+            let seen = self.fingerprint(spec, &view);
+            loop {
+                tokio::select! {
+                    _ = released.as_mut() => break,
+                    _ = tokio::time::sleep_until(retry_at) => break,
+                    _ = tokio::time::sleep(VIEW_TTL) => {
+                        let now = self.view().await;
+                        if !Arc::ptr_eq(&now, &view) {
+                            view = now;
+                            if self.fingerprint(spec, &view) != seen {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// What routing would try for `spec` apart from this node, with the
+    /// figures it decides on: when this changes, a waiting connection
+    /// routes again. A pure function of the cached view: no call.
+    fn fingerprint(&self, spec: &ServiceSpec, view: &RouteView) -> Vec<(NodeId, u32, u32)> {
+        let me = self.mesh.node();
+        let loads = gossiped_loads(view, spec);
+        let mut nodes: Vec<_> = self
+            .order(spec, view, &loads, 0)
+            .into_iter()
+            .filter(|n| *n != me)
+            .map(|n| {
+                let l = loads.get(&n).cloned().unwrap_or_default();
+                (n, l.ready, l.containers)
+            })
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// The nodes to try, best first, by the pure choice.
+    fn order(
+        &self,
+        spec: &ServiceSpec,
+        view: &RouteView,
+        loads: &BTreeMap<NodeId, ServiceLoad>,
+        salt: u64,
+    ) -> Vec<NodeId> {
+        let me = self.mesh.node();
+        match spec.mode {
+            Mode::PerConnection => route_per_connection(&me, spec, &view.candidates, loads, salt),
+            Mode::Pool => route_pool(&me, &view.candidates, loads, salt),
         }
     }
 
@@ -215,24 +339,13 @@ impl<M: MeshPort> Front<M> {
     async fn route(&self, spec: &ServiceSpec, client: SocketAddr) -> Routed {
         let view = self.view().await;
         let me = self.mesh.node();
-        let candidates = &view.candidates;
-        let mut loads: BTreeMap<NodeId, ServiceLoad> = view
-            .peers
-            .iter()
-            .filter_map(|p| {
-                let load = p.info.as_ref()?.services.get(spec.name.as_str())?;
-                Some((p.node.clone(), load.clone()))
-            })
-            .collect();
+        let mut loads = gossiped_loads(&view, spec);
         // This node's own figures are exact; the gossip's are a round old.
         if let Some(own) = self.backend.load(&spec.name) {
             loads.insert(me.clone(), own);
         }
         let salt = self.salt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut order = match spec.mode {
-            Mode::PerConnection => route_per_connection(&me, spec, candidates, &loads, salt),
-            Mode::Pool => route_pool(&me, candidates, &loads, salt),
-        };
+        let mut order = self.order(spec, &view, &loads, salt);
         if !order.contains(&me) {
             order.push(me.clone());
         }
@@ -287,6 +400,17 @@ impl<M: MeshPort> Front<M> {
         *lock(&self.view) = Some((Instant::now(), fresh.clone()));
         fresh
     }
+}
+
+/// Each node's figures for `spec` as the gossip view shows them.
+fn gossiped_loads(view: &RouteView, spec: &ServiceSpec) -> BTreeMap<NodeId, ServiceLoad> {
+    view.peers
+        .iter()
+        .filter_map(|p| {
+            let load = p.info.as_ref()?.services.get(spec.name.as_str())?;
+            Some((p.node.clone(), load.clone()))
+        })
+        .collect()
 }
 
 /// Closes a refused connection without a reset: says end-of-stream, then

@@ -11,11 +11,13 @@
 //! - `ports`: what services ask of the mesh and of the cores, as narrow
 //!   traits (fakes in `tests`).
 
+pub mod admission;
 pub mod backend;
 pub mod front;
 pub mod listeners;
 mod owner;
 pub mod plan;
+pub mod port_range;
 pub mod ports;
 pub mod pump;
 pub mod registry;
@@ -51,6 +53,10 @@ use stats::Stats;
 pub enum ServiceApiError {
     #[error(transparent)]
     Invalid(#[from] mesh_protocol::service::ServiceError),
+    #[error(
+        "listen port {port} is not allowed: this node serves services only on ports {allowed} (its --service-ports)"
+    )]
+    PortNotAllowed { port: u16, allowed: String },
     #[error(transparent)]
     Conflict(#[from] Conflict),
     #[error(transparent)]
@@ -68,8 +74,8 @@ pub enum Conflict {
     Exists { name: ServiceName, listen: u16 },
     #[error("port {port} is already service {by}'s")]
     PortTaken { port: u16, by: ServiceName },
-    #[error("cannot listen on port {port}: {source}")]
-    CannotListen { port: u16, source: std::io::Error },
+    #[error(transparent)]
+    CannotListen(listeners::ListenError),
 }
 
 /// A service name that names no service.
@@ -180,6 +186,10 @@ impl Control {
 pub struct ServicesConfig {
     pub backend: BackendConfig,
     pub bind: IpAddr,
+    /// Ports services may listen on here (the agent's own taken out).
+    pub ports: port_range::ServicePorts,
+    /// Caps on the client connections this agent holds open.
+    pub limits: admission::ConnLimits,
     pub every: Duration,
     pub clock: Clock,
 }
@@ -247,12 +257,17 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         stats.clone(),
         cfg.clock.now_ms(),
     );
-    let front = Front::new(mesh.clone(), backend.clone(), stats.clone());
+    let front = Front::new(
+        mesh.clone(),
+        backend.clone(),
+        stats.clone(),
+        admission::Admission::new(cfg.limits),
+    );
     let (publish, published) = watch::channel(Arc::new(Published::default()));
     let node = mesh.node();
     let mut owner = Owner {
         registry,
-        listeners: Listeners::new(front.clone(), cfg.bind),
+        listeners: Listeners::new(front.clone(), cfg.bind, cfg.ports),
         backend: backend.clone(),
         front,
         mesh,

@@ -108,6 +108,12 @@ impl<M: MeshPort> Owner<M> {
 
     fn create(&mut self, request: ServiceRequest) -> Result<ServiceDef, ServiceApiError> {
         let spec = ServiceSpec::try_from(request)?;
+        if !self.listeners.ports().allows(spec.listen) {
+            return Err(ServiceApiError::PortNotAllowed {
+                port: spec.listen,
+                allowed: self.listeners.ports().to_string(),
+            });
+        }
         let live = self.registry.all();
         if let Some(old) = live.iter().find(|d| d.name() == &spec.name && !d.removed) {
             return Err(Conflict::Exists {
@@ -139,14 +145,10 @@ impl<M: MeshPort> Owner<M> {
         // Listen here first: a port this node cannot bind is refused before
         // the definition spreads.
         self.backend.define(def.spec.clone());
-        if let Err(source) = self.listeners.listen(&def.spec) {
+        if let Err(e) = self.listeners.listen(&def.spec) {
             self.listeners.stop(def.name());
             self.backend.remove(def.name());
-            return Err(Conflict::CannotListen {
-                port: def.spec.listen,
-                source,
-            }
-            .into());
+            return Err(Conflict::CannotListen(e).into());
         }
         let changed = self.registry.merge(vec![def.clone()])?;
         self.apply(&changed);
@@ -227,9 +229,10 @@ impl<M: MeshPort> Owner<M> {
 
     async fn round(&mut self) {
         self.remove_stale().await;
-        // A listener that could not bind (port taken) is tried again.
+        // A listener that could not bind (port taken) is tried again once
+        // its back-off has run out.
         for d in self.registry.all().iter().filter(|d| !d.removed) {
-            let _ = self.listeners.listen(&d.spec);
+            let _ = self.listeners.retry(&d.spec);
         }
         match self.registry.merge(self.mesh.service_defs().await) {
             Ok(changed) => self.apply(&changed),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use mesh_agent::config::TlsSource;
 use mesh_agent::mesh::Mesh;
 use mesh_agent::runtime::memory::MemoryRuntime;
+use mesh_agent::services::admission::ConnLimits;
 use mesh_agent::{Config, RunningAgent};
 use mesh_protocol::NodeId;
 use mesh_protocol::gossip::PeerState;
@@ -59,6 +60,8 @@ pub struct Setup {
     ca: Option<Ca>,
     own_loopback: bool,
     rpc_version: Option<u32>,
+    service_ports: Option<String>,
+    conn_limits: Option<ConnLimits>,
 }
 
 impl Setup {
@@ -84,6 +87,8 @@ impl Setup {
             ca: None,
             own_loopback: false,
             rpc_version: None,
+            service_ports: None,
+            conn_limits: None,
         }
     }
 
@@ -125,6 +130,18 @@ impl Setup {
     /// Agents that speak this RPC version (as a build of another release).
     pub fn rpc_version(mut self, version: u32) -> Setup {
         self.rpc_version = Some(version);
+        self
+    }
+
+    /// `--service-ports`.
+    pub fn service_ports(mut self, ranges: &str) -> Setup {
+        self.service_ports = Some(ranges.to_owned());
+        self
+    }
+
+    /// `--max-connections` and `--max-connections-per-source`.
+    pub fn conn_limits(mut self, total: u32, per_source: u32) -> Setup {
+        self.conn_limits = Some(ConnLimits { total, per_source });
         self
     }
 
@@ -219,6 +236,12 @@ impl Setup {
         }
         if let Some(v) = self.rpc_version {
             config.mesh.rpc_version = v;
+        }
+        if let Some(ranges) = &self.service_ports {
+            config = config.service_ports(ranges.parse().expect("valid --service-ports"));
+        }
+        if let Some(limits) = self.conn_limits {
+            config = config.conn_limits(limits);
         }
         let started = match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,

@@ -46,6 +46,22 @@ pub fn port(n: u16) -> u16 {
     20_000 + (std::process::id() % 20_000) as u16 + n
 }
 
+/// Connects to `addr` from the loopback address `source`, sends a byte and
+/// reads one back: the stream, and whether the byte came back (false: the
+/// agent closed the connection).
+pub async fn echo_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> (TcpStream, bool) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut one))
+        .await
+        .expect("an answer within 60 s")
+        .unwrap_or(0);
+    (s, n == 1)
+}
+
 /// Sends `data`, ends its side, reads to the end.
 pub async fn exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(addr).await?;

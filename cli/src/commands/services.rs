@@ -95,6 +95,12 @@ pub struct ServiceCreateArgs {
     /// Fresh containers to try after one fails to start, per connection [default: 2].
     #[arg(long)]
     pub ready_retries: Option<u32>,
+    /// Close a client connection with no byte either way for this long [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Close a client connection open this long, busy or not [default: no limit].
+    #[arg(long, value_parser = parse_duration)]
+    pub total_timeout: Option<Duration>,
     /// Pool mode: per-core, per-numa or a count [default: per-core].
     #[arg(long)]
     pub instances: Option<String>,
@@ -122,6 +128,8 @@ impl ServiceCreateArgs {
             queue_timeout_ms: self.queue_timeout.map(|d| d.as_millis() as u64),
             ready_timeout_ms: self.ready_timeout.map(|d| d.as_millis() as u64),
             ready_retries: self.ready_retries,
+            idle_timeout_ms: self.idle_timeout.map(|d| d.as_millis() as u64),
+            total_timeout_ms: self.total_timeout.map(|d| d.as_millis() as u64),
             instances: self.instances.clone(),
             command: self.command.clone(),
             env: self.env.clone(),
@@ -178,6 +186,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
     } else {
         (t, 1.0)
     };
@@ -185,7 +195,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|v| Duration::try_from_secs_f64(v * scale).ok())
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s:?} is not a duration such as 500ms, 10s or 2m"))
+        .ok_or_else(|| format!("{s:?} is not a duration such as 500ms, 10s, 2m or 1h"))
 }
 
 #[cfg(test)]
@@ -210,6 +220,10 @@ mod tests {
             "2",
             "--queue-timeout",
             "500ms",
+            "--idle-timeout",
+            "2m",
+            "--total-timeout",
+            "1.5h",
             "--",
             "echo",
             "--port",
@@ -225,6 +239,10 @@ mod tests {
         let r = args.request();
         assert_eq!((r.port, r.listen, r.warm), (7000, 9000, Some(2)));
         assert_eq!(r.queue_timeout_ms, Some(500));
+        assert_eq!(
+            (r.idle_timeout_ms, r.total_timeout_ms),
+            (Some(120_000), Some(5_400_000))
+        );
         assert_eq!(r.command, vec!["echo", "--port", "7000"]);
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());

@@ -79,6 +79,13 @@ pub fn service(v: &ServiceView) -> String {
             ),
         ),
         (
+            "connections close",
+            match s.total_timeout_ms {
+                Some(total) => format!("idle {} ms, or open {} ms", s.idle_timeout_ms, total),
+                None => format!("idle {} ms", s.idle_timeout_ms),
+            },
+        ),
+        (
             "command",
             if s.command.is_empty() {
                 "(the image's)".into()

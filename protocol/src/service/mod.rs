@@ -58,10 +58,16 @@ pub const DEFAULT_QUEUE: u32 = 128;
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_READY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_READY_RETRIES: u32 = 2;
+/// A client connection with no byte either way for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 600_000;
 /// Bounds that keep one definition from taking the mesh down.
 pub const MAX_INSTANCES: u32 = 10_000;
 pub const MAX_WAIT_MS: u64 = 3_600_000;
 pub const MAX_QUEUE: u32 = 100_000;
+/// Longest idle timeout: a day.
+pub const MAX_IDLE_MS: u64 = 86_400_000;
+/// Longest total timeout: a week.
+pub const MAX_TOTAL_MS: u64 = 7 * 86_400_000;
 
 /// A service definition as a client sends it (JSON body of
 /// `POST /v1/services`).
@@ -84,6 +90,13 @@ pub struct ServiceRequest {
     pub queue_timeout_ms: Option<u64>,
     pub ready_timeout_ms: Option<u64>,
     pub ready_retries: Option<u32>,
+    /// Close a client connection idle (no byte either way) this long.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Close a client connection open this long, busy or not (none: no
+    /// limit).
+    #[serde(default)]
+    pub total_timeout_ms: Option<u64>,
     /// Pool mode: `per-core`, `per-numa` or a count.
     pub instances: Option<String>,
     #[serde(default)]
@@ -115,6 +128,17 @@ pub struct ServiceSpec {
     pub instances: Option<Instances>,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A client connection idle this long is closed. (Definitions from
+    /// before this field get the default.)
+    #[serde(default = "default_idle")]
+    pub idle_timeout_ms: u64,
+    /// A client connection open this long is closed; `None`: no limit.
+    #[serde(default)]
+    pub total_timeout_ms: Option<u64>,
+}
+
+fn default_idle() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_MS
 }
 
 /// Why a definition was refused.
@@ -235,6 +259,32 @@ impl TryFrom<ServiceRequest> for ServiceSpec {
             DEFAULT_READY_TIMEOUT_MS,
             "--ready-timeout",
         )?;
+        let idle_timeout_ms = match r.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS) {
+            0 => {
+                return Err(ServiceError::Invalid(
+                    "--idle-timeout must be above 0".into(),
+                ));
+            }
+            ms if ms > MAX_IDLE_MS => {
+                return Err(ServiceError::Invalid(format!(
+                    "--idle-timeout {ms} ms is above the limit of a day"
+                )));
+            }
+            ms => ms,
+        };
+        let total_timeout_ms = match r.total_timeout_ms {
+            Some(0) => {
+                return Err(ServiceError::Invalid(
+                    "--total-timeout must be above 0 (leave it out for no limit)".into(),
+                ));
+            }
+            Some(ms) if ms > MAX_TOTAL_MS => {
+                return Err(ServiceError::Invalid(format!(
+                    "--total-timeout {ms} ms is above the limit of a week"
+                )));
+            }
+            other => other,
+        };
         let ready_retries = r.ready_retries.unwrap_or(DEFAULT_READY_RETRIES);
         if ready_retries > 100 {
             return Err(ServiceError::Invalid(
@@ -266,6 +316,8 @@ impl TryFrom<ServiceRequest> for ServiceSpec {
             instances,
             command: r.command,
             env,
+            idle_timeout_ms,
+            total_timeout_ms,
         })
     }
 }
@@ -292,6 +344,42 @@ mod tests {
         assert_eq!(s.instances, None);
         assert_eq!(s.max_per_node, DEFAULT_MAX_PER_NODE);
         assert_eq!(s.ready_retries, DEFAULT_READY_RETRIES);
+        assert_eq!(
+            (s.idle_timeout_ms, s.total_timeout_ms),
+            (DEFAULT_IDLE_TIMEOUT_MS, None)
+        );
+    }
+
+    #[test]
+    fn timeouts_are_bounded_and_old_definitions_get_the_default_idle_timeout() {
+        let with = |idle, total| {
+            ServiceSpec::try_from(ServiceRequest {
+                idle_timeout_ms: idle,
+                total_timeout_ms: total,
+                ..req()
+            })
+        };
+        let s = with(Some(500), Some(60_000)).unwrap();
+        assert_eq!((s.idle_timeout_ms, s.total_timeout_ms), (500, Some(60_000)));
+        for (idle, total, says) in [
+            (Some(0), None, "--idle-timeout"),
+            (Some(MAX_IDLE_MS + 1), None, "--idle-timeout"),
+            (None, Some(0), "--total-timeout"),
+            (None, Some(MAX_TOTAL_MS + 1), "--total-timeout"),
+        ] {
+            let e = with(idle, total).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        // A definition stored or gossiped before the fields existed.
+        let mut old = serde_json::to_value(ServiceSpec::try_from(req()).unwrap()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("idle_timeout_ms");
+        fields.remove("total_timeout_ms");
+        let old: ServiceSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (old.idle_timeout_ms, old.total_timeout_ms),
+            (DEFAULT_IDLE_TIMEOUT_MS, None)
+        );
     }
 
     #[test]

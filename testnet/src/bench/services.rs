@@ -175,7 +175,12 @@ pub async fn services(cfg: &ServicesConfig) -> Result<ServicesReport, BenchError
             .nodes(2)
             .topology(SERVER_TOPOLOGY)
             .topology_of(ENTRY, ENTRY_TOPOLOGY)
-            .image(&cfg.image),
+            .image(&cfg.image)
+            // The holds open `hold` connections from this one host.
+            .extra_arg("--max-connections")
+            .extra_arg((cfg.hold + 1000).to_string())
+            .extra_arg("--max-connections-per-source")
+            .extra_arg((cfg.hold + 1000).to_string()),
     )
     .await?;
     let run = Run::new(&net).await?;
