@@ -244,3 +244,39 @@ async fn first_attempt_stays(
     )
     .await;
 }
+
+/// A runner that came back may pick as its new keeper the very node that
+/// took its task over: that node judges the push against the attempt it
+/// runs, and tells the stale runner it was superseded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_running_a_task_tells_a_stale_runner_of_it_that_it_was_superseded() {
+    let nodes = three_nodes("s", PHI).await;
+    let task = nodes[0].api.submit(&sleep_task(1, "600")).await;
+    let running = nodes[0]
+        .api
+        .wait_state(&task.id, TaskState::Running, 10)
+        .await;
+    let runner = nodes.iter().find(|n| n.id == running.node).unwrap();
+    let stale_node = nodes.iter().find(|n| n.id != running.node).unwrap();
+    // What the stale runner pushes: the same attempt, or an older one, as
+    // its own.
+    for attempt in [running.attempt, running.attempt - 1] {
+        let mut stale = running.clone();
+        stale.node = stale_node.id.clone();
+        stale.attempt = attempt;
+        let verdict = runner
+            .running()
+            .supervisor
+            .replicate(stale, stale_node.id.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            verdict,
+            mesh_protocol::failover::Verdict::Superseded {
+                node: running.node.clone(),
+                attempt: running.attempt
+            },
+            "attempt {attempt}"
+        );
+    }
+}

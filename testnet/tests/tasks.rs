@@ -210,12 +210,7 @@ async fn a_killed_nodes_tasks_run_again_elsewhere_once() -> Result<()> {
     .await
 }
 
-// Ignored until it passes every run: with the lease, a local run found no
-// task with two running containers, but a full `.ci/run` found 2 of 6 (one
-// sample each way unexplained yet; issue 10, finding 1). Run it with
-// `cargo test -p mesh-testnet --test tasks -- --ignored a_cut_off`.
 #[tokio::test]
-#[ignore = "still finds doubles in some runs; issue 10, finding 1"]
 async fn a_cut_off_node_never_leaves_a_task_running_twice() -> Result<()> {
     scenario(
         "a_cut_off_node_never_leaves_a_task_running_twice",
@@ -238,16 +233,20 @@ async fn a_cut_off_node_never_leaves_a_task_running_twice() -> Result<()> {
                 .min_by_key(|n| busy[*n])
                 .context("n2 or n3 runs a task")?;
             net.partition(&[victim]).await?;
+            let cut = tokio::time::Instant::now();
             let mut worst = BTreeMap::new();
             let mut samples = 0;
             // Past the lease (10 s), its margin and the re-placement.
-            sample_doubles(&net, Duration::from_secs(25), &mut worst, &mut samples).await?;
+            let mut sample = async |how_long| {
+                sample_doubles(&net, cut, how_long, &mut worst, &mut samples).await
+            };
+            sample(Duration::from_secs(25)).await?;
             net.heal().await?;
             // After the heal, the stale side learns it was superseded.
-            sample_doubles(&net, Duration::from_secs(12), &mut worst, &mut samples).await?;
+            sample(Duration::from_secs(12)).await?;
             ensure!(
                 worst.is_empty(),
-                "tasks with two running containers (task: most at once) over {samples} samples: {worst:?}"
+                "tasks with two running containers (task: first seen, after the cut at 0 s and the heal at 25 s) over {samples} samples: {worst:?}"
             );
             // Every task ends, once, and nothing of it runs after.
             let list = wait_all(&n1, &ids, TaskState::Succeeded, Duration::from_secs(120)).await?;
@@ -275,20 +274,22 @@ async fn a_cut_off_node_never_leaves_a_task_running_twice() -> Result<()> {
 }
 
 /// For `how_long`, counts every so often the running containers of each
-/// task; records in `worst` each task seen with more than one, and the
-/// most seen at once.
+/// task; records in `worst` each task first seen with more than one: when
+/// (since `cut`) and on which nodes.
 async fn sample_doubles(
     net: &mesh_testnet::Testnet,
+    cut: tokio::time::Instant,
     how_long: Duration,
-    worst: &mut BTreeMap<String, usize>,
+    worst: &mut BTreeMap<String, String>,
     samples: &mut usize,
 ) -> Result<()> {
     let end = tokio::time::Instant::now() + how_long;
     while tokio::time::Instant::now() < end {
-        for (task, n) in running_per_task(net).await? {
-            if n > 1 {
-                let w = worst.entry(task).or_default();
-                *w = (*w).max(n);
+        for (task, nodes) in running_per_task(net).await? {
+            if nodes.len() > 1 {
+                worst.entry(task).or_insert_with(|| {
+                    format!("{nodes:?} at {:.1} s", cut.elapsed().as_secs_f64())
+                });
             }
         }
         *samples += 1;
@@ -297,9 +298,9 @@ async fn sample_doubles(
     Ok(())
 }
 
-/// Running task containers of the testnet, counted by task: what Docker
-/// runs, not what the agents say.
-async fn running_per_task(net: &mesh_testnet::Testnet) -> Result<BTreeMap<String, usize>> {
+/// The nodes of the running task containers of the testnet, by task: what
+/// Docker runs, not what the agents say.
+async fn running_per_task(net: &mesh_testnet::Testnet) -> Result<BTreeMap<String, Vec<String>>> {
     let out = mesh_testnet::docker::Docker::new()
         .run(&[
             "ps",
@@ -308,12 +309,21 @@ async fn running_per_task(net: &mesh_testnet::Testnet) -> Result<BTreeMap<String
             "--filter",
             &format!("label={}", mesh_protocol::labels::TASK),
             "--format",
-            &format!("{{{{.Label \"{}\"}}}}", mesh_protocol::labels::TASK),
+            &format!(
+                "{{{{.Label \"{}\"}}}} {{{{.Label \"{}\"}}}}",
+                mesh_protocol::labels::TASK,
+                mesh_protocol::labels::NODE
+            ),
         ])
         .await?;
-    let mut per_task = BTreeMap::new();
-    for task in out.lines().filter(|l| !l.is_empty()) {
-        *per_task.entry(task.to_owned()).or_default() += 1;
+    let mut per_task: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in out.lines() {
+        if let Some((task, node)) = line.split_once(' ') {
+            per_task
+                .entry(task.to_owned())
+                .or_default()
+                .push(node.to_owned());
+        }
     }
     Ok(per_task)
 }

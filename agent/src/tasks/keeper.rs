@@ -26,10 +26,11 @@ use super::{Node, Tasks, Timing};
 /// view must fill in first, or a live keeper would look absent.
 const SETTLE_ROUNDS: u32 = 10;
 
-/// Runs until `shutdown`, one round per gossip interval, in two loops that
-/// never wait on each other: pushing this node's changes to keepers (a push
-/// to a keeper that just died waits out its call timeout) and settling
-/// dependencies, and re-placing the tasks of dead nodes.
+/// Runs until `shutdown`, one round per gossip interval, in three loops
+/// that never wait on each other: pushing this node's changes to keepers (a
+/// push to a keeper that just died waits out its call timeout) and settling
+/// dependencies; fencing the tasks whose lease is over, which must happen on
+/// time whatever the network does; and re-placing the tasks of dead nodes.
 pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
     let every = timing.every;
     let started = Instant::now();
@@ -51,6 +52,16 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
             super::deps::resolve(&tasks).await;
         }
     };
+    let as_fencer = async {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            fence_lost_leases(&tasks, lease()).await;
+        }
+    };
     let as_keeper = async {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -63,7 +74,7 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
             }
         }
     };
-    tokio::join!(as_runner, as_keeper);
+    tokio::join!(as_runner, as_fencer, as_keeper);
 }
 
 /// The lease's settings.
@@ -120,17 +131,11 @@ async fn sync_as_runner(
         .collect();
     let mut due = Vec::new();
     for r in records {
+        // Its lease is over: the fencer stops it; pushed again once held.
         if !r.state.is_terminal()
             && !r.is_held()
             && lease::must_fence(&seen, r.keeper.as_ref(), lease.fence_after)
         {
-            let why = format!(
-                "attempt {} stopped: this node heard neither its keeper nor most of the mesh for {:?}; it waits for its keeper, which may have re-placed it",
-                r.attempt, lease.fence_after
-            );
-            if let Err(e) = supervisor.fence(r.id.clone(), why).await {
-                warn!(task_id = %r.id, error = %e, "cannot fence a task");
-            }
             pushed.remove(&r.id);
             continue;
         }
@@ -191,6 +196,32 @@ async fn sync_as_runner(
             Err(e) => {
                 warn!(task_id = %r.id, keeper = %keeper.id, error = %e, "keeper did not take the update; retrying")
             }
+        }
+    }
+}
+
+/// Stops, and holds, every unfinished task of this node whose keeper and
+/// majority it has not heard for the lease. Only local calls: never waits
+/// on the network.
+async fn fence_lost_leases(tasks: &Tasks, lease: Lease) {
+    let supervisor = tasks.supervisor();
+    let Ok(records) = supervisor.kept().await else {
+        return;
+    };
+    let seen = sightings(&tasks.mesh().peers().await);
+    for r in records {
+        if r.state.is_terminal()
+            || r.is_held()
+            || !lease::must_fence(&seen, r.keeper.as_ref(), lease.fence_after)
+        {
+            continue;
+        }
+        let why = format!(
+            "attempt {} stopped: this node heard neither its keeper nor most of the mesh for {:?}; it waits for its keeper, which may have re-placed it",
+            r.attempt, lease.fence_after
+        );
+        if let Err(e) = supervisor.fence(r.id.clone(), why).await {
+            warn!(task_id = %r.id, error = %e, "cannot fence a task");
         }
     }
 }

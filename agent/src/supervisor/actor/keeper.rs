@@ -48,8 +48,17 @@ impl<R: ContainerRuntime> Supervisor<R> {
         Ok(())
     }
 
+    /// Judges a runner's push against the copy held, or, when this node
+    /// runs the task itself (a runner that came back may pick the node
+    /// that took its task over as its new keeper), against its own record.
     pub(super) fn replicate(&mut self, record: TaskRecord, caller: NodeId) -> Verdict {
-        let verdict = failover::judge(self.copies.get(&record.id), &record, &caller);
+        let me = &self.cfg.node;
+        let held = self.copies.get(&record.id).or_else(|| {
+            self.records
+                .get(&record.id)
+                .filter(|r| &r.node == me && r.offered_to.is_none())
+        });
+        let verdict = failover::judge(held, &record, &caller);
         if verdict == Verdict::Keep {
             if let Err(e) = self.store.put_copy(&record) {
                 error!(task_id = %record.id, error = %e, "could not store a task copy");
