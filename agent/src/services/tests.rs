@@ -46,6 +46,7 @@ impl MeshPort for FakeMesh {
 
     async fn open_tunnel(
         &self,
+        _: &NodeId,
         _: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
         // A mesh of one has no peers to forward to.
