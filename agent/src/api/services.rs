@@ -55,7 +55,7 @@ async fn reports(s: &ApiState) -> (Vec<ServiceReport>, Vec<mesh_protocol::NodeId
     let peers = mesh.live_peers().await;
     let calls = peers.iter().map(|(node, addr)| async move {
         let answer = mesh
-            .call(*addr, &RpcRequest::ServiceReport, REPORT_TIMEOUT)
+            .call(node, *addr, &RpcRequest::ServiceReport, REPORT_TIMEOUT)
             .await;
         (node.clone(), answer)
     });

@@ -309,37 +309,41 @@ impl Mesh {
         candidates_of(&self.peers().await)
     }
 
-    /// Calls a peer and waits for its one answer.
+    /// Calls node `node` at `addr` (refused unless its certificate names
+    /// `node`) and waits for its one answer.
     pub async fn call(
         &self,
+        node: &NodeId,
         addr: SocketAddr,
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, rpc::CallError> {
-        let conn = self.transport.connection(addr).await?;
+        let conn = self.transport.connection_to(node, addr).await?;
         rpc::call(&conn, request, timeout).await
     }
 
-    /// Calls a peer that answers with a stream.
+    /// Calls node `node` at `addr`, which answers with a stream.
     pub async fn call_stream(
         &self,
+        node: &NodeId,
         addr: SocketAddr,
         request: &Request,
     ) -> Result<
         futures_util::stream::BoxStream<'static, Result<Response, rpc::CallError>>,
         rpc::CallError,
     > {
-        let conn = self.transport.connection(addr).await?;
+        let conn = self.transport.connection_to(node, addr).await?;
         rpc::call_stream(&conn, request).await
     }
 
-    /// Opens a stream to a peer for a forwarded service connection (the
-    /// kind byte written).
+    /// Opens a stream to node `node` at `addr` for a forwarded service
+    /// connection (the kind byte written).
     pub async fn open_tunnel(
         &self,
+        node: &NodeId,
         addr: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), rpc::CallError> {
-        let conn = self.transport.connection(addr).await?;
+        let conn = self.transport.connection_to(node, addr).await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&[mesh_protocol::rpc::KIND_TUNNEL]).await?;
         Ok((send, recv))
@@ -395,6 +399,15 @@ impl Mesh {
             self.transport.refusals().handshakes.load(Relaxed),
             self.transport.refusals().messages.load(Relaxed),
         )
+    }
+
+    /// Calls and tunnels refused so far because the certificate at the
+    /// address names another node than the one meant.
+    pub fn identity_refusals(&self) -> u64 {
+        self.transport
+            .refusals()
+            .identities
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Handshakes refused so far because the peer speaks another RPC

@@ -22,6 +22,7 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use mesh_protocol::NodeId;
 use mesh_protocol::rpc::{KIND_RPC, KIND_TUNNEL};
 
 use super::admission::{self, Admit, Slots};
@@ -98,6 +99,9 @@ pub struct Refusals {
     pub messages: AtomicU64,
     /// Handshakes refused because the peer speaks another RPC version.
     pub versions: AtomicU64,
+    /// Dials refused because the certificate at the address names another
+    /// node than the one meant.
+    pub identities: AtomicU64,
 }
 
 /// Why a peer could not be reached.
@@ -121,6 +125,15 @@ pub enum DialError {
     },
     #[error("no handshake with {addr} within {HANDSHAKE_TIMEOUT:?}")]
     Timeout { addr: SocketAddr },
+    #[error(
+        "{addr} is not {expected}: its certificate names {}; refusing to call it (gossip may carry a stale or false address for {expected})",
+        found.as_deref().unwrap_or("no node")
+    )]
+    WrongNode {
+        addr: SocketAddr,
+        expected: NodeId,
+        found: Option<String>,
+    },
 }
 
 /// A chitchat transport on a bound quinn endpoint, which also serves and
@@ -175,6 +188,39 @@ impl QuicTransport {
     /// A live connection to `to`, dialling (and serving it) if needed.
     pub async fn connection(&self, to: SocketAddr) -> Result<Connection, DialError> {
         connection(&self.shared, to).await
+    }
+
+    /// A live connection to node `node` at `to`: refused (and counted) if
+    /// the certificate there names another node. Every call and tunnel
+    /// goes through this, so gossip that puts a node at the wrong address
+    /// (stale, or a member announcing another's id) gets nothing meant for
+    /// that node; the name seen is recorded, which drops the false entry
+    /// from the peer list ([`super::view`]).
+    pub async fn connection_to(
+        &self,
+        node: &NodeId,
+        to: SocketAddr,
+    ) -> Result<Connection, DialError> {
+        let conn = connection(&self.shared, to).await?;
+        let found = tls::peer_node_name(&conn);
+        if found.as_deref() == Some(node.as_str()) {
+            return Ok(conn);
+        }
+        let n = self
+            .shared
+            .refusals
+            .identities
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let e = DialError::WrongNode {
+            addr: to,
+            expected: node.clone(),
+            found,
+        };
+        if n.is_power_of_two() {
+            warn!(peer = %to, refused_so_far = n, "{e}");
+        }
+        Err(e)
     }
 }
 
@@ -363,8 +409,9 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     let calls = {
         let (shared, conn) = (shared.clone(), conn.clone());
         async move {
-            let caller: Caller =
-                tls::peer_node_name(&conn).and_then(|n| mesh_protocol::NodeId::new(n).ok());
+            // Who calls is the node the certificate names, never what a
+            // request says.
+            let caller: Caller = tls::peer_node_name(&conn).and_then(|n| NodeId::new(n).ok());
             while let Ok((send, recv)) = conn.accept_bi().await {
                 tokio::spawn(serve_stream(shared.clone(), caller.clone(), send, recv));
             }

@@ -35,9 +35,11 @@ pub trait MeshPort: Clone + Send + Sync + 'static {
         loads: &BTreeMap<String, ServiceLoad>,
     ) -> impl Future<Output = ()> + Send;
 
-    /// Opens a stream to the peer at `addr` for a forwarded connection.
+    /// Opens a stream to node `node` at `addr` for a forwarded connection
+    /// (refused unless the certificate there names `node`).
     fn open_tunnel(
         &self,
+        node: &NodeId,
         addr: SocketAddr,
     ) -> impl Future<Output = Result<(quinn::SendStream, quinn::RecvStream), CallError>> + Send;
 }
@@ -61,9 +63,10 @@ impl MeshPort for Mesh {
 
     async fn open_tunnel(
         &self,
+        node: &NodeId,
         addr: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
-        Mesh::open_tunnel(self, addr).await
+        Mesh::open_tunnel(self, node, addr).await
     }
 }
 

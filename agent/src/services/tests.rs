@@ -49,6 +49,7 @@ impl MeshPort for FakeMesh {
 
     async fn open_tunnel(
         &self,
+        _: &NodeId,
         _: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
         // The peers a test sets never answer.

@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh_protocol::ServiceName;
 use mesh_protocol::rpc::{TunnelOpen, TunnelReply};
+use mesh_protocol::{NodeId, ServiceName};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::backend::{AcquireError, Backend};
@@ -52,16 +52,17 @@ impl TunnelError {
     }
 }
 
-/// Asks the node at `addr` to serve one connection of `service`. Waits as
-/// long as the node may take to start containers (`wait`).
+/// Asks node `node` at `addr` to serve one connection of `service`. Waits
+/// as long as the node may take to start containers (`wait`).
 pub async fn open(
     mesh: &impl MeshPort,
+    node: &NodeId,
     addr: SocketAddr,
     service: &ServiceName,
     client: SocketAddr,
     wait: Duration,
 ) -> Result<Tunnel, TunnelError> {
-    let (mut send, mut recv) = mesh.open_tunnel(addr).await?;
+    let (mut send, mut recv) = mesh.open_tunnel(node, addr).await?;
     let open = TunnelOpen {
         service: service.clone(),
         client,

@@ -84,7 +84,7 @@ impl Node {
     ) -> Result<Response, TaskError> {
         let span = debug_span!("peer_call", peer = %self.id, call = request.name());
         match mesh
-            .call(addr, &request, CALL_TIMEOUT)
+            .call(&self.id, addr, &request, CALL_TIMEOUT)
             .instrument(span)
             .await
         {
@@ -228,12 +228,13 @@ impl Node {
                     id: id.clone(),
                     follow,
                 };
-                let stream = mesh.call_stream(*addr, &request).await.map_err(|source| {
-                    TaskError::Unreachable {
-                        node: self.id.clone(),
-                        source,
-                    }
-                })?;
+                let stream =
+                    mesh.call_stream(&self.id, *addr, &request)
+                        .await
+                        .map_err(|source| TaskError::Unreachable {
+                            node: self.id.clone(),
+                            source,
+                        })?;
                 let node = self.id.clone();
                 Ok(stream
                     .map(move |answer| match answer {
