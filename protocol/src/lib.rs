@@ -12,12 +12,14 @@ pub mod failover;
 pub mod gossip;
 pub mod ids;
 pub mod labels;
+pub mod listing;
 pub mod load;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod placement;
 pub mod queue;
 pub mod resources;
+pub mod retention;
 pub mod rpc;
 pub mod service;
 pub mod task;
