@@ -127,6 +127,9 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         log_dir: config.data_dir.join("logs"),
         ping_interval: config.ping_interval,
         clock: clock.clone(),
+        retention: config.retention,
+        prune_every: config.prune_every,
+        max_log_bytes: config.max_log_bytes,
     };
     let (supervisor, actor) =
         supervisor::spawn(sup_config, runtime.clone(), store, shutdown.clone()).map_err(

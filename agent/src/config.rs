@@ -10,6 +10,8 @@ use clap::Parser;
 use mesh_protocol::NodeId;
 use serde::Deserialize;
 
+use mesh_protocol::retention::Retention;
+
 use crate::services::admission::ConnLimits;
 use crate::services::port_range::ServicePorts;
 
@@ -18,6 +20,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/meshd";
 pub const DEFAULT_MAX_QUEUE: usize = 1000;
 /// How long a cut-off runner keeps a kept task going (`--fence-after`).
 pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(10);
+/// How often a node looks for finished tasks to forget.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Flags and their `MESH_*` variables. Every value is optional here so that
 /// the file layer can fill what the command line leaves out.
@@ -61,6 +65,15 @@ pub struct Args {
     /// Most client connections from one client address [default: 1000].
     #[arg(long, env = "MESH_MAX_CONNECTIONS_PER_SOURCE")]
     pub max_connections_per_source: Option<u32>,
+    /// Forget finished tasks (records, keeper copies, kept output) this long after they ended, e.g. 24h, 90m, 7d [default: 24h].
+    #[arg(long, env = "MESH_RETAIN_FINISHED")]
+    pub retain_finished: Option<String>,
+    /// Keep at most this many finished tasks (and as many keeper copies); the oldest go first [default: 10000].
+    #[arg(long, env = "MESH_RETAIN_FINISHED_RECORDS")]
+    pub retain_finished_records: Option<usize>,
+    /// Most bytes of each attempt's output kept, e.g. 16M; beyond it the tail is kept [default: 16M].
+    #[arg(long, env = "MESH_MAX_LOG_BYTES")]
+    pub max_log_bytes: Option<String>,
     /// UDP address of the QUIC endpoint (gossip and agent-to-agent calls) [default: 0.0.0.0:7946].
     #[arg(long, env = "MESH_BIND")]
     pub bind: Option<SocketAddr>,
@@ -116,6 +129,9 @@ struct FileConfig {
     service_ports: Option<String>,
     max_connections: Option<u32>,
     max_connections_per_source: Option<u32>,
+    retain_finished: Option<String>,
+    retain_finished_records: Option<usize>,
+    max_log_bytes: Option<String>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
     seeds: Option<Vec<String>>,
@@ -158,6 +174,12 @@ pub enum ConfigError {
     ServicePorts(#[from] crate::services::port_range::PortRangeError),
     #[error("{0} must be at least 1")]
     MaxConnections(&'static str),
+    #[error("--retain-finished {0:?}: give a duration such as 24h, 90m, 7d or 3600 (seconds)")]
+    RetainFinished(String),
+    #[error("--retain-finished-records must be at least 1")]
+    RetainRecords,
+    #[error("--max-log-bytes {0:?}: give a size from 1K, such as 16M, 1G or 65536 (bytes)")]
+    MaxLogBytes(String),
 }
 
 /// How the QUIC endpoint authenticates peers.
@@ -197,6 +219,12 @@ pub struct Config {
     pub service_ports: ServicePorts,
     /// Caps on the client connections the agent holds open.
     pub conn_limits: ConnLimits,
+    /// Which finished tasks to keep.
+    pub retention: Retention,
+    /// How often finished tasks past retention are looked for.
+    pub prune_every: Duration,
+    /// Most bytes of an attempt's output kept (its tail).
+    pub max_log_bytes: u64,
     pub ping_interval: Duration,
     pub mesh: MeshConfig,
     /// Where wall-clock time comes from (tests: one that follows tokio's).
@@ -218,6 +246,9 @@ impl Config {
             service_bind: std::net::IpAddr::from([127, 0, 0, 1]),
             service_ports: ServicePorts::default(),
             conn_limits: ConnLimits::default(),
+            retention: Retention::default(),
+            prune_every: PRUNE_EVERY,
+            max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             ping_interval: Duration::from_secs(2),
             mesh: MeshConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -277,6 +308,18 @@ impl Config {
 
     pub fn conn_limits(mut self, limits: ConnLimits) -> Self {
         self.conn_limits = limits;
+        self
+    }
+
+    /// Which finished tasks to keep, looked at every `every`.
+    pub fn retention(mut self, retention: Retention, every: Duration) -> Self {
+        self.retention = retention;
+        self.prune_every = every;
+        self
+    }
+
+    pub fn max_log_bytes(mut self, n: u64) -> Self {
+        self.max_log_bytes = n;
         self
     }
 
@@ -355,6 +398,25 @@ impl Config {
         if conn_limits.per_source == 0 {
             return Err(ConfigError::MaxConnections("--max-connections-per-source"));
         }
+        let mut retention = Retention::default();
+        if let Some(d) = args.retain_finished.clone().or(file.retain_finished) {
+            retention.max_age_ms = parse_duration_ms(&d).ok_or(ConfigError::RetainFinished(d))?;
+        }
+        if let Some(n) = args
+            .retain_finished_records
+            .or(file.retain_finished_records)
+        {
+            if n == 0 {
+                return Err(ConfigError::RetainRecords);
+            }
+            retention.max_records = n;
+        }
+        let max_log_bytes = match args.max_log_bytes.clone().or(file.max_log_bytes) {
+            Some(b) => parse_bytes(&b)
+                .filter(|&n| n >= 1024)
+                .ok_or(ConfigError::MaxLogBytes(b))?,
+            None => crate::logs::DEFAULT_MAX_LOG_BYTES,
+        };
         let seeds = if args.seeds.is_empty() {
             file.seeds.unwrap_or_default()
         } else {
@@ -399,11 +461,49 @@ impl Config {
                 .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
             service_ports,
             conn_limits,
+            retention,
+            prune_every: PRUNE_EVERY,
+            max_log_bytes,
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,
             seed: None,
         })
     }
+}
+
+/// `24h`, `90m`, `30s`, `7d` or a number of seconds, in milliseconds.
+fn parse_duration_ms(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// `16M`, `1G`, `64K` (binary units) or a number of bytes.
+fn parse_bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(scale)
 }
 
 fn tls_setting(
@@ -527,6 +627,63 @@ mod tests {
         };
         let e = Config::from_args(&args).unwrap_err().to_string();
         assert!(e.contains("--max-connections-per-source"), "{e}");
+    }
+
+    #[test]
+    fn retention_and_the_log_cap_parse_and_bad_values_say_which_flag() {
+        let c = Config::from_args(&Args {
+            retain_finished: Some("90m".into()),
+            retain_finished_records: Some(500),
+            max_log_bytes: Some("4M".into()),
+            insecure_dev: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.retention.max_age_ms, 90 * 60_000);
+        assert_eq!(c.retention.max_records, 500);
+        assert_eq!(c.max_log_bytes, 4 << 20);
+        let d = Config::from_args(&Args {
+            insecure_dev: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(d.retention, Retention::default());
+        assert_eq!(d.max_log_bytes, crate::logs::DEFAULT_MAX_LOG_BYTES);
+        assert_eq!(parse_duration_ms("7d"), Some(7 * 86_400_000));
+        assert_eq!(parse_duration_ms("3600"), Some(3_600_000));
+        assert_eq!(parse_bytes("65536"), Some(65536));
+        assert_eq!(parse_bytes("1g"), Some(1 << 30));
+        for (args, flag) in [
+            (
+                Args {
+                    retain_finished: Some("soon".into()),
+                    ..Default::default()
+                },
+                "--retain-finished",
+            ),
+            (
+                Args {
+                    retain_finished_records: Some(0),
+                    ..Default::default()
+                },
+                "--retain-finished-records",
+            ),
+            (
+                Args {
+                    max_log_bytes: Some("100".into()),
+                    ..Default::default()
+                },
+                "--max-log-bytes",
+            ),
+        ] {
+            let e = Config::from_args(&Args {
+                insecure_dev: true,
+                ..args
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(flag), "{e}");
+        }
     }
 
     #[test]

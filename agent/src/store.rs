@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mesh_protocol::{TaskRecord, wire};
+use mesh_protocol::{TaskId, TaskRecord, wire};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -158,6 +158,24 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets finished tasks and finished copies (retention), in one
+    /// durable transaction.
+    pub fn forget(&self, tasks: &[TaskId], copies: &[TaskId]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = tx.open_table(TASKS).map_err(db_err)?;
+            for id in tasks {
+                table.remove(id.as_str()).map_err(db_err)?;
+            }
+            let mut table = tx.open_table(COPIES).map_err(db_err)?;
+            for id in copies {
+                table.remove(id.as_str()).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(())
+    }
+
     pub fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
         self.put_all([record])
     }
@@ -187,7 +205,7 @@ fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_protocol::{NodeId, TaskId, TaskSpec};
+    use mesh_protocol::{NodeId, TaskSpec};
 
     fn record(n: u32) -> TaskRecord {
         let spec = TaskSpec::builder("img").build().unwrap();
@@ -241,6 +259,23 @@ mod tests {
         }
         let e = Store::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("format"), "{e}");
+    }
+
+    #[test]
+    fn forgotten_tasks_and_copies_stay_gone_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_all([&record(1), &record(2)]).unwrap();
+            s.put_copy(&record(3)).unwrap();
+            s.put_copy(&record(4)).unwrap();
+            let id = |n: u32| TaskId::new(format!("t{n}")).unwrap();
+            s.forget(&[id(1)], &[id(3), id(9)]).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let ids = |v: Vec<TaskRecord>| v.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(s.load().unwrap().0), ["t2"]);
+        assert_eq!(ids(s.load_copies().unwrap()), ["t4"]);
     }
 
     #[test]

@@ -127,7 +127,12 @@ impl Member {
             Topic::Tasks,
             Arc::new(move |_, request: Request| {
                 seen.lock().unwrap().push(request.name().to_owned());
-                Box::pin(async { Reply::One(Response::Records(Vec::new())) })
+                Box::pin(async {
+                    Reply::One(Response::Page(mesh_protocol::listing::Page {
+                        records: Vec::new(),
+                        more: false,
+                    }))
+                })
             }),
         );
         Member {
@@ -158,7 +163,15 @@ async fn a_call_reaches_only_the_node_whose_certificate_it_names() {
     let timeout = Duration::from_secs(5);
     let answer = n1
         .mesh()
-        .call(&n2.id, member.addr, &Request::List, timeout)
+        .call(
+            &n2.id,
+            member.addr,
+            &Request::List {
+                after: None,
+                limit: 10,
+            },
+            timeout,
+        )
         .await;
     assert!(
         matches!(
@@ -177,9 +190,17 @@ async fn a_call_reaches_only_the_node_whose_certificate_it_names() {
     let member_id = NodeId::new("member").unwrap();
     let answer = n1
         .mesh()
-        .call(&member_id, member.addr, &Request::List, timeout)
+        .call(
+            &member_id,
+            member.addr,
+            &Request::List {
+                after: None,
+                limit: 10,
+            },
+            timeout,
+        )
         .await;
-    assert!(matches!(answer, Ok(Response::Records(_))), "{answer:?}");
+    assert!(matches!(answer, Ok(Response::Page(_))), "{answer:?}");
     assert_eq!(member.calls(), vec!["list".to_owned()]);
     // n2 at its own address still answers.
     let answer = n1
@@ -187,9 +208,12 @@ async fn a_call_reaches_only_the_node_whose_certificate_it_names() {
         .call(
             &n2.id,
             n2.gossip().parse().unwrap(),
-            &Request::List,
+            &Request::List {
+                after: None,
+                limit: 10,
+            },
             timeout,
         )
         .await;
-    assert!(matches!(answer, Ok(Response::Records(_))), "{answer:?}");
+    assert!(matches!(answer, Ok(Response::Page(_))), "{answer:?}");
 }

@@ -150,19 +150,78 @@ impl Client {
         self.tasks_in(Scope::Mesh).await
     }
 
-    /// `GET /v1/tasks?scope=…`
+    /// `GET /v1/tasks?scope=…`, every page.
     pub async fn tasks_in(&self, scope: Scope) -> Result<Vec<TaskRecord>, ClientError> {
-        let mut url = self.node.endpoint(&["v1", "tasks"]);
-        if scope == Scope::Local {
-            url.set_query(Some("scope=local"));
-        }
-        self.json(self.http.get(url.clone()), Method::GET, &url)
-            .await
+        self.all_pages(scope, None).await
     }
 
-    /// `GET /v1/tasks`, as the agent sent it.
+    /// `GET /v1/tasks`, every page, as the agent sent it.
     pub async fn tasks_raw(&self) -> Result<Vec<Value>, ClientError> {
-        self.get(&["v1", "tasks"]).await
+        self.all_pages(Scope::Mesh, None).await
+    }
+
+    /// `GET /v1/tasks?limit=…&after=…`: one page in id order, and the id to
+    /// pass as `after` for the next one, if there is one.
+    pub async fn tasks_page(
+        &self,
+        scope: Scope,
+        limit: Option<u32>,
+        after: Option<&TaskId>,
+    ) -> Result<(Vec<TaskRecord>, Option<TaskId>), ClientError> {
+        self.page(scope, limit, after).await
+    }
+
+    /// Follows the pages from the start to the end.
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        scope: Scope,
+        limit: Option<u32>,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.page(scope, limit, after.as_ref()).await?;
+            all.extend(page);
+            match next {
+                Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    async fn page<T: DeserializeOwned>(
+        &self,
+        scope: Scope,
+        limit: Option<u32>,
+        after: Option<&TaskId>,
+    ) -> Result<(Vec<T>, Option<TaskId>), ClientError> {
+        let mut url = self.node.endpoint(&["v1", "tasks"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if scope == Scope::Local {
+                q.append_pair("scope", "local");
+            }
+            if let Some(n) = limit {
+                q.append_pair("limit", &n.to_string());
+            }
+            if let Some(a) = after {
+                q.append_pair("after", a.as_str());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let request = describe(&Method::GET, &url);
+        let response = self
+            .send(self.http.get(url.clone()).timeout(self.request_timeout))
+            .await?;
+        let response = self.check(response, &request).await?;
+        let next = response
+            .headers()
+            .get(mesh_protocol::api::NEXT_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| TaskId::new(v).ok());
+        Ok((self.decode(response, &request).await?, next))
     }
 
     /// `GET /v1/tasks/{id}`

@@ -4,7 +4,7 @@
 //! | method | path | body / answer |
 //! |---|---|---|
 //! | POST | `/v1/tasks` | `SubmitRequest` -> 202 `SubmitResponse` |
-//! | GET | `/v1/tasks` | `[TaskRecord]` |
+//! | GET | `/v1/tasks?limit=&after=&scope=` | `[TaskRecord]`, a page in id order; header `mesh-next-after` when more follow |
 //! | GET | `/v1/tasks/{id}` | `TaskRecord` |
 //! | GET | `/v1/tasks/{id}/logs?follow=true` | the container's output, streamed |
 //! | POST | `/v1/tasks/{id}/kill` | `TaskRecord` |
@@ -59,6 +59,10 @@ pub struct SubmitRequest {
 /// Most members one array may have.
 pub const MAX_ARRAY: u32 = 10_000;
 
+/// The header of a `GET /v1/tasks` answer that has a next page: the id to
+/// pass as `after` for it.
+pub const NEXT_AFTER: &str = "mesh-next-after";
+
 impl TryFrom<SubmitRequest> for TaskSpec {
     type Error = SpecError;
     fn try_from(r: SubmitRequest) -> Result<Self, Self::Error> {
@@ -72,6 +76,7 @@ impl TryFrom<SubmitRequest> for TaskSpec {
             retries: r.retries,
             name: r.name,
             priority: r.priority,
+            after: r.after,
         }
         .build()
     }

@@ -13,12 +13,14 @@ pub mod gossip;
 pub mod ids;
 pub mod labels;
 pub mod lease;
+pub mod listing;
 pub mod load;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod placement;
 pub mod queue;
 pub mod resources;
+pub mod retention;
 pub mod rpc;
 pub mod service;
 pub mod task;

@@ -19,7 +19,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -127,8 +127,13 @@ impl RemoteError {
 pub enum Request {
     /// Run this task here if its cores are free now; refuse otherwise.
     Offer(Box<TaskRecord>),
-    /// The records of the tasks this node runs or holds.
-    List,
+    /// A page of the records of the tasks this node runs or holds: those
+    /// whose ids sort after `after`, at most `limit`, answered with a
+    /// `Page` that fits a frame.
+    List {
+        after: Option<TaskId>,
+        limit: u32,
+    },
     Get(TaskId),
     Kill(TaskId),
     Logs {
@@ -156,7 +161,7 @@ impl Request {
         match self {
             Request::ServiceReport => Topic::Services,
             Request::Offer(_)
-            | Request::List
+            | Request::List { .. }
             | Request::Get(_)
             | Request::Kill(_)
             | Request::Logs { .. }
@@ -170,7 +175,7 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::Offer(_) => "offer",
-            Request::List => "list",
+            Request::List { .. } => "list",
             Request::Get(_) => "get",
             Request::Kill(_) => "kill",
             Request::Logs { .. } => "logs",
@@ -186,7 +191,8 @@ impl Request {
 pub enum Response {
     Accepted,
     Record(Box<TaskRecord>),
-    Records(Vec<TaskRecord>),
+    /// Answer to `List`.
+    Page(crate::listing::Page),
     LogChunk(Vec<u8>),
     LogEnd,
     /// The call failed there (an offer refused, an unknown id, ...).

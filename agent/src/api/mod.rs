@@ -14,7 +14,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use mesh_protocol::api::{MAX_ARRAY, SubmitRequest};
+use mesh_protocol::api::{MAX_ARRAY, NEXT_AFTER, SubmitRequest};
+use mesh_protocol::listing::{DEFAULT_LIMIT, MAX_LIMIT};
 use mesh_protocol::{NodeId, TaskId, TaskSpec};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -132,7 +133,7 @@ async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, Api
         .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
     let array = request.array;
     let after = request.after.clone();
-    let mut spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
     for dep in &after {
         match tasks.find(dep).await {
             Ok(_) => {}
@@ -144,7 +145,6 @@ async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, Api
             Err(e) => return Err(e.into()),
         }
     }
-    spec.after = after;
     let accepted = match array {
         None => tasks.submit(spec).await?,
         Some(n @ 1..=MAX_ARRAY) => tasks.submit_array(spec, n).await?,
@@ -161,22 +161,52 @@ async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, Api
 struct ListQuery {
     /// `local`: only this node's tasks; default: the whole mesh.
     scope: Option<String>,
+    /// Most tasks in the answer (default `listing::DEFAULT_LIMIT`).
+    limit: Option<u32>,
+    /// Only tasks whose ids sort after this one (the previous page's last).
+    after: Option<String>,
 }
 
+/// A page of tasks in id order; when more may follow, the header
+/// `mesh-next-after` names the id to pass as `after` for the next page.
 async fn list(
     State(tasks): State<Tasks>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let records = match q.scope.as_deref() {
-        Some("local") => tasks.here().list().await?,
-        None | Some("mesh") => tasks.list_all().await?,
+    let limit = match q.limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => n,
+        n => {
+            return Err(ApiError::bad_request(format!(
+                "limit {n}: a page holds 1 to {MAX_LIMIT} tasks"
+            )));
+        }
+    };
+    let after = q
+        .after
+        .map(|a| {
+            TaskId::new(a.as_str()).map_err(|e| ApiError::bad_request(format!("after {a:?}: {e}")))
+        })
+        .transpose()?;
+    let page = match q.scope.as_deref() {
+        Some("local") => tasks.here().list(after, limit).await?,
+        None | Some("mesh") => tasks.list_page(after, limit).await?,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "scope {other:?}: use local or mesh"
             )));
         }
     };
-    Ok(axum::Json(records).into_response())
+    let next = page
+        .more
+        .then(|| page.records.last().map(|r| r.id.to_string()))
+        .flatten();
+    let mut response = axum::Json(page.records).into_response();
+    if let Some(next) = next
+        && let Ok(value) = axum::http::HeaderValue::from_str(&next)
+    {
+        response.headers_mut().insert(NEXT_AFTER, value);
+    }
+    Ok(response)
 }
 
 async fn task(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mesh_protocol::TaskId;
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::logs::LogDir;
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError};
@@ -129,11 +129,17 @@ pub async fn watch<R: ContainerRuntime>(
         }
     };
     debug!(task_id = %task, attempt, code, "container exited");
-    if let Err(e) = logs
+    match logs
         .save(&task, attempt, runtime.logs(&container, false))
         .await
     {
-        warn!(task_id = %task, attempt, error = %e, "could not keep the container's output");
+        Ok(kept) if kept.dropped > 0 => {
+            info!(task_id = %task, attempt, kept = kept.bytes, dropped = kept.dropped, "kept the tail of the container's output (--max-log-bytes)")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(task_id = %task, attempt, error = %e, "could not keep the container's output")
+        }
     }
     // Docker answers a wait with 137 when the container is removed by force;
     // a container that is gone (or going) was taken away, not ended.
@@ -165,5 +171,55 @@ pub async fn remove<R: ContainerRuntime>(runtime: Arc<R>, container: String, why
     match runtime.remove(&container).await {
         Ok(()) => debug!(container, why, "removed container"),
         Err(e) => warn!(container, why, error = %e, "could not remove container"),
+    }
+}
+
+/// Removes the kept output of forgotten tasks.
+pub async fn remove_files(paths: Vec<std::path::PathBuf>) {
+    for path in paths {
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "could not remove a forgotten task's output")
+            }
+        }
+    }
+}
+
+/// Removes files in the log dir older than `max_age` that belong to no task
+/// in `known` (left by a crash between forgetting a task and removing its
+/// output, or by an interrupted copy).
+pub async fn sweep_logs(
+    dir: std::path::PathBuf,
+    known: std::collections::BTreeSet<TaskId>,
+    max_age: std::time::Duration,
+) {
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+        return;
+    };
+    let mut removed = 0u32;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match crate::logs::task_of(&name) {
+            Some(t) if !known.contains(&t) => {}
+            _ => continue,
+        }
+        let old = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if old {
+            match tokio::fs::remove_file(entry.path()).await {
+                Ok(()) => removed += 1,
+                Err(e) => warn!(file = %name, error = %e, "could not remove an old output file"),
+            }
+        }
+    }
+    if removed > 0 {
+        info!(count = removed, "removed old output files of no known task");
     }
 }

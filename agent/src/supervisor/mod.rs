@@ -98,7 +98,13 @@ pub(crate) enum Command {
     /// Tasks whose offer's outcome is unknown (the agent stopped meanwhile).
     InDoubt(oneshot::Sender<Vec<(TaskRecord, NodeId)>>),
     Get(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
-    List(oneshot::Sender<Vec<TaskRecord>>),
+    /// Records whose ids sort after the first (all: `None`), at most the
+    /// count, in id order, and whether more follow.
+    List(
+        Option<TaskId>,
+        usize,
+        oneshot::Sender<mesh_protocol::listing::Page>,
+    ),
     Kill(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     Logs(TaskId, oneshot::Sender<Result<LogsAt, SupervisorError>>),
     Node(oneshot::Sender<NodeView>),
@@ -185,6 +191,12 @@ pub struct SupervisorConfig {
     /// How often Docker is pinged.
     pub ping_interval: Duration,
     pub clock: crate::clock::Clock,
+    /// Which finished tasks (and copies) to keep, checked every
+    /// `prune_every`.
+    pub retention: mesh_protocol::retention::Retention,
+    pub prune_every: Duration,
+    /// Most bytes of an attempt's output kept (its tail).
+    pub max_log_bytes: u64,
 }
 
 /// Opens a container's output stream (the runtime, without its type).
@@ -211,7 +223,7 @@ pub fn spawn<R: ContainerRuntime>(
     store: Store,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
-    let logs = LogDir::new(config.log_dir.clone())?;
+    let logs = LogDir::new(config.log_dir.clone(), config.max_log_bytes)?;
     let (tx, rx) = mpsc::channel(1024);
     let opener = {
         let runtime = runtime.clone();
@@ -266,8 +278,13 @@ impl SupervisorHandle {
         self.ask(|r| Command::Get(id, r)).await?
     }
 
-    pub async fn list(&self) -> Result<Vec<TaskRecord>, SupervisorError> {
-        self.ask(Command::List).await
+    /// A page of this node's tasks: ids after `after`, at most `limit`.
+    pub async fn list(
+        &self,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<mesh_protocol::listing::Page, SupervisorError> {
+        self.ask(|r| Command::List(after, limit, r)).await
     }
 
     pub async fn kill(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {

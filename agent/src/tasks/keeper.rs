@@ -107,6 +107,10 @@ async fn sync_as_runner(
     let Ok(records) = supervisor.kept().await else {
         return;
     };
+    // Forget what was pushed of tasks no longer here (moved, or forgotten
+    // past --retain-finished), so the map does not grow without bound.
+    let here: BTreeSet<&TaskId> = records.iter().map(|r| &r.id).collect();
+    pushed.retain(|id, _| here.contains(id));
     let me = tasks.me();
     let view = tasks.mesh().peers().await;
     let seen = sightings(&view);

@@ -2,16 +2,11 @@
 //! mesh-wide list. A node that was away may still hold an older,
 //! superseded attempt of a task: the highest attempt wins.
 
+use mesh_protocol::listing::{self, Page, newer};
 use mesh_protocol::rpc::ErrorKind;
 use mesh_protocol::{TaskId, TaskRecord};
 
 use super::{Found, Node, Output, TaskError, Tasks};
-
-/// Which of two reports of one task is current: the higher attempt, then
-/// the fresher report of it.
-fn newer(a: &TaskRecord, b: &TaskRecord) -> bool {
-    (a.attempt, a.updated_ms) > (b.attempt, b.updated_ms)
-}
 
 impl Tasks {
     /// Asks this node and every live peer for `id`; answers with the node
@@ -55,31 +50,37 @@ impl Tasks {
         found.node.logs(id, follow).await
     }
 
-    /// Every task of the mesh: this node's and each live peer's, one record
-    /// per task (its current attempt). A peer that does not answer is left
-    /// out.
-    pub async fn list_all(&self) -> Result<Vec<TaskRecord>, TaskError> {
-        let mut all = self.here().list().await?;
+    /// A page of the mesh's tasks: this node's and each live peer's, one
+    /// record per task (its current attempt), ids after `after`, at most
+    /// `limit`, in id order. A peer that does not answer is left out.
+    pub async fn list_page(&self, after: Option<TaskId>, limit: u32) -> Result<Page, TaskError> {
+        let limit = limit.clamp(1, listing::MAX_LIMIT);
+        let mine = self.here().list(after.clone(), limit).await?;
         let peers = self.peers().await;
-        let asks = peers.iter().map(|n| n.list());
-        for records in futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-        {
-            all.extend(records);
-        }
-        let mut by_id: std::collections::BTreeMap<TaskId, TaskRecord> =
-            std::collections::BTreeMap::new();
-        for r in all {
-            match by_id.get(&r.id) {
-                Some(seen) if !newer(&r, seen) => {}
-                _ => {
-                    by_id.insert(r.id.clone(), r);
-                }
+        let asks = peers.iter().map(|n| n.list(after.clone(), limit));
+        let pages = std::iter::once(mine)
+            .chain(
+                futures_util::future::join_all(asks)
+                    .await
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
+        Ok(listing::merge(pages, limit as usize))
+    }
+
+    /// Every task of the mesh, page after page.
+    pub async fn list_all(&self) -> Result<Vec<TaskRecord>, TaskError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list_page(after, listing::MAX_LIMIT).await?;
+            after = page.records.last().map(|r| r.id.clone());
+            all.extend(page.records);
+            if !page.more {
+                return Ok(all);
             }
         }
-        Ok(by_id.into_values().collect())
     }
 
     /// Kills every member of the array `parent` (members that already

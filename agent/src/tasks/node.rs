@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use mesh_protocol::failover::Verdict;
+use mesh_protocol::listing::Page;
 use mesh_protocol::rpc::{Request, Response};
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tracing::{Instrument, debug_span};
@@ -186,13 +187,16 @@ impl Node {
         }
     }
 
-    /// The tasks this node runs or holds in its queue.
-    pub async fn list(&self) -> Result<Vec<TaskRecord>, TaskError> {
+    /// A page of the tasks this node runs or holds in its queue: ids after
+    /// `after`, at most `limit` (a peer's page may hold fewer, to fit a
+    /// frame; `more` says whether others follow).
+    pub async fn list(&self, after: Option<TaskId>, limit: u32) -> Result<Page, TaskError> {
         match &self.at {
-            At::Here(s, _) => Ok(s.list().await?),
+            At::Here(s, _) => Ok(s.list(after, limit as usize).await?),
             At::Peer(mesh, addr) => {
-                self.ask_for(mesh, *addr, Request::List, |answer| match answer {
-                    Response::Records(r) => Ok(r),
+                let request = Request::List { after, limit };
+                self.ask_for(mesh, *addr, request, |answer| match answer {
+                    Response::Page(page) => Ok(page),
                     other => Err(other),
                 })
                 .await

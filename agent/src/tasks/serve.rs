@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use mesh_protocol::failover::Verdict;
+use mesh_protocol::listing;
 use mesh_protocol::rpc::{ErrorKind, RemoteError, Request, Response};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{TaskError, Tasks};
 use crate::mesh::handlers::{Caller, Reply, RpcHandler};
@@ -37,7 +38,17 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
             }
             one(taken, |()| Response::Accepted)
         }
-        Request::List => one(here.list().await, Response::Records),
+        Request::List { after, limit } => {
+            let limit = limit.clamp(1, listing::MAX_LIMIT);
+            one(here.list(after, limit).await, |page| {
+                // The answer must fit a frame: cut the page by size.
+                let (page, unsendable) = listing::fit(page.records, page.more, listing::PAGE_BYTES);
+                for id in unsendable.0 {
+                    warn!(task_id = %id, "a task's record is too large for a list answer; left out");
+                }
+                Response::Page(page)
+            })
+        }
         Request::Get(id) => one(here.get(&id).await, |r| Response::Record(Box::new(r))),
         Request::Kill(id) => one(here.kill(&id).await, |r| Response::Record(Box::new(r))),
         Request::Replicate(record) => {

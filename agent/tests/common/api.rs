@@ -159,18 +159,33 @@ impl Api {
         .await
     }
 
+    /// This node's own tasks (`scope=local`), every page.
+    pub async fn local_tasks(&self) -> Vec<TaskRecord> {
+        self.client
+            .tasks_in(meshctl::client::Scope::Local)
+            .await
+            .expect("this node's tasks")
+    }
+
     // Raw calls: requests the client cannot express.
 
-    /// This node's own tasks (`scope=local`).
-    pub async fn local_tasks(&self) -> Vec<TaskRecord> {
-        self.raw
-            .get(format!("{}/v1/tasks?scope=local", self.base))
+    /// GETs `path`: the status, the `mesh-next-after` header, the body.
+    pub async fn get_raw(&self, path: &str) -> (u16, Option<String>, String) {
+        let r = self
+            .raw
+            .get(format!("{}{path}", self.base))
             .send()
             .await
-            .expect("GET /v1/tasks?scope=local")
-            .json()
-            .await
-            .expect("a task list")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let next = r
+            .headers()
+            .get(mesh_protocol::api::NEXT_AFTER)
+            .map(|v| v.to_str().expect("a text header").to_owned());
+        (
+            r.status().as_u16(),
+            next,
+            r.text().await.expect("the answer's body"),
+        )
     }
 
     /// POSTs `body` as JSON to `path`, whatever it holds.

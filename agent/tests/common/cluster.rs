@@ -22,6 +22,7 @@ use mesh_agent::{Config, RunningAgent};
 use mesh_protocol::NodeId;
 use mesh_protocol::gossip::PeerState;
 use mesh_protocol::pki::{self, Ca};
+use mesh_protocol::retention::Retention;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
@@ -62,6 +63,8 @@ pub struct Setup {
     rpc_version: Option<u32>,
     service_ports: Option<String>,
     conn_limits: Option<ConnLimits>,
+    retention: Option<(Retention, Duration)>,
+    max_log_bytes: Option<u64>,
 }
 
 impl Setup {
@@ -89,6 +92,8 @@ impl Setup {
             rpc_version: None,
             service_ports: None,
             conn_limits: None,
+            retention: None,
+            max_log_bytes: None,
         }
     }
 
@@ -142,6 +147,18 @@ impl Setup {
     /// `--max-connections` and `--max-connections-per-source`.
     pub fn conn_limits(mut self, total: u32, per_source: u32) -> Setup {
         self.conn_limits = Some(ConnLimits { total, per_source });
+        self
+    }
+
+    /// Which finished tasks to keep, looked at every `every`.
+    pub fn retention(mut self, retention: Retention, every: Duration) -> Setup {
+        self.retention = Some((retention, every));
+        self
+    }
+
+    /// `--max-log-bytes` (any size, unlike the flag's 1K at least).
+    pub fn max_log_bytes(mut self, n: u64) -> Setup {
+        self.max_log_bytes = Some(n);
         self
     }
 
@@ -243,6 +260,12 @@ impl Setup {
         if let Some(limits) = self.conn_limits {
             config = config.conn_limits(limits);
         }
+        if let Some((retention, every)) = self.retention {
+            config = config.retention(retention, every);
+        }
+        if let Some(n) = self.max_log_bytes {
+            config = config.max_log_bytes(n);
+        }
         let started = match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,
             None => mesh_agent::start(config, stop.clone()).await,
@@ -297,6 +320,11 @@ impl TestAgent {
 
     pub fn cluster(&self) -> &str {
         &self.setup.cluster
+    }
+
+    /// Its data dir (task store, kept logs, service definitions).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The nodes it sees alive, sorted.

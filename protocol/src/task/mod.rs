@@ -20,7 +20,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use spec::{MAX_RETRIES, SpecError, TaskSpec, TaskSpecBuilder};
+pub use spec::{
+    MAX_AFTER, MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, MAX_ENV_BYTES, MAX_ENV_ENTRIES,
+    MAX_IMAGE_BYTES, MAX_LABELS, MAX_LABELS_BYTES, MAX_NAME_BYTES, MAX_RETRIES, SpecError,
+    TaskSpec, TaskSpecBuilder,
+};
 
 use crate::alloc::Allocation;
 use crate::ids::{NodeId, TaskId};

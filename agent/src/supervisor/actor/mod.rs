@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 mod events;
 mod keeper;
 mod moves;
+mod retention;
 mod views;
 
 use super::jobs::{self};
@@ -98,6 +99,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.load();
         let mut ping = tokio::time::interval(self.cfg.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(self.cfg.prune_every);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self
                 .queue
@@ -113,6 +116,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 },
                 Some(ev) = events.recv() => self.event(ev),
                 _ = ping.tick() => self.spawn(jobs::ping(self.runtime.clone(), self.events_tx.clone())),
+                _ = prune.tick() => self.prune(),
                 Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
                 _ = tokio::time::sleep(wake) => {}
             }
@@ -310,8 +314,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
                         .ok_or_else(|| SupervisorError::NotFound(id.to_string())),
                 );
             }
-            Command::List(reply) => {
-                let _ = reply.send(self.records.values().cloned().collect());
+            Command::List(after, limit, reply) => {
+                let _ = reply.send(self.page(after.as_ref(), limit));
             }
             Command::Kill(id, reply) => {
                 let _ = reply.send(self.kill(&id));
