@@ -27,6 +27,7 @@ use super::ports::MeshPort;
 use super::pump::pump;
 use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
+use crate::clock::deadline_after;
 use crate::mesh::candidates_of;
 
 /// How old a cached gossip view may be when routing a connection.
@@ -154,7 +155,7 @@ impl<M: MeshPort> Front<M> {
     async fn serve(&self, spec: &ServiceSpec, client: &mut TcpStream, peer: SocketAddr) -> bool {
         let name = &spec.name;
         self.stats.count(name, Count::Accepted);
-        let deadline = Instant::now() + Duration::from_millis(spec.queue_timeout_ms);
+        let deadline = deadline_after(Duration::from_millis(spec.queue_timeout_ms));
         let mut waiting = None;
         loop {
             let released = self.backend.released.notified();
@@ -236,8 +237,9 @@ impl<M: MeshPort> Front<M> {
         if !order.contains(&me) {
             order.push(me.clone());
         }
-        let wait = Duration::from_millis(spec.ready_timeout_ms) * (spec.ready_retries + 1)
-            + Duration::from_secs(5);
+        let wait = Duration::from_millis(spec.ready_timeout_ms)
+            .saturating_mul(spec.ready_retries.saturating_add(1))
+            .saturating_add(Duration::from_secs(5));
         // A node whose containers fail (a broken image there, Docker down)
         // does not stop the search; if no node serves, the client is let go
         // rather than queued.

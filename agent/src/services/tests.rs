@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::*;
+use crate::mesh::GossipValue;
 use crate::mesh::rpc::CallError;
 use crate::runtime::memory::MemoryRuntime;
 use crate::supervisor::{Reservation, SupervisorError};
@@ -24,6 +25,8 @@ use crate::supervisor::{Reservation, SupervisorError};
 #[derive(Clone, Default)]
 struct FakeMesh {
     defs: Arc<Mutex<Vec<ServiceDef>>>,
+    /// Values published as they are (a faulty or hostile peer's).
+    raw: Arc<Mutex<Vec<GossipValue>>>,
     published: Arc<Mutex<BTreeMap<String, ServiceLoad>>>,
 }
 
@@ -36,8 +39,16 @@ impl MeshPort for FakeMesh {
         Vec::new()
     }
 
-    async fn service_defs(&self) -> Vec<ServiceDef> {
-        self.defs.lock().unwrap().clone()
+    async fn service_defs(&self) -> Vec<GossipValue> {
+        let defs = self.defs.lock().unwrap().clone();
+        defs.iter()
+            .map(|d| GossipValue {
+                node: "n1".into(),
+                key: d.key(),
+                value: d.encode(),
+            })
+            .chain(self.raw.lock().unwrap().iter().cloned())
+            .collect()
     }
 
     async fn publish_services(&self, _: &[ServiceDef], loads: &BTreeMap<String, ServiceLoad>) {
@@ -203,6 +214,81 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
         "not listening"
     );
 
+    stop.cancel();
+    join.await.unwrap();
+}
+
+/// A peer's definition that the API would refuse (a ready timeout of
+/// u64::MAX ms: the backend panicked on it after starting a container and
+/// reserving its cores, and both leaked) is ignored; a valid one beside it
+/// is served.
+#[tokio::test]
+async fn an_invalid_gossiped_definition_is_ignored_and_a_valid_one_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(MemoryRuntime::new());
+    let (mesh, cores) = (FakeMesh::default(), FakeCores::default());
+    let bind = IpAddr::V4(Ipv4Addr::new(
+        127,
+        218,
+        0,
+        (std::process::id() % 250) as u8 + 1,
+    ));
+    let listen = 32_000 + (std::process::id() % 1000) as u16;
+    let mut bad = serde_json::to_value(def(listen + 1, 1, false)).unwrap();
+    bad["spec"]["name"] = "bad".into();
+    bad["spec"]["ready_timeout_ms"] = u64::MAX.into();
+    *mesh.raw.lock().unwrap() = vec![GossipValue {
+        node: "n2".into(),
+        key: "svcdef.bad".into(),
+        value: bad.to_string(),
+    }];
+    *mesh.defs.lock().unwrap() = vec![def(listen, 1, false)];
+    let cfg = ServicesConfig {
+        backend: BackendConfig {
+            node: mesh.node(),
+            cluster: "c".into(),
+            network: None,
+        },
+        bind,
+        every: Duration::from_millis(20),
+        clock: crate::clock::Clock::tokio(),
+    };
+    let stop = CancellationToken::new();
+    let (control, _, join) = run(
+        cfg,
+        dir.path(),
+        rt.clone(),
+        cores.clone(),
+        mesh.clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    until("the valid service has its warm container", || async {
+        let report = control.report().await;
+        report
+            .stats
+            .iter()
+            .any(|s| s.service.as_str() == "echo" && s.listening && s.load.ready == 1)
+    })
+    .await;
+    let names: Vec<String> = control
+        .defs()
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
+    assert_eq!(names, ["echo"]);
+    let services: Vec<String> = rt
+        .containers()
+        .iter()
+        .filter_map(|c| c.labels.get(mesh_protocol::labels::SERVICE).cloned())
+        .collect();
+    assert_eq!(services, ["echo"], "no container of the invalid one");
+    assert_eq!(cores.held.lock().unwrap().len(), 1);
+    assert!(
+        TcpStream::connect((bind, listen + 1)).await.is_err(),
+        "not listening for the invalid one"
+    );
     stop.cancel();
     join.await.unwrap();
 }

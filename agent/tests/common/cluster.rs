@@ -276,6 +276,11 @@ impl TestAgent {
         &self.setup.cluster
     }
 
+    /// Its data dir (kept across stops and restarts).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The nodes it sees alive, sorted.
     pub async fn alive(&self) -> Vec<String> {
         let mut v: Vec<String> = self
