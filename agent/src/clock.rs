@@ -50,6 +50,15 @@ impl Clock {
     }
 }
 
+/// `now + wait` on tokio's clock; for a wait too long to represent (one
+/// that came from input), a day from now rather than a panic.
+pub fn deadline_after(wait: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 /// Makes task ids: time-ordered, with random low bits from a generator
 /// that tests seed.
 #[derive(Clone)]
@@ -111,5 +120,19 @@ mod tests {
         let (a1, a2) = (a.task_id(), a.task_id());
         assert_eq!(a1, b.task_id());
         assert_ne!(a1, a2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_from_input_never_overflows() {
+        use std::time::Duration;
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            deadline_after(Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        // u64::MAX ms (a peer's ready timeout) panicked as `now + wait`.
+        let far = deadline_after(Duration::from_millis(u64::MAX));
+        assert!(far > now + Duration::from_secs(3600));
+        assert!(deadline_after(Duration::MAX) > now);
     }
 }

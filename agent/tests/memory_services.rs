@@ -119,3 +119,55 @@ async fn a_pool_serves_every_connection_from_its_instances_and_replaces_one_that
     a.stop().await;
     assert!(rt.containers().is_empty(), "{:?}", rt.containers());
 }
+
+/// `services.json` holding a definition the API would refuse (written by
+/// an older agent with other limits, or by hand): at the next start it is
+/// set aside with a warning, and the other definitions are served.
+#[tokio::test]
+async fn an_invalid_stored_definition_is_set_aside_at_start_and_the_others_served() {
+    let rt = Arc::new(MemoryRuntime::new());
+    let mut a = agent(rt.clone()).await;
+    let listen = port(103);
+    a.api
+        .create_service(&svc("one", listen, &["echo", "--port", "7000"]))
+        .await;
+    wait_listening(&a.api, "one", 1).await;
+    a.stop().await;
+    let path = a.data_dir().join("services.json");
+    let mut stored: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut bad = stored[0].clone();
+    bad["spec"]["name"] = "two".into();
+    bad["spec"]["listen"] = (listen + 1).into();
+    bad["spec"]["warm"] = 1.into();
+    bad["spec"]["ready_timeout_ms"] = u64::MAX.into();
+    stored.push(bad);
+    std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
+
+    a.restart(&[]).await;
+    wait_listening(&a.api, "one", 1).await;
+    let names: Vec<String> = a
+        .api
+        .services()
+        .await
+        .into_iter()
+        .map(|v| v.def.spec.name.to_string())
+        .collect();
+    assert_eq!(names, ["one"]);
+    let rejected = std::fs::read_to_string(a.data_dir().join("services.rejected.jsonl")).unwrap();
+    assert!(rejected.contains("--ready-timeout"), "{rejected}");
+    assert_eq!(
+        exchange(SocketAddr::new(a.ip, listen), b"one")
+            .await
+            .unwrap(),
+        b"one"
+    );
+    assert!(
+        running(&rt)
+            .iter()
+            .all(|c| c.labels.get(labels::SERVICE).map(String::as_str) == Some("one")),
+        "{:?}",
+        running(&rt)
+    );
+    a.stop().await;
+}

@@ -249,6 +249,28 @@ async fn bad_definitions_and_unknown_names_get_clear_errors() {
         post(json!({"name": "bad name", "image": IMAGE, "port": 1, "listen": 2}).to_string()).await;
     assert_eq!(status, 400);
     assert!(body.contains("character"), "{body}");
+    // Limits: one call cannot make every node start billions of
+    // containers.
+    let mut huge = svc("huge", listen, &[]);
+    huge.warm = Some(4_000_000_000);
+    huge.max_per_node = Some(4_000_000_000);
+    let huge = refusal(a.api.client().create_service(&huge).await);
+    assert_eq!(huge.status, 400);
+    assert!(
+        huge.message
+            .contains("--max-per-node 4000000000 is above the limit of 4096"),
+        "{huge:?}"
+    );
+    let mut warm = svc("warm", listen, &[]);
+    warm.warm = Some(1000);
+    warm.max_per_node = Some(4096);
+    let warm = refusal(a.api.client().create_service(&warm).await);
+    assert_eq!(warm.status, 400);
+    assert!(
+        warm.message
+            .contains("--warm 1000 is above the limit of 256"),
+        "{warm:?}"
+    );
     a.api
         .create_service(&svc("one", listen, &["echo", "--port", "7000"]))
         .await;
@@ -534,4 +556,99 @@ async fn an_idle_client_is_closed_and_its_container_removed() {
     .await;
     let view = a.api.services().await;
     assert_eq!(view[0].nodes[0].counters.served, 1);
+}
+
+/// A peer publishes, by gossip, definitions the API would refuse: one with
+/// a ready timeout of u64::MAX ms and a warm container (the agents started
+/// its container, reserved its cores, then panicked adding the timeout to
+/// the clock, leaking both) and one with 4,000,000,000 containers per node.
+/// Every node ignores them, starts nothing for them, and keeps serving.
+#[tokio::test]
+async fn definitions_from_a_peer_that_the_api_would_refuse_are_ignored() {
+    let (a, b) = pair().await;
+    let listen = port(17);
+    a.api
+        .create_service(&svc("fine", listen, &["echo", "--port", "7000"]))
+        .await;
+    wait_listening(&b.api, "fine", 2).await;
+    let raw = |name: &str, listen: u16, change: &dyn Fn(&mut serde_json::Value)| {
+        let mut request = svc(name, listen, &["echo", "--port", "7000"]);
+        request.warm = Some(1);
+        let def = mesh_protocol::service::ServiceDef {
+            spec: request.try_into().unwrap(),
+            revision: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+            removed: false,
+        };
+        let mut json = serde_json::to_value(def).unwrap();
+        change(&mut json);
+        json.to_string()
+    };
+    let evil = raw("evil", port(15), &|j| {
+        j["spec"]["ready_timeout_ms"] = u64::MAX.into();
+    });
+    let wide = raw("wide", port(16), &|j| {
+        j["spec"]["warm"] = 0.into();
+        j["spec"]["max_per_node"] = 4_000_000_000u32.into();
+    });
+    a.mesh().publish_raw_service_def("evil", evil).await;
+    a.mesh().publish_raw_service_def("wide", wide).await;
+    // Published after them by the same node: once b serves it, b has read
+    // the invalid ones too, in the same round or before.
+    a.api
+        .create_service(&svc("later", port(17), &["echo", "--port", "7000"]))
+        .await;
+    wait_listening(&b.api, "later", 2).await;
+    let heard = b
+        .mesh()
+        .values_with_prefix(mesh_protocol::service::defs::KEY_PREFIX)
+        .await;
+    for name in ["svcdef.evil", "svcdef.wide"] {
+        assert!(
+            heard
+                .iter()
+                .any(|v| v.node == a.id.as_str() && v.key == name),
+            "b heard a's {name}: {heard:?}"
+        );
+    }
+    for n in [&a, &b] {
+        let names: BTreeSet<String> = n
+            .api
+            .services()
+            .await
+            .into_iter()
+            .map(|v| v.def.spec.name.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["fine".to_string(), "later".to_string()]),
+            "on {}",
+            n.id
+        );
+    }
+    // The valid services are still served, through either node.
+    for n in [&a, &b] {
+        let reply = exchange(SocketAddr::new(n.ip, listen), b"still here")
+            .await
+            .unwrap();
+        assert_eq!(reply, b"still here");
+        assert!(n.api.health().await.ok);
+    }
+    for n in [&a, &b] {
+        for name in ["evil", "wide"] {
+            assert!(
+                containers(&n.id, name).await.is_empty(),
+                "no container of {name} on {}",
+                n.id
+            );
+        }
+    }
+    assert!(
+        TcpStream::connect(SocketAddr::new(b.ip, port(15)))
+            .await
+            .is_err(),
+        "b does not listen for evil"
+    );
 }

@@ -58,8 +58,10 @@ impl fmt::Display for CpuSet {
         let mut first = true;
         while let Some(start) = iter.next() {
             let mut end = start;
-            while iter.peek() == Some(&(end + 1)) {
-                end += 1;
+            // `checked_add`: an index of u32::MAX (a peer's allocation)
+            // ends the range rather than overflowing.
+            while let Some(next) = end.checked_add(1).filter(|n| iter.peek() == Some(n)) {
+                end = next;
                 iter.next();
             }
             if !first {
@@ -121,6 +123,13 @@ mod tests {
         assert!("x".parse::<CpuSet>().is_err());
         assert!("3-1".parse::<CpuSet>().is_err());
         assert!("1,,2".parse::<CpuSet>().is_err());
+    }
+
+    #[test]
+    fn the_highest_index_formats() {
+        let set: CpuSet = [u32::MAX - 1, u32::MAX].into_iter().collect();
+        assert_eq!(set.to_string(), "4294967294-4294967295");
+        assert_eq!(set.to_string().parse::<CpuSet>(), Ok(set));
     }
 
     proptest! {

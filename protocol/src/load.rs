@@ -21,9 +21,16 @@ pub struct TopologySummary {
 }
 
 impl TopologySummary {
+    /// Its cores (saturating: the figures are a peer's word).
     pub fn total_cores(&self) -> u32 {
-        self.cores_per_numa.iter().sum()
+        saturating_sum(&self.cores_per_numa)
     }
+}
+
+/// The sum of figures a peer published, at most `u32::MAX` (a plain sum
+/// would panic in a debug build, and wrap in a release one).
+fn saturating_sum(v: &[u32]) -> u32 {
+    v.iter().fold(0, |a, &b| a.saturating_add(b))
 }
 
 /// A node's load, refreshed every gossip interval.
@@ -152,8 +159,9 @@ impl Load {
         })
     }
 
+    /// Its free cores (saturating: the figures are a peer's word).
     pub fn free_cores(&self) -> u32 {
-        self.free_per_numa.iter().sum()
+        saturating_sum(&self.free_per_numa)
     }
 }
 
@@ -229,7 +237,40 @@ mod tests {
         assert_eq!(decode_loads("echo:x:1:1:1"), None);
     }
 
+    #[test]
+    fn sums_of_a_peers_figures_saturate() {
+        let topo = TopologySummary::parse("1;4294967295,4294967295,1;1").unwrap();
+        assert_eq!(topo.total_cores(), u32::MAX);
+        let load = Load::parse("4294967295,4294967295;1;0;0").unwrap();
+        assert_eq!(load.free_cores(), u32::MAX);
+        let c = Candidate {
+            node: NodeId::new("n").unwrap(),
+            alive: true,
+            draining: false,
+            topology: topo,
+            load,
+        };
+        assert_eq!(c.utilisation_ppm(), 0);
+        assert!(c.fits_spread(u32::MAX) && c.fits_one_numa(u32::MAX));
+        let loads = decode_loads("a:4294967295:4294967295:4294967295:4294967295").unwrap();
+        assert_eq!(loads["a"].conns, u32::MAX);
+    }
+
     proptest! {
+        #[test]
+        fn figures_never_panic(free in proptest::collection::vec(any::<u32>(), 0..8),
+                               cores in proptest::collection::vec(any::<u32>(), 0..8)) {
+            let c = Candidate {
+                node: NodeId::new("n").unwrap(),
+                alive: true,
+                draining: false,
+                topology: TopologySummary { packages: 1, cores_per_numa: cores, pus_per_core: 1 },
+                load: Load { free_per_numa: free, ..Load::default() },
+            };
+            prop_assert!(c.utilisation_ppm() <= 1_000_000);
+            let _ = (c.total(), c.load.free_cores(), c.fits_spread(1), c.fits_one_numa(1));
+        }
+
         #[test]
         fn garbage_never_panics(s in ".{0,40}") {
             let _ = Load::parse(&s);

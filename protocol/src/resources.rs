@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_CORES: u32 = 4096;
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// Docker takes a memory limit as a signed 64-bit number of bytes.
+pub const MAX_MEMORY: u64 = i64::MAX as u64;
 
 /// A number of physical cores, at least one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -25,6 +27,8 @@ pub enum ResourceError {
     MemorySyntax(String),
     #[error("memory {0:?} is below Docker's minimum of 6M")]
     MemoryTooSmall(String),
+    #[error("memory {0:?} is above Docker's maximum of 8E (2^63 - 1 bytes)")]
+    MemoryTooLarge(String),
 }
 
 impl CoreCount {
@@ -68,6 +72,9 @@ impl MemoryBytes {
     pub fn new(bytes: u64) -> Result<Self, ResourceError> {
         if bytes < MIN_MEMORY {
             return Err(ResourceError::MemoryTooSmall(bytes.to_string()));
+        }
+        if bytes > MAX_MEMORY {
+            return Err(ResourceError::MemoryTooLarge(bytes.to_string()));
         }
         Ok(Self(bytes))
     }
@@ -114,6 +121,9 @@ impl FromStr for MemoryBytes {
         let bytes = (value * mult as f64) as u64;
         if bytes < MIN_MEMORY {
             return Err(ResourceError::MemoryTooSmall(s.to_owned()));
+        }
+        if bytes > MAX_MEMORY {
+            return Err(ResourceError::MemoryTooLarge(s.to_owned()));
         }
         Ok(Self(bytes))
     }
@@ -162,5 +172,18 @@ mod tests {
             Err(ResourceError::MemorySyntax(_))
         ));
         assert_eq!("512M".parse::<MemoryBytes>().unwrap().to_string(), "512M");
+    }
+
+    /// Docker's limit is an i64: a larger one (from a peer, or the disk)
+    /// is refused rather than turned negative.
+    #[test]
+    fn memory_fits_docker() {
+        assert!(matches!(
+            MemoryBytes::new(u64::MAX),
+            Err(ResourceError::MemoryTooLarge(_))
+        ));
+        assert!(serde_json::from_str::<MemoryBytes>(&u64::MAX.to_string()).is_err());
+        assert_eq!(MemoryBytes::new(MAX_MEMORY).unwrap().get(), MAX_MEMORY);
+        assert!("8388608T".parse::<MemoryBytes>().is_err());
     }
 }

@@ -46,6 +46,15 @@ pub enum MeshError {
     Gossip(#[source] anyhow::Error),
 }
 
+/// One key-value pair a node publishes, and which node (its id as
+/// chitchat has it: the reader decides whether it is a valid one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipValue {
+    pub node: String,
+    pub key: String,
+    pub value: String,
+}
+
 /// Per node: the (heartbeat, max version) last seen and when it changed.
 type Heard = HashMap<ChitchatId, (chitchat::Heartbeat, u64, Instant)>;
 
@@ -349,24 +358,39 @@ impl Mesh {
         Ok((send, recv))
     }
 
-    /// Every service definition any node publishes (undecodable ones are
-    /// skipped).
-    pub async fn service_defs(&self) -> Vec<mesh_protocol::service::ServiceDef> {
-        use mesh_protocol::service::defs::{KEY_PREFIX, ServiceDef};
+    /// Every value whose key starts with `prefix`, of every node state
+    /// chitchat holds (dead nodes included, until forgotten), as published:
+    /// the reader parses and validates them.
+    pub async fn values_with_prefix(&self, prefix: &str) -> Vec<GossipValue> {
         self.chitchat
             .with_chitchat(|c| {
                 c.node_states()
-                    .values()
-                    .flat_map(|state| {
+                    .iter()
+                    .flat_map(|(id, state)| {
                         state
                             .key_values()
-                            .filter(|(k, _)| k.starts_with(KEY_PREFIX))
-                            .filter_map(|(k, v)| ServiceDef::decode(k, v))
+                            .filter(|(k, _)| k.starts_with(prefix))
+                            .map(|(k, v)| GossipValue {
+                                node: id.node_id.to_string(),
+                                key: k.to_owned(),
+                                value: v.to_owned(),
+                            })
                             .collect::<Vec<_>>()
                     })
                     .collect()
             })
             .await
+    }
+
+    /// For tests: publishes `value` as the definition of service `name`
+    /// as it is, as a faulty or hostile peer could (the services task
+    /// publishes only valid definitions).
+    #[doc(hidden)]
+    pub async fn publish_raw_service_def(&self, name: &str, value: String) {
+        let key = format!("{}{name}", mesh_protocol::service::defs::KEY_PREFIX);
+        self.chitchat
+            .with_chitchat(|c| c.self_node_state().set(key.clone(), value.clone()))
+            .await;
     }
 
     /// Publishes these definitions and this node's service figures.

@@ -104,7 +104,8 @@ impl ContainerRuntime for DockerRuntime {
             host_config: Some(HostConfig {
                 cpuset_cpus: Some(spec.cpuset_cpus.to_string()),
                 cpuset_mems: Some(spec.cpuset_mems.to_string()),
-                memory: spec.memory.map(|m| m as i64),
+                // `MemoryBytes` is at most i64::MAX.
+                memory: spec.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
                 network_mode: spec.network.clone(),
                 ..Default::default()
             }),

@@ -31,6 +31,7 @@ use super::ports::MeshPort;
 use super::pump::{Ended, Timeouts, pump_within};
 use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
+use crate::clock::deadline_after;
 use crate::mesh::candidates_of;
 
 /// How old a cached gossip view may be when routing a connection; also
@@ -214,7 +215,7 @@ impl<M: MeshPort> Front<M> {
     async fn serve(&self, spec: &ServiceSpec, client: &mut TcpStream, peer: SocketAddr) -> bool {
         let name = &spec.name;
         self.stats.count(name, Count::Accepted);
-        let deadline = Instant::now() + Duration::from_millis(spec.queue_timeout_ms);
+        let deadline = deadline_after(Duration::from_millis(spec.queue_timeout_ms));
         let timeouts = Timeouts {
             idle: Duration::from_millis(spec.idle_timeout_ms),
             total: spec.total_timeout_ms.map(Duration::from_millis),
@@ -349,8 +350,9 @@ impl<M: MeshPort> Front<M> {
         if !order.contains(&me) {
             order.push(me.clone());
         }
-        let wait = Duration::from_millis(spec.ready_timeout_ms) * (spec.ready_retries + 1)
-            + Duration::from_secs(5);
+        let wait = Duration::from_millis(spec.ready_timeout_ms)
+            .saturating_mul(spec.ready_retries.saturating_add(1))
+            .saturating_add(Duration::from_secs(5));
         // A node whose containers fail (a broken image there, Docker down)
         // does not stop the search; if no node serves, the client is let go
         // rather than queued.

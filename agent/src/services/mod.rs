@@ -1,8 +1,9 @@
 //! Services: every agent listens for every service's clients and serves
 //! each connection with a container somewhere in the mesh.
 //! - `owner`: the services task; owns the definitions (`registry`, durable,
-//!   merged from gossip) and the listeners (`listeners`), and answers the
-//!   API (through `Control`, the `ServiceControl` it hands out);
+//!   merged from gossip, read and validated by `gossiped`) and the
+//!   listeners (`listeners`), and answers the API (through `Control`, the
+//!   `ServiceControl` it hands out);
 //! - `front`: routing and queueing of the connections listeners accept;
 //! - `backend`: the task that owns this node's service containers
 //!   (per-connection, warm, pool), deciding through the pure `plan`;
@@ -14,6 +15,7 @@
 pub mod admission;
 pub mod backend;
 pub mod front;
+mod gossiped;
 pub mod listeners;
 mod owner;
 pub mod plan;
@@ -274,6 +276,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         publish,
         stale_removed: false,
         clock: cfg.clock,
+        warned: Default::default(),
     };
     owner.remove_stale().await;
     owner.apply(&owner.registry.all());

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::backend::Backend;
 use super::front::Front;
+use super::gossiped::{self, Warned};
 use super::listeners::Listeners;
 use super::ports::MeshPort;
 use super::registry::Registry;
@@ -56,6 +57,8 @@ pub(super) struct Owner<M> {
     pub stale_removed: bool,
     /// Revisions are the time of a change, in milliseconds.
     pub clock: Clock,
+    /// The peers' invalid definitions warned about.
+    pub warned: Warned,
 }
 
 impl<M: MeshPort> Owner<M> {
@@ -117,7 +120,7 @@ impl<M: MeshPort> Owner<M> {
         let live = self.registry.all();
         if let Some(old) = live.iter().find(|d| d.name() == &spec.name && !d.removed) {
             return Err(Conflict::Exists {
-                name: spec.name,
+                name: spec.name.clone(),
                 listen: old.spec.listen,
             }
             .into());
@@ -132,11 +135,10 @@ impl<M: MeshPort> Owner<M> {
             }
             .into());
         }
-        let revision = live
-            .iter()
-            .find(|d| d.name() == &spec.name)
-            .map_or(0, |d| d.revision + 1)
-            .max(self.clock.now_ms());
+        let revision = ServiceDef::next_revision(
+            live.iter().find(|d| d.name() == &spec.name),
+            self.clock.now_ms(),
+        );
         let def = ServiceDef {
             spec,
             revision,
@@ -163,7 +165,7 @@ impl<M: MeshPort> Owner<M> {
             .get(&name)
             .ok_or_else(|| UnknownService::Missing(name.clone()))?;
         let tombstone = ServiceDef {
-            revision: (old.revision + 1).max(self.clock.now_ms()),
+            revision: ServiceDef::next_revision(Some(&old), self.clock.now_ms()),
             removed: true,
             spec: old.spec,
         };
@@ -234,7 +236,9 @@ impl<M: MeshPort> Owner<M> {
         for d in self.registry.all().iter().filter(|d| !d.removed) {
             let _ = self.listeners.retry(&d.spec);
         }
-        match self.registry.merge(self.mesh.service_defs().await) {
+        let (defs, refused) = gossiped::read(self.mesh.service_defs().await, self.clock.now_ms());
+        self.warned.warn(&refused);
+        match self.registry.merge(defs) {
             Ok(changed) => self.apply(&changed),
             Err(e) => warn!(error = %e, "cannot store service definitions"),
         }

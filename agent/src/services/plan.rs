@@ -27,6 +27,11 @@ use tokio::time::Instant;
 /// Failed background starts wait this long, doubling up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Most containers of one service starting at once on this node (warm,
+/// for a connection, pool instances): more wait for one to finish, so a
+/// large `--warm` or pool, or a burst of connections, does not ask Docker
+/// for thousands of starts at once.
+pub const MAX_STARTING: u32 = 16;
 
 /// A started service container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,14 +81,19 @@ pub enum Refusal {
     AtCapacity { containers: u32 },
     /// The pool has no ready instance here.
     NoInstance,
+    /// `MAX_STARTING` containers of the service are starting here.
+    Starting { starting: u32 },
 }
 
-/// How a start that did not give a container failed.
+/// How a start that did not give a container failed. Either way the
+/// background starts back off: a node that is full stays full for a while
+/// too, and trying again at every tick and every connection's end only
+/// loads the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartFailure {
-    /// No free cores now: not the service's fault, no back-off.
+    /// No free cores now.
     NoRoom,
-    /// The container did not start or become ready: back off.
+    /// The container did not start or become ready.
     Broken,
 }
 
@@ -143,6 +153,16 @@ impl<W> Svc<W> {
             + self.starting
     }
 
+    /// Containers being started.
+    fn starting_now(&self) -> u32 {
+        self.warming + self.fresh + self.starting
+    }
+
+    /// How many more may start now (`MAX_STARTING` at once).
+    fn start_room(&self) -> u32 {
+        MAX_STARTING.saturating_sub(self.starting_now())
+    }
+
     fn conns(&self) -> u32 {
         self.busy.len() as u32 + self.instances.iter().map(|i| i.conns).sum::<u32>()
     }
@@ -164,40 +184,46 @@ impl<W> Svc<W> {
         self.retry_at.is_some_and(|t| now < t)
     }
 
-    /// A background start ended: success ends a back-off, a broken start
-    /// doubles it.
+    /// A background start ended: success ends a back-off, a failure (no
+    /// room, or a broken start) doubles it.
     fn note_start(&mut self, failure: Option<StartFailure>, now: Instant) {
         match failure {
             None => {
                 self.backoff = Duration::ZERO;
                 self.retry_at = None;
             }
-            Some(StartFailure::Broken) => {
+            Some(StartFailure::Broken | StartFailure::NoRoom) => {
                 self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                self.retry_at = Some(now + self.backoff);
+                self.retry_at = now.checked_add(self.backoff);
             }
-            Some(StartFailure::NoRoom) => {}
         }
     }
 
-    /// Warm containers up to `--warm`, within `--max-per-node`.
+    /// Warm containers up to `--warm`, within `--max-per-node` and
+    /// `MAX_STARTING`.
     fn refill(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.removed || self.spec.mode != Mode::PerConnection || self.backing_off(now) {
             return;
         }
         let have = self.warm.len() as u32 + self.warming;
         let room = self.spec.max_per_node.saturating_sub(self.containers());
-        let n = self.spec.warm.saturating_sub(have).min(room);
+        let n = self
+            .spec
+            .warm
+            .saturating_sub(have)
+            .min(room)
+            .min(self.start_room());
         self.warming += n;
         out.extend((0..n).map(|_| Action::StartWarm(self.spec.clone())));
     }
 
-    /// Pool instances to `want` (cores of each): starts the missing ones,
-    /// retires the least busy extra ones.
+    /// Pool instances to `want` (cores of each): starts the missing ones
+    /// (`MAX_STARTING` at once), retires the least busy extra ones.
     fn scale(&mut self, want: &[u32], now: Instant, out: &mut Vec<Action>) {
         let active = self.instances.iter().filter(|i| !i.retiring).count() + self.starting as usize;
         if !self.backing_off(now) {
-            for cores in want.iter().skip(active) {
+            let room = self.start_room() as usize;
+            for cores in want.iter().skip(active).take(room) {
                 if let Ok(cores) = CoreCount::new(*cores) {
                     self.starting += 1;
                     out.push(Action::StartInstance(self.spec.clone(), cores));
@@ -333,6 +359,10 @@ impl<W> Plan<W> {
         let containers = svc.containers();
         if containers >= svc.spec.max_per_node {
             return (Err(Refusal::AtCapacity { containers }), out);
+        }
+        if svc.start_room() == 0 {
+            let starting = svc.starting_now();
+            return (Err(Refusal::Starting { starting }), out);
         }
         svc.fresh += 1;
         (Ok(Grant::Fresh(svc.spec.clone())), out)

@@ -13,8 +13,8 @@ use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::ServiceDef;
 use mesh_protocol::{CoreCount, NodeId, TaskId};
 
-use crate::mesh::Mesh;
 use crate::mesh::rpc::CallError;
+use crate::mesh::{GossipValue, Mesh};
 use crate::supervisor::{Reservation, SupervisorError, SupervisorHandle};
 
 /// What services ask of the mesh.
@@ -25,8 +25,9 @@ pub trait MeshPort: Clone + Send + Sync + 'static {
     /// Every node this one knows of (itself included).
     fn peers(&self) -> impl Future<Output = Vec<PeerView>> + Send;
 
-    /// Every service definition any node publishes.
-    fn service_defs(&self) -> impl Future<Output = Vec<ServiceDef>> + Send;
+    /// Every service definition any node publishes, as it was published
+    /// (see `gossiped` for reading them).
+    fn service_defs(&self) -> impl Future<Output = Vec<GossipValue>> + Send;
 
     /// Publishes these definitions and this node's figures.
     fn publish_services(
@@ -53,8 +54,8 @@ impl MeshPort for Mesh {
         Mesh::peers(self).await
     }
 
-    async fn service_defs(&self) -> Vec<ServiceDef> {
-        Mesh::service_defs(self).await
+    async fn service_defs(&self) -> Vec<GossipValue> {
+        Mesh::values_with_prefix(self, mesh_protocol::service::defs::KEY_PREFIX).await
     }
 
     async fn publish_services(&self, defs: &[ServiceDef], loads: &BTreeMap<String, ServiceLoad>) {

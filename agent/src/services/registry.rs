@@ -2,6 +2,8 @@
 //! kept durably in
 //! `DATA_DIR/services.json` (written to a temporary file, synced, renamed)
 //! and merged with what the mesh gossips (`mesh_protocol::service::defs`).
+//! Stored definitions that are not valid are set aside in
+//! `DATA_DIR/services.rejected.jsonl`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use mesh_protocol::ServiceName;
 use mesh_protocol::service::ServiceDef;
-use mesh_protocol::service::defs::merge;
+use mesh_protocol::service::defs::{DefError, merge};
 use tracing::warn;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,27 +37,87 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads `dir/services.json` (none yet is fine).
+    /// Loads `dir/services.json` (none yet is fine). Each definition is
+    /// validated as the API validates one; one that is not valid (written
+    /// by an older agent with other limits, or by hand) is set aside in
+    /// `services.rejected.jsonl` with a warning, and the others are served.
+    /// A file that is not a list of definitions at all is an error.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
         let path = dir.join("services.json");
-        let defs = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let list: Vec<ServiceDef> =
-                    serde_json::from_slice(&bytes).map_err(|source| RegistryError::Parse {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                list.into_iter().map(|d| (d.name().clone(), d)).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        let mut registry = Self {
+            path,
+            defs: BTreeMap::new(),
+        };
+        let bytes = match std::fs::read(&registry.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(registry),
             Err(source) => {
                 return Err(RegistryError::Io {
-                    path: path.display().to_string(),
+                    path: registry.path.display().to_string(),
                     source,
                 });
             }
         };
-        Ok(Self { path, defs })
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|source| RegistryError::Parse {
+                path: registry.path.display().to_string(),
+                source,
+            })?;
+        let mut valid = Vec::new();
+        let mut rejected = Vec::new();
+        for value in list {
+            match ServiceDef::from_json(value.clone()) {
+                Ok(def) => valid.push(def),
+                Err(e) => rejected.push((value, e)),
+            }
+        }
+        merge(&mut registry.defs, valid);
+        if !rejected.is_empty() {
+            registry.set_aside(&rejected)?;
+            registry.save()?;
+        }
+        Ok(registry)
+    }
+
+    /// Appends stored definitions that are not valid to
+    /// `services.rejected.jsonl` (one JSON object a line: when, why, what),
+    /// for an operator to look at; they are not served.
+    fn set_aside(&self, rejected: &[(serde_json::Value, DefError)]) -> Result<(), RegistryError> {
+        let path = self.path.with_file_name("services.rejected.jsonl");
+        let io = |source| RegistryError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut lines = String::new();
+        for (value, error) in rejected {
+            let service = value
+                .pointer("/spec/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("?");
+            warn!(
+                service,
+                %error,
+                file = %path.display(),
+                "a stored service definition is not valid; set aside, not served"
+            );
+            let line = serde_json::json!({
+                "at_ms": at_ms,
+                "error": error.to_string(),
+                "def": value,
+            });
+            lines.push_str(&line.to_string());
+            lines.push('\n');
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(lines.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)
     }
 
     /// Every definition, tombstones included.
@@ -144,5 +206,38 @@ mod tests {
                 .to_string()
                 .contains("move the file away")
         );
+    }
+
+    /// A definition stored by an agent with other limits (or edited by
+    /// hand) is set aside with a warning; the others are still served.
+    #[test]
+    fn an_invalid_stored_definition_is_set_aside_and_the_others_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = def("good", 1, false);
+        let mut bad = serde_json::to_value(def("bad", 1, false)).unwrap();
+        bad["spec"]["warm"] = 4_000_000_000u32.into();
+        bad["spec"]["max_per_node"] = 4_000_000_000u32.into();
+        let list = serde_json::json!([good, bad, {"not": "a definition"}]);
+        std::fs::write(dir.path().join("services.json"), list.to_string()).unwrap();
+        let r = Registry::open(dir.path()).unwrap();
+        assert_eq!(r.all(), vec![good.clone()]);
+        let rejected = std::fs::read_to_string(dir.path().join("services.rejected.jsonl")).unwrap();
+        let lines: Vec<serde_json::Value> = rejected
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["def"], bad);
+        assert!(
+            lines[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("--max-per-node"),
+            "{rejected}"
+        );
+        // The file now holds the valid one only: set aside once.
+        assert_eq!(Registry::open(dir.path()).unwrap().all(), vec![good]);
+        let again = std::fs::read_to_string(dir.path().join("services.rejected.jsonl")).unwrap();
+        assert_eq!(again.lines().count(), 2);
     }
 }

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use mesh_protocol::gossip::PeerView;
 use mesh_protocol::load::ServiceLoad;
-use mesh_protocol::service::{ServiceDef, ServiceRequest, ServiceSpec};
+use mesh_protocol::service::{ServiceDef, ServiceFields, ServiceRequest, ServiceSpec};
 use mesh_protocol::{Allocation, CoreCount, CpuSet, NodeId, TaskId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::*;
+use crate::mesh::GossipValue;
 use crate::mesh::rpc::CallError;
 use crate::runtime::memory::MemoryRuntime;
 use crate::supervisor::{Reservation, SupervisorError};
@@ -25,6 +26,8 @@ use crate::supervisor::{Reservation, SupervisorError};
 #[derive(Clone, Default)]
 struct FakeMesh {
     defs: Arc<Mutex<Vec<ServiceDef>>>,
+    /// Values published as they are (a faulty or hostile peer's).
+    raw: Arc<Mutex<Vec<GossipValue>>>,
     published: Arc<Mutex<BTreeMap<String, ServiceLoad>>>,
     peers: Arc<Mutex<Vec<PeerView>>>,
     tunnels: Arc<std::sync::atomic::AtomicU32>,
@@ -39,8 +42,16 @@ impl MeshPort for FakeMesh {
         self.peers.lock().unwrap().clone()
     }
 
-    async fn service_defs(&self) -> Vec<ServiceDef> {
-        self.defs.lock().unwrap().clone()
+    async fn service_defs(&self) -> Vec<GossipValue> {
+        let defs = self.defs.lock().unwrap().clone();
+        defs.iter()
+            .map(|d| GossipValue {
+                node: "n1".into(),
+                key: d.key(),
+                value: d.encode(),
+            })
+            .chain(self.raw.lock().unwrap().iter().cloned())
+            .collect()
     }
 
     async fn publish_services(&self, _: &[ServiceDef], loads: &BTreeMap<String, ServiceLoad>) {
@@ -88,6 +99,14 @@ impl Cores for FakeCores {
     async fn release(&self, holder: TaskId) {
         self.held.lock().unwrap().remove(&holder);
     }
+}
+
+/// `d` with its spec's fields changed by `change`, validated again.
+fn changed(mut d: ServiceDef, change: impl FnOnce(&mut ServiceFields)) -> ServiceDef {
+    let mut fields = d.spec.fields().clone();
+    change(&mut fields);
+    d.spec = ServiceSpec::try_from(fields).unwrap();
+    d
 }
 
 fn def(listen: u16, revision: u64, removed: bool) -> ServiceDef {
@@ -370,10 +389,11 @@ async fn a_waiting_connection_does_not_ask_every_peer_every_100_ms() {
     let rt = Arc::new(MemoryRuntime::new());
     let (mesh, cores) = (FakeMesh::default(), FakeCores::default());
     let (bind, listen) = endpoint(3);
-    let mut one = def(listen, 1, false);
-    one.spec.warm = 0;
-    one.spec.max_per_node = 1;
-    one.spec.queue_timeout_ms = 2_000;
+    let one = changed(def(listen, 1, false), |f| {
+        f.warm = 0;
+        f.max_per_node = 1;
+        f.queue_timeout_ms = 2_000;
+    });
     *mesh.defs.lock().unwrap() = vec![one];
     // A peer that gossip says has room, but never takes a connection.
     *mesh.peers.lock().unwrap() = vec![roomy_peer("echo")];
@@ -423,8 +443,7 @@ async fn connections_beyond_the_caps_are_refused_cleanly_and_counted() {
         total: 3,
         per_source: 2,
     };
-    let mut echo = def(listen, 1, false);
-    echo.spec.warm = 0;
+    let echo = changed(def(listen, 1, false), |f| f.warm = 0);
     *mesh.defs.lock().unwrap() = vec![echo];
     let stop = CancellationToken::new();
     let (control, _, join) = run(cfg, dir.path(), rt, cores, mesh.clone(), stop.clone())
@@ -475,8 +494,7 @@ async fn an_idle_client_is_closed_after_the_services_idle_timeout() {
     let rt = Arc::new(MemoryRuntime::new());
     let (mesh, cores) = (FakeMesh::default(), FakeCores::default());
     let (bind, listen) = endpoint(5);
-    let mut echo = def(listen, 1, false);
-    echo.spec.idle_timeout_ms = 300;
+    let echo = changed(def(listen, 1, false), |f| f.idle_timeout_ms = 300);
     *mesh.defs.lock().unwrap() = vec![echo];
     let stop = CancellationToken::new();
     let (control, _, join) = run(
@@ -510,6 +528,65 @@ async fn an_idle_client_is_closed_after_the_services_idle_timeout() {
         report.connections.is_empty() && report.stats[0].counters.served == 1
     })
     .await;
+    stop.cancel();
+    join.await.unwrap();
+}
+
+/// A peer's definition that the API would refuse (a ready timeout of
+/// u64::MAX ms: the backend panicked on it after starting a container and
+/// reserving its cores, and both leaked) is ignored; a valid one beside it
+/// is served.
+#[tokio::test]
+async fn an_invalid_gossiped_definition_is_ignored_and_a_valid_one_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(MemoryRuntime::new());
+    let (mesh, cores) = (FakeMesh::default(), FakeCores::default());
+    let (bind, listen) = endpoint(9);
+    let mut bad = serde_json::to_value(def(listen + 1, 1, false)).unwrap();
+    bad["spec"]["name"] = "bad".into();
+    bad["spec"]["ready_timeout_ms"] = u64::MAX.into();
+    *mesh.raw.lock().unwrap() = vec![GossipValue {
+        node: "n2".into(),
+        key: "svcdef.bad".into(),
+        value: bad.to_string(),
+    }];
+    *mesh.defs.lock().unwrap() = vec![def(listen, 1, false)];
+    let stop = CancellationToken::new();
+    let (control, _, join) = run(
+        config(&mesh, bind),
+        dir.path(),
+        rt.clone(),
+        cores.clone(),
+        mesh.clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    until("the valid service has its warm container", || async {
+        let report = control.report().await;
+        report
+            .stats
+            .iter()
+            .any(|s| s.service.as_str() == "echo" && s.listening && s.load.ready == 1)
+    })
+    .await;
+    let names: Vec<String> = control
+        .defs()
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
+    assert_eq!(names, ["echo"]);
+    let services: Vec<String> = rt
+        .containers()
+        .iter()
+        .filter_map(|c| c.labels.get(mesh_protocol::labels::SERVICE).cloned())
+        .collect();
+    assert_eq!(services, ["echo"], "no container of the invalid one");
+    assert_eq!(cores.held.lock().unwrap().len(), 1);
+    assert!(
+        TcpStream::connect((bind, listen + 1)).await.is_err(),
+        "not listening for the invalid one"
+    );
     stop.cancel();
     join.await.unwrap();
 }

@@ -12,9 +12,13 @@ pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
     if fields.len() < 4 {
         return None;
     }
-    let total: u64 = fields.iter().take(8).sum();
+    // Saturating: whatever the file says, no overflow.
+    let total = fields
+        .iter()
+        .take(8)
+        .fold(0u64, |a, &b| a.saturating_add(b));
     // idle + iowait
-    let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+    let idle = fields[3].saturating_add(fields.get(4).copied().unwrap_or(0));
     Some((total.saturating_sub(idle), total))
 }
 
@@ -25,6 +29,8 @@ pub fn percent(before: (u64, u64), after: (u64, u64)) -> u32 {
     if total == 0 {
         return 0;
     }
+    let busy = u128::from(busy.min(total));
+    let total = u128::from(total);
     ((busy * 100 + total / 2) / total).min(100) as u32
 }
 
@@ -62,5 +68,15 @@ mod tests {
         assert_eq!(percent(a, a), 0);
         assert!(parse_proc_stat("garbage").is_none());
         assert!(parse_proc_stat("cpu  x y").is_none());
+    }
+
+    #[test]
+    fn huge_counters_do_not_overflow() {
+        let max = u64::MAX;
+        let line = format!("cpu  {max} {max} {max} {max} {max} 0 0 0\n");
+        let (busy, total) = parse_proc_stat(&line).unwrap();
+        assert_eq!(total, u64::MAX);
+        assert!(busy <= total);
+        assert_eq!(percent((0, 0), (u64::MAX, u64::MAX)), 100);
     }
 }

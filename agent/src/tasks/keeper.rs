@@ -255,13 +255,12 @@ async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
             .instrument(span)
             .await;
         let id = &orphan.id;
+        // Saturating: the copy's attempt is what its runner said.
+        let attempt = orphan.attempt.saturating_add(1);
         match placed {
             Ok(node) => {
-                info!(task_id = %id, dead = %orphan.node, %node, attempt = orphan.attempt + 1, "re-placed a dead node's task");
-                if let Err(e) = supervisor
-                    .replaced(id.clone(), node, orphan.attempt + 1)
-                    .await
-                {
+                info!(task_id = %id, dead = %orphan.node, %node, attempt, "re-placed a dead node's task");
+                if let Err(e) = supervisor.replaced(id.clone(), node, attempt).await {
                     warn!(task_id = %id, error = %e, "cannot record a re-placement");
                 }
             }

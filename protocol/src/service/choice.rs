@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Instances, ServiceSpec};
+use super::{Instances, MAX_PER_NODE, ServiceSpec};
 use crate::ids::NodeId;
 use crate::load::{Candidate, ServiceLoad, fnv1a};
 
@@ -72,6 +72,8 @@ pub fn route_pool(
 /// the live, non-draining nodes (in an order hashed from the service name,
 /// so different services start on different nodes), each taking no more
 /// than its cores allow. When a node leaves, its share moves to the others.
+/// A node runs at most `MAX_PER_NODE` instances of a service, whatever its
+/// peers say of their shape.
 pub fn pool_share(spec: &ServiceSpec, view: &[Candidate], me: &NodeId) -> Vec<u32> {
     let Some(mine) = view.iter().find(|c| &c.node == me) else {
         return Vec::new();
@@ -81,8 +83,14 @@ pub fn pool_share(spec: &ServiceSpec, view: &[Candidate], me: &NodeId) -> Vec<u3
     }
     match spec.instances {
         None => Vec::new(),
-        Some(Instances::PerCore) => vec![1; mine.topology.total_cores() as usize],
-        Some(Instances::PerNuma) => mine.topology.cores_per_numa.clone(),
+        Some(Instances::PerCore) => {
+            vec![1; mine.topology.total_cores().min(MAX_PER_NODE) as usize]
+        }
+        Some(Instances::PerNuma) => {
+            let mut v = mine.topology.cores_per_numa.clone();
+            v.truncate(MAX_PER_NODE as usize);
+            v
+        }
         Some(Instances::Count(n)) => {
             let cores = spec.cores.get();
             let mut nodes: Vec<(u64, &Candidate, u32)> = view
@@ -90,7 +98,8 @@ pub fn pool_share(spec: &ServiceSpec, view: &[Candidate], me: &NodeId) -> Vec<u3
                 .filter(|c| c.alive && !c.draining)
                 .map(|c| {
                     let hash = fnv1a(&[spec.name.as_str().as_bytes(), c.node.as_str().as_bytes()]);
-                    (hash, c, c.topology.total_cores() / cores)
+                    let capacity = (c.topology.total_cores() / cores).min(MAX_PER_NODE);
+                    (hash, c, capacity)
                 })
                 .collect();
             nodes.sort_by_key(|(hash, c, _)| (*hash, c.node.clone()));
@@ -257,5 +266,24 @@ mod tests {
             .map(|n| pool_share(&big, &view, &node(n)).len())
             .sum();
         assert_eq!(total, 4);
+    }
+
+    /// Peers that claim billions of cores: a node's share stays within
+    /// `MAX_PER_NODE`, and a counted pool is dealt out in at most its count.
+    #[test]
+    fn shares_are_bounded_whatever_peers_claim() {
+        let huge = |n: &str| cand(n, vec![u32::MAX, u32::MAX], vec![u32::MAX]);
+        let view = vec![huge("a"), huge("b")];
+        let per_core = spec("pool", Some("per-core"), 1, 64);
+        assert_eq!(
+            pool_share(&per_core, &view, &node("a")).len(),
+            MAX_PER_NODE as usize
+        );
+        let counted = spec("pool", Some("10000"), 1, 64);
+        let total: usize = ["a", "b"]
+            .iter()
+            .map(|n| pool_share(&counted, &view, &node(n)).len())
+            .sum();
+        assert_eq!(total, 2 * MAX_PER_NODE as usize);
     }
 }

@@ -1,17 +1,20 @@
 //! Services: long-lived TCP endpoints the mesh serves with containers. A
-//! definition (`ServiceSpec`) is validated once from the client's
-//! `ServiceRequest`; `defs` merges definitions spread by gossip; `choice`
-//! decides where a connection goes and how many pool instances a node runs.
+//! definition (`ServiceSpec`, in `spec`) is validated once, by one function,
+//! whether it comes from a client's `ServiceRequest`, the gossip or the
+//! disk; `defs` merges definitions spread by gossip; `choice` decides where
+//! a connection goes and how many pool instances a node runs.
 
 pub mod choice;
 pub mod defs;
+mod spec;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{IdError, ServiceName};
-use crate::resources::{CoreCount, MemoryBytes, ResourceError};
+use crate::resources::{CoreCount, ResourceError};
 
 pub use defs::ServiceDef;
+pub use spec::{ServiceFields, ServiceSpec};
 
 /// How connections meet containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,10 +63,16 @@ pub const DEFAULT_READY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_READY_RETRIES: u32 = 2;
 /// A client connection with no byte either way for this long is closed.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 600_000;
-/// Bounds that keep one definition from taking the mesh down.
+/// Bounds that keep one definition from taking the mesh down (it is served
+/// by every node). A node holds at most `MAX_PER_NODE` containers of a
+/// service (each holds a core at least, and no host has more than
+/// `resources::MAX_CORES`), of which at most `MAX_WARM` warm ones.
+pub const MAX_PER_NODE: u32 = 4096;
+pub const MAX_WARM: u32 = 256;
 pub const MAX_INSTANCES: u32 = 10_000;
 pub const MAX_WAIT_MS: u64 = 3_600_000;
 pub const MAX_QUEUE: u32 = 100_000;
+pub const MAX_READY_RETRIES: u32 = 100;
 /// Longest idle timeout: a day.
 pub const MAX_IDLE_MS: u64 = 86_400_000;
 /// Longest total timeout: a week.
@@ -106,41 +115,6 @@ pub struct ServiceRequest {
     pub env: Vec<String>,
 }
 
-/// A valid service definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSpec {
-    pub name: ServiceName,
-    pub image: String,
-    pub port: u16,
-    pub listen: u16,
-    pub mode: Mode,
-    /// Cores each container holds, all on one NUMA node (per-numa pools:
-    /// the whole node, decided where it runs).
-    pub cores: CoreCount,
-    pub memory: Option<MemoryBytes>,
-    pub warm: u32,
-    pub max_per_node: u32,
-    pub queue: u32,
-    pub queue_timeout_ms: u64,
-    pub ready_timeout_ms: u64,
-    pub ready_retries: u32,
-    /// Pool mode only.
-    pub instances: Option<Instances>,
-    pub command: Vec<String>,
-    pub env: Vec<(String, String)>,
-    /// A client connection idle this long is closed. (Definitions from
-    /// before this field get the default.)
-    #[serde(default = "default_idle")]
-    pub idle_timeout_ms: u64,
-    /// A client connection open this long is closed; `None`: no limit.
-    #[serde(default)]
-    pub total_timeout_ms: Option<u64>,
-}
-
-fn default_idle() -> u64 {
-    DEFAULT_IDLE_TIMEOUT_MS
-}
-
 /// Why a definition was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
@@ -163,6 +137,12 @@ pub enum ServiceError {
     Instances(String),
     #[error("{0} only applies to {1} mode")]
     WrongMode(&'static str, &'static str),
+    #[error("{flag} {value} is above the limit of {limit}")]
+    AboveLimit {
+        flag: &'static str,
+        value: u64,
+        limit: u64,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("env entry {0:?} is not KEY=VALUE")]
@@ -172,125 +152,32 @@ pub enum ServiceError {
 impl TryFrom<ServiceRequest> for ServiceSpec {
     type Error = ServiceError;
 
+    /// Parses the request's words and fills in the defaults; the values
+    /// are then checked by the one validation, `ServiceSpec::try_from`
+    /// of `ServiceFields`.
     fn try_from(r: ServiceRequest) -> Result<Self, Self::Error> {
         let name = ServiceName::new(r.name)?;
-        if r.image.trim().is_empty() {
-            return Err(ServiceError::NoImage);
-        }
-        if r.port == 0 {
-            return Err(ServiceError::NoPort {
-                which: "container",
-                what: "the container listens on (--port)",
-            });
-        }
-        if r.listen == 0 {
-            return Err(ServiceError::NoPort {
-                which: "listen",
-                what: "every agent listens on for clients (--listen)",
-            });
-        }
         let mode = match r.mode.as_deref().unwrap_or("per-connection") {
             "per-connection" => Mode::PerConnection,
             "pool" => Mode::Pool,
             other => return Err(ServiceError::Mode(other.into())),
         };
         let instances = match (mode, r.instances.as_deref()) {
-            (Mode::PerConnection, Some(_)) => {
-                return Err(ServiceError::WrongMode("--instances", "pool"));
-            }
             (Mode::PerConnection, None) => None,
-            (Mode::Pool, None | Some("per-core")) => Some(Instances::PerCore),
-            (Mode::Pool, Some("per-numa")) => Some(Instances::PerNuma),
-            (Mode::Pool, Some(n)) => match n.parse::<u32>() {
-                Ok(n) if (1..=MAX_INSTANCES).contains(&n) => Some(Instances::Count(n)),
-                _ => return Err(ServiceError::Instances(n.into())),
-            },
+            (Mode::Pool, None) | (_, Some("per-core")) => Some(Instances::PerCore),
+            (_, Some("per-numa")) => Some(Instances::PerNuma),
+            (_, Some(n)) => Some(Instances::Count(
+                n.parse::<u32>()
+                    .map_err(|_| ServiceError::Instances(n.into()))?,
+            )),
         };
-        if mode == Mode::Pool && r.warm.is_some_and(|w| w > 0) {
-            return Err(ServiceError::WrongMode("--warm", "per-connection"));
+        if instances == Some(Instances::PerNuma) && r.cores.is_some() {
+            return Err(ServiceError::Invalid(
+                "--instances per-numa gives each instance a whole NUMA node; drop --cores".into(),
+            ));
         }
-        let cores = match (instances, r.cores) {
-            (Some(Instances::PerCore), Some(c)) if c != 1 => {
-                return Err(ServiceError::Invalid(format!(
-                    "--instances per-core runs single-core instances; --cores {c} contradicts it"
-                )));
-            }
-            (Some(Instances::PerNuma), Some(_)) => {
-                return Err(ServiceError::Invalid(
-                    "--instances per-numa gives each instance a whole NUMA node; drop --cores"
-                        .into(),
-                ));
-            }
-            (_, c) => CoreCount::new(c.unwrap_or(1))?,
-        };
+        let cores = CoreCount::new(r.cores.unwrap_or(1))?;
         let memory = r.memory.as_deref().map(str::parse).transpose()?;
-        let max_per_node = r.max_per_node.unwrap_or(DEFAULT_MAX_PER_NODE);
-        if max_per_node == 0 {
-            return Err(ServiceError::Invalid(
-                "--max-per-node 0 would serve nothing".into(),
-            ));
-        }
-        let warm = r.warm.unwrap_or(0);
-        if warm > max_per_node {
-            return Err(ServiceError::Invalid(format!(
-                "--warm {warm} exceeds --max-per-node {max_per_node} (warm containers count)"
-            )));
-        }
-        let queue = r.queue.unwrap_or(DEFAULT_QUEUE);
-        if queue > MAX_QUEUE {
-            return Err(ServiceError::Invalid(format!(
-                "--queue {queue} is above the limit {MAX_QUEUE}"
-            )));
-        }
-        let wait = |v: Option<u64>, default: u64, flag: &str| match v.unwrap_or(default) {
-            0 => Err(ServiceError::Invalid(format!("{flag} must be above 0"))),
-            ms if ms > MAX_WAIT_MS => Err(ServiceError::Invalid(format!(
-                "{flag} {ms} ms is above the limit of an hour"
-            ))),
-            ms => Ok(ms),
-        };
-        let queue_timeout_ms = wait(
-            r.queue_timeout_ms,
-            DEFAULT_QUEUE_TIMEOUT_MS,
-            "--queue-timeout",
-        )?;
-        let ready_timeout_ms = wait(
-            r.ready_timeout_ms,
-            DEFAULT_READY_TIMEOUT_MS,
-            "--ready-timeout",
-        )?;
-        let idle_timeout_ms = match r.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS) {
-            0 => {
-                return Err(ServiceError::Invalid(
-                    "--idle-timeout must be above 0".into(),
-                ));
-            }
-            ms if ms > MAX_IDLE_MS => {
-                return Err(ServiceError::Invalid(format!(
-                    "--idle-timeout {ms} ms is above the limit of a day"
-                )));
-            }
-            ms => ms,
-        };
-        let total_timeout_ms = match r.total_timeout_ms {
-            Some(0) => {
-                return Err(ServiceError::Invalid(
-                    "--total-timeout must be above 0 (leave it out for no limit)".into(),
-                ));
-            }
-            Some(ms) if ms > MAX_TOTAL_MS => {
-                return Err(ServiceError::Invalid(format!(
-                    "--total-timeout {ms} ms is above the limit of a week"
-                )));
-            }
-            other => other,
-        };
-        let ready_retries = r.ready_retries.unwrap_or(DEFAULT_READY_RETRIES);
-        if ready_retries > 100 {
-            return Err(ServiceError::Invalid(
-                "--ready-retries is above the limit of 100".into(),
-            ));
-        }
         let env = r
             .env
             .iter()
@@ -299,7 +186,7 @@ impl TryFrom<ServiceRequest> for ServiceSpec {
                 _ => Err(ServiceError::Env(e.clone())),
             })
             .collect::<Result<_, _>>()?;
-        Ok(ServiceSpec {
+        ServiceSpec::try_from(ServiceFields {
             name,
             image: r.image,
             port: r.port,
@@ -307,17 +194,17 @@ impl TryFrom<ServiceRequest> for ServiceSpec {
             mode,
             cores,
             memory,
-            warm,
-            max_per_node,
-            queue,
-            queue_timeout_ms,
-            ready_timeout_ms,
-            ready_retries,
+            warm: r.warm.unwrap_or(0),
+            max_per_node: r.max_per_node.unwrap_or(DEFAULT_MAX_PER_NODE),
+            queue: r.queue.unwrap_or(DEFAULT_QUEUE),
+            queue_timeout_ms: r.queue_timeout_ms.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS),
+            ready_timeout_ms: r.ready_timeout_ms.unwrap_or(DEFAULT_READY_TIMEOUT_MS),
+            ready_retries: r.ready_retries.unwrap_or(DEFAULT_READY_RETRIES),
             instances,
             command: r.command,
             env,
-            idle_timeout_ms,
-            total_timeout_ms,
+            idle_timeout_ms: r.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+            total_timeout_ms: r.total_timeout_ms,
         })
     }
 }
@@ -492,6 +379,40 @@ mod tests {
                 ..req()
             })
             .contains("--warm")
+        );
+        // Limits are named: one API call cannot make every node start
+        // billions of containers or wait forever.
+        let e = bad(ServiceRequest {
+            warm: Some(4_000_000_000),
+            max_per_node: Some(4_000_000_000),
+            ..req()
+        });
+        assert!(e.contains("--max-per-node") && e.contains("4096"), "{e}");
+        let e = bad(ServiceRequest {
+            warm: Some(1000),
+            max_per_node: Some(MAX_PER_NODE),
+            ..req()
+        });
+        assert!(e.contains("--warm 1000 is above the limit of 256"), "{e}");
+        let e = bad(ServiceRequest {
+            ready_timeout_ms: Some(u64::MAX),
+            ..req()
+        });
+        assert!(e.contains("--ready-timeout"), "{e}");
+        let e = bad(ServiceRequest {
+            mode: Some("pool".into()),
+            instances: Some(u32::MAX.to_string()),
+            ..req()
+        });
+        assert!(e.contains("instances"), "{e}");
+        assert!(
+            ServiceSpec::try_from(ServiceRequest {
+                warm: Some(MAX_WARM),
+                max_per_node: Some(MAX_PER_NODE),
+                ..req()
+            })
+            .is_ok(),
+            "the limits themselves are allowed"
         );
     }
 }

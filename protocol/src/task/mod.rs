@@ -186,8 +186,9 @@ impl TaskRecord {
             return Err(self.refuse("start"));
         }
         self.state = TaskState::Starting;
-        self.attempt += 1;
-        self.starts += 1;
+        // Saturating: a record from a peer may carry any count.
+        self.attempt = self.attempt.saturating_add(1);
+        self.starts = self.starts.saturating_add(1);
         self.allocation = Some(allocation);
         self.container = None;
         self.exit_code = None;
@@ -260,7 +261,7 @@ impl TaskRecord {
             return Ok(());
         }
         self.state = TaskState::Queued;
-        self.attempt -= 1;
+        self.attempt = self.attempt.saturating_sub(1);
         self.allocation = None;
         self.container = None;
         self.message = Some(why);
@@ -335,7 +336,7 @@ impl TaskRecord {
         if self.attempt <= self.spec.retries {
             let delay = backoff_ms(self.attempt);
             self.state = TaskState::Queued;
-            self.not_before_ms = now + delay;
+            self.not_before_ms = now.saturating_add(delay);
             self.message = Some(format!(
                 "attempt {} {why}; retry {} of {} in {} ms",
                 self.attempt, self.attempt, self.spec.retries, delay

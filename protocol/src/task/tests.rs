@@ -214,3 +214,27 @@ fn record_round_trips_on_the_wire() {
     assert_eq!(r, back);
     assert!(crate::wire::decode::<TaskRecord>(&bytes[..bytes.len() / 2]).is_err());
 }
+
+/// Records come from peers (offers, keeper copies) with any counts: the
+/// transitions saturate instead of overflowing (which panicked in a debug
+/// build).
+#[test]
+fn counts_from_a_peer_saturate() {
+    let mut r = rec(MAX_RETRIES);
+    r.attempt = u32::MAX;
+    r.starts = u32::MAX;
+    r.start(alloc(), 1).unwrap();
+    assert_eq!((r.attempt, r.starts), (u32::MAX, u32::MAX));
+    r.start_failed("bad image".into(), 2).unwrap();
+    assert_eq!(r.state, TaskState::Failed, "no attempt left");
+    let mut late = rec(1);
+    late.start(alloc(), 1).unwrap();
+    late.start_failed("bad image".into(), u64::MAX).unwrap();
+    assert_eq!(late.state, TaskState::Queued);
+    assert_eq!(late.not_before_ms, u64::MAX);
+    let mut q = rec(0);
+    q.start(alloc(), 1).unwrap();
+    q.attempt = 0;
+    q.requeue_unavailable("docker down".into(), 2).unwrap();
+    assert_eq!(q.attempt, 0);
+}

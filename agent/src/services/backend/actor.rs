@@ -198,6 +198,11 @@ impl<R: ContainerRuntime, C: Cores> Actor<R, C> {
                         node,
                         service: name,
                     },
+                    Refusal::Starting { starting } => AcquireError::Starting {
+                        node,
+                        service: name,
+                        starting,
+                    },
                 }));
             }
         }
@@ -233,16 +238,18 @@ impl<R: ContainerRuntime, C: Cores> Actor<R, C> {
                 self.released.notify_waiters();
                 self.plan.instance_started(&spec, result, now)
             }
+            // A start ended: a connection waiting for one of the
+            // `MAX_STARTING` may now start one.
             Event::Fresh(name, Ok((started, stream)), reply) => {
                 let actions = self.plan.fresh_started(&name, Some(started.clone()));
                 self.execute(actions);
                 self.hand_over(&name, reply, Granted::Connected(started, stream));
+                self.released.notify_waiters();
                 Vec::new()
             }
-            // No wake-up: the caller itself is what would wake, and retry
-            // at once.
             Event::Fresh(name, Err(e), reply) => {
                 let _ = reply.send(Err(e));
+                self.released.notify_waiters();
                 self.plan.fresh_started(&name, None)
             }
             Event::Exited(name, started, code) => {

@@ -19,6 +19,15 @@ pub enum AcquireError {
         service: ServiceName,
         containers: u32,
     },
+    #[error(
+        "{node} is starting {starting} containers of {service} already (at most {max} at once)",
+        max = crate::services::plan::MAX_STARTING
+    )]
+    Starting {
+        node: NodeId,
+        service: ServiceName,
+        starting: u32,
+    },
     #[error("no ready instance of {service} on {node}")]
     NoInstance { node: NodeId, service: ServiceName },
     #[error("instance {container} of {service} did not accept a connection: {cause}")]

@@ -19,6 +19,7 @@ use tracing::warn;
 
 use super::BackendConfig;
 use super::error::{AcquireError, ReadyError};
+use crate::clock::deadline_after;
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError};
 use crate::services::plan::Started;
 use crate::services::ports::Cores;
@@ -150,7 +151,7 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
         let (why, output) = last.unwrap_or((ReadyError::NoAddress, String::new()));
         Err(AcquireError::NotReady {
             service: service(),
-            starts: spec.ready_retries + 1,
+            starts: spec.ready_retries.saturating_add(1),
             why,
             output,
         })
@@ -192,7 +193,7 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
         id: &str,
         spec: &ServiceSpec,
     ) -> Result<(SocketAddr, TcpStream), ReadyError> {
-        let deadline = Instant::now() + Duration::from_millis(spec.ready_timeout_ms);
+        let deadline = deadline_after(Duration::from_millis(spec.ready_timeout_ms));
         let mut delay = Duration::from_millis(2);
         loop {
             let info = self.runtime.inspect(id).await?;

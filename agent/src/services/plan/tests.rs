@@ -122,20 +122,73 @@ fn broken_starts_back_off_doubling_and_a_success_ends_it() {
     );
     let t2 = t1 + Duration::from_secs(2);
     assert_eq!(plan.tick(&BTreeMap::new(), t2).len(), 1);
-    // No room is not the service's fault: no back-off.
+    // No room backs off too: a full node is not asked again at every tick.
     plan.warm_started(&web, Err(StartFailure::NoRoom), t2);
-    assert_eq!(plan.tick(&BTreeMap::new(), t2).len(), 1);
-    plan.warm_started(&web, Ok((started("a"), ())), t2);
+    assert!(
+        plan.tick(&BTreeMap::new(), t2 + Duration::from_millis(3999))
+            .is_empty()
+    );
+    let t3 = t2 + Duration::from_secs(4);
+    assert_eq!(plan.tick(&BTreeMap::new(), t3).len(), 1);
+    plan.warm_started(&web, Ok((started("a"), ())), t3);
     assert_eq!(load(&plan).ready, 1);
     // Taking it refills; that start fails, and the next connection's own
     // start does not wait out the back-off: the client asked.
-    let (_, refill) = plan.acquire(&name(), open, t2);
+    let (_, refill) = plan.acquire(&name(), open, t3);
     assert_eq!(refill, vec![Action::StartWarm(web.clone())]);
-    plan.warm_started(&web, Err(StartFailure::Broken), t2);
+    plan.warm_started(&web, Err(StartFailure::Broken), t3);
     assert!(matches!(
-        plan.acquire(&name(), open, t2).0,
+        plan.acquire(&name(), open, t3).0,
         Ok(Grant::Fresh(_))
     ));
+}
+
+/// A definition at the limits (256 warm, 4096 per node) or a large pool
+/// asks for `MAX_STARTING` starts at a time, not all at once; connections'
+/// own starts count too.
+#[test]
+fn starts_in_flight_are_bounded() {
+    let now = Instant::now();
+    let mut plan = Plan::<()>::default();
+    let web = spec("per-connection", "img", 256, 4096);
+    plan.define(web.clone());
+    let starts = plan.tick(&BTreeMap::new(), now);
+    assert_eq!(starts.len(), MAX_STARTING as usize);
+    assert!(plan.tick(&BTreeMap::new(), now).is_empty());
+    assert_eq!(
+        plan.acquire(&name(), open, now).0.unwrap_err(),
+        Refusal::Starting {
+            starting: MAX_STARTING
+        }
+    );
+    // One ends: one more may start.
+    plan.warm_started(&web, Ok((started("a"), ())), now);
+    assert_eq!(plan.tick(&BTreeMap::new(), now).len(), 1);
+
+    let mut plan = Plan::<()>::default();
+    let cold = spec("per-connection", "img", 0, 4096);
+    plan.define(cold);
+    for _ in 0..MAX_STARTING {
+        assert!(matches!(
+            plan.acquire(&name(), open, now).0,
+            Ok(Grant::Fresh(_))
+        ));
+    }
+    assert!(matches!(
+        plan.acquire(&name(), open, now).0,
+        Err(Refusal::Starting { .. })
+    ));
+    plan.fresh_started(&name(), None);
+    assert!(matches!(
+        plan.acquire(&name(), open, now).0,
+        Ok(Grant::Fresh(_))
+    ));
+
+    let mut plan = Plan::<()>::default();
+    plan.define(spec("pool", "img", 0, 4));
+    let want = BTreeMap::from([(name(), vec![1; 4096])]);
+    assert_eq!(plan.tick(&want, now).len(), MAX_STARTING as usize);
+    assert!(plan.tick(&want, now).is_empty());
 }
 
 #[test]
@@ -268,6 +321,8 @@ struct World {
     queued: u32,
     next: u32,
     now: Option<Instant>,
+    /// Definitions and pools far beyond `MAX_STARTING`.
+    big: bool,
 }
 
 const MAX: u32 = 3;
@@ -312,7 +367,7 @@ impl World {
                     }
                     Ok(Grant::Instance(s)) => self.leases.push(s.id),
                     Ok(Grant::Fresh(_)) => {
-                        assert!(load(&self.plan).containers <= MAX);
+                        assert!(load(&self.plan).containers <= self.max());
                         self.pending.push(Pending::Fresh)
                     }
                     Err(_) => {}
@@ -377,12 +432,22 @@ impl World {
             }
             Op::Tick(n) => {
                 self.now = Some(now + Duration::from_millis(700));
-                let want = BTreeMap::from([(name(), vec![1; n as usize])]);
+                let n = if self.big {
+                    40 * n as usize
+                } else {
+                    n as usize
+                };
+                let want = BTreeMap::from([(name(), vec![1; n])]);
                 self.plan.tick(&want, now)
             }
             Op::Redefine(pool, warm) => {
                 let mode = if pool { "pool" } else { "per-connection" };
-                self.plan.define(spec(mode, "img", warm as u32, MAX))
+                let warm = if self.big {
+                    40 * warm as u32
+                } else {
+                    warm as u32
+                };
+                self.plan.define(spec(mode, "img", warm, self.max()))
             }
             Op::Remove => self.plan.remove(&name()),
             Op::Enqueue => {
@@ -402,8 +467,17 @@ impl World {
         self.check();
     }
 
+    fn max(&self) -> u32 {
+        if self.big { 200 } else { MAX }
+    }
+
     fn check(&self) {
         let load = load(&self.plan);
+        assert!(
+            self.pending.len() <= MAX_STARTING as usize,
+            "{} starts at once",
+            self.pending.len()
+        );
         // Every container that exists or is starting is counted, once.
         assert_eq!(
             load.containers as usize,
@@ -425,11 +499,13 @@ proptest! {
     #[test]
     fn figures_match_the_containers_and_a_removed_service_leaves_nothing(
         pool in any::<bool>(),
+        big in any::<bool>(),
         ops in proptest::collection::vec(op(), 0..80),
     ) {
-        let mut w = World::default();
+        let mut w = World { big, ..World::default() };
         let mode = if pool { "pool" } else { "per-connection" };
-        let actions = w.plan.define(spec(mode, "img", 2, MAX));
+        let warm = if big { 80 } else { 2 };
+        let actions = w.plan.define(spec(mode, "img", warm, w.max()));
         w.apply(actions);
         for op in ops {
             w.step(op);

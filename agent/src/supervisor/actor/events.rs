@@ -235,7 +235,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             // A retry: back of its priority class.
             match r.requeued_at(self.next_seq) {
                 Ok(()) => {
-                    self.next_seq += 1;
+                    self.next_seq = self.next_seq.saturating_add(1);
                     self.queue.put(queued(r));
                 }
                 Err(e) => refused(&e),

@@ -41,7 +41,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.store
             .put(&record)
             .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         self.queue.put(queued(&record));
         info!(task_id = %record.id, attempt = record.attempt, keeper = ?record.keeper, "task adopted into the queue");
         self.records.insert(record.id.clone(), record);

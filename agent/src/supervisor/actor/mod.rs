@@ -172,7 +172,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
         }
         for r in records {
-            self.next_seq = self.next_seq.max(r.queue_seq + 1);
+            self.next_seq = self.next_seq.max(r.queue_seq.saturating_add(1));
             match r.state {
                 // A task whose offer's outcome is unknown waits outside the
                 // queue until the mover asks the node it was offered to.

@@ -78,7 +78,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.store
             .put(&record)
             .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         self.queue.put(queued(&record));
         info!(task_id = %record.id, "took a task offered by a peer");
         self.records.insert(record.id.clone(), record);
