@@ -180,12 +180,15 @@ fn log_files(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Keeps two finished tasks (however recent), looked at every 100 ms.
+/// Keeps two finished tasks, looked at every 100 ms, once a task finished
+/// 2 s ago: the grace that lets a runner's last push reach the keeper
+/// before it forgets the task (without it, a keeper could be left holding
+/// a copy that still says running, which retention never forgets).
 fn keep_two() -> Retention {
     Retention {
         max_age_ms: 3_600_000,
         max_records: 2,
-        grace_ms: 0,
+        grace_ms: 2_000,
     }
 }
 
