@@ -566,7 +566,7 @@ async fn an_idle_client_is_closed_and_its_container_removed() {
 #[tokio::test]
 async fn definitions_from_a_peer_that_the_api_would_refuse_are_ignored() {
     let (a, b) = pair().await;
-    let listen = port(17);
+    let listen = port(14);
     a.api
         .create_service(&svc("fine", listen, &["echo", "--port", "7000"]))
         .await;
