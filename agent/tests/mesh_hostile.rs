@@ -8,6 +8,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,13 +68,12 @@ async fn a_flood_of_spoofed_initials_does_not_stop_a_peer_joining() {
 }
 
 #[tokio::test]
-async fn stalled_handshakes_from_one_source_do_not_stop_a_peer_joining() {
-    let setup = setup();
-    let target = setup.start(&[]).await;
+async fn stalled_handshakes_from_one_source_do_not_lock_out_other_peers() {
+    let target = setup().start(&[]).await;
     let to = quic_addr(&target);
     // A source that proves its address (it follows the Retry), then never
-    // finishes a handshake, more than once per slot.
-    // (Off the test's runtime thread, which runs the agent.)
+    // finishes a handshake: more attempts than there are slots, and more
+    // all the time. (Off the test's runtime thread, which runs the agent.)
     let attempts = tokio::task::spawn_blocking(move || {
         let mut attempts = Attempts::from(IpAddr::from([127, 0, 0, 9]));
         attempts.validated_then_silent(to, 100);
@@ -81,11 +81,15 @@ async fn stalled_handshakes_from_one_source_do_not_stop_a_peer_joining() {
     })
     .await
     .unwrap();
-    let _flood = Flood::start(attempts, Duration::from_millis(50), move |a| {
+    let _flood = Flood::start(attempts, Duration::from_millis(20), move |a| {
         a.validated_then_silent(to, 20);
     });
-    let joiner = setup.start(&[target.gossip()]).await;
-    wait_joined(&target, &joiner).await;
+    // Another source gets a slot every time.
+    let endpoint = client("other", None);
+    for i in 0..5 {
+        let conn = endpoint.connect(to, "x").unwrap().await;
+        assert!(conn.is_ok(), "connection {i}: {:?}", conn.err());
+    }
     let (refused, _) = target.mesh().refusals();
     assert!(refused > 0, "the staller's extra attempts were refused");
 }
@@ -216,4 +220,121 @@ async fn a_call_reaches_only_the_node_whose_certificate_it_names() {
         )
         .await;
     assert!(matches!(answer, Ok(Response::Page(_))), "{answer:?}");
+}
+
+/// A quinn client endpoint that presents a development certificate for
+/// `name`, with the mesh's transport settings unless `transport` is given.
+fn client(name: &str, transport: Option<quinn::TransportConfig>) -> quinn::Endpoint {
+    let mut config = common::quic::dev_tls(name).client;
+    if let Some(t) = transport {
+        config.transport_config(Arc::new(t));
+    }
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+#[tokio::test]
+async fn stalled_requests_cannot_make_an_agent_take_unbounded_bytes() {
+    const MIB: u64 = 1 << 20;
+    let target = setup().start(&[]).await;
+    // A peer with a small send buffer, so what it manages to write is what
+    // the agent took in.
+    let mut transport = quinn::TransportConfig::default();
+    transport.send_window(MIB);
+    let endpoint = client("greedy", Some(transport));
+    let conn = endpoint
+        .connect(quic_addr(&target), "x")
+        .unwrap()
+        .await
+        .unwrap();
+    // 64 calls that each claim the largest frame (1 MiB) and send all of it
+    // but the last 64 KiB, then stall: 60 MiB that never becomes a request.
+    let written = Arc::new(AtomicU64::new(0));
+    for _ in 0..64 {
+        let (conn, written) = (conn.clone(), written.clone());
+        tokio::spawn(async move {
+            let Ok((mut send, _recv)) = conn.open_bi().await else {
+                return;
+            };
+            let mut head = vec![mesh_protocol::rpc::KIND_RPC];
+            head.extend((mesh_protocol::rpc::MAX_FRAME as u32).to_be_bytes());
+            if send.write_all(&head).await.is_err() {
+                return;
+            }
+            let chunk = vec![0u8; 64 * 1024];
+            for _ in 0..15 {
+                if send.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            // Holds the stream open until the test ends.
+            std::future::pending::<()>().await;
+        });
+    }
+    let pushed = || written.load(Ordering::Relaxed);
+    wait_until(
+        "the peer pushed what the agent lets it",
+        Duration::from_secs(20),
+        || async {
+            if pushed() >= 16 * MIB {
+                Ok(())
+            } else {
+                Err(pushed())
+            }
+        },
+    )
+    .await;
+    // The request budget (4 MiB) and the connection's receive window
+    // (16 MiB), plus the peer's own 1 MiB buffer: the rest waits.
+    hold_for(
+        "the agent takes no more than its windows",
+        Duration::from_secs(3),
+        || async {
+            if pushed() < 24 * MIB {
+                Ok(())
+            } else {
+                Err(pushed())
+            }
+        },
+    )
+    .await;
+    target.api.client().peers().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_that_opens_many_connections_keeps_only_its_newest() {
+    let target = setup().start(&[]).await;
+    let endpoint = client("many", None);
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        let c = endpoint
+            .connect(quic_addr(&target), "x")
+            .unwrap()
+            .await
+            .unwrap();
+        conns.push(c);
+    }
+    wait_until(
+        "the oldest connections are closed, the newest kept",
+        Duration::from_secs(10),
+        || async {
+            let open: Vec<bool> = conns.iter().map(|c| c.close_reason().is_none()).collect();
+            if open == [false, false, false, false, true, true, true, true] {
+                Ok(())
+            } else {
+                Err(open)
+            }
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            conns[0].close_reason(),
+            Some(quinn::ConnectionError::ApplicationClosed(ref c)) if &c.reason[..] == b"too many connections from this peer"
+        ),
+        "{:?}",
+        conns[0].close_reason()
+    );
 }

@@ -2,6 +2,7 @@
 //! (the framing is in `mesh_protocol::rpc`). A call that the handler answers
 //! with a stream (logs) sends one frame per chunk and ends with `LogEnd`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -9,13 +10,21 @@ use futures_util::stream::BoxStream;
 use mesh_protocol::rpc::{self, ErrorKind, KIND_RPC, RemoteError, Request, Response};
 use mesh_protocol::wire;
 use quinn::{Connection, RecvStream, SendStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::handlers::{Caller, Handlers, Reply};
 use super::transport::DialError;
 
-/// How long a peer may take to send its request.
+/// How long a peer may take to send its request (waiting for the request
+/// budget included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of requests one connection may have in flight at once (read, or
+/// being answered): four frames of the largest size. Requests are a few KiB
+/// (an offer carries one task record), so this never holds a peer back.
+pub const REQUEST_BUDGET: usize = 4 * rpc::MAX_FRAME;
+/// A frame's buffer starts at most this large and grows as bytes arrive.
+const FIRST_CHUNK: usize = 16 * 1024;
 
 /// Why a call got no answer (an answer that says the call failed is a
 /// `Response::Failed`, not this).
@@ -39,19 +48,69 @@ pub enum CallError {
     Wire(#[from] wire::WireError),
 }
 
+/// Reads one frame: the length prefix, then the body as its bytes arrive
+/// (a length alone allocates nothing: a peer that claims 1 MiB and sends
+/// nothing costs nothing). `None` if the stream ended before a frame.
 pub(crate) async fn read_frame<T: serde::de::DeserializeOwned>(
     recv: &mut RecvStream,
 ) -> Result<Option<T>, CallError> {
+    let Some(len) = read_len(recv).await? else {
+        return Ok(None);
+    };
+    let body = read_body(recv, len).await?;
+    Ok(Some(wire::decode(&body)?))
+}
+
+/// The next frame's length (checked against the frame limit), or `None`
+/// if the stream ended cleanly first.
+async fn read_len(recv: &mut RecvStream) -> Result<Option<usize>, CallError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = rpc::frame_len(prefix)?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await?;
-    Ok(Some(wire::decode(&body)?))
+    Ok(Some(rpc::frame_len(prefix)?))
+}
+
+/// A frame body of `len` bytes, grown as chunks arrive.
+async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Vec<u8>, CallError> {
+    let mut body = Vec::with_capacity(len.min(FIRST_CHUNK));
+    while body.len() < len {
+        let chunk = recv
+            .read_chunk(len - body.len(), true)
+            .await
+            .map_err(quinn::ReadExactError::ReadError)?;
+        match chunk {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            None => {
+                return Err(CallError::Read(quinn::ReadExactError::FinishedEarly(
+                    body.len(),
+                )));
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Reads a call's request, holding `len` bytes of the connection's request
+/// budget from its length prefix until the returned permit is dropped (when
+/// the call has been answered). A frame that does not fit waits for the
+/// budget: one peer's requests in flight never hold more than the budget.
+async fn read_request(
+    recv: &mut RecvStream,
+    budget: &Arc<Semaphore>,
+) -> Result<(Request, OwnedSemaphorePermit), CallError> {
+    let len = read_len(recv).await?.ok_or(CallError::NoAnswer)?;
+    // A frame is at most 1 MiB, which fits in the budget and in u32.
+    let want = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+    let permit = budget
+        .clone()
+        .acquire_many_owned(want)
+        .await
+        .map_err(|_| CallError::NoAnswer)?;
+    let body = read_body(recv, len).await?;
+    Ok((wire::decode(&body)?, permit))
 }
 
 pub(crate) async fn write_frame<T: serde::Serialize>(
@@ -63,21 +122,18 @@ pub(crate) async fn write_frame<T: serde::Serialize>(
     Ok(())
 }
 
-/// Serves one call (its kind byte already read): reads the request, hands
+/// Serves one call (its kind byte already read): reads the request within
+/// the connection's request `budget` (bytes; see [`read_request`]), hands
 /// it to its topic's handler, answers, finishes.
 pub async fn serve_call(
     mut send: SendStream,
     mut recv: RecvStream,
     caller: Caller,
     handlers: &Handlers,
+    budget: &Arc<Semaphore>,
 ) {
-    let request = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        read_frame::<Request>(&mut recv)
-            .await?
-            .ok_or(CallError::NoAnswer)
-    })
-    .await;
-    let request = match request {
+    let request = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv, budget)).await;
+    let (request, _held) = match request {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             warn!(caller = ?caller, error = %e, "refused a malformed call");

@@ -7,9 +7,9 @@
 //! per-peer task through a bounded queue and returns; a full queue drops the
 //! message (gossip repeats itself every interval).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
-use quinn::{Connection, Endpoint};
-use tokio::sync::mpsc;
+use quinn::{Connection, Endpoint, VarInt};
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use mesh_protocol::NodeId;
@@ -45,6 +45,12 @@ const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed dial, messages to that address are dropped this long.
 const REDIAL_BACKOFF: Duration = Duration::from_millis(500);
 const PEER_QUEUE: usize = 64;
+/// Connections one peer (by certificate name) may have dialled to us at
+/// once; beyond it the oldest is closed.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// The application close code and reason for a connection closed because
+/// its peer opened too many.
+const TOO_MANY_CONNECTIONS: (u32, &[u8]) = (1, b"too many connections from this peer");
 
 /// What the endpoint knows of its peers: live connections and the node name
 /// each address proved with its certificate.
@@ -57,6 +63,9 @@ pub struct Peers {
 struct PeersInner {
     connections: HashMap<SocketAddr, Connection>,
     names: HashMap<SocketAddr, String>,
+    /// Connections peers dialled to us, oldest first, by who dialled (the
+    /// certificate's name, else the address).
+    accepted: HashMap<String, VecDeque<Connection>>,
 }
 
 impl Peers {
@@ -72,6 +81,24 @@ impl Peers {
             inner.names.insert(addr, name);
         }
         inner.connections.insert(addr, conn.clone());
+    }
+
+    /// Keeps an accepted connection, and returns the oldest ones of the
+    /// same peer beyond [`MAX_CONNECTIONS_PER_PEER`] (for the caller to
+    /// close): a peer normally holds one or two (one each way, plus a
+    /// stale one for a moment after a restart), and the newest is the one
+    /// it uses.
+    fn accepted(&self, conn: &Connection) -> Vec<Connection> {
+        let who = tls::peer_node_name(conn).unwrap_or_else(|| conn.remote_address().to_string());
+        let mut inner = self.lock();
+        inner
+            .accepted
+            .retain(|_, conns| conns.iter().any(|c| c.close_reason().is_none()));
+        let conns = inner.accepted.entry(who).or_default();
+        conns.retain(|c| c.close_reason().is_none());
+        conns.push_back(conn.clone());
+        let extra = conns.len().saturating_sub(MAX_CONNECTIONS_PER_PEER);
+        conns.drain(..extra).collect()
     }
 
     fn live(&self, addr: &SocketAddr) -> Option<Connection> {
@@ -102,6 +129,8 @@ pub struct Refusals {
     /// Dials refused because the certificate at the address names another
     /// node than the one meant.
     pub identities: AtomicU64,
+    /// Accepted connections closed because their peer held too many.
+    pub connections: AtomicU64,
 }
 
 /// Why a peer could not be reached.
@@ -376,6 +405,14 @@ async fn accept_loop(shared: Arc<Shared>) {
             match result {
                 Ok(conn) => {
                     shared.peers.add(&conn);
+                    for old in shared.peers.accepted(&conn) {
+                        let n = shared.refusals.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            warn!(peer = %from, refused_so_far = n, "a peer holds too many connections; closing its oldest");
+                        }
+                        let (code, reason) = TOO_MANY_CONNECTIONS;
+                        old.close(code.into(), reason);
+                    }
                     serve_connection(shared, conn).await;
                 }
                 Err(Refused::Handshake(e)) if tls::is_version_mismatch(&e) => {
@@ -404,7 +441,13 @@ enum Refused {
 }
 
 /// Serves one connection until it closes: gossip on unidirectional streams,
-/// calls on bidirectional ones.
+/// calls and tunnels on bidirectional ones.
+///
+/// The peer may open [`tls::INITIAL_BIDI_STREAMS`] bidirectional streams at
+/// once, raised (doubling) while three quarters are in use, up to
+/// [`tls::MAX_BIDI_STREAMS`]: quinn sets aside state for every stream a
+/// peer may open, on every connection, so an idle connection stays cheap
+/// and one that carries thousands of service connections can still grow.
 async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     let calls = {
         let (shared, conn) = (shared.clone(), conn.clone());
@@ -412,12 +455,42 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
             // Who calls is the node the certificate names, never what a
             // request says.
             let caller: Caller = tls::peer_node_name(&conn).and_then(|n| NodeId::new(n).ok());
+            let budget = Arc::new(Semaphore::new(super::rpc::REQUEST_BUDGET));
+            let open = Arc::new(AtomicUsize::new(0));
+            let mut limit = tls::INITIAL_BIDI_STREAMS;
             while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(serve_stream(shared.clone(), caller.clone(), send, recv));
+                let in_use = open.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(raised) = raise_stream_limit(in_use, limit) {
+                    limit = raised;
+                    conn.set_max_concurrent_bi_streams(VarInt::from_u32(limit));
+                }
+                let stream = OpenStream(open.clone());
+                let (shared, caller, budget) = (shared.clone(), caller.clone(), budget.clone());
+                tokio::spawn(async move {
+                    serve_stream(shared, caller, budget, send, recv).await;
+                    drop(stream);
+                });
             }
         }
     };
     tokio::join!(read_gossip(shared, conn), calls);
+}
+
+/// The new limit of concurrent streams when `in_use` of `limit` are open:
+/// doubled once three quarters are taken, up to the maximum.
+fn raise_stream_limit(in_use: usize, limit: u32) -> Option<u32> {
+    let limit_now = limit as usize;
+    (in_use * 4 >= limit_now * 3 && limit < tls::MAX_BIDI_STREAMS)
+        .then(|| limit.saturating_mul(2).min(tls::MAX_BIDI_STREAMS))
+}
+
+/// Counts a stream as open until dropped.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves one bidirectional stream by its kind byte: a call, or a forwarded
@@ -425,6 +498,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
 async fn serve_stream(
     shared: Arc<Shared>,
     caller: Caller,
+    budget: Arc<Semaphore>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -437,7 +511,7 @@ async fn serve_stream(
         }
     }
     match kind[0] {
-        KIND_RPC => super::rpc::serve_call(send, recv, caller, &shared.handlers).await,
+        KIND_RPC => super::rpc::serve_call(send, recv, caller, &shared.handlers, &budget).await,
         KIND_TUNNEL => match shared.handlers.tunnels() {
             Some(serve) => serve(caller, send, recv).await,
             None => {
@@ -518,6 +592,18 @@ pub fn decode(bytes: &[u8]) -> Result<ChitchatMessage, GossipDecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_limit_doubles_at_three_quarters_up_to_the_maximum() {
+        let first = tls::INITIAL_BIDI_STREAMS;
+        assert_eq!(raise_stream_limit(1, first), None);
+        let at = (first as usize * 3).div_ceil(4);
+        assert_eq!(raise_stream_limit(at - 1, first), None);
+        assert_eq!(raise_stream_limit(at, first), Some(first * 2));
+        let max = tls::MAX_BIDI_STREAMS;
+        assert_eq!(raise_stream_limit(max as usize, max), None);
+        assert_eq!(raise_stream_limit(max as usize, max / 2 + 1), Some(max));
+    }
 
     #[test]
     fn decode_refuses_garbage() {

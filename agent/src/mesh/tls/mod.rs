@@ -35,14 +35,29 @@ const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// five missed keep-alives, so one lost packet does not drop a connection,
 /// while a dead peer is noticed within seconds.
 const MAX_IDLE_MS: u32 = 10_000;
-/// Every request, gossip exchange and log stream is its own stream; 256 lets
-/// many run at once between two nodes while bounding what one peer can make
-/// us hold open.
+/// Every gossip message is its own unidirectional stream; 256 lets many run
+/// at once between two nodes while bounding what one peer can make us hold
+/// open (each reads at most 64 KiB).
 const MAX_STREAMS: u32 = 256;
-/// Bidirectional streams a peer may have open at once: calls, and one per
-/// forwarded service connection (peers are authenticated; a stream costs
-/// only its state until it carries data).
-const MAX_BIDI_STREAMS: u32 = 100_000;
+/// Bidirectional streams (calls, and one per forwarded service connection)
+/// a peer may open at once on a new connection. The transport raises it
+/// while most are in use (`transport::serve_connection`), up to
+/// [`MAX_BIDI_STREAMS`]. Quinn sets aside state for every stream a peer may
+/// open, so a large fixed limit costs every connection: at 100,000 each
+/// connection cost 100,000 entries on both sides before a byte moved.
+pub const INITIAL_BIDI_STREAMS: u32 = 1024;
+/// The most bidirectional streams one connection may have open: well above
+/// the 10,000 service connections held through one peer in the benchmarks.
+pub const MAX_BIDI_STREAMS: u32 = 16_384;
+/// Bytes a peer may send on one stream ahead of what we read: quinn's
+/// default (12.5 MB/s over a 100 ms round trip), which a single tunnel needs
+/// to move a bulk transfer at full speed on a LAN or between regions.
+const STREAM_RECEIVE_WINDOW: u32 = 1_250_000;
+/// Bytes a peer may send on all streams of a connection ahead of what we
+/// read (quinn's default is unbounded): 16 MiB, about 13 streams' windows,
+/// so many tunnels at once still move at full speed, while a peer that
+/// fills streams nobody reads holds at most this much per connection.
+const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// How long the certificate generated for [`TlsSource::InsecureDev`] lasts.
 const DEV_CERT_DAYS: u32 = 30;
@@ -345,7 +360,9 @@ fn transport() -> Arc<TransportConfig> {
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(MAX_IDLE_MS))))
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_STREAMS))
-        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS));
+        .max_concurrent_bidi_streams(VarInt::from_u32(INITIAL_BIDI_STREAMS))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(RECEIVE_WINDOW));
     Arc::new(transport)
 }
 
