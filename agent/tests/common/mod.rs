@@ -11,6 +11,7 @@ pub mod docker;
 pub mod net;
 pub mod quic;
 pub mod services;
+pub mod services_docker;
 pub mod wait;
 
 pub use api::{Api, Refusal, refusal};
