@@ -115,8 +115,10 @@ async fn sync_as_runner(
     let view = tasks.mesh().peers().await;
     let seen = sightings(&view);
     let majority = lease::sees_majority(&seen);
-    // A keeper silent for a few rounds may have missed pushes or decided
-    // something meanwhile: push again once it is heard.
+    // A keeper silent for a few rounds may have re-placed an unfinished
+    // task meanwhile: push those again once it is heard, to learn whether
+    // they were superseded. (Ended ones have nothing left to stop; with
+    // thousands retained, pushing them after every silence would be waste.)
     let silent = |k: &NodeId| {
         view.iter()
             .find(|p| &p.node == k)
@@ -143,7 +145,7 @@ async fn sync_as_runner(
             pushed.remove(&r.id);
             continue;
         }
-        if r.keeper.as_ref().is_some_and(silent) {
+        if !r.state.is_terminal() && r.keeper.as_ref().is_some_and(silent) {
             pushed.remove(&r.id);
         }
         let keeper = match r.keeper.clone().map(|k| (state_of(&k), k)) {
