@@ -5,6 +5,8 @@
 //! `Mesh::handle_tunnels`) and publish their figures through it.
 
 pub mod admission;
+pub mod exchanges;
+pub mod gossip_check;
 pub mod handlers;
 pub mod rpc;
 pub mod tls;
