@@ -427,6 +427,12 @@ impl Mesh {
         )
     }
 
+    /// Gossip messages refused so far, by reason (see
+    /// [`gossip_check::Refusal::reason`]).
+    pub fn gossip_refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.transport.refusals().gossip()
+    }
+
     /// Calls and tunnels refused so far because the certificate at the
     /// address names another node than the one meant.
     pub fn identity_refusals(&self) -> u64 {
