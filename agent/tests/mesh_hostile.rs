@@ -16,6 +16,8 @@ use std::time::Duration;
 use chitchat::ChitchatId;
 use common::quic::{Attempts, Flood};
 use common::*;
+use mesh_agent::agent::AgentError;
+use mesh_agent::mesh::MeshError;
 use mesh_agent::mesh::gossip_check::craft::{self, Ops};
 use mesh_agent::mesh::handlers::{Handlers, Reply};
 use mesh_agent::mesh::rpc::CallError;
@@ -456,5 +458,16 @@ async fn a_member_sending_gossip_chitchat_would_choke_on_does_not_stop_the_agent
         refused(target, &reasons),
         reasons.map(|r| (r, if r == "unsolicited" { 2 } else { 1 })),
         "each message refused for its reason, and no other"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_whose_gossip_stops_stops_with_an_error() {
+    let mut agent = setup().start(&[]).await;
+    agent.mesh().abort_gossip();
+    let ended = agent.stopped().await;
+    assert!(
+        matches!(ended, Err(AgentError::Mesh(MeshError::GossipStopped(_)))),
+        "{ended:?}"
     );
 }
