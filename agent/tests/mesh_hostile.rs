@@ -364,15 +364,21 @@ async fn send_gossip(conn: &quinn::Connection, message: &[u8]) {
 }
 
 /// Reads gossip streams from `conn` until one holds a message of type
-/// `kind` (the byte after chitchat's magic number and version).
+/// `kind` (the byte after chitchat's magic number and version), for at most
+/// 10 s.
 async fn receive_gossip(conn: &quinn::Connection, kind: u8) {
-    loop {
-        let mut s = conn.accept_uni().await.unwrap();
-        let bytes = s.read_to_end(MAX_GOSSIP_BYTES).await.unwrap();
-        if bytes.get(4) == Some(&kind) {
-            return;
+    let received = async {
+        loop {
+            let mut s = conn.accept_uni().await.unwrap();
+            let bytes = s.read_to_end(MAX_GOSSIP_BYTES).await.unwrap();
+            if bytes.get(4) == Some(&kind) {
+                return;
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .unwrap_or_else(|_| panic!("no gossip message of type {kind} within 10 s"));
 }
 
 /// Gossip refusals of these reasons so far (0 for none).
