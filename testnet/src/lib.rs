@@ -38,6 +38,8 @@ pub mod bench;
 #[cfg(feature = "harness")]
 mod certs;
 #[cfg(feature = "harness")]
+pub mod chaos;
+#[cfg(feature = "harness")]
 pub mod docker;
 #[cfg(feature = "harness")]
 mod error;
