@@ -101,6 +101,9 @@ pub enum Violation {
     Orphan { container: String, what: String },
     /// An agent's log has a panic.
     Panic { node: String, line: String },
+    /// A service connection that neither completed nor was refused
+    /// cleanly.
+    Connection { what: String, outcome: &'static str },
 }
 
 impl Violation {
@@ -122,6 +125,7 @@ impl Violation {
             Violation::SucceededUnseen { .. } => "success no container saw",
             Violation::Orphan { .. } => "orphan container",
             Violation::Panic { .. } => "agent panicked",
+            Violation::Connection { .. } => "connection not clean",
         }
     }
 }
@@ -171,6 +175,9 @@ impl fmt::Display for Violation {
                 write!(f, "container {container} ({what}) belongs to nothing")
             }
             Violation::Panic { node, line } => write!(f, "{node} panicked: {line}"),
+            Violation::Connection { what, outcome } => {
+                write!(f, "connection {what}: {outcome}")
+            }
         }
     }
 }

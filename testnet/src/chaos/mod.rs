@@ -1,10 +1,13 @@
 //! The chaos run: a testnet of agents under a steady load of tasks (arrays,
 //! retries, dependencies) while faults chosen from a seed come and go (an
 //! agent killed and restarted, two agents cut off from three and healed, a
-//! drain and undrain). At the end it checks, from the containers' own
+//! drain and undrain), and clients connect to a service of each mode. At
+//! the end it checks, from the containers' own
 //! evidence (the [`witness`]), Docker and the agents' logs, that every
 //! accepted task reached a final state, that no task's work ran in two
-//! places at once or succeeded twice, that no container of the mesh was left
+//! places at once or succeeded twice, that no core was held twice at once,
+//! that every service connection completed or was refused cleanly, that no
+//! container of the mesh was left
 //! belonging to nothing and that no agent panicked, and returns a
 //! [`Report`] with the counts and every violation.
 //!
@@ -14,6 +17,7 @@
 pub mod check;
 mod report;
 pub mod schedule;
+pub mod services;
 pub mod witness;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,6 +58,8 @@ const REJOIN_LIMIT: Duration = Duration::from_secs(90);
 /// Salt of the load's RNG, so that the load and the faults draw from
 /// streams of their own and one does not shift the other.
 const LOAD_SALT: u64 = 0x6c6f_6164;
+/// Salt of the service clients' RNG.
+const CLIENTS_SALT: u64 = 0x636f_6e6e;
 
 /// What one chaos run does.
 #[derive(Debug, Clone)]
@@ -98,7 +104,7 @@ pub enum ChaosError {
 /// Nodes the run cannot reach through their API right now (killed or cut
 /// off), shared by the fault loop and the load.
 #[derive(Debug, Default, Clone)]
-struct Unreachable(Arc<Mutex<BTreeSet<usize>>>);
+pub(crate) struct Unreachable(Arc<Mutex<BTreeSet<usize>>>);
 
 impl Unreachable {
     fn set(&self, nodes: &[usize], down: bool) {
@@ -126,6 +132,7 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     let net = Testnet::up(opts.testnet.clone()).await?;
     let all = net.nodes();
     all_alive(&net, "all see all").await?;
+    services::declare(&net, "n1").await?;
     let origin = Instant::now();
     let gateway = SocketAddr::from((net.state().subnet.gateway(), 0));
     let witness = witness::Witness::start(gateway, origin)
@@ -148,9 +155,16 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
         unreachable: unreachable.clone(),
         origin,
     };
-    let (faults, submitted) = tokio::join!(
+    let (faults, submitted, connections) = tokio::join!(
         drive_faults(&net, opts.seed, deadline, &unreachable, origin),
         load.run(opts.seed ^ LOAD_SALT, deadline),
+        services::clients(
+            &net,
+            opts.seed ^ CLIENTS_SALT,
+            deadline,
+            &unreachable,
+            origin
+        ),
     );
     let faults = faults?;
     let faults_isolated = faults.isolated.clone();
@@ -171,6 +185,11 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     report.violations = check::check_tasks(&accepted, &listed, &intervals, &faults_isolated);
     report.violations.extend(check::check_cores(&intervals));
     report.count_work(&intervals);
+    report.count_connections(&connections);
+    report
+        .violations
+        .extend(services::check_connections(&connections, &faults_isolated));
+    services::remove(&net, "n1").await?;
     report.violations.extend(orphans(&net).await?);
     for node in net.state().members() {
         let log = net.docker.logs(&node.container, 10_000_000).await;
@@ -196,7 +215,7 @@ pub(crate) fn millis(origin: Instant) -> u64 {
 }
 
 /// Prints one line of the run's progress, with the time since its start.
-fn log(origin: Instant, what: std::fmt::Arguments<'_>) {
+pub(crate) fn log(origin: Instant, what: std::fmt::Arguments<'_>) {
     eprintln!("chaos [{:>7.1}s] {what}", origin.elapsed().as_secs_f64());
 }
 

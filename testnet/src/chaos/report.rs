@@ -8,6 +8,7 @@ use mesh_protocol::TaskState;
 
 use crate::chaos::check::{Interval, Violation};
 use crate::chaos::schedule::FaultKind;
+use crate::chaos::services::{Connection, Outcome};
 
 /// How the load's submissions were answered.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct Report {
     /// said they finished it successfully.
     pub runs: u32,
     pub successful_runs: u32,
+    /// Service connections by how they ended.
+    pub connections: BTreeMap<Outcome, u32>,
     pub violations: Vec<Violation>,
 }
 
@@ -54,6 +57,7 @@ impl Report {
             tasks: BTreeMap::new(),
             runs: 0,
             successful_runs: 0,
+            connections: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -71,6 +75,12 @@ impl Report {
         self.successful_runs =
             u32::try_from(intervals.iter().filter(|i| i.code == Some(0)).count())
                 .unwrap_or(u32::MAX);
+    }
+
+    pub fn count_connections(&mut self, conns: &[Connection]) {
+        for c in conns {
+            *self.connections.entry(c.outcome).or_default() += 1;
+        }
     }
 
     /// Whether the run found no violation (known limits aside).
@@ -117,6 +127,21 @@ impl Report {
         rows.push((
             "containers that worked / finished successfully".into(),
             format!("{} / {}", self.runs, self.successful_runs),
+        ));
+        let total: u32 = self.connections.values().sum();
+        let outcomes: Vec<String> = Outcome::ALL
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o.as_str(),
+                    self.connections.get(o).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        rows.push((
+            "service connections (both modes)".into(),
+            format!("{total}: {}", outcomes.join(", ")),
         ));
         let known: Vec<&Violation> = self
             .violations
