@@ -56,6 +56,8 @@ mod options;
 #[cfg(feature = "harness")]
 pub mod sim;
 #[cfg(feature = "harness")]
+mod sockproxy;
+#[cfg(feature = "harness")]
 mod state;
 #[cfg(feature = "harness")]
 mod status;

@@ -101,6 +101,9 @@ pub enum Violation {
     Orphan { container: String, what: String },
     /// An agent's log has a panic.
     Panic { node: String, line: String },
+    /// An agent that does not take and run a task once every fault is
+    /// repaired.
+    Unserviceable { node: String, why: String },
     /// A service connection that neither completed nor was refused
     /// cleanly.
     Connection { what: String, outcome: &'static str },
@@ -126,6 +129,7 @@ impl Violation {
             Violation::Orphan { .. } => "orphan container",
             Violation::Panic { .. } => "agent panicked",
             Violation::Connection { .. } => "connection not clean",
+            Violation::Unserviceable { .. } => "agent out of service after repair",
         }
     }
 }
@@ -175,6 +179,12 @@ impl fmt::Display for Violation {
                 write!(f, "container {container} ({what}) belongs to nothing")
             }
             Violation::Panic { node, line } => write!(f, "{node} panicked: {line}"),
+            Violation::Unserviceable { node, why } => {
+                write!(
+                    f,
+                    "{node} does not run a task after every fault was repaired: {why}"
+                )
+            }
             Violation::Connection { what, outcome } => {
                 write!(f, "connection {what}: {outcome}")
             }

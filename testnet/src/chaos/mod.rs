@@ -1,7 +1,8 @@
 //! The chaos run: a testnet of agents under a steady load of tasks (arrays,
 //! retries, dependencies) while faults chosen from a seed come and go (an
 //! agent killed and restarted, two agents cut off from three and healed, a
-//! drain and undrain), and clients connect to a service of each mode. At
+//! drain and undrain, Docker not answering an agent, an agent's data disk
+//! full), and clients connect to a service of each mode. At
 //! the end it checks, from the containers' own
 //! evidence (the [`witness`]), Docker and the agents' logs, that every
 //! accepted task reached a final state, that no task's work ran in two
@@ -45,6 +46,10 @@ pub use schedule::{Fault, FaultKind, Submission};
 
 /// The label every task of the run carries: the testnet's name.
 pub const LABEL_RUN: &str = "chaos.run";
+/// The label of the probes ([`probe`]), apart from the load's tasks.
+pub const LABEL_PROBE: &str = "chaos.probe";
+/// How long a probe has to be accepted, and then to succeed.
+const PROBE_LIMIT: Duration = Duration::from_secs(60);
 /// The image whose `witness` program the tasks run.
 pub const TASK_IMAGE: &str = "mesh-testsvc:latest";
 /// How often the load submits.
@@ -60,6 +65,11 @@ const REJOIN_LIMIT: Duration = Duration::from_secs(90);
 const LOAD_SALT: u64 = 0x6c6f_6164;
 /// Salt of the service clients' RNG.
 const CLIENTS_SALT: u64 = 0x636f_6e6e;
+
+/// The size of the last agent's data directory, a tmpfs the run fills.
+const SMALL_DISK: &str = "64m";
+/// The file that fills it.
+const FILL_FILE: &str = "chaos-fill";
 
 /// What one chaos run does.
 #[derive(Debug, Clone)]
@@ -80,6 +90,8 @@ impl ChaosOptions {
             testnet: TestnetOptions::default()
                 .name(name)
                 .nodes(agents)
+                .docker_proxy(true)
+                .small_data(format!("n{agents}"), SMALL_DISK)
                 .teardown_on_drop(true),
         }
     }
@@ -189,6 +201,7 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     report
         .violations
         .extend(services::check_connections(&connections, &faults_isolated));
+    report.violations.extend(probe(&net, witness.addr()).await);
     services::remove(&net, "n1").await?;
     report.violations.extend(orphans(&net).await?);
     for node in net.state().members() {
@@ -240,9 +253,12 @@ async fn drive_faults(
 ) -> Result<Faults, TestnetError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let nodes = net.nodes();
+    let small_disk = nodes
+        .iter()
+        .position(|n| net.state().small_data.contains_key(n.as_str()));
     let mut done = Faults::default();
     while Instant::now() < deadline {
-        let fault = schedule::next_fault(&mut rng, nodes.len());
+        let fault = schedule::next_fault(&mut rng, nodes.len(), small_disk);
         let names: Vec<String> = fault.nodes.iter().map(|&i| nodes[i].to_string()).collect();
         log(
             origin,
@@ -299,6 +315,8 @@ async fn inject(
             net.partition(names).await?;
         }
         FaultKind::Drain => return Ok(set_draining(net, &names[0], true, fault.migrate).await),
+        FaultKind::PauseDocker => net.pause_docker(&names[0], true)?,
+        FaultKind::FillDisk => return fill_disk(net, &names[0], true).await,
     }
     Ok(true)
 }
@@ -317,9 +335,64 @@ async fn repair(
             net.heal().await?;
         }
         FaultKind::Drain => return Ok(set_draining(net, &names[0], false, false).await),
+        FaultKind::PauseDocker => net.pause_docker(&names[0], false)?,
+        FaultKind::FillDisk => return fill_disk(net, &names[0], false).await,
     }
     unreachable.set(&fault.nodes, false);
     Ok(true)
+}
+
+/// Fills (`full`) or frees `node`'s small data disk: writes zeros to a
+/// file in it until the tmpfs is full, or removes the file. The agent's
+/// image has no shell, so the file is reached from the host through the
+/// agent's root (`/proc/PID/root`). `Ok(false)`: the agent was not running.
+async fn fill_disk(net: &Testnet, node: &str, full: bool) -> Result<bool, TestnetError> {
+    let container = net.state().node(node)?.container.clone();
+    let pid = net
+        .docker
+        .run(&["inspect", "--format", "{{.State.Pid}}", &container])
+        .await?;
+    let pid = pid.trim();
+    if pid.is_empty() || pid == "0" {
+        return Ok(false);
+    }
+    let path = std::path::PathBuf::from(format!(
+        "/proc/{pid}/root{}/{FILL_FILE}",
+        crate::agent::DATA_MOUNT
+    ));
+    let done = tokio::task::spawn_blocking(move || {
+        if full {
+            fill(&path)
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+    })
+    .await
+    .map_err(|e| TestnetError::Task(e.to_string()))?;
+    match done {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::warn!(node, error = %e, "chaos: cannot fill or free the data disk");
+            Ok(false)
+        }
+    }
+}
+
+/// Writes zeros to `path` until the disk says it is full.
+fn fill(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        match file.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => return Ok(()), // ENOSPC
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Drains or undrains `node` through its own API, retried for a while (an
@@ -475,6 +548,64 @@ async fn settle(
     }
     let ids = last.keys().cloned().collect();
     (last, ids)
+}
+
+/// Once every fault is repaired, every agent takes a short task and runs it
+/// to success; one that does not is out of service.
+async fn probe(net: &Testnet, witness: SocketAddr) -> Vec<Violation> {
+    let mut found = Vec::new();
+    for node in net.nodes() {
+        let node = node.to_string();
+        let why = match probe_one(net, &node, witness).await {
+            Ok(()) => continue,
+            Err(why) => why,
+        };
+        found.push(Violation::Unserviceable { node, why });
+    }
+    found
+}
+
+async fn probe_one(net: &Testnet, node: &str, witness: SocketAddr) -> Result<(), String> {
+    let client = net.client(node).map_err(|e| e.to_string())?;
+    let request = SubmitRequest {
+        image: TASK_IMAGE.into(),
+        command: ["witness", &witness.to_string(), "0.2"]
+            .map(String::from)
+            .to_vec(),
+        cores: Some(1),
+        labels: BTreeMap::from([(LABEL_PROBE.to_owned(), net.name().to_string())]),
+        ..Default::default()
+    };
+    let mut last = String::new();
+    // An agent may still be catching up after the last repair: it has a
+    // while to take the task.
+    wait_until(
+        "the probe is accepted",
+        PROBE_LIMIT,
+        async || match client.submit(&request).await {
+            Ok(answer) => {
+                last = answer.id.to_string();
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let id = TaskId::new(last).map_err(|e| e.to_string())?;
+    let record = client
+        .wait(&id, Some(PROBE_LIMIT))
+        .await
+        .map_err(|e| e.to_string())?;
+    if record.state == TaskState::Succeeded {
+        Ok(())
+    } else {
+        Err(format!(
+            "probe {id} ended {}: {}",
+            record.state.as_str(),
+            record.message.unwrap_or_default()
+        ))
+    }
 }
 
 /// Containers of the mesh (label `mesh.cluster` = the testnet) still there

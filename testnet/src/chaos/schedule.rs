@@ -19,16 +19,30 @@ pub enum FaultKind {
     Partition,
     /// Drain an agent (sometimes with `--migrate`); repaired by undraining.
     Drain,
+    /// Docker stops answering an agent (its socket proxy pauses); repaired
+    /// by resuming it.
+    PauseDocker,
+    /// Fill the small data disk of the agent that has one; repaired by
+    /// freeing it.
+    FillDisk,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 3] = [FaultKind::Kill, FaultKind::Partition, FaultKind::Drain];
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Partition,
+        FaultKind::Drain,
+        FaultKind::PauseDocker,
+        FaultKind::FillDisk,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill/restart",
             FaultKind::Partition => "partition 2 from 3/heal",
             FaultKind::Drain => "drain/undrain",
+            FaultKind::PauseDocker => "Docker stops answering/resumes",
+            FaultKind::FillDisk => "data disk full/freed",
         }
     }
 
@@ -36,7 +50,7 @@ impl FaultKind {
     fn width(self) -> usize {
         match self {
             FaultKind::Partition => 2,
-            FaultKind::Kill | FaultKind::Drain => 1,
+            FaultKind::Kill | FaultKind::Drain | FaultKind::PauseDocker | FaultKind::FillDisk => 1,
         }
     }
 }
@@ -61,14 +75,26 @@ const HOLD_MS: (u64, u64) = (2_000, 25_000);
 const CALM_MS: (u64, u64) = (1_000, 8_000);
 
 /// The next fault on a mesh of `nodes` agents (at least 3, so that two cut
-/// off leave a majority when there are 5).
-pub fn next_fault(rng: &mut impl Rng, nodes: usize) -> Fault {
+/// off leave a majority when there are 5). `small_disk`: the agent whose
+/// data directory is a small tmpfs, the only one whose disk is filled and
+/// one never killed (a tmpfs does not outlive its container, and a restart
+/// keeps an agent's data).
+pub fn next_fault(rng: &mut impl Rng, nodes: usize, small_disk: Option<usize>) -> Fault {
     let kinds: Vec<FaultKind> = FaultKind::ALL
         .into_iter()
         .filter(|k| k.width() < nodes)
+        .filter(|k| *k != FaultKind::FillDisk || small_disk.is_some())
         .collect();
     let kind = kinds[rng.random_range(0..kinds.len())];
-    let mut hit = sample(rng, nodes, kind.width()).into_vec();
+    let candidates: Vec<usize> = match (kind, small_disk) {
+        (FaultKind::FillDisk, Some(small)) => vec![small],
+        (FaultKind::Kill, Some(small)) => (0..nodes).filter(|&n| n != small).collect(),
+        _ => (0..nodes).collect(),
+    };
+    let mut hit: Vec<usize> = sample(rng, candidates.len(), kind.width())
+        .into_iter()
+        .map(|i| candidates[i])
+        .collect();
     hit.sort_unstable();
     Fault {
         kind,
@@ -150,7 +176,9 @@ mod tests {
 
     fn faults(seed: u64, nodes: usize, n: usize) -> Vec<Fault> {
         let mut rng = StdRng::seed_from_u64(seed);
-        (0..n).map(|_| next_fault(&mut rng, nodes)).collect()
+        (0..n)
+            .map(|_| next_fault(&mut rng, nodes, Some(nodes - 1)))
+            .collect()
     }
 
     #[test]
@@ -179,6 +207,21 @@ mod tests {
             assert!(plan.iter().any(|f| f.kind == kind), "{kind:?} never chosen");
         }
         assert!(plan.iter().any(|f| f.migrate));
+    }
+
+    #[test]
+    fn only_the_small_disk_is_filled_and_it_is_never_killed() {
+        for fault in faults(9, 5, 2_000) {
+            match fault.kind {
+                FaultKind::FillDisk => assert_eq!(fault.nodes, [4]),
+                FaultKind::Kill => assert_ne!(fault.nodes, [4]),
+                _ => {}
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(9);
+        for _ in 0..300 {
+            assert_ne!(next_fault(&mut rng, 5, None).kind, FaultKind::FillDisk);
+        }
     }
 
     #[test]
