@@ -204,11 +204,16 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     report.violations.extend(probe(&net, witness.addr()).await);
     services::remove(&net, "n1").await?;
     report.violations.extend(orphans(&net).await?);
+    let mut logs = Vec::new();
     for node in net.state().members() {
         let log = net.docker.logs(&node.container, 10_000_000).await;
         report
             .violations
             .extend(check::panics(node.node.as_str(), &log));
+        logs.push((node.node.to_string(), log));
+    }
+    if !report.passed() {
+        report.logs = keep_logs(net.name(), &logs);
     }
     log(origin, format_args!("checked; removing the testnet"));
     net.down().await?;
@@ -225,6 +230,20 @@ async fn all_alive(net: &Testnet, what: &str) -> Result<Duration, StepError> {
 /// Milliseconds since `origin`: the run's clock.
 pub(crate) fn millis(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Writes each agent's log to `<repo>/target/chaos/<testnet>/<node>.log`,
+/// for a run with violations (the testnet and its containers are removed).
+/// Returns the directory, or `None` if it could not be written.
+fn keep_logs(name: &TestnetName, logs: &[(String, String)]) -> Option<std::path::PathBuf> {
+    let dir = crate::options::default_state_root()
+        .with_file_name("chaos")
+        .join(name.as_str());
+    std::fs::create_dir_all(&dir).ok()?;
+    for (node, log) in logs {
+        std::fs::write(dir.join(format!("{node}.log")), log).ok()?;
+    }
+    Some(dir)
 }
 
 /// Prints one line of the run's progress, with the time since its start.

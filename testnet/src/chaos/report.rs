@@ -42,6 +42,8 @@ pub struct Report {
     /// Service connections by how they ended.
     pub connections: BTreeMap<Outcome, u32>,
     pub violations: Vec<Violation>,
+    /// Where the agents' logs were kept, for a run with violations.
+    pub logs: Option<std::path::PathBuf>,
 }
 
 impl Report {
@@ -59,6 +61,7 @@ impl Report {
             successful_runs: 0,
             connections: BTreeMap::new(),
             violations: Vec::new(),
+            logs: None,
         }
     }
 
@@ -156,6 +159,9 @@ impl Report {
         let mut out = String::from("| what | count |\n|---|---|\n");
         for (what, count) in rows {
             let _ = writeln!(out, "| {what} | {count} |");
+        }
+        if let Some(dir) = &self.logs {
+            let _ = writeln!(out, "\nThe agents' logs are in {}", dir.display());
         }
         for v in &self.violations {
             let kind = if v.is_known_limit() {
