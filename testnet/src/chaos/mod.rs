@@ -105,6 +105,10 @@ pub enum ChaosError {
     Testnet(#[from] TestnetError),
     #[error("{0}")]
     Step(#[from] StepError),
+    #[error(
+        "{TASK_IMAGE} has no `witness` program (it was built from older sources): rebuild it with scripts/images"
+    )]
+    NoWitness,
     #[error("cannot listen for the witness on {addr}: {source}")]
     Witness {
         addr: SocketAddr,
@@ -141,6 +145,7 @@ impl Unreachable {
 /// removes the testnet. An error is the harness failing (Docker, the
 /// testnet); what the mesh did wrong is in the report's violations.
 pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
+    check_task_image().await?;
     let net = Testnet::up(opts.testnet.clone()).await?;
     let all = net.nodes();
     all_alive(&net, "all see all").await?;
@@ -218,6 +223,27 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     log(origin, format_args!("checked; removing the testnet"));
     net.down().await?;
     Ok(report)
+}
+
+/// Fails unless the task image has the `witness` program: an image built
+/// from older sources would fail every task of the run.
+async fn check_task_image() -> Result<(), ChaosError> {
+    let help = crate::docker::Docker::new()
+        .run(&[
+            "run",
+            "--rm",
+            "--label",
+            "mesh.image=test",
+            TASK_IMAGE,
+            "--help",
+        ])
+        .await
+        .map_err(TestnetError::from)?;
+    if help.contains("witness IP:PORT") {
+        Ok(())
+    } else {
+        Err(ChaosError::NoWitness)
+    }
 }
 
 /// Waits until every agent sees every agent alive.
