@@ -46,7 +46,7 @@ impl ImageRef {
             return Err(ImageRefError::BadChar(name.to_owned(), c));
         }
         let (rest, digest) = match name.split_once('@') {
-            Some((_, d)) if d.is_empty() => return Err(ImageRefError::EmptyTag(name.to_owned())),
+            Some((_, "")) => return Err(ImageRefError::EmptyTag(name.to_owned())),
             Some((r, d)) => (r, Some(d.to_owned())),
             None => (name, None),
         };
