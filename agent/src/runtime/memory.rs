@@ -45,6 +45,8 @@ pub struct MemoryRuntime {
     started: Arc<AtomicU64>,
     pulled: Arc<Mutex<BTreeSet<String>>>,
     pulls: Arc<AtomicU64>,
+    /// The next pull fails as unreachable, with this reason.
+    pull_fault: Arc<Mutex<Option<String>>>,
 }
 
 /// The in-memory registry's host part.
@@ -95,6 +97,14 @@ impl MemoryRuntime {
 
     pub fn containers(&self) -> Vec<ContainerInfo> {
         self.lock().values().map(|c| c.info.clone()).collect()
+    }
+
+    /// Makes the next pull fail as if the registry were unreachable.
+    pub fn fail_next_pull(&self, why: &str) {
+        *self
+            .pull_fault
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(why.to_owned());
     }
 
     /// How many pulls were made.
@@ -154,6 +164,14 @@ impl ContainerRuntime for MemoryRuntime {
     ) -> Result<(), PullError> {
         self.check()?;
         self.pulls.fetch_add(1, Ordering::SeqCst);
+        let fault = self
+            .pull_fault
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(why) = fault {
+            return Err(PullFailure::Unreachable(why).into());
+        }
         if image.registry != TEST_REGISTRY || image.repository.starts_with("nosuch") {
             return Err(PullFailure::NotFound(format!("manifest for {image} not found")).into());
         }
