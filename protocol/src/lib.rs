@@ -12,6 +12,7 @@ pub mod cpuset;
 pub mod failover;
 pub mod gossip;
 pub mod ids;
+pub mod image;
 pub mod labels;
 pub mod lease;
 pub mod listing;

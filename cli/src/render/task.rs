@@ -18,7 +18,7 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
             vec![
                 t.id.to_string(),
                 or_dash(t.spec.name.as_deref()),
-                t.state.to_string(),
+                state_of(t),
                 t.node.to_string(),
                 t.spec.cores.to_string(),
                 or_dash(alloc.map(|a| &a.cpus)),
@@ -33,6 +33,14 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
     table(&COLUMNS, &rows)
 }
 
+/// Its state as shown: `pulling 43% (3/5 layers)` while its image comes.
+fn state_of(t: &TaskRecord) -> String {
+    match &t.pull {
+        Some(p) if t.shown_state() == "pulling" => format!("pulling {p}"),
+        _ => t.shown_state().to_owned(),
+    }
+}
+
 /// Everything about one task, a `key: value` line each.
 pub fn task(t: &TaskRecord, now_ms: u64) -> String {
     key_values(&task_rows(t, now_ms))
@@ -43,9 +51,9 @@ fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
     let alloc = t.allocation.as_ref();
     let ago = |ms: Option<u64>| or_dash(ms.map(|ms| format!("{} ago", age(now_ms, ms))));
     let state = if t.kill_requested && !t.state.is_terminal() {
-        format!("{} (kill requested)", t.state)
+        format!("{} (kill requested)", state_of(t))
     } else {
-        t.state.to_string()
+        state_of(t)
     };
     let command = if t.spec.command.is_empty() {
         "(the image's own)".to_owned()
@@ -253,6 +261,23 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_pull_under_way_shows_as_the_state() {
+        let mut r = record("t4", TaskState::Starting);
+        r.pull = Some(mesh_protocol::image::PullProgress {
+            layers_done: 3,
+            layers: 5,
+            bytes_done: 43,
+            bytes: 100,
+        });
+        assert!(
+            task(&r, 0).contains("state:           pulling 43% (3/5 layers)\n"),
+            "{}",
+            task(&r, 0)
+        );
+        assert!(tasks_table(&[r], 0).contains("pulling 43% (3/5 layers)"));
     }
 
     #[test]
