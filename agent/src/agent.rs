@@ -185,6 +185,10 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     let app = crate::api::router(crate::api::ApiState {
         tasks: tasks.clone(),
         services: services.clone(),
+        access: Arc::new(match config.api_tokens.clone() {
+            Some(tokens) => crate::api::auth::Access::Tokens(Arc::new(tokens)),
+            None => crate::api::auth::Access::Open,
+        }),
     });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

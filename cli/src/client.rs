@@ -98,6 +98,8 @@ pub struct Client {
     node: NodeUrl,
     /// How long one non-streaming request may take in all.
     request_timeout: Duration,
+    /// The bearer token sent with every request, if any.
+    token: Option<String>,
 }
 
 impl Client {
@@ -125,7 +127,14 @@ impl Client {
             http,
             node,
             request_timeout: request,
+            token: None,
         })
+    }
+
+    /// The same client, sending `token` (if any) as its bearer token.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// `POST /v1/tasks`
@@ -455,6 +464,10 @@ impl Client {
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Response, ClientError> {
+        let builder = match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        };
         builder.send().await.map_err(|e| ClientError::Unreachable {
             node: self.node.to_string(),
             cause: causes(&e),

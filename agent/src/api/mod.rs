@@ -4,6 +4,7 @@
 //! codes (`error::status`), the same for a failure here or on a peer. No
 //! state lives here.
 
+pub mod auth;
 mod error;
 mod services;
 
@@ -31,6 +32,8 @@ use crate::tasks::{TaskError, Tasks};
 pub struct ApiState {
     pub tasks: Tasks,
     pub services: crate::services::ServicesHandle,
+    /// What callers must show.
+    pub access: std::sync::Arc<auth::Access>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -58,6 +61,7 @@ impl FromRef<ApiState> for Mesh {
 }
 
 pub fn router(state: ApiState) -> Router {
+    let access = state.access.clone();
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/{id}", get(task))
@@ -79,6 +83,10 @@ pub fn router(state: ApiState) -> Router {
                 "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 

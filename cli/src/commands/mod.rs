@@ -7,6 +7,7 @@ mod nodes;
 mod services;
 mod tasks;
 mod tls;
+mod token;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ pub use tasks::{SubmitArgs, TaskCommand};
 pub use tls::{
     CaCreateArgs, CertCreateArgs, DEFAULT_TLS_DIR, TlsCaCommand, TlsCertCommand, TlsCommand,
 };
+pub use token::{TokenCommand, TokenCreateArgs};
 
 use crate::client::Client;
 use crate::node_url::{DEFAULT_NODE, NodeUrl, NodeUrlError};
@@ -42,6 +44,10 @@ pub struct Cli {
     )]
     pub node: String,
 
+    /// A file holding the API bearer token to send (from `meshctl token create`); beats MESH_TOKEN.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +66,9 @@ pub enum Command {
     /// Create the cluster's TLS certificate authority and node certificates.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Create bearer tokens for the agents' API.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// The commands that talk to an agent, by group; on the command line they
