@@ -14,7 +14,10 @@ const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 /// Format of the stored records (postcard is not self-describing: any change
 /// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
 /// rather than mistaking its tasks' containers for strays).
-pub const FORMAT: u32 = 7;
+pub const FORMAT: u32 = 8;
+/// The format before records named their owner: a format-7 record is a
+/// format-8 one without its last field, `owner` (see `migrate_from_7`).
+const FORMAT_7: u32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +59,10 @@ impl Store {
         let store = Self::init(db)?;
         match store.format()? {
             found if found == FORMAT => Ok(store),
+            FORMAT_7 => {
+                store.migrate_from_7()?;
+                Ok(store)
+            }
             found => Err(StoreError::Format {
                 path: path.display().to_string(),
                 found,
@@ -73,6 +80,37 @@ impl Store {
             .map_err(db_err)?
             .map(|v| v.value())
             .unwrap_or(1))
+    }
+
+    /// Rewrites a format-7 store as format 8 in one transaction: every
+    /// record and copy gains the owner `unknown` (only admins act on it).
+    /// postcard writes a struct's fields in order, so the old bytes followed
+    /// by the owner's encoding are the new record.
+    fn migrate_from_7(&self) -> Result<(), StoreError> {
+        let owner = wire::encode(&mesh_protocol::auth::unknown_owner())?;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        for table in [TASKS, COPIES] {
+            let mut table = tx.open_table(table).map_err(db_err)?;
+            let mut old = Vec::new();
+            for entry in table.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                old.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            for (key, mut bytes) in old {
+                bytes.extend_from_slice(&owner);
+                let record: TaskRecord = wire::decode(&bytes)?;
+                let bytes = wire::encode(&record)?;
+                table
+                    .insert(key.as_str(), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+        tx.open_table(META)
+            .map_err(db_err)?
+            .insert("format", FORMAT)
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(())
     }
 
     /// A store that lives in memory only, for tests.
@@ -259,6 +297,101 @@ mod tests {
         }
         let e = Store::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("format"), "{e}");
+    }
+
+    /// `TaskRecord` as format 7 wrote it: no owner.
+    #[derive(serde::Serialize)]
+    struct RecordV7<'a> {
+        id: &'a TaskId,
+        spec: &'a TaskSpec,
+        state: mesh_protocol::TaskState,
+        node: &'a NodeId,
+        attempt: u32,
+        starts: u32,
+        queue_seq: u64,
+        allocation: &'a Option<mesh_protocol::Allocation>,
+        container: &'a Option<String>,
+        exit_code: Option<i64>,
+        message: &'a Option<String>,
+        kill_requested: bool,
+        migrating: bool,
+        created_ms: u64,
+        updated_ms: u64,
+        started_ms: Option<u64>,
+        finished_ms: Option<u64>,
+        not_before_ms: u64,
+        offered_to: &'a Option<NodeId>,
+        keeper: &'a Option<NodeId>,
+    }
+
+    fn v7(r: &TaskRecord) -> Vec<u8> {
+        wire::encode(&RecordV7 {
+            id: &r.id,
+            spec: &r.spec,
+            state: r.state,
+            node: &r.node,
+            attempt: r.attempt,
+            starts: r.starts,
+            queue_seq: r.queue_seq,
+            allocation: &r.allocation,
+            container: &r.container,
+            exit_code: r.exit_code,
+            message: &r.message,
+            kill_requested: r.kill_requested,
+            migrating: r.migrating,
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
+            not_before_ms: r.not_before_ms,
+            offered_to: &r.offered_to,
+            keeper: &r.keeper,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_format_7_store_is_migrated_and_its_tasks_belong_to_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut running = record(1);
+        running.kill(5).unwrap();
+        running.keeper = Some(NodeId::new("k").unwrap());
+        let copy = record(2);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let tx = s.db.begin_write().unwrap();
+            {
+                let mut tasks = tx.open_table(TASKS).unwrap();
+                tasks.insert("t1", v7(&running).as_slice()).unwrap();
+                let mut copies = tx.open_table(COPIES).unwrap();
+                copies.insert("t2", v7(&copy).as_slice()).unwrap();
+                tx.open_table(META).unwrap().insert("format", 7).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.format().unwrap(), FORMAT);
+        let (records, bad) = s.load().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(records, [running]);
+        assert_eq!(records[0].owner.as_str(), "unknown");
+        assert_eq!(s.load_copies().unwrap(), [copy]);
+        drop(s);
+        // Migrated once: a reopen reads format 8 as it is.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn an_owner_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = mesh_protocol::UserName::new("alice").unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .put(&record(1).owned_by(alice.clone()))
+            .unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().0[0].owner, alice);
     }
 
     #[test]

@@ -38,6 +38,20 @@ fn setup(tag: &str) -> (Setup, BTreeMap<String, String>) {
     (setup, secrets)
 }
 
+/// Whether a kill's answer shows the task killed.
+trait KillRequested {
+    fn kill_requested(&self) -> bool;
+}
+
+impl KillRequested for meshctl::client::Killed {
+    fn kill_requested(&self) -> bool {
+        match self {
+            meshctl::client::Killed::One(r) => r.kill_requested,
+            meshctl::client::Killed::Array(rs) => rs.iter().all(|r| r.kill_requested),
+        }
+    }
+}
+
 fn as_user(agent: &TestAgent, secrets: &BTreeMap<String, String>, user: &str) -> Api {
     Api::with_token(agent.running().api_addr, Some(secrets[user].clone()))
 }
@@ -110,4 +124,115 @@ async fn each_role_may_do_its_calls_and_no_more() {
     // admin: drain and undrain.
     root.set_draining(&node, true, false).await;
     root.set_draining(&node, false, false).await;
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_kills_a_task() {
+    let (setup, secrets) = setup("authowner");
+    let agent = setup.start(&[]).await;
+    let alice = as_user(&agent, &secrets, "alice");
+    let bob = as_user(&agent, &secrets, "bob");
+    let root = as_user(&agent, &secrets, "root");
+    let a1 = alice.submit(&sleep_task(1, "30")).await.id;
+    let a2 = alice.submit(&sleep_task(1, "30")).await.id;
+    assert_eq!(alice.task(&a1).await.owner.as_str(), "alice");
+    assert!(
+        bob.tasks()
+            .await
+            .iter()
+            .all(|t| t.owner.as_str() == "alice")
+    );
+
+    let r = refusal(bob.client().kill(&a1).await);
+    assert_eq!(r.status, 403);
+    assert!(
+        r.message.contains("bob") && r.message.contains("created by alice"),
+        "{}",
+        r.message
+    );
+    assert!(
+        !bob.task(&a1).await.kill_requested,
+        "a refused kill kills nothing"
+    );
+    assert!(alice.kill(&a1).await.kill_requested());
+    assert!(root.kill(&a2).await.kill_requested());
+
+    // An array: every member is alice's.
+    let mut array = sleep_task(1, "30");
+    array.array = Some(2);
+    let parent = alice.submit(&array).await.id;
+    assert_eq!(refusal(bob.client().kill(&parent).await).status, 403);
+    root.kill(&parent).await;
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_removes_a_service() {
+    let (setup, secrets) = setup("authsvc");
+    let agent = setup.start(&[]).await;
+    let alice = as_user(&agent, &secrets, "alice");
+    let bob = as_user(&agent, &secrets, "bob");
+    let reader = as_user(&agent, &secrets, "reader");
+    let root = as_user(&agent, &secrets, "root");
+    let port = free_addr().port();
+    let request = |name: &str| mesh_protocol::service::ServiceRequest {
+        name: name.into(),
+        image: IMAGE.into(),
+        port: 7000,
+        listen: port,
+        ..Default::default()
+    };
+    let r = refusal(reader.client().create_service(&request("web")).await);
+    assert_eq!(r.status, 403);
+    let def = alice.create_service(&request("web")).await;
+    assert_eq!(def.owner.as_str(), "alice");
+    assert_eq!(reader.services().await[0].def.owner.as_str(), "alice");
+    let r = refusal(bob.client().remove_service("web").await);
+    assert_eq!(r.status, 403);
+    assert!(r.message.contains("service web"), "{}", r.message);
+    assert_eq!(
+        refusal(reader.client().remove_service("web").await).status,
+        403
+    );
+    assert!(root.client().remove_service("web").await.unwrap().removed);
+    let mine = alice.create_service(&request("web2")).await;
+    assert!(
+        alice
+            .client()
+            .remove_service(mine.name().as_str())
+            .await
+            .unwrap()
+            .removed
+    );
+}
+
+#[tokio::test]
+async fn a_kill_through_another_node_is_judged_as_its_caller() {
+    let (setup, secrets) = setup("authfwd");
+    let agents = setup.cluster(2).await;
+    let alice0 = as_user(&agents[0], &secrets, "alice");
+    let id = alice0.submit(&sleep_task(1, "30")).await.id;
+    let runner = alice0.task(&id).await.node;
+    // Ask the node that does not hold the task: it forwards the kill, with
+    // the caller, to the node that does.
+    let other = agents.iter().find(|a| a.id != runner).unwrap();
+    let bob = as_user(other, &secrets, "bob");
+    let alice = as_user(other, &secrets, "alice");
+    let r = refusal(bob.client().kill(&id).await);
+    assert_eq!(r.status, 403, "{}", r.message);
+    assert!(r.message.contains("created by alice"), "{}", r.message);
+    assert!(!alice.task(&id).await.kill_requested);
+    assert!(alice.kill(&id).await.kill_requested());
+    let id2 = alice0.submit(&sleep_task(1, "30")).await.id;
+    let runner2 = alice0.task(&id2).await.node;
+    let other2 = agents.iter().find(|a| a.id != runner2).unwrap();
+    assert_eq!(
+        refusal(as_user(other2, &secrets, "bob").client().kill(&id2).await).status,
+        403
+    );
+    assert!(
+        as_user(other2, &secrets, "root")
+            .kill(&id2)
+            .await
+            .kill_requested()
+    );
 }

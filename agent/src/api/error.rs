@@ -79,6 +79,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Impossible => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         // A peer refused this node: the mesh is misconfigured, not the
         // request.
         ErrorKind::Unauthenticated => StatusCode::BAD_GATEWAY,

@@ -4,8 +4,9 @@ use mesh_protocol::TaskRecord;
 
 use super::{age, key_values, or_dash, table};
 
-const COLUMNS: [&str; 11] = [
-    "ID", "NAME", "STATE", "NODE", "CORES", "CPUS", "NUMA", "ATTEMPT", "EXIT", "AGE", "IMAGE",
+const COLUMNS: [&str; 12] = [
+    "ID", "NAME", "OWNER", "STATE", "NODE", "CORES", "CPUS", "NUMA", "ATTEMPT", "EXIT", "AGE",
+    "IMAGE",
 ];
 
 /// One row per task, in the order given; just the header when there are none.
@@ -17,6 +18,7 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
             vec![
                 t.id.to_string(),
                 or_dash(t.spec.name.as_deref()),
+                t.owner.to_string(),
                 t.state.to_string(),
                 t.node.to_string(),
                 t.spec.cores.to_string(),
@@ -60,6 +62,7 @@ pub fn task(t: &TaskRecord, now_ms: u64) -> String {
     key_values(&[
         ("id", t.id.to_string()),
         ("name", or_dash(t.spec.name.as_deref())),
+        ("owner", t.owner.to_string()),
         ("state", state),
         ("node", t.node.to_string()),
         ("image", t.spec.image.clone()),
@@ -136,7 +139,8 @@ mod tests {
     }
 
     fn running() -> TaskRecord {
-        let mut r = record("t1", TaskState::Running);
+        let mut r = record("t1", TaskState::Running)
+            .owned_by(mesh_protocol::UserName::new("alice").unwrap());
         r.attempt = 1;
         r.allocation = Some(Allocation {
             cores: vec![0, 1],
@@ -152,7 +156,7 @@ mod tests {
     fn empty_list_shows_the_header() {
         assert_eq!(
             tasks_table(&[], 0),
-            "ID  NAME  STATE  NODE  CORES  CPUS  NUMA  ATTEMPT  EXIT  AGE  IMAGE\n"
+            "ID  NAME  OWNER  STATE  NODE  CORES  CPUS  NUMA  ATTEMPT  EXIT  AGE  IMAGE\n"
         );
     }
 
@@ -170,6 +174,7 @@ mod tests {
             [
                 "t1",
                 "train",
+                "alice",
                 "running",
                 "n1",
                 "4",
@@ -186,6 +191,7 @@ mod tests {
             [
                 "t2",
                 "-",
+                "unknown",
                 "failed",
                 "n1",
                 "4",
@@ -206,6 +212,7 @@ mod tests {
         let text = task(&r, 7_000);
         for line in [
             "id:              t1",
+            "owner:           alice",
             "state:           running (kill requested)",
             "command:         sh -c 'echo '\\''hi'\\'''",
             "cpus:            0-3",

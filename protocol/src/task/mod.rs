@@ -27,7 +27,7 @@ pub use spec::{
 };
 
 use crate::alloc::Allocation;
-use crate::ids::{NodeId, TaskId};
+use crate::ids::{NodeId, TaskId, UserName};
 
 /// First retry delay; doubles per attempt up to `MAX_BACKOFF_MS`.
 pub const BASE_BACKOFF_MS: u64 = 1_000;
@@ -132,6 +132,12 @@ pub struct TaskRecord {
     /// The other agent that holds a durable copy of this task and re-places
     /// it if the runner dies (None: a one-node mesh, nobody to hold it).
     pub keeper: Option<NodeId>,
+    /// The API user who submitted it: only they or an admin may kill it.
+    /// Records from before owners were kept have `unknown` (admins only).
+    /// Last, so that an older store record is this one's prefix (see the
+    /// agent's store migration).
+    #[serde(default = "crate::auth::unknown_owner")]
+    pub owner: UserName,
 }
 
 /// Delay before the retry that follows attempt `attempt` (1-based).
@@ -163,7 +169,14 @@ impl TaskRecord {
             not_before_ms: now,
             offered_to: None,
             keeper: None,
+            owner: crate::auth::unknown_owner(),
         }
+    }
+
+    /// The same record, submitted by `owner`.
+    pub fn owned_by(mut self, owner: UserName) -> Self {
+        self.owner = owner;
+        self
     }
 
     fn refuse(&self, action: &'static str) -> TransitionError {
