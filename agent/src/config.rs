@@ -98,6 +98,9 @@ pub struct Args {
     /// The API's bearer tokens: lines `USER ROLE SHA256-HEX`, from `meshctl token create`. Needed (or API TLS with client certificates) when --api is not loopback.
     #[arg(long, env = "MESH_API_TOKENS")]
     pub api_tokens: Option<PathBuf>,
+    /// Serve the API over HTTPS with this node's certificate, and accept client certificates from the cluster CA carrying a role (`meshctl tls cert create --client NAME --role ROLE`) as credentials.
+    #[arg(long, env = "MESH_API_TLS")]
+    pub api_tls: bool,
     /// Run the mesh without certificates (any peer is accepted) and the API without credentials; only on loopback or private addresses. For development only.
     #[arg(long, env = "MESH_INSECURE_DEV")]
     pub insecure_dev: bool,
@@ -143,6 +146,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     api_tokens: Option<PathBuf>,
+    api_tls: Option<bool>,
     insecure_dev: Option<bool>,
     gossip_interval_ms: Option<u64>,
     phi_threshold: Option<f64>,
@@ -169,7 +173,7 @@ pub enum ConfigError {
     #[error("--tls-ca, --tls-cert and --tls-key go together; missing {0}")]
     PartialTls(&'static str),
     #[error(
-        "the API at {0} is reachable from other hosts and has no credentials: give --api-tokens FILE (from `meshctl token create`), bind --api to 127.0.0.1, or use --insecure-dev on a private network"
+        "the API at {0} is reachable from other hosts and has no credentials: give --api-tokens FILE (from `meshctl token create`) and/or --api-tls (client certificates from `meshctl tls cert create --client NAME --role ROLE`), bind --api to 127.0.0.1, or use --insecure-dev on a private network"
     )]
     ApiOpen(SocketAddr),
     #[error(
@@ -179,6 +183,10 @@ pub enum ConfigError {
         flag: &'static str,
         addr: SocketAddr,
     },
+    #[error(
+        "--api-tls serves the API with this node's certificate: give --tls-ca, --tls-cert and --tls-key (not --insecure-dev)"
+    )]
+    ApiTlsWithoutFiles,
     #[error("cannot read the API tokens file {path}: {source}")]
     ReadTokens {
         path: String,
@@ -256,6 +264,8 @@ pub struct Config {
     /// The bearer tokens the API accepts; None (and no API TLS): the API
     /// asks for no credentials (loopback or `--insecure-dev` only).
     pub api_tokens: Option<mesh_protocol::token::Tokens>,
+    /// Serve the API over HTTPS, taking client certificates as credentials.
+    pub api_tls: bool,
     pub mesh: MeshConfig,
     /// Where wall-clock time comes from (tests: one that follows tokio's).
     pub clock: crate::clock::Clock,
@@ -281,6 +291,7 @@ impl Config {
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             ping_interval: Duration::from_secs(2),
             api_tokens: None,
+            api_tls: false,
             mesh: MeshConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 advertise: None,
@@ -351,6 +362,12 @@ impl Config {
 
     pub fn max_log_bytes(mut self, n: u64) -> Self {
         self.max_log_bytes = n;
+        self
+    }
+
+    /// The API serves HTTPS and takes client certificates.
+    pub fn api_tls(mut self) -> Self {
+        self.api_tls = true;
         self
     }
 
@@ -472,8 +489,12 @@ impl Config {
             Some(path) if !args.cleanup => Some(read_tokens(&path)?),
             _ => None,
         };
+        let api_tls = !args.cleanup && (args.api_tls || file.api_tls.unwrap_or(false));
+        if api_tls && !matches!(tls, TlsSource::Files { .. }) {
+            return Err(ConfigError::ApiTlsWithoutFiles);
+        }
         if !args.cleanup {
-            open_guard(api, bind, api_tokens.is_some(), insecure_dev)?;
+            open_guard(api, bind, api_tokens.is_some() || api_tls, insecure_dev)?;
         }
         let mesh = MeshConfig {
             bind,
@@ -495,6 +516,7 @@ impl Config {
             node_id: NodeId::new(node_id)?,
             api,
             api_tokens,
+            api_tls,
             data_dir: args
                 .data_dir
                 .clone()

@@ -91,6 +91,16 @@ pub enum Scope {
     Local,
 }
 
+/// What meshctl needs to talk HTTPS to an agent started with `--api-tls`.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The cluster CA (PEM): the agent's certificate must chain to it.
+    pub ca_pem: Vec<u8>,
+    /// A client certificate and its key (PEM, one after the other), shown
+    /// as the caller's credential; None: a bearer token or nothing.
+    pub identity_pem: Option<Vec<u8>>,
+}
+
 /// A client of one agent.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -116,11 +126,32 @@ impl Client {
         connect: Duration,
         request: Duration,
     ) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect)
-            // Agents are on the local network; a proxy set for the web in
-            // the environment would only get in the way.
-            .no_proxy()
+        Self::build(node, base(connect), request)
+    }
+
+    /// A client that talks HTTPS to an agent started with `--api-tls`,
+    /// trusting the cluster CA only, and shows a client certificate if
+    /// given one; otherwise as [`Client::new`].
+    pub fn with_tls(node: NodeUrl, tls: &ClientTls) -> Result<Self, ClientError> {
+        let setup = |e: reqwest::Error| ClientError::Setup(causes(&e));
+        let ca = reqwest::Certificate::from_pem(&tls.ca_pem).map_err(setup)?;
+        let mut builder = base(CONNECT_TIMEOUT)
+            .tls_certs_only([ca])
+            // An agent's certificate names its node, not the address
+            // dialled: what is checked is that it chains to the cluster CA.
+            .tls_danger_accept_invalid_hostnames(true);
+        if let Some(pem) = &tls.identity_pem {
+            builder = builder.identity(reqwest::Identity::from_pem(pem).map_err(setup)?);
+        }
+        Self::build(node.secure(), builder, REQUEST_TIMEOUT)
+    }
+
+    fn build(
+        node: NodeUrl,
+        builder: reqwest::ClientBuilder,
+        request: Duration,
+    ) -> Result<Self, ClientError> {
+        let http = builder
             .build()
             .map_err(|e| ClientError::Setup(causes(&e)))?;
         Ok(Self {
@@ -503,6 +534,19 @@ impl Client {
             cause: causes(&e),
         })
     }
+}
+
+/// The HTTP client's settings common to plain and TLS clients.
+fn base(connect: Duration) -> reqwest::ClientBuilder {
+    // reqwest builds its rustls configuration, plain clients included, from
+    // the process's default provider (it panics without one): ring, as
+    // everywhere in Ganger. An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        // Agents are on the local network; a proxy set for the web in the
+        // environment would only get in the way.
+        .no_proxy()
 }
 
 /// The error an answer with a failure status stands for: the agent's own

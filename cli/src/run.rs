@@ -46,8 +46,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Agent(command) => {
             let env = std::env::var("MESH_TOKEN").ok();
             let bearer = token::load(cli.token_file.as_deref(), env.as_deref())?;
+            let tls = tls::client_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())?;
             // `cli.agent()`, without borrowing the moved-out command.
-            let client = Client::new(cli.node.parse()?)?.with_token(bearer);
+            let node = cli.node.parse()?;
+            let client = match &tls {
+                Some(tls) => Client::with_tls(node, tls)?,
+                None => Client::new(node)?,
+            }
+            .with_token(bearer);
             commands::run(&client, command).await
         }
     }

@@ -1,7 +1,9 @@
 //! meshctl's credentials as a user types them: `meshctl token create`
 //! writes the agent's tokens file, and meshctl sends the token from
-//! `MESH_TOKEN` or `--token-file` to an agent that asks for one (an
-//! in-process agent on the in-memory runtime).
+//! `MESH_TOKEN` or `--token-file` to an agent that asks for one; `meshctl
+//! tls cert create --client` makes a client certificate that meshctl shows
+//! with `--ca`, `--cert` and `--key` to an agent serving HTTPS (in-process
+//! agents on the in-memory runtime).
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use mesh_agent::Config;
+use mesh_agent::config::TlsSource;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_protocol::NodeId;
 use mesh_protocol::token::Tokens;
@@ -107,6 +110,92 @@ async fn meshctl_sends_its_token_and_shows_why_a_call_was_refused() {
     let (code, out, err) = run(Some(&reader), &["task", id.trim()]).await.unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().any(|l| l == "owner:           root"), "{out}");
+
+    stop.cancel();
+    agent.wait().await.unwrap();
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshctl_shows_a_client_certificate_to_an_agent_serving_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let tls_dir = tls.display().to_string();
+    let node = format!("cli-tls-{}", std::process::id());
+    for args in [
+        vec!["tls", "ca", "create", "--dir", &tls_dir],
+        vec!["tls", "cert", "create", "--node", &node, "--dir", &tls_dir],
+        vec![
+            "tls", "cert", "create", "--client", "alice", "--role", "submit", "--dir", &tls_dir,
+        ],
+        vec![
+            "tls", "cert", "create", "--client", "eve", "--role", "read", "--dir", &tls_dir,
+        ],
+    ] {
+        let (code, _, err) = meshctl(None, &strings(&args));
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let f = |name: &str| tls.join(name);
+    let config = Config::builder(
+        NodeId::new(node.as_str()).unwrap(),
+        &dir.path().join("data"),
+    )
+    .tls(TlsSource::Files {
+        ca: f("ca.pem"),
+        cert: f(&format!("{node}.pem")),
+        key: f(&format!("{node}-key.pem")),
+    })
+    .api_tls();
+    let stop = CancellationToken::new();
+    let agent =
+        mesh_agent::start_with_runtime(config, Arc::new(MemoryRuntime::new()), stop.clone())
+            .await
+            .unwrap();
+    let url = agent.api_addr.to_string();
+    let path = |name: &str| f(name).display().to_string();
+    let (ca, alice, alice_key, eve, eve_key) = (
+        path("ca.pem"),
+        path("alice.pem"),
+        path("alice-key.pem"),
+        path("eve.pem"),
+        path("eve-key.pem"),
+    );
+    let run = |args: Vec<&str>| {
+        let mut all = strings(&["--node", &url]);
+        all.extend(strings(&args));
+        tokio::task::spawn_blocking(move || meshctl(None, &all))
+    };
+    let submit = ["submit", "mesh-testsvc:latest", "--", "sleep", "30"];
+    let mut as_alice = vec!["--ca", &ca, "--cert", &alice, "--key", &alice_key];
+    as_alice.extend(submit);
+    let (code, id, err) = run(as_alice).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_owned();
+    let (code, out, err) = run(vec![
+        "--ca", &ca, "--cert", &eve, "--key", &eve_key, "tasks",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id) && out.contains("alice"), "{out}");
+    let (code, _, err) = run(vec![
+        "--ca", &ca, "--cert", &eve, "--key", &eve_key, "kill", &id,
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("eve has role read"), "{err}");
+    let (code, _, err) = run(vec!["--ca", &ca, "tasks"]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("needs a client certificate"), "{err}");
+    let (code, _, err) = run(vec!["--cert", &eve, "--key", &eve_key, "tasks"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("need --ca"), "{err}");
 
     stop.cancel();
     agent.wait().await.unwrap();

@@ -14,6 +14,7 @@ use mesh_protocol::auth::{Caller, needed_role};
 use mesh_protocol::token::Tokens;
 
 use super::ApiError;
+use super::serve::ClientCert;
 
 /// What the API asks of its callers.
 #[derive(Debug, Clone)]
@@ -21,21 +22,39 @@ pub enum Access {
     /// No credentials: every caller is the local admin. Only on loopback
     /// or under `--insecure-dev` on a private address (`config::open_guard`).
     Open,
-    /// A bearer token from the tokens file.
-    Tokens(Arc<Tokens>),
+    /// A bearer token from the tokens file (if there is one), or a client
+    /// certificate from the cluster CA carrying a role (with `--api-tls`).
+    Credentials {
+        tokens: Option<Arc<Tokens>>,
+        certs: bool,
+    },
 }
 
 impl Access {
-    /// The caller a request's credentials stand for.
+    /// The caller a request's credentials stand for: its client
+    /// certificate's, else its bearer token's.
     fn identify(&self, request: &Request) -> Result<Caller, ApiError> {
-        let tokens = match self {
+        let (tokens, certs) = match self {
             Access::Open => return Ok(Caller::local()),
-            Access::Tokens(tokens) => tokens,
+            Access::Credentials { tokens, certs } => (tokens, *certs),
         };
-        let Some(header) = request.headers().get(AUTHORIZATION) else {
-            return Err(ApiError::unauthorized(
-                "no credentials: this agent's API needs a bearer token (meshctl: set MESH_TOKEN or --token-file)",
-            ));
+        if let Some(ClientCert(shown)) = request.extensions().get::<ClientCert>() {
+            return shown.clone().map_err(ApiError::unauthorized);
+        }
+        let header = request.headers().get(AUTHORIZATION);
+        let Some(tokens) = tokens else {
+            return Err(ApiError::unauthorized(if header.is_some() {
+                "this agent takes no bearer tokens: show a client certificate (meshctl --ca, --cert and --key)"
+            } else {
+                "no credentials: this agent's API needs a client certificate (meshctl --ca, --cert and --key; make one with `meshctl tls cert create --client NAME --role ROLE`)"
+            }));
+        };
+        let Some(header) = header else {
+            return Err(ApiError::unauthorized(if certs {
+                "no credentials: this agent's API needs a bearer token (meshctl: set MESH_TOKEN or --token-file) or a client certificate (meshctl --ca, --cert and --key)"
+            } else {
+                "no credentials: this agent's API needs a bearer token (meshctl: set MESH_TOKEN or --token-file)"
+            }));
         };
         let token = header
             .to_str()

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod error;
+pub mod serve;
 mod services;
 
 use axum::Router;

@@ -293,3 +293,26 @@ fn insecure_dev_refuses_addresses_that_are_not_loopback_or_private() {
         .is_ok()
     );
 }
+
+#[test]
+fn api_tls_counts_as_credentials_and_needs_the_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::from_args(&Args {
+        api: Some("0.0.0.0:7700".parse().unwrap()),
+        api_tls: true,
+        tls_ca: Some(dir.path().join("ca.pem")),
+        tls_cert: Some(dir.path().join("n.pem")),
+        tls_key: Some(dir.path().join("n.key")),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(c.api_tls && c.api_tokens.is_none());
+    let e = Config::from_args(&Args {
+        api_tls: true,
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::ApiTlsWithoutFiles), "{e:?}");
+}
