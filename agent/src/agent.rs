@@ -60,18 +60,19 @@ pub struct RunningAgent {
     server: JoinHandle<std::io::Result<()>>,
     services_loop: JoinHandle<()>,
     actor: JoinHandle<()>,
-    mesh_loop: JoinHandle<()>,
+    mesh_loop: JoinHandle<Result<(), MeshError>>,
     tasks_loop: JoinHandle<()>,
 }
 
 impl RunningAgent {
-    /// Waits until shutdown completes.
+    /// Waits until shutdown completes (a shutdown the mesh started because
+    /// gossip stopped is an error).
     pub async fn wait(self) -> Result<(), AgentError> {
         self.server.await?.map_err(AgentError::Serve)?;
         self.tasks_loop.await?;
         self.services_loop.await?;
         self.actor.await?;
-        self.mesh_loop.await?;
+        self.mesh_loop.await??;
         Ok(())
     }
 }

@@ -146,7 +146,7 @@ pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCod
         }
         TaskCommand::Task { id, json: true } => print_json(&client.task_raw(&id).await?)?,
         TaskCommand::Task { id, json: false } => {
-            print(&render::task(&client.task(&id).await?, now_ms()))?;
+            print(&render::task_view(&client.task_view(&id).await?, now_ms()))?;
         }
         TaskCommand::Logs { id, follow } => logs(client, &id, follow).await?,
         TaskCommand::Kill { id } => {
