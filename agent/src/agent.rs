@@ -109,6 +109,11 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let api_tls = config
+        .api_tls
+        .then(|| crate::mesh::tls::api_server_config(&config.mesh.tls))
+        .transpose()
+        .map_err(MeshError::from)?;
     let store = Store::open(&config.data_dir)?;
     let auth = match &config.registry_auth {
         Some(path) => {
@@ -198,12 +203,22 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     let app = crate::api::router(crate::api::ApiState {
         tasks: tasks.clone(),
         services: services.clone(),
+        access: Arc::new(match (config.api_tokens.clone(), api_tls.is_some()) {
+            (None, false) => crate::api::auth::Access::Open,
+            (tokens, certs) => crate::api::auth::Access::Credentials {
+                tokens: tokens.map(Arc::new),
+                certs,
+            },
+        }),
     });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
+    let server = match api_tls {
+        Some(tls) => tokio::spawn(crate::api::serve::serve_tls(listener, tls, app, shutdown)),
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }),
+    };
     info!(node = %config.node_id, api = %api_addr, "meshd listening");
     Ok(RunningAgent {
         api_addr,

@@ -17,6 +17,11 @@ const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 /// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
 /// rather than mistaking its tasks' containers for strays).
 pub const FORMAT: u32 = 8;
+/// The format before records named their owner and their image's pull
+/// (see `migrate_from_7`).
+const FORMAT_7: u32 = 7;
+
+mod v7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +39,10 @@ pub enum StoreError {
     Closed,
     #[error("task store record: {0}")]
     Codec(#[from] wire::WireError),
+    #[error(
+        "task store: record {key} of format 7 cannot be read to migrate it ({why}); move the data dir away or run the agent version that wrote it"
+    )]
+    Migrate { key: String, why: String },
     #[error(
         "task store {path} has format {found}, this agent reads format {FORMAT}: run the agent version that wrote it to finish its tasks, or move the data dir away"
     )]
@@ -79,6 +88,10 @@ impl Store {
         let store = Self::init(db, Some(reopener))?;
         match store.format()? {
             found if found == FORMAT => Ok(store),
+            FORMAT_7 => {
+                store.migrate_from_7()?;
+                Ok(store)
+            }
             found => Err(StoreError::Format {
                 path: path.display().to_string(),
                 found,
@@ -137,6 +150,40 @@ impl Store {
                 .map_err(db_err)?
                 .map(|v| v.value())
                 .unwrap_or(1))
+        })
+    }
+
+    /// Rewrites a format-7 store as the current format in one transaction:
+    /// every record and copy is read with format 7's layout and gains the
+    /// owner `unknown` (only admins act on it) and the pull policy
+    /// `missing`.
+    fn migrate_from_7(&self) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(db_err)?;
+            for table in [TASKS, COPIES] {
+                let mut table = tx.open_table(table).map_err(db_err)?;
+                let mut old = Vec::new();
+                for entry in table.iter().map_err(db_err)? {
+                    let (k, v) = entry.map_err(db_err)?;
+                    old.push((k.value().to_owned(), v.value().to_vec()));
+                }
+                for (key, bytes) in old {
+                    let record = v7::decode(&bytes).map_err(|why| StoreError::Migrate {
+                        key: key.clone(),
+                        why,
+                    })?;
+                    let bytes = wire::encode(&record)?;
+                    table
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            tx.open_table(META)
+                .map_err(db_err)?
+                .insert("format", FORMAT)
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(())
         })
     }
 
@@ -341,6 +388,56 @@ mod tests {
         }
         let e = Store::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("format"), "{e}");
+    }
+
+    /// `r` as format 7 wrote it.
+    fn v7(r: &TaskRecord) -> Vec<u8> {
+        super::v7::encode(r)
+    }
+
+    #[test]
+    fn a_format_7_store_is_migrated_and_its_tasks_belong_to_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut running = record(1);
+        running.kill(5).unwrap();
+        running.keeper = Some(NodeId::new("k").unwrap());
+        let copy = record(2);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let guard = s.db.read().unwrap();
+            let tx = guard.as_ref().unwrap().begin_write().unwrap();
+            {
+                let mut tasks = tx.open_table(TASKS).unwrap();
+                tasks.insert("t1", v7(&running).as_slice()).unwrap();
+                let mut copies = tx.open_table(COPIES).unwrap();
+                copies.insert("t2", v7(&copy).as_slice()).unwrap();
+                tx.open_table(META).unwrap().insert("format", 7).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.format().unwrap(), FORMAT);
+        let (records, bad) = s.load().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(records, [running]);
+        assert_eq!(records[0].owner.as_str(), "unknown");
+        assert_eq!(s.load_copies().unwrap(), [copy]);
+        drop(s);
+        // Migrated once: a reopen reads format 8 as it is.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn an_owner_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = mesh_protocol::UserName::new("alice").unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .put(&record(1).owned_by(alice.clone()))
+            .unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().0[0].owner, alice);
     }
 
     #[test]

@@ -212,7 +212,7 @@ async fn tasks_table_and_filtered_json() {
     let agent = FakeAgent::start(&[("GET /v1/tasks", 200, &list)]).await;
     let out = agent.meshctl(&["tasks"]).await;
     let table = text(&out.stdout);
-    assert!(table.starts_with("ID  NAME  STATE"), "{table}");
+    assert!(table.starts_with("ID  NAME  OWNER    STATE"), "{table}");
     assert_eq!(table.lines().count(), 3);
     let out = agent
         .meshctl(&["tasks", "--json", "--state", "failed"])

@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
+
 use crate::ids::TaskId;
 use crate::task::TaskRecord;
 use crate::wire::{self, WireError};
@@ -89,6 +91,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The caller's certificate does not name a node.
     Unauthenticated,
+    /// The API user the call was made for may not do it (a kill of
+    /// another user's task).
+    Forbidden,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -101,6 +106,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
         })
     }
 }
@@ -135,7 +141,12 @@ pub enum Request {
         limit: u32,
     },
     Get(TaskId),
-    Kill(TaskId),
+    /// Kill a task for the API user `by`: the called node, which holds the
+    /// record, decides whether they may (its owner or an admin).
+    Kill {
+        id: TaskId,
+        by: Caller,
+    },
     Logs {
         id: TaskId,
         follow: bool,
@@ -163,7 +174,7 @@ impl Request {
             Request::Offer(_)
             | Request::List { .. }
             | Request::Get(_)
-            | Request::Kill(_)
+            | Request::Kill { .. }
             | Request::Logs { .. }
             | Request::Drain { .. }
             | Request::Replicate(_)
@@ -177,7 +188,7 @@ impl Request {
             Request::Offer(_) => "offer",
             Request::List { .. } => "list",
             Request::Get(_) => "get",
-            Request::Kill(_) => "kill",
+            Request::Kill { .. } => "kill",
             Request::Logs { .. } => "logs",
             Request::Drain { .. } => "drain",
             Request::Replicate(_) => "replicate",

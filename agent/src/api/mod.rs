@@ -4,17 +4,20 @@
 //! codes (`error::status`), the same for a failure here or on a peer. No
 //! state lives here.
 
+pub mod auth;
 mod error;
+pub mod serve;
 mod services;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{Extension, FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use mesh_protocol::api::{MAX_ARRAY, NEXT_AFTER, SubmitRequest};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::listing::{DEFAULT_LIMIT, MAX_LIMIT};
 use mesh_protocol::{NodeId, TaskId, TaskSpec};
 use serde::Deserialize;
@@ -31,6 +34,8 @@ use crate::tasks::{TaskError, Tasks};
 pub struct ApiState {
     pub tasks: Tasks,
     pub services: crate::services::ServicesHandle,
+    /// What callers must show.
+    pub access: std::sync::Arc<auth::Access>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -58,6 +63,7 @@ impl FromRef<ApiState> for Mesh {
 }
 
 pub fn router(state: ApiState) -> Router {
+    let access = state.access.clone();
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/{id}", get(task))
@@ -79,6 +85,10 @@ pub fn router(state: ApiState) -> Router {
                 "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 
@@ -128,7 +138,12 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// Accepts a task for the mesh: it goes to the least-utilised node that
 /// can start it now, or waits in this node's queue.
-async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, ApiError> {
+/// The caller owns it.
+async fn submit(
+    State(tasks): State<Tasks>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: SubmitRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
     let array = request.array;
@@ -146,8 +161,8 @@ async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, Api
         }
     }
     let accepted = match array {
-        None => tasks.submit(spec).await?,
-        Some(n @ 1..=MAX_ARRAY) => tasks.submit_array(spec, n).await?,
+        None => tasks.submit(spec, &caller).await?,
+        Some(n @ 1..=MAX_ARRAY) => tasks.submit_array(spec, n, &caller).await?,
         Some(n) => {
             return Err(ApiError::bad_request(format!(
                 "array of {n}: an array has 1 to {MAX_ARRAY} members"
@@ -214,15 +229,20 @@ async fn task(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Resp
     Ok(axum::Json(tasks.view(&id).await?).into_response())
 }
 
-/// Kills a task wherever it runs; an array's id kills every member.
-async fn kill(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// Kills a task wherever it runs; an array's id kills every member. The
+/// node that holds the record checks that the caller may (owner or admin).
+async fn kill(
+    State(tasks): State<Tasks>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     let span = tracing::info_span!("task", task_id = %id);
     async {
-        match tasks.kill_anywhere(&id).await {
+        match tasks.kill_anywhere(&id, &caller).await {
             Ok(record) => Ok(axum::Json(record).into_response()),
             Err(TaskError::NotFound(_)) => {
-                Ok(axum::Json(tasks.kill_array(&id).await?).into_response())
+                Ok(axum::Json(tasks.kill_array(&id, &caller).await?).into_response())
             }
             Err(e) => Err(e.into()),
         }

@@ -180,6 +180,7 @@ mod tests {
             .unwrap(),
             revision,
             removed,
+            owner: mesh_protocol::auth::unknown_owner(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_protocol::api::{Health, NodeView};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::rpc::{ErrorKind, RemoteError};
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +46,9 @@ pub enum SupervisorError {
     /// Refused for now (queue full, store failing); retry later.
     #[error("{0}")]
     Busy(String),
+    /// The API user may not do this to this task (not its owner).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the agent is shutting down")]
     Stopped,
 }
@@ -58,6 +62,7 @@ impl SupervisorError {
             SupervisorError::Impossible(_) => ErrorKind::Impossible,
             SupervisorError::Conflict(_) => ErrorKind::Conflict,
             SupervisorError::Busy(_) => ErrorKind::Busy,
+            SupervisorError::Forbidden(_) => ErrorKind::Forbidden,
             SupervisorError::Stopped => ErrorKind::Unavailable,
         }
     }
@@ -106,7 +111,11 @@ pub(crate) enum Command {
         usize,
         oneshot::Sender<mesh_protocol::listing::Page>,
     ),
-    Kill(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
+    Kill(
+        TaskId,
+        Caller,
+        oneshot::Sender<Result<TaskRecord, SupervisorError>>,
+    ),
     Logs(TaskId, oneshot::Sender<Result<LogsAt, SupervisorError>>),
     Node(oneshot::Sender<NodeView>),
     Health(oneshot::Sender<Health>),
@@ -289,8 +298,9 @@ impl SupervisorHandle {
         self.ask(|r| Command::List(after, limit, r)).await
     }
 
-    pub async fn kill(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
-        self.ask(|r| Command::Kill(id, r)).await?
+    /// Kills a task for `by`, if they may: its owner or an admin.
+    pub async fn kill(&self, id: TaskId, by: Caller) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Kill(id, by, r)).await?
     }
 
     pub async fn node(&self) -> Result<NodeView, SupervisorError> {

@@ -3,6 +3,7 @@
 //! superseded attempt of a task: the highest attempt wins.
 
 use mesh_protocol::attempts::{self, TaskView};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::listing::{self, Page, newer};
 use mesh_protocol::rpc::ErrorKind;
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
@@ -59,10 +60,10 @@ impl Tasks {
             .ok_or_else(|| TaskError::NotFound(id.clone()))
     }
 
-    /// Kills a task wherever it runs.
-    pub async fn kill_anywhere(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
+    /// Kills a task wherever it runs, for `by` (see [`Node::kill`]).
+    pub async fn kill_anywhere(&self, id: &TaskId, by: &Caller) -> Result<TaskRecord, TaskError> {
         let found = self.find(id).await?;
-        found.node.kill(id).await
+        found.node.kill(id, by).await
     }
 
     /// A task's output, from the node that runs its current attempt.
@@ -106,7 +107,11 @@ impl Tasks {
 
     /// Kills every member of the array `parent` (members that already
     /// ended are reported as they are).
-    pub async fn kill_array(&self, parent: &TaskId) -> Result<Vec<TaskRecord>, TaskError> {
+    pub async fn kill_array(
+        &self,
+        parent: &TaskId,
+        by: &Caller,
+    ) -> Result<Vec<TaskRecord>, TaskError> {
         let members: Vec<TaskRecord> = self
             .list_all()
             .await?
@@ -118,7 +123,7 @@ impl Tasks {
         }
         let mut killed = Vec::with_capacity(members.len());
         for m in members {
-            match self.kill_anywhere(&m.id).await {
+            match self.kill_anywhere(&m.id, by).await {
                 Ok(r) => killed.push(r),
                 Err(e) if e.kind() == ErrorKind::Conflict => killed.push(m),
                 Err(e) => return Err(e),

@@ -4,6 +4,7 @@
 //! longer fits), and queue it here when nobody can take it now.
 
 use mesh_protocol::api::SubmitResponse;
+use mesh_protocol::auth::Caller;
 use mesh_protocol::failover;
 use mesh_protocol::placement::{self, PlacementError};
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
@@ -17,8 +18,9 @@ const MAX_OFFERS: usize = 4;
 
 impl Tasks {
     /// Places a new task; see the module documentation.
-    pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitResponse, TaskError> {
-        self.submit_as(self.ids.task_id(), spec).await
+    /// Places a new task for `by`, who owns it; see the module documentation.
+    pub async fn submit(&self, spec: TaskSpec, by: &Caller) -> Result<SubmitResponse, TaskError> {
+        self.submit_as(self.ids.task_id(), spec, by).await
     }
 
     /// Places an array: `count` members `<parent>-<index>`, each with its
@@ -28,6 +30,7 @@ impl Tasks {
         &self,
         spec: TaskSpec,
         count: u32,
+        by: &Caller,
     ) -> Result<SubmitResponse, TaskError> {
         let parent = self.ids.task_id();
         let mut members = Vec::with_capacity(count as usize);
@@ -42,11 +45,11 @@ impl Tasks {
             member
                 .env
                 .push(("MESH_TASK_COUNT".into(), count.to_string()));
-            match self.submit_as(id, member).await {
+            match self.submit_as(id, member, by).await {
                 Ok(r) => members.push(r),
                 Err(e) => {
                     for m in &members {
-                        if let Err(k) = self.kill_anywhere(&m.id).await {
+                        if let Err(k) = self.kill_anywhere(&m.id, by).await {
                             warn!(task_id = %m.id, error = %k, "cannot take back an array member");
                         }
                     }
@@ -63,8 +66,14 @@ impl Tasks {
     }
 
     /// Places a task under a given id.
-    async fn submit_as(&self, id: TaskId, spec: TaskSpec) -> Result<SubmitResponse, TaskError> {
-        let record = TaskRecord::new(id.clone(), spec, self.me(), 0, self.ids.clock().now_ms());
+    async fn submit_as(
+        &self,
+        id: TaskId,
+        spec: TaskSpec,
+        by: &Caller,
+    ) -> Result<SubmitResponse, TaskError> {
+        let record = TaskRecord::new(id.clone(), spec, self.me(), 0, self.ids.clock().now_ms())
+            .owned_by(by.user.clone());
         let node = self
             .place_record(record, true)
             .instrument(info_span!("task", task_id = %id))

@@ -23,6 +23,7 @@ use mesh_protocol::NodeId;
 use mesh_protocol::gossip::PeerState;
 use mesh_protocol::pki::{self, Ca};
 use mesh_protocol::retention::Retention;
+use mesh_protocol::token::Tokens;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
@@ -65,6 +66,8 @@ pub struct Setup {
     conn_limits: Option<ConnLimits>,
     retention: Option<(Retention, Duration)>,
     max_log_bytes: Option<u64>,
+    /// The API's tokens, and the secret the harness itself calls with.
+    api_tokens: Option<(Tokens, String)>,
 }
 
 impl Setup {
@@ -94,6 +97,7 @@ impl Setup {
             conn_limits: None,
             retention: None,
             max_log_bytes: None,
+            api_tokens: None,
         }
     }
 
@@ -162,6 +166,13 @@ impl Setup {
         self
     }
 
+    /// `--api-tokens`: the API asks for one of `tokens`; the harness's own
+    /// calls (`TestAgent::api`) send `secret`, which must be an admin's.
+    pub fn api_tokens(mut self, tokens: Tokens, secret: &str) -> Setup {
+        self.api_tokens = Some((tokens, secret.to_owned()));
+        self
+    }
+
     /// Services listen on a loopback address of each agent's own.
     pub fn own_loopback(mut self) -> Setup {
         self.own_loopback = true;
@@ -213,7 +224,10 @@ impl Setup {
             .await;
         let agent = TestAgent {
             id,
-            api: Api::new(running.api_addr),
+            api: Api::with_token(
+                running.api_addr,
+                self.api_tokens.as_ref().map(|(_, s)| s.clone()),
+            ),
             ip,
             setup: self.clone(),
             memory,
@@ -265,6 +279,9 @@ impl Setup {
         }
         if let Some(n) = self.max_log_bytes {
             config = config.max_log_bytes(n);
+        }
+        if let Some((tokens, _)) = &self.api_tokens {
+            config = config.api_tokens(tokens.clone());
         }
         let started = match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,

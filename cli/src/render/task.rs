@@ -5,8 +5,9 @@ use mesh_protocol::attempts::TaskView;
 
 use super::{age, key_values, or_dash, table};
 
-const COLUMNS: [&str; 11] = [
-    "ID", "NAME", "STATE", "NODE", "CORES", "CPUS", "NUMA", "ATTEMPT", "EXIT", "AGE", "IMAGE",
+const COLUMNS: [&str; 12] = [
+    "ID", "NAME", "OWNER", "STATE", "NODE", "CORES", "CPUS", "NUMA", "ATTEMPT", "EXIT", "AGE",
+    "IMAGE",
 ];
 
 /// One row per task, in the order given; just the header when there are none.
@@ -18,6 +19,7 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
             vec![
                 t.id.to_string(),
                 or_dash(t.spec.name.as_deref()),
+                t.owner.to_string(),
                 state_of(t),
                 t.node.to_string(),
                 t.spec.cores.to_string(),
@@ -74,6 +76,7 @@ fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
     vec![
         ("id", t.id.to_string()),
         ("name", or_dash(t.spec.name.as_deref())),
+        ("owner", t.owner.to_string()),
         ("state", state),
         ("node", t.node.to_string()),
         ("image", t.spec.image.clone()),
@@ -173,7 +176,8 @@ mod tests {
     }
 
     fn running() -> TaskRecord {
-        let mut r = record("t1", TaskState::Running);
+        let mut r = record("t1", TaskState::Running)
+            .owned_by(mesh_protocol::UserName::new("alice").unwrap());
         r.attempt = 1;
         r.allocation = Some(Allocation {
             cores: vec![0, 1],
@@ -189,7 +193,7 @@ mod tests {
     fn empty_list_shows_the_header() {
         assert_eq!(
             tasks_table(&[], 0),
-            "ID  NAME  STATE  NODE  CORES  CPUS  NUMA  ATTEMPT  EXIT  AGE  IMAGE\n"
+            "ID  NAME  OWNER  STATE  NODE  CORES  CPUS  NUMA  ATTEMPT  EXIT  AGE  IMAGE\n"
         );
     }
 
@@ -207,6 +211,7 @@ mod tests {
             [
                 "t1",
                 "train",
+                "alice",
                 "running",
                 "n1",
                 "4",
@@ -223,6 +228,7 @@ mod tests {
             [
                 "t2",
                 "-",
+                "unknown",
                 "failed",
                 "n1",
                 "4",
@@ -243,6 +249,7 @@ mod tests {
         let text = task(&r, 7_000);
         for line in [
             "id:              t1",
+            "owner:           alice",
             "state:           running (kill requested)",
             "command:         sh -c 'echo '\\''hi'\\'''",
             "cpus:            0-3",

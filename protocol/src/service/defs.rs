@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ServiceError, ServiceFields, ServiceSpec};
-use crate::ids::ServiceName;
+use crate::ids::{ServiceName, UserName};
 
 /// Gossip key prefix of a definition.
 pub const KEY_PREFIX: &str = "svcdef.";
@@ -39,6 +39,9 @@ pub struct ServiceDef {
     pub revision: u64,
     /// A tombstone: the service was removed at `revision`.
     pub removed: bool,
+    /// The API user who created it: only they or an admin may remove it.
+    /// Definitions from before owners were kept have `unknown`.
+    pub owner: UserName,
 }
 
 /// A `ServiceDef` as stored and gossiped, not yet validated.
@@ -47,6 +50,8 @@ struct DefFields {
     spec: ServiceFields,
     revision: u64,
     removed: bool,
+    #[serde(default = "crate::auth::unknown_owner")]
+    owner: UserName,
 }
 
 /// Why a stored or gossiped definition was refused.
@@ -87,6 +92,7 @@ impl TryFrom<DefFields> for ServiceDef {
             spec,
             revision: f.revision,
             removed: f.removed,
+            owner: f.owner,
         })
     }
 }
@@ -195,6 +201,7 @@ mod tests {
             .unwrap(),
             revision,
             removed,
+            owner: crate::auth::unknown_owner(),
         }
     }
 

@@ -27,7 +27,7 @@ pub use spec::{
 };
 
 use crate::alloc::Allocation;
-use crate::ids::{NodeId, TaskId};
+use crate::ids::{NodeId, TaskId, UserName};
 use crate::image::PullProgress;
 
 /// First retry delay; doubles per attempt up to `MAX_BACKOFF_MS`.
@@ -138,6 +138,12 @@ pub struct TaskRecord {
     /// task whatever it was doing.
     #[serde(default)]
     pub pull: Option<PullProgress>,
+    /// The API user who submitted it: only they or an admin may kill it.
+    /// Records from before owners were kept have `unknown` (admins only).
+    /// Last, so that an older store record is this one's prefix (see the
+    /// agent's store migration).
+    #[serde(default = "crate::auth::unknown_owner")]
+    pub owner: UserName,
 }
 
 /// Delay before the retry that follows attempt `attempt` (1-based).
@@ -170,7 +176,14 @@ impl TaskRecord {
             offered_to: None,
             keeper: None,
             pull: None,
+            owner: crate::auth::unknown_owner(),
         }
+    }
+
+    /// The same record, submitted by `owner`.
+    pub fn owned_by(mut self, owner: UserName) -> Self {
+        self.owner = owner;
+        self
     }
 
     fn refuse(&self, action: &'static str) -> TransitionError {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_protocol::api::{Health, RuntimeHealth};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
 use mesh_protocol::task::TransitionError;
 use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskState};
@@ -327,8 +328,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::List(after, limit, reply) => {
                 let _ = reply.send(self.page(after.as_ref(), limit));
             }
-            Command::Kill(id, reply) => {
-                let _ = reply.send(self.kill(&id));
+            Command::Kill(id, by, reply) => {
+                let _ = reply.send(self.kill(&id, &by));
             }
             Command::Logs(id, reply) => {
                 let _ = reply.send(self.logs_at(&id));
@@ -391,12 +392,17 @@ impl<R: ContainerRuntime> Supervisor<R> {
         })
     }
 
-    fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {
+    fn kill(&mut self, id: &TaskId, by: &Caller) -> Result<TaskRecord, SupervisorError> {
         let now = self.now_ms();
         let r = self
             .records
             .get_mut(id)
             .ok_or_else(|| SupervisorError::NotFound(id.to_string()))?;
+        if !by.may_act_on(&r.owner) {
+            return Err(SupervisorError::Forbidden(
+                by.refusal(&format!("task {id}"), &r.owner),
+            ));
+        }
         let done = r
             .kill(now)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
@@ -409,7 +415,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         }
         // A starting task is killed as soon as its container is known.
         self.persist(id);
-        info!(task_id = %id, "kill requested");
+        info!(task_id = %id, by = %by.user, "kill requested");
         Ok(snapshot)
     }
 
