@@ -27,6 +27,8 @@ pub enum AgentError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Supervisor(#[from] supervisor::SpawnError),
+    #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot create data dir {path}: {source}")]
     DataDir {
@@ -105,7 +107,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_on(&config.data_dir, config.disk.clone())?;
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -130,14 +132,10 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         retention: config.retention,
         prune_every: config.prune_every,
         max_log_bytes: config.max_log_bytes,
+        disk: config.disk.clone(),
     };
     let (supervisor, actor) =
-        supervisor::spawn(sup_config, runtime.clone(), store, shutdown.clone()).map_err(
-            |source| AgentError::DataDir {
-                path: config.data_dir.join("logs").display().to_string(),
-                source,
-            },
-        )?;
+        supervisor::spawn(sup_config, runtime.clone(), store, shutdown.clone())?;
     let (mesh, mesh_loop) = Mesh::start(
         &config.mesh,
         &config.node_id,
@@ -174,6 +172,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             limits: config.conn_limits,
             every: config.mesh.gossip_interval,
             clock: config.clock.clone(),
+            disk: config.disk.clone(),
         },
         &config.data_dir,
         runtime.clone(),

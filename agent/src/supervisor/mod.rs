@@ -197,6 +197,21 @@ pub struct SupervisorConfig {
     pub prune_every: Duration,
     /// Most bytes of an attempt's output kept (its tail).
     pub max_log_bytes: u64,
+    /// How kept output is written.
+    pub disk: crate::disk::Disk,
+}
+
+/// Why the supervisor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot create the log dir {path}: {source}")]
+    Logs {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Opens a container's output stream (the runtime, without its type).
@@ -216,20 +231,31 @@ impl std::fmt::Debug for SupervisorHandle {
     }
 }
 
-/// Starts the supervisor; it runs until `shutdown` is cancelled.
+/// Starts the supervisor with what the store holds; it runs until
+/// `shutdown` is cancelled. A store that cannot be read is an error: the
+/// supervisor never starts without its tasks.
 pub fn spawn<R: ContainerRuntime>(
     config: SupervisorConfig,
     runtime: Arc<R>,
-    store: Store,
+    mut store: Store,
     shutdown: CancellationToken,
-) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
-    let logs = LogDir::new(config.log_dir.clone(), config.max_log_bytes)?;
+) -> Result<(SupervisorHandle, tokio::task::JoinHandle<()>), SpawnError> {
+    let logs = LogDir::new(
+        config.log_dir.clone(),
+        config.max_log_bytes,
+        config.disk.clone(),
+    )
+    .map_err(|source| SpawnError::Logs {
+        path: config.log_dir.display().to_string(),
+        source,
+    })?;
+    let loaded = store.load()?;
     let (tx, rx) = mpsc::channel(1024);
     let opener = {
         let runtime = runtime.clone();
         Arc::new(move |id: &str, follow: bool| runtime.logs(id, follow))
     };
-    let actor = actor::Supervisor::new(config, runtime, store, logs.clone());
+    let actor = actor::Supervisor::new(config, runtime, store, logs.clone(), loaded);
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((
         SupervisorHandle {

@@ -33,8 +33,9 @@ pub enum Action {
 }
 
 /// `watched` are tasks whose current attempt a live job already follows;
-/// `unreadable` are stored tasks whose records could not be decoded (their
-/// containers are left alone rather than taken for strays).
+/// `unreadable` are stored tasks whose records could not be decoded, set
+/// aside by the store (their containers are left alone rather than taken
+/// for strays).
 pub fn reconcile(
     records: &BTreeMap<TaskId, TaskRecord>,
     containers: &[ContainerInfo],

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mesh_agent::config::TlsSource;
+use mesh_agent::disk::Disk;
 use mesh_agent::mesh::Mesh;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_agent::services::admission::ConnLimits;
@@ -65,6 +66,7 @@ pub struct Setup {
     conn_limits: Option<ConnLimits>,
     retention: Option<(Retention, Duration)>,
     max_log_bytes: Option<u64>,
+    disk: Option<Disk>,
 }
 
 impl Setup {
@@ -94,6 +96,7 @@ impl Setup {
             conn_limits: None,
             retention: None,
             max_log_bytes: None,
+            disk: None,
         }
     }
 
@@ -159,6 +162,12 @@ impl Setup {
     /// `--max-log-bytes` (any size, unlike the flag's 1K at least).
     pub fn max_log_bytes(mut self, n: u64) -> Setup {
         self.max_log_bytes = Some(n);
+        self
+    }
+
+    /// The data dir's disk (one with simulated faults).
+    pub fn disk(mut self, disk: Disk) -> Setup {
+        self.disk = Some(disk);
         self
     }
 
@@ -234,6 +243,20 @@ impl Setup {
         seeds: &[String],
         stop: &CancellationToken,
     ) -> RunningAgent {
+        self.try_launch(id, dir, memory, ip, seeds, stop)
+            .await
+            .unwrap_or_else(|e| panic!("agent {id} did not start: {e}"))
+    }
+
+    async fn try_launch(
+        &self,
+        id: &NodeId,
+        dir: &Path,
+        memory: Option<&Arc<MemoryRuntime>>,
+        ip: IpAddr,
+        seeds: &[String],
+        stop: &CancellationToken,
+    ) -> Result<RunningAgent, mesh_agent::AgentError> {
         let mut config = Config::builder(id.clone(), dir)
             .topology(&self.topology)
             .seeds(seeds.to_vec())
@@ -266,11 +289,13 @@ impl Setup {
         if let Some(n) = self.max_log_bytes {
             config = config.max_log_bytes(n);
         }
-        let started = match memory {
+        if let Some(disk) = &self.disk {
+            config = config.disk(disk.clone());
+        }
+        match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,
             None => mesh_agent::start(config, stop.clone()).await,
-        };
-        started.unwrap_or_else(|e| panic!("agent {id} did not start: {e}"))
+        }
     }
 }
 
@@ -354,11 +379,19 @@ impl TestAgent {
     /// Starts it again after [`stop`](Self::stop): same node, data dir and
     /// runtime, a new API port.
     pub async fn restart(&mut self, seeds: &[String]) {
+        if let Err(e) = self.try_restart(seeds).await {
+            panic!("agent {} did not start: {e}", self.id);
+        }
+    }
+
+    /// Tries to start it again after [`stop`](Self::stop); the error if it
+    /// does not start (it stays stopped).
+    pub async fn try_restart(&mut self, seeds: &[String]) -> Result<(), String> {
         assert!(self.running.is_none(), "agent {} is still running", self.id);
         self.stop = CancellationToken::new();
         let running = self
             .setup
-            .launch(
+            .try_launch(
                 &self.id,
                 self.dir.path(),
                 self.memory.as_ref(),
@@ -366,10 +399,12 @@ impl TestAgent {
                 seeds,
                 &self.stop,
             )
-            .await;
+            .await
+            .map_err(|e| e.to_string())?;
         self.api = Api::new(running.api_addr);
         self.running = Some(running);
         self.wait_ready().await;
+        Ok(())
     }
 
     /// On Docker: until the agent reaches the engine.

@@ -42,7 +42,7 @@ pub(crate) struct Supervisor<R> {
     observing: bool,
     /// Tasks whose current attempt a live job follows.
     watched: BTreeSet<TaskId>,
-    /// Stored tasks whose records could not be read.
+    /// Stored tasks whose records could not be read (set aside).
     unreadable: BTreeSet<TaskId>,
     /// No new task starts here while set.
     draining: bool,
@@ -57,7 +57,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.cfg.clock.now_ms()
     }
 
-    pub(crate) fn new(cfg: SupervisorConfig, runtime: Arc<R>, store: Store, logs: LogDir) -> Self {
+    pub(crate) fn new(
+        cfg: SupervisorConfig,
+        runtime: Arc<R>,
+        store: Store,
+        logs: LogDir,
+        loaded: crate::store::Loaded,
+    ) -> Self {
         let alloc = CoreAllocator::new(cfg.topology.model.clone());
         let queue = TaskQueue::new();
         let docker = RuntimeHealth {
@@ -68,7 +74,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         };
         // Replaced in `run` with the real sender.
         let (events_tx, _) = mpsc::unbounded_channel();
-        Self {
+        let mut supervisor = Self {
             cfg,
             runtime,
             store,
@@ -86,7 +92,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
             copies: BTreeMap::new(),
             jobs: JoinSet::new(),
             events_tx,
-        }
+        };
+        supervisor.load(loaded);
+        supervisor
     }
 
     pub(crate) async fn run(
@@ -96,7 +104,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
     ) {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
-        self.load();
         let mut ping = tokio::time::interval(self.cfg.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(self.cfg.prune_every);
@@ -156,22 +163,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.jobs.spawn(job);
     }
 
-    /// Rebuilds queue and core holdings from the store.
-    fn load(&mut self) {
-        let (records, bad) = match self.store.load() {
-            Ok(x) => x,
-            Err(e) => {
-                error!(error = %e, "cannot read the task store; starting with no tasks");
-                (Vec::new(), Vec::new())
-            }
-        };
-        for key in bad {
-            error!(task_id = %key, "stored task record is unreadable; skipped, its containers are left alone");
+    /// Rebuilds queue and core holdings from what the store held.
+    fn load(&mut self, loaded: crate::store::Loaded) {
+        for key in loaded.set_aside {
+            warn!(task_id = %key, "a stored task record was set aside (it does not decode): its containers are left alone");
             if let Ok(id) = TaskId::new(key) {
                 self.unreadable.insert(id);
             }
         }
-        for r in records {
+        for r in loaded.records {
             self.next_seq = self.next_seq.max(r.queue_seq.saturating_add(1));
             match r.state {
                 // A task whose offer's outcome is unknown waits outside the
@@ -188,20 +188,22 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             self.records.insert(r.id.clone(), r);
         }
-        match self.store.load_copies() {
-            Ok(copies) => self.copies = copies.into_iter().map(|c| (c.id.clone(), c)).collect(),
-            Err(e) => error!(error = %e, "cannot read the copies this node keeps"),
-        }
+        self.copies = loaded
+            .copies
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         info!(
             tasks = self.records.len(),
             queued = self.queue.len(),
             copies = self.copies.len(),
+            set_aside = self.unreadable.len(),
             "loaded task store"
         );
     }
 
     /// Writes a record; a failure is logged (the in-memory state goes on).
-    fn persist(&self, id: &TaskId) {
+    fn persist(&mut self, id: &TaskId) {
         if let Some(r) = self.records.get(id)
             && let Err(e) = self.store.put(r)
         {

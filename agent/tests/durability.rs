@@ -1,0 +1,124 @@
+//! What the agent does when its disk fails it, against the real Docker
+//! engine: a store it cannot read stops its start (its tasks' containers
+//! keep running), a record it cannot decode is set aside and its container
+//! left alone, and a write that fails is an error to whoever asked.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mesh_agent::runtime::ContainerRuntime;
+use mesh_protocol::TaskState;
+
+/// One agent on Docker; its supervisor checks containers every 300 ms.
+async fn agent(tag: &str) -> TestAgent {
+    Setup::docker(tag)
+        .topology("numa:1 core:4 pu:1")
+        .ping_interval(Duration::from_millis(300))
+        .start(&[])
+        .await
+}
+
+async fn running(container: &str) -> bool {
+    docker()
+        .inspect(container)
+        .await
+        .is_ok_and(|info| info.running)
+}
+
+/// Until now a store that could not be read as a whole was taken for an
+/// empty one: the agent started with no tasks and removed their
+/// containers as strays. It must refuse to start, naming what it could
+/// not read and what to do, and leave the containers be.
+#[tokio::test]
+async fn an_unreadable_store_stops_the_start_and_the_tasks_keep_running() {
+    let mut a = agent("unreadable").await;
+    let t = a.api.submit(&sleep_task(1, "60")).await.id;
+    let r = a.api.wait_state(&t, TaskState::Running, 20).await;
+    let container = r.container.clone().unwrap();
+    a.stop().await;
+
+    // The set-aside records are part of the store: a path there that is a
+    // file, not a directory, cannot be read (by root too).
+    let aside = a.data_dir().join(mesh_agent::store::SET_ASIDE);
+    std::fs::write(&aside, b"not a directory").unwrap();
+    let e = a.try_restart(&[]).await.unwrap_err();
+    assert!(
+        e.contains(&aside.display().to_string()) && e.contains("does not start"),
+        "the error names the path and says what to do: {e}"
+    );
+    assert!(running(&container).await, "the task's container runs on");
+
+    std::fs::remove_file(&aside).unwrap();
+    a.restart(&[]).await;
+    let again = a.api.wait_state(&t, TaskState::Running, 20).await;
+    assert_eq!(again.container, r.container, "adopted, not run again");
+    a.api.kill(&t).await;
+    a.api.wait_state(&t, TaskState::Killed, 20).await;
+}
+
+/// A record that does not decode is moved to `set-aside/`; the other
+/// tasks load, and its container is left alone, at this start and the
+/// next, when the record is no longer in the store.
+#[tokio::test]
+async fn a_record_that_does_not_decode_is_set_aside_and_its_container_left_alone() {
+    let mut a = agent("setaside").await;
+    let bad = a.api.submit(&sleep_task(1, "60")).await.id;
+    let good = a.api.submit(&sleep_task(1, "60")).await.id;
+    let bad_container = a
+        .api
+        .wait_state(&bad, TaskState::Running, 20)
+        .await
+        .container
+        .unwrap();
+    let good_container = a
+        .api
+        .wait_state(&good, TaskState::Running, 20)
+        .await
+        .container;
+    a.stop().await;
+    spoil_record(&a.data_dir().join("tasks.redb"), bad.as_str());
+
+    for start in 1..=2 {
+        a.restart(&[]).await;
+        // Reconciled: the good task's container was adopted.
+        let g = a.api.wait_state(&good, TaskState::Running, 20).await;
+        assert_eq!(g.container, good_container, "start {start}");
+        hold_for(
+            "the set-aside task's container is left alone",
+            Duration::from_secs(1),
+            || async {
+                if running(&bad_container).await {
+                    Ok(())
+                } else {
+                    Err("removed")
+                }
+            },
+        )
+        .await;
+        assert!(
+            a.data_dir()
+                .join("set-aside")
+                .join(format!("task.{bad}.record"))
+                .exists(),
+            "start {start}"
+        );
+        a.stop().await;
+    }
+    docker().remove(&bad_container).await.unwrap();
+}
+
+/// Overwrites a task's stored record with bytes that do not decode.
+fn spoil_record(path: &std::path::Path, id: &str) {
+    let tasks: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tasks");
+    let db = redb::Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(tasks)
+        .unwrap()
+        .insert(id, b"\xff\xff\xff not a record".as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+}
