@@ -10,8 +10,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mesh_agent::disk::{Disk, SimulatedFaults};
 use mesh_agent::runtime::ContainerRuntime;
 use mesh_protocol::TaskState;
+use mesh_protocol::api::Health;
 
 /// One agent on Docker; its supervisor checks containers every 300 ms.
 async fn agent(tag: &str) -> TestAgent {
@@ -109,6 +111,68 @@ async fn a_record_that_does_not_decode_is_set_aside_and_its_container_left_alone
         a.stop().await;
     }
     docker().remove(&bad_container).await.unwrap();
+}
+
+/// Until now a write that failed was only logged: the agent went on as if
+/// it had written, its health said ok, it kept accepting tasks it could
+/// not store, and a restart found the state of before the failure. Now the
+/// node says so, refuses new tasks with the reason and starts none, and
+/// writes what it could not once the disk has room again.
+#[tokio::test]
+async fn a_full_disk_is_an_error_to_the_submitter_and_the_state_is_written_once_it_has_room() {
+    let faults = SimulatedFaults::new("tasks.redb");
+    let mut a = Setup::docker("fulldisk")
+        .topology("numa:1 core:4 pu:1")
+        .ping_interval(Duration::from_millis(300))
+        .disk(Disk::with_faults(faults.clone()))
+        .start(&[])
+        .await;
+    let t = a.api.submit(&sleep_task(1, "2")).await.id;
+    a.api.wait_state(&t, TaskState::Running, 20).await;
+
+    faults.set_full(true);
+    // The task ends while the disk is full: its end cannot be written.
+    a.api.wait_state(&t, TaskState::Succeeded, 20).await;
+    let h = wait_health(&a, "the health says the store fails", |h| {
+        h.store_error.is_some()
+    })
+    .await;
+    assert!(!h.ok, "{h:?}");
+    let e = h.store_error.unwrap();
+    assert!(
+        e.contains("tasks.redb") && e.contains("No space left"),
+        "{e}"
+    );
+
+    let refused = a.api.submit_refused(&sleep_task(1, "1")).await;
+    assert_eq!(refused.status, 500, "{refused:?}");
+    assert!(
+        refused.message.contains("cannot write its task store")
+            && refused.message.contains("No space left"),
+        "{refused:?}"
+    );
+    assert_eq!(a.api.tasks().await.len(), 1, "nothing was accepted");
+
+    faults.set_full(false);
+    wait_health(&a, "the store takes writes again", |h| h.ok).await;
+    a.stop().await;
+    a.restart(&[]).await;
+    let after = a.api.task(&t).await;
+    assert_eq!(
+        (after.state, after.attempt),
+        (TaskState::Succeeded, 1),
+        "the end written late was kept"
+    );
+    let ok = a.api.submit(&task(1, &["exit", "0"])).await.id;
+    a.api.wait_state(&ok, TaskState::Succeeded, 20).await;
+}
+
+async fn wait_health(a: &TestAgent, what: &str, want: impl Fn(&Health) -> bool) -> Health {
+    wait_until(what, Duration::from_secs(20), || async {
+        let h = a.api.health().await;
+        if want(&h) { Ok(h) } else { Err(h) }
+    })
+    .await
 }
 
 /// Overwrites a task's stored record with bytes that do not decode.

@@ -233,6 +233,7 @@ async fn health_503_prints_and_exits_1() {
             version: None,
             error: Some("socket missing; start Docker".into()),
         },
+        store_error: None,
     })
     .unwrap();
     let agent = FakeAgent::start(&[("GET /v1/health", 503, &health)]).await;

@@ -114,9 +114,14 @@ pub struct RuntimeHealth {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// Docker is reachable and the task store takes writes.
     pub ok: bool,
     pub node: NodeId,
     pub docker: RuntimeHealth,
+    /// Why the task store cannot be written now (`None`: it can). While
+    /// it cannot, the node refuses new tasks and starts none.
+    #[serde(default)]
+    pub store_error: Option<String>,
 }
 
 /// One held core and who holds it.

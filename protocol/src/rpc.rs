@@ -19,7 +19,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -89,6 +89,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The caller's certificate does not name a node.
     Unauthenticated,
+    /// The node could not write what the call asked it to keep (its disk
+    /// failed); nothing was kept.
+    Storage,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -101,6 +104,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Storage => "storage",
         })
     }
 }

@@ -41,9 +41,12 @@ pub enum SupervisorError {
     /// The request is valid but conflicts with the task's state.
     #[error("{0}")]
     Conflict(String),
-    /// Refused for now (queue full, store failing); retry later.
+    /// Refused for now (queue full, draining); retry later.
     #[error("{0}")]
     Busy(String),
+    /// What the request asked to keep could not be written to the store.
+    #[error("{0}")]
+    Storage(String),
     #[error("the agent is shutting down")]
     Stopped,
 }
@@ -57,6 +60,7 @@ impl SupervisorError {
             SupervisorError::Impossible(_) => ErrorKind::Impossible,
             SupervisorError::Conflict(_) => ErrorKind::Conflict,
             SupervisorError::Busy(_) => ErrorKind::Busy,
+            SupervisorError::Storage(_) => ErrorKind::Storage,
             SupervisorError::Stopped => ErrorKind::Unavailable,
         }
     }
@@ -125,7 +129,7 @@ pub(crate) enum Command {
     Replicate(
         Box<TaskRecord>,
         NodeId,
-        oneshot::Sender<mesh_protocol::failover::Verdict>,
+        oneshot::Sender<Result<mesh_protocol::failover::Verdict, SupervisorError>>,
     ),
     /// Queued tasks waiting for others (`--after`), with what they wait for.
     Blocked(oneshot::Sender<Vec<(TaskId, Vec<TaskId>)>>),
@@ -343,7 +347,7 @@ impl SupervisorHandle {
         caller: NodeId,
     ) -> Result<mesh_protocol::failover::Verdict, SupervisorError> {
         self.ask(|r| Command::Replicate(Box::new(record), caller, r))
-            .await
+            .await?
     }
 
     pub async fn blocked(&self) -> Result<Vec<(TaskId, Vec<TaskId>)>, SupervisorError> {

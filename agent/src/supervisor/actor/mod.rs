@@ -25,7 +25,7 @@ use super::jobs::{self};
 use super::{Command, SupervisorConfig, SupervisorError, container};
 use crate::logs::LogDir;
 use crate::runtime::ContainerRuntime;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub(crate) struct Supervisor<R> {
     cfg: SupervisorConfig,
@@ -48,6 +48,12 @@ pub(crate) struct Supervisor<R> {
     draining: bool,
     /// Copies of tasks other agents run, held as their keeper.
     copies: BTreeMap<TaskId, TaskRecord>,
+    /// Why the last write to the store failed, until a retry succeeds:
+    /// meanwhile no task is accepted or started here.
+    store_error: Option<String>,
+    /// Records and copies whose latest state is not on disk yet.
+    unsaved: BTreeSet<TaskId>,
+    unsaved_copies: BTreeSet<TaskId>,
     jobs: JoinSet<()>,
     events_tx: jobs::Events,
 }
@@ -90,6 +96,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
             unreadable: BTreeSet::new(),
             draining: false,
             copies: BTreeMap::new(),
+            store_error: None,
+            unsaved: BTreeSet::new(),
+            unsaved_copies: BTreeSet::new(),
             jobs: JoinSet::new(),
             events_tx,
         };
@@ -122,7 +131,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     None => break,
                 },
                 Some(ev) = events.recv() => self.event(ev),
-                _ = ping.tick() => self.spawn(jobs::ping(self.runtime.clone(), self.events_tx.clone())),
+                _ = ping.tick() => {
+                    self.retry_writes();
+                    self.spawn(jobs::ping(self.runtime.clone(), self.events_tx.clone()));
+                }
                 _ = prune.tick() => self.prune(),
                 Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
                 _ = tokio::time::sleep(wake) => {}
@@ -202,13 +214,98 @@ impl<R: ContainerRuntime> Supervisor<R> {
         );
     }
 
-    /// Writes a record; a failure is logged (the in-memory state goes on).
+    /// Writes a record. When that fails, the record waits for the next
+    /// retry (every ping) and the node stops taking and starting tasks
+    /// until one succeeds (see [`Self::write_failed`]).
     fn persist(&mut self, id: &TaskId) {
-        if let Some(r) = self.records.get(id)
-            && let Err(e) = self.store.put(r)
-        {
-            error!(task_id = %id, error = %e, "could not persist task state");
+        let Some(r) = self.records.get(id) else {
+            return;
+        };
+        match self.store.put(r) {
+            Ok(()) => {
+                self.unsaved.remove(id);
+            }
+            Err(e) => {
+                self.unsaved.insert(id.clone());
+                self.write_failed(&e);
+            }
         }
+    }
+
+    /// Writes a copy held as keeper; as [`Self::persist`].
+    fn persist_copy(&mut self, id: &TaskId) {
+        let Some(c) = self.copies.get(id) else {
+            return;
+        };
+        match self.store.put_copy(c) {
+            Ok(()) => {
+                self.unsaved_copies.remove(id);
+            }
+            Err(e) => {
+                self.unsaved_copies.insert(id.clone());
+                self.write_failed(&e);
+            }
+        }
+    }
+
+    /// A write to the store failed: until a retry succeeds, no task is
+    /// accepted or started here, and the node's health says why.
+    fn write_failed(&mut self, e: &StoreError) {
+        if self.store_error.is_none() {
+            error!(error = %e, "cannot write the task store: no task is accepted or started here until it can; the writes are tried again every ping");
+        }
+        self.store_error = Some(e.to_string());
+    }
+
+    /// Tries the writes that failed again, in one transaction.
+    fn retry_writes(&mut self) {
+        if self.store_error.is_none() {
+            return;
+        }
+        let records: Vec<&TaskRecord> = self
+            .unsaved
+            .iter()
+            .filter_map(|id| self.records.get(id))
+            .collect();
+        let copies: Vec<&TaskRecord> = self
+            .unsaved_copies
+            .iter()
+            .filter_map(|id| self.copies.get(id))
+            .collect();
+        let written = (records.len(), copies.len());
+        match self.store.put_both(records, copies) {
+            Ok(()) => {
+                info!(
+                    records = written.0,
+                    copies = written.1,
+                    "the task store takes writes again"
+                );
+                self.unsaved.clear();
+                self.unsaved_copies.clear();
+                self.store_error = None;
+            }
+            Err(e) => self.store_error = Some(e.to_string()),
+        }
+    }
+
+    /// Refuses what would be written while the store fails.
+    fn store_writable(&self) -> Result<(), SupervisorError> {
+        match &self.store_error {
+            None => Ok(()),
+            Some(e) => Err(SupervisorError::Storage(format!(
+                "node {} cannot write its task store: {e}",
+                self.cfg.node
+            ))),
+        }
+    }
+
+    /// Writes a new record before it is taken; a failure refuses it.
+    fn store_new(&mut self, record: &TaskRecord) -> Result<(), SupervisorError> {
+        self.store_writable()?;
+        self.store.put(record).map_err(|e| {
+            self.write_failed(&e);
+            SupervisorError::Storage(format!("task not accepted: {e}"))
+        })
     }
 
     fn command(&mut self, cmd: Command) {
@@ -338,9 +435,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::Health(reply) => {
                 let _ = reply.send(Health {
-                    ok: self.docker.reachable,
+                    ok: self.docker.reachable && self.store_error.is_none(),
                     node: self.cfg.node.clone(),
                     docker: self.docker.clone(),
+                    store_error: self.store_error.clone(),
                 });
             }
         }
@@ -407,12 +505,18 @@ impl<R: ContainerRuntime> Supervisor<R> {
 
     /// Starts whatever the queue says fits, if Docker is there.
     fn dispatch(&mut self) {
-        if self.draining || !self.docker.reachable || !self.reconciled || self.queue.is_empty() {
+        if self.draining
+            || !self.docker.reachable
+            || !self.reconciled
+            || self.store_error.is_some()
+            || self.queue.is_empty()
+        {
             return;
         }
         let now = self.now_ms();
         let decisions = self.queue.dispatch(&mut self.alloc, now);
         let mut changed = Vec::new();
+        let mut before = Vec::new();
         let mut to_run = Vec::new();
         for d in decisions {
             match d {
@@ -421,6 +525,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                         self.alloc.release(&id);
                         continue;
                     };
+                    before.push(r.clone());
                     if let Err(e) = r.start(allocation.clone(), now) {
                         refused(&e);
                         self.alloc.release(&id);
@@ -441,6 +546,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     let Some(r) = self.records.get_mut(&id) else {
                         continue;
                     };
+                    before.push(r.clone());
                     match r.unplaceable(format!("cannot run on this node: {e}"), now) {
                         Ok(()) => changed.push(id),
                         Err(e) => refused(&e),
@@ -455,7 +561,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
             .filter_map(|id| self.records.get(id))
             .collect();
         if let Err(e) = self.store.put_all(records) {
-            error!(error = %e, "could not persist started tasks");
+            // Not on disk: nothing starts, and the tasks wait as they were.
+            for r in before.into_iter().filter(|r| changed.contains(&r.id)) {
+                self.alloc.release(&r.id);
+                self.queue.put(queued(&r));
+                self.records.insert(r.id.clone(), r);
+            }
+            self.write_failed(&e);
+            return;
         }
         for (id, attempt, spec) in to_run {
             self.watched.insert(id.clone());
