@@ -1,7 +1,9 @@
 //! What the agent does when its disk fails it, against the real Docker
 //! engine: a store it cannot read stops its start (its tasks' containers
 //! keep running), a record it cannot decode is set aside and its container
-//! left alone, and a write that fails is an error to whoever asked.
+//! left alone, and a write that fails is an error to whoever asked. And,
+//! between in-memory agents, a keeper whose disk fails: the submitter and
+//! `GET /v1/tasks/{id}/copy` say the copy was not kept.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +15,7 @@ use common::*;
 use mesh_agent::disk::{Disk, SimulatedFaults};
 use mesh_agent::runtime::ContainerRuntime;
 use mesh_protocol::TaskState;
-use mesh_protocol::api::Health;
+use mesh_protocol::api::{CopyStatus, Health};
 
 /// One agent on Docker; its supervisor checks containers every 300 ms.
 async fn agent(tag: &str) -> TestAgent {
@@ -165,6 +167,88 @@ async fn a_full_disk_is_an_error_to_the_submitter_and_the_state_is_written_once_
     );
     let ok = a.api.submit(&task(1, &["exit", "0"])).await.id;
     a.api.wait_state(&ok, TaskState::Succeeded, 20).await;
+}
+
+/// Until now a keeper that could not write a copy answered `Kept` all the
+/// same (to a push), or the placing node only logged it (to a placement):
+/// the submitter heard "two copies" with one. Now the answer to the submit
+/// says the copy was not kept and why, the copy's status says so until the
+/// keeper has one, and a push the keeper cannot write leaves its copy
+/// behind, shown as such, until it can.
+#[tokio::test]
+async fn a_keeper_that_cannot_write_its_copy_is_reported_to_the_submitter() {
+    let faults = SimulatedFaults::new("tasks.redb");
+    let base = Setup::memory("copy").topology("numa:1 core:2 pu:1");
+    let runner = base.start(&[]).await;
+    let keeper = base
+        .clone()
+        .disk(Disk::with_faults(faults.clone()))
+        .start(&[runner.gossip()])
+        .await;
+    wait_formed(&[&runner, &keeper]).await;
+
+    faults.set_full(true);
+    let answer = runner.api.submit(&sleep_task(1, "600")).await;
+    assert_eq!(answer.node.as_ref(), Some(&runner.id), "{answer:?}");
+    match &answer.copy {
+        Some(CopyStatus::NotKept { node, reason }) => {
+            assert_eq!(node, &keeper.id);
+            assert!(reason.contains("No space left"), "{reason}");
+        }
+        other => panic!("the answer says the copy was not kept: {other:?}"),
+    }
+    let t = answer.id;
+    let copy = copy_status(&runner, &t).await;
+    assert!(
+        matches!(&copy, CopyStatus::NotKept { node, .. } if node == &keeper.id),
+        "{copy:?}"
+    );
+
+    // Room again: the runner's next push is kept.
+    faults.set_full(false);
+    wait_copy(&runner, &t, "the keeper keeps the copy", |c| {
+        matches!(c, CopyStatus::Kept { current: true, .. })
+    })
+    .await;
+
+    // Full again while the task changes: the keeper answers the push with
+    // an error and keeps the older state (not the new one, unwritten).
+    faults.set_full(true);
+    runner.api.kill(&t).await;
+    runner.api.wait_state(&t, TaskState::Killed, 20).await;
+    hold_for(
+        "the keeper's copy stays behind",
+        Duration::from_secs(1),
+        || async {
+            match copy_status(&runner, &t).await {
+                CopyStatus::Kept { current: false, .. } => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    faults.set_full(false);
+    wait_copy(&runner, &t, "the keeper catches up", |c| {
+        matches!(c, CopyStatus::Kept { current: true, .. })
+    })
+    .await;
+}
+
+async fn copy_status(a: &TestAgent, id: &mesh_protocol::TaskId) -> CopyStatus {
+    a.api.client().task_copy(id).await.unwrap()
+}
+
+async fn wait_copy(
+    a: &TestAgent,
+    id: &mesh_protocol::TaskId,
+    what: &str,
+    want: impl Fn(&CopyStatus) -> bool,
+) -> CopyStatus {
+    wait_until(what, Duration::from_secs(20), || async {
+        let c = copy_status(a, id).await;
+        if want(&c) { Ok(c) } else { Err(c) }
+    })
+    .await
 }
 
 async fn wait_health(a: &TestAgent, what: &str, want: impl Fn(&Health) -> bool) -> Health {

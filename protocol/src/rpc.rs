@@ -157,6 +157,9 @@ pub enum Request {
     Hold(Box<TaskRecord>),
     /// This node's figures for every service, and its open connections.
     ServiceReport,
+    /// The copy this node keeps of a task, as its keeper: answered with
+    /// `Record`, or `Failed(NotFound)` when it holds none.
+    Copy(TaskId),
 }
 
 impl Request {
@@ -171,7 +174,8 @@ impl Request {
             | Request::Logs { .. }
             | Request::Drain { .. }
             | Request::Replicate(_)
-            | Request::Hold(_) => Topic::Tasks,
+            | Request::Hold(_)
+            | Request::Copy(_) => Topic::Tasks,
         }
     }
 
@@ -187,6 +191,7 @@ impl Request {
             Request::Replicate(_) => "replicate",
             Request::Hold(_) => "hold",
             Request::ServiceReport => "service report",
+            Request::Copy(_) => "copy",
         }
     }
 }

@@ -144,6 +144,8 @@ pub(crate) enum Command {
     ),
     /// As keeper: every copy held.
     Copies(oneshot::Sender<Vec<TaskRecord>>),
+    /// As keeper: the copy held of one task.
+    Copy(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
     Replaced(TaskId, NodeId, u32),
     /// As runner: records that have (or need) a keeper.
@@ -369,6 +371,11 @@ impl SupervisorHandle {
 
     pub async fn copies(&self) -> Result<Vec<TaskRecord>, SupervisorError> {
         self.ask(Command::Copies).await
+    }
+
+    /// The copy this node keeps of `id`, as its keeper.
+    pub async fn copy(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Copy(id, r)).await?
     }
 
     pub async fn kept(&self) -> Result<Vec<TaskRecord>, SupervisorError> {

@@ -1,6 +1,7 @@
 //! Tasks: the `meshctl tasks` table and the `meshctl task` detail view.
 
 use mesh_protocol::TaskRecord;
+use mesh_protocol::api::CopyStatus;
 
 use super::{age, key_values, or_dash, table};
 
@@ -32,8 +33,9 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
     table(&COLUMNS, &rows)
 }
 
-/// Everything about one task, a `key: value` line each.
-pub fn task(t: &TaskRecord, now_ms: u64) -> String {
+/// Everything about one task, a `key: value` line each; `copy` is what
+/// its keeper holds (or why that is not known).
+pub fn task(t: &TaskRecord, copy: Result<&CopyStatus, &str>, now_ms: u64) -> String {
     let alloc = t.allocation.as_ref();
     let ago = |ms: Option<u64>| or_dash(ms.map(|ms| format!("{} ago", age(now_ms, ms))));
     let state = if t.kill_requested && !t.state.is_terminal() {
@@ -78,6 +80,14 @@ pub fn task(t: &TaskRecord, now_ms: u64) -> String {
         (
             "attempt/retries",
             format!("{}/{}", t.attempt, t.spec.retries),
+        ),
+        ("keeper", or_dash(t.keeper.as_ref())),
+        (
+            "copy",
+            match copy {
+                Ok(c) => c.to_string(),
+                Err(why) => format!("unknown: {why}"),
+            },
         ),
         ("container", or_dash(t.container.as_deref())),
         ("exit code", or_dash(t.exit_code)),
@@ -203,7 +213,11 @@ mod tests {
     fn detail_lists_every_field() {
         let mut r = running();
         r.kill_requested = true;
-        let text = task(&r, 7_000);
+        let copy = CopyStatus::Kept {
+            node: NodeId::new("n2").unwrap(),
+            current: true,
+        };
+        let text = task(&r, Ok(&copy), 7_000);
         for line in [
             "id:              t1",
             "state:           running (kill requested)",
@@ -213,6 +227,7 @@ mod tests {
             "memory:          512M",
             "labels:          team=ml",
             "attempt/retries: 1/2",
+            "copy:            kept on n2",
             "container:       mesh-t1-1",
             "exit code:       -",
             "created:         6s ago",
@@ -227,9 +242,30 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_not_kept_says_where_and_why() {
+        let r = running();
+        let copy = CopyStatus::NotKept {
+            node: NodeId::new("n2").unwrap(),
+            reason: "n2: cannot write the task store: No space left on device".into(),
+        };
+        let text = task(&r, Ok(&copy), 7_000);
+        assert!(
+            text.contains(
+                "copy:            NOT KEPT on n2: n2: cannot write the task store: No space left on device\n"
+            ),
+            "{text}"
+        );
+        let text = task(&r, Err("the agent is older"), 7_000);
+        assert!(
+            text.contains("copy:            unknown: the agent is older\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn image_command_when_none_given() {
         let mut r = record("t3", TaskState::Queued);
         r.spec.command.clear();
-        assert!(task(&r, 0).contains("command:         (the image's own)\n"));
+        assert!(task(&r, Err("-"), 0).contains("command:         (the image's own)\n"));
     }
 }

@@ -369,6 +369,11 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::Copies(reply) => {
                 let _ = reply.send(self.copies.values().cloned().collect());
             }
+            Command::Copy(id, reply) => {
+                let _ = reply.send(self.copies.get(&id).cloned().ok_or_else(|| {
+                    SupervisorError::NotFound(format!("no copy of {id} on {}", self.cfg.node))
+                }));
+            }
             Command::Replaced(id, node, attempt) => self.replaced(&id, node, attempt),
             Command::Kept(reply) => {
                 let _ = reply.send(
