@@ -234,6 +234,49 @@ async fn a_keeper_that_cannot_write_its_copy_is_reported_to_the_submitter() {
     .await;
 }
 
+/// A task about to start whose "starting" record cannot be written does
+/// not start: until now its container was created all the same, on a
+/// record that said "queued" on disk. Here the runtime comes back while
+/// the disk is full: nothing starts until the disk has room.
+#[tokio::test]
+async fn nothing_starts_on_a_record_that_could_not_be_written() {
+    let faults = SimulatedFaults::new("tasks.redb");
+    let rt = std::sync::Arc::new(mesh_agent::runtime::memory::MemoryRuntime::new());
+    rt.set_available(false);
+    let a = Setup::memory("nostart")
+        .topology("numa:1 core:2 pu:1")
+        .ping_interval(Duration::from_millis(50))
+        .disk(Disk::with_faults(faults.clone()))
+        .start_on(rt.clone(), &[])
+        .await;
+    let t = a.api.submit(&sleep_task(1, "600")).await.id;
+    assert_eq!(a.api.task(&t).await.state, TaskState::Queued);
+
+    faults.set_full(true);
+    rt.set_available(true);
+    wait_health(&a, "the store fails", |h| {
+        h.docker.reachable && h.store_error.is_some()
+    })
+    .await;
+    hold_for(
+        "nothing starts while the disk is full",
+        Duration::from_millis(500),
+        || async {
+            let now = a.api.task(&t).await;
+            if (now.state, now.attempt, rt.started()) == (TaskState::Queued, 0, 0) {
+                Ok(())
+            } else {
+                Err((now, rt.started()))
+            }
+        },
+    )
+    .await;
+
+    faults.set_full(false);
+    let running = a.api.wait_state(&t, TaskState::Running, 10).await;
+    assert_eq!((running.attempt, rt.started()), (1, 1), "started once");
+}
+
 async fn copy_status(a: &TestAgent, id: &mesh_protocol::TaskId) -> CopyStatus {
     a.api.client().task_copy(id).await.unwrap()
 }
