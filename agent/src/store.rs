@@ -340,12 +340,18 @@ impl Store {
     pub fn load(&mut self) -> Result<Loaded, StoreError> {
         let (records, bad_tasks) = self.read_table(Kind::Task)?;
         let (copies, bad_copies) = self.read_table(Kind::Copy)?;
+        let mut not_moved = Vec::new();
         for (kind, bad) in [(Kind::Task, bad_tasks), (Kind::Copy, bad_copies)] {
             for (key, bytes) in bad {
-                self.set_aside(kind, &key, &bytes);
+                if !self.set_aside(kind, &key, &bytes) && kind == Kind::Task {
+                    not_moved.push(key);
+                }
             }
         }
-        let set_aside = self.set_aside_tasks()?;
+        let mut set_aside = self.set_aside_tasks()?;
+        set_aside.extend(not_moved);
+        set_aside.sort();
+        set_aside.dedup();
         Ok(Loaded {
             records,
             copies,
@@ -375,11 +381,11 @@ impl Store {
     }
 
     /// Moves a record that does not decode out of its table, into
-    /// `set-aside/<kind>.<key>.record`. If that cannot be written, the
-    /// record stays where it is (and is still reported unreadable).
-    fn set_aside(&mut self, kind: Kind, key: &str, bytes: &[u8]) {
+    /// `set-aside/<kind>.<key>.record`; false if it stays in the store
+    /// (in memory, or the file cannot be written), still unreadable.
+    fn set_aside(&mut self, kind: Kind, key: &str, bytes: &[u8]) -> bool {
         let Some(on_disk) = &self.on_disk else {
-            return;
+            return false;
         };
         let dir = on_disk.dir.join(SET_ASIDE);
         let file = dir.join(format!("{}.{}.record", kind.name(), file_key(key)));
@@ -394,6 +400,7 @@ impl Store {
                 })
                 .map_err(|e| e.to_string())
             });
+        let done = moved.is_ok();
         match moved {
             Ok(()) => warn!(
                 kind = kind.name(),
@@ -408,6 +415,7 @@ impl Store {
                 "stored record does not decode and cannot be moved aside; left in the store, its containers are left alone"
             ),
         }
+        done
     }
 
     /// The tasks whose records are in the set-aside directory.

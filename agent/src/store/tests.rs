@@ -134,6 +134,27 @@ fn a_record_that_does_not_decode_is_set_aside_and_the_rest_loads() {
     assert_eq!(loaded.set_aside, ["6e6f742f616e206964", "t2"]);
 }
 
+/// A record that cannot be moved aside (the disk is full) stays in the
+/// store and is still named, so its containers are left alone; in memory
+/// too.
+#[test]
+fn a_record_that_cannot_be_moved_aside_is_still_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = SimulatedFaults::new("");
+    let mut s = Store::open_on(dir.path(), Disk::with_faults(faults.clone())).unwrap();
+    s.put(&record(1)).unwrap();
+    put_raw(&s, TASKS, "t2", b"\xff\xff");
+    faults.set_full(true);
+    let loaded = s.load().unwrap();
+    assert_eq!(ids(&loaded.records), ["t1"]);
+    assert_eq!(loaded.set_aside, ["t2"]);
+    assert!(!dir.path().join(SET_ASIDE).join("task.t2.record").exists());
+
+    let mut m = Store::in_memory().unwrap();
+    put_raw(&m, TASKS, "t3", b"\xff");
+    assert_eq!(m.load().unwrap().set_aside, ["t3"]);
+}
+
 /// A set-aside path that is not a directory (a file) cannot be read: an
 /// error, not a start that forgets what was set aside.
 #[test]
