@@ -24,10 +24,12 @@ use crate::topology::{self, TopologyError};
 pub enum AgentError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// Boxed, as the next: a store's error is large, and every `Result`
+    /// of the agent carries this type.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     #[error(transparent)]
-    Supervisor(#[from] supervisor::SpawnError),
+    Supervisor(Box<supervisor::SpawnError>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot create data dir {path}: {source}")]
@@ -50,6 +52,18 @@ pub enum AgentError {
     Join(#[from] tokio::task::JoinError),
 }
 
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        AgentError::Store(Box::new(e))
+    }
+}
+
+impl From<supervisor::SpawnError> for AgentError {
+    fn from(e: supervisor::SpawnError) -> Self {
+        AgentError::Supervisor(Box::new(e))
+    }
+}
+
 /// A started agent.
 #[derive(Debug)]
 pub struct RunningAgent {
@@ -62,18 +76,19 @@ pub struct RunningAgent {
     server: JoinHandle<std::io::Result<()>>,
     services_loop: JoinHandle<()>,
     actor: JoinHandle<()>,
-    mesh_loop: JoinHandle<()>,
+    mesh_loop: JoinHandle<Result<(), MeshError>>,
     tasks_loop: JoinHandle<()>,
 }
 
 impl RunningAgent {
-    /// Waits until shutdown completes.
+    /// Waits until shutdown completes (a shutdown the mesh started because
+    /// gossip stopped is an error).
     pub async fn wait(self) -> Result<(), AgentError> {
         self.server.await?.map_err(AgentError::Serve)?;
         self.tasks_loop.await?;
         self.services_loop.await?;
         self.actor.await?;
-        self.mesh_loop.await?;
+        self.mesh_loop.await??;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod attempts;
 pub mod cpuset;
 pub mod failover;
 pub mod gossip;

@@ -212,7 +212,7 @@ async fn list(
 
 async fn task(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    Ok(axum::Json(tasks.find(&id).await?.record).into_response())
+    Ok(axum::Json(tasks.view(&id).await?).into_response())
 }
 
 /// Whether the task's keeper holds its copy, asked of the keeper.

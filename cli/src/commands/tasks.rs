@@ -154,10 +154,10 @@ pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCod
         }
         TaskCommand::Task { id, json: true } => print_json(&client.task_raw(&id).await?)?,
         TaskCommand::Task { id, json: false } => {
-            let record = client.task(&id).await?;
+            let view = client.task_view(&id).await?;
             let copy = client.task_copy(&id).await.map_err(|e| e.to_string());
-            print(&render::task(
-                &record,
+            print(&render::task_view(
+                &view,
                 copy.as_ref().map_err(String::as_str),
                 now_ms(),
             ))?;

@@ -2,6 +2,7 @@
 
 use mesh_protocol::TaskRecord;
 use mesh_protocol::api::CopyStatus;
+use mesh_protocol::attempts::TaskView;
 
 use super::{age, key_values, or_dash, table};
 
@@ -36,6 +37,15 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
 /// Everything about one task, a `key: value` line each; `copy` is what
 /// its keeper holds (or why that is not known).
 pub fn task(t: &TaskRecord, copy: Result<&CopyStatus, &str>, now_ms: u64) -> String {
+    key_values(&task_rows(t, copy, now_ms))
+}
+
+/// The lines of [`task`].
+fn task_rows(
+    t: &TaskRecord,
+    copy: Result<&CopyStatus, &str>,
+    now_ms: u64,
+) -> Vec<(&'static str, String)> {
     let alloc = t.allocation.as_ref();
     let ago = |ms: Option<u64>| or_dash(ms.map(|ms| format!("{} ago", age(now_ms, ms))));
     let state = if t.kill_requested && !t.state.is_terminal() {
@@ -59,7 +69,7 @@ pub fn task(t: &TaskRecord, copy: Result<&CopyStatus, &str>, now_ms: u64) -> Str
             .collect();
         pairs.join(", ")
     };
-    key_values(&[
+    vec![
         ("id", t.id.to_string()),
         ("name", or_dash(t.spec.name.as_deref())),
         ("state", state),
@@ -95,7 +105,29 @@ pub fn task(t: &TaskRecord, copy: Result<&CopyStatus, &str>, now_ms: u64) -> Str
         ("created", ago(Some(t.created_ms))),
         ("started", ago(t.started_ms)),
         ("finished", ago(t.finished_ms)),
-    ])
+    ]
+}
+
+/// [`task`], then the other attempts still running somewhere, if any: an
+/// attempt the task was re-placed from while its node was away, until that
+/// node hears it was superseded and stops it.
+pub fn task_view(v: &TaskView, copy: Result<&CopyStatus, &str>, now_ms: u64) -> String {
+    let mut rows = task_rows(&v.record, copy, now_ms);
+    if !v.also_running.is_empty() {
+        let others: Vec<String> = v
+            .also_running
+            .iter()
+            .map(|a| format!("attempt {} on {} ({})", a.attempt, a.node, a.state))
+            .collect();
+        rows.push((
+            "also running",
+            format!(
+                "{} (superseded; stopped once its node hears)",
+                others.join(", ")
+            ),
+        ));
+    }
+    key_values(&rows)
 }
 
 /// A command line as one would type it: arguments with blanks or shell
@@ -120,6 +152,7 @@ fn shell_words(args: &[String]) -> String {
 #[cfg(test)]
 mod tests {
 
+    use mesh_protocol::attempts::OtherAttempt;
     use mesh_protocol::{Allocation, CpuSet, NodeId, TaskId, TaskSpec, TaskState};
 
     use super::*;
@@ -267,5 +300,31 @@ mod tests {
         let mut r = record("t3", TaskState::Queued);
         r.spec.command.clear();
         assert!(task(&r, Err("-"), 0).contains("command:         (the image's own)\n"));
+    }
+
+    #[test]
+    fn detail_names_the_other_attempts_still_running() {
+        let view = TaskView {
+            record: running(),
+            also_running: vec![OtherAttempt {
+                node: NodeId::new("n3").unwrap(),
+                attempt: 1,
+                state: TaskState::Running,
+            }],
+        };
+        let text = task_view(&view, Err("-"), 7_000);
+        assert!(
+            text.lines().any(|l| l
+                == "also running:    attempt 1 on n3 (running) (superseded; stopped once its node hears)"),
+            "{text}"
+        );
+        let alone = TaskView {
+            record: running(),
+            also_running: Vec::new(),
+        };
+        assert_eq!(
+            task_view(&alone, Err("-"), 7_000),
+            task(&running(), Err("-"), 7_000)
+        );
     }
 }
