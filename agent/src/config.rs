@@ -277,6 +277,8 @@ pub struct Config {
     pub clock: crate::clock::Clock,
     /// Seeds the generator of task ids (tests); None: from the OS.
     pub seed: Option<u64>,
+    /// The data dir's disk (tests: one with simulated faults).
+    pub disk: crate::disk::Disk,
 }
 
 impl Config {
@@ -312,7 +314,14 @@ impl Config {
             },
             clock: crate::clock::Clock::System,
             seed: None,
+            disk: crate::disk::Disk::real(),
         }
+    }
+
+    /// The data dir's disk (tests: one with simulated faults).
+    pub fn disk(mut self, disk: crate::disk::Disk) -> Self {
+        self.disk = disk;
+        self
     }
 
     pub fn clock(mut self, clock: crate::clock::Clock) -> Self {
@@ -550,6 +559,7 @@ impl Config {
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,
             seed: None,
+            disk: crate::disk::Disk::real(),
         })
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use mesh_protocol::api::{ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
+use mesh_protocol::api::{CopyStatus, ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
 use mesh_protocol::attempts::TaskView;
 use mesh_protocol::gossip::PeerView;
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
@@ -268,6 +268,11 @@ impl Client {
     /// `GET /v1/tasks/{id}`
     pub async fn task(&self, id: &TaskId) -> Result<TaskRecord, ClientError> {
         self.get(&["v1", "tasks", id.as_str()]).await
+    }
+
+    /// `GET /v1/tasks/{id}/copy`: what the task's keeper holds.
+    pub async fn task_copy(&self, id: &TaskId) -> Result<CopyStatus, ClientError> {
+        self.get(&["v1", "tasks", id.as_str(), "copy"]).await
     }
 
     /// `GET /v1/tasks/{id}`, with the other attempts still running.

@@ -99,6 +99,46 @@ pub struct SubmitResponse {
     /// For an array: every member, in index order.
     #[serde(default)]
     pub members: Vec<SubmitResponse>,
+    /// Whether the task's keeper stored its copy before this answer (none
+    /// for an array's id: see each member's).
+    #[serde(default)]
+    pub copy: Option<CopyStatus>,
+}
+
+/// Whether a task's keeper holds a copy of it, the copy failover re-places
+/// the task from if its runner dies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CopyStatus {
+    /// The keeper `node` has the copy on disk. `current`: as the runner's
+    /// record is now (else an older state; the runner pushes each change
+    /// within a gossip round).
+    Kept { node: NodeId, current: bool },
+    /// The keeper `node` does not hold it, or could not be asked: why.
+    NotKept { node: NodeId, reason: String },
+    /// No other node keeps a copy: why (the mesh had no other live node,
+    /// or this attempt was superseded).
+    NoKeeper { reason: String },
+}
+
+impl std::fmt::Display for CopyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyStatus::Kept {
+                node,
+                current: true,
+            } => write!(f, "kept on {node}"),
+            CopyStatus::Kept {
+                node,
+                current: false,
+            } => write!(
+                f,
+                "kept on {node}, an older state (the runner pushes changes every gossip round)"
+            ),
+            CopyStatus::NotKept { node, reason } => write!(f, "NOT KEPT on {node}: {reason}"),
+            CopyStatus::NoKeeper { reason } => write!(f, "none: {reason}"),
+        }
+    }
 }
 
 /// Any error answer.
@@ -120,9 +160,14 @@ pub struct RuntimeHealth {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// Docker is reachable and the task store takes writes.
     pub ok: bool,
     pub node: NodeId,
     pub docker: RuntimeHealth,
+    /// Why the task store cannot be written now (`None`: it can). While
+    /// it cannot, the node refuses new tasks and starts none.
+    #[serde(default)]
+    pub store_error: Option<String>,
 }
 
 /// One held core and who holds it.

@@ -94,6 +94,9 @@ pub enum ErrorKind {
     /// The API user the call was made for may not do it (a kill of
     /// another user's task).
     Forbidden,
+    /// The node could not write what the call asked it to keep (its disk
+    /// failed); nothing was kept.
+    Storage,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -107,6 +110,7 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Storage => "storage",
         })
     }
 }
@@ -164,6 +168,9 @@ pub enum Request {
     Hold(Box<TaskRecord>),
     /// This node's figures for every service, and its open connections.
     ServiceReport,
+    /// The copy this node keeps of a task, as its keeper: answered with
+    /// `Record`, or `Failed(NotFound)` when it holds none.
+    Copy(TaskId),
 }
 
 impl Request {
@@ -178,7 +185,8 @@ impl Request {
             | Request::Logs { .. }
             | Request::Drain { .. }
             | Request::Replicate(_)
-            | Request::Hold(_) => Topic::Tasks,
+            | Request::Hold(_)
+            | Request::Copy(_) => Topic::Tasks,
         }
     }
 
@@ -194,6 +202,7 @@ impl Request {
             Request::Replicate(_) => "replicate",
             Request::Hold(_) => "hold",
             Request::ServiceReport => "service report",
+            Request::Copy(_) => "copy",
         }
     }
 }

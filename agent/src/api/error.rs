@@ -83,6 +83,8 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         // A peer refused this node: the mesh is misconfigured, not the
         // request.
         ErrorKind::Unauthenticated => StatusCode::BAD_GATEWAY,
+        // The node's disk failed: nothing was kept.
+        ErrorKind::Storage => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -67,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/{id}", get(task))
+        .route("/v1/tasks/{id}/copy", get(copy))
         .route("/v1/tasks/{id}/kill", post(kill))
         .route("/v1/tasks/{id}/logs", get(logs))
         .route("/v1/node", get(node))
@@ -227,6 +228,12 @@ async fn list(
 async fn task(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     Ok(axum::Json(tasks.view(&id).await?).into_response())
+}
+
+/// Whether the task's keeper holds its copy, asked of the keeper.
+async fn copy(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = task_id(&id)?;
+    Ok(axum::Json(tasks.copy_status(&id).await?).into_response())
 }
 
 /// Kills a task wherever it runs; an array's id kills every member. The

@@ -212,6 +212,8 @@ pub struct ServicesConfig {
     pub limits: admission::ConnLimits,
     pub every: Duration,
     pub clock: Clock,
+    /// How `services.json` is written.
+    pub disk: crate::disk::Disk,
 }
 
 /// Starts services: removes containers a previous run left, serves the
@@ -267,7 +269,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     mesh: M,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
-    let registry = Registry::open(data_dir)?;
+    let registry = Registry::open(data_dir, cfg.disk.clone())?;
     let stats_stop = CancellationToken::new();
     let (stats, stats_task) = Stats::spawn(stats_stop.clone());
     let (backend, backend_task) = Backend::spawn(

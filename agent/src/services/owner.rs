@@ -159,7 +159,14 @@ impl<M: MeshPort> Owner<M> {
             self.backend.remove(def.name());
             return Err(Conflict::CannotListen(e).into());
         }
-        let changed = self.registry.merge(vec![def.clone()])?;
+        let changed = match self.registry.merge(vec![def.clone()]) {
+            Ok(changed) => changed,
+            Err(e) => {
+                self.listeners.stop(def.name());
+                self.backend.remove(def.name());
+                return Err(e.into());
+            }
+        };
         self.apply(&changed);
         info!(service = %def.name(), listen = def.spec.listen, mode = %def.spec.mode, "service created");
         Ok(def)

@@ -153,6 +153,7 @@ fn config(mesh: &FakeMesh, bind: IpAddr) -> ServicesConfig {
         limits: admission::ConnLimits::default(),
         every: Duration::from_millis(20),
         clock: crate::clock::Clock::tokio(),
+        disk: crate::disk::Disk::real(),
     }
 }
 

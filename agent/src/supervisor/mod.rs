@@ -43,12 +43,15 @@ pub enum SupervisorError {
     /// The request is valid but conflicts with the task's state.
     #[error("{0}")]
     Conflict(String),
-    /// Refused for now (queue full, store failing); retry later.
+    /// Refused for now (queue full, draining); retry later.
     #[error("{0}")]
     Busy(String),
     /// The API user may not do this to this task (not its owner).
     #[error("{0}")]
     Forbidden(String),
+    /// What the request asked to keep could not be written to the store.
+    #[error("{0}")]
+    Storage(String),
     #[error("the agent is shutting down")]
     Stopped,
 }
@@ -63,6 +66,7 @@ impl SupervisorError {
             SupervisorError::Conflict(_) => ErrorKind::Conflict,
             SupervisorError::Busy(_) => ErrorKind::Busy,
             SupervisorError::Forbidden(_) => ErrorKind::Forbidden,
+            SupervisorError::Storage(_) => ErrorKind::Storage,
             SupervisorError::Stopped => ErrorKind::Unavailable,
         }
     }
@@ -135,7 +139,7 @@ pub(crate) enum Command {
     Replicate(
         Box<TaskRecord>,
         NodeId,
-        oneshot::Sender<mesh_protocol::failover::Verdict>,
+        oneshot::Sender<Result<mesh_protocol::failover::Verdict, SupervisorError>>,
     ),
     /// Queued tasks waiting for others (`--after`), with what they wait for.
     Blocked(oneshot::Sender<Vec<(TaskId, Vec<TaskId>)>>),
@@ -150,6 +154,8 @@ pub(crate) enum Command {
     ),
     /// As keeper: every copy held.
     Copies(oneshot::Sender<Vec<TaskRecord>>),
+    /// As keeper: the copy held of one task.
+    Copy(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
     Replaced(TaskId, NodeId, u32),
     /// As runner: records that have (or need) a keeper.
@@ -207,6 +213,21 @@ pub struct SupervisorConfig {
     pub prune_every: Duration,
     /// Most bytes of an attempt's output kept (its tail).
     pub max_log_bytes: u64,
+    /// How kept output is written.
+    pub disk: crate::disk::Disk,
+}
+
+/// Why the supervisor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot create the log dir {path}: {source}")]
+    Logs {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Opens a container's output stream (the runtime, without its type).
@@ -226,21 +247,32 @@ impl std::fmt::Debug for SupervisorHandle {
     }
 }
 
-/// Starts the supervisor; it runs until `shutdown` is cancelled.
+/// Starts the supervisor with what the store holds; it runs until
+/// `shutdown` is cancelled. A store that cannot be read is an error: the
+/// supervisor never starts without its tasks.
 pub fn spawn<R: ContainerRuntime>(
     config: SupervisorConfig,
     runtime: Arc<R>,
     pulls: Pulls<R>,
-    store: Store,
+    mut store: Store,
     shutdown: CancellationToken,
-) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
-    let logs = LogDir::new(config.log_dir.clone(), config.max_log_bytes)?;
+) -> Result<(SupervisorHandle, tokio::task::JoinHandle<()>), SpawnError> {
+    let logs = LogDir::new(
+        config.log_dir.clone(),
+        config.max_log_bytes,
+        config.disk.clone(),
+    )
+    .map_err(|source| SpawnError::Logs {
+        path: config.log_dir.display().to_string(),
+        source,
+    })?;
+    let loaded = store.load()?;
     let (tx, rx) = mpsc::channel(1024);
     let opener = {
         let runtime = runtime.clone();
         Arc::new(move |id: &str, follow: bool| runtime.logs(id, follow))
     };
-    let actor = actor::Supervisor::new(config, runtime, pulls, store, logs.clone());
+    let actor = actor::Supervisor::new(config, runtime, pulls, store, logs.clone(), loaded);
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((
         SupervisorHandle {
@@ -329,7 +361,7 @@ impl SupervisorHandle {
         caller: NodeId,
     ) -> Result<mesh_protocol::failover::Verdict, SupervisorError> {
         self.ask(|r| Command::Replicate(Box::new(record), caller, r))
-            .await
+            .await?
     }
 
     pub async fn blocked(&self) -> Result<Vec<(TaskId, Vec<TaskId>)>, SupervisorError> {
@@ -351,6 +383,11 @@ impl SupervisorHandle {
 
     pub async fn copies(&self) -> Result<Vec<TaskRecord>, SupervisorError> {
         self.ask(Command::Copies).await
+    }
+
+    /// The copy this node keeps of `id`, as its keeper.
+    pub async fn copy(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Copy(id, r)).await?
     }
 
     pub async fn kept(&self) -> Result<Vec<TaskRecord>, SupervisorError> {

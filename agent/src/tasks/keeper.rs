@@ -260,8 +260,8 @@ async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
         // Saturating: the copy's attempt is what its runner said.
         let attempt = orphan.attempt.saturating_add(1);
         match placed {
-            Ok(node) => {
-                info!(task_id = %id, dead = %orphan.node, %node, attempt, "re-placed a dead node's task");
+            Ok((node, copy)) => {
+                info!(task_id = %id, dead = %orphan.node, %node, attempt, %copy, "re-placed a dead node's task");
                 if let Err(e) = supervisor.replaced(id.clone(), node, attempt).await {
                     warn!(task_id = %id, error = %e, "cannot record a re-placement");
                 }

@@ -168,6 +168,17 @@ impl Node {
         }
     }
 
+    /// The copy this node keeps of `id`, as its keeper.
+    pub async fn copy(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
+        match &self.at {
+            At::Here(s, _) => Ok(s.copy(id.clone()).await?),
+            At::Peer(mesh, addr) => {
+                let request = Request::Copy(id.clone());
+                self.ask_for(mesh, *addr, request, one_record).await
+            }
+        }
+    }
+
     pub async fn get(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
         match &self.at {
             At::Here(s, _) => Ok(s.get(id.clone()).await?),

@@ -3,7 +3,7 @@
 //! (the chosen node allocates on receipt and refuses if its real state no
 //! longer fits), and queue it here when nobody can take it now.
 
-use mesh_protocol::api::SubmitResponse;
+use mesh_protocol::api::{CopyStatus, SubmitResponse};
 use mesh_protocol::auth::Caller;
 use mesh_protocol::failover;
 use mesh_protocol::placement::{self, PlacementError};
@@ -62,6 +62,7 @@ impl Tasks {
             state: TaskState::Queued,
             node: None,
             members,
+            copy: None,
         })
     }
 
@@ -74,7 +75,7 @@ impl Tasks {
     ) -> Result<SubmitResponse, TaskError> {
         let record = TaskRecord::new(id.clone(), spec, self.me(), 0, self.ids.clock().now_ms())
             .owned_by(by.user.clone());
-        let node = self
+        let (node, copy) = self
             .place_record(record, true)
             .instrument(info_span!("task", task_id = %id))
             .await?;
@@ -83,14 +84,20 @@ impl Tasks {
             state: TaskState::Queued,
             node: Some(node),
             members: Vec::new(),
+            copy: Some(copy),
         })
     }
 
     /// Places a record (new, or a keeper's replacement of a dead runner's):
     /// offered to the ranked nodes in turn, else queued here. Before this
     /// returns, the task is stored by its runner and, when the mesh has
-    /// another live node, by its keeper. Returns the node that took it.
-    pub async fn place_record(&self, record: TaskRecord, fresh: bool) -> Result<NodeId, TaskError> {
+    /// another live node, by its keeper, if the keeper could keep it.
+    /// Returns the node that took it and what became of the keeper's copy.
+    pub async fn place_record(
+        &self,
+        record: TaskRecord,
+        fresh: bool,
+    ) -> Result<(NodeId, CopyStatus), TaskError> {
         let id = record.id.clone();
         let me = self.me();
         let view = self.mesh.candidates().await;
@@ -116,8 +123,8 @@ impl Tasks {
                 Ok(()) => {
                     info!(node = %node.id, keeper = ?offered.keeper, "task placed");
                     offered.placed_on(node.id.clone());
-                    self.keep_copy(&peers, offered).await;
-                    return Ok(node.id);
+                    let copy = self.keep_copy(&peers, offered).await;
+                    return Ok((node.id, copy));
                 }
                 Err(e) => {
                     debug!(node = %node.id, error = %e, "offer refused; trying the next node")
@@ -130,8 +137,8 @@ impl Tasks {
         match self.supervisor.adopt(queued.clone(), fresh).await {
             Ok(()) => {
                 queued.placed_on(me.clone());
-                self.keep_copy(&peers, queued).await;
-                Ok(me)
+                let copy = self.keep_copy(&peers, queued).await;
+                Ok((me, copy))
             }
             Err(e @ SupervisorError::Impossible(_)) => Err(TaskError::NowhereNow(e)),
             Err(e) => Err(e.into()),
@@ -153,22 +160,38 @@ impl Tasks {
     }
 
     /// Stores the keeper's copy of a just-placed task: here, or on the
-    /// keeper (tried twice). A failure leaves one copy (the runner's) and is
-    /// logged; the runner's sync finds a keeper again.
-    pub async fn keep_copy(&self, peers: &[Node], record: TaskRecord) {
+    /// keeper (tried twice). A failure leaves one copy (the runner's), is
+    /// logged and returned; the runner's next push stores it once the
+    /// keeper can.
+    pub async fn keep_copy(&self, peers: &[Node], record: TaskRecord) -> CopyStatus {
         let Some(keeper) = record.keeper.clone() else {
-            return;
+            return CopyStatus::NoKeeper {
+                reason: "no other live node in the mesh".into(),
+            };
         };
         let Some(node) = self.node_in(&keeper, peers) else {
-            return;
+            return CopyStatus::NotKept {
+                node: keeper,
+                reason: "not a live node now".into(),
+            };
         };
         let id = record.id.clone();
         let mut answer = node.hold(record.clone()).await;
         if answer.is_err() && !node.is_here() {
             answer = node.hold(record).await;
         }
-        if let Err(e) = answer {
-            warn!(task_id = %id, %keeper, error = %e, "keeper did not store its copy; one copy for now");
+        match answer {
+            Ok(()) => CopyStatus::Kept {
+                node: keeper,
+                current: true,
+            },
+            Err(e) => {
+                warn!(task_id = %id, %keeper, error = %e, "keeper did not store its copy; one copy for now");
+                CopyStatus::NotKept {
+                    node: keeper,
+                    reason: e.to_string(),
+                }
+            }
         }
     }
 }

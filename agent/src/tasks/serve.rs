@@ -70,6 +70,7 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
             })
         }
         Request::Hold(record) => one(here.hold(*record).await, |()| Response::Kept),
+        Request::Copy(id) => one(here.copy(&id).await, |r| Response::Record(Box::new(r))),
         Request::Drain { on, migrate } => {
             one(here.drain(on, migrate).await, |()| Response::Accepted)
         }

@@ -1,6 +1,7 @@
 //! Tasks: the `meshctl tasks` table and the `meshctl task` detail view.
 
 use mesh_protocol::TaskRecord;
+use mesh_protocol::api::CopyStatus;
 use mesh_protocol::attempts::TaskView;
 
 use super::{age, key_values, or_dash, table};
@@ -43,13 +44,18 @@ fn state_of(t: &TaskRecord) -> String {
     }
 }
 
-/// Everything about one task, a `key: value` line each.
-pub fn task(t: &TaskRecord, now_ms: u64) -> String {
-    key_values(&task_rows(t, now_ms))
+/// Everything about one task, a `key: value` line each; `copy` is what
+/// its keeper holds (or why that is not known).
+pub fn task(t: &TaskRecord, copy: Result<&CopyStatus, &str>, now_ms: u64) -> String {
+    key_values(&task_rows(t, copy, now_ms))
 }
 
 /// The lines of [`task`].
-fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
+fn task_rows(
+    t: &TaskRecord,
+    copy: Result<&CopyStatus, &str>,
+    now_ms: u64,
+) -> Vec<(&'static str, String)> {
     let alloc = t.allocation.as_ref();
     let ago = |ms: Option<u64>| or_dash(ms.map(|ms| format!("{} ago", age(now_ms, ms))));
     let state = if t.kill_requested && !t.state.is_terminal() {
@@ -96,6 +102,14 @@ fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
             "attempt/retries",
             format!("{}/{}", t.attempt, t.spec.retries),
         ),
+        ("keeper", or_dash(t.keeper.as_ref())),
+        (
+            "copy",
+            match copy {
+                Ok(c) => c.to_string(),
+                Err(why) => format!("unknown: {why}"),
+            },
+        ),
         ("container", or_dash(t.container.as_deref())),
         ("exit code", or_dash(t.exit_code)),
         ("message", or_dash(t.message.as_deref())),
@@ -108,8 +122,8 @@ fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
 /// [`task`], then the other attempts still running somewhere, if any: an
 /// attempt the task was re-placed from while its node was away, until that
 /// node hears it was superseded and stops it.
-pub fn task_view(v: &TaskView, now_ms: u64) -> String {
-    let mut rows = task_rows(&v.record, now_ms);
+pub fn task_view(v: &TaskView, copy: Result<&CopyStatus, &str>, now_ms: u64) -> String {
+    let mut rows = task_rows(&v.record, copy, now_ms);
     if !v.also_running.is_empty() {
         let others: Vec<String> = v
             .also_running
@@ -246,7 +260,11 @@ mod tests {
     fn detail_lists_every_field() {
         let mut r = running();
         r.kill_requested = true;
-        let text = task(&r, 7_000);
+        let copy = CopyStatus::Kept {
+            node: NodeId::new("n2").unwrap(),
+            current: true,
+        };
+        let text = task(&r, Ok(&copy), 7_000);
         for line in [
             "id:              t1",
             "owner:           alice",
@@ -257,6 +275,7 @@ mod tests {
             "memory:          512M",
             "labels:          team=ml",
             "attempt/retries: 1/2",
+            "copy:            kept on n2",
             "container:       mesh-t1-1",
             "exit code:       -",
             "created:         6s ago",
@@ -279,19 +298,40 @@ mod tests {
             bytes_done: 43,
             bytes: 100,
         });
+        let text = task(&r, Err("-"), 0);
         assert!(
-            task(&r, 0).contains("state:           pulling 43% (3/5 layers)\n"),
-            "{}",
-            task(&r, 0)
+            text.contains("state:           pulling 43% (3/5 layers)\n"),
+            "{text}"
         );
         assert!(tasks_table(&[r], 0).contains("pulling 43% (3/5 layers)"));
+    }
+
+    #[test]
+    fn a_copy_not_kept_says_where_and_why() {
+        let r = running();
+        let copy = CopyStatus::NotKept {
+            node: NodeId::new("n2").unwrap(),
+            reason: "n2: cannot write the task store: No space left on device".into(),
+        };
+        let text = task(&r, Ok(&copy), 7_000);
+        assert!(
+            text.contains(
+                "copy:            NOT KEPT on n2: n2: cannot write the task store: No space left on device\n"
+            ),
+            "{text}"
+        );
+        let text = task(&r, Err("the agent is older"), 7_000);
+        assert!(
+            text.contains("copy:            unknown: the agent is older\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn image_command_when_none_given() {
         let mut r = record("t3", TaskState::Queued);
         r.spec.command.clear();
-        assert!(task(&r, 0).contains("command:         (the image's own)\n"));
+        assert!(task(&r, Err("-"), 0).contains("command:         (the image's own)\n"));
     }
 
     #[test]
@@ -304,7 +344,7 @@ mod tests {
                 state: TaskState::Running,
             }],
         };
-        let text = task_view(&view, 7_000);
+        let text = task_view(&view, Err("-"), 7_000);
         assert!(
             text.lines().any(|l| l
                 == "also running:    attempt 1 on n3 (running) (superseded; stopped once its node hears)"),
@@ -314,6 +354,9 @@ mod tests {
             record: running(),
             also_running: Vec::new(),
         };
-        assert_eq!(task_view(&alone, 7_000), task(&running(), 7_000));
+        assert_eq!(
+            task_view(&alone, Err("-"), 7_000),
+            task(&running(), Err("-"), 7_000)
+        );
     }
 }
