@@ -9,14 +9,14 @@ mod services;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use mesh_protocol::api::{MAX_ARRAY, NEXT_AFTER, SubmitRequest};
+use mesh_protocol::api::{MAX_BODY, NEXT_AFTER, Submission};
 use mesh_protocol::listing::{DEFAULT_LIMIT, MAX_LIMIT};
-use mesh_protocol::{NodeId, TaskId, TaskSpec};
+use mesh_protocol::{NodeId, TaskId};
 use serde::Deserialize;
 use tracing::Instrument;
 
@@ -79,6 +79,8 @@ pub fn router(state: ApiState) -> Router {
                 "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health",
             )
         })
+        // Bodies past MAX_BODY are refused (413) as they arrive.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -129,12 +131,8 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 /// Accepts a task for the mesh: it goes to the least-utilised node that
 /// can start it now, or waits in this node's queue.
 async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, ApiError> {
-    let request: SubmitRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
-    let array = request.array;
-    let after = request.after.clone();
-    let spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    for dep in &after {
+    let Submission { spec, array } = Submission::parse(&body)?;
+    for dep in &spec.after {
         match tasks.find(dep).await {
             Ok(_) => {}
             Err(TaskError::NotFound(_)) => {
@@ -147,12 +145,7 @@ async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, Api
     }
     let accepted = match array {
         None => tasks.submit(spec).await?,
-        Some(n @ 1..=MAX_ARRAY) => tasks.submit_array(spec, n).await?,
-        Some(n) => {
-            return Err(ApiError::bad_request(format!(
-                "array of {n}: an array has 1 to {MAX_ARRAY} members"
-            )));
-        }
+        Some(n) => tasks.submit_array(spec, n).await?,
     };
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
 }

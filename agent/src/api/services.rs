@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mesh_protocol::api::{ServiceReport, ServiceView};
+use mesh_protocol::api::{ServiceReport, ServiceView, read_body};
 use mesh_protocol::rpc::{Request as RpcRequest, Response as RpcResponse};
 use mesh_protocol::service::ServiceRequest;
 
@@ -35,8 +35,7 @@ impl From<ServiceApiError> for ApiError {
 }
 
 pub async fn create(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: ServiceRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed service definition: {e}")))?;
+    let request: ServiceRequest = read_body("service definition", &body)?;
     let def = s.services.create(request).await?;
     Ok((StatusCode::CREATED, axum::Json(def)).into_response())
 }
