@@ -186,11 +186,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         tasks: tasks.clone(),
         services: services.clone(),
     });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
+    let server = tokio::spawn(async move { crate::api::serve(listener, app, shutdown).await });
     info!(node = %config.node_id, api = %api_addr, "meshd listening");
     Ok(RunningAgent {
         api_addr,

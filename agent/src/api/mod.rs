@@ -5,6 +5,7 @@
 //! state lives here.
 
 mod error;
+mod serve;
 mod services;
 
 use axum::Router;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 pub use error::ApiError;
+pub use serve::{BODY_TIMEOUT, HEADER_TIMEOUT, serve};
 
 use crate::mesh::Mesh;
 use crate::supervisor::SupervisorHandle;
@@ -79,7 +81,9 @@ pub fn router(state: ApiState) -> Router {
                 "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health",
             )
         })
-        // Bodies past MAX_BODY are refused (413) as they arrive.
+        // Bodies past MAX_BODY or slower than BODY_TIMEOUT are refused as
+        // they arrive (413, 408), before any handler.
+        .layer(axum::middleware::from_fn(serve::bounded_body))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
