@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::clock::Ids;
 use crate::config::Config;
+use crate::images::{Pulls, RegistryAuth};
 use crate::mesh::{Mesh, MeshError, topology_summary};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{ContainerRuntime, RuntimeError};
@@ -42,6 +43,8 @@ pub enum AgentError {
     Mesh(#[from] MeshError),
     #[error(transparent)]
     Services(#[from] crate::services::registry::RegistryError),
+    #[error(transparent)]
+    RegistryAuth(#[from] crate::images::AuthError),
     #[error("API server failed: {0}")]
     Serve(std::io::Error),
     #[error("internal task failed: {0}")]
@@ -60,18 +63,19 @@ pub struct RunningAgent {
     server: JoinHandle<std::io::Result<()>>,
     services_loop: JoinHandle<()>,
     actor: JoinHandle<()>,
-    mesh_loop: JoinHandle<()>,
+    mesh_loop: JoinHandle<Result<(), MeshError>>,
     tasks_loop: JoinHandle<()>,
 }
 
 impl RunningAgent {
-    /// Waits until shutdown completes.
+    /// Waits until shutdown completes (a shutdown the mesh started because
+    /// gossip stopped is an error).
     pub async fn wait(self) -> Result<(), AgentError> {
         self.server.await?.map_err(AgentError::Serve)?;
         self.tasks_loop.await?;
         self.services_loop.await?;
         self.actor.await?;
-        self.mesh_loop.await?;
+        self.mesh_loop.await??;
         Ok(())
     }
 }
@@ -106,6 +110,15 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         source,
     })?;
     let store = Store::open(&config.data_dir)?;
+    let auth = match &config.registry_auth {
+        Some(path) => {
+            let auth = RegistryAuth::load(path)?;
+            info!(registries = ?auth.registries(), "registry credentials loaded");
+            auth
+        }
+        None => RegistryAuth::default(),
+    };
+    let pulls = Pulls::new(runtime.clone(), auth);
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -132,7 +145,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         max_log_bytes: config.max_log_bytes,
     };
     let (supervisor, actor) =
-        supervisor::spawn(sup_config, runtime.clone(), store, shutdown.clone()).map_err(
+        supervisor::spawn(sup_config, runtime.clone(), pulls, store, shutdown.clone()).map_err(
             |source| AgentError::DataDir {
                 path: config.data_dir.join("logs").display().to_string(),
                 source,

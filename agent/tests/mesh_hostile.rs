@@ -1,7 +1,8 @@
 //! Hostile traffic at the mesh's QUIC port, agents in-process on loopback
-//! (the in-memory runtime): connection floods, stalled handshakes, and
-//! peers that try to make an agent hold memory. Whatever they send, peers
-//! keep joining and calling.
+//! (the in-memory runtime): connection floods, stalled handshakes, peers
+//! that try to make an agent hold memory, and members that send gossip
+//! chitchat would choke on. Whatever they send, peers keep joining,
+//! gossiping and calling.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,12 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chitchat::ChitchatId;
 use common::quic::{Attempts, Flood};
 use common::*;
+use mesh_agent::agent::AgentError;
+use mesh_agent::mesh::MeshError;
+use mesh_agent::mesh::gossip_check::craft::{self, Ops};
 use mesh_agent::mesh::handlers::{Handlers, Reply};
 use mesh_agent::mesh::rpc::CallError;
 use mesh_agent::mesh::tls::{self, TlsSource};
-use mesh_agent::mesh::transport::{DialError, QuicTransport};
+use mesh_agent::mesh::transport::{DialError, KIND_GOSSIP, MAX_GOSSIP_BYTES, QuicTransport};
 use mesh_protocol::NodeId;
 use mesh_protocol::pki;
 use mesh_protocol::rpc::{Request, Response, Topic};
@@ -103,26 +108,33 @@ struct Member {
     _dir: tempfile::TempDir,
 }
 
+/// A quinn endpoint on loopback with a certificate of `ca` naming `name`
+/// (its files live as long as the directory returned).
+fn member_endpoint(ca: &pki::Ca, name: &str) -> (quinn::Endpoint, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeId::new(name).unwrap();
+    let now = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let cert = pki::create_node_cert(ca, &node, now, 2).unwrap();
+    let p = |f: &str| dir.path().join(f);
+    std::fs::write(p("ca.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(p("node.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(p("key.pem"), &cert.key_pem).unwrap();
+    let source = TlsSource::Files {
+        ca: p("ca.pem"),
+        cert: p("node.pem"),
+        key: p("key.pem"),
+    };
+    let alpn = mesh_protocol::rpc::alpn(mesh_protocol::rpc::VERSION);
+    let tls = tls::build(&source, &node, &alpn).unwrap();
+    let mut endpoint = quinn::Endpoint::server(tls.server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(tls.client);
+    (endpoint, dir)
+}
+
 impl Member {
     fn start(ca: &pki::Ca, name: &str) -> Member {
-        let dir = tempfile::tempdir().unwrap();
-        let node = NodeId::new(name).unwrap();
-        let now = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-        let cert = pki::create_node_cert(ca, &node, now, 2).unwrap();
-        let p = |f: &str| dir.path().join(f);
-        std::fs::write(p("ca.pem"), &ca.cert_pem).unwrap();
-        std::fs::write(p("node.pem"), &cert.cert_pem).unwrap();
-        std::fs::write(p("key.pem"), &cert.key_pem).unwrap();
-        let source = TlsSource::Files {
-            ca: p("ca.pem"),
-            cert: p("node.pem"),
-            key: p("key.pem"),
-        };
+        let (endpoint, dir) = member_endpoint(ca, name);
         let alpn = mesh_protocol::rpc::alpn(mesh_protocol::rpc::VERSION);
-        let tls = tls::build(&source, &node, &alpn).unwrap();
-        let mut endpoint =
-            quinn::Endpoint::server(tls.server, "127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(tls.client);
         let addr = endpoint.local_addr().unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let handlers = Arc::new(Handlers::default());
@@ -152,14 +164,18 @@ impl Member {
     }
 }
 
-#[tokio::test]
-async fn a_call_reaches_only_the_node_whose_certificate_it_names() {
-    let ca = pki::create_ca(
+fn new_ca() -> pki::Ca {
+    pki::create_ca(
         "c1",
         time::OffsetDateTime::now_utc() - time::Duration::hours(1),
         2,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_call_reaches_only_the_node_whose_certificate_it_names() {
+    let ca = new_ca();
     let nodes = setup().tls(&ca).cluster(2).await;
     let (n1, n2) = (&nodes[0], &nodes[1]);
     // A member that gossip (stale, or the member itself) puts where n2 is.
@@ -336,5 +352,128 @@ async fn a_peer_that_opens_many_connections_keeps_only_its_newest() {
         ),
         "{:?}",
         conns[0].close_reason()
+    );
+}
+
+/// Sends one gossip message on a stream of its own.
+async fn send_gossip(conn: &quinn::Connection, message: &[u8]) {
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&[KIND_GOSSIP]).await.unwrap();
+    s.write_all(message).await.unwrap();
+    s.finish().unwrap();
+}
+
+/// Reads gossip streams from `conn` until one holds a message of type
+/// `kind` (the byte after chitchat's magic number and version), for at most
+/// 10 s.
+async fn receive_gossip(conn: &quinn::Connection, kind: u8) {
+    let received = async {
+        loop {
+            let mut s = conn.accept_uni().await.unwrap();
+            let bytes = s.read_to_end(MAX_GOSSIP_BYTES).await.unwrap();
+            if bytes.get(4) == Some(&kind) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), received)
+        .await
+        .unwrap_or_else(|_| panic!("no gossip message of type {kind} within 10 s"));
+}
+
+/// Gossip refusals of these reasons so far (0 for none).
+fn refused(agent: &TestAgent, reasons: &[&'static str]) -> Vec<(&'static str, u64)> {
+    let all = agent.mesh().gossip_refusals();
+    reasons
+        .iter()
+        .map(|r| (*r, all.get(r).copied().unwrap_or(0)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_member_sending_gossip_chitchat_would_choke_on_does_not_stop_the_agent_gossiping() {
+    let ca = new_ca();
+    let nodes = setup().tls(&ca).cluster(2).await;
+    let (target, honest) = (&nodes[0], &nodes[1]);
+    let (endpoint, _dir) = member_endpoint(&ca, "hostile");
+    let conn = endpoint
+        .connect(quic_addr(target), "x")
+        .unwrap()
+        .await
+        .unwrap();
+    let me = ChitchatId::new("hostile", 1, endpoint.local_addr().unwrap());
+    let digest = craft::digest(&[(me.clone(), 1, 0, 0)]);
+    // Replies to nothing (the target never gossiped with the member): a
+    // SynAck and an Ack, valid but for that.
+    let fine = Ops::default().node(&me, 0, 0).key_value("k", "v", 1);
+    send_gossip(&conn, &craft::syn_ack(&digest, &fine.plain())).await;
+    send_gossip(&conn, &craft::ack(&fine.compressed())).await;
+    // 4 MiB of zeros in a few hundred bytes, and bytes that are no message.
+    send_gossip(&conn, &craft::zstd_bomb(64)).await;
+    send_gossip(&conn, b"\x53\xb0\x00\x09garbage").await;
+    send_gossip(&conn, b"garbage").await;
+    let lone = ["unsolicited"];
+    wait_until(
+        "the lone replies are refused",
+        Duration::from_secs(10),
+        || async {
+            let seen = refused(target, &lone);
+            if seen == [("unsolicited", 2)] {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        },
+    )
+    .await;
+    // A Syn that names the member, so that the target keeps a state for it;
+    // the target answers with a SynAck.
+    send_gossip(&conn, &craft::syn(target.cluster(), &digest)).await;
+    receive_gossip(&conn, 1).await;
+    // The Ack that answers it, with a delta that chitchat applies to the
+    // member's state and then panics on: a key-value at version 10, then a
+    // max version of 5.
+    let poison = Ops::default()
+        .node(&me, 0, 0)
+        .key_value("k", "v", 10)
+        .max_version(5);
+    send_gossip(&conn, &craft::ack(&poison.plain())).await;
+    // Gossip goes on: for longer than the failure detector needs to mark a
+    // silent node dead, the two honest agents see each other alive.
+    hold_for(
+        "the target and the honest agent keep seeing each other alive",
+        Duration::from_secs(5),
+        || async {
+            for (a, b) in [(target, honest), (honest, target)] {
+                if !a.alive().await.contains(&b.id.to_string()) {
+                    return Err(format!("{} sees {} dead", a.id, b.id));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let reasons = [
+        "max-version-below-key-value",
+        "unsolicited",
+        "too-large",
+        "type",
+        "magic",
+    ];
+    assert_eq!(
+        refused(target, &reasons),
+        reasons.map(|r| (r, if r == "unsolicited" { 2 } else { 1 })),
+        "each message refused for its reason, and no other"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_whose_gossip_stops_stops_with_an_error() {
+    let mut agent = setup().start(&[]).await;
+    agent.mesh().abort_gossip();
+    let ended = agent.stopped().await;
+    assert!(
+        matches!(ended, Err(AgentError::Mesh(MeshError::GossipStopped(_)))),
+        "{ended:?}"
     );
 }

@@ -6,12 +6,14 @@
 mod common;
 
 use common::*;
-use mesh_agent::runtime::memory::{MemoryRuntime, labels};
-use mesh_agent::runtime::{ContainerRuntime, ContainerSpec, RuntimeError};
+use mesh_agent::runtime::memory::{MemoryRuntime, TEST_REGISTRY, labels};
+use mesh_agent::runtime::{ContainerRuntime, ContainerSpec, PullError, RuntimeError};
 use mesh_protocol::CpuSet;
+use mesh_protocol::image::{ImageRef, PullProgress};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 fn spec(node: &str, name: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
     ContainerSpec {
@@ -156,4 +158,69 @@ async fn unreachable_docker_is_reported_as_unavailable() {
         err.contains("none.sock") && err.contains("Is dockerd running"),
         "{err}"
     );
+}
+
+/// Pulling, against a real registry: an image the host lacks is pulled with
+/// its progress; the registry's "no such image" is final, an unreachable
+/// registry may succeed later.
+#[tokio::test]
+async fn docker_runtime_pulls_from_a_registry_and_says_why_a_pull_failed() {
+    require_docker().await;
+    let registry = common::registry::TestRegistry::start().await;
+    let name = registry.push_new(IMAGE, &format!("ganger-test/{}:1", unique("pull")));
+    let rt = docker();
+    assert!(!rt.has_image(&name).await.unwrap(), "pushed and removed");
+    let (progress, seen) = watch::channel(PullProgress::default());
+    rt.pull(&ImageRef::parse(&name).unwrap(), None, &progress)
+        .await
+        .unwrap();
+    assert!(rt.has_image(&name).await.unwrap());
+    let done = *seen.borrow();
+    assert!(
+        done.layers > 0 && done.layers_done == done.layers,
+        "{done:?}"
+    );
+
+    let nosuch = format!("{}/ganger-test/nosuch:1", registry.addr);
+    let err = rt
+        .pull(&ImageRef::parse(&nosuch).unwrap(), None, &progress)
+        .await
+        .unwrap_err();
+    match err {
+        PullError::Failed(f) => assert!(!f.may_succeed_later(), "{f}"),
+        other => panic!("{other:?}"),
+    }
+
+    let closed = format!("{}/ganger-test/x:1", free_addr());
+    let err = rt
+        .pull(&ImageRef::parse(&closed).unwrap(), None, &progress)
+        .await
+        .unwrap_err();
+    match err {
+        PullError::Failed(f) => assert!(f.may_succeed_later(), "{f}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The in-memory runtime keeps the same promises, so the supervisor's
+/// tests of pulling mean what they say.
+#[tokio::test]
+async fn memory_runtime_pulls_like_docker() {
+    let rt = MemoryRuntime::new();
+    let name = format!("{TEST_REGISTRY}/app:1");
+    assert!(!rt.has_image(&name).await.unwrap());
+    assert!(rt.has_image(IMAGE).await.unwrap());
+    let (progress, seen) = watch::channel(PullProgress::default());
+    rt.pull(&ImageRef::parse(&name).unwrap(), None, &progress)
+        .await
+        .unwrap();
+    assert!(rt.has_image(&name).await.unwrap());
+    assert_eq!(seen.borrow().percent(), 100);
+    let nosuch = ImageRef::parse(&format!("{TEST_REGISTRY}/nosuch:1")).unwrap();
+    let err = rt.pull(&nosuch, None, &progress).await.unwrap_err();
+    assert!(
+        matches!(&err, PullError::Failed(f) if !f.may_succeed_later()),
+        "{err:?}"
+    );
+    assert_eq!(rt.pulls(), 2);
 }

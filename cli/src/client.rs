@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use mesh_protocol::api::{ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
+use mesh_protocol::attempts::TaskView;
 use mesh_protocol::gossip::PeerView;
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
 use reqwest::{Method, Response, Url};
@@ -226,6 +227,11 @@ impl Client {
 
     /// `GET /v1/tasks/{id}`
     pub async fn task(&self, id: &TaskId) -> Result<TaskRecord, ClientError> {
+        self.get(&["v1", "tasks", id.as_str()]).await
+    }
+
+    /// `GET /v1/tasks/{id}`, with the other attempts still running.
+    pub async fn task_view(&self, id: &TaskId) -> Result<TaskView, ClientError> {
         self.get(&["v1", "tasks", id.as_str()]).await
     }
 

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::alloc::NumaLoad;
 use crate::cpuset::CpuSet;
 use crate::ids::{NodeId, TaskId};
+use crate::image::PullPolicy;
 use crate::task::{SpecError, TaskSpec, TaskSpecBuilder, TaskState};
 use crate::topology::{HostMapping, Topology};
 
@@ -55,6 +56,10 @@ pub struct SubmitRequest {
     /// Start only after these tasks succeeded (fail if one of them does not).
     #[serde(default)]
     pub after: Vec<TaskId>,
+    /// When the running node pulls the image: `missing` (the default),
+    /// `always` or `never`.
+    #[serde(default)]
+    pub pull: Option<PullPolicy>,
 }
 
 /// Most members one array may have.
@@ -134,6 +139,7 @@ impl TryFrom<SubmitRequest> for TaskSpec {
             retries: r.retries,
             name: r.name,
             priority: r.priority,
+            pull: r.pull,
             after: r.after,
         }
         .build()

@@ -7,10 +7,12 @@
 
 pub mod alloc;
 pub mod api;
+pub mod attempts;
 pub mod cpuset;
 pub mod failover;
 pub mod gossip;
 pub mod ids;
+pub mod image;
 pub mod labels;
 pub mod lease;
 pub mod listing;

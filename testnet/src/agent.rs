@@ -21,7 +21,7 @@ const SEEDS: usize = 3;
 
 /// Where the agent container sees its files.
 const TLS_MOUNT: &str = "/tls";
-const DATA_MOUNT: &str = "/data";
+pub const DATA_MOUNT: &str = "/data";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// The seeds of `node`: the first [`SEEDS`] cluster members other than
@@ -61,14 +61,26 @@ pub fn run_args(state: &State, layout: &Layout, node: &NodeRecord) -> Vec<String
         format!("{LABEL_TESTNET}={name}"),
         "--label".into(),
         format!("{LABEL_NODE}={id}"),
+    ];
+    let socket = if state.docker_proxy {
+        layout.docker_proxy(&node.node)
+    } else {
+        state.docker_socket.clone()
+    };
+    args.extend([
         "--volume".into(),
-        format!("{}:{DOCKER_SOCKET}", state.docker_socket.display()),
+        format!("{}:{DOCKER_SOCKET}", socket.display()),
         "--volume".into(),
         format!("{}:{TLS_MOUNT}:ro", layout.tls_dir(&node.node).display()),
-        "--volume".into(),
-        format!("{}:{DATA_MOUNT}", layout.data_dir(&node.node).display()),
-        state.image.clone(),
-    ];
+    ]);
+    match state.small_data.get(id) {
+        Some(size) => args.extend(["--tmpfs".into(), format!("{DATA_MOUNT}:size={size}")]),
+        None => args.extend([
+            "--volume".into(),
+            format!("{}:{DATA_MOUNT}", layout.data_dir(&node.node).display()),
+        ]),
+    }
+    args.push(state.image.clone());
     args.extend(meshd_args(state, node));
     args
 }
@@ -147,6 +159,8 @@ mod tests {
             docker_socket: "/var/run/docker.sock".into(),
             gossip_interval_ms: 500,
             extra_args: vec!["--phi-threshold".into(), "8".into()],
+            docker_proxy: false,
+            small_data: Default::default(),
             nodes,
         }
     }
@@ -199,6 +213,29 @@ mod tests {
             assert!(args.contains(part), "missing {part:?} in {args}");
         }
         assert!(args.ends_with("--phi-threshold 8"), "{args}");
+    }
+
+    #[test]
+    fn a_proxied_agent_mounts_its_proxy_and_a_small_disk_is_a_tmpfs() {
+        let mut s = state(3);
+        s.docker_proxy = true;
+        s.small_data.insert("n2".into(), "64m".into());
+        let layout = Layout::new("/st".into());
+        let args = run_args(&s, &layout, &s.nodes[1]).join(" ");
+        assert!(
+            args.contains("--volume /st/nodes/n2/docker.sock:/var/run/docker.sock"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--tmpfs /data:size=64m meshd:testnet"),
+            "{args}"
+        );
+        assert!(!args.contains(":/data"), "{args}");
+        let args = run_args(&s, &layout, &s.nodes[0]).join(" ");
+        assert!(
+            args.contains("--volume /st/nodes/n1/data:/data meshd:testnet"),
+            "{args}"
+        );
     }
 
     #[test]

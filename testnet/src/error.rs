@@ -34,6 +34,10 @@ pub enum TestnetError {
     },
     #[error("testnet {testnet} already has a node {node}; pick another name")]
     NodeExists { node: String, testnet: TestnetName },
+    #[error(
+        "{node} has no Docker socket proxy: only a testnet started with docker_proxy, by this process, has them"
+    )]
+    NoDockerProxy { node: String },
     #[error("invalid node name: {0}")]
     NodeId(#[from] mesh_protocol::ids::IdError),
     #[error("a testnet holds 1 to {max} agents; asked for {asked}")]

@@ -38,6 +38,8 @@ pub mod bench;
 #[cfg(feature = "harness")]
 mod certs;
 #[cfg(feature = "harness")]
+pub mod chaos;
+#[cfg(feature = "harness")]
 pub mod docker;
 #[cfg(feature = "harness")]
 mod error;
@@ -53,6 +55,8 @@ mod net;
 mod options;
 #[cfg(feature = "harness")]
 pub mod sim;
+#[cfg(feature = "harness")]
+mod sockproxy;
 #[cfg(feature = "harness")]
 mod state;
 #[cfg(feature = "harness")]

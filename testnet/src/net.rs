@@ -24,6 +24,7 @@ use crate::error::TestnetError;
 use crate::leftovers::Leftovers;
 use crate::name::TestnetName;
 use crate::options::{DEFAULT_READY_TIMEOUT, TestnetOptions, default_state_dir};
+use crate::sockproxy::SocketProxy;
 use crate::state::{Layout, NodeRecord, State};
 use crate::status::{self, NodeState, NodeStatus};
 use crate::subnet::{self, Ipv4Net, MAX_AGENTS, Subnet};
@@ -51,6 +52,8 @@ pub struct Testnet {
     ready_timeout: Duration,
     started_at: Instant,
     teardown_on_drop: bool,
+    /// Each agent's Docker socket proxy, by node, when it has one.
+    proxies: BTreeMap<String, SocketProxy>,
 }
 
 impl Testnet {
@@ -114,6 +117,8 @@ impl Testnet {
             docker_socket,
             gossip_interval_ms: u64::try_from(opts.gossip_interval.as_millis()).unwrap_or(u64::MAX),
             extra_args: opts.extra_args.clone(),
+            docker_proxy: opts.docker_proxy,
+            small_data: opts.small_data.clone(),
             nodes,
         };
         // From here on, an error drops `net`, which removes what exists.
@@ -126,6 +131,7 @@ impl Testnet {
             ready_timeout: opts.ready_timeout,
             started_at: Instant::now(),
             teardown_on_drop: true,
+            proxies: BTreeMap::new(),
         };
         let dir = net.layout.root().to_owned();
         create_dir(&dir)?;
@@ -136,6 +142,17 @@ impl Testnet {
         for node in &net.state.nodes {
             certs::create_node_tls(&net.layout, &ca, &node.node, now)?;
             create_dir(&net.layout.data_dir(&node.node))?;
+            if net.state.docker_proxy {
+                let path = net.layout.docker_proxy(&node.node);
+                let proxy = SocketProxy::start(&path, net.state.docker_socket.clone()).map_err(
+                    |source| TestnetError::Io {
+                        what: "start the Docker socket proxy at",
+                        path,
+                        source,
+                    },
+                )?;
+                net.proxies.insert(node.node.to_string(), proxy);
+            }
         }
 
         let runs: Vec<Vec<String>> = net
@@ -170,6 +187,7 @@ impl Testnet {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             started_at: Instant::now(),
             teardown_on_drop: false,
+            proxies: BTreeMap::new(),
         })
     }
 
@@ -415,6 +433,25 @@ impl Testnet {
             .await?;
         tracing::info!(testnet = %self.state.name, node = %record.node, "foreign agent started");
         self.wait_ready(&record).await
+    }
+
+    /// Stops (`true`) or restarts Docker answering `node`'s agent, through
+    /// its socket proxy (a testnet started with `docker_proxy`, by this
+    /// process).
+    pub fn pause_docker(&self, node: &str, paused: bool) -> Result<(), TestnetError> {
+        let proxy = self
+            .proxies
+            .get(node)
+            .ok_or_else(|| TestnetError::NoDockerProxy {
+                node: node.to_owned(),
+            })?;
+        if paused {
+            proxy.pause();
+        } else {
+            proxy.resume();
+        }
+        tracing::info!(testnet = %self.state.name, node, paused, "docker proxy");
+        Ok(())
     }
 
     /// Whether dropping this handle removes the testnet.

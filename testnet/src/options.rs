@@ -33,6 +33,11 @@ pub struct TestnetOptions {
     pub gossip_interval: Duration,
     /// Passed to every agent's meshd after the harness's flags.
     pub extra_args: Vec<String>,
+    /// Give each agent a Docker socket proxy of its own, run by this
+    /// process, that can stop Docker answering it (the chaos run).
+    pub docker_proxy: bool,
+    /// Agents whose data directory is a tmpfs of this size (e.g. `64m`).
+    pub small_data: BTreeMap<String, String>,
     pub ready_timeout: Duration,
     /// Whether dropping the `Testnet` removes it (tests: yes; the command
     /// line tool, whose testnet outlives the process: no).
@@ -50,6 +55,8 @@ impl Default for TestnetOptions {
             state_dir: None,
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             extra_args: Vec::new(),
+            docker_proxy: false,
+            small_data: BTreeMap::new(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             teardown_on_drop: false,
         }
@@ -105,6 +112,16 @@ impl TestnetOptions {
 
     pub fn extra_arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
+        self
+    }
+
+    pub fn docker_proxy(mut self, on: bool) -> Self {
+        self.docker_proxy = on;
+        self
+    }
+
+    pub fn small_data(mut self, node: impl Into<String>, size: impl Into<String>) -> Self {
+        self.small_data.insert(node.into(), size.into());
         self
     }
 

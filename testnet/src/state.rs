@@ -31,6 +31,15 @@ pub struct State {
     pub gossip_interval_ms: u64,
     /// Passed to every agent's meshd after the harness's own flags.
     pub extra_args: Vec<String>,
+    /// Whether each agent mounts its own Docker socket proxy
+    /// ([`Layout::docker_proxy`]) instead of the host's socket.
+    #[serde(default)]
+    pub docker_proxy: bool,
+    /// Agents whose data directory is a tmpfs of this size (e.g. `64m`)
+    /// instead of the state directory's: a small disk to fill. Its data
+    /// does not outlive the agent's container.
+    #[serde(default)]
+    pub small_data: std::collections::BTreeMap<String, String>,
     /// In the order they were added; a node's index is its address slot.
     pub nodes: Vec<NodeRecord>,
 }
@@ -149,6 +158,11 @@ impl Layout {
         self.node_dir(node).join("data")
     }
 
+    /// The socket of `node`'s Docker proxy, when the testnet has them.
+    pub fn docker_proxy(&self, node: &NodeId) -> PathBuf {
+        self.node_dir(node).join("docker.sock")
+    }
+
     pub fn foreign_ca_dir(&self, node: &NodeId) -> PathBuf {
         self.node_dir(node).join("foreign-ca")
     }
@@ -173,6 +187,8 @@ mod tests {
             docker_socket: "/var/run/docker.sock".into(),
             gossip_interval_ms: 500,
             extra_args: vec!["--phi-threshold".into(), "8".into()],
+            docker_proxy: false,
+            small_data: Default::default(),
             nodes: vec![node("n1", 0, false), node("evil", 1, true)],
         }
     }

@@ -190,6 +190,8 @@ mod tests {
             docker_socket: "/var/run/docker.sock".into(),
             gossip_interval_ms: 500,
             extra_args: Vec::new(),
+            docker_proxy: false,
+            small_data: Default::default(),
             nodes: vec![
                 record("n1", 2),
                 record("n2", 3),

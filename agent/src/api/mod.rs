@@ -208,7 +208,7 @@ async fn list(
 
 async fn task(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    Ok(axum::Json(tasks.find(&id).await?.record).into_response())
+    Ok(axum::Json(tasks.view(&id).await?).into_response())
 }
 
 /// Kills a task wherever it runs; an array's id kills every member.

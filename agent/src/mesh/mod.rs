@@ -5,6 +5,8 @@
 //! `Mesh::handle_tunnels`) and publish their figures through it.
 
 pub mod admission;
+pub mod exchanges;
+pub mod gossip_check;
 pub mod handlers;
 pub mod rpc;
 pub mod tls;
@@ -26,7 +28,7 @@ use mesh_protocol::rpc::{Request, Response, Topic};
 use mesh_protocol::topology::Topology;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::MeshConfig;
@@ -44,6 +46,10 @@ pub enum MeshError {
     },
     #[error("cannot start gossip: {0}")]
     Gossip(#[source] anyhow::Error),
+    #[error(
+        "gossip stopped on its own ({0}); this node would look dead to every peer, so the agent stops: restart it, and report this with the log"
+    )]
+    GossipStopped(String),
 }
 
 /// One key-value pair a node publishes, and which node (its id as
@@ -98,7 +104,10 @@ pub fn topology_summary(t: &Topology) -> TopologySummary {
 impl Mesh {
     /// Binds the endpoint and joins through the seeds, publishing `topology`
     /// and the API address. Runs until `shutdown`; the returned task ends
-    /// once the endpoint is closed and gossip stopped.
+    /// once the endpoint is closed and gossip stopped. Should gossip stop
+    /// on its own (chitchat's task panicked or failed), the task cancels
+    /// `shutdown`, stopping the whole agent, and ends with
+    /// [`MeshError::GossipStopped`].
     pub async fn start(
         cfg: &MeshConfig,
         node: &NodeId,
@@ -106,7 +115,7 @@ impl Mesh {
         topology: TopologySummary,
         clock: &Clock,
         shutdown: CancellationToken,
-    ) -> Result<(Mesh, tokio::task::JoinHandle<()>), MeshError> {
+    ) -> Result<(Mesh, tokio::task::JoinHandle<Result<(), MeshError>>), MeshError> {
         let alpn = mesh_protocol::rpc::alpn(cfg.rpc_version);
         let tls = tls::build(&cfg.tls, node, &alpn)?;
         if tls.insecure {
@@ -188,12 +197,24 @@ impl Mesh {
     /// Tracks when each peer was last heard from, every interval; on
     /// shutdown closes the endpoint and stops gossip (peers then find this
     /// node dead through their failure detectors: chitchat has no leave
-    /// message).
-    async fn watch(self, every: Duration, shutdown: CancellationToken) {
+    /// message). If gossip stops first, stops the agent (see `start`).
+    async fn watch(self, every: Duration, shutdown: CancellationToken) -> Result<(), MeshError> {
         let mut tick = tokio::time::interval(every);
+        let gossip_ended = self.chitchat.termination_watcher();
+        tokio::pin!(gossip_ended);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                ended = &mut gossip_ended => {
+                    let why = match ended {
+                        Ok(()) => "it ended without a shutdown".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    error!(error = %why, "gossip stopped on its own; stopping the agent");
+                    shutdown.cancel();
+                    self.endpoint.close(1u32.into(), b"gossip stopped");
+                    return Err(MeshError::GossipStopped(why));
+                }
                 _ = tick.tick() => {}
             }
             let now = Instant::now();
@@ -215,6 +236,13 @@ impl Mesh {
         }
         self.endpoint.close(0u32.into(), b"shutting down");
         let _ = self.chitchat.initiate_shutdown();
+        Ok(())
+    }
+
+    /// For tests: ends the gossip task as a panic in it would.
+    #[doc(hidden)]
+    pub fn abort_gossip(&self) {
+        self.chitchat.abort();
     }
 
     /// Serves peers' calls of `topic` with `handler` from now on.
@@ -423,6 +451,12 @@ impl Mesh {
             self.transport.refusals().handshakes.load(Relaxed),
             self.transport.refusals().messages.load(Relaxed),
         )
+    }
+
+    /// Gossip messages refused so far, by reason (see
+    /// [`gossip_check::Refusal::reason`]).
+    pub fn gossip_refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.transport.refusals().gossip()
     }
 
     /// Calls and tunnels refused so far because the certificate at the

@@ -6,8 +6,13 @@
 //! The gossip loop never waits on the network: `send` hands the message to a
 //! per-peer task through a bounded queue and returns; a full queue drops the
 //! message (gossip repeats itself every interval).
+//!
+//! Received gossip reaches chitchat only once [`super::gossip_check`] passed it and,
+//! for a reply, once it answers an exchange this node started with that
+//! peer ([`Exchanges`]); the rest is counted and dropped, with a warning
+//! logged at the 1st, 2nd, 4th, 8th... refusal of each reason.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +22,7 @@ use anyhow::anyhow;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chitchat::transport::{Socket, Transport};
-use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use chitchat::{ChitchatMessage, Serializable};
 use quinn::{Connection, Endpoint, VarInt};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
@@ -26,8 +31,14 @@ use mesh_protocol::NodeId;
 use mesh_protocol::rpc::{KIND_RPC, KIND_TUNNEL};
 
 use super::admission::{self, Admit, Slots};
+use super::exchanges::Exchanges;
+use super::gossip_check::{Kind, Refusal};
 use super::handlers::{Caller, SharedHandlers};
 use super::tls;
+
+mod receive;
+pub use receive::{GossipDecodeError, decode};
+use receive::{peer_key, read_gossip};
 
 /// The TLS server name we dial with; peers are identified by the name in
 /// their certificate after the handshake, not by this.
@@ -45,6 +56,9 @@ const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed dial, messages to that address are dropped this long.
 const REDIAL_BACKOFF: Duration = Duration::from_millis(500);
 const PEER_QUEUE: usize = 64;
+/// Checked gossip messages waiting for chitchat (each at most
+/// [`super::gossip_check::MAX_DELTA_BYTES`] decompressed).
+const INBOX: usize = 256;
 /// Connections one peer (by certificate name) may have dialled to us at
 /// once; beyond it the oldest is closed.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
@@ -131,6 +145,27 @@ pub struct Refusals {
     pub identities: AtomicU64,
     /// Accepted connections closed because their peer held too many.
     pub connections: AtomicU64,
+    /// Gossip messages refused, by reason ([`Refusal::reason`]).
+    gossip: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Refusals {
+    /// Counts a refused gossip message; returns how many of its reason so far.
+    fn gossip_refused(&self, refusal: &Refusal) -> u64 {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        let mut by_reason = self.gossip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_reason.entry(refusal.reason()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Gossip messages refused so far, by reason.
+    pub fn gossip(&self) -> BTreeMap<&'static str, u64> {
+        self.gossip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Why a peer could not be reached.
@@ -184,6 +219,8 @@ struct Shared {
     refusals: Refusals,
     /// Where received gossip goes; set when chitchat opens its socket.
     inbox: Mutex<Option<Inbox>>,
+    /// The gossip replies this node waits for.
+    exchanges: Mutex<Exchanges>,
     /// What serves calls and forwarded service connections.
     handlers: SharedHandlers,
     /// The ALPN protocol this node speaks, for messages.
@@ -199,6 +236,7 @@ impl QuicTransport {
             peers: Peers::default(),
             refusals: Refusals::default(),
             inbox: Mutex::new(None),
+            exchanges: Mutex::new(Exchanges::default()),
             handlers,
             alpn: String::from_utf8_lossy(alpn).into_owned(),
         });
@@ -286,7 +324,7 @@ async fn connection(shared: &Arc<Shared>, to: SocketAddr) -> Result<Connection, 
 #[async_trait]
 impl Transport for QuicTransport {
     async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let (inbox_tx, inbox) = mpsc::channel(1024);
+        let (inbox_tx, inbox) = mpsc::channel(INBOX);
         *self.shared.inbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(inbox_tx);
         Ok(Box::new(QuicSocket {
             shared: self.shared.clone(),
@@ -301,7 +339,7 @@ type Inbox = mpsc::Sender<(SocketAddr, ChitchatMessage)>;
 struct QuicSocket {
     shared: Arc<Shared>,
     inbox: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
-    outboxes: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    outboxes: HashMap<SocketAddr, mpsc::Sender<(Kind, Bytes)>>,
 }
 
 #[async_trait]
@@ -310,13 +348,13 @@ impl Socket for QuicSocket {
         let mut buf = Vec::with_capacity(msg.serialized_len() + 1);
         buf.push(KIND_GOSSIP);
         msg.serialize(&mut buf);
-        let bytes = Bytes::from(buf);
+        let sent = (Kind::of(&msg), Bytes::from(buf));
         let outbox = self.outboxes.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             tokio::spawn(peer_sender(self.shared.clone(), to, rx));
             tx
         });
-        if let Err(mpsc::error::TrySendError::Closed(_)) = outbox.try_send(bytes) {
+        if let Err(mpsc::error::TrySendError::Closed(_)) = outbox.try_send(sent) {
             self.outboxes.remove(&to);
         }
         Ok(())
@@ -330,10 +368,11 @@ impl Socket for QuicSocket {
     }
 }
 
-/// Sends queued messages to one peer, dialling when there is no connection.
-async fn peer_sender(shared: Arc<Shared>, to: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+/// Sends queued messages to one peer, dialling when there is no connection,
+/// and records the replies they call for.
+async fn peer_sender(shared: Arc<Shared>, to: SocketAddr, mut rx: mpsc::Receiver<(Kind, Bytes)>) {
     let mut down_until: Option<tokio::time::Instant> = None;
-    while let Some(bytes) = rx.recv().await {
+    while let Some((kind, bytes)) = rx.recv().await {
         if down_until.is_some_and(|t| tokio::time::Instant::now() < t) {
             continue;
         }
@@ -345,6 +384,12 @@ async fn peer_sender(shared: Arc<Shared>, to: SocketAddr, mut rx: mpsc::Receiver
                 continue;
             }
         };
+        // Before sending: the reply may come back at once.
+        shared
+            .exchanges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sent(&peer_key(&conn), kind, tokio::time::Instant::now());
         if let Err(e) = send_uni(&conn, &bytes).await {
             debug!(peer = %to, error = %e, "gossip send failed");
         }
@@ -523,69 +568,6 @@ async fn serve_stream(
             warn!(caller = ?caller, kind = other, "refused a stream of unknown kind");
             let _ = send.reset(0u32.into());
         }
-    }
-}
-
-/// Reads gossip streams from one connection until it closes.
-async fn read_gossip(shared: Arc<Shared>, conn: Connection) {
-    let from = conn.remote_address();
-    while let Ok(mut stream) = conn.accept_uni().await {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let bytes = match stream.read_to_end(MAX_GOSSIP_BYTES).await {
-                Ok(b) => b,
-                Err(e) => {
-                    shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
-                    warn!(peer = %from, error = %e, "dropped unreadable gossip stream");
-                    return;
-                }
-            };
-            match decode(&bytes) {
-                Ok(msg) => {
-                    let inbox = shared
-                        .inbox
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    if let Some(inbox) = inbox {
-                        let _ = inbox.try_send((from, msg));
-                    }
-                }
-                Err(e) => {
-                    shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
-                    warn!(peer = %from, error = %e, "dropped malformed gossip message");
-                }
-            }
-        });
-    }
-}
-
-/// Why a gossip stream's bytes were dropped.
-#[derive(Debug, thiserror::Error)]
-pub enum GossipDecodeError {
-    #[error("empty stream")]
-    Empty,
-    #[error("unknown stream kind {0}")]
-    Kind(u8),
-    #[error("malformed chitchat message: {0}")]
-    Malformed(anyhow::Error),
-    #[error("{0} trailing bytes after the message")]
-    Trailing(usize),
-}
-
-/// Parses one stream's bytes: the kind byte, then a chitchat message.
-pub fn decode(bytes: &[u8]) -> Result<ChitchatMessage, GossipDecodeError> {
-    match bytes.split_first() {
-        Some((&KIND_GOSSIP, mut rest)) => {
-            let msg =
-                ChitchatMessage::deserialize(&mut rest).map_err(GossipDecodeError::Malformed)?;
-            if !rest.is_empty() {
-                return Err(GossipDecodeError::Trailing(rest.len()));
-            }
-            Ok(msg)
-        }
-        Some((kind, _)) => Err(GossipDecodeError::Kind(*kind)),
-        None => Err(GossipDecodeError::Empty),
     }
 }
 

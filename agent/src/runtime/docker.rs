@@ -14,7 +14,12 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::{ContainerInfo, ContainerRuntime, ContainerSpec, LogStream, RuntimeError};
+use mesh_protocol::image::{ImageRef, PullProgress};
+use tokio::sync::watch;
+
+use super::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError, RuntimeError,
+};
 
 /// Docker over its local socket or `DOCKER_HOST`. The client is made and
 /// the API version negotiated on first successful use, so the agent can
@@ -37,7 +42,7 @@ impl DockerRuntime {
         })
     }
 
-    async fn client(&self) -> Result<&Docker, RuntimeError> {
+    pub(super) async fn client(&self) -> Result<&Docker, RuntimeError> {
         self.negotiated
             .get_or_try_init(|| async {
                 Docker::connect_with_defaults()
@@ -58,7 +63,7 @@ impl DockerRuntime {
 
     /// Server answers become `Rejected`/`NotFound`; the rest means we could
     /// not talk to Docker at all.
-    fn classify(&self, id: &str, e: BollardError) -> RuntimeError {
+    pub(super) fn classify(&self, id: &str, e: BollardError) -> RuntimeError {
         match e {
             BollardError::DockerResponseServerError {
                 status_code: 404,
@@ -309,5 +314,18 @@ impl ContainerRuntime for DockerRuntime {
                 },
             })
             .boxed()
+    }
+
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        self.image_present(image).await
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        auth: Option<Credentials>,
+        progress: &watch::Sender<PullProgress>,
+    ) -> Result<(), PullError> {
+        self.pull_image(image, auth, progress).await
     }
 }

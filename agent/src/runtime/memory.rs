@@ -7,8 +7,11 @@
 //! (127.220.0.0 and up), so connecting to a container works as on Docker.
 //! The image `missing` is refused like an unknown image;
 //! `set_available(false)` behaves like a Docker daemon that went away.
+//! Images named `registry.test/...` are in a registry, not on the host,
+//! until pulled (`registry.test/nosuch...` is not in it either); every
+//! other image is on the host.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{ContainerInfo, ContainerRuntime, ContainerSpec, LogStream, RuntimeError};
+use mesh_protocol::image::{ImageRef, PullFailure, PullProgress};
+
+use super::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError, RuntimeError,
+};
 
 #[derive(Debug)]
 struct Fake {
@@ -36,7 +43,14 @@ pub struct MemoryRuntime {
     down: Arc<AtomicBool>,
     next: Arc<AtomicU64>,
     started: Arc<AtomicU64>,
+    pulled: Arc<Mutex<BTreeSet<String>>>,
+    pulls: Arc<AtomicU64>,
+    /// The next pull fails as unreachable, with this reason.
+    pull_fault: Arc<Mutex<Option<String>>>,
 }
+
+/// The in-memory registry's host part.
+pub const TEST_REGISTRY: &str = "registry.test";
 
 impl MemoryRuntime {
     pub fn new() -> Self {
@@ -85,6 +99,25 @@ impl MemoryRuntime {
         self.lock().values().map(|c| c.info.clone()).collect()
     }
 
+    /// Makes the next pull fail as if the registry were unreachable.
+    pub fn fail_next_pull(&self, why: &str) {
+        *self
+            .pull_fault
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(why.to_owned());
+    }
+
+    /// How many pulls were made.
+    pub fn pulls(&self) -> u64 {
+        self.pulls.load(Ordering::SeqCst)
+    }
+
+    fn pulled(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.pulled
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// How many containers were ever started.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::SeqCst)
@@ -112,6 +145,44 @@ impl ContainerRuntime for MemoryRuntime {
     async fn ping(&self) -> Result<String, RuntimeError> {
         self.check()?;
         Ok("memory".into())
+    }
+
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        self.check()?;
+        let Ok(name) = ImageRef::parse(image) else {
+            return Ok(false);
+        };
+        let in_registry = name.registry == TEST_REGISTRY;
+        Ok(image != "missing" && (!in_registry || self.pulled().contains(&name.to_string())))
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        _auth: Option<Credentials>,
+        progress: &watch::Sender<PullProgress>,
+    ) -> Result<(), PullError> {
+        self.check()?;
+        self.pulls.fetch_add(1, Ordering::SeqCst);
+        let fault = self
+            .pull_fault
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(why) = fault {
+            return Err(PullFailure::Unreachable(why).into());
+        }
+        if image.registry != TEST_REGISTRY || image.repository.starts_with("nosuch") {
+            return Err(PullFailure::NotFound(format!("manifest for {image} not found")).into());
+        }
+        progress.send_replace(PullProgress {
+            layers_done: 1,
+            layers: 1,
+            bytes_done: 1,
+            bytes: 1,
+        });
+        self.pulled().insert(image.to_string());
+        Ok(())
     }
 
     async fn run(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {

@@ -3,7 +3,11 @@
 //! in-memory one (`memory`) for fast tests of the supervisor's logic.
 
 pub mod docker;
+mod docker_pull;
 pub mod memory;
+mod pull;
+
+pub use pull::{Credentials, PullError};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,6 +15,8 @@ use std::future::Future;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use mesh_protocol::CpuSet;
+use mesh_protocol::image::{ImageRef, PullProgress};
+use tokio::sync::watch;
 
 /// A container to create and start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,4 +109,16 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// The container's output so far, and what follows if `follow`.
     fn logs(&self, id: &str, follow: bool) -> LogStream;
+
+    /// Whether the host has `image`, by the name given.
+    fn has_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+
+    /// Pulls `image` from its registry with `auth`, sending the progress to
+    /// `progress` as it goes; done when the image is on the host.
+    fn pull(
+        &self,
+        image: &ImageRef,
+        auth: Option<Credentials>,
+        progress: &watch::Sender<PullProgress>,
+    ) -> impl Future<Output = Result<(), PullError>> + Send;
 }

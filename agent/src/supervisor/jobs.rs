@@ -8,6 +8,9 @@ use mesh_protocol::TaskId;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
+use mesh_protocol::image::{PullPolicy, PullProgress};
+
+use crate::images::{EnsureError, Pulls};
 use crate::logs::LogDir;
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError};
 
@@ -16,6 +19,18 @@ use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeErro
 pub enum Event {
     Ping(Result<String, RuntimeError>),
     Observed(Result<Vec<ContainerInfo>, RuntimeError>),
+    /// The attempt's image is being pulled, this far.
+    Pulling {
+        task: TaskId,
+        attempt: u32,
+        progress: PullProgress,
+    },
+    /// The attempt's image could not be made present.
+    PullFailed {
+        task: TaskId,
+        attempt: u32,
+        error: EnsureError,
+    },
     Started {
         task: TaskId,
         attempt: u32,
@@ -71,15 +86,53 @@ pub async fn observe<R: ContainerRuntime>(
     let _ = events.send(Event::Observed(found));
 }
 
-/// Creates and starts the attempt's container, then follows it to its end.
+/// Gets the attempt's image as `policy` asks, creates and starts its
+/// container, then follows it to its end.
+#[allow(clippy::too_many_arguments)] // one job's whole context
 pub async fn run_attempt<R: ContainerRuntime>(
     runtime: Arc<R>,
+    pulls: Pulls<R>,
+    policy: PullPolicy,
     logs: LogDir,
     spec: ContainerSpec,
     task: TaskId,
     attempt: u32,
     events: Events,
 ) {
+    // Progress is reported when it moves by a whole percent or a layer.
+    let mut last: Option<(u8, u32)> = None;
+    let ensured = pulls
+        .ensure(&spec.image, policy, |progress| {
+            let now = (progress.percent(), progress.layers_done);
+            if last != Some(now) {
+                last = Some(now);
+                let _ = events.send(Event::Pulling {
+                    task: task.clone(),
+                    attempt,
+                    progress,
+                });
+            }
+        })
+        .await;
+    match ensured {
+        Ok(()) => {}
+        Err(EnsureError::Runtime(e)) => {
+            let _ = events.send(Event::Started {
+                task,
+                attempt,
+                result: Err(e),
+            });
+            return;
+        }
+        Err(error) => {
+            let _ = events.send(Event::PullFailed {
+                task,
+                attempt,
+                error,
+            });
+            return;
+        }
+    }
     match runtime.run(&spec).await {
         Ok(id) => {
             let _ = events.send(Event::Started {

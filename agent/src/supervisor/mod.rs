@@ -20,6 +20,7 @@ use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::images::Pulls;
 use crate::logs::LogDir;
 use crate::runtime::{ContainerRuntime, LogStream};
 use crate::store::Store;
@@ -220,6 +221,7 @@ impl std::fmt::Debug for SupervisorHandle {
 pub fn spawn<R: ContainerRuntime>(
     config: SupervisorConfig,
     runtime: Arc<R>,
+    pulls: Pulls<R>,
     store: Store,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
@@ -229,7 +231,7 @@ pub fn spawn<R: ContainerRuntime>(
         let runtime = runtime.clone();
         Arc::new(move |id: &str, follow: bool| runtime.logs(id, follow))
     };
-    let actor = actor::Supervisor::new(config, runtime, store, logs.clone());
+    let actor = actor::Supervisor::new(config, runtime, pulls, store, logs.clone());
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((
         SupervisorHandle {

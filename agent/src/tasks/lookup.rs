@@ -2,9 +2,10 @@
 //! mesh-wide list. A node that was away may still hold an older,
 //! superseded attempt of a task: the highest attempt wins.
 
+use mesh_protocol::attempts::{self, TaskView};
 use mesh_protocol::listing::{self, Page, newer};
 use mesh_protocol::rpc::ErrorKind;
-use mesh_protocol::{TaskId, TaskRecord};
+use mesh_protocol::{NodeId, TaskId, TaskRecord};
 
 use super::{Found, Node, Output, TaskError, Tasks};
 
@@ -12,6 +13,23 @@ impl Tasks {
     /// Asks this node and every live peer for `id`; answers with the node
     /// that has its current attempt, and that record.
     pub async fn find(&self, id: &TaskId) -> Result<Found, TaskError> {
+        self.find_all(id).await.map(|(found, _)| found)
+    }
+
+    /// The task as `meshctl task` shows it: its current attempt, and any
+    /// other attempt a node still reports running.
+    pub async fn view(&self, id: &TaskId) -> Result<TaskView, TaskError> {
+        let (found, reports) = self.find_all(id).await?;
+        let also_running =
+            attempts::also_running(&found.record, reports.iter().map(|(node, r)| (node, r)));
+        Ok(TaskView {
+            record: found.record,
+            also_running,
+        })
+    }
+
+    /// [`Tasks::find`], with every node's report of the task.
+    async fn find_all(&self, id: &TaskId) -> Result<(Found, Vec<(NodeId, TaskRecord)>), TaskError> {
         let nodes: Vec<Node> = std::iter::once(self.here())
             .chain(self.peers().await)
             .collect();
@@ -20,9 +38,11 @@ impl Tasks {
             (node, answer)
         });
         let mut best: Option<Found> = None;
+        let mut reports = Vec::new();
         for (node, answer) in futures_util::future::join_all(asks).await {
             match answer {
                 Ok(record) => {
+                    reports.push((node.id.clone(), record.clone()));
                     if best.as_ref().is_none_or(|b| newer(&record, &b.record)) {
                         best = Some(Found { node, record });
                     }
@@ -35,7 +55,8 @@ impl Tasks {
                 Err(_) => {}
             }
         }
-        best.ok_or_else(|| TaskError::NotFound(id.clone()))
+        best.map(|found| (found, reports))
+            .ok_or_else(|| TaskError::NotFound(id.clone()))
     }
 
     /// Kills a task wherever it runs.

@@ -351,6 +351,15 @@ impl TestAgent {
         }
     }
 
+    /// Waits until it stops on its own (without a shutdown signal) and
+    /// returns how it ended.
+    pub async fn stopped(&mut self) -> Result<(), mesh_agent::agent::AgentError> {
+        let a = self.running.take().expect("a running agent");
+        tokio::time::timeout(Duration::from_secs(20), a.wait())
+            .await
+            .unwrap_or_else(|_| panic!("agent {} did not stop on its own", self.id))
+    }
+
     /// Starts it again after [`stop`](Self::stop): same node, data dir and
     /// runtime, a new API port.
     pub async fn restart(&mut self, seeds: &[String]) {

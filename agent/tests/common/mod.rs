@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod docker;
 pub mod net;
 pub mod quic;
+pub mod registry;
 pub mod services;
 pub mod services_docker;
 pub mod wait;

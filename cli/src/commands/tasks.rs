@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use mesh_protocol::api::SubmitRequest;
+use mesh_protocol::image::PullPolicy;
 use mesh_protocol::task::SpecError;
 use mesh_protocol::{TaskId, TaskSpec, TaskState};
 use tokio::io::AsyncWriteExt;
@@ -89,7 +90,12 @@ pub struct SubmitArgs {
     /// Start only after these tasks succeeded; fail if one of them does not.
     #[arg(long, value_name = "ID[,ID...]", value_delimiter = ',')]
     pub after: Vec<TaskId>,
-    /// A local Docker image, e.g. mesh-testsvc:latest.
+    /// When the node that runs it pulls the image: missing (when the host
+    /// lacks it), always (follow a moved tag) or never [default: missing].
+    #[arg(long, value_name = "POLICY")]
+    pub pull: Option<PullPolicy>,
+    /// A Docker image, e.g. mesh-testsvc:latest or registry:5000/team/app:1;
+    /// pulled on the node that runs it when that host lacks it.
     pub image: String,
     /// The command to run instead of the image's, after `--`.
     #[arg(last = true, value_name = "CMD")]
@@ -112,6 +118,7 @@ impl SubmitArgs {
             priority: self.priority,
             array: self.array,
             after: self.after,
+            pull: self.pull,
         };
         TaskSpec::try_from(request.clone())?;
         Ok(request)
@@ -146,7 +153,7 @@ pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCod
         }
         TaskCommand::Task { id, json: true } => print_json(&client.task_raw(&id).await?)?,
         TaskCommand::Task { id, json: false } => {
-            print(&render::task(&client.task(&id).await?, now_ms()))?;
+            print(&render::task_view(&client.task_view(&id).await?, now_ms()))?;
         }
         TaskCommand::Logs { id, follow } => logs(client, &id, follow).await?,
         TaskCommand::Kill { id } => {

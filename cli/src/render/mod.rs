@@ -9,7 +9,7 @@ mod task;
 pub use node::{health, node};
 pub use peers::peers;
 pub use services::{connections, service, services};
-pub use task::{task, tasks_table};
+pub use task::{task, task_view, tasks_table};
 
 use std::fmt::Display;
 

@@ -1,6 +1,7 @@
 //! Tasks: the `meshctl tasks` table and the `meshctl task` detail view.
 
 use mesh_protocol::TaskRecord;
+use mesh_protocol::attempts::TaskView;
 
 use super::{age, key_values, or_dash, table};
 
@@ -17,7 +18,7 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
             vec![
                 t.id.to_string(),
                 or_dash(t.spec.name.as_deref()),
-                t.state.to_string(),
+                state_of(t),
                 t.node.to_string(),
                 t.spec.cores.to_string(),
                 or_dash(alloc.map(|a| &a.cpus)),
@@ -32,14 +33,27 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
     table(&COLUMNS, &rows)
 }
 
+/// Its state as shown: `pulling 43% (3/5 layers)` while its image comes.
+fn state_of(t: &TaskRecord) -> String {
+    match &t.pull {
+        Some(p) if t.shown_state() == "pulling" => format!("pulling {p}"),
+        _ => t.shown_state().to_owned(),
+    }
+}
+
 /// Everything about one task, a `key: value` line each.
 pub fn task(t: &TaskRecord, now_ms: u64) -> String {
+    key_values(&task_rows(t, now_ms))
+}
+
+/// The lines of [`task`].
+fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
     let alloc = t.allocation.as_ref();
     let ago = |ms: Option<u64>| or_dash(ms.map(|ms| format!("{} ago", age(now_ms, ms))));
     let state = if t.kill_requested && !t.state.is_terminal() {
-        format!("{} (kill requested)", t.state)
+        format!("{} (kill requested)", state_of(t))
     } else {
-        t.state.to_string()
+        state_of(t)
     };
     let command = if t.spec.command.is_empty() {
         "(the image's own)".to_owned()
@@ -57,7 +71,7 @@ pub fn task(t: &TaskRecord, now_ms: u64) -> String {
             .collect();
         pairs.join(", ")
     };
-    key_values(&[
+    vec![
         ("id", t.id.to_string()),
         ("name", or_dash(t.spec.name.as_deref())),
         ("state", state),
@@ -85,7 +99,29 @@ pub fn task(t: &TaskRecord, now_ms: u64) -> String {
         ("created", ago(Some(t.created_ms))),
         ("started", ago(t.started_ms)),
         ("finished", ago(t.finished_ms)),
-    ])
+    ]
+}
+
+/// [`task`], then the other attempts still running somewhere, if any: an
+/// attempt the task was re-placed from while its node was away, until that
+/// node hears it was superseded and stops it.
+pub fn task_view(v: &TaskView, now_ms: u64) -> String {
+    let mut rows = task_rows(&v.record, now_ms);
+    if !v.also_running.is_empty() {
+        let others: Vec<String> = v
+            .also_running
+            .iter()
+            .map(|a| format!("attempt {} on {} ({})", a.attempt, a.node, a.state))
+            .collect();
+        rows.push((
+            "also running",
+            format!(
+                "{} (superseded; stopped once its node hears)",
+                others.join(", ")
+            ),
+        ));
+    }
+    key_values(&rows)
 }
 
 /// A command line as one would type it: arguments with blanks or shell
@@ -110,6 +146,7 @@ fn shell_words(args: &[String]) -> String {
 #[cfg(test)]
 mod tests {
 
+    use mesh_protocol::attempts::OtherAttempt;
     use mesh_protocol::{Allocation, CpuSet, NodeId, TaskId, TaskSpec, TaskState};
 
     use super::*;
@@ -227,9 +264,49 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_under_way_shows_as_the_state() {
+        let mut r = record("t4", TaskState::Starting);
+        r.pull = Some(mesh_protocol::image::PullProgress {
+            layers_done: 3,
+            layers: 5,
+            bytes_done: 43,
+            bytes: 100,
+        });
+        assert!(
+            task(&r, 0).contains("state:           pulling 43% (3/5 layers)\n"),
+            "{}",
+            task(&r, 0)
+        );
+        assert!(tasks_table(&[r], 0).contains("pulling 43% (3/5 layers)"));
+    }
+
+    #[test]
     fn image_command_when_none_given() {
         let mut r = record("t3", TaskState::Queued);
         r.spec.command.clear();
         assert!(task(&r, 0).contains("command:         (the image's own)\n"));
+    }
+
+    #[test]
+    fn detail_names_the_other_attempts_still_running() {
+        let view = TaskView {
+            record: running(),
+            also_running: vec![OtherAttempt {
+                node: NodeId::new("n3").unwrap(),
+                attempt: 1,
+                state: TaskState::Running,
+            }],
+        };
+        let text = task_view(&view, 7_000);
+        assert!(
+            text.lines().any(|l| l
+                == "also running:    attempt 1 on n3 (running) (superseded; stopped once its node hears)"),
+            "{text}"
+        );
+        let alone = TaskView {
+            record: running(),
+            also_running: Vec::new(),
+        };
+        assert_eq!(task_view(&alone, 7_000), task(&running(), 7_000));
     }
 }

@@ -28,6 +28,7 @@ pub use spec::{
 
 use crate::alloc::Allocation;
 use crate::ids::{NodeId, TaskId};
+use crate::image::PullProgress;
 
 /// First retry delay; doubles per attempt up to `MAX_BACKOFF_MS`.
 pub const BASE_BACKOFF_MS: u64 = 1_000;
@@ -132,6 +133,11 @@ pub struct TaskRecord {
     /// The other agent that holds a durable copy of this task and re-places
     /// it if the runner dies (None: a one-node mesh, nobody to hold it).
     pub keeper: Option<NodeId>,
+    /// While starting, the pull of its image under way: shown as state
+    /// `pulling`. Not a state of its own: a restart requeues a starting
+    /// task whatever it was doing.
+    #[serde(default)]
+    pub pull: Option<PullProgress>,
 }
 
 /// Delay before the retry that follows attempt `attempt` (1-based).
@@ -163,6 +169,7 @@ impl TaskRecord {
             not_before_ms: now,
             offered_to: None,
             keeper: None,
+            pull: None,
         }
     }
 
@@ -175,6 +182,7 @@ impl TaskRecord {
     }
 
     fn finish(&mut self, state: TaskState, now: u64) {
+        self.pull = None;
         self.state = state;
         self.finished_ms = Some(now);
         self.updated_ms = now;
@@ -203,6 +211,7 @@ impl TaskRecord {
             return Err(self.refuse("mark running"));
         }
         self.state = TaskState::Running;
+        self.pull = None;
         self.container = Some(container);
         self.started_ms = Some(now);
         self.updated_ms = now;
@@ -261,6 +270,7 @@ impl TaskRecord {
             return Ok(());
         }
         self.state = TaskState::Queued;
+        self.pull = None;
         self.attempt = self.attempt.saturating_sub(1);
         self.allocation = None;
         self.container = None;
@@ -272,11 +282,48 @@ impl TaskRecord {
     /// The container could not be created or started (bad image, bad
     /// command): a failed attempt.
     pub fn start_failed(&mut self, why: String, now: u64) -> Result<(), TransitionError> {
+        self.could_not_start(why, true, now)
+    }
+
+    /// starting: its image is being pulled, this far.
+    pub fn pulling(&mut self, progress: PullProgress, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Starting {
+            return Err(self.refuse("record a pull"));
+        }
+        self.pull = Some(progress);
+        self.updated_ms = now;
+        Ok(())
+    }
+
+    /// starting: its container could not be had. A failure that may pass
+    /// later (a bad start, an unreachable registry) is a failed attempt,
+    /// retried as `--retries` allows; one that cannot (no such image,
+    /// credentials refused) fails the task at once.
+    pub fn could_not_start(
+        &mut self,
+        why: String,
+        may_succeed_later: bool,
+        now: u64,
+    ) -> Result<(), TransitionError> {
         if self.state != TaskState::Starting {
             return Err(self.refuse("fail start"));
         }
-        self.fail_attempt(TaskState::Failed, None, why, now);
+        if may_succeed_later {
+            self.fail_attempt(TaskState::Failed, None, why, now);
+        } else {
+            self.container = None;
+            self.message = Some(why);
+            self.finish(TaskState::Failed, now);
+        }
         Ok(())
+    }
+
+    /// Its display state: `pulling` while starting with a pull under way.
+    pub fn shown_state(&self) -> &'static str {
+        match (self.state, &self.pull) {
+            (TaskState::Starting, Some(_)) => "pulling",
+            (state, _) => state.as_str(),
+        }
     }
 
     /// The container ended with `code`.
@@ -331,6 +378,7 @@ impl TaskRecord {
 
     /// Retry after backoff if attempts remain, else end in `terminal`.
     fn fail_attempt(&mut self, terminal: TaskState, code: Option<i64>, why: String, now: u64) {
+        self.pull = None;
         self.exit_code = code;
         self.container = None;
         if self.attempt <= self.spec.retries {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TaskId;
+use crate::image::PullPolicy;
 use crate::labels;
 use crate::resources::{CoreCount, MemoryBytes, ResourceError};
 
@@ -55,6 +56,9 @@ pub struct TaskSpec {
     /// Tasks that must succeed before this one starts (`--after`); emptied
     /// once they have.
     pub after: Vec<TaskId>,
+    /// When the running node pulls the image (`--pull`).
+    #[serde(default)]
+    pub pull: PullPolicy,
 }
 
 /// Why a task request was refused.
@@ -99,6 +103,8 @@ struct Unchecked {
     priority: i32,
     parent: Option<TaskId>,
     after: Vec<TaskId>,
+    #[serde(default)]
+    pull: PullPolicy,
 }
 
 impl TryFrom<Unchecked> for TaskSpec {
@@ -117,6 +123,7 @@ impl TryFrom<Unchecked> for TaskSpec {
             priority: u.priority,
             parent: u.parent,
             after: u.after,
+            pull: u.pull,
         };
         spec.check(AGENT_ENV_ENTRIES, AGENT_ENV_BYTES)?;
         Ok(spec)
@@ -220,6 +227,7 @@ pub struct TaskSpecBuilder {
     pub(crate) retries: Option<u32>,
     pub(crate) name: Option<String>,
     pub(crate) priority: Option<i32>,
+    pub(crate) pull: Option<PullPolicy>,
     pub(crate) after: Vec<TaskId>,
 }
 
@@ -259,6 +267,12 @@ impl TaskSpecBuilder {
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// When the running node pulls the image (default: when missing).
+    pub fn pull(mut self, policy: PullPolicy) -> Self {
+        self.pull = Some(policy);
         self
     }
 
@@ -304,6 +318,7 @@ impl TaskSpecBuilder {
             priority: self.priority.unwrap_or(0),
             parent: None,
             after: self.after,
+            pull: self.pull.unwrap_or_default(),
         };
         spec.check(0, 0)?;
         Ok(spec)

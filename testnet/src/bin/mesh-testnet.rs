@@ -82,6 +82,22 @@ enum Command {
         #[command(subcommand)]
         bench: Bench,
     },
+    /// Chaos: a testnet of its own under steady load (tasks with arrays,
+    /// retries and dependencies) while faults chosen from --seed come and go
+    /// (kill/restart, 2 agents cut off/heal, drain/undrain); then checks that
+    /// every task ended, none ran in two places at once or succeeded twice,
+    /// no container was left and no agent panicked. Prints a summary table
+    /// and exits 1 on any violation. The testnet is removed at the end.
+    Chaos {
+        /// The seed of the plan of faults and load (printed; rerun with it).
+        #[arg(long)]
+        seed: u64,
+        /// How long faults and load go on, in seconds (the checks come after).
+        #[arg(long, default_value_t = 120)]
+        duration: u64,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(3..=MAX_AGENTS as i64))]
+        agents: u16,
+    },
     /// List the nodes: name, state, address, API URL, container.
     Ls {
         /// Print JSON (a list of {name, container, address, state, api_url, foreign}).
@@ -213,6 +229,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 done = run_bench(bench) => done?,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; removed what the benchmark had started"),
+            }
+        }
+        Command::Chaos {
+            seed,
+            duration,
+            agents,
+        } => {
+            println!("chaos seed {seed}");
+            // A testnet of its own, clear of a user's `ganger`.
+            let name = if name.as_str() == TestnetName::DEFAULT {
+                TestnetName::unique("chaos")
+            } else {
+                name
+            };
+            let mut opts = mesh_testnet::chaos::ChaosOptions::new(
+                seed,
+                Duration::from_secs(duration),
+                usize::from(agents),
+                name,
+            );
+            opts.testnet.state_dir = state_dir.clone();
+            // An interrupt drops the run, whose testnet is removed on drop.
+            let report = tokio::select! {
+                report = mesh_testnet::chaos::run(opts) => report?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; removed the chaos testnet"),
+            };
+            print!("{}", report.table());
+            if !report.passed() {
+                anyhow::bail!(
+                    "seed {seed}: {} violation(s); rerun with --seed {seed}",
+                    report.failures().count()
+                );
             }
         }
         Command::Up {

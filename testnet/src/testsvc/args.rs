@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ Programs:
   print N                  print N lines alternately to stdout (`out i`) and stderr (`err i`)
   burn SECONDS             spin one CPU for SECONDS, exit 0
   count FILE               append `HOSTNAME $MESH_TASK_ID $MESH_TASK_INDEX` to FILE, exit 0
+  witness IP:PORT SECONDS [FAIL_ATTEMPTS]
+                           connect to a witness, send `start $MESH_TASK_ID $MESH_TASK_ATTEMPT
+                           HOSTNAME`, keep the connection open for SECONDS, send `end ID ATTEMPT
+                           CODE` and exit CODE: 1 while the attempt is at most FAIL_ATTEMPTS
+                           (default 0), else 0; 4 if the witness cannot be reached
 
 SECONDS may be fractional (0.5).";
 
@@ -64,6 +70,13 @@ pub enum Mode {
     Burn(Duration),
     /// Append one identifying line to this file.
     Count(PathBuf),
+    /// Tell a witness when the work starts and ends (see
+    /// [`crate::testsvc::witness`]).
+    Witness {
+        addr: SocketAddr,
+        work: Duration,
+        fail_attempts: u32,
+    },
     /// Wait, then run the inner mode (which may itself be any mode).
     SlowStart { delay: Duration, then: Box<Mode> },
 }
@@ -179,6 +192,28 @@ fn parse_mode<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Option<Mo
                 .next()
                 .ok_or(ArgsError::MissingValue { what: "FILE" })?;
             Mode::Count(PathBuf::from(file))
+        }
+        "witness" => {
+            let addr = words.next().ok_or(ArgsError::MissingValue {
+                what: "witness IP:PORT",
+            })?;
+            let addr = addr.parse().map_err(|_| ArgsError::BadValue {
+                what: "witness IP:PORT",
+                value: addr.to_owned(),
+            })?;
+            let work = parse_seconds(words.next())?;
+            let fail_attempts = match words.next() {
+                Some(n) => n.parse().map_err(|_| ArgsError::BadValue {
+                    what: "FAIL_ATTEMPTS",
+                    value: n.to_owned(),
+                })?,
+                None => 0,
+            };
+            Mode::Witness {
+                addr,
+                work,
+                fail_attempts,
+            }
         }
         "slow-start" => {
             let delay = parse_seconds(words.next())?;
@@ -320,6 +355,41 @@ mod tests {
                 then: Box::new(Mode::Exit(9)),
             }
         );
+    }
+
+    #[test]
+    fn witness_takes_an_address_the_work_and_failing_attempts() {
+        assert_eq!(
+            mode(&["witness", "10.1.0.1:9000", "2.5"]),
+            Mode::Witness {
+                addr: "10.1.0.1:9000".parse().unwrap(),
+                work: Duration::from_millis(2500),
+                fail_attempts: 0,
+            }
+        );
+        assert_eq!(
+            mode(&["witness", "10.1.0.1:9000", "1", "2"]),
+            Mode::Witness {
+                addr: "10.1.0.1:9000".parse().unwrap(),
+                work: Duration::from_secs(1),
+                fail_attempts: 2,
+            }
+        );
+        for args in [&["witness"][..], &["witness", "10.1.0.1:9000"][..]] {
+            assert!(
+                matches!(parse(args), Err(ArgsError::MissingValue { .. })),
+                "{args:?}"
+            );
+        }
+        for args in [
+            &["witness", "mesh:9000", "1"][..],
+            &["witness", "10.1.0.1:9000", "1", "-1"][..],
+        ] {
+            assert!(
+                matches!(parse(args), Err(ArgsError::BadValue { .. })),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

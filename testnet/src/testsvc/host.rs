@@ -15,6 +15,13 @@ pub struct Identity {
     pub task_id: String,
     /// `$MESH_TASK_INDEX`, empty if unset.
     pub task_index: String,
+    /// `$MESH_TASK_ATTEMPT`, empty if unset.
+    pub task_attempt: String,
+    /// `$MESH_NODE` (the node whose agent started it), empty if unset.
+    pub node: String,
+    /// `$MESH_CPUS` (the cores it was given, in the node's topology), empty
+    /// if unset.
+    pub cpus: String,
 }
 
 impl Identity {
@@ -27,6 +34,9 @@ impl Identity {
             hostname,
             task_id: env::var("MESH_TASK_ID").unwrap_or_default(),
             task_index: env::var("MESH_TASK_INDEX").unwrap_or_default(),
+            task_attempt: env::var("MESH_TASK_ATTEMPT").unwrap_or_default(),
+            node: env::var("MESH_NODE").unwrap_or_default(),
+            cpus: env::var("MESH_CPUS").unwrap_or_default(),
         }
     }
 
@@ -66,6 +76,9 @@ mod tests {
             hostname: "h".into(),
             task_id: String::new(),
             task_index: "3".into(),
+            task_attempt: "1".into(),
+            node: "n1".into(),
+            cpus: "0-1".into(),
         };
         assert_eq!(id.count_line(), "h  3\n");
     }

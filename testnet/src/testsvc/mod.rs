@@ -1,6 +1,6 @@
 //! `mesh-testsvc`, a stand-in for a user's service: servers (`echo`, `http`,
 //! `sink`, `source`), programs that sleep, exit, crash, print, burn CPU or
-//! count runs on a shared volume, and `slow-start` in front of any of them.
+//! count runs on a shared volume or report to a witness, and `slow-start` in front of any of them.
 //!
 //! Standard library only: `scripts/images` links it fully static into a
 //! FROM-scratch image, and binding takes numeric addresses so it never needs
@@ -11,6 +11,7 @@ pub mod fnv;
 pub mod host;
 pub mod output;
 pub mod pattern;
+pub mod witness;
 
 mod conn;
 mod error;
@@ -81,6 +82,20 @@ fn run_mode(mode: &Mode, port: u16, identity: &Identity) -> Result<u8, TestsvcEr
                 }
             })?;
             Ok(0)
+        }
+        Mode::Witness {
+            addr,
+            work,
+            fail_attempts,
+        } => {
+            let run = witness::Run {
+                task_id: &identity.task_id,
+                attempt: &identity.task_attempt,
+                hostname: &identity.hostname,
+                node: &identity.node,
+                cpus: &identity.cpus,
+            };
+            Ok(witness::witness(*addr, *work, *fail_attempts, &run))
         }
         Mode::SlowStart { delay, then } => {
             output::out(format_args!("slow-start: waiting {}s", delay.as_secs_f64()));

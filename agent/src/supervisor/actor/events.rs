@@ -2,10 +2,12 @@
 //! Docker has after an outage or restart (reconciliation), a container that
 //! started, ended or vanished.
 
+use mesh_protocol::image::PullProgress;
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
 use tracing::{error, info, warn};
 
 use super::{Supervisor, jobs, queued, refused};
+use crate::images::EnsureError;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::supervisor::jobs::Event;
 use crate::supervisor::reconcile::{Action, reconcile};
@@ -15,6 +17,16 @@ impl<R: ContainerRuntime> Supervisor<R> {
         match ev {
             Event::Ping(result) => self.on_ping(result),
             Event::Observed(result) => self.on_observed(result),
+            Event::Pulling {
+                task,
+                attempt,
+                progress,
+            } => self.on_pulling(task, attempt, progress),
+            Event::PullFailed {
+                task,
+                attempt,
+                error,
+            } => self.on_pull_failed(task, attempt, error),
             Event::Started {
                 task,
                 attempt,
@@ -148,6 +160,52 @@ impl<R: ContainerRuntime> Supervisor<R> {
         info!(containers = containers.len(), "reconciled with Docker");
     }
 
+    /// A pull moved: shown, not stored (a restart requeues a starting task
+    /// anyway).
+    fn on_pulling(&mut self, task: TaskId, attempt: u32, progress: PullProgress) {
+        let now = self.now_ms();
+        let Some(r) = self.records.get_mut(&task).filter(|r| r.attempt == attempt) else {
+            return;
+        };
+        if let Err(e) = r.pulling(progress, now) {
+            refused(&e);
+        }
+    }
+
+    /// The image could not be had: the attempt fails, and the task with it
+    /// unless the failure may pass (an unreachable registry).
+    fn on_pull_failed(&mut self, task: TaskId, attempt: u32, error: EnsureError) {
+        let now = self.now_ms();
+        if self.records.get(&task).is_none_or(|r| r.attempt != attempt) {
+            return;
+        }
+        warn!(task_id = %task, attempt, %error, "image not available");
+        let may_pass = error.may_succeed_later();
+        self.not_started(task, error.to_string(), may_pass, now);
+    }
+
+    /// The attempt's container could not be had: a failed attempt (or a
+    /// failed task, when retrying cannot help), or killed if asked to be.
+    fn not_started(&mut self, task: TaskId, why: String, may_pass: bool, now: u64) {
+        let Some(r) = self.records.get_mut(&task) else {
+            return;
+        };
+        self.watched.remove(&task);
+        self.alloc.release(&task);
+        let ended = if r.kill_requested {
+            r.lost(format!("killed; it had not started: {why}"), now)
+        } else {
+            r.could_not_start(why, may_pass, now)
+        };
+        if let Err(refusal) = ended {
+            return refused(&refusal);
+        }
+        if r.state == TaskState::Queued {
+            self.queue.put(queued(r));
+        }
+        self.persist(&task);
+    }
+
     pub(super) fn on_started(
         &mut self,
         task: TaskId,
@@ -184,21 +242,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 self.runtime_down(&e);
             }
             Err(e) => {
-                self.watched.remove(&task);
-                self.alloc.release(&task);
                 warn!(task_id = %task, attempt, error = %e, "container did not start");
-                let ended = if r.kill_requested {
-                    r.lost(format!("killed; it had not started: {e}"), now)
-                } else {
-                    r.start_failed(format!("could not start: {e}"), now)
-                };
-                if let Err(refusal) = ended {
-                    return refused(&refusal);
-                }
-                if r.state == TaskState::Queued {
-                    self.queue.put(queued(r));
-                }
-                self.persist(&task);
+                self.not_started(task, format!("could not start: {e}"), true, now);
             }
         }
     }

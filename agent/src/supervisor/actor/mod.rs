@@ -23,6 +23,7 @@ mod views;
 
 use super::jobs::{self};
 use super::{Command, SupervisorConfig, SupervisorError, container};
+use crate::images::Pulls;
 use crate::logs::LogDir;
 use crate::runtime::ContainerRuntime;
 use crate::store::Store;
@@ -50,6 +51,8 @@ pub(crate) struct Supervisor<R> {
     copies: BTreeMap<TaskId, TaskRecord>,
     jobs: JoinSet<()>,
     events_tx: jobs::Events,
+    /// This host's image pulls, shared with the services.
+    pulls: Pulls<R>,
 }
 
 impl<R: ContainerRuntime> Supervisor<R> {
@@ -57,7 +60,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.cfg.clock.now_ms()
     }
 
-    pub(crate) fn new(cfg: SupervisorConfig, runtime: Arc<R>, store: Store, logs: LogDir) -> Self {
+    pub(crate) fn new(
+        cfg: SupervisorConfig,
+        runtime: Arc<R>,
+        pulls: Pulls<R>,
+        store: Store,
+        logs: LogDir,
+    ) -> Self {
         let alloc = CoreAllocator::new(cfg.topology.model.clone());
         let queue = TaskQueue::new();
         let docker = RuntimeHealth {
@@ -86,6 +95,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             copies: BTreeMap::new(),
             jobs: JoinSet::new(),
             events_tx,
+            pulls,
         }
     }
 
@@ -457,8 +467,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
         }
         for (id, attempt, spec) in to_run {
             self.watched.insert(id.clone());
+            let policy = self
+                .records
+                .get(&id)
+                .map(|r| r.spec.pull)
+                .unwrap_or_default();
             self.jobs.spawn(jobs::run_attempt(
                 self.runtime.clone(),
+                self.pulls.clone(),
+                policy,
                 self.logs.clone(),
                 spec,
                 id,

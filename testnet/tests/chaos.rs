@@ -1,0 +1,45 @@
+//! A short seeded chaos run (see `mesh_testnet::chaos` and
+//! docs/reliability.md): five agents under load while agents are killed,
+//! cut off and drained; it must end with no violation. `scripts/chaos` runs
+//! longer ones from any seed.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use mesh_testnet::chaos::{ChaosOptions, run};
+use mesh_testnet::{SCENARIO_LIMIT, TestnetName, scenario};
+
+/// The seed of the CI run.
+const SEED: u64 = 1;
+/// Faults and load; the checks and the settling come after.
+const DURATION: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn a_short_seeded_chaos_run_finds_no_violation() -> Result<()> {
+    chaos(SEED, DURATION, SCENARIO_LIMIT).await
+}
+
+/// The 10-minute run of docs/reliability.md. It fails today: finished tasks
+/// that run again minutes later, work in two places at once right after a
+/// heal, a core held twice (see docs/reliability.md, "Results").
+#[tokio::test]
+#[ignore = "fails today on the findings in docs/reliability.md; run with --ignored (about 11 minutes)"]
+async fn seed_7_for_ten_minutes_finds_no_violation() -> Result<()> {
+    chaos(7, Duration::from_secs(600), Duration::from_secs(1_200)).await
+}
+
+async fn chaos(seed: u64, duration: Duration, limit: Duration) -> Result<()> {
+    scenario(&format!("chaos seed {seed}"), limit, async {
+        let opts = ChaosOptions::new(seed, duration, 5, TestnetName::unique("chaos"));
+        let report = run(opts).await?;
+        println!("{report}");
+        ensure!(
+            report.passed(),
+            "seed {seed}: {} violation(s); replay with scripts/chaos --seed {seed} --duration {}\n{report}",
+            report.failures().count(),
+            duration.as_secs()
+        );
+        Ok(())
+    })
+    .await
+}
