@@ -224,14 +224,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             },
         }),
     });
-    let server = match api_tls {
-        Some(tls) => tokio::spawn(crate::api::serve::serve_tls(listener, tls, app, shutdown)),
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }),
-    };
+    let server = tokio::spawn(crate::api::serve::serve(listener, api_tls, app, shutdown));
     info!(node = %config.node_id, api = %api_addr, "meshd listening");
     Ok(RunningAgent {
         api_addr,

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::alloc::NumaLoad;
@@ -63,6 +64,63 @@ pub struct SubmitRequest {
 
 /// Most members one array may have.
 pub const MAX_ARRAY: u32 = 10_000;
+
+/// Largest request body the API reads: a task request at every size bound
+/// of `task::spec`, each byte escaped, still fits. The server refuses a
+/// larger one with 413 before reading it whole.
+pub const MAX_BODY: usize = 2 << 20;
+
+/// Why a request body was refused: the client's fault, answered with 400
+/// (413 for `TooLarge`).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("a body of {0} bytes is over the {MAX_BODY}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed {what}: {source}")]
+    Malformed {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    #[error("array of {0}: an array has 1 to {MAX_ARRAY} members")]
+    Array(u32),
+}
+
+/// Reads a JSON request body (`what` names it in the error: "task
+/// request"). This is the whole of the server's decoding of a body, so the
+/// fuzz target `api_body` runs exactly what a client's bytes meet.
+pub fn read_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, BodyError> {
+    if body.len() > MAX_BODY {
+        return Err(BodyError::TooLarge(body.len()));
+    }
+    serde_json::from_slice(body).map_err(|source| BodyError::Malformed { what, source })
+}
+
+/// A task submission read from a `POST /v1/tasks` body and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub spec: TaskSpec,
+    /// Submit this many copies as one array (1 to `MAX_ARRAY`).
+    pub array: Option<u32>,
+}
+
+impl Submission {
+    /// Reads and validates a submission body.
+    pub fn parse(body: &[u8]) -> Result<Self, BodyError> {
+        let request: SubmitRequest = read_body("task request", body)?;
+        let array = request.array;
+        if let Some(n) = array
+            && !(1..=MAX_ARRAY).contains(&n)
+        {
+            return Err(BodyError::Array(n));
+        }
+        Ok(Self {
+            spec: TaskSpec::try_from(request)?,
+            array,
+        })
+    }
+}
 
 /// The header of a `GET /v1/tasks` answer that has a next page: the id to
 /// pass as `after` for it.
@@ -214,6 +272,33 @@ pub struct MeshSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_bounded_parsed_and_checked() {
+        let ok = Submission::parse(br#"{"image":"x","cores":2,"array":3}"#).unwrap();
+        assert_eq!((ok.spec.cores.get(), ok.array), (2, Some(3)));
+        assert!(matches!(
+            Submission::parse(br#"{"image":"x","array":0}"#),
+            Err(BodyError::Array(0))
+        ));
+        assert!(matches!(
+            Submission::parse(br#"{"image":""}"#),
+            Err(BodyError::Invalid(_))
+        ));
+        assert!(matches!(
+            Submission::parse(b"{\"image\":\"\xff\"}"),
+            Err(BodyError::Malformed { .. })
+        ));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(
+            read_body::<serde_json::Value>("x", deep.as_bytes()),
+            Err(BodyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            read_body::<serde_json::Value>("x", &vec![b' '; MAX_BODY + 1]),
+            Err(BodyError::TooLarge(_))
+        ));
+    }
 
     #[test]
     fn unknown_fields_are_refused() {

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mesh_protocol::api::ErrorBody;
+use mesh_protocol::api::{BodyError, ErrorBody};
 
 use mesh_protocol::rpc::ErrorKind;
 
@@ -18,6 +18,13 @@ pub struct ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -67,6 +74,16 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             message: message.into(),
         }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        let status = match e {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, e.to_string())
     }
 }
 

@@ -11,19 +11,20 @@ mod services;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, FromRef, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use mesh_protocol::api::{MAX_ARRAY, NEXT_AFTER, SubmitRequest};
+use mesh_protocol::api::{MAX_BODY, NEXT_AFTER, Submission};
 use mesh_protocol::auth::Caller;
 use mesh_protocol::listing::{DEFAULT_LIMIT, MAX_LIMIT};
-use mesh_protocol::{NodeId, TaskId, TaskSpec};
+use mesh_protocol::{NodeId, TaskId};
 use serde::Deserialize;
 use tracing::Instrument;
 
 pub use error::ApiError;
+pub use serve::{BODY_TIMEOUT, HEADER_TIMEOUT, serve};
 
 use crate::mesh::Mesh;
 use crate::supervisor::SupervisorHandle;
@@ -90,6 +91,10 @@ pub fn router(state: ApiState) -> Router {
             access,
             auth::authenticate,
         ))
+        // Bodies past MAX_BODY or slower than BODY_TIMEOUT are refused as
+        // they arrive (413, 408), before any handler.
+        .layer(axum::middleware::from_fn(serve::bounded_body))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -145,12 +150,8 @@ async fn submit(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: SubmitRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
-    let array = request.array;
-    let after = request.after.clone();
-    let spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    for dep in &after {
+    let Submission { spec, array } = Submission::parse(&body)?;
+    for dep in &spec.after {
         match tasks.find(dep).await {
             Ok(_) => {}
             Err(TaskError::NotFound(_)) => {
@@ -163,12 +164,7 @@ async fn submit(
     }
     let accepted = match array {
         None => tasks.submit(spec, &caller).await?,
-        Some(n @ 1..=MAX_ARRAY) => tasks.submit_array(spec, n, &caller).await?,
-        Some(n) => {
-            return Err(ApiError::bad_request(format!(
-                "array of {n}: an array has 1 to {MAX_ARRAY} members"
-            )));
-        }
+        Some(n) => tasks.submit_array(spec, n, &caller).await?,
     };
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
 }

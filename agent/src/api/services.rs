@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mesh_protocol::api::{ServiceReport, ServiceView};
+use mesh_protocol::api::{ServiceReport, ServiceView, read_body};
 use mesh_protocol::auth::Caller;
 use mesh_protocol::rpc::{Request as RpcRequest, Response as RpcResponse};
 use mesh_protocol::service::ServiceRequest;
@@ -42,8 +42,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: ServiceRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed service definition: {e}")))?;
+    let request: ServiceRequest = read_body("service definition", &body)?;
     let def = s.services.create(request, caller).await?;
     Ok((StatusCode::CREATED, axum::Json(def)).into_response())
 }

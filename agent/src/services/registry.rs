@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use mesh_protocol::ServiceName;
 use mesh_protocol::service::ServiceDef;
-use mesh_protocol::service::defs::{DefError, merge};
+use mesh_protocol::service::defs::{DefError, Stored, merge};
 use tracing::warn;
 
 use crate::disk::Disk;
@@ -61,19 +61,13 @@ impl Registry {
                 });
             }
         };
-        let list: Vec<serde_json::Value> =
-            serde_json::from_slice(&bytes).map_err(|source| RegistryError::Parse {
-                path: registry.path.display().to_string(),
-                source,
-            })?;
-        let mut valid = Vec::new();
-        let mut rejected = Vec::new();
-        for value in list {
-            match ServiceDef::from_json(value.clone()) {
-                Ok(def) => valid.push(def),
-                Err(e) => rejected.push((value, e)),
-            }
-        }
+        let Stored {
+            valid,
+            refused: rejected,
+        } = ServiceDef::read_stored(&bytes).map_err(|source| RegistryError::Parse {
+            path: registry.path.display().to_string(),
+            source,
+        })?;
         merge(&mut registry.defs, valid);
         if !rejected.is_empty() {
             registry.set_aside(&rejected)?;

@@ -80,6 +80,14 @@ pub struct Refused {
     pub error: DefError,
 }
 
+/// A stored list of definitions, read: the valid ones in the stored order,
+/// and the refused ones as stored, with why.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub valid: Vec<ServiceDef>,
+    pub refused: Vec<(serde_json::Value, DefError)>,
+}
+
 impl TryFrom<DefFields> for ServiceDef {
     type Error = DefError;
 
@@ -134,6 +142,21 @@ impl ServiceDef {
         let fields: DefFields =
             serde_json::from_value(value).map_err(|e| DefError::Malformed(e.to_string()))?;
         ServiceDef::try_from(fields)
+    }
+
+    /// Reads a stored list of definitions (the bytes of `services.json`):
+    /// the valid ones, and each refused one with why. Bytes that are not a
+    /// JSON list at all are an error.
+    pub fn read_stored(bytes: &[u8]) -> Result<Stored, serde_json::Error> {
+        let list: Vec<serde_json::Value> = serde_json::from_slice(bytes)?;
+        let mut stored = Stored::default();
+        for value in list {
+            match ServiceDef::from_json(value.clone()) {
+                Ok(def) => stored.valid.push(def),
+                Err(e) => stored.refused.push((value, e)),
+            }
+        }
+        Ok(stored)
     }
 
     /// Reads a gossip value published under `key` (which starts with
