@@ -16,7 +16,7 @@ const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 /// Format of the stored records (postcard is not self-describing: any change
 /// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
 /// rather than mistaking its tasks' containers for strays).
-pub const FORMAT: u32 = 7;
+pub const FORMAT: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -141,7 +141,7 @@ pub(crate) enum Command {
     /// As keeper: every copy held.
     Copies(oneshot::Sender<Vec<TaskRecord>>),
     /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
-    Replaced(TaskId, NodeId, u32),
+    Replaced(TaskId, NodeId, u32, u32),
     /// As runner: records that have (or need) a keeper.
     Kept(oneshot::Sender<Vec<TaskRecord>>),
     SetKeeper(TaskId, NodeId),
@@ -356,9 +356,10 @@ impl SupervisorHandle {
         &self,
         id: TaskId,
         node: NodeId,
+        epoch: u32,
         attempt: u32,
     ) -> Result<(), SupervisorError> {
-        self.tell(Command::Replaced(id, node, attempt)).await
+        self.tell(Command::Replaced(id, node, epoch, attempt)).await
     }
 
     pub async fn set_keeper(&self, id: TaskId, keeper: NodeId) -> Result<(), SupervisorError> {

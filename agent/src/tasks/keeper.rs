@@ -251,6 +251,7 @@ async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
     for orphan in failover::orphans(&copies, &me, &dead) {
         let why = format!("re-placed after its node {} died", orphan.node);
         let replacement = orphan.replacement(why, now);
+        let epoch = replacement.epoch;
         let span = info_span!("task", task_id = %orphan.id);
         let placed = tasks
             .place_record(replacement, false)
@@ -261,8 +262,8 @@ async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
         let attempt = orphan.attempt.saturating_add(1);
         match placed {
             Ok(node) => {
-                info!(task_id = %id, dead = %orphan.node, %node, attempt, "re-placed a dead node's task");
-                if let Err(e) = supervisor.replaced(id.clone(), node, attempt).await {
+                info!(task_id = %id, dead = %orphan.node, %node, epoch, attempt, "re-placed a dead node's task");
+                if let Err(e) = supervisor.replaced(id.clone(), node, epoch, attempt).await {
                     warn!(task_id = %id, error = %e, "cannot record a re-placement");
                 }
             }

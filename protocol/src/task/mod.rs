@@ -85,11 +85,13 @@ pub struct TransitionError {
 /// A re-placement older than the attempt a copy already names: the copy
 /// follows the newest attempt only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task {task} is at attempt {current} already: an attempt {given} is older")]
+#[error(
+    "task {task} is at (epoch, attempt) {current:?} already: an attempt {given:?} is not newer"
+)]
 pub struct StaleAttempt {
     pub task: TaskId,
-    pub current: u32,
-    pub given: u32,
+    pub current: (u32, u32),
+    pub given: (u32, u32),
 }
 
 /// Everything the agent stores about a task.
@@ -132,6 +134,11 @@ pub struct TaskRecord {
     /// The other agent that holds a durable copy of this task and re-places
     /// it if the runner dies (None: a one-node mesh, nobody to hold it).
     pub keeper: Option<NodeId>,
+    /// How many times a keeper re-placed this task after its runner died.
+    /// A re-placement outranks every attempt of the epoch before it: a
+    /// runner that retried while cut off counts attempts of its own, which
+    /// say nothing against the keeper's re-placement.
+    pub epoch: u32,
 }
 
 /// Delay before the retry that follows attempt `attempt` (1-based).
@@ -163,7 +170,14 @@ impl TaskRecord {
             not_before_ms: now,
             offered_to: None,
             keeper: None,
+            epoch: 0,
         }
+    }
+
+    /// The order of this record's attempts across nodes: the re-placement
+    /// epoch first, then the attempt within it.
+    pub fn generation(&self) -> (u32, u32) {
+        (self.epoch, self.attempt)
     }
 
     fn refuse(&self, action: &'static str) -> TransitionError {

@@ -270,7 +270,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::Copies(reply) => {
                 let _ = reply.send(self.copies.values().cloned().collect());
             }
-            Command::Replaced(id, node, attempt) => self.replaced(&id, node, attempt),
+            Command::Replaced(id, node, epoch, attempt) => self.replaced(&id, node, epoch, attempt),
             Command::Kept(reply) => {
                 let _ = reply.send(
                     self.records
