@@ -157,7 +157,7 @@ pub(crate) enum Command {
     /// As keeper: the copy held of one task.
     Copy(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
-    Replaced(TaskId, NodeId, u32),
+    Replaced(TaskId, NodeId, u32, u32),
     /// As runner: records that have (or need) a keeper.
     Kept(oneshot::Sender<Vec<TaskRecord>>),
     SetKeeper(TaskId, NodeId),
@@ -405,9 +405,10 @@ impl SupervisorHandle {
         &self,
         id: TaskId,
         node: NodeId,
+        epoch: u32,
         attempt: u32,
     ) -> Result<(), SupervisorError> {
-        self.tell(Command::Replaced(id, node, attempt)).await
+        self.tell(Command::Replaced(id, node, epoch, attempt)).await
     }
 
     pub async fn set_keeper(&self, id: TaskId, keeper: NodeId) -> Result<(), SupervisorError> {

@@ -94,16 +94,16 @@ impl<R: ContainerRuntime> Supervisor<R> {
     pub(super) fn claim_copy(&mut self, record: &TaskRecord) {
         let me = self.cfg.node.clone();
         if let Some(c) = self.copies.get_mut(&record.id) {
-            c.claimed_by(me, record.attempt.saturating_add(1));
+            c.claimed_by(me, record.epoch, record.attempt.saturating_add(1));
             self.persist_copy(&record.id);
         }
     }
 
-    pub(super) fn replaced(&mut self, id: &TaskId, node: NodeId, attempt: u32) {
+    pub(super) fn replaced(&mut self, id: &TaskId, node: NodeId, epoch: u32, attempt: u32) {
         let Some(c) = self.copies.get_mut(id) else {
             return;
         };
-        if let Err(e) = c.replaced_by(node, attempt) {
+        if let Err(e) = c.replaced_by(node, epoch, attempt) {
             // The new runner's push got here first: it is newer.
             debug!(task_id = %id, error = %e, "re-placement not recorded");
             return;

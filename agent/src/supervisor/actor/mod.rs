@@ -287,7 +287,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     SupervisorError::NotFound(format!("no copy of {id} on {}", self.cfg.node))
                 }));
             }
-            Command::Replaced(id, node, attempt) => self.replaced(&id, node, attempt),
+            Command::Replaced(id, node, epoch, attempt) => self.replaced(&id, node, epoch, attempt),
             Command::Kept(reply) => {
                 let _ = reply.send(
                     self.records
