@@ -131,6 +131,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         retention: config.retention,
         prune_every: config.prune_every,
         max_log_bytes: config.max_log_bytes,
+        audit_log: config.audit_log.clone(),
     };
     let (supervisor, actor) =
         supervisor::spawn(sup_config, runtime.clone(), store, shutdown.clone()).map_err(

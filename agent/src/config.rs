@@ -74,6 +74,9 @@ pub struct Args {
     /// Most bytes of each attempt's output kept, e.g. 16M; beyond it the tail is kept [default: 16M].
     #[arg(long, env = "MESH_MAX_LOG_BYTES")]
     pub max_log_bytes: Option<String>,
+    /// Append one JSON line per core allocation and release to this file (off by default).
+    #[arg(long, env = "MESH_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     /// UDP address of the QUIC endpoint (gossip and agent-to-agent calls) [default: 0.0.0.0:7946].
     #[arg(long, env = "MESH_BIND")]
     pub bind: Option<SocketAddr>,
@@ -132,6 +135,7 @@ struct FileConfig {
     retain_finished: Option<String>,
     retain_finished_records: Option<usize>,
     max_log_bytes: Option<String>,
+    audit_log: Option<PathBuf>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
     seeds: Option<Vec<String>>,
@@ -225,6 +229,8 @@ pub struct Config {
     pub prune_every: Duration,
     /// Most bytes of an attempt's output kept (its tail).
     pub max_log_bytes: u64,
+    /// Where core allocations and releases are logged (None: nowhere).
+    pub audit_log: Option<PathBuf>,
     pub ping_interval: Duration,
     pub mesh: MeshConfig,
     /// Where wall-clock time comes from (tests: one that follows tokio's).
@@ -249,6 +255,7 @@ impl Config {
             retention: Retention::default(),
             prune_every: PRUNE_EVERY,
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
+            audit_log: None,
             ping_interval: Duration::from_secs(2),
             mesh: MeshConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -315,6 +322,11 @@ impl Config {
     pub fn retention(mut self, retention: Retention, every: Duration) -> Self {
         self.retention = retention;
         self.prune_every = every;
+        self
+    }
+
+    pub fn audit_log(mut self, path: &Path) -> Self {
+        self.audit_log = Some(path.to_owned());
         self
     }
 
@@ -464,6 +476,7 @@ impl Config {
             retention,
             prune_every: PRUNE_EVERY,
             max_log_bytes,
+            audit_log: args.audit_log.clone().or(file.audit_log),
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,
             seed: None,

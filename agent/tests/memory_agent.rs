@@ -110,6 +110,17 @@ async fn attempt_superseded_while_starting_keeps_its_cores_until_its_container_i
         "the superseded attempt's container is removed: {names:?}"
     );
     assert_eq!(api.task(&old).await.state, TaskState::Lost);
+    assert_audit_clean(&agent, 3);
+}
+
+/// The agent's core audit log has at least `least` records and no core
+/// held twice.
+fn assert_audit_clean(agent: &TestAgent, least: usize) {
+    let log = std::fs::read_to_string(agent.data_dir().join(AUDIT_LOG)).unwrap();
+    let report = mesh_protocol::audit::check(&log);
+    assert!(report.records >= least, "{report:?}\n{log}");
+    assert_eq!(report.held_twice, Vec::new(), "{log}");
+    assert_eq!(report.unreadable, Vec::new(), "{log}");
 }
 
 /// A running task superseded keeps its cores until its container is

@@ -6,6 +6,7 @@
 //! while holding state.
 
 mod actor;
+mod audit;
 pub mod container;
 pub mod jobs;
 pub mod reconcile;
@@ -197,6 +198,8 @@ pub struct SupervisorConfig {
     pub prune_every: Duration,
     /// Most bytes of an attempt's output kept (its tail).
     pub max_log_bytes: u64,
+    /// Where core allocations and releases are logged (`--audit-log`).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Opens a container's output stream (the runtime, without its type).
@@ -229,7 +232,12 @@ pub fn spawn<R: ContainerRuntime>(
         let runtime = runtime.clone();
         Arc::new(move |id: &str, follow: bool| runtime.logs(id, follow))
     };
-    let actor = actor::Supervisor::new(config, runtime, store, logs.clone());
+    let audit = config
+        .audit_log
+        .as_deref()
+        .map(audit::AuditLog::open)
+        .transpose()?;
+    let actor = actor::Supervisor::new(config, runtime, store, logs.clone(), audit);
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((
         SupervisorHandle {

@@ -21,6 +21,7 @@ mod moves;
 mod retention;
 mod views;
 
+use super::audit::AuditLog;
 use super::jobs::{self};
 use super::{Command, SupervisorConfig, SupervisorError, container};
 use crate::logs::LogDir;
@@ -50,6 +51,8 @@ pub(crate) struct Supervisor<R> {
     copies: BTreeMap<TaskId, TaskRecord>,
     jobs: JoinSet<()>,
     events_tx: jobs::Events,
+    /// `--audit-log`: every change of the allocator's holdings.
+    audit: Option<AuditLog>,
 }
 
 impl<R: ContainerRuntime> Supervisor<R> {
@@ -57,7 +60,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.cfg.clock.now_ms()
     }
 
-    pub(crate) fn new(cfg: SupervisorConfig, runtime: Arc<R>, store: Store, logs: LogDir) -> Self {
+    pub(crate) fn new(
+        cfg: SupervisorConfig,
+        runtime: Arc<R>,
+        store: Store,
+        logs: LogDir,
+        audit: Option<AuditLog>,
+    ) -> Self {
         let alloc = CoreAllocator::new(cfg.topology.model.clone());
         let queue = TaskQueue::new();
         let docker = RuntimeHealth {
@@ -86,6 +95,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             copies: BTreeMap::new(),
             jobs: JoinSet::new(),
             events_tx,
+            audit,
         }
     }
 
@@ -97,6 +107,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
         self.load();
+        self.audit();
         let mut ping = tokio::time::interval(self.cfg.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(self.cfg.prune_every);
@@ -121,6 +132,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 _ = tokio::time::sleep(wake) => {}
             }
             self.dispatch();
+            self.audit();
         }
         // Containers keep running; a restarted agent adopts them.
         self.jobs.abort_all();
@@ -149,6 +161,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c));
             }
             self.persist(&id);
+        }
+    }
+
+    /// Logs what changed in the core holdings (`--audit-log`).
+    fn audit(&mut self) {
+        let now = self.now_ms();
+        if let Some(log) = &mut self.audit {
+            let records = &self.records;
+            log.record(&self.alloc, |id| records.contains_key(id), now);
         }
     }
 
