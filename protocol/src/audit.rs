@@ -88,12 +88,18 @@ pub struct AuditReport {
     pub held_twice: Vec<HeldTwice>,
     /// Lines that are not audit records (line number, 1-based, and why).
     pub unreadable: Vec<(usize, String)>,
+    /// Places where records are missing (a `seq` skipped, as when a write
+    /// failed on a full disk): the replay starts over from nothing held
+    /// there, since a lost release would otherwise look like a core held
+    /// twice.
+    pub gaps: usize,
 }
 
-/// Replays a log's text. A line with a `seq` that does not follow the one
-/// before starts a new run of the agent: the holdings of a run carry over
-/// (the agent reloads them from its store and logs them as allocations
-/// again), so a restart begins from nothing held.
+/// Replays a log's text. A line with a `seq` not above the one before
+/// starts a new run of the agent: a restarted agent reloads its holdings
+/// from its store and logs them as allocations again, so a restart begins
+/// from nothing held. A skipped `seq` (lost lines) starts over the same way
+/// and is counted in `gaps`.
 pub fn check(log: &str) -> AuditReport {
     let mut report = AuditReport::default();
     let mut held: BTreeMap<u32, String> = BTreeMap::new();
@@ -110,8 +116,13 @@ pub fn check(log: &str) -> AuditReport {
             }
         };
         report.records += 1;
-        if last_seq.is_some_and(|s| r.seq <= s) {
-            held.clear();
+        match last_seq {
+            Some(s) if r.seq <= s => held.clear(),
+            Some(s) if r.seq > s.saturating_add(1) => {
+                report.gaps += 1;
+                held.clear();
+            }
+            _ => {}
         }
         last_seq = Some(r.seq);
         match r.event {
@@ -203,6 +214,18 @@ mod tests {
                 (AuditEvent::Allocate, t("c"), a(&[0])),
             ]
         );
+    }
+
+    #[test]
+    fn lost_lines_start_the_replay_over() {
+        let log = [
+            line(0, AuditEvent::Allocate, "a", &[0]),
+            // seq 1, the release of a, was lost.
+            line(2, AuditEvent::Allocate, "b", &[0]),
+        ]
+        .join("\n");
+        let r = check(&log);
+        assert_eq!((r.held_twice.len(), r.gaps), (0, 1));
     }
 
     #[test]
