@@ -285,12 +285,12 @@ pub fn check_cores(intervals: &[Interval]) -> Vec<Violation> {
     found
 }
 
-/// What an agent's core audit log (`--audit-log`) shows: every core its
-/// allocator gave to a holder while another held it.
-pub fn audit(node: &str, log: &str) -> Vec<Violation> {
-    mesh_protocol::audit::check(log)
+/// What an agent's core audit log (`--audit-log`), replayed, shows: every
+/// core its allocator gave to a holder while another held it.
+pub fn audit(node: &str, report: &mesh_protocol::audit::AuditReport) -> Vec<Violation> {
+    report
         .held_twice
-        .into_iter()
+        .iter()
         .map(|h| Violation::CoreTwice {
             node: node.to_owned(),
             first: format!("{} (audit log)", h.first),

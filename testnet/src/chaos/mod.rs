@@ -215,7 +215,9 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     report.violations.extend(orphans(&net).await?);
     let mut logs = Vec::new();
     for node in net.state().members() {
-        let audit = read_audit_log(&net, node.node.as_str()).await?;
+        let audit = mesh_protocol::audit::check(&read_audit_log(&net, node.node.as_str()).await?);
+        report.audit_records += audit.records;
+        report.audit_gaps += audit.gaps;
         report
             .violations
             .extend(check::audit(node.node.as_str(), &audit));

@@ -191,9 +191,9 @@ fn an_audit_log_with_a_core_given_twice_is_a_core_held_twice() {
         line(2, "allocate", "b"),
     ]
     .join("\n");
-    assert!(audit("n3", &clean).is_empty());
+    assert!(audit("n3", &mesh_protocol::audit::check(&clean)).is_empty());
     let twice = [line(0, "allocate", "a"), line(1, "allocate", "b")].join("\n");
-    let found = audit("n3", &twice);
+    let found = audit("n3", &mesh_protocol::audit::check(&twice));
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].rule(), "core held twice at once");
     assert!(found[0].to_string().contains("core 2"), "{}", found[0]);
