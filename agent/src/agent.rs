@@ -165,6 +165,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         prune_every: config.prune_every,
         max_log_bytes: config.max_log_bytes,
         disk: config.disk.clone(),
+        audit_log: config.audit_log.clone(),
     };
     let (supervisor, actor) =
         supervisor::spawn(sup_config, runtime.clone(), pulls, store, shutdown.clone())?;

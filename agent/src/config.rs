@@ -77,6 +77,9 @@ pub struct Args {
     /// Registry credentials for pulls: Docker's config.json format, or a directory of such files. Never logged, gossiped or shown.
     #[arg(long, env = "MESH_REGISTRY_AUTH")]
     pub registry_auth: Option<PathBuf>,
+    /// Append one JSON line per core allocation and release to this file (off by default).
+    #[arg(long, env = "MESH_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     /// UDP address of the QUIC endpoint (gossip and agent-to-agent calls) [default: 0.0.0.0:7946].
     #[arg(long, env = "MESH_BIND")]
     pub bind: Option<SocketAddr>,
@@ -142,6 +145,7 @@ struct FileConfig {
     retain_finished_records: Option<usize>,
     max_log_bytes: Option<String>,
     registry_auth: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
     seeds: Option<Vec<String>>,
@@ -266,6 +270,8 @@ pub struct Config {
     pub max_log_bytes: u64,
     /// Registry credentials for pulls (read at start).
     pub registry_auth: Option<PathBuf>,
+    /// Where core allocations and releases are logged (None: nowhere).
+    pub audit_log: Option<PathBuf>,
     pub ping_interval: Duration,
     /// The bearer tokens the API accepts; None (and no API TLS): the API
     /// asks for no credentials (loopback or `--insecure-dev` only).
@@ -298,6 +304,7 @@ impl Config {
             prune_every: PRUNE_EVERY,
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             registry_auth: None,
+            audit_log: None,
             ping_interval: Duration::from_secs(2),
             api_tokens: None,
             api_tls: false,
@@ -378,6 +385,11 @@ impl Config {
 
     pub fn registry_auth(mut self, path: &Path) -> Self {
         self.registry_auth = Some(path.to_owned());
+        self
+    }
+
+    pub fn audit_log(mut self, path: &Path) -> Self {
+        self.audit_log = Some(path.to_owned());
         self
     }
 
@@ -556,6 +568,7 @@ impl Config {
             prune_every: PRUNE_EVERY,
             max_log_bytes,
             registry_auth: args.registry_auth.clone().or(file.registry_auth),
+            audit_log: args.audit_log.clone().or(file.audit_log),
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,
             seed: None,

@@ -217,6 +217,11 @@ impl CoreAllocator {
         Some(allocation)
     }
 
+    /// Every holder and its cores.
+    pub fn holdings(&self) -> &BTreeMap<TaskId, Allocation> {
+        &self.by_task
+    }
+
     pub fn holder(&self, core: u32) -> Option<&TaskId> {
         self.held.get(&core)
     }

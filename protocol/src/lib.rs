@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod api;
 pub mod attempts;
+pub mod audit;
 pub mod auth;
 pub mod cpuset;
 pub mod failover;

@@ -6,7 +6,9 @@
 //! running container has an address of its own on the loopback network
 //! (127.220.0.0 and up), so connecting to a container works as on Docker.
 //! The image `missing` is refused like an unknown image;
-//! `set_available(false)` behaves like a Docker daemon that went away.
+//! `set_available(false)` behaves like a Docker daemon that went away;
+//! `hold_starts(true)` keeps every `run` waiting (a start in flight) until
+//! `hold_starts(false)`.
 //! Images named `registry.test/...` are in a registry, not on the host,
 //! until pulled (`registry.test/nosuch...` is not in it either); every
 //! other image is on the host.
@@ -47,6 +49,8 @@ pub struct MemoryRuntime {
     pulls: Arc<AtomicU64>,
     /// The next pull fails as unreachable, with this reason.
     pull_fault: Arc<Mutex<Option<String>>>,
+    /// While true, `run` waits before it creates anything.
+    held: Arc<watch::Sender<bool>>,
 }
 
 /// The in-memory registry's host part.
@@ -72,6 +76,11 @@ impl MemoryRuntime {
             });
         }
         Ok(())
+    }
+
+    /// While `held`, starts wait in flight, as a slow Docker's would.
+    pub fn hold_starts(&self, held: bool) {
+        self.held.send_replace(held);
     }
 
     pub fn set_available(&self, up: bool) {
@@ -186,6 +195,9 @@ impl ContainerRuntime for MemoryRuntime {
     }
 
     async fn run(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let mut held = self.held.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail here.
+        let _ = held.wait_for(|h| !*h).await;
         self.check()?;
         if spec.image == "missing" {
             return Err(RuntimeError::Rejected(format!(

@@ -6,6 +6,7 @@
 //! while holding state.
 
 mod actor;
+mod audit;
 pub mod container;
 pub mod jobs;
 pub mod reconcile;
@@ -215,6 +216,8 @@ pub struct SupervisorConfig {
     pub max_log_bytes: u64,
     /// How kept output is written.
     pub disk: crate::disk::Disk,
+    /// Where core allocations and releases are logged (`--audit-log`).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Why the supervisor did not start.
@@ -226,6 +229,8 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the --audit-log file: {0}")]
+    Audit(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -272,7 +277,13 @@ pub fn spawn<R: ContainerRuntime>(
         let runtime = runtime.clone();
         Arc::new(move |id: &str, follow: bool| runtime.logs(id, follow))
     };
-    let actor = actor::Supervisor::new(config, runtime, pulls, store, logs.clone(), loaded);
+    let audit = config
+        .audit_log
+        .as_deref()
+        .map(audit::AuditLog::open)
+        .transpose()
+        .map_err(SpawnError::Audit)?;
+    let actor = actor::Supervisor::new(config, runtime, pulls, store, logs.clone(), loaded, audit);
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((
         SupervisorHandle {

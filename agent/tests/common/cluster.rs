@@ -51,6 +51,9 @@ enum Kind {
 }
 
 /// How to start agents; each clone starts agents of the same cluster.
+/// The core audit log's name in each test agent's data dir.
+pub const AUDIT_LOG: &str = "audit.jsonl";
+
 #[derive(Debug, Clone)]
 pub struct Setup {
     tag: String,
@@ -274,7 +277,9 @@ impl Setup {
         let mut config = Config::builder(id.clone(), dir)
             .topology(&self.topology)
             .seeds(seeds.to_vec())
-            .service_bind(ip);
+            .service_bind(ip)
+            // Every test agent keeps one: tests may check it (`audit_log`).
+            .audit_log(&dir.join(AUDIT_LOG));
         config.mesh.cluster_id.clone_from(&self.cluster);
         if let Some(n) = self.max_queue {
             config = config.max_queue(n);

@@ -16,7 +16,7 @@ pub mod services_docker;
 pub mod wait;
 
 pub use api::{Api, Refusal, refusal};
-pub use cluster::{Setup, TestAgent, unique, unique_node, wait_formed};
+pub use cluster::{AUDIT_LOG, Setup, TestAgent, unique, unique_node, wait_formed};
 pub use docker::{NodeContainers, docker, remove_node_containers, require_docker, run_sleeper};
 pub use net::{free_addr, own_loopback};
 pub use wait::{hold_for, wait_until};

@@ -285,6 +285,23 @@ pub fn check_cores(intervals: &[Interval]) -> Vec<Violation> {
     found
 }
 
+/// What an agent's core audit log (`--audit-log`), replayed, shows: every
+/// core its allocator gave to a holder while another held it.
+pub fn audit(node: &str, report: &mesh_protocol::audit::AuditReport) -> Vec<Violation> {
+    report
+        .held_twice
+        .iter()
+        .map(|h| Violation::CoreTwice {
+            node: node.to_owned(),
+            first: format!("{} (audit log)", h.first),
+            second: format!(
+                "{} (audit log, core {}, seq {}, at {} ms)",
+                h.second, h.core, h.seq, h.time_ms
+            ),
+        })
+        .collect()
+}
+
 /// The lines of an agent's log that say it panicked.
 pub fn panics(node: &str, log: &str) -> Vec<Violation> {
     log.lines()

@@ -70,6 +70,8 @@ const CLIENTS_SALT: u64 = 0x636f_6e6e;
 const SMALL_DISK: &str = "64m";
 /// The file that fills it.
 const FILL_FILE: &str = "chaos-fill";
+/// Each agent's core audit log (`--audit-log`), in its data directory.
+const AUDIT_LOG: &str = "audit.jsonl";
 
 /// What one chaos run does.
 #[derive(Debug, Clone)]
@@ -92,6 +94,8 @@ impl ChaosOptions {
                 .nodes(agents)
                 .docker_proxy(true)
                 .small_data(format!("n{agents}"), SMALL_DISK)
+                .extra_arg("--audit-log")
+                .extra_arg(format!("{}/{AUDIT_LOG}", crate::agent::DATA_MOUNT))
                 .teardown_on_drop(true),
         }
     }
@@ -211,6 +215,12 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     report.violations.extend(orphans(&net).await?);
     let mut logs = Vec::new();
     for node in net.state().members() {
+        let audit = mesh_protocol::audit::check(&read_audit_log(&net, node.node.as_str()).await?);
+        report.audit_records += audit.records;
+        report.audit_gaps += audit.gaps;
+        report
+            .violations
+            .extend(check::audit(node.node.as_str(), &audit));
         let log = net.docker.logs(&node.container, 10_000_000).await;
         report
             .violations
@@ -387,11 +397,14 @@ async fn repair(
     Ok(true)
 }
 
-/// Fills (`full`) or frees `node`'s small data disk: writes zeros to a
-/// file in it until the tmpfs is full, or removes the file. The agent's
-/// image has no shell, so the file is reached from the host through the
-/// agent's root (`/proc/PID/root`). `Ok(false)`: the agent was not running.
-async fn fill_disk(net: &Testnet, node: &str, full: bool) -> Result<bool, TestnetError> {
+/// Where `file` in `node`'s data directory is seen from the host: through
+/// the agent's root (`/proc/PID/root`), as the agent's image has no shell
+/// and a small disk is a tmpfs. None: the agent is not running.
+async fn in_data_dir(
+    net: &Testnet,
+    node: &str,
+    file: &str,
+) -> Result<Option<std::path::PathBuf>, TestnetError> {
     let container = net.state().node(node)?.container.clone();
     let pid = net
         .docker
@@ -399,12 +412,36 @@ async fn fill_disk(net: &Testnet, node: &str, full: bool) -> Result<bool, Testne
         .await?;
     let pid = pid.trim();
     if pid.is_empty() || pid == "0" {
-        return Ok(false);
+        return Ok(None);
     }
-    let path = std::path::PathBuf::from(format!(
-        "/proc/{pid}/root{}/{FILL_FILE}",
+    Ok(Some(std::path::PathBuf::from(format!(
+        "/proc/{pid}/root{}/{file}",
         crate::agent::DATA_MOUNT
-    ));
+    ))))
+}
+
+/// `node`'s core audit log (empty if it has none or is not running).
+async fn read_audit_log(net: &Testnet, node: &str) -> Result<String, TestnetError> {
+    let Some(path) = in_data_dir(net, node, AUDIT_LOG).await? else {
+        return Ok(String::new());
+    };
+    match tokio::fs::read_to_string(&path).await {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(TestnetError::Task(format!(
+            "cannot read {node}'s audit log {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Fills (`full`) or frees `node`'s small data disk: writes zeros to a
+/// file in it until the tmpfs is full, or removes the file. `Ok(false)`:
+/// the agent was not running.
+async fn fill_disk(net: &Testnet, node: &str, full: bool) -> Result<bool, TestnetError> {
+    let Some(path) = in_data_dir(net, node, FILL_FILE).await? else {
+        return Ok(false);
+    };
     let done = tokio::task::spawn_blocking(move || {
         if full {
             fill(&path)

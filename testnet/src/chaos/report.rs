@@ -41,6 +41,10 @@ pub struct Report {
     pub successful_runs: u32,
     /// Service connections by how they ended.
     pub connections: BTreeMap<Outcome, u32>,
+    /// Lines of the agents' core audit logs replayed, and the places
+    /// where lines were lost (the replay started over there).
+    pub audit_records: usize,
+    pub audit_gaps: usize,
     pub violations: Vec<Violation>,
     /// Where the agents' logs were kept, for a run with violations.
     pub logs: Option<std::path::PathBuf>,
@@ -60,6 +64,8 @@ impl Report {
             runs: 0,
             successful_runs: 0,
             connections: BTreeMap::new(),
+            audit_records: 0,
+            audit_gaps: 0,
             violations: Vec::new(),
             logs: None,
         }
@@ -130,6 +136,10 @@ impl Report {
         rows.push((
             "containers that worked / finished successfully".into(),
             format!("{} / {}", self.runs, self.successful_runs),
+        ));
+        rows.push((
+            "core audit records (gaps)".into(),
+            format!("{} ({})", self.audit_records, self.audit_gaps),
         ));
         let total: u32 = self.connections.values().sum();
         let outcomes: Vec<String> = Outcome::ALL

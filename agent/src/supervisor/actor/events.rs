@@ -130,7 +130,20 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 }
                 Action::Remove { container, why } => {
                     info!(container, why, "removing stray container");
-                    self.spawn(jobs::remove(self.runtime.clone(), container, why));
+                    self.spawn(jobs::remove(self.runtime.clone(), container.clone(), why));
+                    // An ended attempt whose cores wait for this container
+                    // to go: followed to its end, which gives them back.
+                    if let Some((task, attempt)) = self.held_by_stray(&containers, &container) {
+                        self.watched.insert(task.clone());
+                        self.spawn(jobs::watch(
+                            self.runtime.clone(),
+                            self.logs.clone(),
+                            container,
+                            task,
+                            attempt,
+                            self.events_tx.clone(),
+                        ));
+                    }
                 }
                 Action::Requeue { task } => {
                     self.alloc.release(&task);
@@ -159,6 +172,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 }
             }
         }
+        self.release_unheld(&containers);
         self.reconciled = true;
         info!(containers = containers.len(), "reconciled with Docker");
     }
@@ -209,6 +223,45 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.persist(&task);
     }
 
+    /// The ended attempt, still holding its cores and followed by no job,
+    /// whose task `container` (a stray) belongs to.
+    fn held_by_stray(
+        &self,
+        containers: &[crate::runtime::ContainerInfo],
+        container: &str,
+    ) -> Option<(TaskId, u32)> {
+        let c = containers.iter().find(|c| c.id == container)?;
+        let task = TaskId::new(c.labels.get(mesh_protocol::labels::TASK)?.as_str()).ok()?;
+        let r = self.records.get(&task)?;
+        let ended = !matches!(r.state, TaskState::Starting | TaskState::Running);
+        (ended && !self.watched.contains(&task) && self.alloc.allocation(&task).is_some())
+            .then_some((task, r.attempt))
+    }
+
+    /// Gives back the cores of ended attempts that no container of Docker's
+    /// and no job holds any more.
+    fn release_unheld(&mut self, containers: &[crate::runtime::ContainerInfo]) {
+        let ended: Vec<TaskId> = self
+            .records
+            .values()
+            .filter(|r| !matches!(r.state, TaskState::Starting | TaskState::Running))
+            .filter(|r| !self.watched.contains(&r.id) && self.alloc.allocation(&r.id).is_some())
+            .filter(|r| {
+                !containers.iter().any(|c| {
+                    c.labels
+                        .get(mesh_protocol::labels::TASK)
+                        .map(String::as_str)
+                        == Some(r.id.as_str())
+                })
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ended {
+            info!(task_id = %id, "no container holds an ended attempt's cores any more");
+            self.alloc.release(&id);
+        }
+    }
+
     pub(super) fn on_started(
         &mut self,
         task: TaskId,
@@ -216,7 +269,29 @@ impl<R: ContainerRuntime> Supervisor<R> {
         result: Result<String, RuntimeError>,
     ) {
         let now = self.now_ms();
-        let Some(r) = self.records.get_mut(&task).filter(|r| r.attempt == attempt) else {
+        let current = self
+            .records
+            .get_mut(&task)
+            .filter(|r| r.attempt == attempt && r.state == TaskState::Starting);
+        let Some(r) = current else {
+            // Superseded (or otherwise ended) while its container was being
+            // started: the container must not run on. The job that started
+            // it follows it to its end, which gives its cores back.
+            if let Ok(container) = result {
+                warn!(task_id = %task, attempt, container, "a container started for an attempt that is no longer current; removing it");
+                self.spawn(jobs::remove(
+                    self.runtime.clone(),
+                    container,
+                    "started for an attempt no longer current",
+                ));
+            } else if self
+                .records
+                .get(&task)
+                .is_some_and(|r| r.attempt == attempt)
+            {
+                self.watched.remove(&task);
+                self.alloc.release(&task);
+            }
             return;
         };
         match result {
@@ -264,21 +339,24 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.on_ended_now(&task, self.now_ms(), apply);
     }
 
-    /// Applies an end of attempt: cores back, retry queued or final state.
+    /// Applies the end of the current attempt, whose container is gone:
+    /// cores back (whatever the record says, as nothing holds them any
+    /// more), then a retry queued or the final state.
     pub(super) fn on_ended_now(
         &mut self,
         task: &TaskId,
         now: u64,
         apply: impl FnOnce(&mut TaskRecord, u64) -> Result<(), mesh_protocol::task::TransitionError>,
     ) {
+        self.alloc.release(task);
         let Some(r) = self.records.get_mut(task) else {
             return;
         };
         if let Err(e) = apply(r, now) {
-            warn!(task_id = %task, error = %e, "ignored stale event");
+            // A superseded attempt's container, removed: only its cores.
+            info!(task_id = %task, state = %r.state, error = %e, "container of an ended attempt is gone");
             return;
         }
-        self.alloc.release(task);
         if r.state == TaskState::Queued {
             // A retry: back of its priority class.
             match r.requeued_at(self.next_seq) {

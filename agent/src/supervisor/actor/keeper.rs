@@ -26,6 +26,12 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 record.id, r.state, r.attempt
             )));
         }
+        if self.alloc.allocation(&record.id).is_some() {
+            return Err(SupervisorError::Busy(format!(
+                "task {}'s earlier attempt here still holds its cores until its container is gone",
+                record.id
+            )));
+        }
         record
             .adopted(self.cfg.node.clone(), self.next_seq)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
@@ -125,6 +131,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             return;
         };
         let container = r.container.clone();
+        let active = matches!(r.state, TaskState::Starting | TaskState::Running);
         if r.superseded(why.clone(), now).is_err() {
             // Ended already: only stop pushing it.
             r.keeper_dropped();
@@ -133,9 +140,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
         }
         warn!(task_id = %id, why, "this attempt was superseded; stopping it");
         self.queue.remove(id);
-        self.alloc.release(id);
-        self.watched.remove(id);
-        if let Some(c) = container {
+        // The attempt's cores stay held until its container is gone: the
+        // job that follows it reports the end (`on_ended`), a start still
+        // in flight is removed as soon as it completes (`on_started`), and
+        // a container nobody follows is found by reconciliation.
+        if !active {
+            self.alloc.release(id);
+        } else if let Some(c) = container {
             self.spawn(jobs::remove(self.runtime.clone(), c, "superseded attempt"));
         }
         self.persist(id);

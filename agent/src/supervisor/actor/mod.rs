@@ -23,6 +23,7 @@ mod retention;
 mod views;
 mod writes;
 
+use super::audit::AuditLog;
 use super::jobs::{self};
 use super::{Command, SupervisorConfig, SupervisorError, container};
 use crate::images::Pulls;
@@ -61,6 +62,8 @@ pub(crate) struct Supervisor<R> {
     events_tx: jobs::Events,
     /// This host's image pulls, shared with the services.
     pulls: Pulls<R>,
+    /// `--audit-log`: every change of the allocator's holdings.
+    audit: Option<AuditLog>,
 }
 
 impl<R: ContainerRuntime> Supervisor<R> {
@@ -75,6 +78,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         store: Store,
         logs: LogDir,
         loaded: crate::store::Loaded,
+        audit: Option<AuditLog>,
     ) -> Self {
         let alloc = CoreAllocator::new(cfg.topology.model.clone());
         let queue = TaskQueue::new();
@@ -108,8 +112,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
             jobs: JoinSet::new(),
             events_tx,
             pulls,
+            audit,
         };
         supervisor.load(loaded);
+        supervisor.audit();
         supervisor
     }
 
@@ -147,6 +153,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 _ = tokio::time::sleep(wake) => {}
             }
             self.dispatch();
+            self.audit();
         }
         // Containers keep running; a restarted agent adopts them.
         self.jobs.abort_all();
@@ -175,6 +182,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c));
             }
             self.persist(&id);
+        }
+    }
+
+    /// Logs what changed in the core holdings (`--audit-log`).
+    fn audit(&mut self) {
+        let now = self.now_ms();
+        if let Some(log) = &mut self.audit {
+            let records = &self.records;
+            log.record(&self.alloc, |id| records.contains_key(id), now);
         }
     }
 

@@ -37,7 +37,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
     pub(super) fn prune(&mut self) {
         let now = self.now_ms();
         let policy = self.cfg.retention;
-        let tasks = expired(self.records.values(), now, &policy);
+        // A task whose cores are still held has a container being removed.
+        let mut tasks = expired(self.records.values(), now, &policy);
+        tasks.retain(|id| self.alloc.allocation(id).is_none());
         let copies = expired(self.copies.values(), now, &policy);
         if !tasks.is_empty() || !copies.is_empty() {
             if let Err(e) = self.store.forget(&tasks, &copies) {

@@ -177,3 +177,24 @@ fn two_containers_of_one_node_on_one_core_at_once_is_a_violation() {
         "{found:?}"
     );
 }
+
+#[test]
+fn an_audit_log_with_a_core_given_twice_is_a_core_held_twice() {
+    let line = |seq: u64, event: &str, holder: &str| {
+        format!(
+            r#"{{"seq":{seq},"time_ms":{seq},"event":"{event}","holder":"{holder}","kind":"task","cores":[2],"numa":[0]}}"#
+        )
+    };
+    let clean = [
+        line(0, "allocate", "a"),
+        line(1, "release", "a"),
+        line(2, "allocate", "b"),
+    ]
+    .join("\n");
+    assert!(audit("n3", &mesh_protocol::audit::check(&clean)).is_empty());
+    let twice = [line(0, "allocate", "a"), line(1, "allocate", "b")].join("\n");
+    let found = audit("n3", &mesh_protocol::audit::check(&twice));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].rule(), "core held twice at once");
+    assert!(found[0].to_string().contains("core 2"), "{}", found[0]);
+}
