@@ -119,6 +119,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         None => RegistryAuth::default(),
     };
     let pulls = Pulls::new(runtime.clone(), auth);
+    let service_pulls = pulls.clone();
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -189,7 +190,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             clock: config.clock.clone(),
         },
         &config.data_dir,
-        runtime.clone(),
+        service_pulls,
         supervisor.clone(),
         mesh.clone(),
         shutdown.clone(),
