@@ -91,3 +91,11 @@ ensure_build_deps() {
     command -v cargo >/dev/null ||
         die "cargo is not installed: install Rust with rustup (https://rustup.rs), then open a new shell or run '. \$HOME/.cargo/env'"
 }
+
+# Makes sure `cargo deny` is there (the dependency policy in deny.toml):
+# builds it from crates.io when missing, about 2.5 minutes on 2 cores.
+ensure_cargo_deny() {
+    cargo deny --version >/dev/null 2>&1 && return 0
+    say "installing cargo-deny (cargo install cargo-deny --locked; a few minutes, once)"
+    cargo install cargo-deny --locked
+}

@@ -25,8 +25,12 @@ use crate::topology::{self, TopologyError};
 pub enum AgentError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// Boxed, as the next: a store's error is large, and every `Result`
+    /// of the agent carries this type.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
+    #[error(transparent)]
+    Supervisor(Box<supervisor::SpawnError>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot create data dir {path}: {source}")]
@@ -49,6 +53,18 @@ pub enum AgentError {
     Serve(std::io::Error),
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        AgentError::Store(Box::new(e))
+    }
+}
+
+impl From<supervisor::SpawnError> for AgentError {
+    fn from(e: supervisor::SpawnError) -> Self {
+        AgentError::Supervisor(Box::new(e))
+    }
 }
 
 /// A started agent.
@@ -109,7 +125,12 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = Store::open(&config.data_dir)?;
+    let api_tls = config
+        .api_tls
+        .then(|| crate::mesh::tls::api_server_config(&config.mesh.tls))
+        .transpose()
+        .map_err(MeshError::from)?;
+    let store = Store::open_on(&config.data_dir, config.disk.clone())?;
     let auth = match &config.registry_auth {
         Some(path) => {
             let auth = RegistryAuth::load(path)?;
@@ -144,14 +165,10 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         retention: config.retention,
         prune_every: config.prune_every,
         max_log_bytes: config.max_log_bytes,
+        disk: config.disk.clone(),
     };
     let (supervisor, actor) =
-        supervisor::spawn(sup_config, runtime.clone(), pulls, store, shutdown.clone()).map_err(
-            |source| AgentError::DataDir {
-                path: config.data_dir.join("logs").display().to_string(),
-                source,
-            },
-        )?;
+        supervisor::spawn(sup_config, runtime.clone(), pulls, store, shutdown.clone())?;
     let (mesh, mesh_loop) = Mesh::start(
         &config.mesh,
         &config.node_id,
@@ -188,6 +205,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             limits: config.conn_limits,
             every: config.mesh.gossip_interval,
             clock: config.clock.clone(),
+            disk: config.disk.clone(),
         },
         &config.data_dir,
         service_pulls,
@@ -199,12 +217,15 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     let app = crate::api::router(crate::api::ApiState {
         tasks: tasks.clone(),
         services: services.clone(),
+        access: Arc::new(match (config.api_tokens.clone(), api_tls.is_some()) {
+            (None, false) => crate::api::auth::Access::Open,
+            (tokens, certs) => crate::api::auth::Access::Credentials {
+                tokens: tokens.map(Arc::new),
+                certs,
+            },
+        }),
     });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
+    let server = tokio::spawn(crate::api::serve::serve(listener, api_tls, app, shutdown));
     info!(node = %config.node_id, api = %api_addr, "meshd listening");
     Ok(RunningAgent {
         api_addr,

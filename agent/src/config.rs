@@ -98,7 +98,13 @@ pub struct Args {
     /// This node's private key (PEM).
     #[arg(long, env = "MESH_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Run the mesh without certificates: any peer is accepted. For development only.
+    /// The API's bearer tokens: lines `USER ROLE SHA256-HEX`, from `meshctl token create`. Needed (or API TLS with client certificates) when --api is not loopback.
+    #[arg(long, env = "MESH_API_TOKENS")]
+    pub api_tokens: Option<PathBuf>,
+    /// Serve the API over HTTPS with this node's certificate, and accept client certificates from the cluster CA carrying a role (`meshctl tls cert create --client NAME --role ROLE`) as credentials.
+    #[arg(long, env = "MESH_API_TLS")]
+    pub api_tls: bool,
+    /// Run the mesh without certificates (any peer is accepted) and the API without credentials; only on loopback or private addresses. For development only.
     #[arg(long, env = "MESH_INSECURE_DEV")]
     pub insecure_dev: bool,
     /// How often gossip rounds run, in milliseconds [default: 500].
@@ -143,6 +149,8 @@ struct FileConfig {
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    api_tokens: Option<PathBuf>,
+    api_tls: Option<bool>,
     insecure_dev: Option<bool>,
     gossip_interval_ms: Option<u64>,
     phi_threshold: Option<f64>,
@@ -168,6 +176,33 @@ pub enum ConfigError {
     NoTls,
     #[error("--tls-ca, --tls-cert and --tls-key go together; missing {0}")]
     PartialTls(&'static str),
+    #[error(
+        "the API at {0} is reachable from other hosts and has no credentials: give --api-tokens FILE (from `meshctl token create`) and/or --api-tls (client certificates from `meshctl tls cert create --client NAME --role ROLE`), bind --api to 127.0.0.1, or use --insecure-dev on a private network"
+    )]
+    ApiOpen(SocketAddr),
+    #[error(
+        "--insecure-dev: {flag} {addr} is not a loopback or private address, and an unauthenticated agent there is open to anyone; bind {flag} to 127.0.0.1 or a private address (10/8, 172.16/12, 192.168/16, fc00::/7), or drop --insecure-dev and give credentials"
+    )]
+    InsecurePublic {
+        flag: &'static str,
+        addr: SocketAddr,
+    },
+    #[error(
+        "--api-tls serves the API with this node's certificate: give --tls-ca, --tls-cert and --tls-key (not --insecure-dev)"
+    )]
+    ApiTlsWithoutFiles,
+    #[error("cannot read the API tokens file {path}: {source}")]
+    ReadTokens {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("API tokens file {path}: {source}")]
+    Tokens {
+        path: String,
+        source: mesh_protocol::token::TokenError,
+    },
+    #[error("API tokens file {0} holds no token; add one with `meshctl token create`")]
+    NoTokens(String),
     #[error("--gossip-interval-ms must be between 50 and 60000")]
     GossipInterval,
     #[error("--phi-threshold must be between 1 and 100")]
@@ -232,11 +267,18 @@ pub struct Config {
     /// Registry credentials for pulls (read at start).
     pub registry_auth: Option<PathBuf>,
     pub ping_interval: Duration,
+    /// The bearer tokens the API accepts; None (and no API TLS): the API
+    /// asks for no credentials (loopback or `--insecure-dev` only).
+    pub api_tokens: Option<mesh_protocol::token::Tokens>,
+    /// Serve the API over HTTPS, taking client certificates as credentials.
+    pub api_tls: bool,
     pub mesh: MeshConfig,
     /// Where wall-clock time comes from (tests: one that follows tokio's).
     pub clock: crate::clock::Clock,
     /// Seeds the generator of task ids (tests); None: from the OS.
     pub seed: Option<u64>,
+    /// The data dir's disk (tests: one with simulated faults).
+    pub disk: crate::disk::Disk,
 }
 
 impl Config {
@@ -257,6 +299,8 @@ impl Config {
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             registry_auth: None,
             ping_interval: Duration::from_secs(2),
+            api_tokens: None,
+            api_tls: false,
             mesh: MeshConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
                 advertise: None,
@@ -270,7 +314,14 @@ impl Config {
             },
             clock: crate::clock::Clock::System,
             seed: None,
+            disk: crate::disk::Disk::real(),
         }
+    }
+
+    /// The data dir's disk (tests: one with simulated faults).
+    pub fn disk(mut self, disk: crate::disk::Disk) -> Self {
+        self.disk = disk;
+        self
     }
 
     pub fn clock(mut self, clock: crate::clock::Clock) -> Self {
@@ -335,6 +386,18 @@ impl Config {
         self
     }
 
+    /// The API serves HTTPS and takes client certificates.
+    pub fn api_tls(mut self) -> Self {
+        self.api_tls = true;
+        self
+    }
+
+    /// The API asks for one of these tokens.
+    pub fn api_tokens(mut self, tokens: mesh_protocol::token::Tokens) -> Self {
+        self.api_tokens = Some(tokens);
+        self
+    }
+
     pub fn ping_interval(mut self, d: Duration) -> Self {
         self.ping_interval = d;
         self
@@ -358,6 +421,7 @@ impl Config {
         if max_queue == 0 {
             return Err(ConfigError::MaxQueue);
         }
+        let insecure_dev = args.insecure_dev || file.insecure_dev.unwrap_or(false);
         // --cleanup only talks to Docker: it needs a node id, not a mesh identity.
         let tls = if args.cleanup {
             TlsSource::InsecureDev
@@ -366,7 +430,7 @@ impl Config {
                 args.tls_ca.clone().or(file.tls_ca),
                 args.tls_cert.clone().or(file.tls_cert),
                 args.tls_key.clone().or(file.tls_key),
-                args.insecure_dev || file.insecure_dev.unwrap_or(false),
+                insecure_dev,
             )?
         };
         let gossip_ms = args
@@ -434,11 +498,27 @@ impl Config {
         } else {
             args.seeds.clone()
         };
+        let api = args
+            .api
+            .or(file.api)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700)));
+        let bind = args
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946)));
+        let api_tokens = match args.api_tokens.clone().or(file.api_tokens) {
+            Some(path) if !args.cleanup => Some(read_tokens(&path)?),
+            _ => None,
+        };
+        let api_tls = !args.cleanup && (args.api_tls || file.api_tls.unwrap_or(false));
+        if api_tls && !matches!(tls, TlsSource::Files { .. }) {
+            return Err(ConfigError::ApiTlsWithoutFiles);
+        }
+        if !args.cleanup {
+            open_guard(api, bind, api_tokens.is_some() || api_tls, insecure_dev)?;
+        }
         let mesh = MeshConfig {
-            bind: args
-                .bind
-                .or(file.bind)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
+            bind,
             advertise: args.advertise.or(file.advertise),
             seeds,
             cluster_id: args
@@ -455,10 +535,9 @@ impl Config {
         Ok(Config {
             mesh,
             node_id: NodeId::new(node_id)?,
-            api: args
-                .api
-                .or(file.api)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+            api,
+            api_tokens,
+            api_tls,
             data_dir: args
                 .data_dir
                 .clone()
@@ -480,6 +559,7 @@ impl Config {
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,
             seed: None,
+            disk: crate::disk::Disk::real(),
         })
     }
 }
@@ -533,6 +613,56 @@ fn tls_setting(
         (_, None, _) => Err(ConfigError::PartialTls("--tls-cert")),
         (_, _, None) => Err(ConfigError::PartialTls("--tls-key")),
     }
+}
+
+/// Refuses an agent that would be open to anyone: an API reachable from
+/// other hosts without credentials, or `--insecure-dev` (no peer or caller
+/// checks at all) on an address that is not loopback or private.
+pub fn open_guard(
+    api: SocketAddr,
+    bind: SocketAddr,
+    api_credentials: bool,
+    insecure_dev: bool,
+) -> Result<(), ConfigError> {
+    if insecure_dev {
+        for (flag, addr) in [("--api", api), ("--bind", bind)] {
+            if !loopback_or_private(addr.ip()) {
+                return Err(ConfigError::InsecurePublic { flag, addr });
+            }
+        }
+        return Ok(());
+    }
+    if api.ip().is_loopback() || api_credentials {
+        Ok(())
+    } else {
+        Err(ConfigError::ApiOpen(api))
+    }
+}
+
+/// Loopback, or an address of a private network (RFC 1918, IPv6 unique
+/// local). The unspecified address (0.0.0.0) is neither: it listens on
+/// every interface, public ones too.
+fn loopback_or_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+fn read_tokens(path: &Path) -> Result<mesh_protocol::token::Tokens, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadTokens {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let tokens =
+        mesh_protocol::token::Tokens::parse(&text).map_err(|source| ConfigError::Tokens {
+            path: path.display().to_string(),
+            source,
+        })?;
+    if tokens.is_empty() {
+        return Err(ConfigError::NoTokens(path.display().to_string()));
+    }
+    Ok(tokens)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

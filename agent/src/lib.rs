@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod disk;
 pub mod images;
 pub mod limits;
 pub mod logs;

@@ -1,7 +1,9 @@
 //! Kept output of finished attempts. A container is removed when it ends, so
 //! its output is copied first to `<data-dir>/logs/<task>.<attempt>.log`,
 //! at most `--max-log-bytes` of it: the tail, after a first line that says
-//! how much was dropped (`[meshd: N bytes of output dropped …]`).
+//! how much was dropped (`[meshd: N bytes of output dropped …]`). The
+//! file is finished through `Disk::commit` (fsynced, renamed, directory
+//! fsynced), so a kept copy survives a crash whole.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use mesh_protocol::TaskId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use crate::disk::Disk;
 use crate::runtime::{LogStream, RuntimeError};
 
 /// The start of the first line of a kept log whose head was dropped.
@@ -24,6 +27,7 @@ pub struct LogDir {
     dir: PathBuf,
     /// Most bytes of an attempt's output kept (the tail).
     max: u64,
+    disk: Disk,
 }
 
 /// What was kept of an attempt's output.
@@ -34,11 +38,12 @@ pub struct Kept {
 }
 
 impl LogDir {
-    pub fn new(dir: PathBuf, max: u64) -> std::io::Result<Self> {
+    pub fn new(dir: PathBuf, max: u64, disk: Disk) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
             dir,
             max: max.max(1),
+            disk,
         })
     }
 
@@ -51,7 +56,8 @@ impl LogDir {
     }
 
     /// Copies a finished container's output to the attempt's file (written
-    /// to a temporary name, then renamed, so a reader never sees half),
+    /// to a temporary name, then fsynced and renamed, so a reader never
+    /// sees half and a crash keeps it),
     /// keeping its last `max` bytes. While copying, the output goes into
     /// two alternating segment files of at most `max` bytes each, so the
     /// disk never holds more than about three times `max` for it.
@@ -69,6 +75,9 @@ impl LogDir {
         let result = self.save_via(&path, &segments, output).await;
         for seg in &segments {
             let _ = tokio::fs::remove_file(seg).await;
+        }
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(path.with_extension("log.part")).await;
         }
         result
     }
@@ -138,7 +147,13 @@ impl LogDir {
             .map_err(io(&segments[cur]))?;
         tokio::io::copy(&mut f, &mut out).await.map_err(io(&tmp))?;
         out.flush().await.map_err(io(&tmp))?;
-        tokio::fs::rename(&tmp, path).await.map_err(io(path))?;
+        let out = out.into_std().await;
+        let (disk, at) = (self.disk.clone(), path.to_owned());
+        tokio::task::spawn_blocking(move || disk.commit(out, &tmp, &at))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(io(path))?;
         Ok(Kept {
             bytes: kept,
             dropped,
@@ -263,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn a_broken_live_stream_continues_from_the_kept_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogDir::new(dir.path().to_owned(), DEFAULT_MAX_LOG_BYTES).unwrap();
+        let logs = LogDir::new(dir.path().to_owned(), DEFAULT_MAX_LOG_BYTES, Disk::real()).unwrap();
         let task = TaskId::new("t1").unwrap();
         let full =
             futures_util::stream::iter([Ok(Bytes::from_static(b"one\ntwo\nthree\n"))]).boxed();
@@ -295,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn output_past_the_cap_keeps_its_tail_and_says_how_much_was_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogDir::new(dir.path().to_owned(), 100).unwrap();
+        let logs = LogDir::new(dir.path().to_owned(), 100, Disk::real()).unwrap();
         let task = TaskId::new("t1").unwrap();
         let output: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
         // In chunks that straddle the segments, and in one large chunk.
@@ -343,6 +358,30 @@ mod tests {
         assert_eq!(names, ["t1.1.log", "t1.2.log", "t1.3.log", "t1.4.log"]);
     }
 
+    /// A full disk: the save is an error naming the file, and neither a
+    /// kept copy nor a temporary file is left.
+    #[tokio::test]
+    async fn a_save_that_cannot_be_written_is_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = crate::disk::SimulatedFaults::new(".log");
+        faults.set_full(true);
+        let logs = LogDir::new(
+            dir.path().to_owned(),
+            DEFAULT_MAX_LOG_BYTES,
+            Disk::with_faults(faults),
+        )
+        .unwrap();
+        let task = TaskId::new("t1").unwrap();
+        let e = logs
+            .save(&task, 1, chunks(b"some output", 4))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t1.1.log") && e.contains("No space left"), "{e}");
+        assert!(logs.open(&task, 1).await.is_none());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
     #[test]
     fn files_name_their_task() {
         let t = |f: &str| task_of(f).map(|t| t.to_string());
@@ -357,7 +396,7 @@ mod tests {
     #[tokio::test]
     async fn a_follower_cut_off_in_the_dropped_part_sees_the_line_and_the_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogDir::new(dir.path().to_owned(), 10).unwrap();
+        let logs = LogDir::new(dir.path().to_owned(), 10, Disk::real()).unwrap();
         let task = TaskId::new("t1").unwrap();
         let output = b"0123456789abcdefghij".to_vec();
         logs.save(&task, 1, chunks(&output, 3)).await.unwrap();

@@ -1,13 +1,27 @@
 //! The agent's durable state: every accepted task's record, written (and
-//! fsynced) before the submitter hears "accepted" and on every transition.
-//! redb, one file under `--data-dir`; records are postcard-encoded.
+//! fsynced) before the submitter hears "accepted" and on every transition,
+//! and the copies this node keeps for others. redb, one file under
+//! `--data-dir`; records are postcard-encoded.
+//!
+//! A write that fails is an error to the caller, and the next write first
+//! reopens the file (redb refuses every operation after a failed I/O until
+//! then). A store that cannot be read as a whole is an error too: the
+//! agent does not start without its tasks, since it would take their
+//! containers for strays. A single record that does not decode is moved
+//! aside, to `<data-dir>/set-aside/`, and the rest loads.
 
-use std::fmt;
-use std::path::Path;
-use std::sync::{PoisonError, RwLock};
+mod backend;
+
+use std::path::{Path, PathBuf};
 
 use mesh_protocol::{TaskId, TaskRecord, wire};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use tracing::{info, warn};
+
+use crate::disk::Disk;
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
@@ -17,126 +31,171 @@ const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
 /// to `TaskRecord` bumps this, and an agent refuses a store it cannot read
 /// rather than mistaking its tasks' containers for strays).
 pub const FORMAT: u32 = 8;
+/// The format before records named their owner and their image's pull
+/// (see `migrate_from_7`).
+const FORMAT_7: u32 = 7;
+/// Where records that do not decode are moved, under the data dir.
+pub const SET_ASIDE: &str = "set-aside";
+
+mod v7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("task store at {path}: {source}")]
+    #[error(
+        "cannot open the task store at {path}: {source}. meshd does not start without its tasks (it would take their containers for strays): free or repair the disk, stop the other agent that holds the file, or move the data dir away to start with no tasks (then remove this node's containers with meshd --cleanup)"
+    )]
     Open {
         path: String,
         #[source]
         source: redb::Error,
     },
-    #[error("task store: {0}")]
-    Db(#[from] redb::Error),
     #[error(
-        "task store is closed: opening it again after an I/O error failed; free space in the data dir, it is retried on the next write"
+        "cannot read the task store at {path}: {source}. meshd does not start without its tasks (it would take their containers for strays): repair or free the disk and start again, or move the data dir away to start with no tasks (then remove this node's containers with meshd --cleanup)"
     )]
-    Closed,
+    Read {
+        path: String,
+        #[source]
+        source: redb::Error,
+    },
+    #[error(
+        "cannot read the set-aside records at {path}: {source}. meshd does not start without knowing them (their containers would be taken for strays): make it a readable directory, or remove it"
+    )]
+    SetAside {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the task store at {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: redb::Error,
+    },
     #[error("task store record: {0}")]
     Codec(#[from] wire::WireError),
+    #[error(
+        "task store: record {key} of format 7 cannot be read to migrate it ({why}); move the data dir away or run the agent version that wrote it"
+    )]
+    Migrate { key: String, why: String },
     #[error(
         "task store {path} has format {found}, this agent reads format {FORMAT}: run the agent version that wrote it to finish its tasks, or move the data dir away"
     )]
     Format { path: String, found: u32 },
 }
 
-fn db<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Db(e.into())
+/// Which table a record is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Task,
+    Copy,
 }
 
-/// How the store opens its database again after an I/O error (a full
-/// disk, say): redb refuses every later transaction of a database that saw
-/// one ("Previous I/O error occurred"), so the only way back is a new handle.
-type Opener = Box<dyn Fn() -> Result<Database, redb::Error> + Send + Sync>;
+impl Kind {
+    fn table(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Kind::Task => TASKS,
+            Kind::Copy => COPIES,
+        }
+    }
 
-/// Durable task records.
-pub struct Store {
-    /// `None` after a reopen failed; the next call tries again.
-    db: RwLock<Option<Database>>,
-    /// `None`: the store cannot be opened again (in memory).
-    reopen: Option<Opener>,
-}
-
-impl fmt::Debug for Store {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("reopens", &self.reopen.is_some())
-            .finish_non_exhaustive()
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Task => "task",
+            Kind::Copy => "copy",
+        }
     }
 }
 
+/// What the store holds, as read at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: Vec<TaskRecord>,
+    /// Copies of tasks other agents run, held as their keeper.
+    pub copies: Vec<TaskRecord>,
+    /// Tasks whose records did not decode, moved aside now or at an earlier
+    /// start: their containers are left alone.
+    pub set_aside: Vec<String>,
+}
+
+/// The store's file and how it is written; none for a store in memory.
+#[derive(Debug)]
+struct OnDisk {
+    dir: PathBuf,
+    disk: Disk,
+}
+
+/// Durable task records.
+#[derive(Debug)]
+pub struct Store {
+    /// None while a failed write's database is being reopened.
+    db: Option<Database>,
+    on_disk: Option<OnDisk>,
+    /// A write failed: reopen before the next one.
+    failed: bool,
+}
+
 impl Store {
-    /// Opens (or creates) `dir/tasks.redb`. Fails if another agent holds it.
+    /// Opens (or creates) `dir/tasks.redb` on the real disk. Fails if
+    /// another agent holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("tasks.redb");
-        let open = |e: redb::Error| StoreError::Open {
-            path: path.display().to_string(),
-            source: e,
+        Self::open_on(dir, Disk::real())
+    }
+
+    /// Opens (or creates) `dir/tasks.redb` on `disk`.
+    pub fn open_on(dir: &Path, disk: Disk) -> Result<Self, StoreError> {
+        let on_disk = OnDisk {
+            dir: dir.to_owned(),
+            disk,
         };
-        let db = Database::create(&path).map_err(|e| open(e.into()))?;
-        let reopen_path = path.clone();
-        let reopener: Opener = Box::new(move || Ok(Database::create(&reopen_path)?));
-        let store = Self::init(db, Some(reopener))?;
+        let db = on_disk.open_db()?;
+        let mut store = Self {
+            db: Some(db),
+            on_disk: Some(on_disk),
+            failed: false,
+        };
+        store.init()?;
         match store.format()? {
             found if found == FORMAT => Ok(store),
+            FORMAT_7 => {
+                store.migrate_from_7()?;
+                Ok(store)
+            }
             found => Err(StoreError::Format {
-                path: path.display().to_string(),
+                path: store.path(),
                 found,
             }),
         }
     }
 
-    /// Runs `op` on the database; if redb refuses it for an earlier I/O
-    /// error, opens the database again and runs it once more.
-    fn with_db<T>(&self, op: impl Fn(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        match self.try_with_db(&op) {
-            Err(StoreError::Db(redb::Error::PreviousIo) | StoreError::Closed)
-                if self.reopen.is_some() =>
-            {
-                self.reopen()?;
-                self.try_with_db(&op)
+    /// Rewrites a format-7 store as the current format in one transaction:
+    /// every record and copy is read with format 7's layout and gains the
+    /// owner `unknown` (only admins act on it) and the pull policy
+    /// `missing`. A record that cannot be read stops the migration, which
+    /// changes nothing then.
+    fn migrate_from_7(&mut self) -> Result<(), StoreError> {
+        let mut rewritten = Vec::new();
+        {
+            let tx = self.db()?.begin_read().map_err(|e| self.read_err(e))?;
+            for which in [TASKS, COPIES] {
+                let table = tx.open_table(which).map_err(|e| self.read_err(e))?;
+                for entry in table.iter().map_err(|e| self.read_err(e))? {
+                    let (k, v) = entry.map_err(|e| self.read_err(e))?;
+                    let key = k.value().to_owned();
+                    let record = v7::decode(v.value()).map_err(|why| StoreError::Migrate {
+                        key: key.clone(),
+                        why,
+                    })?;
+                    rewritten.push((which, key, wire::encode(&record)?));
+                }
             }
-            other => other,
         }
-    }
-
-    fn try_with_db<T>(
-        &self,
-        op: &impl Fn(&Database) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        // A panic while holding the lock leaves the handle as it was.
-        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        match guard.as_ref() {
-            Some(db) => op(db),
-            None => Err(StoreError::Closed),
-        }
-    }
-
-    /// Drops the database handle (releasing its file lock) and opens it
-    /// again.
-    fn reopen(&self) -> Result<(), StoreError> {
-        let Some(reopen) = &self.reopen else {
-            return Err(StoreError::Closed);
-        };
-        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        drop(guard.take());
-        let db = reopen()?;
-        *guard = Some(db);
-        tracing::warn!("task store opened again after an I/O error");
-        Ok(())
-    }
-
-    /// The store's format; a store with tasks but no format entry predates
-    /// format numbers (format 1).
-    fn format(&self) -> Result<u32, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let meta = tx.open_table(META).map_err(db_err)?;
-            Ok(meta
-                .get("format")
-                .map_err(db_err)?
-                .map(|v| v.value())
-                .unwrap_or(1))
+        self.write(|tx| {
+            for (which, key, bytes) in &rewritten {
+                tx.open_table(*which)?
+                    .insert(key.as_str(), bytes.as_slice())?;
+            }
+            tx.open_table(META)?.insert("format", FORMAT)?;
+            Ok(())
         })
     }
 
@@ -144,307 +203,324 @@ impl Store {
     pub fn in_memory() -> Result<Self, StoreError> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(db)?;
-        Self::init(db, None)
+            .map_err(|e| StoreError::Open {
+                path: "(in memory)".into(),
+                source: e.into(),
+            })?;
+        let mut store = Self {
+            db: Some(db),
+            on_disk: None,
+            failed: false,
+        };
+        store.init()?;
+        Ok(store)
     }
 
-    fn init(db: Database, reopen: Option<Opener>) -> Result<Self, StoreError> {
-        let tx = db.begin_write().map_err(db_err)?;
-        {
-            let tasks = tx.open_table(TASKS).map_err(db_err)?;
-            tx.open_table(COPIES).map_err(db_err)?;
-            let mut meta = tx.open_table(META).map_err(db_err)?;
-            // A new store takes this agent's format; an old one keeps its own.
-            let fresh =
-                tasks.is_empty().map_err(db_err)? && meta.get("format").map_err(db_err)?.is_none();
-            if fresh {
-                meta.insert("format", FORMAT).map_err(db_err)?;
-            }
-        }
-        tx.commit().map_err(db_err)?;
-        Ok(Self {
-            db: RwLock::new(Some(db)),
-            reopen,
+    /// The store's file, for messages.
+    pub fn path(&self) -> String {
+        self.on_disk.as_ref().map_or_else(
+            || "(in memory)".to_owned(),
+            |d| d.file().display().to_string(),
+        )
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Write {
+            path: self.path(),
+            source: redb::Error::DatabaseClosed,
         })
+    }
+
+    fn read_err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Read {
+            path: self.path(),
+            source: e.into(),
+        }
+    }
+
+    fn write_err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Write {
+            path: self.path(),
+            source: e.into(),
+        }
+    }
+
+    /// The store's format; a store with tasks but no format entry predates
+    /// format numbers (format 1).
+    fn format(&self) -> Result<u32, StoreError> {
+        let tx = self.db()?.begin_read().map_err(|e| self.read_err(e))?;
+        let meta = tx.open_table(META).map_err(|e| self.read_err(e))?;
+        Ok(meta
+            .get("format")
+            .map_err(|e| self.read_err(e))?
+            .map(|v| v.value())
+            .unwrap_or(1))
+    }
+
+    fn init(&mut self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let tasks = tx.open_table(TASKS)?;
+            tx.open_table(COPIES)?;
+            let mut meta = tx.open_table(META)?;
+            // A new store takes this agent's format; an old one keeps its own.
+            let fresh = tasks.is_empty()? && meta.get("format")?.is_none();
+            if fresh {
+                meta.insert("format", FORMAT)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `change` in one durable transaction. A failure of a previous
+    /// write reopens the database first.
+    fn write(
+        &mut self,
+        change: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        if self.failed {
+            self.reopen()?;
+        }
+        let result = self
+            .db()?
+            .begin_write()
+            .map_err(redb::Error::from)
+            .and_then(|tx| {
+                change(&tx)?;
+                tx.commit().map_err(redb::Error::from)
+            });
+        result.map_err(|e| {
+            self.failed = true;
+            self.write_err(e)
+        })
+    }
+
+    /// After a failed write, opens the file again (redb repairs what the
+    /// failed commit left; what was committed before is there).
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let Some(on_disk) = &self.on_disk else {
+            self.failed = false;
+            return Ok(());
+        };
+        // The old handle holds the file's lock: let it go first.
+        self.db = None;
+        let db = on_disk.open_db()?;
+        self.db = Some(db);
+        self.failed = false;
+        info!(path = %self.path(), "task store reopened after a failed write");
+        Ok(())
     }
 
     /// Writes records in one durable transaction.
     pub fn put_all<'a>(
-        &self,
+        &mut self,
         records: impl IntoIterator<Item = &'a TaskRecord>,
     ) -> Result<(), StoreError> {
-        let records: Vec<&TaskRecord> = records.into_iter().collect();
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            {
-                let mut table = tx.open_table(TASKS).map_err(db_err)?;
-                for r in &records {
-                    let bytes = wire::encode(r)?;
-                    table
-                        .insert(r.id.as_str(), bytes.as_slice())
-                        .map_err(db_err)?;
+        self.put_both(records, [])
+    }
+
+    /// Writes task records and copies in one durable transaction.
+    pub fn put_both<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a TaskRecord>,
+        copies: impl IntoIterator<Item = &'a TaskRecord>,
+    ) -> Result<(), StoreError> {
+        let encode = |rs: Vec<&TaskRecord>| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            rs.into_iter()
+                .map(|r| Ok((r.id.to_string(), wire::encode(r)?)))
+                .collect()
+        };
+        let records = encode(records.into_iter().collect())?;
+        let copies = encode(copies.into_iter().collect())?;
+        self.write(|tx| {
+            for (kind, rows) in [(Kind::Task, &records), (Kind::Copy, &copies)] {
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut table = tx.open_table(kind.table())?;
+                for (id, bytes) in rows {
+                    table.insert(id.as_str(), bytes.as_slice())?;
                 }
             }
-            tx.commit().map_err(db_err)?;
             Ok(())
         })
+    }
+
+    pub fn put(&mut self, record: &TaskRecord) -> Result<(), StoreError> {
+        self.put_all([record])
     }
 
     /// Stores the copy of a task another agent runs.
-    pub fn put_copy(&self, record: &TaskRecord) -> Result<(), StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            {
-                let mut table = tx.open_table(COPIES).map_err(db_err)?;
-                let bytes = wire::encode(record)?;
-                table
-                    .insert(record.id.as_str(), bytes.as_slice())
-                    .map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(())
-        })
-    }
-
-    /// Every copy held (unreadable ones are skipped).
-    pub fn load_copies(&self) -> Result<Vec<TaskRecord>, StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let table = tx.open_table(COPIES).map_err(db_err)?;
-            let mut out = Vec::new();
-            for item in table.iter().map_err(db_err)? {
-                let (_, v) = item.map_err(db_err)?;
-                if let Ok(r) = wire::decode::<TaskRecord>(v.value()) {
-                    out.push(r);
-                }
-            }
-            Ok(out)
-        })
+    pub fn put_copy(&mut self, record: &TaskRecord) -> Result<(), StoreError> {
+        self.put_both([], [record])
     }
 
     /// Forgets a task (it moved to another node).
-    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            tx.open_table(TASKS)
-                .map_err(db_err)?
-                .remove(id)
-                .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
+    pub fn delete(&mut self, id: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.open_table(TASKS)?.remove(id)?;
             Ok(())
         })
     }
 
     /// Forgets finished tasks and finished copies (retention), in one
     /// durable transaction.
-    pub fn forget(&self, tasks: &[TaskId], copies: &[TaskId]) -> Result<(), StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            {
-                let mut table = tx.open_table(TASKS).map_err(db_err)?;
-                for id in tasks {
-                    table.remove(id.as_str()).map_err(db_err)?;
-                }
-                let mut table = tx.open_table(COPIES).map_err(db_err)?;
-                for id in copies {
-                    table.remove(id.as_str()).map_err(db_err)?;
-                }
+    pub fn forget(&mut self, tasks: &[TaskId], copies: &[TaskId]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(TASKS)?;
+            for id in tasks {
+                table.remove(id.as_str())?;
             }
-            tx.commit().map_err(db_err)?;
+            let mut table = tx.open_table(COPIES)?;
+            for id in copies {
+                table.remove(id.as_str())?;
+            }
             Ok(())
         })
     }
 
-    pub fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
-        self.put_all([record])
-    }
-
-    /// Every stored record. A record that no longer decodes is reported in
-    /// the second list (by key) rather than failing the whole load.
-    pub fn load(&self) -> Result<(Vec<TaskRecord>, Vec<String>), StoreError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let table = tx.open_table(TASKS).map_err(db_err)?;
-            let mut good = Vec::new();
-            let mut bad = Vec::new();
-            for item in table.iter().map_err(db_err)? {
-                let (k, v) = item.map_err(db_err)?;
-                match wire::decode::<TaskRecord>(v.value()) {
-                    Ok(r) => good.push(r),
-                    Err(_) => bad.push(k.value().to_owned()),
+    /// Every stored record and copy. One that does not decode is moved to
+    /// the set-aside directory (with a warning) and named in
+    /// `set_aside`, with those set aside at earlier starts. Failing to read
+    /// the store (or the set-aside directory) at all is an error.
+    pub fn load(&mut self) -> Result<Loaded, StoreError> {
+        let (records, bad_tasks) = self.read_table(Kind::Task)?;
+        let (copies, bad_copies) = self.read_table(Kind::Copy)?;
+        let mut not_moved = Vec::new();
+        for (kind, bad) in [(Kind::Task, bad_tasks), (Kind::Copy, bad_copies)] {
+            for (key, bytes) in bad {
+                if !self.set_aside(kind, &key, &bytes) && kind == Kind::Task {
+                    not_moved.push(key);
                 }
             }
-            Ok((good, bad))
+        }
+        let mut set_aside = self.set_aside_tasks()?;
+        set_aside.extend(not_moved);
+        set_aside.sort();
+        set_aside.dedup();
+        Ok(Loaded {
+            records,
+            copies,
+            set_aside,
         })
+    }
+
+    /// A table's records that decode, and the keys and bytes of those that
+    /// do not.
+    #[allow(clippy::type_complexity)]
+    fn read_table(
+        &self,
+        kind: Kind,
+    ) -> Result<(Vec<TaskRecord>, Vec<(String, Vec<u8>)>), StoreError> {
+        let tx = self.db()?.begin_read().map_err(|e| self.read_err(e))?;
+        let table = tx.open_table(kind.table()).map_err(|e| self.read_err(e))?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for item in table.iter().map_err(|e| self.read_err(e))? {
+            let (k, v) = item.map_err(|e| self.read_err(e))?;
+            match wire::decode::<TaskRecord>(v.value()) {
+                Ok(r) => good.push(r),
+                Err(_) => bad.push((k.value().to_owned(), v.value().to_vec())),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// Moves a record that does not decode out of its table, into
+    /// `set-aside/<kind>.<key>.record`; false if it stays in the store
+    /// (in memory, or the file cannot be written), still unreadable.
+    fn set_aside(&mut self, kind: Kind, key: &str, bytes: &[u8]) -> bool {
+        let Some(on_disk) = &self.on_disk else {
+            return false;
+        };
+        let dir = on_disk.dir.join(SET_ASIDE);
+        let file = dir.join(format!("{}.{}.record", kind.name(), file_key(key)));
+        let moved = std::fs::create_dir_all(&dir)
+            .and_then(|()| on_disk.disk.write_file(&file, bytes))
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let table = kind.table();
+                self.write(|tx| {
+                    tx.open_table(table)?.remove(key)?;
+                    Ok(())
+                })
+                .map_err(|e| e.to_string())
+            });
+        let done = moved.is_ok();
+        match moved {
+            Ok(()) => warn!(
+                kind = kind.name(),
+                task_id = key,
+                file = %file.display(),
+                "stored record does not decode: moved aside; its containers are left alone until the file is removed"
+            ),
+            Err(error) => warn!(
+                kind = kind.name(),
+                task_id = key,
+                error,
+                "stored record does not decode and cannot be moved aside; left in the store, its containers are left alone"
+            ),
+        }
+        done
+    }
+
+    /// The tasks whose records are in the set-aside directory.
+    fn set_aside_tasks(&self) -> Result<Vec<String>, StoreError> {
+        let Some(on_disk) = &self.on_disk else {
+            return Ok(Vec::new());
+        };
+        let dir = on_disk.dir.join(SET_ASIDE);
+        let err = |source| StoreError::SetAside {
+            path: dir.display().to_string(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(err)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(key) = name
+                .strip_prefix("task.")
+                .and_then(|n| n.strip_suffix(".record"))
+            {
+                out.push(key.to_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }
 
-fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
-    db(e)
+impl OnDisk {
+    fn file(&self) -> PathBuf {
+        self.dir.join("tasks.redb")
+    }
+
+    fn open_db(&self) -> Result<Database, StoreError> {
+        let path = self.file();
+        let open = |e: redb::Error| StoreError::Open {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let file = backend::FaultyFile::open(path.clone(), self.disk.clone())
+            .map_err(|e| open(e.into()))?;
+        Database::builder()
+            .create_with_backend(file)
+            .map_err(|e| open(e.into()))
+    }
+}
+
+/// A key as a file name: a task id as it is (ids are safe names), any
+/// other key in hex.
+fn file_key(key: &str) -> String {
+    match TaskId::new(key) {
+        Ok(id) => id.to_string(),
+        Err(_) => key.bytes().map(|b| format!("{b:02x}")).collect(),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mesh_protocol::{NodeId, TaskSpec};
-
-    fn record(n: u32) -> TaskRecord {
-        let spec = TaskSpec::builder("img").build().unwrap();
-        TaskRecord::new(
-            TaskId::new(format!("t{n}")).unwrap(),
-            spec,
-            NodeId::new("n").unwrap(),
-            n as u64,
-            0,
-        )
-    }
-
-    #[test]
-    fn survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.put(&record(1)).unwrap();
-            s.put_all([&record(2), &record(3)]).unwrap();
-            let mut r = record(1);
-            r.kill(5).unwrap();
-            s.put(&r).unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        let (records, bad) = s.load().unwrap();
-        assert!(bad.is_empty());
-        assert_eq!(records.len(), 3);
-        assert!(records[0].kill_requested);
-    }
-
-    #[test]
-    fn second_opener_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let _a = Store::open(dir.path()).unwrap();
-        let b = Store::open(dir.path());
-        assert!(b.is_err());
-    }
-
-    #[test]
-    fn a_store_of_another_format_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.put(&record(1)).unwrap();
-            let guard = s.db.read().unwrap();
-            let tx = guard.as_ref().unwrap().begin_write().unwrap();
-            tx.open_table(META)
-                .unwrap()
-                .insert("format", FORMAT + 1)
-                .unwrap();
-            tx.commit().unwrap();
-        }
-        let e = Store::open(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("format"), "{e}");
-    }
-
-    #[test]
-    fn forgotten_tasks_and_copies_stay_gone_after_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.put_all([&record(1), &record(2)]).unwrap();
-            s.put_copy(&record(3)).unwrap();
-            s.put_copy(&record(4)).unwrap();
-            let id = |n: u32| TaskId::new(format!("t{n}")).unwrap();
-            s.forget(&[id(1)], &[id(3), id(9)]).unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        let ids = |v: Vec<TaskRecord>| v.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
-        assert_eq!(ids(s.load().unwrap().0), ["t2"]);
-        assert_eq!(ids(s.load_copies().unwrap()), ["t4"]);
-    }
-
-    #[test]
-    fn in_memory_works() {
-        let s = Store::in_memory().unwrap();
-        s.put(&record(7)).unwrap();
-        assert_eq!(s.load().unwrap().0.len(), 1);
-    }
-
-    /// A disk that can be made full: writes and syncs fail with ENOSPC.
-    #[derive(Debug, Clone, Default)]
-    struct Disk {
-        bytes: std::sync::Arc<RwLock<Vec<u8>>>,
-        full: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl Disk {
-        fn room(&self) -> std::io::Result<()> {
-            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
-                Err(std::io::Error::from_raw_os_error(28))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    impl redb::StorageBackend for Disk {
-        fn len(&self) -> std::io::Result<u64> {
-            Ok(self.bytes.read().unwrap().len() as u64)
-        }
-
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            let bytes = self.bytes.read().unwrap();
-            let start = offset as usize;
-            let src = bytes
-                .get(start..start + out.len())
-                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-            out.copy_from_slice(src);
-            Ok(())
-        }
-
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.room()?;
-            self.bytes.write().unwrap().resize(len as usize, 0);
-            Ok(())
-        }
-
-        fn sync_data(&self) -> std::io::Result<()> {
-            self.room()
-        }
-
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.room()?;
-            let mut bytes = self.bytes.write().unwrap();
-            let (start, end) = (offset as usize, offset as usize + data.len());
-            if bytes.len() < end {
-                bytes.resize(end, 0);
-            }
-            bytes[start..end].copy_from_slice(data);
-            Ok(())
-        }
-    }
-
-    /// Found by the chaos run (seed 3): an agent whose data disk filled up
-    /// refused every task for good once space was back, with "Previous I/O
-    /// error occurred. Please close and re-open the database."
-    #[test]
-    fn a_store_takes_writes_again_once_the_disk_has_room() {
-        let disk = Disk::default();
-        let open = {
-            let disk = disk.clone();
-            move || -> Result<Database, redb::Error> {
-                Ok(Database::builder().create_with_backend(disk.clone())?)
-            }
-        };
-        let s = Store::init(open().unwrap(), Some(Box::new(open))).unwrap();
-        s.put(&record(1)).unwrap();
-
-        disk.full.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(s.put(&record(2)).is_err());
-        assert!(s.put(&record(3)).is_err(), "still full");
-
-        disk.full.store(false, std::sync::atomic::Ordering::SeqCst);
-        s.put(&record(4)).unwrap();
-        s.put_copy(&record(5)).unwrap();
-        let ids = |v: Vec<TaskRecord>| v.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
-        assert_eq!(ids(s.load().unwrap().0), ["t1", "t4"]);
-        assert_eq!(ids(s.load_copies().unwrap()), ["t5"]);
-    }
-}
+mod tests;

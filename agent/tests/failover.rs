@@ -92,6 +92,38 @@ async fn a_dead_runners_task_runs_again_once_and_the_runner_stops_its_stale_atte
     .await;
     assert_ne!(again.node, first.node);
     assert_eq!(started_on_live(&nodes), 1, "re-placed exactly once");
+    assert_eq!(again.epoch, 1, "a re-placement opens a new epoch");
+
+    // Had the dead runner retried while its pushes were lost, it would push
+    // a higher attempt than the re-placement's: still superseded, by the
+    // keeper's copy and by the new runner alike (regression: both used to
+    // compare attempt numbers only, and told it to keep running).
+    let mut retried = first.clone();
+    retried.attempt = again.attempt + 3;
+    let mut judged = 0;
+    for node in nodes.iter().filter(|n| n.is_up()) {
+        let supervisor = &node.running().supervisor;
+        let holds = supervisor
+            .copies()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.id == task.id);
+        if !holds && node.id != again.node {
+            continue;
+        }
+        let verdict = supervisor
+            .replicate(retried.clone(), first.node.clone())
+            .await
+            .unwrap();
+        assert!(
+            matches!(verdict, mesh_protocol::failover::Verdict::Superseded { .. }),
+            "{}: {verdict:?}",
+            node.id
+        );
+        judged += 1;
+    }
+    assert!(judged >= 1, "nobody holds the task");
 
     // The dead runner comes back with its container still running.
     let seeds = [nodes[survivor].gossip()];

@@ -177,6 +177,7 @@ async fn definitions_from_a_peer_that_the_api_would_refuse_are_ignored() {
                 .unwrap()
                 .as_millis() as u64,
             removed: false,
+            owner: mesh_protocol::auth::unknown_owner(),
         };
         let mut json = serde_json::to_value(def).unwrap();
         change(&mut json);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use mesh_protocol::api::{ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
+use mesh_protocol::api::{CopyStatus, ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
 use mesh_protocol::attempts::TaskView;
 use mesh_protocol::gossip::PeerView;
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
@@ -92,6 +92,16 @@ pub enum Scope {
     Local,
 }
 
+/// What meshctl needs to talk HTTPS to an agent started with `--api-tls`.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The cluster CA (PEM): the agent's certificate must chain to it.
+    pub ca_pem: Vec<u8>,
+    /// A client certificate and its key (PEM, one after the other), shown
+    /// as the caller's credential; None: a bearer token or nothing.
+    pub identity_pem: Option<Vec<u8>>,
+}
+
 /// A client of one agent.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -99,6 +109,8 @@ pub struct Client {
     node: NodeUrl,
     /// How long one non-streaming request may take in all.
     request_timeout: Duration,
+    /// The bearer token sent with every request, if any.
+    token: Option<String>,
 }
 
 impl Client {
@@ -115,18 +127,46 @@ impl Client {
         connect: Duration,
         request: Duration,
     ) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect)
-            // Agents are on the local network; a proxy set for the web in
-            // the environment would only get in the way.
-            .no_proxy()
+        Self::build(node, base(connect), request)
+    }
+
+    /// A client that talks HTTPS to an agent started with `--api-tls`,
+    /// trusting the cluster CA only, and shows a client certificate if
+    /// given one; otherwise as [`Client::new`].
+    pub fn with_tls(node: NodeUrl, tls: &ClientTls) -> Result<Self, ClientError> {
+        let setup = |e: reqwest::Error| ClientError::Setup(causes(&e));
+        let ca = reqwest::Certificate::from_pem(&tls.ca_pem).map_err(setup)?;
+        let mut builder = base(CONNECT_TIMEOUT)
+            .tls_certs_only([ca])
+            // An agent's certificate names its node, not the address
+            // dialled: what is checked is that it chains to the cluster CA.
+            .tls_danger_accept_invalid_hostnames(true);
+        if let Some(pem) = &tls.identity_pem {
+            builder = builder.identity(reqwest::Identity::from_pem(pem).map_err(setup)?);
+        }
+        Self::build(node.secure(), builder, REQUEST_TIMEOUT)
+    }
+
+    fn build(
+        node: NodeUrl,
+        builder: reqwest::ClientBuilder,
+        request: Duration,
+    ) -> Result<Self, ClientError> {
+        let http = builder
             .build()
             .map_err(|e| ClientError::Setup(causes(&e)))?;
         Ok(Self {
             http,
             node,
             request_timeout: request,
+            token: None,
         })
+    }
+
+    /// The same client, sending `token` (if any) as its bearer token.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// `POST /v1/tasks`
@@ -228,6 +268,11 @@ impl Client {
     /// `GET /v1/tasks/{id}`
     pub async fn task(&self, id: &TaskId) -> Result<TaskRecord, ClientError> {
         self.get(&["v1", "tasks", id.as_str()]).await
+    }
+
+    /// `GET /v1/tasks/{id}/copy`: what the task's keeper holds.
+    pub async fn task_copy(&self, id: &TaskId) -> Result<CopyStatus, ClientError> {
+        self.get(&["v1", "tasks", id.as_str(), "copy"]).await
     }
 
     /// `GET /v1/tasks/{id}`, with the other attempts still running.
@@ -461,6 +506,10 @@ impl Client {
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Response, ClientError> {
+        let builder = match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        };
         builder.send().await.map_err(|e| ClientError::Unreachable {
             node: self.node.to_string(),
             cause: causes(&e),
@@ -496,6 +545,19 @@ impl Client {
             cause: causes(&e),
         })
     }
+}
+
+/// The HTTP client's settings common to plain and TLS clients.
+fn base(connect: Duration) -> reqwest::ClientBuilder {
+    // reqwest builds its rustls configuration, plain clients included, from
+    // the process's default provider (it panics without one): ring, as
+    // everywhere in Ganger. An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        // Agents are on the local network; a proxy set for the web in the
+        // environment would only get in the way.
+        .no_proxy()
 }
 
 /// The error an answer with a failure status stands for: the agent's own

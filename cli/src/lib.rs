@@ -10,6 +10,7 @@ mod output;
 pub mod render;
 mod run;
 pub mod tls;
+pub mod token;
 
 pub use commands::Cli;
 pub use run::{Error, run};

@@ -20,7 +20,7 @@ pub enum NodeUrlError {
     #[error("{input:?} is not a node address ({reason}); use host:port or http://host:port")]
     Syntax { input: String, reason: String },
     #[error(
-        "{input:?} uses {scheme}://, but meshctl speaks plain HTTP to the agent; use http://host:port"
+        "{input:?} uses {scheme}://, but meshctl speaks HTTP or HTTPS to the agent; use http://host:port or https://host:port"
     )]
     Scheme { input: String, scheme: String },
     #[error("{input:?} has a query or fragment; give only http://host:port")]
@@ -32,6 +32,13 @@ pub enum NodeUrlError {
 pub struct NodeUrl(Url);
 
 impl NodeUrl {
+    /// The same agent over HTTPS (meshctl given --ca).
+    pub fn secure(mut self) -> Self {
+        // http and https are both special schemes: switching never fails.
+        let _ = self.0.set_scheme("https");
+        self
+    }
+
     /// The URL of an API path below the base, e.g. `["v1", "tasks", id]`.
     /// Segments are percent-encoded, so an id can never change the path.
     pub fn endpoint(&self, segments: &[&str]) -> Url {
@@ -67,7 +74,7 @@ impl FromStr for NodeUrl {
             input: input.to_owned(),
             reason: e.to_string(),
         })?;
-        if url.scheme() != "http" {
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(NodeUrlError::Scheme {
                 input: input.to_owned(),
                 scheme: url.scheme().to_owned(),
@@ -156,7 +163,7 @@ mod tests {
     fn refuses_what_cannot_work() {
         assert_eq!(parse(""), Err(NodeUrlError::Empty));
         assert!(matches!(
-            parse("https://n:1"),
+            parse("gopher://n:1"),
             Err(NodeUrlError::Scheme { .. })
         ));
         assert!(matches!(parse("ftp://n"), Err(NodeUrlError::Scheme { .. })));

@@ -11,7 +11,7 @@ use crate::client::{Client, ClientError};
 use crate::commands::{self, Cli, Command};
 use crate::node_url::NodeUrlError;
 use crate::output::print;
-use crate::tls;
+use crate::{tls, token};
 
 /// Why a command could not be carried out; main prints it after `error: `.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,8 @@ pub enum Error {
     Client(#[from] ClientError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Token(#[from] token::TokenFileError),
     #[error("invalid task: {0}")]
     Spec(#[from] SpecError),
     #[error("cannot write the output: {0}")]
@@ -37,9 +39,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
             print(&tls::run(command, SystemTime::now())?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token(ref command) => {
+            print(&token::run(command)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Agent(command) => {
+            let env = std::env::var("MESH_TOKEN").ok();
+            let bearer = token::load(cli.token_file.as_deref(), env.as_deref())?;
+            let tls = tls::client_tls(cli.ca.as_deref(), cli.cert.as_deref(), cli.key.as_deref())?;
             // `cli.agent()`, without borrowing the moved-out command.
-            let client = Client::new(cli.node.parse()?)?;
+            let node = cli.node.parse()?;
+            let client = match &tls {
+                Some(tls) => Client::with_tls(node, tls)?,
+                None => Client::new(node)?,
+            }
+            .with_token(bearer);
             commands::run(&client, command).await
         }
     }

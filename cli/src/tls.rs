@@ -46,10 +46,62 @@ pub enum TlsError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "--cert and --key need --ca, the cluster CA the agent's certificate is checked against"
+    )]
+    NoCa,
+    #[error(
+        "give --node NAME for a node's certificate, or --client NAME --role ROLE for an API client's"
+    )]
+    NoSubject,
     #[error("invalid node name: {0}")]
     Node(#[from] IdError),
     #[error(transparent)]
     Pki(#[from] PkiError),
+}
+
+/// What to show an agent that serves HTTPS, from meshctl's `--ca`,
+/// `--cert` and `--key`; None without `--ca` (plain HTTP).
+pub fn client_tls(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<crate::client::ClientTls>, TlsError> {
+    let read = |what, path: &Path| {
+        fs::read(path).map_err(|source| TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let Some(ca) = ca else {
+        return if cert.is_some() {
+            Err(TlsError::NoCa)
+        } else {
+            Ok(None)
+        };
+    };
+    let identity_pem = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("the client certificate", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("the client key", key)?);
+            Some(pem)
+        }
+        // clap makes --cert and --key go together.
+        _ => None,
+    };
+    Ok(Some(crate::client::ClientTls {
+        ca_pem: read("the CA certificate", ca)?,
+        identity_pem,
+    }))
 }
 
 /// Carries out a `meshctl tls` command at time `now`; returns what to print.
@@ -79,30 +131,55 @@ pub fn create_ca(args: &CaCreateArgs, now: SystemTime) -> Result<String, TlsErro
     ))
 }
 
-/// Writes OUT/NAME.pem and OUT/NAME-key.pem, signed by the CA in DIR.
+/// Writes OUT/NAME.pem and OUT/NAME-key.pem, signed by the CA in DIR: a
+/// node's certificate, or with `--client` an API client's.
 pub fn create_cert(args: &CertCreateArgs, now: SystemTime) -> Result<String, TlsError> {
-    let node = args.node()?;
+    let start = not_before(now);
+    if let (Some(user), Some(role)) = (&args.client, args.role) {
+        let [cert, key, ca] = sign_into(args, user.as_str(), |ca| {
+            pki::create_client_cert(ca, user, role, start, args.days)
+        })?;
+        return Ok(format!(
+            "wrote {cert} (the API certificate of user {user}, role {role})\n\
+             wrote {key} (its key: give it to {user} only)\n\
+             call an agent started with --api-tls with: meshctl --ca {ca} --cert {cert} --key {key}\n"
+        ));
+    }
+    let Some(node) = args.node()? else {
+        return Err(TlsError::NoSubject);
+    };
+    let [cert, key, ca] = sign_into(args, node.as_str(), |ca| {
+        pki::create_node_cert(ca, &node, start, args.days)
+    })?;
+    Ok(format!(
+        "wrote {cert} (the certificate of node {node})\n\
+         wrote {key} (its key: keep it on that node only)\n\
+         start meshd on {node} with: --node-id {node} --tls-ca {ca} --tls-cert {cert} --tls-key {key}\n"
+    ))
+}
+
+/// Signs a certificate with the CA in DIR (`make`) and writes it and its
+/// key as OUT/NAME.pem and OUT/NAME-key.pem; returns their paths and the
+/// CA's, for display.
+fn sign_into(
+    args: &CertCreateArgs,
+    name: &str,
+    make: impl FnOnce(&pki::Ca) -> Result<pki::NodeCert, PkiError>,
+) -> Result<[String; 3], TlsError> {
     let out = args.out_dir();
     let ca_path = args.dir.join("ca.pem");
-    let cert_path = out.join(format!("{node}.pem"));
-    let key_path = out.join(format!("{node}-key.pem"));
+    let cert_path = out.join(format!("{name}.pem"));
+    let key_path = out.join(format!("{name}-key.pem"));
     refuse_overwrite(&[&cert_path, &key_path], args.force)?;
     let ca = pki::Ca {
         cert_pem: read_ca(&ca_path, &args.dir)?,
         key_pem: read_ca(&args.dir.join("ca-key.pem"), &args.dir)?,
     };
-    let cert = pki::create_node_cert(&ca, &node, not_before(now), args.days)?;
+    let cert = make(&ca)?;
     create_dir(out)?;
     write_file(&key_path, &cert.key_pem, Mode::Private, args.force)?;
     write_file(&cert_path, &cert.cert_pem, Mode::Public, args.force)?;
-    Ok(format!(
-        "wrote {cert} (the certificate of node {node})\n\
-         wrote {key} (its key: keep it on that node only)\n\
-         start meshd on {node} with: --node-id {node} --tls-ca {ca} --tls-cert {cert} --tls-key {key}\n",
-        cert = cert_path.display(),
-        key = key_path.display(),
-        ca = ca_path.display(),
-    ))
+    Ok([cert_path, key_path, ca_path].map(|p| p.display().to_string()))
 }
 
 fn not_before(now: SystemTime) -> OffsetDateTime {

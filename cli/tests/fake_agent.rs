@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
-use mesh_protocol::api::{Health, RuntimeHealth, SubmitRequest, SubmitResponse};
+use mesh_protocol::api::{CopyStatus, Health, RuntimeHealth, SubmitRequest, SubmitResponse};
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -185,6 +185,7 @@ async fn submit_sends_the_request_and_prints_only_the_id() {
         state: TaskState::Queued,
         node: None,
         members: Vec::new(),
+        copy: None,
     })
     .unwrap();
     let agent = FakeAgent::start(&[("POST /v1/tasks", 202, &answer)]).await;
@@ -202,6 +203,32 @@ async fn submit_sends_the_request_and_prints_only_the_id() {
     assert_eq!((sent.cores, sent.env), (Some(2), vec!["A=1".to_owned()]));
 }
 
+/// A copy its keeper did not keep: the id alone on stdout, as always, and
+/// a warning on stderr saying where and why.
+#[tokio::test]
+async fn submit_warns_when_the_keeper_did_not_keep_its_copy() {
+    let answer = serde_json::to_string(&SubmitResponse {
+        id: TaskId::new("t1").unwrap(),
+        state: TaskState::Queued,
+        node: Some(NodeId::new("n1").unwrap()),
+        members: Vec::new(),
+        copy: Some(CopyStatus::NotKept {
+            node: NodeId::new("n2").unwrap(),
+            reason: "n2: cannot write the task store: No space left on device".into(),
+        }),
+    })
+    .unwrap();
+    let agent = FakeAgent::start(&[("POST /v1/tasks", 202, &answer)]).await;
+    let out = agent.meshctl(&["submit", "img:1"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "t1\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: t1: the keeper's copy: NOT KEPT on n2: n2: cannot write the task store: No space left on device"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn tasks_table_and_filtered_json() {
     let list = format!(
@@ -212,7 +239,7 @@ async fn tasks_table_and_filtered_json() {
     let agent = FakeAgent::start(&[("GET /v1/tasks", 200, &list)]).await;
     let out = agent.meshctl(&["tasks"]).await;
     let table = text(&out.stdout);
-    assert!(table.starts_with("ID  NAME  STATE"), "{table}");
+    assert!(table.starts_with("ID  NAME  OWNER    STATE"), "{table}");
     assert_eq!(table.lines().count(), 3);
     let out = agent
         .meshctl(&["tasks", "--json", "--state", "failed"])
@@ -233,6 +260,7 @@ async fn health_503_prints_and_exits_1() {
             version: None,
             error: Some("socket missing; start Docker".into()),
         },
+        store_error: None,
     })
     .unwrap();
     let agent = FakeAgent::start(&[("GET /v1/health", 503, &health)]).await;

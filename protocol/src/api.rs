@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::alloc::NumaLoad;
@@ -64,6 +65,63 @@ pub struct SubmitRequest {
 /// Most members one array may have.
 pub const MAX_ARRAY: u32 = 10_000;
 
+/// Largest request body the API reads: a task request at every size bound
+/// of `task::spec`, each byte escaped, still fits. The server refuses a
+/// larger one with 413 before reading it whole.
+pub const MAX_BODY: usize = 2 << 20;
+
+/// Why a request body was refused: the client's fault, answered with 400
+/// (413 for `TooLarge`).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("a body of {0} bytes is over the {MAX_BODY}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed {what}: {source}")]
+    Malformed {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    #[error("array of {0}: an array has 1 to {MAX_ARRAY} members")]
+    Array(u32),
+}
+
+/// Reads a JSON request body (`what` names it in the error: "task
+/// request"). This is the whole of the server's decoding of a body, so the
+/// fuzz target `api_body` runs exactly what a client's bytes meet.
+pub fn read_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, BodyError> {
+    if body.len() > MAX_BODY {
+        return Err(BodyError::TooLarge(body.len()));
+    }
+    serde_json::from_slice(body).map_err(|source| BodyError::Malformed { what, source })
+}
+
+/// A task submission read from a `POST /v1/tasks` body and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    pub spec: TaskSpec,
+    /// Submit this many copies as one array (1 to `MAX_ARRAY`).
+    pub array: Option<u32>,
+}
+
+impl Submission {
+    /// Reads and validates a submission body.
+    pub fn parse(body: &[u8]) -> Result<Self, BodyError> {
+        let request: SubmitRequest = read_body("task request", body)?;
+        let array = request.array;
+        if let Some(n) = array
+            && !(1..=MAX_ARRAY).contains(&n)
+        {
+            return Err(BodyError::Array(n));
+        }
+        Ok(Self {
+            spec: TaskSpec::try_from(request)?,
+            array,
+        })
+    }
+}
+
 /// The header of a `GET /v1/tasks` answer that has a next page: the id to
 /// pass as `after` for it.
 pub const NEXT_AFTER: &str = "mesh-next-after";
@@ -99,6 +157,46 @@ pub struct SubmitResponse {
     /// For an array: every member, in index order.
     #[serde(default)]
     pub members: Vec<SubmitResponse>,
+    /// Whether the task's keeper stored its copy before this answer (none
+    /// for an array's id: see each member's).
+    #[serde(default)]
+    pub copy: Option<CopyStatus>,
+}
+
+/// Whether a task's keeper holds a copy of it, the copy failover re-places
+/// the task from if its runner dies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CopyStatus {
+    /// The keeper `node` has the copy on disk. `current`: as the runner's
+    /// record is now (else an older state; the runner pushes each change
+    /// within a gossip round).
+    Kept { node: NodeId, current: bool },
+    /// The keeper `node` does not hold it, or could not be asked: why.
+    NotKept { node: NodeId, reason: String },
+    /// No other node keeps a copy: why (the mesh had no other live node,
+    /// or this attempt was superseded).
+    NoKeeper { reason: String },
+}
+
+impl std::fmt::Display for CopyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyStatus::Kept {
+                node,
+                current: true,
+            } => write!(f, "kept on {node}"),
+            CopyStatus::Kept {
+                node,
+                current: false,
+            } => write!(
+                f,
+                "kept on {node}, an older state (the runner pushes changes every gossip round)"
+            ),
+            CopyStatus::NotKept { node, reason } => write!(f, "NOT KEPT on {node}: {reason}"),
+            CopyStatus::NoKeeper { reason } => write!(f, "none: {reason}"),
+        }
+    }
 }
 
 /// Any error answer.
@@ -120,9 +218,14 @@ pub struct RuntimeHealth {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// Docker is reachable and the task store takes writes.
     pub ok: bool,
     pub node: NodeId,
     pub docker: RuntimeHealth,
+    /// Why the task store cannot be written now (`None`: it can). While
+    /// it cannot, the node refuses new tasks and starts none.
+    #[serde(default)]
+    pub store_error: Option<String>,
 }
 
 /// One held core and who holds it.
@@ -169,6 +272,33 @@ pub struct MeshSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_bounded_parsed_and_checked() {
+        let ok = Submission::parse(br#"{"image":"x","cores":2,"array":3}"#).unwrap();
+        assert_eq!((ok.spec.cores.get(), ok.array), (2, Some(3)));
+        assert!(matches!(
+            Submission::parse(br#"{"image":"x","array":0}"#),
+            Err(BodyError::Array(0))
+        ));
+        assert!(matches!(
+            Submission::parse(br#"{"image":""}"#),
+            Err(BodyError::Invalid(_))
+        ));
+        assert!(matches!(
+            Submission::parse(b"{\"image\":\"\xff\"}"),
+            Err(BodyError::Malformed { .. })
+        ));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(
+            read_body::<serde_json::Value>("x", deep.as_bytes()),
+            Err(BodyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            read_body::<serde_json::Value>("x", &vec![b' '; MAX_BODY + 1]),
+            Err(BodyError::TooLarge(_))
+        ));
+    }
 
     #[test]
     fn unknown_fields_are_refused() {

@@ -27,15 +27,18 @@ pub enum Verdict {
 
 /// Judges a push of `incoming` by `caller`, given the copy held.
 ///
-/// A higher attempt than the copy's always wins: attempts only grow through
-/// a legitimate re-placement or move, and its runner may push before the
-/// keeper has recorded where it went. An older attempt, or the same attempt
-/// from another node, is superseded.
+/// Attempts are compared by generation, (re-placement epoch, attempt): a
+/// keeper's re-placement opens a new epoch, so it outranks every push of
+/// the runner it replaced, however many attempts that runner counted while
+/// its pushes were lost. Within an epoch a higher attempt than the copy's
+/// wins: attempts only grow through a legitimate move, and its runner may
+/// push before the keeper has recorded where it went. An older generation,
+/// or the same one from another node, is superseded.
 pub fn judge(held: Option<&TaskRecord>, incoming: &TaskRecord, caller: &NodeId) -> Verdict {
     match held {
         Some(h)
-            if incoming.attempt < h.attempt
-                || (incoming.attempt == h.attempt && &h.node != caller) =>
+            if incoming.generation() < h.generation()
+                || (incoming.generation() == h.generation() && &h.node != caller) =>
         {
             Verdict::Superseded {
                 node: h.node.clone(),
@@ -125,6 +128,29 @@ mod tests {
             judge(Some(&held), &rec("c", 3, TaskState::Running), &n("c")),
             Verdict::Keep
         );
+    }
+
+    #[test]
+    fn a_replacement_outranks_the_old_runners_retries() {
+        // The keeper re-placed the task from a (at attempt 1) onto b: epoch 1.
+        let mut held = rec("b", 2, TaskState::Queued);
+        held.epoch = 1;
+        // a retried twice while its pushes were lost, then pushes attempt 3.
+        assert_eq!(
+            judge(Some(&held), &rec("a", 3, TaskState::Running), &n("a")),
+            Verdict::Superseded {
+                node: n("b"),
+                attempt: 2
+            }
+        );
+        // The new runner's retries within the epoch are kept.
+        let mut next = rec("b", 3, TaskState::Running);
+        next.epoch = 1;
+        assert_eq!(judge(Some(&held), &next, &n("b")), Verdict::Keep);
+        // A later re-placement (by a new keeper) wins over the copy.
+        let mut later = rec("c", 1, TaskState::Running);
+        later.epoch = 2;
+        assert_eq!(judge(Some(&held), &later, &n("c")), Verdict::Keep);
     }
 
     #[test]

@@ -121,6 +121,13 @@ id_type!(
     40
 );
 id_type!(
+    /// A user of the control API, as a token or client certificate names
+    /// it; tasks and services record the one that created them.
+    UserName,
+    "user name",
+    64
+);
+id_type!(
     /// A task's id: unique in the mesh, stable across retries and re-placement.
     TaskId,
     "task id",

@@ -9,7 +9,9 @@
 //! A keeper re-places a runner's tasks only while it sees a majority of the
 //! nodes it knows alive (a minority never takes over), and only once it has
 //! not heard the runner for `fence_after` plus a margin: by then a runner
-//! that was cut off, not dead, has fenced itself. Hearing a node means its
+//! that was cut off, not dead, has fenced itself. It must also have seen a
+//! majority without a break for that long: a keeper back from its own cut
+//! holds death verdicts reached while it heard no one. Hearing a node means its
 //! heartbeat advanced, whichever peer carried it; two majorities share a
 //! node, so a runner that hears a majority is heard by any keeper that does.
 
@@ -90,6 +92,32 @@ pub fn may_replace(
     !r.alive && age(r) > millis(fence_after.saturating_add(margin)) && sees_majority(seen)
 }
 
+/// When this node's unbroken sight of a majority began, given when it began
+/// as of the last round (`since`) and what it sees at `now_ms`: kept while it
+/// still sees one, `now_ms` when it sees one again, None when it does not.
+pub fn majority_since(since: Option<u64>, seen: &[Sighting], now_ms: u64) -> Option<u64> {
+    if sees_majority(seen) {
+        Some(since.unwrap_or(now_ms))
+    } else {
+        None
+    }
+}
+
+/// Whether a keeper may act on its failure detector's death verdicts at
+/// `now_ms`: it has seen a majority without a break since `since` for more
+/// than `fence_after + margin`. A keeper back from its own cut (or just
+/// started) holds verdicts it could not have observed, reached while it
+/// heard no one: it waits out a whole lease first, by which time a live
+/// runner is heard again.
+pub fn steady_majority(
+    since: Option<u64>,
+    now_ms: u64,
+    fence_after: Duration,
+    margin: Duration,
+) -> bool {
+    since.is_some_and(|s| now_ms.saturating_sub(s) > millis(fence_after.saturating_add(margin)))
+}
+
 /// The margin a keeper adds to `fence_after`: time for the runner's news to
 /// cross the mesh (a few gossip rounds) and for its container to stop.
 pub fn margin(gossip_interval: Duration) -> Duration {
@@ -128,6 +156,31 @@ mod tests {
 
     const F: Duration = Duration::from_secs(10);
     const M: Duration = Duration::from_secs(4);
+
+    #[test]
+    fn a_keeper_back_from_its_own_cut_waits_a_lease_before_acting() {
+        let all = [me(), peer("a", true, Some(100)), peer("b", true, Some(100))];
+        let alone = [
+            me(),
+            peer("a", false, Some(9_000)),
+            peer("b", false, Some(9_000)),
+        ];
+        // Seen a majority since 0.
+        let since = majority_since(None, &all, 0);
+        assert_eq!(since, Some(0));
+        assert_eq!(majority_since(since, &all, 5_000), Some(0));
+        assert!(steady_majority(Some(0), 14_001, F, M));
+        // Cut off: the sight is broken.
+        let since = majority_since(Some(0), &alone, 20_000);
+        assert_eq!(since, None);
+        assert!(!steady_majority(since, 20_000, F, M));
+        // Back 0.2 s after the heal: not yet, whatever verdicts it holds.
+        let since = majority_since(since, &all, 30_000);
+        assert_eq!(since, Some(30_000));
+        assert!(!steady_majority(since, 30_200, F, M));
+        assert!(!steady_majority(since, 44_000, F, M));
+        assert!(steady_majority(since, 44_001, F, M));
+    }
 
     #[test]
     fn majorities() {

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod api;
 pub mod attempts;
+pub mod auth;
 pub mod cpuset;
 pub mod failover;
 pub mod gossip;
@@ -26,12 +27,14 @@ pub mod retention;
 pub mod rpc;
 pub mod service;
 pub mod task;
+#[cfg(feature = "pki")]
+pub mod token;
 pub mod topology;
 pub mod wire;
 
 pub use alloc::{Allocation, CoreAllocator};
 pub use cpuset::CpuSet;
-pub use ids::{NodeId, ServiceName, TaskId};
+pub use ids::{NodeId, ServiceName, TaskId, UserName};
 pub use resources::{CoreCount, MemoryBytes};
 pub use task::{TaskRecord, TaskSpec, TaskState};
 pub use topology::Topology;

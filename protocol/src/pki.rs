@@ -67,7 +67,18 @@ pub enum PkiError {
         "the certificate names no node: it has neither a DNS subject alternative name nor a common name"
     )]
     NoName,
+    /// A certificate shown as an API credential that is not a client
+    /// certificate made for the API (a node's certificate, say).
+    #[error(
+        "the client certificate is not an API credential ({0}); make one with `meshctl tls cert create --client NAME --role ROLE`"
+    )]
+    NotClient(&'static str),
 }
+
+/// The URI subject alternative name that carries an API client's role:
+/// `ganger:role:admin`. Node certificates carry none, so a node's
+/// certificate is never taken for an API credential.
+pub const ROLE_URI_PREFIX: &str = "ganger:role:";
 
 /// A cluster's certificate authority, as PEM text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +129,88 @@ pub fn create_node_cert(
     not_before: OffsetDateTime,
     days: u32,
 ) -> Result<NodeCert, PkiError> {
+    sign(ca, node_params(node, not_before, days)?, "node")
+}
+
+/// Creates a certificate for the API user `user` with `role`, signed by
+/// `ca`: client authentication only, its role in a URI subject alternative
+/// name ([`ROLE_URI_PREFIX`]), the user as common name.
+pub fn create_client_cert(
+    ca: &Ca,
+    user: &crate::UserName,
+    role: crate::auth::Role,
+    not_before: OffsetDateTime,
+    days: u32,
+) -> Result<NodeCert, PkiError> {
+    let mut params = CertificateParams::default();
+    set_validity(&mut params, not_before, days)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, user.as_str());
+    // A role's name is lowercase ASCII letters, valid IA5.
+    let uri = format!("{ROLE_URI_PREFIX}{role}")
+        .try_into()
+        .map_err(|source| PkiError::Sign {
+            what: "client",
+            source,
+        })?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    sign(ca, params, "client")
+}
+
+/// The API caller a client certificate (DER, already verified against the
+/// CA) stands for. Refused unless it is one [`create_client_cert`] makes:
+/// client authentication only (a node's certificate also serves) and a
+/// role URI.
+pub fn client_caller(cert_der: &[u8]) -> Result<crate::auth::Caller, PkiError> {
+    let cert = parse(cert_der)?;
+    let eku = cert
+        .extended_key_usage()
+        .map_err(|e| PkiError::Parse(e.to_string()))?
+        .ok_or(PkiError::NotClient("it has no extended key usage"))?;
+    if eku.value.server_auth || !eku.value.client_auth {
+        return Err(PkiError::NotClient(
+            "a node's certificate, or one not made for client authentication only",
+        ));
+    }
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::Parse(e.to_string()))?;
+    let mut roles = san.into_iter().flat_map(|san| {
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => uri.strip_prefix(ROLE_URI_PREFIX),
+                _ => None,
+            })
+    });
+    let role = roles
+        .next()
+        .ok_or(PkiError::NotClient("it carries no role"))?
+        .parse()
+        .map_err(|_| PkiError::NotClient("its role is not admin, submit or read"))?;
+    if roles.next().is_some() {
+        return Err(PkiError::NotClient("it carries more than one role"));
+    }
+    let user = cert
+        .subject()
+        .iter_common_name()
+        .find_map(|cn| cn.as_str().ok())
+        .and_then(|cn| crate::UserName::new(cn).ok())
+        .filter(|u| !crate::auth::reserved_user(u))
+        .ok_or(PkiError::NotClient(
+            "its common name is not a valid user name",
+        ))?;
+    Ok(crate::auth::Caller { user, role })
+}
+
+/// Signs `params` with the CA, checking first that the CA's certificate
+/// and key belong together and can sign.
+fn sign(ca: &Ca, mut params: CertificateParams, what: &'static str) -> Result<NodeCert, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(PkiError::CaKey)?;
     let ca_der = cert_pem_to_der(&ca.cert_pem).map_err(|_| PkiError::CaPem)?;
     let ca_cert = parse(&ca_der)?;
@@ -129,16 +222,11 @@ pub fn create_node_cert(
     }
     let issuer =
         Issuer::from_ca_cert_der(&ca_der.as_slice().into(), ca_key).map_err(PkiError::CaCert)?;
-
-    let mut params = node_params(node, not_before, days)?;
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().map_err(PkiError::KeyGen)?;
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|source| PkiError::Sign {
-            what: "node",
-            source,
-        })?;
+        .map_err(|source| PkiError::Sign { what, source })?;
     Ok(NodeCert {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -285,6 +373,29 @@ mod tests {
             parsed.validity().not_after.timestamp(),
             1_735_689_600 + 5 * 86_400
         );
+    }
+
+    #[test]
+    fn a_client_cert_carries_its_user_and_role_and_a_node_cert_is_no_credential() {
+        use crate::auth::Role;
+        let ca = create_ca("test", t0(), 10).unwrap();
+        for role in Role::ALL {
+            let user = crate::UserName::new("alice").unwrap();
+            let cert = create_client_cert(&ca, &user, role, t0(), 5).unwrap();
+            let caller = client_caller(&der(&cert.cert_pem)).unwrap();
+            assert_eq!((caller.user, caller.role), (user, role));
+        }
+        let node = create_node_cert(&ca, &NodeId::new("n1").unwrap(), t0(), 5).unwrap();
+        let e = client_caller(&der(&node.cert_pem)).unwrap_err().to_string();
+        assert!(
+            e.contains("node's certificate") && e.contains("--client"),
+            "{e}"
+        );
+        let e = client_caller(&der(&ca.cert_pem)).unwrap_err();
+        assert!(matches!(e, PkiError::NotClient(_)), "{e}");
+        let reserved = crate::UserName::new("local").unwrap();
+        let cert = create_client_cert(&ca, &reserved, Role::Admin, t0(), 5).unwrap();
+        assert!(client_caller(&der(&cert.cert_pem)).is_err());
     }
 
     #[test]

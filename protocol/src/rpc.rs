@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
+
 use crate::ids::TaskId;
 use crate::task::TaskRecord;
 use crate::wire::{self, WireError};
@@ -89,6 +91,12 @@ pub enum ErrorKind {
     Unavailable,
     /// The caller's certificate does not name a node.
     Unauthenticated,
+    /// The API user the call was made for may not do it (a kill of
+    /// another user's task).
+    Forbidden,
+    /// The node could not write what the call asked it to keep (its disk
+    /// failed); nothing was kept.
+    Storage,
 }
 
 impl std::fmt::Display for ErrorKind {
@@ -101,6 +109,8 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Storage => "storage",
         })
     }
 }
@@ -135,7 +145,12 @@ pub enum Request {
         limit: u32,
     },
     Get(TaskId),
-    Kill(TaskId),
+    /// Kill a task for the API user `by`: the called node, which holds the
+    /// record, decides whether they may (its owner or an admin).
+    Kill {
+        id: TaskId,
+        by: Caller,
+    },
     Logs {
         id: TaskId,
         follow: bool,
@@ -153,6 +168,9 @@ pub enum Request {
     Hold(Box<TaskRecord>),
     /// This node's figures for every service, and its open connections.
     ServiceReport,
+    /// The copy this node keeps of a task, as its keeper: answered with
+    /// `Record`, or `Failed(NotFound)` when it holds none.
+    Copy(TaskId),
 }
 
 impl Request {
@@ -163,11 +181,12 @@ impl Request {
             Request::Offer(_)
             | Request::List { .. }
             | Request::Get(_)
-            | Request::Kill(_)
+            | Request::Kill { .. }
             | Request::Logs { .. }
             | Request::Drain { .. }
             | Request::Replicate(_)
-            | Request::Hold(_) => Topic::Tasks,
+            | Request::Hold(_)
+            | Request::Copy(_) => Topic::Tasks,
         }
     }
 
@@ -177,12 +196,13 @@ impl Request {
             Request::Offer(_) => "offer",
             Request::List { .. } => "list",
             Request::Get(_) => "get",
-            Request::Kill(_) => "kill",
+            Request::Kill { .. } => "kill",
             Request::Logs { .. } => "logs",
             Request::Drain { .. } => "drain",
             Request::Replicate(_) => "replicate",
             Request::Hold(_) => "hold",
             Request::ServiceReport => "service report",
+            Request::Copy(_) => "copy",
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use mesh_protocol::NodeId;
 
-use crate::certs::{CA_FILE, CERT_FILE, KEY_FILE};
+use crate::certs::{CA_FILE, CERT_FILE, KEY_FILE, TOKENS_FILE};
 use crate::state::{Layout, NodeRecord, State};
 
 /// Label on everything a testnet creates (agents and network): its name.
@@ -111,6 +111,10 @@ fn meshd_args(state: &State, node: &NodeRecord) -> Vec<String> {
         format!("{TLS_MOUNT}/{CERT_FILE}"),
         "--tls-key".into(),
         format!("{TLS_MOUNT}/{KEY_FILE}"),
+        // The API listens on the container's every address: it asks for
+        // the testnet's token.
+        "--api-tokens".into(),
+        format!("{TLS_MOUNT}/{TOKENS_FILE}"),
         "--data-dir".into(),
         DATA_MOUNT.into(),
         "--topology".into(),
@@ -207,6 +211,7 @@ mod tests {
             "meshd:testnet --node-id n2 --api 0.0.0.0:7700 --bind 0.0.0.0:7946",
             "--advertise 10.200.0.3:7946 --seed n1:7946 --seed n3:7946 --cluster-id tn",
             "--tls-ca /tls/ca.pem --tls-cert /tls/cert.pem --tls-key /tls/key.pem",
+            "--api-tokens /tls/tokens",
             "--data-dir /data --topology numa:2 core:2 pu:1 --network tn",
             "--gossip-interval-ms 500 --phi-threshold 8",
         ] {

@@ -23,6 +23,8 @@ pub const CA_FILE: &str = "ca.pem";
 pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
 const CA_KEY_FILE: &str = "ca-key.pem";
+/// The API tokens file inside a node's TLS directory (meshd's --api-tokens).
+pub const TOKENS_FILE: &str = "tokens";
 
 /// Creates a CA for `cluster` and writes it into `dir`.
 pub fn create_ca(dir: &Path, cluster: &str, now: OffsetDateTime) -> Result<Ca, TestnetError> {
@@ -44,7 +46,24 @@ pub fn create_node_tls(
     let cert = pki::create_node_cert(ca, node, now - SLACK, VALID_DAYS)?;
     write(&dir.join(CA_FILE), &ca.cert_pem, false)?;
     write(&dir.join(CERT_FILE), &cert.cert_pem, false)?;
-    write(&dir.join(KEY_FILE), &cert.key_pem, true)
+    write(&dir.join(KEY_FILE), &cert.key_pem, true)?;
+    write(&dir.join(TOKENS_FILE), &api_token(layout)?, false)
+}
+
+/// The line of the agents' tokens file that accepts the testnet's admin
+/// token, made on first use: the secret goes to `Layout::api_token_file`
+/// (for meshctl's --token-file), the line beside it.
+fn api_token(layout: &Layout) -> Result<String, TestnetError> {
+    let lines = layout.root().join("api-tokens");
+    if let Ok(text) = std::fs::read_to_string(&lines) {
+        return Ok(text);
+    }
+    let user = mesh_protocol::UserName::new("testnet")?;
+    let new = mesh_protocol::token::create(&user, mesh_protocol::auth::Role::Admin)?;
+    write(&layout.api_token_file(), &format!("{}\n", new.secret), true)?;
+    let text = format!("{}\n", new.line);
+    write(&lines, &text, false)?;
+    Ok(text)
 }
 
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), TestnetError> {

@@ -69,6 +69,8 @@ pub enum TestnetError {
     },
     #[error("cannot make certificates: {0}")]
     Pki(#[from] mesh_protocol::pki::PkiError),
+    #[error("cannot make the testnet's API token: {0}")]
+    Token(#[from] mesh_protocol::token::TokenError),
     #[error(
         "agent {node} did not become ready: {source}\nlast lines of `docker logs {container}`:\n{logs}"
     )]

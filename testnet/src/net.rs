@@ -250,7 +250,9 @@ impl Testnet {
     /// benchmarks use.
     pub fn client(&self, node: &str) -> Result<Client, TestnetError> {
         let url = self.node_url(node)?;
-        Client::new(url).map_err(TestnetError::api(node))
+        Ok(Client::new(url)
+            .map_err(TestnetError::api(node))?
+            .with_token(self.api_token()?))
     }
 
     /// The client the harness polls `node` with: it gives up on a call
@@ -267,9 +269,24 @@ impl Testnet {
         }
         let url = self.node_url(node)?;
         let client = Client::with_timeouts(url, POLL_CALL_TIMEOUT, POLL_CALL_TIMEOUT)
-            .map_err(TestnetError::api(node))?;
+            .map_err(TestnetError::api(node))?
+            .with_token(self.api_token()?);
         clients.insert(node.to_owned(), client.clone());
         Ok(client)
+    }
+
+    /// The agents' admin token (see `certs`), if the testnet has one.
+    fn api_token(&self) -> Result<Option<String>, TestnetError> {
+        let path = self.layout.api_token_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(TestnetError::Io {
+                what: "read the API token",
+                path,
+                source,
+            }),
+        }
     }
 
     fn node_url(&self, node: &str) -> Result<NodeUrl, TestnetError> {
@@ -293,7 +310,11 @@ impl Testnet {
                 status::ps_format(),
             ])
             .await?;
-        Ok(status::statuses(&self.state, &status::parse_ps(&ps)))
+        Ok(status::statuses(
+            &self.state,
+            &status::parse_ps(&ps),
+            &self.layout.api_token_file(),
+        ))
     }
 
     /// Kills `node`'s agent (SIGKILL) and removes every container it started,

@@ -122,8 +122,11 @@ impl State {
 /// ```text
 /// state.json
 /// ca/ca.pem, ca/ca-key.pem           the cluster CA
+/// api-token, api-tokens              the agents' admin API token, and the
+///                                    tokens-file line that accepts it
 /// nodes/<node>/tls/                  mounted read-only at /tls in the agent:
 ///     ca.pem, cert.pem, key.pem      the CA it trusts, its certificate and key
+///     tokens                         its --api-tokens file
 /// nodes/<node>/data/                 mounted at /data: meshd's --data-dir
 /// nodes/<node>/foreign-ca/           a foreign node's own CA
 /// ```
@@ -140,6 +143,11 @@ impl Layout {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The admin bearer token of every agent's API (meshctl --token-file).
+    pub fn api_token_file(&self) -> PathBuf {
+        self.root.join("api-token")
     }
 
     pub fn ca_dir(&self) -> PathBuf {

@@ -48,6 +48,8 @@ pub struct NodeStatus {
     pub api_url: String,
     /// Whether its certificate comes from another CA than the cluster's.
     pub foreign: bool,
+    /// The file holding its API's admin token, for `meshctl --token-file`.
+    pub token_file: std::path::PathBuf,
 }
 
 /// The `docker ps --format` template [`parse_ps`] reads: node label, state,
@@ -96,7 +98,11 @@ pub fn api_url(ip: Ipv4Addr) -> String {
 }
 
 /// Every node of `state` with its state as `ps` shows it.
-pub fn statuses(state: &State, ps: &BTreeMap<String, PsLine>) -> Vec<NodeStatus> {
+pub fn statuses(
+    state: &State,
+    ps: &BTreeMap<String, PsLine>,
+    token_file: &std::path::Path,
+) -> Vec<NodeStatus> {
     state
         .nodes
         .iter()
@@ -116,6 +122,7 @@ pub fn statuses(state: &State, ps: &BTreeMap<String, PsLine>) -> Vec<NodeStatus>
                 state: node_state,
                 api_url: api_url(n.ip),
                 foreign: n.foreign,
+                token_file: token_file.to_owned(),
             }
         })
         .collect()
@@ -203,10 +210,11 @@ mod tests {
         let ps = parse_ps(
             "n1\trunning\ttn\nn2\texited\ttn\nn3\trunning\t\nevil\trunning\tbridge,tn\n\n",
         );
-        let got: Vec<(String, NodeState)> = statuses(&state, &ps)
-            .into_iter()
-            .map(|s| (s.name.to_string(), s.state))
-            .collect();
+        let got: Vec<(String, NodeState)> =
+            statuses(&state, &ps, std::path::Path::new("/st/api-token"))
+                .into_iter()
+                .map(|s| (s.name.to_string(), s.state))
+                .collect();
         assert_eq!(
             got,
             [
@@ -217,7 +225,7 @@ mod tests {
                 ("evil".to_owned(), NodeState::Running),
             ]
         );
-        let statuses = statuses(&state, &ps);
+        let statuses = statuses(&state, &ps, std::path::Path::new("/st/api-token"));
         assert_eq!(statuses[0].api_url, "http://10.200.0.2:7700");
         let table = table(&statuses);
         assert!(table.starts_with("NODE"), "{table}");

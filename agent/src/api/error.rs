@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mesh_protocol::api::ErrorBody;
+use mesh_protocol::api::{BodyError, ErrorBody};
 
 use mesh_protocol::rpc::ErrorKind;
 
@@ -18,6 +18,13 @@ pub struct ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -48,11 +55,35 @@ impl ApiError {
         }
     }
 
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
             message: message.into(),
         }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        let status = match e {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, e.to_string())
     }
 }
 
@@ -65,9 +96,12 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Impossible => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         // A peer refused this node: the mesh is misconfigured, not the
         // request.
         ErrorKind::Unauthenticated => StatusCode::BAD_GATEWAY,
+        // The node's disk failed: nothing was kept.
+        ErrorKind::Storage => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

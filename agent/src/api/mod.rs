@@ -4,23 +4,27 @@
 //! codes (`error::status`), the same for a failure here or on a peer. No
 //! state lives here.
 
+pub mod auth;
 mod error;
+pub mod serve;
 mod services;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use mesh_protocol::api::{MAX_ARRAY, NEXT_AFTER, SubmitRequest};
+use mesh_protocol::api::{MAX_BODY, NEXT_AFTER, Submission};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::listing::{DEFAULT_LIMIT, MAX_LIMIT};
-use mesh_protocol::{NodeId, TaskId, TaskSpec};
+use mesh_protocol::{NodeId, TaskId};
 use serde::Deserialize;
 use tracing::Instrument;
 
 pub use error::ApiError;
+pub use serve::{BODY_TIMEOUT, HEADER_TIMEOUT, serve};
 
 use crate::mesh::Mesh;
 use crate::supervisor::SupervisorHandle;
@@ -31,6 +35,8 @@ use crate::tasks::{TaskError, Tasks};
 pub struct ApiState {
     pub tasks: Tasks,
     pub services: crate::services::ServicesHandle,
+    /// What callers must show.
+    pub access: std::sync::Arc<auth::Access>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -58,9 +64,11 @@ impl FromRef<ApiState> for Mesh {
 }
 
 pub fn router(state: ApiState) -> Router {
+    let access = state.access.clone();
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/{id}", get(task))
+        .route("/v1/tasks/{id}/copy", get(copy))
         .route("/v1/tasks/{id}/kill", post(kill))
         .route("/v1/tasks/{id}/logs", get(logs))
         .route("/v1/node", get(node))
@@ -79,6 +87,14 @@ pub fn router(state: ApiState) -> Router {
                 "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            auth::authenticate,
+        ))
+        // Bodies past MAX_BODY or slower than BODY_TIMEOUT are refused as
+        // they arrive (413, 408), before any handler.
+        .layer(axum::middleware::from_fn(serve::bounded_body))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -128,13 +144,14 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// Accepts a task for the mesh: it goes to the least-utilised node that
 /// can start it now, or waits in this node's queue.
-async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, ApiError> {
-    let request: SubmitRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed task request: {e}")))?;
-    let array = request.array;
-    let after = request.after.clone();
-    let spec = TaskSpec::try_from(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    for dep in &after {
+/// The caller owns it.
+async fn submit(
+    State(tasks): State<Tasks>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Submission { spec, array } = Submission::parse(&body)?;
+    for dep in &spec.after {
         match tasks.find(dep).await {
             Ok(_) => {}
             Err(TaskError::NotFound(_)) => {
@@ -146,13 +163,8 @@ async fn submit(State(tasks): State<Tasks>, body: Bytes) -> Result<Response, Api
         }
     }
     let accepted = match array {
-        None => tasks.submit(spec).await?,
-        Some(n @ 1..=MAX_ARRAY) => tasks.submit_array(spec, n).await?,
-        Some(n) => {
-            return Err(ApiError::bad_request(format!(
-                "array of {n}: an array has 1 to {MAX_ARRAY} members"
-            )));
-        }
+        None => tasks.submit(spec, &caller).await?,
+        Some(n) => tasks.submit_array(spec, n, &caller).await?,
     };
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
 }
@@ -214,15 +226,26 @@ async fn task(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Resp
     Ok(axum::Json(tasks.view(&id).await?).into_response())
 }
 
-/// Kills a task wherever it runs; an array's id kills every member.
-async fn kill(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// Whether the task's keeper holds its copy, asked of the keeper.
+async fn copy(State(tasks): State<Tasks>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = task_id(&id)?;
+    Ok(axum::Json(tasks.copy_status(&id).await?).into_response())
+}
+
+/// Kills a task wherever it runs; an array's id kills every member. The
+/// node that holds the record checks that the caller may (owner or admin).
+async fn kill(
+    State(tasks): State<Tasks>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     let span = tracing::info_span!("task", task_id = %id);
     async {
-        match tasks.kill_anywhere(&id).await {
+        match tasks.kill_anywhere(&id, &caller).await {
             Ok(record) => Ok(axum::Json(record).into_response()),
             Err(TaskError::NotFound(_)) => {
-                Ok(axum::Json(tasks.kill_array(&id).await?).into_response())
+                Ok(axum::Json(tasks.kill_array(&id, &caller).await?).into_response())
             }
             Err(e) => Err(e.into()),
         }

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mesh_protocol::api::{ServiceReport, ServiceView};
+use mesh_protocol::api::{ServiceReport, ServiceView, read_body};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::rpc::{Request as RpcRequest, Response as RpcResponse};
 use mesh_protocol::service::ServiceRequest;
 
@@ -30,22 +31,29 @@ impl From<ServiceApiError> for ApiError {
             ServiceApiError::Store(_) => ApiError::internal(e.to_string()),
             // As a stopping supervisor answers: try another node or later.
             ServiceApiError::Stopping => ApiError::unavailable(e.to_string()),
+            ServiceApiError::Forbidden(_) => ApiError::forbidden(e.to_string()),
         }
     }
 }
 
-pub async fn create(State(s): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: ServiceRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed service definition: {e}")))?;
-    let def = s.services.create(request).await?;
+/// The caller owns it.
+pub async fn create(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ServiceRequest = read_body("service definition", &body)?;
+    let def = s.services.create(request, caller).await?;
     Ok((StatusCode::CREATED, axum::Json(def)).into_response())
 }
 
+/// Only its owner or an admin may.
 pub async fn remove(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(s.services.remove(&name).await?).into_response())
+    Ok(axum::Json(s.services.remove(&name, caller).await?).into_response())
 }
 
 /// Every live node's report (this node's without a call), and the nodes

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// A mesh address --insecure-dev accepts.
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7946);
+
 #[test]
 fn flags_beat_file_beat_defaults() {
     let dir = tempfile::tempdir().unwrap();
@@ -15,6 +19,7 @@ fn flags_beat_file_beat_defaults() {
         config: Some(path),
         node_id: Some("from-flag".into()),
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     };
     let c = Config::from_args(&args).unwrap();
@@ -40,6 +45,7 @@ fn bad_file_and_values_are_reported() {
     let args = Args {
         node_id: Some("bad id".into()),
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     };
     assert!(matches!(
@@ -57,6 +63,7 @@ fn bad_file_and_values_are_reported() {
     let args = Args {
         service_ports: Some("80-20".into()),
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     };
     assert!(matches!(
@@ -66,6 +73,7 @@ fn bad_file_and_values_are_reported() {
     let args = Args {
         max_connections_per_source: Some(0),
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     };
     let e = Config::from_args(&args).unwrap_err().to_string();
@@ -79,6 +87,7 @@ fn retention_and_the_log_cap_parse_and_bad_values_say_which_flag() {
         retain_finished_records: Some(500),
         max_log_bytes: Some("4M".into()),
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     })
     .unwrap();
@@ -87,6 +96,7 @@ fn retention_and_the_log_cap_parse_and_bad_values_say_which_flag() {
     assert_eq!(c.max_log_bytes, 4 << 20);
     let d = Config::from_args(&Args {
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     })
     .unwrap();
@@ -121,6 +131,7 @@ fn retention_and_the_log_cap_parse_and_bad_values_say_which_flag() {
     ] {
         let e = Config::from_args(&Args {
             insecure_dev: true,
+            bind: Some(LOOPBACK),
             ..args
         })
         .unwrap_err()
@@ -142,6 +153,7 @@ fn service_ports_and_connection_caps_come_from_any_layer() {
         config: Some(path),
         max_connections_per_source: Some(5),
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     };
     let c = Config::from_args(&args).unwrap();
@@ -155,6 +167,7 @@ fn service_ports_and_connection_caps_come_from_any_layer() {
     );
     let d = Config::from_args(&Args {
         insecure_dev: true,
+        bind: Some(LOOPBACK),
         ..Default::default()
     })
     .unwrap();
@@ -168,6 +181,7 @@ fn fence_after_takes_seconds_within_its_range_and_refuses_the_rest() {
         Config::from_args(&Args {
             fence_after: secs,
             insecure_dev: true,
+            bind: Some(LOOPBACK),
             ..Default::default()
         })
     };
@@ -184,4 +198,121 @@ fn fence_after_takes_seconds_within_its_range_and_refuses_the_rest() {
         assert!(matches!(e, ConfigError::FenceAfter), "{bad}: {e:?}");
         assert!(e.to_string().contains("--fence-after"), "{e}");
     }
+}
+
+#[test]
+fn an_api_open_to_other_hosts_without_credentials_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = |a: Args| Args {
+        tls_ca: Some(dir.path().join("ca.pem")),
+        tls_cert: Some(dir.path().join("n.pem")),
+        tls_key: Some(dir.path().join("n.key")),
+        ..a
+    };
+    let public: SocketAddr = "0.0.0.0:7700".parse().unwrap();
+    let e = Config::from_args(&tls(Args {
+        api: Some(public),
+        ..Default::default()
+    }))
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::ApiOpen(_)), "{e:?}");
+    assert!(e.to_string().contains("--api-tokens"), "{e}");
+    // Loopback needs no credentials, as before.
+    assert!(Config::from_args(&tls(Args::default())).is_ok());
+    // A tokens file opens it.
+    let tokens = dir.path().join("tokens");
+    let alice = mesh_protocol::token::create(
+        &mesh_protocol::UserName::new("alice").unwrap(),
+        mesh_protocol::auth::Role::Admin,
+    )
+    .unwrap();
+    std::fs::write(&tokens, format!("{}\n", alice.line)).unwrap();
+    let c = Config::from_args(&tls(Args {
+        api: Some(public),
+        api_tokens: Some(tokens.clone()),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert!(c.api_tokens.unwrap().authenticate(&alice.secret).is_some());
+    // A tokens file that is missing, malformed or empty stops the start.
+    for (text, says) in [
+        (None, "cannot read"),
+        (Some("alice admin nothex\n"), "line 1"),
+        (Some("# none yet\n"), "holds no token"),
+    ] {
+        let path = dir.path().join("tokens-bad");
+        let _ = std::fs::remove_file(&path);
+        if let Some(t) = text {
+            std::fs::write(&path, t).unwrap();
+        }
+        let e = Config::from_args(&tls(Args {
+            api_tokens: Some(path),
+            ..Default::default()
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(says), "{e}");
+    }
+}
+
+#[test]
+fn insecure_dev_refuses_addresses_that_are_not_loopback_or_private() {
+    let with = |api: &str, bind: &str| {
+        Config::from_args(&Args {
+            insecure_dev: true,
+            api: Some(api.parse().unwrap()),
+            bind: Some(bind.parse().unwrap()),
+            ..Default::default()
+        })
+    };
+    for (api, bind) in [
+        ("127.0.0.1:7700", "127.0.0.1:7946"),
+        ("10.1.2.3:7700", "192.168.1.5:7946"),
+        ("172.20.0.2:7700", "[fd00::1]:7946"),
+    ] {
+        assert!(with(api, bind).is_ok(), "{api} {bind}");
+    }
+    for (api, bind, flag) in [
+        ("0.0.0.0:7700", "127.0.0.1:7946", "--api 0.0.0.0:7700"),
+        ("8.8.8.8:7700", "127.0.0.1:7946", "--api 8.8.8.8:7700"),
+        ("127.0.0.1:7700", "0.0.0.0:7946", "--bind 0.0.0.0:7946"),
+        ("127.0.0.1:7700", "[2001:db8::1]:7946", "--bind"),
+    ] {
+        let e = with(api, bind).unwrap_err();
+        assert!(matches!(e, ConfigError::InsecurePublic { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains(flag) && e.contains("--insecure-dev"), "{e}");
+    }
+    // --cleanup talks only to Docker: no address matters.
+    assert!(
+        Config::from_args(&Args {
+            insecure_dev: true,
+            cleanup: true,
+            ..Default::default()
+        })
+        .is_ok()
+    );
+}
+
+#[test]
+fn api_tls_counts_as_credentials_and_needs_the_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::from_args(&Args {
+        api: Some("0.0.0.0:7700".parse().unwrap()),
+        api_tls: true,
+        tls_ca: Some(dir.path().join("ca.pem")),
+        tls_cert: Some(dir.path().join("n.pem")),
+        tls_key: Some(dir.path().join("n.key")),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(c.api_tls && c.api_tokens.is_none());
+    let e = Config::from_args(&Args {
+        api_tls: true,
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::ApiTlsWithoutFiles), "{e:?}");
 }

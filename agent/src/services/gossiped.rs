@@ -94,6 +94,7 @@ mod tests {
             .unwrap(),
             revision,
             removed: false,
+            owner: mesh_protocol::auth::unknown_owner(),
         }
     }
 

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use mesh_protocol::api::{ServiceNodeStats, ServiceReport};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::service::{ServiceDef, ServiceRequest};
 use mesh_protocol::{NodeId, ServiceName};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -68,6 +69,9 @@ pub enum ServiceApiError {
     Store(#[from] RegistryError),
     #[error("the agent is stopping")]
     Stopping,
+    /// The API user may not remove this service (not its owner).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// Why a new service clashes with what exists.
@@ -92,9 +96,18 @@ pub enum UnknownService {
 
 /// What the API asks of services (the runtime's type erased).
 pub trait ServiceControl: Send + Sync + std::fmt::Debug {
-    fn create(&self, request: ServiceRequest)
-    -> BoxFuture<'_, Result<ServiceDef, ServiceApiError>>;
-    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<ServiceDef, ServiceApiError>>;
+    /// Creates a service owned by `by`.
+    fn create(
+        &self,
+        request: ServiceRequest,
+        by: Caller,
+    ) -> BoxFuture<'_, Result<ServiceDef, ServiceApiError>>;
+    /// Removes a service, if `by` owns it or is an admin.
+    fn remove<'a>(
+        &'a self,
+        name: &'a str,
+        by: Caller,
+    ) -> BoxFuture<'a, Result<ServiceDef, ServiceApiError>>;
     /// Live (not removed) definitions.
     fn defs(&self) -> Vec<ServiceDef>;
     /// This node's figures and open connections.
@@ -136,12 +149,17 @@ impl ServiceControl for Control {
     fn create(
         &self,
         request: ServiceRequest,
+        by: Caller,
     ) -> BoxFuture<'_, Result<ServiceDef, ServiceApiError>> {
-        Box::pin(self.ask(|answer| Cmd::Create(Box::new(request), answer)))
+        Box::pin(self.ask(|answer| Cmd::Create(Box::new(request), by, answer)))
     }
 
-    fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<ServiceDef, ServiceApiError>> {
-        Box::pin(self.ask(|answer| Cmd::Remove(name.to_owned(), answer)))
+    fn remove<'a>(
+        &'a self,
+        name: &'a str,
+        by: Caller,
+    ) -> BoxFuture<'a, Result<ServiceDef, ServiceApiError>> {
+        Box::pin(self.ask(|answer| Cmd::Remove(name.to_owned(), by, answer)))
     }
 
     fn defs(&self) -> Vec<ServiceDef> {
@@ -195,6 +213,8 @@ pub struct ServicesConfig {
     pub limits: admission::ConnLimits,
     pub every: Duration,
     pub clock: Clock,
+    /// How `services.json` is written.
+    pub disk: crate::disk::Disk,
 }
 
 /// Starts services: removes containers a previous run left, serves the
@@ -250,7 +270,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     mesh: M,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
-    let registry = Registry::open(data_dir)?;
+    let registry = Registry::open(data_dir, cfg.disk.clone())?;
     let stats_stop = CancellationToken::new();
     let (stats, stats_task) = Stats::spawn(stats_stop.clone());
     let (backend, backend_task) =

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_protocol::ServiceName;
+use mesh_protocol::auth::Caller;
 use mesh_protocol::service::choice::pool_share;
 use mesh_protocol::service::{Mode, ServiceDef, ServiceRequest, ServiceSpec};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,8 +33,8 @@ pub(super) type Answer = oneshot::Sender<Result<ServiceDef, ServiceApiError>>;
 
 /// What the API asks of the task.
 pub(super) enum Cmd {
-    Create(Box<ServiceRequest>, Answer),
-    Remove(String, Answer),
+    Create(Box<ServiceRequest>, Caller, Answer),
+    Remove(String, Caller, Answer),
 }
 
 /// What the task publishes for the API's reads.
@@ -99,17 +100,22 @@ impl<M: MeshPort> Owner<M> {
 
     fn command(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Create(request, answer) => {
-                let _ = answer.send(self.create(*request));
+            Cmd::Create(request, by, answer) => {
+                let _ = answer.send(self.create(*request, by));
             }
-            Cmd::Remove(name, answer) => {
-                let _ = answer.send(self.remove(&name));
+            Cmd::Remove(name, by, answer) => {
+                let _ = answer.send(self.remove(&name, &by));
             }
         }
         self.publish_local();
     }
 
-    fn create(&mut self, request: ServiceRequest) -> Result<ServiceDef, ServiceApiError> {
+    /// Creates a service owned by `by`.
+    fn create(
+        &mut self,
+        request: ServiceRequest,
+        by: Caller,
+    ) -> Result<ServiceDef, ServiceApiError> {
         let spec = ServiceSpec::try_from(request)?;
         if !self.listeners.ports().allows(spec.listen) {
             return Err(ServiceApiError::PortNotAllowed {
@@ -143,6 +149,7 @@ impl<M: MeshPort> Owner<M> {
             spec,
             revision,
             removed: false,
+            owner: by.user,
         };
         // Listen here first: a port this node cannot bind is refused before
         // the definition spreads.
@@ -152,22 +159,36 @@ impl<M: MeshPort> Owner<M> {
             self.backend.remove(def.name());
             return Err(Conflict::CannotListen(e).into());
         }
-        let changed = self.registry.merge(vec![def.clone()])?;
+        let changed = match self.registry.merge(vec![def.clone()]) {
+            Ok(changed) => changed,
+            Err(e) => {
+                self.listeners.stop(def.name());
+                self.backend.remove(def.name());
+                return Err(e.into());
+            }
+        };
         self.apply(&changed);
         info!(service = %def.name(), listen = def.spec.listen, mode = %def.spec.mode, "service created");
         Ok(def)
     }
 
-    fn remove(&mut self, name: &str) -> Result<ServiceDef, ServiceApiError> {
+    /// Removes a service for `by`, if they may: its owner or an admin.
+    fn remove(&mut self, name: &str, by: &Caller) -> Result<ServiceDef, ServiceApiError> {
         let name = ServiceName::new(name).map_err(UnknownService::from)?;
         let old = self
             .registry
             .get(&name)
             .ok_or_else(|| UnknownService::Missing(name.clone()))?;
+        if !by.may_act_on(&old.owner) {
+            return Err(ServiceApiError::Forbidden(
+                by.refusal(&format!("service {name}"), &old.owner),
+            ));
+        }
         let tombstone = ServiceDef {
             revision: ServiceDef::next_revision(Some(&old), self.clock.now_ms()),
             removed: true,
             spec: old.spec,
+            owner: old.owner,
         };
         let changed = self.registry.merge(vec![tombstone.clone()])?;
         self.apply(&changed);

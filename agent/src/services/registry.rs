@@ -1,18 +1,19 @@
 //! The service definitions this node knows (owned by the services task),
-//! kept durably in
-//! `DATA_DIR/services.json` (written to a temporary file, synced, renamed)
-//! and merged with what the mesh gossips (`mesh_protocol::service::defs`).
+//! kept durably in `DATA_DIR/services.json` (rewritten whole through
+//! `Disk::write_file`: temporary file, fsync, rename, fsync of the dir; a
+//! failed write is an error to whoever changed a definition) and merged with what the mesh gossips (`mesh_protocol::service::defs`).
 //! Stored definitions that are not valid are set aside in
 //! `DATA_DIR/services.rejected.jsonl`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mesh_protocol::ServiceName;
 use mesh_protocol::service::ServiceDef;
-use mesh_protocol::service::defs::{DefError, merge};
+use mesh_protocol::service::defs::{DefError, Stored, merge};
 use tracing::warn;
+
+use crate::disk::Disk;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -33,6 +34,7 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct Registry {
     path: PathBuf,
+    disk: Disk,
     defs: BTreeMap<ServiceName, ServiceDef>,
 }
 
@@ -42,10 +44,11 @@ impl Registry {
     /// by an older agent with other limits, or by hand) is set aside in
     /// `services.rejected.jsonl` with a warning, and the others are served.
     /// A file that is not a list of definitions at all is an error.
-    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
+    pub fn open(dir: &Path, disk: Disk) -> Result<Self, RegistryError> {
         let path = dir.join("services.json");
         let mut registry = Self {
             path,
+            disk,
             defs: BTreeMap::new(),
         };
         let bytes = match std::fs::read(&registry.path) {
@@ -58,23 +61,17 @@ impl Registry {
                 });
             }
         };
-        let list: Vec<serde_json::Value> =
-            serde_json::from_slice(&bytes).map_err(|source| RegistryError::Parse {
-                path: registry.path.display().to_string(),
-                source,
-            })?;
-        let mut valid = Vec::new();
-        let mut rejected = Vec::new();
-        for value in list {
-            match ServiceDef::from_json(value.clone()) {
-                Ok(def) => valid.push(def),
-                Err(e) => rejected.push((value, e)),
-            }
-        }
+        let Stored {
+            valid,
+            refused: rejected,
+        } = ServiceDef::read_stored(&bytes).map_err(|source| RegistryError::Parse {
+            path: registry.path.display().to_string(),
+            source,
+        })?;
         merge(&mut registry.defs, valid);
         if !rejected.is_empty() {
             registry.set_aside(&rejected)?;
-            registry.save()?;
+            registry.save(&registry.defs)?;
         }
         Ok(registry)
     }
@@ -111,13 +108,7 @@ impl Registry {
             lines.push_str(&line.to_string());
             lines.push('\n');
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
-        f.write_all(lines.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)
+        self.disk.append(&path, lines.as_bytes()).map_err(io)
     }
 
     /// Every definition, tombstones included.
@@ -131,35 +122,27 @@ impl Registry {
     }
 
     /// Merges `incoming`, stores the result if anything changed, and
-    /// returns what changed.
+    /// returns what changed. When the file cannot be written, nothing
+    /// changes (the next merge tries again).
     pub fn merge(&mut self, incoming: Vec<ServiceDef>) -> Result<Vec<ServiceDef>, RegistryError> {
-        let changed = merge(&mut self.defs, incoming);
+        let mut next = self.defs.clone();
+        let changed = merge(&mut next, incoming);
         if !changed.is_empty() {
-            self.save()?;
+            self.save(&next)?;
+            self.defs = next;
         }
         Ok(changed)
     }
 
-    fn save(&self) -> Result<(), RegistryError> {
+    fn save(&self, defs: &BTreeMap<ServiceName, ServiceDef>) -> Result<(), RegistryError> {
         let io = |source| RegistryError::Io {
             path: self.path.display().to_string(),
             source,
         };
-        let list: Vec<&ServiceDef> = self.defs.values().collect();
+        let list: Vec<&ServiceDef> = defs.values().collect();
         // Plain data always serialises.
         let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent()
-            && let Ok(d) = std::fs::File::open(dir)
-            && let Err(e) = d.sync_all()
-        {
-            warn!(error = %e, "cannot sync the data dir after saving services");
-        }
-        Ok(())
+        self.disk.write_file(&self.path, &bytes).map_err(io)
     }
 }
 
@@ -180,13 +163,14 @@ mod tests {
             .unwrap(),
             revision,
             removed,
+            owner: mesh_protocol::auth::unknown_owner(),
         }
     }
 
     #[test]
     fn definitions_survive_a_reopen_and_tombstones_hide_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Registry::open(dir.path()).unwrap();
+        let mut r = Registry::open(dir.path(), Disk::real()).unwrap();
         assert_eq!(
             r.merge(vec![def("a", 1, false), def("b", 1, false)])
                 .unwrap()
@@ -195,16 +179,45 @@ mod tests {
         );
         assert!(r.merge(vec![def("a", 1, false)]).unwrap().is_empty());
         r.merge(vec![def("b", 2, true)]).unwrap();
-        let again = Registry::open(dir.path()).unwrap();
+        let again = Registry::open(dir.path(), Disk::real()).unwrap();
         assert_eq!(again.all().len(), 2);
         assert!(again.get(&ServiceName::new("a").unwrap()).is_some());
         assert!(again.get(&ServiceName::new("b").unwrap()).is_none());
         std::fs::write(dir.path().join("services.json"), b"{garbage").unwrap();
         assert!(
-            Registry::open(dir.path())
+            Registry::open(dir.path(), Disk::real())
                 .unwrap_err()
                 .to_string()
                 .contains("move the file away")
+        );
+    }
+
+    /// A full disk: the definition is refused with the file's error, the
+    /// registry keeps what it had, and the file too; once there is room the
+    /// same merge goes through.
+    #[test]
+    fn a_failed_write_changes_nothing_and_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = crate::disk::SimulatedFaults::new("services");
+        let mut r = Registry::open(dir.path(), Disk::with_faults(faults.clone())).unwrap();
+        r.merge(vec![def("a", 1, false)]).unwrap();
+        faults.set_full(true);
+        let e = r.merge(vec![def("b", 1, false)]).unwrap_err().to_string();
+        assert!(
+            e.contains("services.json") && e.contains("No space left"),
+            "{e}"
+        );
+        assert_eq!(r.all(), vec![def("a", 1, false)]);
+        let on_disk = Registry::open(dir.path(), Disk::real()).unwrap();
+        assert_eq!(on_disk.all(), vec![def("a", 1, false)]);
+        faults.set_full(false);
+        assert_eq!(r.merge(vec![def("b", 1, false)]).unwrap().len(), 1);
+        assert_eq!(
+            Registry::open(dir.path(), Disk::real())
+                .unwrap()
+                .all()
+                .len(),
+            2
         );
     }
 
@@ -219,7 +232,7 @@ mod tests {
         bad["spec"]["max_per_node"] = 4_000_000_000u32.into();
         let list = serde_json::json!([good, bad, {"not": "a definition"}]);
         std::fs::write(dir.path().join("services.json"), list.to_string()).unwrap();
-        let r = Registry::open(dir.path()).unwrap();
+        let r = Registry::open(dir.path(), Disk::real()).unwrap();
         assert_eq!(r.all(), vec![good.clone()]);
         let rejected = std::fs::read_to_string(dir.path().join("services.rejected.jsonl")).unwrap();
         let lines: Vec<serde_json::Value> = rejected
@@ -236,7 +249,10 @@ mod tests {
             "{rejected}"
         );
         // The file now holds the valid one only: set aside once.
-        assert_eq!(Registry::open(dir.path()).unwrap().all(), vec![good]);
+        assert_eq!(
+            Registry::open(dir.path(), Disk::real()).unwrap().all(),
+            vec![good]
+        );
         let again = std::fs::read_to_string(dir.path().join("services.rejected.jsonl")).unwrap();
         assert_eq!(again.lines().count(), 2);
     }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use mesh_protocol::auth::Caller;
 use mesh_protocol::gossip::PeerView;
 use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::{ServiceDef, ServiceFields, ServiceRequest, ServiceSpec};
@@ -124,6 +125,7 @@ fn def(listen: u16, revision: u64, removed: bool) -> ServiceDef {
         spec,
         revision,
         removed,
+        owner: mesh_protocol::auth::unknown_owner(),
     }
 }
 
@@ -151,6 +153,7 @@ fn config(mesh: &FakeMesh, bind: IpAddr) -> ServicesConfig {
         limits: admission::ConnLimits::default(),
         every: Duration::from_millis(20),
         clock: crate::clock::Clock::tokio(),
+        disk: crate::disk::Disk::real(),
     }
 }
 
@@ -220,7 +223,7 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
         ..Default::default()
     };
     assert!(matches!(
-        control.create(again).await,
+        control.create(again, Caller::local()).await,
         Err(ServiceApiError::Conflict(Conflict::PortTaken { .. }))
     ));
 
@@ -344,13 +347,19 @@ async fn a_port_outside_service_ports_is_refused_by_the_api_and_not_listened_on_
         listen,
         ..Default::default()
     };
-    let refused = control.create(request(22)).await.unwrap_err();
+    let refused = control
+        .create(request(22), Caller::local())
+        .await
+        .unwrap_err();
     assert!(
         matches!(refused, ServiceApiError::PortNotAllowed { port: 22, .. }),
         "{refused:?}"
     );
     assert!(refused.to_string().contains("--service-ports"), "{refused}");
-    control.create(request(listen + 1)).await.unwrap();
+    control
+        .create(request(listen + 1), Caller::local())
+        .await
+        .unwrap();
     stop.cancel();
     join.await.unwrap();
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mesh_protocol::TaskId;
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use mesh_protocol::image::{PullPolicy, PullProgress};
 
@@ -191,7 +191,7 @@ pub async fn watch<R: ContainerRuntime>(
         }
         Ok(_) => {}
         Err(e) => {
-            warn!(task_id = %task, attempt, error = %e, "could not keep the container's output")
+            error!(task_id = %task, attempt, error = %e, "could not keep the container's output; it goes with the container")
         }
     }
     // Docker answers a wait with 137 when the container is removed by force;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_protocol::api::{Health, NodeView};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::rpc::{ErrorKind, RemoteError};
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tokio::sync::{mpsc, oneshot};
@@ -42,9 +43,15 @@ pub enum SupervisorError {
     /// The request is valid but conflicts with the task's state.
     #[error("{0}")]
     Conflict(String),
-    /// Refused for now (queue full, store failing); retry later.
+    /// Refused for now (queue full, draining); retry later.
     #[error("{0}")]
     Busy(String),
+    /// The API user may not do this to this task (not its owner).
+    #[error("{0}")]
+    Forbidden(String),
+    /// What the request asked to keep could not be written to the store.
+    #[error("{0}")]
+    Storage(String),
     #[error("the agent is shutting down")]
     Stopped,
 }
@@ -58,6 +65,8 @@ impl SupervisorError {
             SupervisorError::Impossible(_) => ErrorKind::Impossible,
             SupervisorError::Conflict(_) => ErrorKind::Conflict,
             SupervisorError::Busy(_) => ErrorKind::Busy,
+            SupervisorError::Forbidden(_) => ErrorKind::Forbidden,
+            SupervisorError::Storage(_) => ErrorKind::Storage,
             SupervisorError::Stopped => ErrorKind::Unavailable,
         }
     }
@@ -106,7 +115,11 @@ pub(crate) enum Command {
         usize,
         oneshot::Sender<mesh_protocol::listing::Page>,
     ),
-    Kill(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
+    Kill(
+        TaskId,
+        Caller,
+        oneshot::Sender<Result<TaskRecord, SupervisorError>>,
+    ),
     Logs(TaskId, oneshot::Sender<Result<LogsAt, SupervisorError>>),
     Node(oneshot::Sender<NodeView>),
     Health(oneshot::Sender<Health>),
@@ -126,7 +139,7 @@ pub(crate) enum Command {
     Replicate(
         Box<TaskRecord>,
         NodeId,
-        oneshot::Sender<mesh_protocol::failover::Verdict>,
+        oneshot::Sender<Result<mesh_protocol::failover::Verdict, SupervisorError>>,
     ),
     /// Queued tasks waiting for others (`--after`), with what they wait for.
     Blocked(oneshot::Sender<Vec<(TaskId, Vec<TaskId>)>>),
@@ -141,8 +154,10 @@ pub(crate) enum Command {
     ),
     /// As keeper: every copy held.
     Copies(oneshot::Sender<Vec<TaskRecord>>),
+    /// As keeper: the copy held of one task.
+    Copy(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
-    Replaced(TaskId, NodeId, u32),
+    Replaced(TaskId, NodeId, u32, u32),
     /// As runner: records that have (or need) a keeper.
     Kept(oneshot::Sender<Vec<TaskRecord>>),
     SetKeeper(TaskId, NodeId),
@@ -198,6 +213,21 @@ pub struct SupervisorConfig {
     pub prune_every: Duration,
     /// Most bytes of an attempt's output kept (its tail).
     pub max_log_bytes: u64,
+    /// How kept output is written.
+    pub disk: crate::disk::Disk,
+}
+
+/// Why the supervisor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot create the log dir {path}: {source}")]
+    Logs {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Opens a container's output stream (the runtime, without its type).
@@ -217,21 +247,32 @@ impl std::fmt::Debug for SupervisorHandle {
     }
 }
 
-/// Starts the supervisor; it runs until `shutdown` is cancelled.
+/// Starts the supervisor with what the store holds; it runs until
+/// `shutdown` is cancelled. A store that cannot be read is an error: the
+/// supervisor never starts without its tasks.
 pub fn spawn<R: ContainerRuntime>(
     config: SupervisorConfig,
     runtime: Arc<R>,
     pulls: Pulls<R>,
-    store: Store,
+    mut store: Store,
     shutdown: CancellationToken,
-) -> std::io::Result<(SupervisorHandle, tokio::task::JoinHandle<()>)> {
-    let logs = LogDir::new(config.log_dir.clone(), config.max_log_bytes)?;
+) -> Result<(SupervisorHandle, tokio::task::JoinHandle<()>), SpawnError> {
+    let logs = LogDir::new(
+        config.log_dir.clone(),
+        config.max_log_bytes,
+        config.disk.clone(),
+    )
+    .map_err(|source| SpawnError::Logs {
+        path: config.log_dir.display().to_string(),
+        source,
+    })?;
+    let loaded = store.load()?;
     let (tx, rx) = mpsc::channel(1024);
     let opener = {
         let runtime = runtime.clone();
         Arc::new(move |id: &str, follow: bool| runtime.logs(id, follow))
     };
-    let actor = actor::Supervisor::new(config, runtime, pulls, store, logs.clone());
+    let actor = actor::Supervisor::new(config, runtime, pulls, store, logs.clone(), loaded);
     let join = tokio::spawn(actor.run(rx, shutdown));
     Ok((
         SupervisorHandle {
@@ -289,8 +330,9 @@ impl SupervisorHandle {
         self.ask(|r| Command::List(after, limit, r)).await
     }
 
-    pub async fn kill(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
-        self.ask(|r| Command::Kill(id, r)).await?
+    /// Kills a task for `by`, if they may: its owner or an admin.
+    pub async fn kill(&self, id: TaskId, by: Caller) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Kill(id, by, r)).await?
     }
 
     pub async fn node(&self) -> Result<NodeView, SupervisorError> {
@@ -319,7 +361,7 @@ impl SupervisorHandle {
         caller: NodeId,
     ) -> Result<mesh_protocol::failover::Verdict, SupervisorError> {
         self.ask(|r| Command::Replicate(Box::new(record), caller, r))
-            .await
+            .await?
     }
 
     pub async fn blocked(&self) -> Result<Vec<(TaskId, Vec<TaskId>)>, SupervisorError> {
@@ -343,6 +385,11 @@ impl SupervisorHandle {
         self.ask(Command::Copies).await
     }
 
+    /// The copy this node keeps of `id`, as its keeper.
+    pub async fn copy(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Copy(id, r)).await?
+    }
+
     pub async fn kept(&self) -> Result<Vec<TaskRecord>, SupervisorError> {
         self.ask(Command::Kept).await
     }
@@ -358,9 +405,10 @@ impl SupervisorHandle {
         &self,
         id: TaskId,
         node: NodeId,
+        epoch: u32,
         attempt: u32,
     ) -> Result<(), SupervisorError> {
-        self.tell(Command::Replaced(id, node, attempt)).await
+        self.tell(Command::Replaced(id, node, epoch, attempt)).await
     }
 
     pub async fn set_keeper(&self, id: TaskId, keeper: NodeId) -> Result<(), SupervisorError> {

@@ -30,11 +30,15 @@ pub enum Action {
     Requeue { task: TaskId },
     /// The container of a running task is gone.
     Lost { task: TaskId },
+    /// A container of a task whose record was set aside (it does not
+    /// decode): neither watched nor removed.
+    LeaveAlone { task: TaskId, container: String },
 }
 
 /// `watched` are tasks whose current attempt a live job already follows;
-/// `unreadable` are stored tasks whose records could not be decoded (their
-/// containers are left alone rather than taken for strays).
+/// `unreadable` are stored tasks whose records could not be decoded, set
+/// aside by the store (their containers are left alone rather than taken
+/// for strays).
 pub fn reconcile(
     records: &BTreeMap<TaskId, TaskRecord>,
     containers: &[ContainerInfo],
@@ -48,8 +52,12 @@ pub fn reconcile(
             .labels
             .get(labels::TASK)
             .and_then(|t| TaskId::new(t.as_str()).ok());
-        if task.as_ref().is_some_and(|t| unreadable.contains(t)) {
+        if let Some(t) = task.as_ref().filter(|t| unreadable.contains(*t)) {
             // Its record exists but cannot be read: leave the container be.
+            actions.push(Action::LeaveAlone {
+                task: t.clone(),
+                container: c.id.clone(),
+            });
             continue;
         }
         let start = c
@@ -203,6 +211,10 @@ mod tests {
                 "{c} not removed: {actions:?}"
             );
         }
-        assert_eq!(actions.len(), 8, "{actions:?}");
+        expect(Action::LeaveAlone {
+            task: tid(42),
+            container: "cunread".into(),
+        });
+        assert_eq!(actions.len(), 9, "{actions:?}");
     }
 }

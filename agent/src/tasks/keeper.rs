@@ -7,7 +7,8 @@
 //!   heard for `--fence-after`: stop it and hold it until the keeper answers;
 //! - as keeper, re-place the unfinished tasks of a runner the failure
 //!   detector declared dead, once, as a new attempt with the same id: only
-//!   while it sees a majority, and only once the runner's lease is over.
+//!   once it has seen a majority without a break for the lease (a keeper back
+//!   from its own cut waits), and only once the runner's lease is over.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -64,13 +65,19 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
     };
     let as_keeper = async {
         let mut tick = tokio::time::interval(every);
+        // Since when (ms since start) this node has seen a majority unbroken.
+        let mut majority_since = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if settled() {
-                adopt_orphans(&tasks, lease()).await;
+            let seen = sightings(&tasks.mesh().peers().await);
+            let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            majority_since = lease::majority_since(majority_since, &seen, now);
+            let l = lease();
+            if settled() && lease::steady_majority(majority_since, now, l.fence_after, l.margin) {
+                adopt_orphans(&tasks, &seen, l).await;
             }
         }
     };
@@ -232,11 +239,10 @@ async fn fence_lost_leases(tasks: &Tasks, lease: Lease) {
     }
 }
 
-async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
-    let seen = sightings(&tasks.mesh().peers().await);
+async fn adopt_orphans(tasks: &Tasks, seen: &[Sighting], lease: Lease) {
     let dead: BTreeSet<NodeId> = seen
         .iter()
-        .filter(|s| lease::may_replace(&seen, &s.node, lease.fence_after, lease.margin))
+        .filter(|s| lease::may_replace(seen, &s.node, lease.fence_after, lease.margin))
         .map(|s| s.node.clone())
         .collect();
     if dead.is_empty() {
@@ -251,6 +257,7 @@ async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
     for orphan in failover::orphans(&copies, &me, &dead) {
         let why = format!("re-placed after its node {} died", orphan.node);
         let replacement = orphan.replacement(why, now);
+        let epoch = replacement.epoch;
         let span = info_span!("task", task_id = %orphan.id);
         let placed = tasks
             .place_record(replacement, false)
@@ -260,9 +267,9 @@ async fn adopt_orphans(tasks: &Tasks, lease: Lease) {
         // Saturating: the copy's attempt is what its runner said.
         let attempt = orphan.attempt.saturating_add(1);
         match placed {
-            Ok(node) => {
-                info!(task_id = %id, dead = %orphan.node, %node, attempt, "re-placed a dead node's task");
-                if let Err(e) = supervisor.replaced(id.clone(), node, attempt).await {
+            Ok((node, copy)) => {
+                info!(task_id = %id, dead = %orphan.node, %node, epoch, attempt, %copy, "re-placed a dead node's task");
+                if let Err(e) = supervisor.replaced(id.clone(), node, epoch, attempt).await {
                     warn!(task_id = %id, error = %e, "cannot record a re-placement");
                 }
             }

@@ -1,8 +1,10 @@
-//! Finding a task wherever it is, for `get`, `kill`, `logs` and the
-//! mesh-wide list. A node that was away may still hold an older,
+//! Finding a task wherever it is, for `get`, `kill`, `logs`, the keeper's
+//! copy and the mesh-wide list. A node that was away may still hold an older,
 //! superseded attempt of a task: the highest attempt wins.
 
+use mesh_protocol::api::CopyStatus;
 use mesh_protocol::attempts::{self, TaskView};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::listing::{self, Page, newer};
 use mesh_protocol::rpc::ErrorKind;
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
@@ -10,6 +12,36 @@ use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use super::{Found, Node, Output, TaskError, Tasks};
 
 impl Tasks {
+    /// What its keeper holds of task `id`: asked of the keeper its current
+    /// record names.
+    pub async fn copy_status(&self, id: &TaskId) -> Result<CopyStatus, TaskError> {
+        let record = self.find(id).await?.record;
+        let Some(keeper) = record.keeper.clone() else {
+            return Ok(CopyStatus::NoKeeper {
+                reason: "no other node keeps a copy (the mesh had no other live node, or this attempt was superseded)".into(),
+            });
+        };
+        let node = match self.node(&keeper).await {
+            Ok(node) => node,
+            Err(e) => {
+                return Ok(CopyStatus::NotKept {
+                    node: keeper,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Ok(match node.copy(id).await {
+            Ok(copy) => CopyStatus::Kept {
+                node: keeper,
+                current: (copy.attempt, copy.updated_ms) >= (record.attempt, record.updated_ms),
+            },
+            Err(e) => CopyStatus::NotKept {
+                node: keeper,
+                reason: e.to_string(),
+            },
+        })
+    }
+
     /// Asks this node and every live peer for `id`; answers with the node
     /// that has its current attempt, and that record.
     pub async fn find(&self, id: &TaskId) -> Result<Found, TaskError> {
@@ -59,10 +91,10 @@ impl Tasks {
             .ok_or_else(|| TaskError::NotFound(id.clone()))
     }
 
-    /// Kills a task wherever it runs.
-    pub async fn kill_anywhere(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
+    /// Kills a task wherever it runs, for `by` (see [`Node::kill`]).
+    pub async fn kill_anywhere(&self, id: &TaskId, by: &Caller) -> Result<TaskRecord, TaskError> {
         let found = self.find(id).await?;
-        found.node.kill(id).await
+        found.node.kill(id, by).await
     }
 
     /// A task's output, from the node that runs its current attempt.
@@ -106,7 +138,11 @@ impl Tasks {
 
     /// Kills every member of the array `parent` (members that already
     /// ended are reported as they are).
-    pub async fn kill_array(&self, parent: &TaskId) -> Result<Vec<TaskRecord>, TaskError> {
+    pub async fn kill_array(
+        &self,
+        parent: &TaskId,
+        by: &Caller,
+    ) -> Result<Vec<TaskRecord>, TaskError> {
         let members: Vec<TaskRecord> = self
             .list_all()
             .await?
@@ -118,7 +154,7 @@ impl Tasks {
         }
         let mut killed = Vec::with_capacity(members.len());
         for m in members {
-            match self.kill_anywhere(&m.id).await {
+            match self.kill_anywhere(&m.id, by).await {
                 Ok(r) => killed.push(r),
                 Err(e) if e.kind() == ErrorKind::Conflict => killed.push(m),
                 Err(e) => return Err(e),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use mesh_protocol::auth::Caller;
 use mesh_protocol::failover::Verdict;
 use mesh_protocol::listing::Page;
 use mesh_protocol::rpc::{Request, Response};
@@ -167,6 +168,17 @@ impl Node {
         }
     }
 
+    /// The copy this node keeps of `id`, as its keeper.
+    pub async fn copy(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
+        match &self.at {
+            At::Here(s, _) => Ok(s.copy(id.clone()).await?),
+            At::Peer(mesh, addr) => {
+                let request = Request::Copy(id.clone());
+                self.ask_for(mesh, *addr, request, one_record).await
+            }
+        }
+    }
+
     pub async fn get(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
         match &self.at {
             At::Here(s, _) => Ok(s.get(id.clone()).await?),
@@ -177,11 +189,16 @@ impl Node {
         }
     }
 
-    pub async fn kill(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
+    /// Kills a task for `by`; the node that holds the record checks that
+    /// they may.
+    pub async fn kill(&self, id: &TaskId, by: &Caller) -> Result<TaskRecord, TaskError> {
         match &self.at {
-            At::Here(s, _) => Ok(s.kill(id.clone()).await?),
+            At::Here(s, _) => Ok(s.kill(id.clone(), by.clone()).await?),
             At::Peer(mesh, addr) => {
-                let request = Request::Kill(id.clone());
+                let request = Request::Kill {
+                    id: id.clone(),
+                    by: by.clone(),
+                };
                 self.ask_for(mesh, *addr, request, one_record).await
             }
         }

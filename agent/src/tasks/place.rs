@@ -3,7 +3,8 @@
 //! (the chosen node allocates on receipt and refuses if its real state no
 //! longer fits), and queue it here when nobody can take it now.
 
-use mesh_protocol::api::SubmitResponse;
+use mesh_protocol::api::{CopyStatus, SubmitResponse};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::failover;
 use mesh_protocol::placement::{self, PlacementError};
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
@@ -17,8 +18,9 @@ const MAX_OFFERS: usize = 4;
 
 impl Tasks {
     /// Places a new task; see the module documentation.
-    pub async fn submit(&self, spec: TaskSpec) -> Result<SubmitResponse, TaskError> {
-        self.submit_as(self.ids.task_id(), spec).await
+    /// Places a new task for `by`, who owns it; see the module documentation.
+    pub async fn submit(&self, spec: TaskSpec, by: &Caller) -> Result<SubmitResponse, TaskError> {
+        self.submit_as(self.ids.task_id(), spec, by).await
     }
 
     /// Places an array: `count` members `<parent>-<index>`, each with its
@@ -28,6 +30,7 @@ impl Tasks {
         &self,
         spec: TaskSpec,
         count: u32,
+        by: &Caller,
     ) -> Result<SubmitResponse, TaskError> {
         let parent = self.ids.task_id();
         let mut members = Vec::with_capacity(count as usize);
@@ -42,11 +45,11 @@ impl Tasks {
             member
                 .env
                 .push(("MESH_TASK_COUNT".into(), count.to_string()));
-            match self.submit_as(id, member).await {
+            match self.submit_as(id, member, by).await {
                 Ok(r) => members.push(r),
                 Err(e) => {
                     for m in &members {
-                        if let Err(k) = self.kill_anywhere(&m.id).await {
+                        if let Err(k) = self.kill_anywhere(&m.id, by).await {
                             warn!(task_id = %m.id, error = %k, "cannot take back an array member");
                         }
                     }
@@ -59,13 +62,20 @@ impl Tasks {
             state: TaskState::Queued,
             node: None,
             members,
+            copy: None,
         })
     }
 
     /// Places a task under a given id.
-    async fn submit_as(&self, id: TaskId, spec: TaskSpec) -> Result<SubmitResponse, TaskError> {
-        let record = TaskRecord::new(id.clone(), spec, self.me(), 0, self.ids.clock().now_ms());
-        let node = self
+    async fn submit_as(
+        &self,
+        id: TaskId,
+        spec: TaskSpec,
+        by: &Caller,
+    ) -> Result<SubmitResponse, TaskError> {
+        let record = TaskRecord::new(id.clone(), spec, self.me(), 0, self.ids.clock().now_ms())
+            .owned_by(by.user.clone());
+        let (node, copy) = self
             .place_record(record, true)
             .instrument(info_span!("task", task_id = %id))
             .await?;
@@ -74,14 +84,20 @@ impl Tasks {
             state: TaskState::Queued,
             node: Some(node),
             members: Vec::new(),
+            copy: Some(copy),
         })
     }
 
     /// Places a record (new, or a keeper's replacement of a dead runner's):
     /// offered to the ranked nodes in turn, else queued here. Before this
     /// returns, the task is stored by its runner and, when the mesh has
-    /// another live node, by its keeper. Returns the node that took it.
-    pub async fn place_record(&self, record: TaskRecord, fresh: bool) -> Result<NodeId, TaskError> {
+    /// another live node, by its keeper, if the keeper could keep it.
+    /// Returns the node that took it and what became of the keeper's copy.
+    pub async fn place_record(
+        &self,
+        record: TaskRecord,
+        fresh: bool,
+    ) -> Result<(NodeId, CopyStatus), TaskError> {
         let id = record.id.clone();
         let me = self.me();
         let view = self.mesh.candidates().await;
@@ -107,8 +123,8 @@ impl Tasks {
                 Ok(()) => {
                     info!(node = %node.id, keeper = ?offered.keeper, "task placed");
                     offered.placed_on(node.id.clone());
-                    self.keep_copy(&peers, offered).await;
-                    return Ok(node.id);
+                    let copy = self.keep_copy(&peers, offered).await;
+                    return Ok((node.id, copy));
                 }
                 Err(e) => {
                     debug!(node = %node.id, error = %e, "offer refused; trying the next node")
@@ -121,8 +137,8 @@ impl Tasks {
         match self.supervisor.adopt(queued.clone(), fresh).await {
             Ok(()) => {
                 queued.placed_on(me.clone());
-                self.keep_copy(&peers, queued).await;
-                Ok(me)
+                let copy = self.keep_copy(&peers, queued).await;
+                Ok((me, copy))
             }
             Err(e @ SupervisorError::Impossible(_)) => Err(TaskError::NowhereNow(e)),
             Err(e) => Err(e.into()),
@@ -144,22 +160,38 @@ impl Tasks {
     }
 
     /// Stores the keeper's copy of a just-placed task: here, or on the
-    /// keeper (tried twice). A failure leaves one copy (the runner's) and is
-    /// logged; the runner's sync finds a keeper again.
-    pub async fn keep_copy(&self, peers: &[Node], record: TaskRecord) {
+    /// keeper (tried twice). A failure leaves one copy (the runner's), is
+    /// logged and returned; the runner's next push stores it once the
+    /// keeper can.
+    pub async fn keep_copy(&self, peers: &[Node], record: TaskRecord) -> CopyStatus {
         let Some(keeper) = record.keeper.clone() else {
-            return;
+            return CopyStatus::NoKeeper {
+                reason: "no other live node in the mesh".into(),
+            };
         };
         let Some(node) = self.node_in(&keeper, peers) else {
-            return;
+            return CopyStatus::NotKept {
+                node: keeper,
+                reason: "not a live node now".into(),
+            };
         };
         let id = record.id.clone();
         let mut answer = node.hold(record.clone()).await;
         if answer.is_err() && !node.is_here() {
             answer = node.hold(record).await;
         }
-        if let Err(e) = answer {
-            warn!(task_id = %id, %keeper, error = %e, "keeper did not store its copy; one copy for now");
+        match answer {
+            Ok(()) => CopyStatus::Kept {
+                node: keeper,
+                current: true,
+            },
+            Err(e) => {
+                warn!(task_id = %id, %keeper, error = %e, "keeper did not store its copy; one copy for now");
+                CopyStatus::NotKept {
+                    node: keeper,
+                    reason: e.to_string(),
+                }
+            }
         }
     }
 }

@@ -50,7 +50,11 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
             })
         }
         Request::Get(id) => one(here.get(&id).await, |r| Response::Record(Box::new(r))),
-        Request::Kill(id) => one(here.kill(&id).await, |r| Response::Record(Box::new(r))),
+        // The caller is the API user the peer authenticated: a peer is
+        // trusted to say so because it is a member of the mesh.
+        Request::Kill { id, by } => {
+            one(here.kill(&id, &by).await, |r| Response::Record(Box::new(r)))
+        }
         Request::Replicate(record) => {
             // Only a caller proven by its certificate may hold a copy.
             let Some(caller) = caller else {
@@ -66,6 +70,7 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
             })
         }
         Request::Hold(record) => one(here.hold(*record).await, |()| Response::Kept),
+        Request::Copy(id) => one(here.copy(&id).await, |r| Response::Record(Box::new(r))),
         Request::Drain { on, migrate } => {
             one(here.drain(on, migrate).await, |()| Response::Accepted)
         }

@@ -49,17 +49,25 @@ pub struct Api {
     client: Client,
     base: String,
     raw: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Api {
     pub fn new(addr: SocketAddr) -> Api {
+        Api::with_token(addr, None)
+    }
+
+    /// An API whose calls send `token` as their bearer token.
+    pub fn with_token(addr: SocketAddr, token: Option<String>) -> Api {
         let base = format!("http://{addr}");
         let client = Client::new(base.parse().expect("an API address is a node URL"))
-            .expect("meshctl's HTTP client");
+            .expect("meshctl's HTTP client")
+            .with_token(token.clone());
         Api {
             client,
             base,
             raw: reqwest::Client::new(),
+            token,
         }
     }
 
@@ -169,11 +177,19 @@ impl Api {
 
     // Raw calls: requests the client cannot express.
 
+    /// A raw request, with the token if there is one.
+    fn raw(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.raw.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
     /// GETs `path`: the status, the `mesh-next-after` header, the body.
     pub async fn get_raw(&self, path: &str) -> (u16, Option<String>, String) {
         let r = self
-            .raw
-            .get(format!("{}{path}", self.base))
+            .raw(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
@@ -191,8 +207,7 @@ impl Api {
     /// POSTs `body` as JSON to `path`, whatever it holds.
     pub async fn post_raw(&self, path: &str, body: &str) -> (u16, String) {
         let r = self
-            .raw
-            .post(format!("{}{path}", self.base))
+            .raw(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body.to_owned())
             .send()

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mesh_agent::config::TlsSource;
+use mesh_agent::disk::Disk;
 use mesh_agent::mesh::Mesh;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_agent::services::admission::ConnLimits;
@@ -23,6 +24,7 @@ use mesh_protocol::NodeId;
 use mesh_protocol::gossip::PeerState;
 use mesh_protocol::pki::{self, Ca};
 use mesh_protocol::retention::Retention;
+use mesh_protocol::token::Tokens;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
@@ -65,6 +67,9 @@ pub struct Setup {
     conn_limits: Option<ConnLimits>,
     retention: Option<(Retention, Duration)>,
     max_log_bytes: Option<u64>,
+    /// The API's tokens, and the secret the harness itself calls with.
+    api_tokens: Option<(Tokens, String)>,
+    disk: Option<Disk>,
 }
 
 impl Setup {
@@ -94,6 +99,8 @@ impl Setup {
             conn_limits: None,
             retention: None,
             max_log_bytes: None,
+            api_tokens: None,
+            disk: None,
         }
     }
 
@@ -162,6 +169,19 @@ impl Setup {
         self
     }
 
+    /// `--api-tokens`: the API asks for one of `tokens`; the harness's own
+    /// calls (`TestAgent::api`) send `secret`, which must be an admin's.
+    pub fn api_tokens(mut self, tokens: Tokens, secret: &str) -> Setup {
+        self.api_tokens = Some((tokens, secret.to_owned()));
+        self
+    }
+
+    /// The data dir's disk (one with simulated faults).
+    pub fn disk(mut self, disk: Disk) -> Setup {
+        self.disk = Some(disk);
+        self
+    }
+
     /// Services listen on a loopback address of each agent's own.
     pub fn own_loopback(mut self) -> Setup {
         self.own_loopback = true;
@@ -213,7 +233,10 @@ impl Setup {
             .await;
         let agent = TestAgent {
             id,
-            api: Api::new(running.api_addr),
+            api: Api::with_token(
+                running.api_addr,
+                self.api_tokens.as_ref().map(|(_, s)| s.clone()),
+            ),
             ip,
             setup: self.clone(),
             memory,
@@ -234,6 +257,20 @@ impl Setup {
         seeds: &[String],
         stop: &CancellationToken,
     ) -> RunningAgent {
+        self.try_launch(id, dir, memory, ip, seeds, stop)
+            .await
+            .unwrap_or_else(|e| panic!("agent {id} did not start: {e}"))
+    }
+
+    async fn try_launch(
+        &self,
+        id: &NodeId,
+        dir: &Path,
+        memory: Option<&Arc<MemoryRuntime>>,
+        ip: IpAddr,
+        seeds: &[String],
+        stop: &CancellationToken,
+    ) -> Result<RunningAgent, mesh_agent::AgentError> {
         let mut config = Config::builder(id.clone(), dir)
             .topology(&self.topology)
             .seeds(seeds.to_vec())
@@ -266,11 +303,16 @@ impl Setup {
         if let Some(n) = self.max_log_bytes {
             config = config.max_log_bytes(n);
         }
-        let started = match memory {
+        if let Some((tokens, _)) = &self.api_tokens {
+            config = config.api_tokens(tokens.clone());
+        }
+        if let Some(disk) = &self.disk {
+            config = config.disk(disk.clone());
+        }
+        match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,
             None => mesh_agent::start(config, stop.clone()).await,
-        };
-        started.unwrap_or_else(|e| panic!("agent {id} did not start: {e}"))
+        }
     }
 }
 
@@ -363,11 +405,19 @@ impl TestAgent {
     /// Starts it again after [`stop`](Self::stop): same node, data dir and
     /// runtime, a new API port.
     pub async fn restart(&mut self, seeds: &[String]) {
+        if let Err(e) = self.try_restart(seeds).await {
+            panic!("agent {} did not start: {e}", self.id);
+        }
+    }
+
+    /// Tries to start it again after [`stop`](Self::stop); the error if it
+    /// does not start (it stays stopped).
+    pub async fn try_restart(&mut self, seeds: &[String]) -> Result<(), String> {
         assert!(self.running.is_none(), "agent {} is still running", self.id);
         self.stop = CancellationToken::new();
         let running = self
             .setup
-            .launch(
+            .try_launch(
                 &self.id,
                 self.dir.path(),
                 self.memory.as_ref(),
@@ -375,10 +425,12 @@ impl TestAgent {
                 seeds,
                 &self.stop,
             )
-            .await;
+            .await
+            .map_err(|e| e.to_string())?;
         self.api = Api::new(running.api_addr);
         self.running = Some(running);
         self.wait_ready().await;
+        Ok(())
     }
 
     /// On Docker: until the agent reaches the engine.

@@ -7,6 +7,7 @@ mod nodes;
 mod services;
 mod tasks;
 mod tls;
+mod token;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ pub use tasks::{SubmitArgs, TaskCommand};
 pub use tls::{
     CaCreateArgs, CertCreateArgs, DEFAULT_TLS_DIR, TlsCaCommand, TlsCertCommand, TlsCommand,
 };
+pub use token::{TokenCommand, TokenCreateArgs};
 
 use crate::client::Client;
 use crate::node_url::{DEFAULT_NODE, NodeUrl, NodeUrlError};
@@ -42,6 +44,34 @@ pub struct Cli {
     )]
     pub node: String,
 
+    /// A file holding the API bearer token to send (from `meshctl token create`); beats MESH_TOKEN.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// The cluster CA certificate (PEM): talk HTTPS to an agent started with --api-tls, checking its certificate against this CA.
+    #[arg(long, global = true, env = "MESH_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// A client certificate (PEM) from `meshctl tls cert create --client NAME --role ROLE`, shown to the agent as this user's credential; needs --ca and --key.
+    #[arg(
+        long,
+        global = true,
+        env = "MESH_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "MESH_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -60,6 +90,9 @@ pub enum Command {
     /// Create the cluster's TLS certificate authority and node certificates.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Create bearer tokens for the agents' API.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// The commands that talk to an agent, by group; on the command line they
@@ -105,7 +138,7 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_agent_addresses_are_usage_errors() {
-        assert!(parse(&["--node", "https://x", "health"]).is_err());
-        assert!(parse(&["health", "--node", "https://x"]).is_err());
+        assert!(parse(&["--node", "ftp://x", "health"]).is_err());
+        assert!(parse(&["health", "--node", "ftp://x"]).is_err());
     }
 }

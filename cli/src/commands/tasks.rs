@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
-use mesh_protocol::api::SubmitRequest;
+use mesh_protocol::api::{CopyStatus, SubmitRequest};
 use mesh_protocol::image::PullPolicy;
 use mesh_protocol::task::SpecError;
 use mesh_protocol::{TaskId, TaskSpec, TaskState};
@@ -132,6 +132,14 @@ pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCod
             let request = args.into_request()?;
             let answer = client.submit(&request).await?;
             print(&format!("{}\n", answer.id))?;
+            for member in std::iter::once(&answer).chain(&answer.members) {
+                if let Some(copy @ CopyStatus::NotKept { .. }) = &member.copy {
+                    note(&format!(
+                        "warning: {}: the keeper's copy: {copy}; it has one copy until its runner's next push is kept",
+                        member.id
+                    ));
+                }
+            }
         }
         TaskCommand::Tasks { json, state } => {
             if json {
@@ -153,7 +161,13 @@ pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCod
         }
         TaskCommand::Task { id, json: true } => print_json(&client.task_raw(&id).await?)?,
         TaskCommand::Task { id, json: false } => {
-            print(&render::task_view(&client.task_view(&id).await?, now_ms()))?;
+            let view = client.task_view(&id).await?;
+            let copy = client.task_copy(&id).await.map_err(|e| e.to_string());
+            print(&render::task_view(
+                &view,
+                copy.as_ref().map_err(String::as_str),
+                now_ms(),
+            ))?;
         }
         TaskCommand::Logs { id, follow } => logs(client, &id, follow).await?,
         TaskCommand::Kill { id } => {

@@ -58,8 +58,14 @@ pub struct CertCreateArgs {
     // Checked text under the global `--node`'s id (see `Cli::node`); use
     // `CertCreateArgs::node`.
     /// The node the certificate is for: its node id (meshd's --node-id).
-    #[arg(long = "node", id = "node", value_name = "NAME", value_parser = node_name)]
-    pub node: String,
+    #[arg(long = "node", id = "node", value_name = "NAME", value_parser = node_name, required_unless_present = "client")]
+    pub node: Option<String>,
+    /// Instead of a node's: an API client's certificate for this user (meshctl's --cert), with --role.
+    #[arg(long, value_name = "NAME", requires = "role")]
+    pub client: Option<mesh_protocol::UserName>,
+    /// The client's role: read, submit or admin.
+    #[arg(long, value_name = "ROLE", requires = "client")]
+    pub role: Option<mesh_protocol::auth::Role>,
     /// The directory holding ca.pem and ca-key.pem.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_TLS_DIR)]
     pub dir: PathBuf,
@@ -75,9 +81,12 @@ pub struct CertCreateArgs {
 }
 
 impl CertCreateArgs {
-    /// The node the certificate is for.
-    pub fn node(&self) -> Result<NodeId, IdError> {
-        NodeId::new(self.node.as_str())
+    /// The node the certificate is for (with `--client`, None).
+    pub fn node(&self) -> Result<Option<NodeId>, IdError> {
+        match (&self.client, &self.node) {
+            (Some(_), _) | (None, None) => Ok(None),
+            (None, Some(node)) => NodeId::new(node.as_str()).map(Some),
+        }
     }
 
     /// Where the node's files go.
@@ -106,7 +115,7 @@ mod tests {
         let Command::Tls(TlsCommand::Cert(TlsCertCommand::Create(args))) = cli.command else {
             panic!("not tls cert create");
         };
-        assert_eq!(args.node().unwrap().as_str(), "node-1");
+        assert_eq!(args.node().unwrap().unwrap().as_str(), "node-1");
         assert_eq!(args.dir, PathBuf::from(DEFAULT_TLS_DIR));
         assert_eq!(args.out_dir(), &PathBuf::from(DEFAULT_TLS_DIR));
         assert_eq!((args.days, args.force), (825, false));
@@ -124,6 +133,19 @@ mod tests {
         assert!(parse(&["--node", "agent:1", "tls", "cert", "create"]).is_err());
         assert!(parse(&["tls", "cert", "create", "--node", "../x"]).is_err());
         assert!(parse(&["tls", "cert", "create", "--node", "n", "--days", "0"]).is_err());
+
+        let cli = parse(&[
+            "tls", "cert", "create", "--client", "alice", "--role", "submit",
+        ])
+        .unwrap();
+        let Command::Tls(TlsCommand::Cert(TlsCertCommand::Create(args))) = cli.command else {
+            panic!("not tls cert create");
+        };
+        assert_eq!(args.node().unwrap(), None);
+        assert_eq!(args.client.unwrap().as_str(), "alice");
+        assert_eq!(args.role, Some(mesh_protocol::auth::Role::Submit));
+        assert!(parse(&["tls", "cert", "create", "--client", "alice"]).is_err());
+        assert!(parse(&["tls", "cert", "create", "--client", "a", "--role", "root"]).is_err());
     }
 
     #[test]

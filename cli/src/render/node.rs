@@ -76,6 +76,12 @@ pub fn health(h: &Health) -> String {
         ("ok", if h.ok { "yes" } else { "no" }.to_owned()),
         ("node", h.node.to_string()),
         ("docker", docker(&h.docker)),
+        (
+            "store",
+            h.store_error
+                .as_ref()
+                .map_or_else(|| "writable".to_owned(), |e| format!("WRITES FAIL: {e}")),
+        ),
     ])
 }
 
@@ -217,11 +223,29 @@ mod tests {
                 error: Some("permission denied; add the user to the docker group".into()),
                 ..docker_ok()
             },
+            store_error: None,
         };
         assert_eq!(
             health(&h),
             "ok:     no\nnode:   n1\ndocker: UNREACHABLE at unix:///var/run/docker.sock: \
-             permission denied; add the user to the docker group\n"
+             permission denied; add the user to the docker group\nstore:  writable\n"
+        );
+    }
+
+    #[test]
+    fn health_says_why_the_store_cannot_be_written() {
+        let h = Health {
+            ok: false,
+            node: NodeId::new("n1").unwrap(),
+            docker: docker_ok(),
+            store_error: Some("cannot write the task store at /d/tasks.redb: No space".into()),
+        };
+        assert!(
+            health(&h).ends_with(
+                "store:  WRITES FAIL: cannot write the task store at /d/tasks.redb: No space\n"
+            ),
+            "{}",
+            health(&h)
         );
     }
 }

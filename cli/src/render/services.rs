@@ -20,6 +20,7 @@ pub fn services(views: &[ServiceView]) -> String {
             let listening = v.nodes.iter().filter(|n| n.listening).count();
             vec![
                 s.name.to_string(),
+                v.def.owner.to_string(),
                 s.mode.to_string(),
                 s.listen.to_string(),
                 s.image.clone(),
@@ -36,6 +37,7 @@ pub fn services(views: &[ServiceView]) -> String {
     table(
         &[
             "NAME",
+            "OWNER",
             "MODE",
             "LISTEN",
             "IMAGE",
@@ -56,6 +58,7 @@ pub fn service(v: &ServiceView) -> String {
     let s = &v.def.spec;
     let mut out = key_values(&[
         ("name", s.name.to_string()),
+        ("owner", v.def.owner.to_string()),
         ("image", s.image.clone()),
         ("mode", s.mode.to_string()),
         ("listen", s.listen.to_string()),

@@ -1,12 +1,14 @@
 //! Tasks: the `meshctl tasks` table and the `meshctl task` detail view.
 
 use mesh_protocol::TaskRecord;
+use mesh_protocol::api::CopyStatus;
 use mesh_protocol::attempts::TaskView;
 
 use super::{age, key_values, or_dash, table};
 
-const COLUMNS: [&str; 11] = [
-    "ID", "NAME", "STATE", "NODE", "CORES", "CPUS", "NUMA", "ATTEMPT", "EXIT", "AGE", "IMAGE",
+const COLUMNS: [&str; 12] = [
+    "ID", "NAME", "OWNER", "STATE", "NODE", "CORES", "CPUS", "NUMA", "ATTEMPT", "EXIT", "AGE",
+    "IMAGE",
 ];
 
 /// One row per task, in the order given; just the header when there are none.
@@ -18,6 +20,7 @@ pub fn tasks_table(tasks: &[TaskRecord], now_ms: u64) -> String {
             vec![
                 t.id.to_string(),
                 or_dash(t.spec.name.as_deref()),
+                t.owner.to_string(),
                 state_of(t),
                 t.node.to_string(),
                 t.spec.cores.to_string(),
@@ -41,13 +44,18 @@ fn state_of(t: &TaskRecord) -> String {
     }
 }
 
-/// Everything about one task, a `key: value` line each.
-pub fn task(t: &TaskRecord, now_ms: u64) -> String {
-    key_values(&task_rows(t, now_ms))
+/// Everything about one task, a `key: value` line each; `copy` is what
+/// its keeper holds (or why that is not known).
+pub fn task(t: &TaskRecord, copy: Result<&CopyStatus, &str>, now_ms: u64) -> String {
+    key_values(&task_rows(t, copy, now_ms))
 }
 
 /// The lines of [`task`].
-fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
+fn task_rows(
+    t: &TaskRecord,
+    copy: Result<&CopyStatus, &str>,
+    now_ms: u64,
+) -> Vec<(&'static str, String)> {
     let alloc = t.allocation.as_ref();
     let ago = |ms: Option<u64>| or_dash(ms.map(|ms| format!("{} ago", age(now_ms, ms))));
     let state = if t.kill_requested && !t.state.is_terminal() {
@@ -74,6 +82,7 @@ fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
     vec![
         ("id", t.id.to_string()),
         ("name", or_dash(t.spec.name.as_deref())),
+        ("owner", t.owner.to_string()),
         ("state", state),
         ("node", t.node.to_string()),
         ("image", t.spec.image.clone()),
@@ -93,6 +102,14 @@ fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
             "attempt/retries",
             format!("{}/{}", t.attempt, t.spec.retries),
         ),
+        ("keeper", or_dash(t.keeper.as_ref())),
+        (
+            "copy",
+            match copy {
+                Ok(c) => c.to_string(),
+                Err(why) => format!("unknown: {why}"),
+            },
+        ),
         ("container", or_dash(t.container.as_deref())),
         ("exit code", or_dash(t.exit_code)),
         ("message", or_dash(t.message.as_deref())),
@@ -105,8 +122,8 @@ fn task_rows(t: &TaskRecord, now_ms: u64) -> Vec<(&'static str, String)> {
 /// [`task`], then the other attempts still running somewhere, if any: an
 /// attempt the task was re-placed from while its node was away, until that
 /// node hears it was superseded and stops it.
-pub fn task_view(v: &TaskView, now_ms: u64) -> String {
-    let mut rows = task_rows(&v.record, now_ms);
+pub fn task_view(v: &TaskView, copy: Result<&CopyStatus, &str>, now_ms: u64) -> String {
+    let mut rows = task_rows(&v.record, copy, now_ms);
     if !v.also_running.is_empty() {
         let others: Vec<String> = v
             .also_running
@@ -173,7 +190,8 @@ mod tests {
     }
 
     fn running() -> TaskRecord {
-        let mut r = record("t1", TaskState::Running);
+        let mut r = record("t1", TaskState::Running)
+            .owned_by(mesh_protocol::UserName::new("alice").unwrap());
         r.attempt = 1;
         r.allocation = Some(Allocation {
             cores: vec![0, 1],
@@ -189,7 +207,7 @@ mod tests {
     fn empty_list_shows_the_header() {
         assert_eq!(
             tasks_table(&[], 0),
-            "ID  NAME  STATE  NODE  CORES  CPUS  NUMA  ATTEMPT  EXIT  AGE  IMAGE\n"
+            "ID  NAME  OWNER  STATE  NODE  CORES  CPUS  NUMA  ATTEMPT  EXIT  AGE  IMAGE\n"
         );
     }
 
@@ -207,6 +225,7 @@ mod tests {
             [
                 "t1",
                 "train",
+                "alice",
                 "running",
                 "n1",
                 "4",
@@ -223,6 +242,7 @@ mod tests {
             [
                 "t2",
                 "-",
+                "unknown",
                 "failed",
                 "n1",
                 "4",
@@ -240,9 +260,14 @@ mod tests {
     fn detail_lists_every_field() {
         let mut r = running();
         r.kill_requested = true;
-        let text = task(&r, 7_000);
+        let copy = CopyStatus::Kept {
+            node: NodeId::new("n2").unwrap(),
+            current: true,
+        };
+        let text = task(&r, Ok(&copy), 7_000);
         for line in [
             "id:              t1",
+            "owner:           alice",
             "state:           running (kill requested)",
             "command:         sh -c 'echo '\\''hi'\\'''",
             "cpus:            0-3",
@@ -250,6 +275,7 @@ mod tests {
             "memory:          512M",
             "labels:          team=ml",
             "attempt/retries: 1/2",
+            "copy:            kept on n2",
             "container:       mesh-t1-1",
             "exit code:       -",
             "created:         6s ago",
@@ -272,19 +298,40 @@ mod tests {
             bytes_done: 43,
             bytes: 100,
         });
+        let text = task(&r, Err("-"), 0);
         assert!(
-            task(&r, 0).contains("state:           pulling 43% (3/5 layers)\n"),
-            "{}",
-            task(&r, 0)
+            text.contains("state:           pulling 43% (3/5 layers)\n"),
+            "{text}"
         );
         assert!(tasks_table(&[r], 0).contains("pulling 43% (3/5 layers)"));
+    }
+
+    #[test]
+    fn a_copy_not_kept_says_where_and_why() {
+        let r = running();
+        let copy = CopyStatus::NotKept {
+            node: NodeId::new("n2").unwrap(),
+            reason: "n2: cannot write the task store: No space left on device".into(),
+        };
+        let text = task(&r, Ok(&copy), 7_000);
+        assert!(
+            text.contains(
+                "copy:            NOT KEPT on n2: n2: cannot write the task store: No space left on device\n"
+            ),
+            "{text}"
+        );
+        let text = task(&r, Err("the agent is older"), 7_000);
+        assert!(
+            text.contains("copy:            unknown: the agent is older\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn image_command_when_none_given() {
         let mut r = record("t3", TaskState::Queued);
         r.spec.command.clear();
-        assert!(task(&r, 0).contains("command:         (the image's own)\n"));
+        assert!(task(&r, Err("-"), 0).contains("command:         (the image's own)\n"));
     }
 
     #[test]
@@ -297,7 +344,7 @@ mod tests {
                 state: TaskState::Running,
             }],
         };
-        let text = task_view(&view, 7_000);
+        let text = task_view(&view, Err("-"), 7_000);
         assert!(
             text.lines().any(|l| l
                 == "also running:    attempt 1 on n3 (running) (superseded; stopped once its node hears)"),
@@ -307,6 +354,9 @@ mod tests {
             record: running(),
             also_running: Vec::new(),
         };
-        assert_eq!(task_view(&alone, 7_000), task(&running(), 7_000));
+        assert_eq!(
+            task_view(&alone, Err("-"), 7_000),
+            task(&running(), Err("-"), 7_000)
+        );
     }
 }

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ServiceError, ServiceFields, ServiceSpec};
-use crate::ids::ServiceName;
+use crate::ids::{ServiceName, UserName};
 
 /// Gossip key prefix of a definition.
 pub const KEY_PREFIX: &str = "svcdef.";
@@ -39,6 +39,9 @@ pub struct ServiceDef {
     pub revision: u64,
     /// A tombstone: the service was removed at `revision`.
     pub removed: bool,
+    /// The API user who created it: only they or an admin may remove it.
+    /// Definitions from before owners were kept have `unknown`.
+    pub owner: UserName,
 }
 
 /// A `ServiceDef` as stored and gossiped, not yet validated.
@@ -47,6 +50,8 @@ struct DefFields {
     spec: ServiceFields,
     revision: u64,
     removed: bool,
+    #[serde(default = "crate::auth::unknown_owner")]
+    owner: UserName,
 }
 
 /// Why a stored or gossiped definition was refused.
@@ -75,6 +80,14 @@ pub struct Refused {
     pub error: DefError,
 }
 
+/// A stored list of definitions, read: the valid ones in the stored order,
+/// and the refused ones as stored, with why.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub valid: Vec<ServiceDef>,
+    pub refused: Vec<(serde_json::Value, DefError)>,
+}
+
 impl TryFrom<DefFields> for ServiceDef {
     type Error = DefError;
 
@@ -87,6 +100,7 @@ impl TryFrom<DefFields> for ServiceDef {
             spec,
             revision: f.revision,
             removed: f.removed,
+            owner: f.owner,
         })
     }
 }
@@ -128,6 +142,21 @@ impl ServiceDef {
         let fields: DefFields =
             serde_json::from_value(value).map_err(|e| DefError::Malformed(e.to_string()))?;
         ServiceDef::try_from(fields)
+    }
+
+    /// Reads a stored list of definitions (the bytes of `services.json`):
+    /// the valid ones, and each refused one with why. Bytes that are not a
+    /// JSON list at all are an error.
+    pub fn read_stored(bytes: &[u8]) -> Result<Stored, serde_json::Error> {
+        let list: Vec<serde_json::Value> = serde_json::from_slice(bytes)?;
+        let mut stored = Stored::default();
+        for value in list {
+            match ServiceDef::from_json(value.clone()) {
+                Ok(def) => stored.valid.push(def),
+                Err(e) => stored.refused.push((value, e)),
+            }
+        }
+        Ok(stored)
     }
 
     /// Reads a gossip value published under `key` (which starts with
@@ -195,6 +224,7 @@ mod tests {
             .unwrap(),
             revision,
             removed,
+            owner: crate::auth::unknown_owner(),
         }
     }
 

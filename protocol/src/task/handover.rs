@@ -69,27 +69,39 @@ impl TaskRecord {
     }
 
     /// The keeper's copy of a task that `node` now runs as (at least)
-    /// `attempt`: it names that node, so the copy is never re-placed from
-    /// there and still tells a stale runner it was superseded. The attempt
-    /// never goes down.
-    pub fn claimed_by(&mut self, node: NodeId, attempt: u32) {
+    /// `attempt` of re-placement `epoch`: it names that node, so the copy
+    /// is never re-placed from there and still tells a stale runner it was
+    /// superseded. Neither the epoch nor, within it, the attempt goes down.
+    pub fn claimed_by(&mut self, node: NodeId, epoch: u32, attempt: u32) {
         self.node = node;
-        self.attempt = self.attempt.max(attempt);
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.attempt = attempt;
+        } else if epoch == self.epoch {
+            self.attempt = self.attempt.max(attempt);
+        }
     }
 
     /// The keeper's copy of a dead runner's task, re-placed on `node` as
-    /// `attempt`: queued there. An attempt no newer than the copy's is
-    /// refused (the new runner's own push got there first). This is the one
-    /// way a copy's ended state changes: it follows the newest attempt.
-    pub fn replaced_by(&mut self, node: NodeId, attempt: u32) -> Result<(), StaleAttempt> {
-        if attempt <= self.attempt {
+    /// `attempt` of re-placement `epoch`: queued there. A generation no
+    /// newer than the copy's is refused (the new runner's own push got there
+    /// first). This is the one way a copy's ended state changes: it follows
+    /// the newest attempt.
+    pub fn replaced_by(
+        &mut self,
+        node: NodeId,
+        epoch: u32,
+        attempt: u32,
+    ) -> Result<(), StaleAttempt> {
+        if (epoch, attempt) <= self.generation() {
             return Err(StaleAttempt {
                 task: self.id.clone(),
-                current: self.attempt,
-                given: attempt,
+                current: self.generation(),
+                given: (epoch, attempt),
             });
         }
         self.node = node;
+        self.epoch = epoch;
         self.attempt = attempt;
         self.state = TaskState::Queued;
         Ok(())
@@ -147,6 +159,7 @@ impl TaskRecord {
         r.keeper = None;
         r.exit_code = None;
         r.kill_requested = false;
+        r.epoch = self.epoch.saturating_add(1);
         r.message = Some(why);
         r.not_before_ms = now;
         r.updated_ms = now;
@@ -261,13 +274,28 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_never_lowers_the_attempt() {
+    fn a_claim_never_lowers_the_generation() {
         let mut c = rec();
         c.attempt = 3;
-        c.claimed_by(node("b"), 2);
-        assert_eq!((c.node.clone(), c.attempt), (node("b"), 3));
-        c.claimed_by(node("c"), 5);
-        assert_eq!((c.node, c.attempt), (node("c"), 5));
+        c.claimed_by(node("b"), 0, 2);
+        assert_eq!((c.node.clone(), c.generation()), (node("b"), (0, 3)));
+        c.claimed_by(node("c"), 0, 5);
+        assert_eq!((c.node.clone(), c.generation()), (node("c"), (0, 5)));
+        // A re-placement's epoch outranks the attempts of the one before.
+        c.claimed_by(node("d"), 1, 1);
+        assert_eq!((c.node.clone(), c.generation()), (node("d"), (1, 1)));
+        c.claimed_by(node("e"), 0, 9);
+        assert_eq!((c.node.clone(), c.generation()), (node("e"), (1, 1)));
+    }
+
+    #[test]
+    fn a_replacement_opens_a_new_epoch() {
+        let mut c = rec();
+        c.attempt = 4;
+        let r = c.replacement("runner died".into(), 300);
+        assert_eq!((r.epoch, r.attempt), (1, 4));
+        c.epoch = 1;
+        assert_eq!(c.replacement("again".into(), 400).epoch, 2);
     }
 
     #[test]
@@ -276,20 +304,23 @@ mod tests {
         c.attempt = 2;
         let before = c.clone();
         assert_eq!(
-            c.replaced_by(node("b"), 2),
+            c.replaced_by(node("b"), 0, 2),
             Err(StaleAttempt {
                 task: c.id.clone(),
-                current: 2,
-                given: 2
+                current: (0, 2),
+                given: (0, 2)
             })
         );
         assert_eq!(c, before);
         c.kill(3).unwrap();
-        c.replaced_by(node("b"), 3).unwrap();
+        c.replaced_by(node("b"), 0, 3).unwrap();
         assert_eq!(
-            (c.state, c.node, c.attempt),
+            (c.state, c.node.clone(), c.attempt),
             (TaskState::Queued, node("b"), 3)
         );
+        // A later epoch wins whatever its attempt.
+        c.replaced_by(node("c"), 1, 1).unwrap();
+        assert_eq!((c.node.clone(), c.generation()), (node("c"), (1, 1)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use spec::{
 };
 
 use crate::alloc::Allocation;
-use crate::ids::{NodeId, TaskId};
+use crate::ids::{NodeId, TaskId, UserName};
 use crate::image::PullProgress;
 
 /// First retry delay; doubles per attempt up to `MAX_BACKOFF_MS`.
@@ -86,11 +86,13 @@ pub struct TransitionError {
 /// A re-placement older than the attempt a copy already names: the copy
 /// follows the newest attempt only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task {task} is at attempt {current} already: an attempt {given} is older")]
+#[error(
+    "task {task} is at (epoch, attempt) {current:?} already: an attempt {given:?} is not newer"
+)]
 pub struct StaleAttempt {
     pub task: TaskId,
-    pub current: u32,
-    pub given: u32,
+    pub current: (u32, u32),
+    pub given: (u32, u32),
 }
 
 /// Everything the agent stores about a task.
@@ -133,11 +135,20 @@ pub struct TaskRecord {
     /// The other agent that holds a durable copy of this task and re-places
     /// it if the runner dies (None: a one-node mesh, nobody to hold it).
     pub keeper: Option<NodeId>,
+    /// How many times a keeper re-placed this task after its runner died.
+    /// A re-placement outranks every attempt of the epoch before it: a
+    /// runner that retried while cut off counts attempts of its own, which
+    /// say nothing against the keeper's re-placement.
+    pub epoch: u32,
     /// While starting, the pull of its image under way: shown as state
     /// `pulling`. Not a state of its own: a restart requeues a starting
     /// task whatever it was doing.
     #[serde(default)]
     pub pull: Option<PullProgress>,
+    /// The API user who submitted it: only they or an admin may kill it.
+    /// Records from before owners were kept have `unknown` (admins only).
+    #[serde(default = "crate::auth::unknown_owner")]
+    pub owner: UserName,
 }
 
 /// Delay before the retry that follows attempt `attempt` (1-based).
@@ -169,8 +180,22 @@ impl TaskRecord {
             not_before_ms: now,
             offered_to: None,
             keeper: None,
+            epoch: 0,
             pull: None,
+            owner: crate::auth::unknown_owner(),
         }
+    }
+
+    /// The order of this record's attempts across nodes: the re-placement
+    /// epoch first, then the attempt within it.
+    pub fn generation(&self) -> (u32, u32) {
+        (self.epoch, self.attempt)
+    }
+
+    /// The same record, submitted by `owner`.
+    pub fn owned_by(mut self, owner: UserName) -> Self {
+        self.owner = owner;
+        self
     }
 
     fn refuse(&self, action: &'static str) -> TransitionError {

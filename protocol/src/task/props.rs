@@ -29,8 +29,8 @@ enum Op {
     PlacedOn,
     TakenHere(u64),
     Adopted(u64),
-    ClaimedBy(u32),
-    ReplacedBy(u32),
+    ClaimedBy(u32, u32),
+    ReplacedBy(u32, u32),
     KeeperSet,
     KeeperDropped,
     Superseded,
@@ -56,8 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::PlacedOn),
         (0u64..100).prop_map(Op::TakenHere),
         (0u64..100).prop_map(Op::Adopted),
-        (0u32..8).prop_map(Op::ClaimedBy),
-        (0u32..8).prop_map(Op::ReplacedBy),
+        (0u32..3, 0u32..8).prop_map(|(e, a)| Op::ClaimedBy(e, a)),
+        (0u32..3, 0u32..8).prop_map(|(e, a)| Op::ReplacedBy(e, a)),
         Just(Op::KeeperSet),
         Just(Op::KeeperDropped),
         Just(Op::Superseded),
@@ -97,11 +97,11 @@ fn apply(r: &mut TaskRecord, op: &Op, now: u64) -> bool {
         }
         Op::TakenHere(seq) => r.taken_here(node, *seq, now).is_ok(),
         Op::Adopted(seq) => r.adopted(node, *seq).is_ok(),
-        Op::ClaimedBy(attempt) => {
-            r.claimed_by(node, *attempt);
+        Op::ClaimedBy(epoch, attempt) => {
+            r.claimed_by(node, *epoch, *attempt);
             true
         }
-        Op::ReplacedBy(attempt) => r.replaced_by(node, *attempt).is_ok(),
+        Op::ReplacedBy(epoch, attempt) => r.replaced_by(node, *epoch, *attempt).is_ok(),
         Op::KeeperSet => {
             r.keeper_set(node);
             true
@@ -137,13 +137,14 @@ proptest! {
                 continue;
             }
             prop_assert!(r.starts >= before.starts, "{:?} counted containers down", op);
-            if r.attempt < before.attempt {
+            prop_assert!(r.epoch >= before.epoch, "{:?} took the epoch down", op);
+            if r.epoch == before.epoch && r.attempt < before.attempt {
                 prop_assert!(
                     matches!(op, Op::RequeueUnavailable) && r.attempt + 1 == before.attempt,
                     "{:?} took the attempt from {} to {}", op, before.attempt, r.attempt
                 );
             }
-            if before.state.is_terminal() && !matches!(op, Op::ReplacedBy(_)) {
+            if before.state.is_terminal() && !matches!(op, Op::ReplacedBy(..)) {
                 prop_assert_eq!(r.state, before.state, "{:?} changed an ended task", op);
             }
             prop_assert!(r.updated_ms >= before.updated_ms, "{:?} went back in time", op);

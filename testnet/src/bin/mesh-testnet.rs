@@ -100,7 +100,7 @@ enum Command {
     },
     /// List the nodes: name, state, address, API URL, container.
     Ls {
-        /// Print JSON (a list of {name, container, address, state, api_url, foreign}).
+        /// Print JSON (a list of {name, container, address, state, api_url, foreign, token_file}).
         #[arg(long)]
         json: bool,
     },

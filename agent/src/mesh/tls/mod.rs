@@ -154,6 +154,10 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    #[error(
+        "--api-tls serves the API with this node's certificate: give --tls-ca, --tls-cert and --tls-key (not --insecure-dev)"
+    )]
+    ApiTlsWithoutFiles,
     #[error("cannot generate the development certificate: {0}")]
     DevCert(#[source] PkiError),
     #[error("cannot build the TLS configuration: {0}")]
@@ -244,18 +248,8 @@ fn from_files(
     node: &NodeId,
     alpn: &[u8],
 ) -> Result<MeshTls, TlsError> {
-    let ca_hint = "create one with `meshctl tls ca create`".to_owned();
     let cert_hint = format!("create one with `meshctl tls cert create --node {node}`");
-
-    let mut roots = RootCertStore::empty();
-    for ca in read_certs(ca_path, "CA certificate", &ca_hint)? {
-        roots.add(ca).map_err(|source| TlsError::BadCa {
-            path: ca_path.to_owned(),
-            source,
-            hint: ca_hint.clone(),
-        })?;
-    }
-    let roots = Arc::new(roots);
+    let roots = read_roots(ca_path)?;
     let chain = read_certs(cert_path, "certificate", &cert_hint)?;
     let key = read_key(key_path, &cert_hint)?;
 
@@ -364,6 +358,45 @@ fn transport() -> Arc<TransportConfig> {
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
         .receive_window(VarInt::from_u32(RECEIVE_WINDOW));
     Arc::new(transport)
+}
+
+/// The cluster CA's certificates as trust roots.
+fn read_roots(ca_path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    let ca_hint = "create one with `meshctl tls ca create`".to_owned();
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(ca_path, "CA certificate", &ca_hint)? {
+        roots.add(ca).map_err(|source| TlsError::BadCa {
+            path: ca_path.to_owned(),
+            source,
+            hint: ca_hint.clone(),
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The HTTPS configuration of the control API (`--api-tls`): the node's own
+/// certificate (checked by `build` at start), and client certificates
+/// verified against the cluster CA when a client shows one (optional: a
+/// caller may come with a bearer token instead). Which certificates are API
+/// credentials is the API's decision (`pki::client_caller`).
+pub fn api_server_config(source: &TlsSource) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let TlsSource::Files { ca, cert, key } = source else {
+        return Err(TlsError::ApiTlsWithoutFiles);
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let hint = "create one with `meshctl tls cert create --node NAME`";
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        read_roots(ca)?,
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(read_certs(cert, "certificate", hint)?, read_key(key, hint)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn read_pem(path: &Path, what: &'static str, hint: &str) -> Result<Vec<u8>, TlsError> {

@@ -125,6 +125,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
                         self.events_tx.clone(),
                     ));
                 }
+                Action::LeaveAlone { task, container } => {
+                    warn!(task_id = %task, container, "left alone: the container of a task whose record was set aside (see set-aside/ in the data dir)");
+                }
                 Action::Remove { container, why } => {
                     info!(container, why, "removing stray container");
                     self.spawn(jobs::remove(self.runtime.clone(), container, why));

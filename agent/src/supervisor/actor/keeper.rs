@@ -29,7 +29,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
         record
             .adopted(self.cfg.node.clone(), self.next_seq)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
-        self.claim_copy(&record);
         self.alloc
             .can_ever_fit(record.spec.cores)
             .map_err(|e| SupervisorError::Impossible(e.to_string()))?;
@@ -38,9 +37,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 mesh_protocol::queue::QueueFull(self.queue.len()).to_string(),
             ));
         }
-        self.store
-            .put(&record)
-            .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
+        self.store_new(&record)?;
+        self.claim_copy(&record);
         self.next_seq = self.next_seq.saturating_add(1);
         self.queue.put(queued(&record));
         info!(task_id = %record.id, attempt = record.attempt, keeper = ?record.keeper, "task adopted into the queue");
@@ -51,7 +49,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
     /// Judges a runner's push against the copy held, or, when this node
     /// runs the task itself (a runner that came back may pick the node
     /// that took its task over as its new keeper), against its own record.
-    pub(super) fn replicate(&mut self, record: TaskRecord, caller: NodeId) -> Verdict {
+    /// `Keep` only once the copy is on disk: a copy that cannot be written
+    /// is an error to the runner, which pushes it again next round.
+    pub(super) fn replicate(
+        &mut self,
+        record: TaskRecord,
+        caller: NodeId,
+    ) -> Result<Verdict, SupervisorError> {
         let me = &self.cfg.node;
         let held = self.copies.get(&record.id).or_else(|| {
             self.records
@@ -60,18 +64,26 @@ impl<R: ContainerRuntime> Supervisor<R> {
         });
         let verdict = failover::judge(held, &record, &caller);
         if verdict == Verdict::Keep {
-            if let Err(e) = self.store.put_copy(&record) {
-                error!(task_id = %record.id, error = %e, "could not store a task copy");
-            }
-            self.copies.insert(record.id.clone(), record);
+            self.keep_copy(record)?;
         }
-        verdict
+        Ok(verdict)
     }
 
     pub(super) fn hold(&mut self, record: TaskRecord) -> Result<(), SupervisorError> {
-        self.store
-            .put_copy(&record)
-            .map_err(|e| SupervisorError::Busy(format!("copy not stored: {e}")))?;
+        self.keep_copy(record)
+    }
+
+    /// Writes a copy, then holds it; a failed write keeps nothing.
+    fn keep_copy(&mut self, record: TaskRecord) -> Result<(), SupervisorError> {
+        if let Err(e) = self.store.put_copy(&record) {
+            error!(task_id = %record.id, error = %e, "could not store a task copy");
+            self.write_failed(&e);
+            return Err(SupervisorError::Storage(format!(
+                "{} did not keep the copy: {e}",
+                self.cfg.node
+            )));
+        }
+        self.unsaved_copies.remove(&record.id);
         self.copies.insert(record.id.clone(), record);
         Ok(())
     }
@@ -82,25 +94,21 @@ impl<R: ContainerRuntime> Supervisor<R> {
     pub(super) fn claim_copy(&mut self, record: &TaskRecord) {
         let me = self.cfg.node.clone();
         if let Some(c) = self.copies.get_mut(&record.id) {
-            c.claimed_by(me, record.attempt.saturating_add(1));
-            if let Err(e) = self.store.put_copy(c) {
-                error!(task_id = %record.id, error = %e, "could not store a task copy");
-            }
+            c.claimed_by(me, record.epoch, record.attempt.saturating_add(1));
+            self.persist_copy(&record.id);
         }
     }
 
-    pub(super) fn replaced(&mut self, id: &TaskId, node: NodeId, attempt: u32) {
+    pub(super) fn replaced(&mut self, id: &TaskId, node: NodeId, epoch: u32, attempt: u32) {
         let Some(c) = self.copies.get_mut(id) else {
             return;
         };
-        if let Err(e) = c.replaced_by(node, attempt) {
+        if let Err(e) = c.replaced_by(node, epoch, attempt) {
             // The new runner's push got here first: it is newer.
             debug!(task_id = %id, error = %e, "re-placement not recorded");
             return;
         }
-        if let Err(e) = self.store.put_copy(c) {
-            error!(task_id = %id, error = %e, "could not store a task copy");
-        }
+        self.persist_copy(id);
     }
 
     pub(super) fn set_keeper(&mut self, id: &TaskId, keeper: NodeId) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_protocol::api::{Health, RuntimeHealth};
+use mesh_protocol::auth::Caller;
 use mesh_protocol::queue::{Dispatch, QueuedTask, TaskQueue};
 use mesh_protocol::task::TransitionError;
 use mesh_protocol::{CoreAllocator, TaskId, TaskRecord, TaskState};
@@ -20,6 +21,7 @@ mod keeper;
 mod moves;
 mod retention;
 mod views;
+mod writes;
 
 use super::jobs::{self};
 use super::{Command, SupervisorConfig, SupervisorError, container};
@@ -43,12 +45,18 @@ pub(crate) struct Supervisor<R> {
     observing: bool,
     /// Tasks whose current attempt a live job follows.
     watched: BTreeSet<TaskId>,
-    /// Stored tasks whose records could not be read.
+    /// Stored tasks whose records could not be read (set aside).
     unreadable: BTreeSet<TaskId>,
     /// No new task starts here while set.
     draining: bool,
     /// Copies of tasks other agents run, held as their keeper.
     copies: BTreeMap<TaskId, TaskRecord>,
+    /// Why the last write to the store failed, until a retry succeeds:
+    /// meanwhile no task is accepted or started here.
+    store_error: Option<String>,
+    /// Records and copies whose latest state is not on disk yet.
+    unsaved: BTreeSet<TaskId>,
+    unsaved_copies: BTreeSet<TaskId>,
     jobs: JoinSet<()>,
     events_tx: jobs::Events,
     /// This host's image pulls, shared with the services.
@@ -66,6 +74,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         pulls: Pulls<R>,
         store: Store,
         logs: LogDir,
+        loaded: crate::store::Loaded,
     ) -> Self {
         let alloc = CoreAllocator::new(cfg.topology.model.clone());
         let queue = TaskQueue::new();
@@ -77,7 +86,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         };
         // Replaced in `run` with the real sender.
         let (events_tx, _) = mpsc::unbounded_channel();
-        Self {
+        let mut supervisor = Self {
             cfg,
             runtime,
             store,
@@ -93,10 +102,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
             unreadable: BTreeSet::new(),
             draining: false,
             copies: BTreeMap::new(),
+            store_error: None,
+            unsaved: BTreeSet::new(),
+            unsaved_copies: BTreeSet::new(),
             jobs: JoinSet::new(),
             events_tx,
             pulls,
-        }
+        };
+        supervisor.load(loaded);
+        supervisor
     }
 
     pub(crate) async fn run(
@@ -106,7 +120,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
     ) {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events_tx = events_tx;
-        self.load();
         let mut ping = tokio::time::interval(self.cfg.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(self.cfg.prune_every);
@@ -125,7 +138,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     None => break,
                 },
                 Some(ev) = events.recv() => self.event(ev),
-                _ = ping.tick() => self.spawn(jobs::ping(self.runtime.clone(), self.events_tx.clone())),
+                _ = ping.tick() => {
+                    self.retry_writes();
+                    self.spawn(jobs::ping(self.runtime.clone(), self.events_tx.clone()));
+                }
                 _ = prune.tick() => self.prune(),
                 Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
                 _ = tokio::time::sleep(wake) => {}
@@ -166,22 +182,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.jobs.spawn(job);
     }
 
-    /// Rebuilds queue and core holdings from the store.
-    fn load(&mut self) {
-        let (records, bad) = match self.store.load() {
-            Ok(x) => x,
-            Err(e) => {
-                error!(error = %e, "cannot read the task store; starting with no tasks");
-                (Vec::new(), Vec::new())
-            }
-        };
-        for key in bad {
-            error!(task_id = %key, "stored task record is unreadable; skipped, its containers are left alone");
+    /// Rebuilds queue and core holdings from what the store held.
+    fn load(&mut self, loaded: crate::store::Loaded) {
+        for key in loaded.set_aside {
+            warn!(task_id = %key, "a stored task record was set aside (it does not decode): its containers are left alone");
             if let Ok(id) = TaskId::new(key) {
                 self.unreadable.insert(id);
             }
         }
-        for r in records {
+        for r in loaded.records {
             self.next_seq = self.next_seq.max(r.queue_seq.saturating_add(1));
             match r.state {
                 // A task whose offer's outcome is unknown waits outside the
@@ -198,25 +207,18 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             self.records.insert(r.id.clone(), r);
         }
-        match self.store.load_copies() {
-            Ok(copies) => self.copies = copies.into_iter().map(|c| (c.id.clone(), c)).collect(),
-            Err(e) => error!(error = %e, "cannot read the copies this node keeps"),
-        }
+        self.copies = loaded
+            .copies
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         info!(
             tasks = self.records.len(),
             queued = self.queue.len(),
             copies = self.copies.len(),
+            set_aside = self.unreadable.len(),
             "loaded task store"
         );
-    }
-
-    /// Writes a record; a failure is logged (the in-memory state goes on).
-    fn persist(&self, id: &TaskId) {
-        if let Some(r) = self.records.get(id)
-            && let Err(e) = self.store.put(r)
-        {
-            error!(task_id = %id, error = %e, "could not persist task state");
-        }
     }
 
     fn command(&mut self, cmd: Command) {
@@ -280,7 +282,12 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::Copies(reply) => {
                 let _ = reply.send(self.copies.values().cloned().collect());
             }
-            Command::Replaced(id, node, attempt) => self.replaced(&id, node, attempt),
+            Command::Copy(id, reply) => {
+                let _ = reply.send(self.copies.get(&id).cloned().ok_or_else(|| {
+                    SupervisorError::NotFound(format!("no copy of {id} on {}", self.cfg.node))
+                }));
+            }
+            Command::Replaced(id, node, epoch, attempt) => self.replaced(&id, node, epoch, attempt),
             Command::Kept(reply) => {
                 let _ = reply.send(
                     self.records
@@ -327,8 +334,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::List(after, limit, reply) => {
                 let _ = reply.send(self.page(after.as_ref(), limit));
             }
-            Command::Kill(id, reply) => {
-                let _ = reply.send(self.kill(&id));
+            Command::Kill(id, by, reply) => {
+                let _ = reply.send(self.kill(&id, &by));
             }
             Command::Logs(id, reply) => {
                 let _ = reply.send(self.logs_at(&id));
@@ -346,9 +353,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::Health(reply) => {
                 let _ = reply.send(Health {
-                    ok: self.docker.reachable,
+                    ok: self.docker.reachable && self.store_error.is_none(),
                     node: self.cfg.node.clone(),
                     docker: self.docker.clone(),
+                    store_error: self.store_error.clone(),
                 });
             }
         }
@@ -391,12 +399,17 @@ impl<R: ContainerRuntime> Supervisor<R> {
         })
     }
 
-    fn kill(&mut self, id: &TaskId) -> Result<TaskRecord, SupervisorError> {
+    fn kill(&mut self, id: &TaskId, by: &Caller) -> Result<TaskRecord, SupervisorError> {
         let now = self.now_ms();
         let r = self
             .records
             .get_mut(id)
             .ok_or_else(|| SupervisorError::NotFound(id.to_string()))?;
+        if !by.may_act_on(&r.owner) {
+            return Err(SupervisorError::Forbidden(
+                by.refusal(&format!("task {id}"), &r.owner),
+            ));
+        }
         let done = r
             .kill(now)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
@@ -409,18 +422,24 @@ impl<R: ContainerRuntime> Supervisor<R> {
         }
         // A starting task is killed as soon as its container is known.
         self.persist(id);
-        info!(task_id = %id, "kill requested");
+        info!(task_id = %id, by = %by.user, "kill requested");
         Ok(snapshot)
     }
 
     /// Starts whatever the queue says fits, if Docker is there.
     fn dispatch(&mut self) {
-        if self.draining || !self.docker.reachable || !self.reconciled || self.queue.is_empty() {
+        if self.draining
+            || !self.docker.reachable
+            || !self.reconciled
+            || self.store_error.is_some()
+            || self.queue.is_empty()
+        {
             return;
         }
         let now = self.now_ms();
         let decisions = self.queue.dispatch(&mut self.alloc, now);
         let mut changed = Vec::new();
+        let mut before = Vec::new();
         let mut to_run = Vec::new();
         for d in decisions {
             match d {
@@ -429,6 +448,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                         self.alloc.release(&id);
                         continue;
                     };
+                    before.push(r.clone());
                     if let Err(e) = r.start(allocation.clone(), now) {
                         refused(&e);
                         self.alloc.release(&id);
@@ -449,6 +469,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     let Some(r) = self.records.get_mut(&id) else {
                         continue;
                     };
+                    before.push(r.clone());
                     match r.unplaceable(format!("cannot run on this node: {e}"), now) {
                         Ok(()) => changed.push(id),
                         Err(e) => refused(&e),
@@ -463,7 +484,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
             .filter_map(|id| self.records.get(id))
             .collect();
         if let Err(e) = self.store.put_all(records) {
-            error!(error = %e, "could not persist started tasks");
+            // Not on disk: nothing starts, and the tasks wait as they were.
+            for r in before.into_iter().filter(|r| changed.contains(&r.id)) {
+                self.alloc.release(&r.id);
+                self.queue.put(queued(&r));
+                self.records.insert(r.id.clone(), r);
+            }
+            self.write_failed(&e);
+            return;
         }
         for (id, attempt, spec) in to_run {
             self.watched.insert(id.clone());

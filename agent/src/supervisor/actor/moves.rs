@@ -36,8 +36,11 @@ impl<R: ContainerRuntime> Supervisor<R> {
         if moved && r.state == TaskState::Queued {
             info!(task_id = %id, %to, "task moved to another node");
             self.records.remove(id);
+            // Left in the store, it names the node it was offered to: a
+            // restart asks that node, finds it there and forgets it.
             if let Err(e) = self.store.delete(id.as_str()) {
                 error!(task_id = %id, error = %e, "could not forget a moved task");
+                self.write_failed(&e);
             }
             return;
         }
@@ -74,10 +77,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
         record
             .taken_here(self.cfg.node.clone(), self.next_seq, now)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
+        self.store_new(&record)?;
         self.claim_copy(&record);
-        self.store
-            .put(&record)
-            .map_err(|e| SupervisorError::Busy(format!("task not accepted: {e}")))?;
         self.next_seq = self.next_seq.saturating_add(1);
         self.queue.put(queued(&record));
         info!(task_id = %record.id, "took a task offered by a peer");

@@ -42,6 +42,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         if !tasks.is_empty() || !copies.is_empty() {
             if let Err(e) = self.store.forget(&tasks, &copies) {
                 error!(error = %e, "could not forget finished tasks; trying again later");
+                self.write_failed(&e);
                 return;
             }
             let mut files = Vec::new();

@@ -169,6 +169,7 @@ mod tests {
                 spec: ServiceSpec::try_from(request).unwrap(),
                 revision: 1,
                 removed: false,
+                owner: mesh_protocol::auth::unknown_owner(),
             },
             nodes: loads
                 .iter()
