@@ -140,6 +140,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         None => RegistryAuth::default(),
     };
     let pulls = Pulls::new(runtime.clone(), auth);
+    let service_pulls = pulls.clone();
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -208,7 +209,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             disk: config.disk.clone(),
         },
         &config.data_dir,
-        runtime.clone(),
+        service_pulls,
         supervisor.clone(),
         mesh.clone(),
         shutdown.clone(),

@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::images::Pulls;
 use crate::mesh::Mesh;
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorHandle;
@@ -222,13 +223,13 @@ pub struct ServicesConfig {
 pub async fn start<R: ContainerRuntime>(
     cfg: ServicesConfig,
     data_dir: &Path,
-    runtime: Arc<R>,
+    pulls: Pulls<R>,
     supervisor: SupervisorHandle,
     mesh: Mesh,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
     let (control, backend, join) =
-        run(cfg, data_dir, runtime, supervisor, mesh.clone(), shutdown).await?;
+        run(cfg, data_dir, pulls, supervisor, mesh.clone(), shutdown).await?;
     let tunnels = Arc::new(move |caller: Option<NodeId>, send, recv| {
         let caller = caller.map(|c| c.to_string());
         Box::pin(tunnel::serve(backend.clone(), caller, send, recv)) as BoxFuture<'static, ()>
@@ -264,7 +265,7 @@ pub async fn start<R: ContainerRuntime>(
 async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     cfg: ServicesConfig,
     data_dir: &Path,
-    runtime: Arc<R>,
+    pulls: Pulls<R>,
     cores: C,
     mesh: M,
     shutdown: CancellationToken,
@@ -272,13 +273,8 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     let registry = Registry::open(data_dir, cfg.disk.clone())?;
     let stats_stop = CancellationToken::new();
     let (stats, stats_task) = Stats::spawn(stats_stop.clone());
-    let (backend, backend_task) = Backend::spawn(
-        cfg.backend,
-        runtime,
-        cores,
-        stats.clone(),
-        cfg.clock.now_ms(),
-    );
+    let (backend, backend_task) =
+        Backend::spawn(cfg.backend, pulls, cores, stats.clone(), cfg.clock.now_ms());
     let front = Front::new(
         mesh.clone(),
         backend.clone(),

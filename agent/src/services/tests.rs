@@ -184,7 +184,7 @@ async fn a_gossiped_definition_is_served_here_and_its_tombstone_gives_everything
     let (control, _, join) = run(
         cfg,
         dir.path(),
-        rt.clone(),
+        pulls_on(&rt),
         cores.clone(),
         mesh.clone(),
         stop.clone(),
@@ -272,7 +272,7 @@ async fn a_port_that_cannot_be_bound_is_tried_again_with_a_back_off_not_every_ro
     let (control, _, join) = run(
         config(&mesh, bind),
         dir.path(),
-        rt,
+        pulls_on(&rt),
         cores,
         mesh.clone(),
         stop.clone(),
@@ -317,9 +317,16 @@ async fn a_port_outside_service_ports_is_refused_by_the_api_and_not_listened_on_
     cfg.ports = format!("{}-{}", listen + 1, listen + 10).parse().unwrap();
     *mesh.defs.lock().unwrap() = vec![def(listen, 1, false)];
     let stop = CancellationToken::new();
-    let (control, _, join) = run(cfg, dir.path(), rt, cores, mesh.clone(), stop.clone())
-        .await
-        .unwrap();
+    let (control, _, join) = run(
+        cfg,
+        dir.path(),
+        pulls_on(&rt),
+        cores,
+        mesh.clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     until("the gossiped definition is known", || async {
         listening(&control, "echo").await.1.is_some()
     })
@@ -410,7 +417,7 @@ async fn a_waiting_connection_does_not_ask_every_peer_every_100_ms() {
     let (control, _, join) = run(
         config(&mesh, bind),
         dir.path(),
-        rt,
+        pulls_on(&rt),
         cores,
         mesh.clone(),
         stop.clone(),
@@ -455,9 +462,16 @@ async fn connections_beyond_the_caps_are_refused_cleanly_and_counted() {
     let echo = changed(def(listen, 1, false), |f| f.warm = 0);
     *mesh.defs.lock().unwrap() = vec![echo];
     let stop = CancellationToken::new();
-    let (control, _, join) = run(cfg, dir.path(), rt, cores, mesh.clone(), stop.clone())
-        .await
-        .unwrap();
+    let (control, _, join) = run(
+        cfg,
+        dir.path(),
+        pulls_on(&rt),
+        cores,
+        mesh.clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     until("listening", || async {
         listening(&control, "echo").await.0
     })
@@ -509,7 +523,7 @@ async fn an_idle_client_is_closed_after_the_services_idle_timeout() {
     let (control, _, join) = run(
         config(&mesh, bind),
         dir.path(),
-        rt.clone(),
+        pulls_on(&rt),
         cores.clone(),
         mesh.clone(),
         stop.clone(),
@@ -564,7 +578,7 @@ async fn an_invalid_gossiped_definition_is_ignored_and_a_valid_one_served() {
     let (control, _, join) = run(
         config(&mesh, bind),
         dir.path(),
-        rt.clone(),
+        pulls_on(&rt),
         cores.clone(),
         mesh.clone(),
         stop.clone(),
@@ -598,4 +612,9 @@ async fn an_invalid_gossiped_definition_is_ignored_and_a_valid_one_served() {
     );
     stop.cancel();
     join.await.unwrap();
+}
+
+/// The image pulls of a test's runtime, without credentials.
+fn pulls_on(rt: &Arc<MemoryRuntime>) -> crate::images::Pulls<MemoryRuntime> {
+    crate::images::Pulls::new(rt.clone(), crate::images::RegistryAuth::default())
 }

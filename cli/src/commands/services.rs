@@ -107,6 +107,9 @@ pub struct ServiceCreateArgs {
     /// KEY=VALUE for the containers' environment (repeatable).
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
+    /// When each node pulls the image: missing (when the host lacks it; every node starts fetching it when the service is declared), always, never [default: missing].
+    #[arg(long, value_name = "POLICY")]
+    pub pull: Option<mesh_protocol::image::PullPolicy>,
     /// The command, overriding the image's (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -133,6 +136,7 @@ impl ServiceCreateArgs {
             instances: self.instances.clone(),
             command: self.command.clone(),
             env: self.env.clone(),
+            pull: self.pull,
         }
     }
 }

@@ -113,6 +113,9 @@ pub struct ServiceRequest {
     /// `KEY=VALUE` entries.
     #[serde(default)]
     pub env: Vec<String>,
+    /// When each node pulls the image: `missing` (default), `always`, `never`.
+    #[serde(default)]
+    pub pull: Option<crate::image::PullPolicy>,
 }
 
 /// Why a definition was refused.
@@ -205,6 +208,7 @@ impl TryFrom<ServiceRequest> for ServiceSpec {
             env,
             idle_timeout_ms: r.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
             total_timeout_ms: r.total_timeout_ms,
+            pull: r.pull.unwrap_or_default(),
         })
     }
 }

@@ -7,6 +7,7 @@
 
 use std::ops::Deref;
 
+use crate::image::PullPolicy;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -46,6 +47,10 @@ pub struct ServiceFields {
     /// A client connection open this long is closed; `None`: no limit.
     #[serde(default)]
     pub total_timeout_ms: Option<u64>,
+    /// When each node pulls the image. (Definitions from before this field
+    /// get the default, `missing`.)
+    #[serde(default)]
+    pub pull: PullPolicy,
 }
 
 fn default_idle() -> u64 {

@@ -46,6 +46,11 @@ pub enum AcquireError {
         service: ServiceName,
         source: IdError,
     },
+    #[error("no image for {service}: {source}")]
+    Image {
+        service: ServiceName,
+        source: crate::images::EnsureError,
+    },
     #[error("cannot start a container of {service}: {source}")]
     Start {
         service: ServiceName,

@@ -22,6 +22,7 @@ mod start;
 pub use error::{AcquireError, ReadyError};
 
 use super::stats::Stats;
+use crate::images::Pulls;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::services::plan::Started;
 use crate::services::ports::Cores;
@@ -56,7 +57,7 @@ impl Backend {
     /// `shutdown` (or until every handle is gone).
     pub fn spawn<R: ContainerRuntime, C: Cores>(
         cfg: BackendConfig,
-        runtime: Arc<R>,
+        pulls: Pulls<R>,
         cores: C,
         stats: Stats,
         started_ms: u64,
@@ -65,7 +66,7 @@ impl Backend {
         let (publish, view) = watch::channel(Arc::new(Snapshot::default()));
         let released = Arc::new(Notify::new());
         let node = cfg.node.clone();
-        let fx = start::Effects::new(cfg, runtime, cores, stats, started_ms);
+        let fx = start::Effects::new(cfg, pulls, cores, stats, started_ms);
         let join = tokio::spawn(Actor::new(fx, rx, publish, released.clone()).run());
         let handle = Self {
             tx,

@@ -20,6 +20,7 @@ use tracing::warn;
 use super::BackendConfig;
 use super::error::{AcquireError, ReadyError};
 use crate::clock::deadline_after;
+use crate::images::Pulls;
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError};
 use crate::services::plan::Started;
 use crate::services::ports::Cores;
@@ -33,6 +34,8 @@ const OUTPUT_TAIL: usize = 2048;
 pub(super) struct Effects<R, C> {
     pub cfg: BackendConfig,
     pub runtime: Arc<R>,
+    /// This host's image pulls, shared with the tasks.
+    pub pulls: Pulls<R>,
     pub cores: C,
     pub stats: Stats,
     /// Container names stay unique across restarts of the agent (a stale
@@ -48,7 +51,7 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
     /// `started_ms`: when this run of the agent started (it names the run).
     pub fn new(
         cfg: BackendConfig,
-        runtime: Arc<R>,
+        pulls: Pulls<R>,
         cores: C,
         stats: Stats,
         started_ms: u64,
@@ -56,7 +59,8 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
         let run = started_ms.saturating_mul(1000);
         Self {
             cfg,
-            runtime,
+            runtime: pulls.runtime(),
+            pulls,
             cores,
             stats,
             seq: AtomicU64::new(run),
@@ -101,6 +105,18 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
         cores: CoreCount,
     ) -> Result<(Started, TcpStream), AcquireError> {
         let service = || spec.name.clone();
+        // The image first, as the service's pull policy says; no cores are
+        // held while it comes.
+        self.pulls
+            .ensure(&spec.image, spec.pull, |_| {})
+            .await
+            .map_err(|source| {
+                self.stats.count(&spec.name, Count::FailedStart);
+                AcquireError::Image {
+                    service: service(),
+                    source,
+                }
+            })?;
         let mut last = None;
         for _ in 0..=spec.ready_retries {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
