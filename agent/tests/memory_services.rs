@@ -171,3 +171,36 @@ async fn an_invalid_stored_definition_is_set_aside_at_start_and_the_others_serve
     );
     a.stop().await;
 }
+
+/// A service whose image the host lacks: pulled before its first container
+/// (once, whatever the connections), then served; one whose image the
+/// registry does not have starts no container and serves nobody.
+#[tokio::test]
+async fn a_service_image_the_host_lacks_is_pulled_before_its_first_container() {
+    let rt = Arc::new(MemoryRuntime::new());
+    let mut a = agent(rt.clone()).await;
+    let listen = port(103);
+    let mut echo = svc("pulled", listen, &["echo", "--port", "7000"]);
+    echo.image = format!("{}/echo:1", mesh_agent::runtime::memory::TEST_REGISTRY);
+    a.api.create_service(&echo).await;
+    wait_listening(&a.api, "pulled", 1).await;
+    let addr = SocketAddr::new(a.ip, listen);
+    assert_eq!(exchange(addr, b"hello").await.unwrap(), b"hello");
+    assert_eq!(exchange(addr, b"again").await.unwrap(), b"again");
+    assert_eq!(rt.pulls(), 1, "pulled once");
+
+    let listen = port(104);
+    let mut nosuch = svc("nosuch", listen, &["echo", "--port", "7000"]);
+    nosuch.image = format!("{}/nosuch:1", mesh_agent::runtime::memory::TEST_REGISTRY);
+    nosuch.queue_timeout_ms = Some(500);
+    a.api.create_service(&nosuch).await;
+    wait_listening(&a.api, "nosuch", 1).await;
+    let started = rt.started();
+    let refused = exchange(SocketAddr::new(a.ip, listen), b"x").await;
+    assert!(
+        !matches!(&refused, Ok(echoed) if echoed.as_slice() == b"x"),
+        "{refused:?}"
+    );
+    assert_eq!(rt.started(), started, "no container without its image");
+    a.stop().await;
+}
