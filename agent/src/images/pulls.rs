@@ -92,17 +92,6 @@ impl<R: ContainerRuntime> Pulls<R> {
         self.runtime.clone()
     }
 
-    /// Starts getting `image` onto this host as `policy` says, without
-    /// waiting (a service's image, before its first client).
-    pub fn prefetch(&self, image: &str, policy: PullPolicy) {
-        let (this, image) = (self.clone(), image.to_owned());
-        tokio::spawn(async move {
-            if let Err(e) = this.ensure(&image, policy, |_| {}).await {
-                warn!(%image, error = %e, "could not fetch a service's image ahead of its clients");
-            }
-        });
-    }
-
     /// Makes sure `image` is on this host as `policy` asks, calling
     /// `progress` as a pull it waits on moves.
     pub async fn ensure(
