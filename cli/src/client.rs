@@ -12,7 +12,7 @@ use futures_util::{Stream, StreamExt};
 use mesh_protocol::api::{CopyStatus, ErrorBody, Health, NodeView, SubmitRequest, SubmitResponse};
 use mesh_protocol::attempts::TaskView;
 use mesh_protocol::gossip::PeerView;
-use mesh_protocol::{TaskId, TaskRecord, TaskState};
+use mesh_protocol::{TaskId, TaskRecord};
 use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -31,57 +31,8 @@ const MAX_SHOWN_BODY: usize = 2_000;
 /// How often [`Client::wait_for`] asks for the task's state.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
-/// A request to the agent that did not give the answer asked for.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(
-        "cannot reach the agent at {node}: {cause}. Is meshd running? Set --node or MESH_NODE."
-    )]
-    Unreachable { node: String, cause: String },
-    /// The agent refused with an `ErrorBody`; its message says why.
-    #[error("{message}")]
-    Agent { status: StatusCode, message: String },
-    /// The agent answered an error status without an `ErrorBody`.
-    #[error("agent answered {status} to {request}: {body}")]
-    Status {
-        request: String,
-        status: StatusCode,
-        body: String,
-    },
-    #[error(
-        "cannot read the agent's answer to {request}: {cause}; are meshctl and meshd the same version?"
-    )]
-    Decode { request: String, cause: String },
-    #[error(
-        "the connection to the agent at {node} broke while reading the answer to {request}: {cause}"
-    )]
-    Body {
-        node: String,
-        request: String,
-        cause: String,
-    },
-    #[error("cannot set up the HTTP client: {0}")]
-    Setup(String),
-    /// [`Client::wait_for`] ran out of time.
-    #[error("timed out after {limit:?} waiting for task {id} (state: {})", last.map_or("unknown", TaskState::as_str))]
-    WaitTimeout {
-        id: TaskId,
-        limit: Duration,
-        /// The last state seen, if any answer came.
-        last: Option<TaskState>,
-    },
-}
-
-impl ClientError {
-    /// The HTTP status the agent refused with; `None` when no answer came
-    /// (or it could not be read), or for a wait that timed out.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            ClientError::Agent { status, .. } | ClientError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
+mod error;
+pub use error::ClientError;
 
 /// Which tasks `GET /v1/tasks` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Tests of `client`.
 
 use super::*;
+use mesh_protocol::TaskState;
 
 const REQ: &str = "GET /v1/tasks/t1";
 
