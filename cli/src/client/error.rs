@@ -36,7 +36,7 @@ pub enum ClientError {
     },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
-    /// [`Client::wait_for`] ran out of time.
+    /// `Client::wait_for` ran out of time.
     #[error("timed out after {limit:?} waiting for task {id} (state: {})", last.map_or("unknown", TaskState::as_str))]
     WaitTimeout {
         id: TaskId,
