@@ -16,7 +16,11 @@
 //! rest of this module carries it out.
 
 pub mod check;
+mod datadir;
+mod load;
 mod report;
+use datadir::{fill_disk, read_audit_log};
+use load::Load;
 pub mod schedule;
 pub mod services;
 pub mod witness;
@@ -397,86 +401,6 @@ async fn repair(
     Ok(true)
 }
 
-/// Where `file` in `node`'s data directory is seen from the host: through
-/// the agent's root (`/proc/PID/root`), as the agent's image has no shell
-/// and a small disk is a tmpfs. None: the agent is not running.
-async fn in_data_dir(
-    net: &Testnet,
-    node: &str,
-    file: &str,
-) -> Result<Option<std::path::PathBuf>, TestnetError> {
-    let container = net.state().node(node)?.container.clone();
-    let pid = net
-        .docker
-        .run(&["inspect", "--format", "{{.State.Pid}}", &container])
-        .await?;
-    let pid = pid.trim();
-    if pid.is_empty() || pid == "0" {
-        return Ok(None);
-    }
-    Ok(Some(std::path::PathBuf::from(format!(
-        "/proc/{pid}/root{}/{file}",
-        crate::agent::DATA_MOUNT
-    ))))
-}
-
-/// `node`'s core audit log (empty if it has none or is not running).
-async fn read_audit_log(net: &Testnet, node: &str) -> Result<String, TestnetError> {
-    let Some(path) = in_data_dir(net, node, AUDIT_LOG).await? else {
-        return Ok(String::new());
-    };
-    match tokio::fs::read_to_string(&path).await {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(TestnetError::Task(format!(
-            "cannot read {node}'s audit log {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// Fills (`full`) or frees `node`'s small data disk: writes zeros to a
-/// file in it until the tmpfs is full, or removes the file. `Ok(false)`:
-/// the agent was not running.
-async fn fill_disk(net: &Testnet, node: &str, full: bool) -> Result<bool, TestnetError> {
-    let Some(path) = in_data_dir(net, node, FILL_FILE).await? else {
-        return Ok(false);
-    };
-    let done = tokio::task::spawn_blocking(move || {
-        if full {
-            fill(&path)
-        } else {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        }
-    })
-    .await
-    .map_err(|e| TestnetError::Task(e.to_string()))?;
-    match done {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            tracing::warn!(node, error = %e, "chaos: cannot fill or free the data disk");
-            Ok(false)
-        }
-    }
-}
-
-/// Writes zeros to `path` until the disk says it is full.
-fn fill(path: &std::path::Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    let chunk = vec![0u8; 1 << 20];
-    loop {
-        match file.write_all(&chunk) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(28) => return Ok(()), // ENOSPC
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Drains or undrains `node` through its own API, retried for a while (an
 /// agent busy with a failover may be slow to answer).
 async fn set_draining(net: &Testnet, node: &str, on: bool, migrate: bool) -> bool {
@@ -494,104 +418,6 @@ async fn set_draining(net: &Testnet, node: &str, on: bool, migrate: bool) -> boo
     .await
     .inspect_err(|e| tracing::warn!(error = %e, "chaos: {what} failed"))
     .is_ok()
-}
-
-/// The steady load: one submission every [`SUBMIT_EVERY`] through a node
-/// the run can reach.
-struct Load<'a> {
-    net: &'a Testnet,
-    witness: SocketAddr,
-    unreachable: Unreachable,
-    origin: Instant,
-}
-
-/// What the load submitted.
-#[derive(Debug, Default)]
-struct Submitted {
-    counts: Submissions,
-    /// Ids of accepted tasks (array members, not the array's id).
-    accepted: BTreeSet<String>,
-}
-
-impl Load<'_> {
-    async fn run(&self, seed: u64, deadline: Instant) -> Submitted {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let nodes = self.net.nodes();
-        let mut out = Submitted::default();
-        let mut last: Option<TaskId> = None;
-        let mut tick = tokio::time::interval(SUBMIT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while Instant::now() < deadline {
-            tick.tick().await;
-            let plan = schedule::next_submission(&mut rng);
-            let reachable = self.unreachable.reachable(nodes.len());
-            let pick = rng.random_range(0..reachable.len().max(1));
-            let Some(node) = reachable.get(pick).map(|&i| nodes[i].to_string()) else {
-                continue;
-            };
-            let request = self.request(&plan, last.as_ref().filter(|_| plan.after_last));
-            match self.submit(&node, &request).await {
-                Ok(answer) => {
-                    out.counts.accepted += 1;
-                    if answer.members.is_empty() {
-                        if plan.array.is_none() {
-                            last = Some(answer.id.clone());
-                        }
-                        out.accepted.insert(answer.id.to_string());
-                    } else {
-                        out.accepted
-                            .extend(answer.members.iter().map(|m| m.id.to_string()));
-                    }
-                }
-                Err(e) if e.status().is_some() => {
-                    out.counts.refused += 1;
-                    log(self.origin, format_args!("{node} refused a task: {e}"));
-                }
-                Err(e) => {
-                    out.counts.unanswered += 1;
-                    log(
-                        self.origin,
-                        format_args!("{node} did not answer a submit: {e}"),
-                    );
-                }
-            }
-        }
-        out
-    }
-
-    fn request(&self, plan: &Submission, after: Option<&TaskId>) -> SubmitRequest {
-        SubmitRequest {
-            image: TASK_IMAGE.into(),
-            command: vec![
-                "witness".into(),
-                self.witness.to_string(),
-                format!("{:.3}", plan.work.as_secs_f64()),
-                plan.fail_attempts.to_string(),
-            ],
-            cores: Some(plan.cores),
-            retries: Some(plan.retries),
-            array: plan.array,
-            after: after.into_iter().cloned().collect(),
-            labels: BTreeMap::from([(LABEL_RUN.to_owned(), self.net.name().to_string())]),
-            ..Default::default()
-        }
-    }
-
-    async fn submit(
-        &self,
-        node: &str,
-        request: &SubmitRequest,
-    ) -> Result<mesh_protocol::api::SubmitResponse, meshctl::client::ClientError> {
-        let ip = self
-            .net
-            .state()
-            .node(node)
-            .map(|n| n.ip)
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
-        let url = SocketAddr::from((ip, API_PORT)).into();
-        let client = Client::with_timeouts(url, Duration::from_secs(2), Duration::from_secs(15))?;
-        client.submit(request).await
-    }
 }
 
 /// Waits until every task of the run that any agent lists, and every one
