@@ -117,3 +117,22 @@ async fn docker_agent_pulls_a_task_image_from_a_registry() {
         "{failed:?}"
     );
 }
+
+/// On real Docker: a service whose image is only in a loopback registry is
+/// pulled by the node before its first container, then served.
+#[tokio::test]
+async fn docker_agent_pulls_a_service_image_from_a_registry() {
+    require_docker().await;
+    let registry = TestRegistry::start().await;
+    let image = registry.push_new(IMAGE, &format!("ganger-test/{}:1", unique("svc")));
+    let a = common::services_docker::node().await;
+    let listen = common::services::port(31);
+    let mut echo = common::services::svc("pulledsvc", listen, &["echo", "--port", "7000"]);
+    echo.image = image.clone();
+    a.api.create_service(&echo).await;
+    common::services::wait_listening(&a.api, "pulledsvc", 1).await;
+    let addr = std::net::SocketAddr::new(a.ip, listen);
+    let reply = common::services::exchange(addr, b"hello").await.unwrap();
+    assert_eq!(reply, b"hello");
+    assert!(docker().has_image(&image).await.unwrap(), "pulled");
+}

@@ -108,7 +108,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     let kill = r.kill_requested;
                     info!(task_id = %task, attempt, container, "adopted container");
                     self.persist(&task);
-                    self.watched.insert(task.clone());
                     if kill {
                         self.spawn(jobs::kill(
                             self.runtime.clone(),
@@ -116,14 +115,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                             container.clone(),
                         ));
                     }
-                    self.spawn(jobs::watch(
-                        self.runtime.clone(),
-                        self.logs.clone(),
-                        container,
-                        task,
-                        attempt,
-                        self.events_tx.clone(),
-                    ));
+                    self.follow(task, attempt, container);
                 }
                 Action::LeaveAlone { task, container } => {
                     warn!(task_id = %task, container, "left alone: the container of a task whose record was set aside (see set-aside/ in the data dir)");
@@ -134,15 +126,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     // An ended attempt whose cores wait for this container
                     // to go: followed to its end, which gives them back.
                     if let Some((task, attempt)) = self.held_by_stray(&containers, &container) {
-                        self.watched.insert(task.clone());
-                        self.spawn(jobs::watch(
-                            self.runtime.clone(),
-                            self.logs.clone(),
-                            container,
-                            task,
-                            attempt,
-                            self.events_tx.clone(),
-                        ));
+                        self.follow(task, attempt, container);
                     }
                 }
                 Action::Requeue { task } => {
@@ -221,6 +205,20 @@ impl<R: ContainerRuntime> Supervisor<R> {
             self.queue.put(queued(r));
         }
         self.persist(&task);
+    }
+
+    /// Follows `container`, the attempt's, to its end (which the job
+    /// reports, giving back its cores).
+    fn follow(&mut self, task: TaskId, attempt: u32, container: String) {
+        self.watched.insert(task.clone());
+        self.spawn(jobs::watch(
+            self.runtime.clone(),
+            self.logs.clone(),
+            container,
+            task,
+            attempt,
+            self.events_tx.clone(),
+        ));
     }
 
     /// The ended attempt, still holding its cores and followed by no job,
