@@ -312,3 +312,95 @@ async fn a_node_running_a_task_tells_a_stale_runner_of_it_that_it_was_superseded
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_back_from_away_does_not_re_place_a_task_that_ended_under_another_keeper() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mesh_agent=debug")
+        .try_init();
+    // Four nodes: with the old keeper down, the runner still sees a
+    // majority, so it may pick a new keeper.
+    let mut nodes = Setup::memory("k")
+        .topology("numa:1 core:1 pu:1")
+        .phi(PHI)
+        .cluster(4)
+        .await;
+    let task = nodes[0].api.submit(&sleep_task(1, "600")).await;
+    let first = nodes[0]
+        .api
+        .wait_state(&task.id, TaskState::Running, 10)
+        .await;
+    wait_kept(&nodes, &first).await;
+    let runner = nodes.iter().position(|n| n.id == first.node).unwrap();
+    let old_id = first.keeper.clone().unwrap();
+    let old = nodes.iter().position(|n| n.id == old_id).unwrap();
+
+    // The old keeper goes away; the runner picks another and the task ends
+    // under it.
+    nodes[old].stop().await;
+    let new_id = wait_until(
+        "the runner picks a new keeper",
+        Duration::from_secs(45),
+        || async {
+            let local = nodes[runner].api.local_tasks().await;
+            let r = local.iter().find(|t| t.id == task.id).cloned();
+            match r.as_ref().and_then(|r| r.keeper.clone()) {
+                Some(k) if k != old_id => Ok(k),
+                _ => Err(r),
+            }
+        },
+    )
+    .await;
+    nodes[runner].api.kill(&task.id).await;
+    let new_keeper = nodes.iter().find(|n| n.id == new_id).unwrap();
+    wait_until(
+        "the new keeper holds the end",
+        Duration::from_secs(20),
+        || async {
+            let copies = new_keeper.running().supervisor.copies().await.unwrap();
+            let ended = copies
+                .iter()
+                .any(|c| c.id == task.id && c.state.is_terminal());
+            if ended { Ok(()) } else { Err(copies) }
+        },
+    )
+    .await;
+
+    // The old keeper comes back with its stale copy ("running"); then the
+    // runner dies.
+    let seeds = [nodes[runner].gossip()];
+    nodes[old].restart(&seeds).await;
+    let stale_copy = |copies: &[TaskRecord]| {
+        copies
+            .iter()
+            .any(|c| c.id == task.id && !c.state.is_terminal())
+    };
+    let copies = nodes[old].running().supervisor.copies().await.unwrap();
+    assert!(
+        stale_copy(&copies),
+        "the old keeper's copy is stale: {copies:?}"
+    );
+    wait_formed(&nodes.iter().collect::<Vec<_>>()).await;
+    nodes[runner].stop().await;
+
+    // It learns from the new keeper that the task ended, and forgets its
+    // copy; it used to re-place it once the runner was dead.
+    let old = &nodes[old];
+    wait_until(
+        "the old keeper forgets its stale copy or re-places the task",
+        Duration::from_secs(60),
+        || async {
+            let copies = old.running().supervisor.copies().await.unwrap();
+            if !stale_copy(&copies) || started_on_live(&nodes) > 0 {
+                Ok(())
+            } else {
+                Err(copies)
+            }
+        },
+    )
+    .await;
+    assert_eq!(started_on_live(&nodes), 0, "a task that ended ran again");
+    let copies = old.running().supervisor.copies().await.unwrap();
+    assert!(!copies.iter().any(|c| c.id == task.id), "{copies:?}");
+}

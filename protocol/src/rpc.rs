@@ -21,7 +21,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -171,6 +171,10 @@ pub enum Request {
     /// The copy this node keeps of a task, as its keeper: answered with
     /// `Record`, or `Failed(NotFound)` when it holds none.
     Copy(TaskId),
+    /// What this node holds of each task, as runner or keeper: answered
+    /// with `Stamps` (at most [`crate::confirm::MAX_IDS`] ids). A keeper
+    /// asks before it re-places a dead runner's task.
+    Stamps(Vec<TaskId>),
 }
 
 impl Request {
@@ -186,7 +190,8 @@ impl Request {
             | Request::Drain { .. }
             | Request::Replicate(_)
             | Request::Hold(_)
-            | Request::Copy(_) => Topic::Tasks,
+            | Request::Copy(_)
+            | Request::Stamps(_) => Topic::Tasks,
         }
     }
 
@@ -203,6 +208,7 @@ impl Request {
             Request::Hold(_) => "hold",
             Request::ServiceReport => "service report",
             Request::Copy(_) => "copy",
+            Request::Stamps(_) => "stamps",
         }
     }
 }
@@ -226,6 +232,9 @@ pub enum Response {
         attempt: u32,
     },
     ServiceReport(Box<crate::api::ServiceReport>),
+    /// Answer to `Stamps`: none, one or two per id asked (as runner and
+    /// as keeper).
+    Stamps(Vec<crate::confirm::Stamp>),
 }
 
 /// Frames a message: length, then body.

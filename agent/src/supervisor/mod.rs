@@ -159,6 +159,14 @@ pub(crate) enum Command {
     Copy(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     /// As keeper: a copy was re-placed on `node` as attempt `attempt`.
     Replaced(TaskId, NodeId, u32, u32),
+    /// What this node holds of these tasks, as runner and as keeper.
+    Stamps(
+        Vec<TaskId>,
+        oneshot::Sender<Vec<mesh_protocol::confirm::Stamp>>,
+    ),
+    /// As keeper: a newer record elsewhere says the task ended; the copy
+    /// held is stale.
+    ForgetCopy(TaskId),
     /// As runner: records that have (or need) a keeper.
     Kept(oneshot::Sender<Vec<TaskRecord>>),
     SetKeeper(TaskId, NodeId),
@@ -399,6 +407,19 @@ impl SupervisorHandle {
     /// The copy this node keeps of `id`, as its keeper.
     pub async fn copy(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
         self.ask(|r| Command::Copy(id, r)).await?
+    }
+
+    /// What this node holds of `ids`, as runner and as keeper.
+    pub async fn stamps(
+        &self,
+        ids: Vec<TaskId>,
+    ) -> Result<Vec<mesh_protocol::confirm::Stamp>, SupervisorError> {
+        self.ask(|r| Command::Stamps(ids, r)).await
+    }
+
+    /// Forgets a stale copy, whose task ended on another keeper's watch.
+    pub async fn forget_copy(&self, id: TaskId) -> Result<(), SupervisorError> {
+        self.tell(Command::ForgetCopy(id)).await
     }
 
     pub async fn kept(&self) -> Result<Vec<TaskRecord>, SupervisorError> {

@@ -67,17 +67,19 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(every);
         // Since when (ms since start) this node has seen a majority unbroken.
         let mut majority_since = None;
+        let mut asking = super::confirm::Asking::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let seen = sightings(&tasks.mesh().peers().await);
+            let view = tasks.mesh().peers().await;
+            let seen = sightings(&view);
             let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             majority_since = lease::majority_since(majority_since, &seen, now);
             let l = lease();
             if settled() && lease::steady_majority(majority_since, now, l.fence_after, l.margin) {
-                adopt_orphans(&tasks, &seen, l).await;
+                adopt_orphans(&tasks, &view, &mut asking, now, l).await;
             }
         }
     };
@@ -239,7 +241,16 @@ async fn fence_lost_leases(tasks: &Tasks, lease: Lease) {
     }
 }
 
-async fn adopt_orphans(tasks: &Tasks, seen: &[Sighting], lease: Lease) {
+/// Re-places the unfinished tasks of dead runners that this node keeps,
+/// once no live peer holds a newer record of them (`super::confirm`).
+async fn adopt_orphans(
+    tasks: &Tasks,
+    view: &[PeerView],
+    asking: &mut super::confirm::Asking,
+    now_ms: u64,
+    lease: Lease,
+) {
+    let seen = &sightings(view);
     let dead: BTreeSet<NodeId> = seen
         .iter()
         .filter(|s| lease::may_replace(seen, &s.node, lease.fence_after, lease.margin))
@@ -253,8 +264,15 @@ async fn adopt_orphans(tasks: &Tasks, seen: &[Sighting], lease: Lease) {
         return;
     };
     let me = tasks.me();
+    let orphans: Vec<_> = failover::orphans(&copies, &me, &dead)
+        .into_iter()
+        .cloned()
+        .collect();
+    let lease_ms =
+        u64::try_from((lease.fence_after + lease.margin).as_millis()).unwrap_or(u64::MAX);
+    let orphans = super::confirm::confirm(tasks, orphans, view, asking, now_ms, lease_ms).await;
     let now = tasks.ids.clock().now_ms();
-    for orphan in failover::orphans(&copies, &me, &dead) {
+    for orphan in orphans {
         let why = format!("re-placed after its node {} died", orphan.node);
         let replacement = orphan.replacement(why, now);
         let epoch = replacement.epoch;

@@ -8,6 +8,7 @@
 //! state belongs to the supervisor; other nodes are reached through
 //! [`Node`], the one client for "a node".
 
+mod confirm;
 pub mod deps;
 pub mod error;
 mod hostload;

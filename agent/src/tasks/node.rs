@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use mesh_protocol::auth::Caller;
+use mesh_protocol::confirm::Stamp;
 use mesh_protocol::failover::Verdict;
 use mesh_protocol::listing::Page;
 use mesh_protocol::rpc::{Request, Response};
@@ -175,6 +176,22 @@ impl Node {
             At::Peer(mesh, addr) => {
                 let request = Request::Copy(id.clone());
                 self.ask_for(mesh, *addr, request, one_record).await
+            }
+        }
+    }
+
+    /// What this node holds of `ids` (at most `confirm::MAX_IDS`), as
+    /// runner and as keeper.
+    pub async fn stamps(&self, ids: Vec<TaskId>) -> Result<Vec<Stamp>, TaskError> {
+        match &self.at {
+            At::Here(s, _) => Ok(s.stamps(ids).await?),
+            At::Peer(mesh, addr) => {
+                let request = Request::Stamps(ids);
+                self.ask_for(mesh, *addr, request, |answer| match answer {
+                    Response::Stamps(stamps) => Ok(stamps),
+                    other => Err(other),
+                })
+                .await
             }
         }
     }

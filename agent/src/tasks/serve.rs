@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use mesh_protocol::failover::Verdict;
-use mesh_protocol::listing;
 use mesh_protocol::rpc::{ErrorKind, RemoteError, Request, Response};
+use mesh_protocol::{confirm, listing};
 use tracing::{info, warn};
 
 use super::{TaskError, Tasks};
@@ -71,6 +71,13 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
         }
         Request::Hold(record) => one(here.hold(*record).await, |()| Response::Kept),
         Request::Copy(id) => one(here.copy(&id).await, |r| Response::Record(Box::new(r))),
+        Request::Stamps(ids) if ids.len() > confirm::MAX_IDS => {
+            Reply::One(Response::Failed(RemoteError::new(
+                ErrorKind::Invalid,
+                format!("at most {} ids in one ask", confirm::MAX_IDS),
+            )))
+        }
+        Request::Stamps(ids) => one(here.stamps(ids).await, Response::Stamps),
         Request::Drain { on, migrate } => {
             one(here.drain(on, migrate).await, |()| Response::Accepted)
         }

@@ -3,6 +3,7 @@
 //! that was superseded while this node was away. The decisions are
 //! `mesh_protocol::failover`'s; this applies them to state and store.
 
+use mesh_protocol::confirm::Stamp;
 use mesh_protocol::failover::{self, Verdict};
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
 use tracing::{debug, error, info, warn};
@@ -115,6 +116,30 @@ impl<R: ContainerRuntime> Supervisor<R> {
             return;
         }
         self.persist_copy(id);
+    }
+
+    /// What this node holds of `ids`: its own record and its copy of each.
+    pub(super) fn stamps(&self, ids: &[TaskId]) -> Vec<Stamp> {
+        ids.iter()
+            .flat_map(|id| [self.records.get(id), self.copies.get(id)])
+            .flatten()
+            .map(Stamp::of)
+            .collect()
+    }
+
+    /// Forgets a copy a newer record elsewhere says ended: kept, it would
+    /// be re-placed the day its named runner died.
+    pub(super) fn forget_copy(&mut self, id: &TaskId) {
+        if !self.copies.contains_key(id) {
+            return;
+        }
+        if let Err(e) = self.store.forget(&[], std::slice::from_ref(id)) {
+            error!(task_id = %id, error = %e, "could not forget a stale copy");
+            self.write_failed(&e);
+            return;
+        }
+        self.copies.remove(id);
+        info!(task_id = %id, "forgot a stale copy: the task ended under another keeper");
     }
 
     pub(super) fn set_keeper(&mut self, id: &TaskId, keeper: NodeId) {

@@ -304,6 +304,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 }));
             }
             Command::Replaced(id, node, epoch, attempt) => self.replaced(&id, node, epoch, attempt),
+            Command::Stamps(ids, reply) => {
+                let _ = reply.send(self.stamps(&ids));
+            }
+            Command::ForgetCopy(id) => self.forget_copy(&id),
             Command::Kept(reply) => {
                 let _ = reply.send(
                     self.records
