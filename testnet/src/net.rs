@@ -278,7 +278,7 @@ impl Testnet {
     }
 
     /// The agents' admin token (see `certs`), if the testnet has one.
-    fn api_token(&self) -> Result<Option<String>, TestnetError> {
+    pub fn api_token(&self) -> Result<Option<String>, TestnetError> {
         let path = self.layout.api_token_file();
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(text.trim().to_owned())),

@@ -107,6 +107,13 @@ pub enum Violation {
     /// A service connection that neither completed nor was refused
     /// cleanly.
     Connection { what: String, outcome: &'static str },
+    /// A well-formed submission refused with a 4xx (a chaos run whose load
+    /// does not get in tests nothing).
+    SubmitRefused {
+        node: String,
+        status: u16,
+        why: String,
+    },
 }
 
 impl Violation {
@@ -130,6 +137,7 @@ impl Violation {
             Violation::Panic { .. } => "agent panicked",
             Violation::Connection { .. } => "connection not clean",
             Violation::Unserviceable { .. } => "agent out of service after repair",
+            Violation::SubmitRefused { .. } => "submission wrongly refused",
         }
     }
 }
@@ -187,6 +195,12 @@ impl fmt::Display for Violation {
             }
             Violation::Connection { what, outcome } => {
                 write!(f, "connection {what}: {outcome}")
+            }
+            Violation::SubmitRefused { node, status, why } => {
+                write!(
+                    f,
+                    "{node} refused a well-formed submission ({status}): {why}"
+                )
             }
         }
     }

@@ -10,6 +10,8 @@ pub(super) struct Load<'a> {
     pub(super) witness: SocketAddr,
     pub(super) unreachable: Unreachable,
     pub(super) origin: Instant,
+    /// The testnet's admin token.
+    pub(super) token: Option<String>,
 }
 
 /// What the load submitted.
@@ -18,7 +20,13 @@ pub(super) struct Submitted {
     pub(super) counts: Submissions,
     /// Ids of accepted tasks (array members, not the array's id).
     pub(super) accepted: BTreeSet<String>,
+    /// Refusals the mesh must not give to a well-formed submission from
+    /// an admin (4xx: bad request, no credentials, ...), one per reason.
+    pub(super) wrongly_refused: Vec<Violation>,
 }
+
+/// At most this many distinct wrong refusals are kept.
+const MAX_WRONG_REFUSALS: usize = 5;
 
 impl Load<'_> {
     pub(super) async fn run(&self, seed: u64, deadline: Instant) -> Submitted {
@@ -53,6 +61,22 @@ impl Load<'_> {
                 Err(e) if e.status().is_some() => {
                     out.counts.refused += 1;
                     log(self.origin, format_args!("{node} refused a task: {e}"));
+                    // Busy (503) and storage (500, a full disk) are the
+                    // mesh's to say under faults; a 4xx is a bug.
+                    let status = e.status().map_or(0, |s| s.as_u16());
+                    let why = e.to_string();
+                    if (400..500).contains(&status)
+                        && out.wrongly_refused.len() < MAX_WRONG_REFUSALS
+                        && !out.wrongly_refused.iter().any(
+                            |v| matches!(v, Violation::SubmitRefused { why: w, .. } if *w == why),
+                        )
+                    {
+                        out.wrongly_refused.push(Violation::SubmitRefused {
+                            node: node.clone(),
+                            status,
+                            why,
+                        });
+                    }
                 }
                 Err(e) => {
                     out.counts.unanswered += 1;
@@ -96,7 +120,8 @@ impl Load<'_> {
             .map(|n| n.ip)
             .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         let url = SocketAddr::from((ip, API_PORT)).into();
-        let client = Client::with_timeouts(url, Duration::from_secs(2), Duration::from_secs(15))?;
+        let client = Client::with_timeouts(url, Duration::from_secs(2), Duration::from_secs(15))?
+            .with_token(self.token.clone());
         client.submit(request).await
     }
 }

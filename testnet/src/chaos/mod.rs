@@ -179,6 +179,7 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
         witness: witness.addr(),
         unreachable: unreachable.clone(),
         origin,
+        token: net.api_token()?,
     };
     let (faults, submitted, connections) = tokio::join!(
         drive_faults(&net, opts.seed, deadline, &unreachable, origin),
@@ -208,6 +209,7 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, ChaosError> {
     report.count_tasks(&listed, &accepted);
     let intervals = witness.intervals();
     report.violations = check::check_tasks(&accepted, &listed, &intervals, &faults_isolated);
+    report.violations.extend(submitted.wrongly_refused);
     report.violations.extend(check::check_cores(&intervals));
     report.count_work(&intervals);
     report.count_connections(&connections);
