@@ -31,6 +31,46 @@ pub(crate) fn note(text: &str) {
     let _ = writeln!(io::stderr(), "{text}");
 }
 
+/// A status line on stderr that changes in place: on a terminal each new
+/// line overwrites the last; elsewhere (a log file, CI) each change is a
+/// line of its own. Unchanged lines are not written again.
+pub(crate) struct StatusLine {
+    last: std::cell::RefCell<String>,
+    terminal: bool,
+}
+
+impl StatusLine {
+    pub(crate) fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            last: std::cell::RefCell::new(String::new()),
+            terminal: io::stderr().is_terminal(),
+        }
+    }
+
+    pub(crate) fn show(&self, line: &str) {
+        let mut last = self.last.borrow_mut();
+        if *last == line {
+            return;
+        }
+        let mut err = io::stderr().lock();
+        // Nothing better to do if stderr is gone.
+        let _ = if self.terminal {
+            write!(err, "\r\x1b[K{line}").and_then(|()| err.flush())
+        } else {
+            writeln!(err, "{line}")
+        };
+        line.clone_into(&mut last);
+    }
+
+    /// Ends the line on a terminal, so what follows starts on its own.
+    pub(crate) fn done(&self) {
+        if self.terminal && !self.last.borrow().is_empty() {
+            let _ = writeln!(io::stderr());
+        }
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     // A clock before 1970 is a broken host; ages then read as "0s".
     SystemTime::now()

@@ -127,6 +127,18 @@ fn record(id: &str, state: TaskState) -> String {
     serde_json::to_string(&r).unwrap()
 }
 
+/// A record whose image is being pulled: 3 of 5 layers, 43% of the bytes.
+fn pulling(id: &str) -> String {
+    let mut r: TaskRecord = serde_json::from_str(&record(id, TaskState::Starting)).unwrap();
+    r.pull = Some(mesh_protocol::image::PullProgress {
+        layers_done: 3,
+        layers: 5,
+        bytes_done: 4_400_000,
+        bytes: 10_200_000,
+    });
+    serde_json::to_string(&r).unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -272,6 +284,8 @@ async fn health_503_prints_and_exits_1() {
 #[tokio::test]
 async fn logs_stream_to_stdout() {
     let agent = FakeAgent::start(&[
+        ("GET /v1/tasks/t1", 200, &pulling("t1")),
+        ("GET /v1/tasks/t1", 200, &record("t1", TaskState::Running)),
         ("GET /v1/tasks/t1/logs?follow=true", 200, "line 1\nline 2\n"),
         ("GET /v1/tasks/t1/logs?follow=false", 200, "snapshot\n"),
     ])
@@ -279,6 +293,12 @@ async fn logs_stream_to_stdout() {
     let out = agent.meshctl(&["logs", "-f", "t1"]).await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), "line 1\nline 2\n");
+    // While it waited for its start, the pull on stderr, not in the output.
+    assert_eq!(
+        text(&out.stderr),
+        "t1: pulling img:1 on n1 [##########..............] 43% 4.4/10.2 MB, 3/5 layers\n\
+         t1: running on n1 (attempt 0)\n"
+    );
     let out = agent.meshctl(&["logs", "t1"]).await;
     assert_eq!(text(&out.stdout), "snapshot\n");
 }
@@ -331,4 +351,40 @@ async fn wait_exit_codes() {
     let out = agent.meshctl(&["wait", "t3", "--timeout", "0.3"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("timed out"));
+}
+
+#[tokio::test]
+async fn submit_wait_shows_the_pull_and_exits_as_wait_does() {
+    let answer = serde_json::to_string(&SubmitResponse {
+        id: TaskId::new("t1").unwrap(),
+        state: TaskState::Queued,
+        node: None,
+        members: Vec::new(),
+        copy: None,
+    })
+    .unwrap();
+    let agent = FakeAgent::start(&[
+        ("POST /v1/tasks", 202, &answer),
+        ("GET /v1/tasks/t1", 200, &record("t1", TaskState::Queued)),
+        ("GET /v1/tasks/t1", 200, &pulling("t1")),
+        ("GET /v1/tasks/t1", 200, &pulling("t1")),
+        ("GET /v1/tasks/t1", 200, &record("t1", TaskState::Running)),
+        ("GET /v1/tasks/t1", 200, &record("t1", TaskState::Failed)),
+    ])
+    .await;
+    let out = agent.meshctl(&["submit", "--wait", "img:1"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "t1\nfailed\n");
+    // Not a terminal: one line per change, the same pull shown once.
+    assert_eq!(
+        text(&out.stderr),
+        "t1: queued\n\
+         t1: pulling img:1 on n1 [##########..............] 43% 4.4/10.2 MB, 3/5 layers\n\
+         t1: running on n1 (attempt 0)\n\
+         t1: failed\n\
+         task t1 failed: exited with code 3\n"
+    );
+    // --timeout needs --wait.
+    let out = agent.meshctl(&["submit", "--timeout", "1", "img:1"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

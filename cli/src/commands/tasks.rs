@@ -13,7 +13,7 @@ use mesh_protocol::{TaskId, TaskSpec, TaskState};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Client, ClientError, Killed};
-use crate::output::{note, now_ms, print, print_json};
+use crate::output::{StatusLine, note, now_ms, print, print_json};
 use crate::render;
 use crate::run::Error;
 
@@ -94,6 +94,14 @@ pub struct SubmitArgs {
     /// lacks it), always (follow a moved tag) or never [default: missing].
     #[arg(long, value_name = "POLICY")]
     pub pull: Option<PullPolicy>,
+    /// Wait until it ends, showing its progress (queued, pulling with a
+    /// bar, running) on stderr; then print its state and exit as `wait`
+    /// does: 0 if it succeeded, 1 if not, 2 on timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout, requires = "wait")]
+    pub timeout: Option<Duration>,
     /// A Docker image, e.g. mesh-testsvc:latest or registry:5000/team/app:1;
     /// pulled on the node that runs it when that host lacks it.
     pub image: String,
@@ -129,6 +137,7 @@ impl SubmitArgs {
 pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCode, Error> {
     match command {
         TaskCommand::Submit(args) => {
+            let (wait_for_end, timeout) = (args.wait, args.timeout);
             let request = args.into_request()?;
             let answer = client.submit(&request).await?;
             print(&format!("{}\n", answer.id))?;
@@ -139,6 +148,22 @@ pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCod
                         member.id
                     ));
                 }
+            }
+            if wait_for_end {
+                // An array: each member in turn; the worst outcome decides.
+                let ids: Vec<&TaskId> = if answer.members.is_empty() {
+                    vec![&answer.id]
+                } else {
+                    answer.members.iter().map(|m| &m.id).collect()
+                };
+                let mut code = ExitCode::SUCCESS;
+                for id in ids {
+                    let c = wait(client, id, timeout).await?;
+                    if c != ExitCode::SUCCESS {
+                        code = c;
+                    }
+                }
+                return Ok(code);
             }
         }
         TaskCommand::Tasks { json, state } => {
@@ -195,6 +220,18 @@ pub(crate) async fn run(client: &Client, command: TaskCommand) -> Result<ExitCod
 /// Copies the log stream to stdout chunk by chunk, flushing each, so
 /// `--follow` shows output as the container writes it.
 async fn logs(client: &Client, id: &TaskId, follow: bool) -> Result<(), Error> {
+    if follow {
+        // Until its container starts there is no output: show why it
+        // waits (queued, pulling with a bar) on stderr meanwhile.
+        let status = StatusLine::new();
+        client
+            .wait_for(id, None, |r| {
+                status.show(&render::progress_line(r));
+                !matches!(r.shown_state(), "queued" | "starting" | "pulling")
+            })
+            .await?;
+        status.done();
+    }
     let mut stream = std::pin::pin!(client.logs(id, follow).await?);
     let mut stdout = tokio::io::stdout();
     while let Some(chunk) = stream.next().await {
@@ -215,7 +252,15 @@ async fn logs(client: &Client, id: &TaskId, follow: bool) -> Result<(), Error> {
 
 /// Waits until the task ends; prints the final state.
 async fn wait(client: &Client, id: &TaskId, timeout: Option<Duration>) -> Result<ExitCode, Error> {
-    let record = match client.wait(id, timeout).await {
+    let status = StatusLine::new();
+    let waited = client
+        .wait_for(id, timeout, |r| {
+            status.show(&render::progress_line(r));
+            r.state.is_terminal()
+        })
+        .await;
+    status.done();
+    let record = match waited {
         Ok(record) => record,
         Err(timeout @ ClientError::WaitTimeout { .. }) => {
             note(&timeout.to_string());

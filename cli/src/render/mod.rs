@@ -3,11 +3,13 @@
 
 mod node;
 mod peers;
+mod progress;
 mod services;
 mod task;
 
 pub use node::{health, node};
 pub use peers::peers;
+pub use progress::progress_line;
 pub use services::{connections, service, services};
 pub use task::{task, task_view, tasks_table};
 

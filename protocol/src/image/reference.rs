@@ -17,6 +17,52 @@ pub enum ImageRefError {
     EmptyTag(String),
     #[error("image name {0:?} contains a character Docker does not allow: {1:?}")]
     BadChar(String, char),
+    #[error(
+        "image name {0:?}: repository part {1:?} must be lowercase letters, digits and single separators (., _, -), starting and ending with a letter or digit"
+    )]
+    BadRepository(String, String),
+    #[error(
+        "image name {0:?}: tag {1:?} must be at most 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+    )]
+    BadTag(String, String),
+    #[error("image name {0:?}: digest {1:?} is not ALGORITHM:HEX (e.g. sha256: and 64 hex digits)")]
+    BadDigest(String, String),
+}
+
+/// Docker's rule for one repository path component: lowercase letters and
+/// digits, with single `.`, `_`, `-` (or `__`) between them.
+fn valid_component(c: &str) -> bool {
+    let bytes = c.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    alnum(first)
+        && alnum(last)
+        && bytes.iter().all(|b| alnum(b) || b"._-".contains(b))
+        && !c.contains("..")
+        && !c.contains("___")
+}
+
+fn valid_tag(t: &str) -> bool {
+    t.len() <= 128
+        && !t.starts_with(['.', '-'])
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+fn valid_digest(d: &str) -> bool {
+    match d.split_once(':') {
+        Some((alg, hex)) => {
+            !alg.is_empty()
+                && alg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+                && hex.len() >= 32
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        None => false,
+    }
 }
 
 /// A parsed image name.
@@ -75,6 +121,18 @@ impl ImageRef {
             }
             _ => (DEFAULT_REGISTRY.to_owned(), path.to_owned()),
         };
+        if let Some(bad) = repository.split('/').find(|c| !valid_component(c)) {
+            return Err(ImageRefError::BadRepository(
+                name.to_owned(),
+                bad.to_owned(),
+            ));
+        }
+        if let Some(t) = tag.as_ref().filter(|t| !valid_tag(t)) {
+            return Err(ImageRefError::BadTag(name.to_owned(), t.clone()));
+        }
+        if let Some(d) = digest.as_ref().filter(|d| !valid_digest(d)) {
+            return Err(ImageRefError::BadDigest(name.to_owned(), d.clone()));
+        }
         let tag = match (&tag, &digest) {
             (None, None) => Some("latest".to_owned()),
             _ => tag,
@@ -161,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_digest_pins_what_is_pulled() {
-        let d = "sha256:0123456789abcdef";
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let r = parse(&format!("ghcr.io/x/y@{d}"));
         assert_eq!(r.tag, None);
         assert_eq!(r.digest.as_deref(), Some(d));
@@ -194,5 +252,53 @@ mod tests {
             ImageRef::parse("a b"),
             Err(ImageRefError::BadChar(_, ' '))
         ));
+        for (bad, part) in [
+            ("Nosuch/image:1", "Nosuch"),
+            ("a/-b", "-b"),
+            ("a/b_", "b_"),
+            ("a..b", "a..b"),
+        ] {
+            assert_eq!(
+                ImageRef::parse(bad),
+                Err(ImageRefError::BadRepository(bad.into(), part.into())),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            ImageRef::parse("a:-x"),
+            Err(ImageRefError::BadTag(..))
+        ));
+        let long = format!("a:{}", "x".repeat(129));
+        assert!(matches!(
+            ImageRef::parse(&long),
+            Err(ImageRefError::BadTag(..))
+        ));
+        assert!(matches!(
+            ImageRef::parse("a@sha256:xyz"),
+            Err(ImageRefError::BadDigest(..))
+        ));
+        assert!(matches!(
+            ImageRef::parse("a@nocolon"),
+            Err(ImageRefError::BadDigest(..))
+        ));
+    }
+
+    #[test]
+    fn names_docker_takes_are_taken() {
+        for good in [
+            "busybox",
+            "mesh-busybox:latest",
+            "My.Registry:5000/team/app_x:V1.2-rc",
+            "localhost/a__b/c.d-e:latest",
+            "fb3da27869dd",
+            "sha256:fb3da27869dd0123456789abcdef0123456789abcdef0123456789abcdef",
+            "127.0.0.1:5000/ganger/app:1",
+        ] {
+            assert!(
+                ImageRef::parse(good).is_ok(),
+                "{good}: {:?}",
+                ImageRef::parse(good)
+            );
+        }
     }
 }

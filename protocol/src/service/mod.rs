@@ -127,6 +127,8 @@ pub enum ServiceError {
     Resource(#[from] ResourceError),
     #[error("image is empty")]
     NoImage,
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageRefError),
     #[error("{which} port is 0; give the port {what}")]
     NoPort {
         which: &'static str,

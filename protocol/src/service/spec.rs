@@ -93,6 +93,7 @@ impl TryFrom<ServiceFields> for ServiceSpec {
         if f.image.trim().is_empty() {
             return Err(ServiceError::NoImage);
         }
+        crate::image::ImageRef::parse(&f.image)?;
         if f.port == 0 {
             return Err(ServiceError::NoPort {
                 which: "container",

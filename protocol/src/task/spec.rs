@@ -66,8 +66,8 @@ pub struct TaskSpec {
 pub enum SpecError {
     #[error("image is empty: name a local image, e.g. mesh-testsvc:latest")]
     EmptyImage,
-    #[error("image {0:?} contains whitespace")]
-    BadImage(String),
+    #[error(transparent)]
+    BadImage(#[from] crate::image::ImageRefError),
     #[error("env entry {0:?} is not KEY=VALUE with a non-empty KEY without '='")]
     BadEnv(String),
     #[error(transparent)]
@@ -155,10 +155,8 @@ impl TaskSpec {
         if self.image.is_empty() {
             return Err(SpecError::EmptyImage);
         }
-        if self.image.chars().any(char::is_whitespace) {
-            return Err(SpecError::BadImage(self.image.clone()));
-        }
         bound("image", self.image.len(), MAX_IMAGE_BYTES, "bytes")?;
+        crate::image::ImageRef::parse(&self.image)?;
         if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
             return Err(SpecError::NulInCommand(i));
         }
@@ -347,6 +345,9 @@ mod tests {
         };
         is(TaskSpec::builder("a b").build(), |e| {
             matches!(e, SpecError::BadImage(_))
+        });
+        is(TaskSpec::builder("Nosuch/image:1").build(), |e| {
+            e.to_string().contains("lowercase")
         });
         is(b().env("=1").build(), |e| matches!(e, SpecError::BadEnv(_)));
         is(b().env("A").build(), |e| matches!(e, SpecError::BadEnv(_)));
