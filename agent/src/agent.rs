@@ -215,15 +215,21 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         shutdown.clone(),
     )
     .await?;
+    let token_file = config.api_tokens.clone().map(|tokens| {
+        Arc::new(match config.api_tokens_file.clone() {
+            Some(path) => crate::api::tokens::TokenFile::from_file(path, tokens),
+            None => crate::api::tokens::TokenFile::fixed(tokens),
+        })
+    });
+    if let Some(file) = token_file.clone() {
+        tokio::spawn(file.watch(api_tls.is_some(), shutdown.clone()));
+    }
     let app = crate::api::router(crate::api::ApiState {
         tasks: tasks.clone(),
         services: services.clone(),
-        access: Arc::new(match (config.api_tokens.clone(), api_tls.is_some()) {
+        access: Arc::new(match (token_file.clone(), api_tls.is_some()) {
             (None, false) => crate::api::auth::Access::Open,
-            (tokens, certs) => crate::api::auth::Access::Credentials {
-                tokens: tokens.map(Arc::new),
-                certs,
-            },
+            (tokens, certs) => crate::api::auth::Access::Credentials { tokens, certs },
         }),
     });
     let server = tokio::spawn(crate::api::serve::serve(listener, api_tls, app, shutdown));

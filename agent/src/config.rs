@@ -112,6 +112,8 @@ pub struct Config {
     /// The bearer tokens the API accepts; None (and no API TLS): the API
     /// asks for no credentials (loopback or `--insecure-dev` only).
     pub api_tokens: Option<mesh_protocol::token::Tokens>,
+    /// The file `api_tokens` came from: read again when it changes.
+    pub api_tokens_file: Option<PathBuf>,
     /// Serve the API over HTTPS, taking client certificates as credentials.
     pub api_tls: bool,
     pub mesh: MeshConfig,
@@ -143,6 +145,7 @@ impl Config {
             audit_log: None,
             ping_interval: Duration::from_secs(2),
             api_tokens: None,
+            api_tokens_file: None,
             api_tls: false,
             mesh: MeshConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -244,6 +247,15 @@ impl Config {
     pub fn api_tokens(mut self, tokens: mesh_protocol::token::Tokens) -> Self {
         self.api_tokens = Some(tokens);
         self
+    }
+
+    /// The API asks for the tokens of the file at `path`, and reads it
+    /// again when it changes (a file of revocations alone is taken).
+    pub fn api_tokens_from(mut self, path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let path = path.into();
+        self.api_tokens = Some(read_tokens(&path, true)?);
+        self.api_tokens_file = Some(path);
+        Ok(self)
     }
 
     pub fn ping_interval(mut self, d: Duration) -> Self {
@@ -354,11 +366,17 @@ impl Config {
             .bind
             .or(file.bind)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946)));
-        let api_tokens = match args.api_tokens.clone().or(file.api_tokens) {
-            Some(path) if !args.cleanup => Some(read_tokens(&path)?),
-            _ => None,
-        };
         let api_tls = !args.cleanup && (args.api_tls || file.api_tls.unwrap_or(false));
+        let api_tokens_file = args
+            .api_tokens
+            .clone()
+            .or(file.api_tokens)
+            .filter(|_| !args.cleanup);
+        let api_tokens = match &api_tokens_file {
+            // With client certificates, a file of revocations alone is fine.
+            Some(path) => Some(read_tokens(path, api_tls)?),
+            None => None,
+        };
         if api_tls && !matches!(tls, TlsSource::Files { .. }) {
             return Err(ConfigError::ApiTlsWithoutFiles);
         }
@@ -385,6 +403,7 @@ impl Config {
             node_id: NodeId::new(node_id)?,
             api,
             api_tokens,
+            api_tokens_file,
             api_tls,
             data_dir: args
                 .data_dir
@@ -498,7 +517,12 @@ fn loopback_or_private(ip: std::net::IpAddr) -> bool {
     }
 }
 
-fn read_tokens(path: &Path) -> Result<mesh_protocol::token::Tokens, ConfigError> {
+/// Reads a tokens file; one without tokens only if `revocations_only_ok`
+/// (with client certificates, a file may only revoke).
+pub fn read_tokens(
+    path: &Path,
+    revocations_only_ok: bool,
+) -> Result<mesh_protocol::token::Tokens, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadTokens {
         path: path.display().to_string(),
         source,
@@ -508,7 +532,7 @@ fn read_tokens(path: &Path) -> Result<mesh_protocol::token::Tokens, ConfigError>
             path: path.display().to_string(),
             source,
         })?;
-    if tokens.is_empty() {
+    if tokens.is_empty() && !revocations_only_ok {
         return Err(ConfigError::NoTokens(path.display().to_string()));
     }
     Ok(tokens)

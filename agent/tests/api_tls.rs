@@ -9,7 +9,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{refusal, sleep_task};
+use std::time::Duration;
+
+use common::{refusal, sleep_task, wait_until};
 use mesh_agent::config::TlsSource;
 use mesh_agent::runtime::memory::MemoryRuntime;
 use mesh_agent::{Config, RunningAgent};
@@ -36,6 +38,12 @@ struct TlsAgent {
 
 impl TlsAgent {
     async fn start(tokens: Option<Tokens>) -> TlsAgent {
+        Self::start_with(tokens, None).await
+    }
+
+    /// With `tokens_file`'s text as its --api-tokens file (the path is
+    /// [`TlsAgent::tokens_path`]).
+    async fn start_with(tokens: Option<Tokens>, tokens_file: Option<&str>) -> TlsAgent {
         let dir = tempfile::tempdir().unwrap();
         let ca = pki::create_ca("api-tls", t0(), 2).unwrap();
         let node = common::unique_node("apitls");
@@ -56,6 +64,9 @@ impl TlsAgent {
         if let Some(t) = tokens {
             config = config.api_tokens(t);
         }
+        if let Some(text) = tokens_file {
+            config = config.api_tokens_from(write("tokens", text)).unwrap();
+        }
         let stop = CancellationToken::new();
         let running =
             mesh_agent::start_with_runtime(config, Arc::new(MemoryRuntime::new()), stop.clone())
@@ -68,6 +79,10 @@ impl TlsAgent {
             node_cert,
             _dir: dir,
         }
+    }
+
+    fn tokens_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("tokens")
     }
 
     fn url(&self) -> meshctl::node_url::NodeUrl {
@@ -203,5 +218,39 @@ async fn tokens_work_over_https_beside_certificates() {
         "{}",
         r.message
     );
+    stopped(agent).await;
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_without_a_restart() {
+    // A file of revocations alone: with client certificates, that is fine.
+    let agent = TlsAgent::start_with(None, Some("# nobody revoked yet\nformer revoked\n")).await;
+    let alice = agent.client("alice", Role::Submit);
+    let bob = agent.client("bob", Role::Submit);
+    alice.tasks().await.unwrap();
+    let former = agent.client("former", Role::Admin);
+    let refused = refusal(former.tasks().await);
+    assert_eq!(refused.status, 401);
+    assert!(refused.message.contains("revoked"), "{}", refused.message);
+
+    std::fs::write(agent.tokens_path(), "former revoked\nalice revoked\n").unwrap();
+    wait_until(
+        "alice's certificate is refused",
+        Duration::from_secs(20),
+        || async {
+            match alice.tasks().await {
+                Err(e) if e.to_string().contains("revoked") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    bob.tasks().await.unwrap();
+
+    // A file that no longer parses is not taken: the last good one holds.
+    std::fs::write(agent.tokens_path(), "alice is-not-a-role x\n").unwrap();
+    tokio::time::sleep(mesh_agent::api::tokens::RELOAD_EVERY * 2).await;
+    bob.tasks().await.unwrap();
+    assert_eq!(refusal(alice.tasks().await).status, 401);
     stopped(agent).await;
 }

@@ -1,6 +1,8 @@
 //! Bearer tokens of the control API (feature `pki`): random secrets that
 //! the agent knows only by their SHA-256, in a tokens file of lines
-//! `USER ROLE SHA256-HEX` (`#` starts a comment). A token is 32 random
+//! `USER ROLE SHA256-HEX` (`#` starts a comment). A line `USER revoked`
+//! refuses that user whatever they show: their tokens and their client
+//! certificates. A token is 32 random
 //! bytes, so a fast hash is enough: nobody can guess one from its hash.
 
 use ring::digest::{SHA256, digest};
@@ -20,7 +22,7 @@ pub const MAX_TOKEN_CHARS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error(
-        "line {line}: {message}; each line is `USER ROLE SHA256-HEX`, as `meshctl token create` prints it"
+        "line {line}: {message}; each line is `USER ROLE SHA256-HEX`, as `meshctl token create` prints it, or `USER revoked`"
     )]
     Line { line: usize, message: String },
     #[error("line {line}: the same token hash as line {first}; every token must be its own")]
@@ -44,12 +46,15 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     entries: Vec<Entry>,
+    /// Users refused whatever credential they show.
+    revoked: std::collections::BTreeSet<UserName>,
 }
 
 impl Tokens {
     /// Parses a tokens file.
     pub fn parse(text: &str) -> Result<Tokens, TokenError> {
         let mut entries: Vec<(usize, Entry)> = Vec::new();
+        let mut revoked = std::collections::BTreeSet::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let content = raw.split('#').next().unwrap_or("").trim();
@@ -58,6 +63,13 @@ impl Tokens {
             }
             let bad = |message: String| TokenError::Line { line, message };
             let words: Vec<&str> = content.split_whitespace().collect();
+            if let [user, "revoked"] = words.as_slice() {
+                if revoked.len() == MAX_TOKENS {
+                    return Err(TokenError::TooMany);
+                }
+                revoked.insert(UserName::new(*user).map_err(|e| bad(e.to_string()))?);
+                continue;
+            }
             let [user, role, hash] = words.as_slice() else {
                 return Err(bad(format!("{} words", words.len())));
             };
@@ -89,11 +101,23 @@ impl Tokens {
         }
         Ok(Tokens {
             entries: entries.into_iter().map(|(_, e)| e).collect(),
+            revoked,
         })
     }
 
+    /// No token accepted (revocations aside).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// How many tokens are accepted and users revoked.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.entries.len(), self.revoked.len())
+    }
+
+    /// Whether `user` is refused whatever they show.
+    pub fn is_revoked(&self, user: &UserName) -> bool {
+        self.revoked.contains(user)
     }
 
     /// The caller a presented token stands for, if it is one of ours. Every
@@ -109,7 +133,7 @@ impl Tokens {
                 found = Some(e.caller.clone());
             }
         }
-        found
+        found.filter(|c| !self.is_revoked(&c.user))
     }
 }
 
@@ -216,5 +240,21 @@ mod tests {
         }
         assert!(create(&user("unknown"), Role::Read).is_err());
         assert!(Tokens::parse("# nothing\n\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_revoked_user_is_refused_with_every_token() {
+        let t = create(&user("alice"), Role::Submit).unwrap();
+        let b = create(&user("bob"), Role::Read).unwrap();
+        let text = format!("{}\n{}\nalice revoked  # left the team\n", t.line, b.line);
+        let tokens = Tokens::parse(&text).unwrap();
+        assert_eq!(tokens.authenticate(&t.secret), None);
+        assert!(tokens.is_revoked(&user("alice")));
+        assert_eq!(tokens.authenticate(&b.secret).unwrap().user, user("bob"));
+        assert_eq!(tokens.counts(), (2, 1));
+        // Only revocations: valid, and empty of tokens.
+        let only = Tokens::parse("carol revoked\n").unwrap();
+        assert!(only.is_empty() && only.is_revoked(&user("carol")));
+        assert!(Tokens::parse("carol revoked extra\n").is_err());
     }
 }

@@ -11,7 +11,6 @@ use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mesh_protocol::auth::{Caller, needed_role};
-use mesh_protocol::token::Tokens;
 
 use super::ApiError;
 use super::serve::ClientCert;
@@ -25,7 +24,7 @@ pub enum Access {
     /// A bearer token from the tokens file (if there is one), or a client
     /// certificate from the cluster CA carrying a role (with `--api-tls`).
     Credentials {
-        tokens: Option<Arc<Tokens>>,
+        tokens: Option<Arc<super::tokens::TokenFile>>,
         certs: bool,
     },
 }
@@ -39,7 +38,17 @@ impl Access {
             Access::Credentials { tokens, certs } => (tokens, *certs),
         };
         if let Some(ClientCert(shown)) = request.extensions().get::<ClientCert>() {
-            return shown.clone().map_err(ApiError::unauthorized);
+            let caller = shown.clone().map_err(ApiError::unauthorized)?;
+            if tokens
+                .as_ref()
+                .is_some_and(|t| t.get().is_revoked(&caller.user))
+            {
+                return Err(ApiError::unauthorized(format!(
+                    "the client certificate of {} is revoked (the agent's --api-tokens file)",
+                    caller.user
+                )));
+            }
+            return Ok(caller);
         }
         let header = request.headers().get(AUTHORIZATION);
         let Some(tokens) = tokens else {
@@ -64,7 +73,7 @@ impl Access {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header is not `Bearer TOKEN`")
             })?;
-        tokens.authenticate(token).ok_or_else(|| {
+        tokens.get().authenticate(token).ok_or_else(|| {
             ApiError::unauthorized(
                 "the bearer token is not one this agent accepts: check MESH_TOKEN or --token-file against the agent's --api-tokens file",
             )

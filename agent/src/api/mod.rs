@@ -8,6 +8,7 @@ pub mod auth;
 mod error;
 pub mod serve;
 mod services;
+pub mod tokens;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
