@@ -54,6 +54,8 @@ pub enum TestnetError {
         "DOCKER_HOST is {0:?}: testnet agents need the engine's Unix socket to mount; use a unix:// DOCKER_HOST"
     )]
     DockerSocket(String),
+    #[error("could not split the testnet: {0}")]
+    Split(String),
     #[error("cannot {what} {}: {source}", path.display())]
     Io {
         what: &'static str,

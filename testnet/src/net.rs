@@ -37,6 +37,7 @@ const POLL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const SUBNET_TRIES: usize = 64;
 
 mod faults;
+mod split;
 
 /// A running testnet. Dropping it removes the testnet if it was started with
 /// `teardown_on_drop` (tests), and leaves it running otherwise (the
@@ -473,6 +474,11 @@ fn create_dir(dir: &Path) -> Result<(), TestnetError> {
 }
 
 /// Runs blocking teardown work off the async runtime.
+/// Removes the firewall rules of a split of testnet `name` (teardown).
+pub(crate) fn remove_split_rules(name: &TestnetName) -> Result<usize, TestnetError> {
+    split::remove_rules(name)
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, TestnetError> + Send + 'static,
 ) -> Result<T, TestnetError> {

@@ -69,6 +69,11 @@ pub fn teardown(
         }
     };
 
+    // A split's firewall rules, found by their comment.
+    if let Err(e) = crate::net::remove_split_rules(name) {
+        problems.push(e.to_string());
+    }
+
     // Agents first, so that none starts a container while we clean up.
     let listing = docker.run_blocking(&[
         "ps".to_owned(),

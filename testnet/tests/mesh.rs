@@ -135,9 +135,9 @@ async fn an_agent_with_a_foreign_certificate_never_joins() -> Result<()> {
 }
 
 #[tokio::test]
-async fn partition_and_heal_converge_back_to_one_view() -> Result<()> {
+async fn a_2_3_split_and_heal_converge_back_to_one_view() -> Result<()> {
     scenario(
-        "partition_and_heal_converge_back_to_one_view",
+        "a_2_3_split_and_heal_converge_back_to_one_view",
         SCENARIO_LIMIT,
         async {
             let net = five_agents("partition").await?;
@@ -145,7 +145,8 @@ async fn partition_and_heal_converge_back_to_one_view() -> Result<()> {
             let majority = &all[..3];
             converged_after_start(&net).await?;
 
-            net.partition(&["n4", "n5"]).await?;
+            // A true split: n4 and n5 still see each other.
+            net.split(&["n4", "n5"]).await?;
             let cut_dead = expect::dead(&["n4", "n5"]);
             let majority_alive = expect::alive_with_topology(majority);
             let took = net
@@ -155,9 +156,22 @@ async fn partition_and_heal_converge_back_to_one_view() -> Result<()> {
                 })
                 .await?;
             println!(
-                "{}: n4, n5 marked dead by n1..n3 {took:?} after the cut",
+                "{}: n4, n5 marked dead by n1..n3 {took:?} after the split",
                 net.name()
             );
+            let minority = &all[3..];
+            let others_dead = expect::dead(&["n1", "n2", "n3"]);
+            let pair_alive = expect::alive_with_topology(minority);
+            net.wait_views(
+                "n4 and n5 see each other and n1..n3 dead",
+                DETECT,
+                minority,
+                |peers| {
+                    others_dead(peers)?;
+                    pair_alive(peers)
+                },
+            )
+            .await?;
 
             net.heal().await?;
             let took = net

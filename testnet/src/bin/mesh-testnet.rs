@@ -59,7 +59,14 @@ enum Command {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
-    /// Reconnect every cut-off agent.
+    /// Split the mesh in two: these agents on one side, the rest on the
+    /// other; each side still talks among itself (host firewall rules;
+    /// needs root). `heal` undoes it.
+    Split {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Reconnect every cut-off agent and undo a split.
     Heal,
     /// Remove the agents, their containers, the network and the state.
     Down,
@@ -294,6 +301,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Partition { nodes } => {
             open()?.partition(&nodes).await?;
             println!("cut off {}", nodes.join(", "));
+        }
+        Command::Split { nodes } => {
+            open()?.split(&nodes).await?;
+            println!("split {} from the rest", nodes.join(", "));
         }
         Command::Heal => {
             let healed = open()?.heal().await?;

@@ -373,7 +373,16 @@ async fn inject(
         }
         FaultKind::Partition => {
             unreachable.set(&fault.nodes, true);
-            net.partition(names).await?;
+            // A true split (the two see each other) where the host allows
+            // firewall rules; else each of the two alone.
+            match net.split(names).await {
+                Ok(()) => {}
+                Err(TestnetError::Split(why)) => {
+                    tracing::warn!(%why, "no split possible here; cutting each off alone");
+                    net.partition(names).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         FaultKind::Drain => return Ok(set_draining(net, &names[0], true, fault.migrate).await),
         FaultKind::PauseDocker => net.pause_docker(&names[0], true)?,

@@ -232,7 +232,7 @@ mod tests {
         for row in [
             "| seed | 42 |",
             "| faults: kill/restart | 2 |",
-            "| faults: partition 2 from 3/heal | 0 |",
+            "| faults: split 2|3/heal | 0 |",
             "| submissions: accepted / refused / unanswered | 3 / 0 / 0 |",
             "| tasks (array members counted) | 3: failed 1, missing 1, succeeded 1 |",
             "| violations | 1: task not final 1 |",

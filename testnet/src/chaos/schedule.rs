@@ -39,7 +39,7 @@ impl FaultKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill/restart",
-            FaultKind::Partition => "partition 2 from 3/heal",
+            FaultKind::Partition => "split 2|3/heal",
             FaultKind::Drain => "drain/undrain",
             FaultKind::PauseDocker => "Docker stops answering/resumes",
             FaultKind::FillDisk => "data disk full/freed",

@@ -79,8 +79,14 @@ impl Testnet {
     }
 
     /// Puts every node that is cut off back on the network, with its address
-    /// and aliases. Returns the nodes it reconnected.
+    /// and aliases, and undoes a split (`Testnet::split`). Returns the
+    /// nodes it reconnected.
     pub async fn heal(&self) -> Result<Vec<NodeId>, TestnetError> {
+        let name = self.state.name.clone();
+        let unsplit = blocking(move || super::split::remove_rules(&name)).await?;
+        if unsplit > 0 {
+            tracing::info!(testnet = %self.state.name, rules = unsplit, "split undone");
+        }
         let mut healed = Vec::new();
         for status in self.ls().await? {
             if status.state != NodeState::Partitioned {
