@@ -23,11 +23,15 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+mod host;
+
 use crate::docker::{Docker, DockerError};
 use crate::name::TestnetName;
 use crate::state::STATE_FILE;
 use crate::subnet::{Ipv4Net, Subnet};
 use crate::testsvc::fnv::fnv1a64;
+pub use host::host_subnets;
+use host::{create_dir, interface_exists, read_pid, remove_dir, run, runs_with, terminate, write};
 
 /// Where the engines' run directories live, one per engine, named after
 /// its bridge.
@@ -211,24 +215,6 @@ pub fn dockerd_args(engine: &EngineRecord) -> Vec<String> {
     ]
 }
 
-/// The IPv4 subnets of this host's interfaces (`ip -4 addr`): bridges of
-/// other engines included, which Docker's own overlap check does not see.
-pub fn host_subnets() -> Result<Vec<Ipv4Net>, EngineError> {
-    let out = run("ip", &["-4", "-o", "addr", "show"])?;
-    Ok(parse_ip_addr(&out))
-}
-
-/// Reads `ip -4 -o addr show` output: the `a.b.c.d/len` after `inet`.
-fn parse_ip_addr(out: &str) -> Vec<Ipv4Net> {
-    out.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|&w| w == "inet")?;
-            Ipv4Net::parse(words.next()?)
-        })
-        .collect()
-}
-
 /// Creates `engine`'s run directory, record, bridge and data root, and
 /// starts its `dockerd` in a process group of its own (it outlives the
 /// `mesh-testnet up` that started it). Does not wait for it: see
@@ -332,9 +318,12 @@ pub fn stop(engine: &EngineRecord) -> Result<usize, EngineError> {
             first.get_or_insert(e);
         }
     };
-    let daemon = read_pid(&engine.pidfile()).filter(|&pid| is_ours(pid, engine));
-    let containerd = read_pid(&engine.exec_root().join("containerd").join("containerd.pid"))
-        .filter(|&pid| is_ours(pid, engine));
+    // Only processes whose command line names the run directory.
+    let run_dir = engine.run_dir.display().to_string();
+    let ours = |pid: &u32| runs_with(*pid, &run_dir);
+    let daemon = read_pid(&engine.pidfile()).filter(ours);
+    let containerd =
+        read_pid(&engine.exec_root().join("containerd").join("containerd.pid")).filter(ours);
     if daemon.is_some() {
         // With dockerd gone they would be stopped anyway; removed first so
         // that nothing of theirs is mounted when the data root goes.
@@ -413,101 +402,6 @@ pub fn clean_leftovers() -> Result<usize, EngineError> {
     Ok(cleaned)
 }
 
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Whether `pid` runs and is this engine's (its command line names the
-/// engine's run directory), so a recycled pid is never signalled.
-fn is_ours(pid: u32, engine: &EngineRecord) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let run_dir = engine.run_dir.display().to_string();
-    String::from_utf8_lossy(&cmdline).contains(&run_dir) && !is_gone(pid)
-}
-
-/// Whether `pid` has exited (a zombie of ours counts as exited).
-fn is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
-/// SIGTERM, then SIGKILL if `pid` has not exited within [`STOP_LIMIT`].
-fn terminate(pid: u32) -> Result<(), EngineError> {
-    let pid_arg = pid.to_string();
-    if is_gone(pid) {
-        return Ok(());
-    }
-    run("kill", &["-TERM", &pid_arg])?;
-    let deadline = Instant::now() + STOP_LIMIT;
-    while Instant::now() < deadline {
-        if is_gone(pid) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    tracing::warn!(pid, "dockerd did not stop within {STOP_LIMIT:?}: killed");
-    run("kill", &["-KILL", &pid_arg]).map(|_| ())
-}
-
-fn interface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
-fn run(program: &str, args: &[&str]) -> Result<String, EngineError> {
-    let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| EngineError::Command {
-            command: command.clone(),
-            stderr: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(EngineError::Command {
-            command,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn create_dir(path: &Path) -> Result<(), EngineError> {
-    std::fs::create_dir_all(path).map_err(|source| EngineError::Io {
-        what: "create",
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn write(path: &Path, text: &str) -> Result<(), EngineError> {
-    std::fs::write(path, text).map_err(|source| EngineError::Io {
-        what: "write",
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn remove_dir(path: &Path, what: &'static str) -> Result<(), EngineError> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        // Gone, or going under another cleanup.
-        Err(_) if !path.exists() => Ok(()),
-        Err(source) => Err(EngineError::Io {
-            what,
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,19 +461,6 @@ mod tests {
         assert!(!args.contains("--bridge none"), "{args}");
         // A Unix socket path holds at most 108 bytes.
         assert!(e.socket().as_os_str().len() < 108);
-    }
-
-    #[test]
-    fn reads_host_subnets_from_ip_addr() {
-        let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
-                   5: mtd0    inet 10.252.7.1/24 brd 10.252.7.255 scope global mtd0\n";
-        assert_eq!(
-            parse_ip_addr(out),
-            [
-                Ipv4Net::parse("127.0.0.0/8").unwrap(),
-                Ipv4Net::parse("10.252.7.0/24").unwrap()
-            ]
-        );
     }
 
     #[test]
