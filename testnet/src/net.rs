@@ -104,8 +104,13 @@ impl Testnet {
         }
         let mut taken = docker_subnets(&docker).await?;
         taken.extend(kept.iter().filter_map(|l| Ipv4Net::parse(&l.subnet)));
-        // Other engines' bridges, which Docker's overlap check misses.
-        taken.extend(engine::host_subnets()?);
+        // Other testnets' engine bridges, which Docker's overlap check
+        // misses. Only an own-docker testnet cannot do without them.
+        match engine::host_subnets() {
+            Ok(host) => taken.extend(host),
+            Err(e) if opts.own_docker => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "cannot list the host's subnets"),
+        }
         let subnet = create_network(&docker, &name, &taken).await?;
         let mut nodes = Vec::with_capacity(members.len());
         for (slot, node) in members.into_iter().enumerate() {

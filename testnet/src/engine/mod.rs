@@ -155,11 +155,6 @@ impl EngineRecord {
     pub fn docker(&self) -> Docker {
         Docker::new().with_host(self.docker_host())
     }
-
-    /// Whether the testnet that started it is gone.
-    pub fn is_leftover(&self, state_exists: bool) -> bool {
-        !state_exists
-    }
 }
 
 /// The bridge of node `slot`'s engine of testnet `name`: [`BRIDGE_PREFIX`],
@@ -389,7 +384,9 @@ pub fn of_testnet(name: &TestnetName) -> Result<Vec<EngineRecord>, EngineError> 
 pub fn clean_leftovers() -> Result<usize, EngineError> {
     let mut cleaned = 0;
     for engine in list()? {
-        if engine.is_leftover(engine.state_dir.join(STATE_FILE).exists()) {
+        // Its testnet's state is saved before its engines start, and
+        // removed after they are: without it, the testnet is gone.
+        if !engine.state_dir.join(STATE_FILE).exists() {
             tracing::warn!(engine = %engine.bridge, testnet = %engine.testnet, "removing a leftover engine");
             match stop(&engine) {
                 Ok(_) => cleaned += 1,
@@ -461,13 +458,6 @@ mod tests {
         assert!(!args.contains("--bridge none"), "{args}");
         // A Unix socket path holds at most 108 bytes.
         assert!(e.socket().as_os_str().len() < 108);
-    }
-
-    #[test]
-    fn an_engine_whose_testnet_state_is_gone_is_a_leftover() {
-        let e = record();
-        assert!(e.is_leftover(false));
-        assert!(!e.is_leftover(true));
     }
 
     #[test]
