@@ -62,8 +62,11 @@ pub fn run_args(state: &State, layout: &Layout, node: &NodeRecord) -> Vec<String
         "--label".into(),
         format!("{LABEL_NODE}={id}"),
     ];
+    // The proxy, if any, forwards to the node's engine.
     let socket = if state.docker_proxy {
         layout.docker_proxy(&node.node)
+    } else if let Some(engine) = state.engine(&node.node) {
+        engine.socket()
     } else {
         state.docker_socket.clone()
     };
@@ -119,8 +122,13 @@ fn meshd_args(state: &State, node: &NodeRecord) -> Vec<String> {
         DATA_MOUNT.into(),
         "--topology".into(),
         node.topology.clone(),
-        "--network".into(),
-        state.name.to_string(),
+    ]);
+    // Its containers join the testnet network, which only the host's engine
+    // has; on an engine of its own they take that engine's default bridge.
+    if state.engine(&node.node).is_none() {
+        args.extend(["--network".into(), state.name.to_string()]);
+    }
+    args.extend([
         "--gossip-interval-ms".into(),
         state.gossip_interval_ms.to_string(),
     ]);
@@ -150,6 +158,7 @@ mod tests {
     use super::*;
     use crate::name::TestnetName;
     use std::net::Ipv4Addr;
+    use std::path::Path;
 
     fn state(members: usize) -> State {
         let mut nodes: Vec<NodeRecord> = (1..=members)
@@ -165,6 +174,7 @@ mod tests {
             extra_args: vec!["--phi-threshold".into(), "8".into()],
             docker_proxy: false,
             small_data: Default::default(),
+            engines: Default::default(),
             nodes,
         }
     }
@@ -218,6 +228,42 @@ mod tests {
             assert!(args.contains(part), "missing {part:?} in {args}");
         }
         assert!(args.ends_with("--phi-threshold 8"), "{args}");
+    }
+
+    #[test]
+    fn an_agent_with_an_engine_of_its_own_mounts_its_socket_and_uses_its_bridge() {
+        let mut s = state(3);
+        let layout = Layout::new("/st".into());
+        let engine = crate::engine::EngineRecord::new(
+            &s.name,
+            "n2",
+            1,
+            Path::new("/st"),
+            &layout.node_dir(&s.nodes[1].node),
+            "10.252.7.0/24".to_owned().try_into().unwrap(),
+        );
+        let socket = engine.socket();
+        s.engines.insert("n2".into(), engine);
+        let args = run_args(&s, &layout, &s.nodes[1]).join(" ");
+        assert!(
+            args.contains(&format!(
+                "--volume {}:/var/run/docker.sock",
+                socket.display()
+            )),
+            "{args}"
+        );
+        assert!(
+            args.contains("--topology numa:2 core:2 pu:1 --gossip"),
+            "{args}"
+        );
+        // The agent itself stays on the testnet network.
+        assert!(args.contains("--network tn --ip"), "{args}");
+        // Others keep the host's engine.
+        let args = run_args(&s, &layout, &s.nodes[0]).join(" ");
+        assert!(
+            args.contains("--topology numa:2 core:2 pu:1 --network tn --gossip"),
+            "{args}"
+        );
     }
 
     #[test]

@@ -88,6 +88,14 @@ impl Docker {
         }
     }
 
+    /// The same client talking to the engine at `host` (`unix://PATH`)
+    /// instead of `DOCKER_HOST`'s.
+    pub fn with_host(mut self, host: impl Into<OsString>) -> Self {
+        self.leading.push(OsString::from("--host"));
+        self.leading.push(host.into());
+        self
+    }
+
     /// The same client with another time limit per command.
     pub fn with_limit(mut self, limit: Duration) -> Self {
         self.limit = limit;

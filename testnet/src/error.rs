@@ -105,6 +105,8 @@ pub enum TestnetError {
     NetworkLeftBehind { name: TestnetName },
     #[error("{0:?} is not a Docker network id")]
     NetworkId(String),
+    #[error("a node's own Docker engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
     #[error("a background task of the harness failed: {0}")]
     Task(String),
     #[error("teardown of testnet {name} did not finish: {message}")]

@@ -42,6 +42,8 @@ pub mod chaos;
 #[cfg(feature = "harness")]
 pub mod docker;
 #[cfg(feature = "harness")]
+pub mod engine;
+#[cfg(feature = "harness")]
 mod error;
 #[cfg(feature = "harness")]
 pub mod expect;

@@ -20,6 +20,7 @@ use meshctl::node_url::NodeUrl;
 use crate::agent::{self, LABEL_TESTNET};
 use crate::certs;
 use crate::docker::Docker;
+use crate::engine::{self, EngineRecord};
 use crate::error::TestnetError;
 use crate::leftovers::Leftovers;
 use crate::name::TestnetName;
@@ -97,8 +98,20 @@ impl Testnet {
             .map(|i| NodeId::new(format!("n{i}")))
             .collect::<Result<Vec<_>, _>>()?;
 
+        if opts.own_docker {
+            // Engines of testnets that crashed: removed, their bridges and
+            // subnets freed.
+            blocking(|| Ok(engine::clean_leftovers()?)).await?;
+        }
         let mut taken = docker_subnets(&docker).await?;
         taken.extend(kept.iter().filter_map(|l| Ipv4Net::parse(&l.subnet)));
+        // Other testnets' engine bridges, which Docker's overlap check
+        // misses. Only an own-docker testnet cannot do without them.
+        match engine::host_subnets() {
+            Ok(host) => taken.extend(host),
+            Err(e) if opts.own_docker => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "cannot list the host's subnets"),
+        }
         let subnet = create_network(&docker, &name, &taken).await?;
         let mut nodes = Vec::with_capacity(members.len());
         for (slot, node) in members.into_iter().enumerate() {
@@ -113,6 +126,29 @@ impl Testnet {
                 node,
             });
         }
+        let mut engines = BTreeMap::new();
+        if opts.own_docker {
+            taken.push(
+                Ipv4Net::parse(&subnet.cidr()).ok_or(TestnetError::NoSubnet {
+                    last: subnet.cidr(),
+                })?,
+            );
+            let layout = Layout::new(dir.clone());
+            for (slot, node) in nodes.iter().enumerate() {
+                let bridge_net = engine::free_subnet(name.as_str(), slot, &taken)
+                    .ok_or(engine::EngineError::NoSubnet)?;
+                taken.extend(Ipv4Net::parse(&bridge_net.cidr()));
+                let record = EngineRecord::new(
+                    &name,
+                    node.node.as_str(),
+                    slot,
+                    &dir,
+                    &layout.node_dir(&node.node),
+                    bridge_net,
+                );
+                engines.insert(node.node.to_string(), record);
+            }
+        }
         let state = State {
             name,
             image: opts.image.clone(),
@@ -122,6 +158,7 @@ impl Testnet {
             extra_args: opts.extra_args.clone(),
             docker_proxy: opts.docker_proxy,
             small_data: opts.small_data.clone(),
+            engines,
             nodes,
         };
         // From here on, an error drops `net`, which removes what exists.
@@ -140,6 +177,8 @@ impl Testnet {
         create_dir(&dir)?;
         net.state.save(&dir)?;
 
+        net.start_engines().await?;
+
         let now = OffsetDateTime::now_utc();
         let ca = certs::create_ca(&net.layout.ca_dir(), net.state.name.as_str(), now)?;
         for node in &net.state.nodes {
@@ -147,13 +186,16 @@ impl Testnet {
             create_dir(&net.layout.data_dir(&node.node))?;
             if net.state.docker_proxy {
                 let path = net.layout.docker_proxy(&node.node);
-                let proxy = SocketProxy::start(&path, net.state.docker_socket.clone()).map_err(
-                    |source| TestnetError::Io {
+                let upstream = net
+                    .state
+                    .engine(&node.node)
+                    .map_or_else(|| net.state.docker_socket.clone(), EngineRecord::socket);
+                let proxy =
+                    SocketProxy::start(&path, upstream).map_err(|source| TestnetError::Io {
                         what: "start the Docker socket proxy at",
                         path,
                         source,
-                    },
-                )?;
+                    })?;
                 net.proxies.insert(node.node.to_string(), proxy);
             }
         }
@@ -318,6 +360,36 @@ impl Testnet {
             &status::parse_ps(&ps),
             &self.layout.api_token_file(),
         ))
+    }
+
+    /// Starts every node's own engine, if the testnet has them, and waits
+    /// until each answers.
+    async fn start_engines(&self) -> Result<(), TestnetError> {
+        for engine in self.state.engines.values() {
+            let engine = engine.clone();
+            blocking(move || Ok(engine::start(&engine)?)).await?;
+        }
+        try_join_all(
+            self.state
+                .engines
+                .values()
+                .map(|e| engine::wait_ready(e, engine::START_LIMIT)),
+        )
+        .await?;
+        if !self.state.engines.is_empty() {
+            tracing::info!(testnet = %self.state.name, engines = self.state.engines.len(), "own engines started");
+        }
+        Ok(())
+    }
+
+    /// The `docker` client of `node`'s own engine, or of the host's if it
+    /// has none.
+    pub fn docker_of(&self, node: &str) -> Result<Docker, TestnetError> {
+        let record = self.state.node(node)?;
+        Ok(self
+            .state
+            .engine(&record.node)
+            .map_or_else(|| self.docker.clone(), EngineRecord::docker))
     }
 
     /// Whether dropping this handle removes the testnet.

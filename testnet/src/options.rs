@@ -38,6 +38,10 @@ pub struct TestnetOptions {
     pub docker_proxy: bool,
     /// Agents whose data directory is a tmpfs of this size (e.g. `64m`).
     pub small_data: BTreeMap<String, String>,
+    /// Give each agent a Docker engine of its own, started with no images
+    /// (see `engine.rs`), instead of the host's: image presence is then
+    /// per node, as on real hosts.
+    pub own_docker: bool,
     pub ready_timeout: Duration,
     /// Whether dropping the `Testnet` removes it (tests: yes; the command
     /// line tool, whose testnet outlives the process: no).
@@ -57,6 +61,7 @@ impl Default for TestnetOptions {
             extra_args: Vec::new(),
             docker_proxy: false,
             small_data: BTreeMap::new(),
+            own_docker: false,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             teardown_on_drop: false,
         }
@@ -122,6 +127,11 @@ impl TestnetOptions {
 
     pub fn small_data(mut self, node: impl Into<String>, size: impl Into<String>) -> Self {
         self.small_data.insert(node.into(), size.into());
+        self
+    }
+
+    pub fn own_docker(mut self, on: bool) -> Self {
+        self.own_docker = on;
         self
     }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use mesh_protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::EngineRecord;
 use crate::error::TestnetError;
 use crate::name::TestnetName;
 use crate::subnet::Subnet;
@@ -40,6 +41,11 @@ pub struct State {
     /// does not outlive the agent's container.
     #[serde(default)]
     pub small_data: std::collections::BTreeMap<String, String>,
+    /// Each node's own Docker engine, by node, when the testnet was started
+    /// with `own_docker`: its agent drives that engine instead of the
+    /// host's (see `engine.rs`).
+    #[serde(default)]
+    pub engines: std::collections::BTreeMap<String, EngineRecord>,
     /// In the order they were added; a node's index is its address slot.
     pub nodes: Vec<NodeRecord>,
 }
@@ -67,6 +73,11 @@ impl State {
                 testnet: self.name.clone(),
                 known: self.nodes.iter().map(|n| n.node.to_string()).collect(),
             })
+    }
+
+    /// `node`'s own engine, if it has one.
+    pub fn engine(&self, node: &NodeId) -> Option<&EngineRecord> {
+        self.engines.get(node.as_str())
     }
 
     /// The cluster's members: every node whose certificate the cluster CA
@@ -129,6 +140,8 @@ impl State {
 ///     tokens                         its --api-tokens file
 /// nodes/<node>/data/                 mounted at /data: meshd's --data-dir
 /// nodes/<node>/foreign-ca/           a foreign node's own CA
+/// nodes/<node>/engine/               its own engine's data root (own_docker)
+/// nodes/<node>/dockerd.log           its own engine's output (own_docker)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -197,6 +210,7 @@ mod tests {
             extra_args: vec!["--phi-threshold".into(), "8".into()],
             docker_proxy: false,
             small_data: Default::default(),
+            engines: Default::default(),
             nodes: vec![node("n1", 0, false), node("evil", 1, true)],
         }
     }

@@ -199,6 +199,7 @@ mod tests {
             extra_args: Vec::new(),
             docker_proxy: false,
             small_data: Default::default(),
+            engines: Default::default(),
             nodes: vec![
                 record("n1", 2),
                 record("n2", 3),

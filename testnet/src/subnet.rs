@@ -126,7 +126,7 @@ impl Ipv4Net {
         })
     }
 
-    fn overlaps(&self, subnet: &Subnet) -> bool {
+    pub(crate) fn overlaps(&self, subnet: &Subnet) -> bool {
         let first = u32::from(subnet.base);
         let last = first | 0xff;
         self.first <= last && first <= self.last

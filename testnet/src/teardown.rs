@@ -3,8 +3,8 @@
 //! reports them all at the end, so one stuck container does not leave the
 //! rest behind.
 //!
-//! It needs nothing but the name: agents are found by their labels and the
-//! network by its name, so `down` also cleans up after a testnet whose state
+//! It needs nothing but the name: agents are found by their labels, the
+//! nodes' own engines (if any) by their records and the network by its name, so `down` also cleans up after a testnet whose state
 //! directory is gone or was never written.
 //!
 //! A network Docker refuses to remove although nothing is attached to it
@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::agent::{LABEL_NODE, LABEL_TESTNET};
 use crate::docker::{Docker, DockerError};
+use crate::engine;
 use crate::error::TestnetError;
 use crate::leftovers::{Leftover, Leftovers};
 use crate::name::TestnetName;
@@ -38,6 +39,9 @@ pub struct Removed {
     pub agents: usize,
     /// Containers the agents had started.
     pub containers: usize,
+    /// The nodes' own Docker engines (with their data, bridges and
+    /// sockets), if the testnet had them.
+    pub engines: usize,
     pub network: NetworkFate,
     pub state_dir: bool,
 }
@@ -54,6 +58,7 @@ pub fn teardown(
     let mut removed = Removed {
         agents: 0,
         containers: 0,
+        engines: 0,
         network: NetworkFate::Absent,
         state_dir: false,
     };
@@ -108,6 +113,23 @@ pub fn teardown(
             Ok(n) => removed.containers += n,
             Err(e) => problems.push(e.to_string()),
         }
+    }
+
+    // Found by their records, so even without a state directory; each
+    // goes with its containers.
+    match engine::of_testnet(name) {
+        Ok(engines) => {
+            for engine in engines {
+                match engine::stop(&engine) {
+                    Ok(containers) => {
+                        removed.engines += 1;
+                        removed.containers += containers;
+                    }
+                    Err(e) => problems.push(format!("engine of {}: {e}", engine.node)),
+                }
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
     }
 
     match remove_network(docker, name, leftovers) {

@@ -46,6 +46,11 @@ enum Command {
         /// The meshd image (built by scripts/images).
         #[arg(long, default_value = DEFAULT_IMAGE)]
         image: String,
+        /// Give each agent a Docker engine of its own (a second dockerd on
+        /// this host, started with no images), so that images are per node
+        /// as on real hosts.
+        #[arg(long)]
+        own_docker: bool,
         /// Extra meshd flags, after `--`.
         #[arg(last = true)]
         meshd_args: Vec<String>,
@@ -275,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             topology,
             gossip_interval_ms,
             image,
+            own_docker,
             meshd_args,
         } => {
             let mut opts = TestnetOptions::default()
@@ -282,7 +288,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .nodes(usize::from(nodes))
                 .topology(topology)
                 .gossip_interval(Duration::from_millis(gossip_interval_ms))
-                .image(image);
+                .image(image)
+                .own_docker(own_docker);
             opts.state_dir = state_dir.clone();
             opts.extra_args = meshd_args;
             let net = Testnet::up(opts)
@@ -318,9 +325,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down => {
             let removed = Testnet::remove(&name, state_dir).await?;
             println!(
-                "removed testnet {name}: {} agent(s), {} container(s) they started, network {}, state directory {}",
+                "removed testnet {name}: {} agent(s), {} container(s) they started, {} own engine(s), network {}, state directory {}",
                 removed.agents,
                 removed.containers,
+                removed.engines,
                 removed.network,
                 if removed.state_dir {
                     "removed"

@@ -20,8 +20,13 @@ impl Testnet {
             self.state.name.clone(),
             record.node.to_string(),
         );
-        let removed =
-            blocking(move || teardown::remove_node_containers(&docker, &name, &node)).await?;
+        let removed = match self.state.engine(&record.node).cloned() {
+            // Every container of its own engine is one it started.
+            Some(engine) => blocking(move || Ok(engine::remove_containers(&engine)?)).await?,
+            None => {
+                blocking(move || teardown::remove_node_containers(&docker, &name, &node)).await?
+            }
+        };
         tracing::info!(testnet = %self.state.name, node = %record.node, containers = removed, "killed");
         Ok(removed)
     }

@@ -23,3 +23,28 @@ pub async fn three_agents(label: &str, topology: &str) -> Result<Testnet> {
     .await?;
     Ok(net)
 }
+
+/// Debian's `docker-registry` on a loopback port, shared with the agent's
+/// tests (it pushes through the host's engine).
+#[path = "../../../agent/tests/common/registry.rs"]
+pub mod registry;
+
+/// Asks `probe` until it answers `Ok` and returns its value; fails the test
+/// after `budget` with what it last answered (the form `registry` calls).
+pub async fn wait_until<F, Fut, T, E>(what: &str, budget: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(seen) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {budget:?} waiting for: {what}; last seen: {seen:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
