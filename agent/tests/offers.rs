@@ -132,4 +132,17 @@ async fn a_task_whose_offer_went_unanswered_runs_once() {
         !local.iter().any(|t| t.id == task.id),
         "the placer forgot the task once the other node said it took it: {local:?}"
     );
+    // The runner pushed to the keeper the offer named, the placer.
+    wait_until(
+        "the placer keeps a copy naming the runner",
+        Duration::from_secs(10),
+        || async {
+            let copies = nodes[placer].running().supervisor.copies().await.unwrap();
+            let kept = copies
+                .iter()
+                .any(|c| c.id == task.id && c.node == nodes[other].id);
+            if kept { Ok(()) } else { Err(copies) }
+        },
+    )
+    .await;
 }

@@ -133,10 +133,12 @@ impl Tasks {
                 Offered::InDoubt(e) => {
                     // It may run there: never offered elsewhere until that
                     // node says. Its runner, if it took it, pushes to the
-                    // keeper named in the offer.
+                    // keeper named in the offer; if not, it runs here and
+                    // gets a keeper as a runner does. So the record held
+                    // names no keeper (settling it gives no copy away).
                     warn!(node = %node.id, error = %e, "offer's answer lost; the task waits here until that node says whether it took it");
                     self.supervisor
-                        .hold_in_doubt(offered, node.id.clone())
+                        .hold_in_doubt(record.clone(), node.id.clone())
                         .await?;
                     let copy = CopyStatus::NotKept {
                         node: node.id.clone(),
