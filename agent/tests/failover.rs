@@ -313,15 +313,14 @@ async fn a_node_running_a_task_tells_a_stale_runner_of_it_that_it_was_superseded
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keeper_back_from_away_does_not_re_place_a_task_that_ended_under_another_keeper() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("mesh_agent=debug")
-        .try_init();
+/// Four agents; a task ends under a new keeper while its first keeper is
+/// down, and the first keeper comes back with its stale copy ("running").
+/// Returns the agents, the task, and the positions of its runner and of
+/// its old keeper.
+async fn stale_copy_on_an_old_keeper(tag: &str) -> (Vec<TestAgent>, TaskRecord, usize, usize) {
     // Four nodes: with the old keeper down, the runner still sees a
     // majority, so it may pick a new keeper.
-    let mut nodes = Setup::memory("k")
+    let mut nodes = Setup::memory(tag)
         .topology("numa:1 core:1 pu:1")
         .phi(PHI)
         .cluster(4)
@@ -367,21 +366,34 @@ async fn a_keeper_back_from_away_does_not_re_place_a_task_that_ended_under_anoth
     )
     .await;
 
-    // The old keeper comes back with its stale copy ("running"); then the
-    // runner dies.
+    // The old keeper comes back with its stale copy ("running").
     let seeds = [nodes[runner].gossip()];
     nodes[old].restart(&seeds).await;
-    let stale_copy = |copies: &[TaskRecord]| {
-        copies
-            .iter()
-            .any(|c| c.id == task.id && !c.state.is_terminal())
-    };
     let copies = nodes[old].running().supervisor.copies().await.unwrap();
     assert!(
-        stale_copy(&copies),
+        stale_copy(&copies, &first),
         "the old keeper's copy is stale: {copies:?}"
     );
     wait_formed(&nodes.iter().collect::<Vec<_>>()).await;
+    (nodes, first, runner, old)
+}
+
+/// Whether `copies` hold an unfinished copy of `task`.
+fn stale_copy(copies: &[TaskRecord], task: &TaskRecord) -> bool {
+    copies
+        .iter()
+        .any(|c| c.id == task.id && !c.state.is_terminal())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_back_from_away_does_not_re_place_a_task_that_ended_under_another_keeper() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mesh_agent=debug")
+        .try_init();
+    let (mut nodes, task, runner, old) = stale_copy_on_an_old_keeper("k").await;
+    let stale_copy = |copies: &[TaskRecord]| stale_copy(copies, &task);
+    // The runner dies while the new keeper, which holds the end, lives.
     nodes[runner].stop().await;
 
     // It learns from the new keeper that the task ended, and forgets its
@@ -403,4 +415,116 @@ async fn a_keeper_back_from_away_does_not_re_place_a_task_that_ended_under_anoth
     assert_eq!(started_on_live(&nodes), 0, "a task that ended ran again");
     let copies = old.running().supervisor.copies().await.unwrap();
     assert!(!copies.iter().any(|c| c.id == task.id), "{copies:?}");
+}
+
+/// A runner killed while a task's container was being created comes back
+/// after its keeper re-placed the task elsewhere: it waits for its keeper's
+/// word before starting the task again, and so never starts it
+/// (regression: seed 7's chaos run, where n1, restarted at 530.9 s, started
+/// its stored attempt 1 at once while n2 had run attempt 2 since 531.5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runner_waits_for_its_keeper_before_starting_a_stored_task() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mesh_agent=debug")
+        .try_init();
+    let mut nodes = three_nodes("w", PHI).await;
+    // Starts wait in flight everywhere until the runner is known.
+    for n in &nodes {
+        n.memory().hold_starts(true);
+    }
+    let task = nodes[0].api.submit(&sleep_task(1, "600")).await;
+    let starting = nodes[0]
+        .api
+        .wait_state(&task.id, TaskState::Starting, 10)
+        .await;
+    let runner = nodes.iter().position(|n| n.id == starting.node).unwrap();
+    let keeper_id = starting
+        .keeper
+        .clone()
+        .expect("a second agent keeps a copy");
+    let keeper = nodes.iter().position(|n| n.id == keeper_id).unwrap();
+    wait_until(
+        "the keeper holds a copy",
+        Duration::from_secs(10),
+        || async {
+            let copies = nodes[keeper].running().supervisor.copies().await.unwrap();
+            if copies.iter().any(|c| c.id == task.id) {
+                Ok(())
+            } else {
+                Err(copies)
+            }
+        },
+    )
+    .await;
+    for n in nodes.iter().filter(|n| n.id != starting.node) {
+        n.memory().hold_starts(false);
+    }
+
+    // The runner dies before the container exists; the keeper re-places
+    // the task, which runs elsewhere.
+    nodes[runner].stop().await;
+    wait_until(
+        "the task runs again elsewhere",
+        Duration::from_secs(45),
+        || async {
+            let n = started_on_live(&nodes);
+            if n >= 1 { Ok(()) } else { Err(n) }
+        },
+    )
+    .await;
+
+    // The runner comes back with its stored record (starting, attempt 1):
+    // it must not start it.
+    nodes[runner].memory().hold_starts(false);
+    let seeds = [nodes[keeper].gossip()];
+    nodes[runner].restart(&seeds).await;
+    let back = &nodes[runner];
+    hold_for(
+        "the restarted runner starts nothing",
+        Duration::from_secs(8),
+        || async {
+            let started = back.memory().started();
+            if started == 0 { Ok(()) } else { Err(started) }
+        },
+    )
+    .await;
+    let mine = back
+        .running()
+        .supervisor
+        .get(task.id.clone())
+        .await
+        .unwrap();
+    assert!(mine.state.is_terminal(), "superseded: {mine:?}");
+}
+
+/// The old keeper learns from the live runner itself that the task ended,
+/// and forgets its stale copy before the runner dies: the day the runner
+/// dies, the new keeper that holds the end may be out of reach too
+/// (regression: seed 7's chaos run, where n3 re-placed a task n5 had
+/// finished 290 s before, while n5 and its new keeper n2 were cut off
+/// together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_back_from_away_forgets_a_stale_copy_while_the_runner_lives() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mesh_agent=debug")
+        .try_init();
+    let (nodes, task, _runner, old) = stale_copy_on_an_old_keeper("l").await;
+    let old = &nodes[old];
+    // Every node stays up: only the runner's word can tell it.
+    wait_until(
+        "the old keeper forgets its stale copy",
+        Duration::from_secs(45),
+        || async {
+            let copies = old.running().supervisor.copies().await.unwrap();
+            if stale_copy(&copies, &task) {
+                Err(copies)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(started_on_live(&nodes), 1, "the task ran once");
 }

@@ -85,15 +85,30 @@ pub enum Standing {
     Wait(String),
 }
 
-/// Judges `copy` against the stamps `heard` from the peers asked.
-pub fn standing(copy: &TaskRecord, heard: &[Stamp], asked: Asked) -> Standing {
-    let newer: Vec<&Stamp> = heard
+/// The stamps among `heard` that outdate `copy`.
+fn newer<'a>(copy: &TaskRecord, heard: &'a [Stamp]) -> Vec<&'a Stamp> {
+    heard
         .iter()
         .filter(|s| s.id == copy.id && s.is_newer_than(copy))
-        .collect();
-    if newer.iter().any(|s| s.finished) {
+        .collect()
+}
+
+/// Whether a record newer than `copy` among `heard` says the task ended:
+/// the copy is stale and would be re-placed, wrongly, the day the runner
+/// it names died. Asked before any death too: a keeper refreshes its
+/// unfinished copies from their live runners, since a runner that switched
+/// keepers while this one was away pushes its end only to the new one, who
+/// may be out of reach (cut off with the runner) when the runner dies.
+pub fn ended_elsewhere(copy: &TaskRecord, heard: &[Stamp]) -> bool {
+    newer(copy, heard).iter().any(|s| s.finished)
+}
+
+/// Judges `copy` against the stamps `heard` from the peers asked.
+pub fn standing(copy: &TaskRecord, heard: &[Stamp], asked: Asked) -> Standing {
+    if ended_elsewhere(copy, heard) {
         return Standing::Ended;
     }
+    let newer = newer(copy, heard);
     if let Some(s) = newer.first() {
         return Standing::Wait(format!(
             "a live node holds a newer record (attempt {} on {})",
@@ -213,5 +228,22 @@ mod tests {
         let mut other = Stamp::of(&rec("r", 0, 1, 900, TaskState::Succeeded));
         other.id = TaskId::new("t2").unwrap();
         assert_eq!(standing(&copy, &[other], all(1)), Standing::Replace);
+    }
+
+    #[test]
+    fn a_runner_that_ended_the_task_outdates_a_stale_copy() {
+        // Seed 7: the copy says "running attempt 1 on r"; r finished it
+        // and pushed the end to another keeper only.
+        let copy = rec("r", 0, 1, 100, TaskState::Running);
+        let runner_says = Stamp::of(&rec("r", 0, 1, 5_000, TaskState::Succeeded));
+        assert!(ended_elsewhere(&copy, &[runner_says]));
+        // Still running there, or an earlier attempt's end: not stale.
+        let running = Stamp::of(&rec("r", 0, 1, 5_000, TaskState::Running));
+        let earlier = Stamp::of(&rec("r", 0, 0, 5_000, TaskState::Failed));
+        assert!(!ended_elsewhere(&copy, &[running, earlier]));
+        // A copy that ended already is not stale.
+        let done = rec("r", 0, 1, 100, TaskState::Succeeded);
+        let later = Stamp::of(&rec("r", 0, 1, 5_000, TaskState::Succeeded));
+        assert!(!ended_elsewhere(&done, &[later]));
     }
 }

@@ -71,11 +71,67 @@ pub fn adopter<'a>(
     })
 }
 
+/// A node's reply to a call of placement's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Accepted the offer; holds the task.
+    Yes,
+    /// Refused the offer; does not hold the task.
+    No,
+    /// No answer came back (the call timed out or its connection broke):
+    /// the node may have acted on the call all the same.
+    Silent,
+}
+
+/// What became of an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferOutcome {
+    /// The node runs the task.
+    Taken,
+    /// The node does not hold it: the next one may be offered it.
+    Refused,
+    /// Unknown: the node may run it. Offered to another node, it could run
+    /// twice; it waits until that node says whether it holds it.
+    InDoubt,
+}
+
+/// Judges an offer from the node's reply to it and, when that was silent,
+/// its reply to the question "do you hold this task?" (`holds`).
+pub fn offer_outcome(offer: Reply, holds: Option<Reply>) -> OfferOutcome {
+    match (offer, holds) {
+        (Reply::Yes, _) | (Reply::Silent, Some(Reply::Yes)) => OfferOutcome::Taken,
+        (Reply::No, _) | (Reply::Silent, Some(Reply::No)) => OfferOutcome::Refused,
+        (Reply::Silent, Some(Reply::Silent) | None) => OfferOutcome::InDoubt,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::load::{Load, TopologySummary};
     use proptest::prelude::*;
+
+    #[test]
+    fn an_offer_whose_answer_and_check_were_lost_is_in_doubt() {
+        // Seed 7: n1 took the offer, its answer and the check were lost on
+        // connections broken by a partition that had just healed, and the
+        // task was offered to n3 as well.
+        assert_eq!(
+            offer_outcome(Reply::Silent, Some(Reply::Silent)),
+            OfferOutcome::InDoubt
+        );
+        assert_eq!(offer_outcome(Reply::Silent, None), OfferOutcome::InDoubt);
+        assert_eq!(
+            offer_outcome(Reply::Silent, Some(Reply::Yes)),
+            OfferOutcome::Taken
+        );
+        assert_eq!(
+            offer_outcome(Reply::Silent, Some(Reply::No)),
+            OfferOutcome::Refused
+        );
+        assert_eq!(offer_outcome(Reply::Yes, None), OfferOutcome::Taken);
+        assert_eq!(offer_outcome(Reply::No, None), OfferOutcome::Refused);
+    }
 
     fn cand(name: &str, free: Vec<u32>, per_numa: u32, running: u32) -> Candidate {
         Candidate {

@@ -106,6 +106,13 @@ pub(crate) enum Command {
     /// The outcome of a move: `true` it runs there now (forget it here),
     /// `false` it was refused (back in the queue, in its place).
     EndMove(TaskId, bool),
+    /// Holds here, on offer to the node, a task placement offered there
+    /// without learning whether it was taken (the answer was lost).
+    HoldInDoubt(
+        Box<TaskRecord>,
+        NodeId,
+        oneshot::Sender<Result<(), SupervisorError>>,
+    ),
     /// Tasks whose offer's outcome is unknown (the agent stopped meanwhile).
     InDoubt(oneshot::Sender<Vec<(TaskRecord, NodeId)>>),
     Get(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
@@ -483,6 +490,18 @@ impl SupervisorHandle {
             .send(Command::EndMove(id, moved))
             .await
             .map_err(|_| SupervisorError::Stopped)
+    }
+
+    /// Holds `record` here, on offer to `to`, whose answer to the offer
+    /// was lost: the mover asks `to` whether it took it (`in_doubt`), and
+    /// it is queued here only if not.
+    pub async fn hold_in_doubt(
+        &self,
+        record: TaskRecord,
+        to: NodeId,
+    ) -> Result<(), SupervisorError> {
+        self.ask(|r| Command::HoldInDoubt(Box::new(record), to, r))
+            .await?
     }
 
     pub async fn in_doubt(&self) -> Result<Vec<(TaskRecord, NodeId)>, SupervisorError> {

@@ -5,11 +5,11 @@
 //! task ended, left alone while a newer record is held elsewhere, and never
 //! re-placed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use mesh_protocol::confirm::{self, Asked, Stamp, Standing};
 use mesh_protocol::gossip::{PeerState, PeerView};
-use mesh_protocol::{TaskId, TaskRecord};
+use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tracing::{debug, info, warn};
 
 use super::{Node, Tasks};
@@ -78,6 +78,57 @@ pub async fn confirm(
         }
     }
     replace
+}
+
+/// Asks the live runners of this keeper's unfinished copies what they hold
+/// of them, and forgets the copies whose runner says the task ended (see
+/// `confirm::ended_elsewhere`). Only the runner's own word counts: it is
+/// alive and answers, so nothing is re-placed on it.
+pub async fn refresh(tasks: &Tasks, view: &[PeerView]) {
+    let supervisor = tasks.supervisor();
+    let Ok(copies) = supervisor.copies().await else {
+        return;
+    };
+    let me = tasks.me();
+    let mut by_runner: BTreeMap<&NodeId, Vec<&TaskRecord>> = BTreeMap::new();
+    for c in copies
+        .iter()
+        .filter(|c| !c.state.is_terminal() && c.node != me)
+    {
+        by_runner.entry(&c.node).or_default().push(c);
+    }
+    let runners: Vec<(Node, Vec<&TaskRecord>)> = by_runner
+        .into_iter()
+        .filter_map(|(runner, held)| {
+            let p = view
+                .iter()
+                .find(|p| &p.node == runner && !p.is_self && p.state == PeerState::Alive)?;
+            Some((
+                Node::peer(p.node.clone(), tasks.mesh().clone(), p.gossip_addr),
+                held,
+            ))
+        })
+        .collect();
+    let answers = futures_util::future::join_all(runners.iter().map(|(runner, held)| {
+        let ids: Vec<TaskId> = held.iter().map(|c| c.id.clone()).collect();
+        async move { ask_all(runner, &ids).await }
+    }))
+    .await;
+    for ((runner, held), answer) in runners.iter().zip(answers) {
+        let stamps = match answer {
+            Ok(stamps) => stamps,
+            Err(e) => {
+                debug!(peer = %runner.id, error = %e, "a runner did not say what it holds");
+                continue;
+            }
+        };
+        for copy in held.iter().filter(|c| confirm::ended_elsewhere(c, &stamps)) {
+            info!(task_id = %copy.id, runner = %runner.id, "its runner says the task ended: the copy here is stale");
+            if let Err(e) = supervisor.forget_copy(copy.id.clone()).await {
+                warn!(task_id = %copy.id, error = %e, "cannot forget a stale copy");
+            }
+        }
+    }
 }
 
 /// Every stamp `peer` holds of `ids`, asked in chunks of at most

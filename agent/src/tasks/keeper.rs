@@ -8,7 +8,9 @@
 //! - as keeper, re-place the unfinished tasks of a runner the failure
 //!   detector declared dead, once, as a new attempt with the same id: only
 //!   once it has seen a majority without a break for the lease (a keeper back
-//!   from its own cut waits), and only once the runner's lease is over.
+//!   from its own cut waits), and only once the runner's lease is over;
+//! - as keeper, once a lease, forget the unfinished copies whose live
+//!   runner says the task ended (`super::confirm::refresh`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -27,11 +29,12 @@ use super::{Node, Tasks, Timing};
 /// view must fill in first, or a live keeper would look absent.
 const SETTLE_ROUNDS: u32 = 10;
 
-/// Runs until `shutdown`, one round per gossip interval, in three loops
+/// Runs until `shutdown`, one round per gossip interval, in loops
 /// that never wait on each other: pushing this node's changes to keepers (a
 /// push to a keeper that just died waits out its call timeout) and settling
 /// dependencies; fencing the tasks whose lease is over, which must happen on
-/// time whatever the network does; and re-placing the tasks of dead nodes.
+/// time whatever the network does; re-placing the tasks of dead nodes; and,
+/// once a lease, asking live runners about this node's unfinished copies.
 pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
     let every = timing.every;
     let started = Instant::now();
@@ -83,7 +86,21 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
             }
         }
     };
-    tokio::join!(as_runner, as_fencer, as_keeper);
+    // Once a lease: stale copies are found while their runners still live.
+    let as_refresher = async {
+        let mut tick = tokio::time::interval(lease().fence_after.saturating_add(lease().margin));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if settled() {
+                let view = tasks.mesh().peers().await;
+                super::confirm::refresh(&tasks, &view).await;
+            }
+        }
+    };
+    tokio::join!(as_runner, as_fencer, as_keeper, as_refresher);
 }
 
 /// The lease's settings.

@@ -6,7 +6,8 @@
 use mesh_protocol::api::{CopyStatus, SubmitResponse};
 use mesh_protocol::auth::Caller;
 use mesh_protocol::failover;
-use mesh_protocol::placement::{self, PlacementError};
+use mesh_protocol::placement::{self, OfferOutcome, PlacementError, Reply, offer_outcome};
+use mesh_protocol::rpc::ErrorKind;
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -120,14 +121,30 @@ impl Tasks {
             let mut offered = record.clone();
             name_keeper(&mut offered, &node.id, &me, &live);
             match self.offer_once(&node, offered.clone()).await {
-                Ok(()) => {
+                Offered::Taken => {
                     info!(node = %node.id, keeper = ?offered.keeper, "task placed");
                     offered.placed_on(node.id.clone());
                     let copy = self.keep_copy(&peers, offered).await;
                     return Ok((node.id, copy));
                 }
-                Err(e) => {
+                Offered::Refused(e) => {
                     debug!(node = %node.id, error = %e, "offer refused; trying the next node")
+                }
+                Offered::InDoubt(e) => {
+                    // It may run there: never offered elsewhere until that
+                    // node says. Its runner, if it took it, pushes to the
+                    // keeper named in the offer; if not, it runs here and
+                    // gets a keeper as a runner does. So the record held
+                    // names no keeper (settling it gives no copy away).
+                    warn!(node = %node.id, error = %e, "offer's answer lost; the task waits here until that node says whether it took it");
+                    self.supervisor
+                        .hold_in_doubt(record.clone(), node.id.clone())
+                        .await?;
+                    let copy = CopyStatus::NotKept {
+                        node: node.id.clone(),
+                        reason: format!("{} did not answer the offer; asked again", node.id),
+                    };
+                    return Ok((node.id, copy));
                 }
             }
         }
@@ -146,16 +163,33 @@ impl Tasks {
     }
 
     /// Offers `record` to `node`. An offer without an answer may still have
-    /// been taken: the node is asked before the next one is tried, so the
-    /// task never starts twice.
-    async fn offer_once(&self, node: &Node, record: TaskRecord) -> Result<(), TaskError> {
+    /// been taken: the node is asked before the next one is tried, and when
+    /// that goes unanswered too, the outcome is in doubt (the task must not
+    /// be offered to another node, or it may start twice).
+    async fn offer_once(&self, node: &Node, record: TaskRecord) -> Offered {
         let id = record.id.clone();
-        match node.offer(record).await {
-            Err(e @ TaskError::Unreachable { .. }) => match node.get(&id).await {
-                Ok(_) => Ok(()),
-                Err(_) => Err(e),
-            },
-            other => other,
+        let offer = node.offer(record).await;
+        let check = match &offer {
+            Err(TaskError::Unreachable { .. }) => Some(node.get(&id).await),
+            _ => None,
+        };
+        let answered = match &offer {
+            Ok(()) => Reply::Yes,
+            Err(TaskError::Unreachable { .. }) => Reply::Silent,
+            Err(_) => Reply::No,
+        };
+        let holds = check.as_ref().map(|c| match c {
+            Ok(_) => Reply::Yes,
+            Err(e) if e.kind() == ErrorKind::NotFound => Reply::No,
+            Err(_) => Reply::Silent,
+        });
+        let outcome = offer_outcome(answered, holds);
+        match (outcome, offer) {
+            (OfferOutcome::Taken, _) => Offered::Taken,
+            (OfferOutcome::Refused, Err(e)) => Offered::Refused(e),
+            (OfferOutcome::InDoubt, Err(e)) => Offered::InDoubt(e),
+            // An accepted offer is taken whatever the check says.
+            (_, Ok(())) => Offered::Taken,
         }
     }
 
@@ -194,6 +228,13 @@ impl Tasks {
             }
         }
     }
+}
+
+/// What became of one offer (`mesh_protocol::placement::offer_outcome`).
+enum Offered {
+    Taken,
+    Refused(TaskError),
+    InDoubt(TaskError),
 }
 
 /// The ids of the live nodes: these peers and this node.

@@ -133,6 +133,28 @@ impl TaskRecord {
         Ok(())
     }
 
+    /// This node restarted with this task queued, or starting (now queued
+    /// again): its keeper may have re-placed it while the node was down, so
+    /// it waits, held, for the keeper's word (the runner's next push: kept,
+    /// it may start; superseded, it stops). A task without a keeper, on
+    /// offer, or being killed is left as it is.
+    pub fn hold_after_restart(&mut self, now: u64) -> Result<(), TransitionError> {
+        if self.state != TaskState::Queued
+            || self.offered_to.is_some()
+            || self.keeper.is_none()
+            || self.kill_requested
+        {
+            return Err(self.refuse("be held for its keeper after a restart"));
+        }
+        self.not_before_ms = HELD;
+        self.message = Some(
+            "this node restarted: it waits for its keeper, which may have re-placed it meanwhile"
+                .into(),
+        );
+        self.updated_ms = now;
+        Ok(())
+    }
+
     /// Whether this task waits for its keeper's word before it may start.
     pub fn is_held(&self) -> bool {
         self.not_before_ms == HELD
@@ -354,5 +376,27 @@ mod tests {
         assert_eq!(n.state, TaskState::Queued);
         assert_eq!((n.offered_to, n.keeper), (None, None));
         assert_eq!((n.not_before_ms, n.updated_ms), (400, 400));
+    }
+
+    #[test]
+    fn a_restart_holds_a_kept_queued_task_until_its_keeper_answers() {
+        let mut r = rec();
+        assert!(
+            r.hold_after_restart(500).is_err(),
+            "no keeper: nobody else can have re-placed it"
+        );
+        r.keeper_set(node("k"));
+        r.hold_after_restart(500).unwrap();
+        assert!(r.is_held());
+        assert_eq!(r.updated_ms, 500);
+        r.release(600).unwrap();
+        assert!(!r.is_held());
+        let mut offered = rec();
+        offered.keeper_set(node("k"));
+        offered.offer_to(node("b")).unwrap();
+        assert!(offered.hold_after_restart(500).is_err());
+        let mut done = ended();
+        done.keeper_set(node("k"));
+        assert!(done.hold_after_restart(500).is_err());
     }
 }

@@ -141,21 +141,31 @@ impl<R: ContainerRuntime> Supervisor<R> {
                         refused(&e);
                         continue;
                     }
+                    if self.restarted.contains(&task) {
+                        let _ = r.hold_after_restart(now);
+                    }
                     if r.state == TaskState::Queued {
                         self.queue.put(queued(r));
                     }
                     self.persist(&task);
                 }
                 Action::Lost { task } => {
+                    let restarted = self.restarted.contains(&task);
                     self.on_ended_now(&task, now, |r, now| {
                         r.lost(
                             "its container disappeared while the agent was away".into(),
                             now,
-                        )
+                        )?;
+                        // A retry waits for the keeper like a requeued start.
+                        if restarted {
+                            let _ = r.hold_after_restart(now);
+                        }
+                        Ok(())
                     });
                 }
             }
         }
+        self.restarted.clear();
         self.release_unheld(&containers);
         self.reconciled = true;
         info!(containers = containers.len(), "reconciled with Docker");

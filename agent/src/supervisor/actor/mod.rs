@@ -48,6 +48,10 @@ pub(crate) struct Supervisor<R> {
     watched: BTreeSet<TaskId>,
     /// Stored tasks whose records could not be read (set aside).
     unreadable: BTreeSet<TaskId>,
+    /// Tasks loaded starting or running, until the first reconciliation:
+    /// queued again by it, they wait for their keeper's word (see
+    /// `TaskRecord::hold_after_restart`).
+    restarted: BTreeSet<TaskId>,
     /// No new task starts here while set.
     draining: bool,
     /// Copies of tasks other agents run, held as their keeper.
@@ -104,6 +108,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             observing: false,
             watched: BTreeSet::new(),
             unreadable: BTreeSet::new(),
+            restarted: BTreeSet::new(),
             draining: false,
             copies: BTreeMap::new(),
             store_error: None,
@@ -206,13 +211,20 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 self.unreadable.insert(id);
             }
         }
-        for r in loaded.records {
+        let now = self.now_ms();
+        for mut r in loaded.records {
             self.next_seq = self.next_seq.max(r.queue_seq.saturating_add(1));
             match r.state {
                 // A task whose offer's outcome is unknown waits outside the
                 // queue until the mover asks the node it was offered to.
-                TaskState::Queued if r.offered_to.is_none() => self.queue.put(queued(&r)),
+                TaskState::Queued if r.offered_to.is_none() => {
+                    // Its keeper may have re-placed it while this node was
+                    // down: held (when it has one) until the keeper answers.
+                    let _ = r.hold_after_restart(now);
+                    self.queue.put(queued(&r));
+                }
                 TaskState::Starting | TaskState::Running => {
+                    self.restarted.insert(r.id.clone());
                     if let Some(a) = &r.allocation
                         && let Err(e) = self.alloc.take(&r.id, a)
                     {
@@ -334,6 +346,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 let _ = reply.send(self.begin_move(&id, to));
             }
             Command::EndMove(id, moved) => self.end_move(&id, moved),
+            Command::HoldInDoubt(record, to, reply) => {
+                let _ = reply.send(self.hold_in_doubt(*record, to));
+            }
             Command::InDoubt(reply) => {
                 let doubts = self
                     .records

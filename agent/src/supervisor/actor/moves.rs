@@ -54,6 +54,42 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.persist(id);
     }
 
+    /// Holds a task whose offer to `to` got no answer while it was being
+    /// placed from here: out of the queue, on offer, until the mover learns
+    /// from `to` whether it took it (as for a move in doubt). Offered to
+    /// another node meanwhile, it could run twice.
+    pub(super) fn hold_in_doubt(
+        &mut self,
+        mut record: TaskRecord,
+        to: NodeId,
+    ) -> Result<(), SupervisorError> {
+        if let Some(r) = self.records.get(&record.id)
+            && (!r.state.is_terminal() || r.attempt > record.attempt)
+        {
+            return Err(SupervisorError::Conflict(format!(
+                "task {} is here already ({}, attempt {})",
+                record.id, r.state, r.attempt
+            )));
+        }
+        if self.alloc.allocation(&record.id).is_some() {
+            return Err(SupervisorError::Busy(format!(
+                "task {}'s earlier attempt here still holds its cores",
+                record.id
+            )));
+        }
+        let conflict =
+            |e: mesh_protocol::task::TransitionError| SupervisorError::Conflict(e.to_string());
+        record
+            .adopted(self.cfg.node.clone(), self.next_seq)
+            .map_err(conflict)?;
+        record.offer_to(to.clone()).map_err(conflict)?;
+        self.store_new(&record)?;
+        self.next_seq = self.next_seq.saturating_add(1);
+        info!(task_id = %record.id, node = %to, "held here on offer until that node says whether it took it");
+        self.records.insert(record.id.clone(), record);
+        Ok(())
+    }
+
     /// Takes a peer's task only if it can start at once: Docker is there,
     /// nobody waits here already, and the cores are free.
     pub(super) fn offer(&mut self, mut record: TaskRecord) -> Result<(), SupervisorError> {
