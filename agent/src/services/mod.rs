@@ -7,6 +7,9 @@
 //! - `front`: routing and queueing of the connections listeners accept;
 //! - `backend`: the task that owns this node's service containers
 //!   (per-connection, warm, pool), deciding through the pure `plan`;
+//! - `prepull`: the task that pulls every live service's image here ahead
+//!   of its first connection, and tells the owner, front and reports how
+//!   each stands;
 //! - `tunnel`: connections forwarded between agents over QUIC;
 //! - `pump`, `stats`: moving and counting bytes, counters;
 //! - `ports`: what services ask of the mesh and of the cores, as narrow
@@ -21,6 +24,7 @@ mod owner;
 pub mod plan;
 pub mod port_range;
 pub mod ports;
+pub mod prepull;
 pub mod pump;
 pub mod registry;
 pub mod stats;
@@ -122,6 +126,7 @@ struct Control {
     published: watch::Receiver<Arc<Published>>,
     backend: Backend,
     stats: Stats,
+    images: prepull::ImagesView,
     node: NodeId,
 }
 
@@ -176,6 +181,7 @@ impl Control {
         let figures = self.stats.snapshot().await;
         let published = self.published.borrow().clone();
         let loads = self.backend.loads();
+        let images = self.images.borrow().clone();
         let stats = published
             .defs
             .iter()
@@ -192,6 +198,7 @@ impl Control {
                     listen_error,
                     load: loads.get(d.name().as_str()).cloned().unwrap_or_default(),
                     counters: figures.counters(d.name()),
+                    image: images.statuses.get(d.name()).cloned(),
                 }
             })
             .collect();
@@ -273,12 +280,15 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     let registry = Registry::open(data_dir, cfg.disk.clone())?;
     let stats_stop = CancellationToken::new();
     let (stats, stats_task) = Stats::spawn(stats_stop.clone());
+    let (prepull, prepull_task) = prepull::PrePull::spawn(pulls.clone(), cfg.clock.clone());
+    let images = prepull.view();
     let (backend, backend_task) =
         Backend::spawn(cfg.backend, pulls, cores, stats.clone(), cfg.clock.now_ms());
     let front = Front::new(
         mesh.clone(),
         backend.clone(),
         stats.clone(),
+        images.clone(),
         admission::Admission::new(cfg.limits),
     );
     let (publish, published) = watch::channel(Arc::new(Published::default()));
@@ -290,6 +300,8 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         front,
         mesh,
         publish,
+        prepull,
+        images: images.clone(),
         stale_removed: false,
         clock: cfg.clock,
         warned: Default::default(),
@@ -303,10 +315,13 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         published,
         backend: backend.clone(),
         stats,
+        images,
         node,
     });
     let join = tokio::spawn(async move {
+        // The owner holds the pre-pull's handle: its task ends with it.
         owner.run(rx, cfg.every, shutdown, backend_task).await;
+        let _ = prepull_task.await;
         // Connections and containers are gone: nothing more to count.
         stats_stop.cancel();
         let _ = stats_task.await;

@@ -1,8 +1,10 @@
 //! The services task: owns the definitions (`Registry`) and this node's
 //! listeners (`Listeners`). It merges the gossip's definitions every round,
 //! starts or stops listeners, tells the backend what to serve and how big
-//! each pool is here, answers the API's create and remove, and publishes
-//! the definitions (to the mesh, and on a `watch` for the API's reads).
+//! each pool is here, answers the API's create and remove, tells the
+//! pre-pull which images to get, and publishes the definitions and this
+//! node's figures and images (to the mesh, and on a `watch` for the API's
+//! reads).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use mesh_protocol::ServiceName;
 use mesh_protocol::auth::Caller;
 use mesh_protocol::service::choice::pool_share;
+use mesh_protocol::service::image::node_images;
 use mesh_protocol::service::{Mode, ServiceDef, ServiceRequest, ServiceSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +24,7 @@ use super::front::Front;
 use super::gossiped::{self, Warned};
 use super::listeners::Listeners;
 use super::ports::MeshPort;
+use super::prepull::{ImagesView, PrePull};
 use super::registry::Registry;
 use super::{Conflict, ServiceApiError, UnknownService};
 use crate::clock::Clock;
@@ -53,6 +57,9 @@ pub(super) struct Owner<M> {
     pub front: Arc<Front<M>>,
     pub mesh: M,
     pub publish: watch::Sender<Arc<Published>>,
+    /// Pulls the live services' images here.
+    pub prepull: PrePull,
+    pub images: ImagesView,
     /// Whether the containers of earlier runs are gone (tried at start,
     /// and every round until Docker answers).
     pub stale_removed: bool,
@@ -82,6 +89,8 @@ impl<M: MeshPort> Owner<M> {
                     self.command(cmd);
                     self.publish_mesh().await;
                 }
+                // A pull began, ended or failed: the mesh routes by it.
+                Ok(()) = self.images.changed() => self.publish_mesh().await,
             }
         }
         self.listeners.stop_all();
@@ -210,7 +219,8 @@ impl<M: MeshPort> Owner<M> {
         }
     }
 
-    /// Publishes the definitions and listeners for the API's reads.
+    /// Publishes the definitions and listeners for the API's reads, and
+    /// has the pre-pull follow the live definitions.
     pub fn publish_local(&self) {
         let defs: Vec<ServiceDef> = self
             .registry
@@ -218,6 +228,7 @@ impl<M: MeshPort> Owner<M> {
             .into_iter()
             .filter(|d| !d.removed)
             .collect();
+        self.prepull.want(&defs);
         let listening = defs
             .iter()
             .map(|d| (d.name().clone(), self.listeners.state(d.name())))
@@ -227,8 +238,9 @@ impl<M: MeshPort> Owner<M> {
     }
 
     async fn publish_mesh(&self) {
+        let images = self.images.borrow().gossip.clone();
         self.mesh
-            .publish_services(&self.registry.all(), &self.backend.loads())
+            .publish_services(&self.registry.all(), &self.backend.loads(), &images)
             .await;
     }
 
@@ -263,14 +275,23 @@ impl<M: MeshPort> Owner<M> {
             Ok(changed) => self.apply(&changed),
             Err(e) => warn!(error = %e, "cannot store service definitions"),
         }
-        let view = candidates_of(&self.mesh.peers().await);
+        let peers = self.mesh.peers().await;
+        let view = candidates_of(&peers);
         let me = self.mesh.node();
+        let own = self.images.borrow().clone();
         let wants: BTreeMap<ServiceName, Vec<u32>> = self
             .registry
             .all()
             .into_iter()
             .filter(|d| !d.removed && d.spec.mode == Mode::Pool)
-            .map(|d| (d.spec.name.clone(), pool_share(&d.spec, &view, &me)))
+            .map(|d| {
+                let images =
+                    node_images(&peers, d.name().as_str(), &me, own.statuses.get(d.name()));
+                (
+                    d.spec.name.clone(),
+                    pool_share(&d.spec, &view, &images, &me),
+                )
+            })
             .collect();
         self.backend.tick(wants);
         self.publish_local();
