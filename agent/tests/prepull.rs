@@ -71,7 +71,7 @@ async fn creating_a_service_pulls_its_image_everywhere_and_a_node_whose_pull_fai
     );
     rt_b.fail_pulls("no route to the registry from b");
     let a = setup.start_on(rt_a.clone(), &[]).await;
-    let b = setup.start_on(rt_b.clone(), &[a.gossip()]).await;
+    let mut b = setup.start_on(rt_b.clone(), &[a.gossip()]).await;
     wait_formed(&[&a, &b]).await;
     let (an, bn) = (a.id.to_string(), b.id.to_string());
 
@@ -130,6 +130,19 @@ async fn creating_a_service_pulls_its_image_everywhere_and_a_node_whose_pull_fai
     .await;
     assert_eq!((rt_c.pulls(), rt_c.started()), (1, 0));
     assert_eq!(rt_a.pulls(), 1, "a did not pull again");
+
+    // b restarts with the registry within reach: it pulls at start (from
+    // its stored definitions), without waiting for its retry.
+    rt_b.heal_pulls();
+    let tried = rt_b.pulls();
+    b.stop().await;
+    b.restart(&[a.gossip()]).await;
+    wait_image(&a.api, "prepulled", &bn, "present after a restart", |s| {
+        *s == ImageStatus::Present
+    })
+    .await;
+    assert_eq!(rt_b.pulls(), tried + 1);
+    assert_eq!(rt_b.started(), 0, "still no connection on b");
 }
 
 /// On real Docker: a service whose image is only in a loopback registry is

@@ -235,11 +235,11 @@ pub async fn start<R: ContainerRuntime>(
     mesh: Mesh,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
-    let (control, backend, join) =
+    let (control, here, join) =
         run(cfg, data_dir, pulls, supervisor, mesh.clone(), shutdown).await?;
     let tunnels = Arc::new(move |caller: Option<NodeId>, send, recv| {
         let caller = caller.map(|c| c.to_string());
-        Box::pin(tunnel::serve(backend.clone(), caller, send, recv)) as BoxFuture<'static, ()>
+        Box::pin(tunnel::serve(here.clone(), caller, send, recv)) as BoxFuture<'static, ()>
     });
     let reporter = control.clone();
     mesh.handle_tunnels(tunnels);
@@ -276,7 +276,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     cores: C,
     mesh: M,
     shutdown: CancellationToken,
-) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
+) -> Result<(ServicesHandle, tunnel::Here, tokio::task::JoinHandle<()>), RegistryError> {
     let registry = Registry::open(data_dir, cfg.disk.clone())?;
     let stats_stop = CancellationToken::new();
     let (stats, stats_task) = Stats::spawn(stats_stop.clone());
@@ -315,9 +315,13 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         published,
         backend: backend.clone(),
         stats,
-        images,
+        images: images.clone(),
         node,
     });
+    let here = tunnel::Here {
+        backend: backend.clone(),
+        images,
+    };
     let join = tokio::spawn(async move {
         // The owner holds the pre-pull's handle: its task ends with it.
         owner.run(rx, cfg.every, shutdown, backend_task).await;
@@ -326,7 +330,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         stats_stop.cancel();
         let _ = stats_task.await;
     });
-    Ok((control, backend, join))
+    Ok((control, here, join))
 }
 
 #[cfg(test)]
