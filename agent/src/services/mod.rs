@@ -302,6 +302,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         publish,
         prepull,
         images: images.clone(),
+        gossiped_images: Default::default(),
         stale_removed: false,
         clock: cfg.clock,
         warned: Default::default(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use mesh_protocol::ServiceName;
 use mesh_protocol::auth::Caller;
 use mesh_protocol::service::choice::pool_share;
-use mesh_protocol::service::image::node_images;
+use mesh_protocol::service::image::{NodeImage, node_images};
 use mesh_protocol::service::{Mode, ServiceDef, ServiceRequest, ServiceSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,8 @@ pub(super) struct Owner<M> {
     /// Pulls the live services' images here.
     pub prepull: PrePull,
     pub images: ImagesView,
+    /// The `img` value last seen changing.
+    pub gossiped_images: BTreeMap<String, NodeImage>,
     /// Whether the containers of earlier runs are gone (tried at start,
     /// and every round until Docker answers).
     pub stale_removed: bool,
@@ -89,8 +91,15 @@ impl<M: MeshPort> Owner<M> {
                     self.command(cmd);
                     self.publish_mesh().await;
                 }
-                // A pull began, ended or failed: the mesh routes by it.
-                Ok(()) = self.images.changed() => self.publish_mesh().await,
+                // A pull began, ended or failed: the mesh routes by it (a
+                // pull's progress alone changes nothing gossiped).
+                Ok(()) = self.images.changed() => {
+                    let now = self.images.borrow().gossip.clone();
+                    if now != self.gossiped_images {
+                        self.gossiped_images = now;
+                        self.publish_mesh().await;
+                    }
+                }
             }
         }
         self.listeners.stop_all();
