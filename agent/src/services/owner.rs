@@ -13,7 +13,7 @@ use std::time::Duration;
 use mesh_protocol::ServiceName;
 use mesh_protocol::auth::Caller;
 use mesh_protocol::service::choice::pool_share;
-use mesh_protocol::service::image::{NodeImage, node_images};
+use mesh_protocol::service::image::{ImageStatus, NodeImage, node_images};
 use mesh_protocol::service::{Mode, ServiceDef, ServiceRequest, ServiceSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -302,7 +302,13 @@ impl<M: MeshPort> Owner<M> {
                 )
             })
             .collect();
-        self.backend.tick(wants);
+        let no_image = own
+            .statuses
+            .iter()
+            .filter(|(_, s)| matches!(s, ImageStatus::Failed(_)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.backend.tick(wants, no_image);
         self.publish_local();
         self.publish_mesh().await;
     }
