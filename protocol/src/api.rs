@@ -332,6 +332,10 @@ pub struct ServiceNodeStats {
     pub listen_error: Option<String>,
     pub load: crate::load::ServiceLoad,
     pub counters: ServiceCounters,
+    /// The service's image on this node (`None` from an agent that does not
+    /// report it, or before its pre-pull began).
+    #[serde(default)]
+    pub image: Option<crate::service::image::ImageStatus>,
 }
 
 /// One open client connection, as the node that accepted it sees it.

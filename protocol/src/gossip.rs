@@ -13,6 +13,7 @@
 //! | `load` | `2,4;1;0;37` (free cores per NUMA node; running; queued; host CPU %) | often |
 //! | `drain` | `0` | rarely |
 //! | `svc` | `echo:3:1:2:0;web:4:4:9:0` (per service: containers, ready, open connections, queued connections; empty for none) | often |
+//! | `img` | `echo:p;web:f` (per service whose image this node lacks: `p` pulling, `f` pull failed; optional, absent means none) | rarely |
 //! | `svcdef.NAME` | JSON `ServiceDef` (every definition the node knows, see `service::defs`) | rarely |
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
 use crate::load::{Load, ServiceLoad, TopologySummary, decode_loads, encode_loads};
+use crate::service::image::{NodeImage, decode_images, encode_images};
 
 pub const SCHEMA_VERSION: u32 = 3;
 
@@ -35,6 +37,8 @@ pub mod keys {
     pub const LOAD: &str = "load";
     pub const DRAINING: &str = "drain";
     pub const SERVICES: &str = "svc";
+    /// Optional: a node without it (an older agent) has every image.
+    pub const IMAGES: &str = "img";
 }
 
 /// Everything a node publishes.
@@ -48,6 +52,9 @@ pub struct NodeInfo {
     pub draining: bool,
     /// Per service this node serves, its containers and connections.
     pub services: BTreeMap<String, ServiceLoad>,
+    /// Per service whose image this node does not have: pulling or failed.
+    #[serde(default)]
+    pub images: BTreeMap<String, NodeImage>,
 }
 
 /// A gossip value that does not parse.
@@ -76,6 +83,7 @@ impl NodeInfo {
                 if self.draining { "1" } else { "0" }.into(),
             ),
             (keys::SERVICES.into(), encode_loads(&self.services)),
+            (keys::IMAGES.into(), encode_images(&self.images)),
         ]
     }
 
@@ -97,6 +105,7 @@ impl NodeInfo {
         let drain = need(keys::DRAINING)?;
         let version = need(keys::AGENT_VERSION)?;
         let services = need(keys::SERVICES)?;
+        let images = get(keys::IMAGES).unwrap_or("");
         Ok(Self {
             quic: quic.parse().map_err(|_| invalid(keys::QUIC, quic))?,
             api: api.parse().map_err(|_| invalid(keys::API, api))?,
@@ -109,6 +118,7 @@ impl NodeInfo {
                 other => return Err(invalid(keys::DRAINING, other)),
             },
             services: decode_loads(services).ok_or_else(|| invalid(keys::SERVICES, services))?,
+            images: decode_images(images).ok_or_else(|| invalid(keys::IMAGES, images))?,
         })
     }
 }
@@ -182,6 +192,7 @@ mod tests {
                     ..ServiceLoad::default()
                 },
             )]),
+            images: BTreeMap::from([("web".to_string(), NodeImage::Failed)]),
         }
     }
 
@@ -210,6 +221,24 @@ mod tests {
         let got = decode(&pairs);
         assert!(
             matches!(got, Err(SchemaError::Invalid { key: "load", .. })),
+            "{got:?}"
+        );
+    }
+
+    /// `img` is optional: an agent that does not publish it (an older one)
+    /// has every image; a value that does not parse is refused.
+    #[test]
+    fn images_are_optional_and_strict() {
+        let i = info(vec![1], 1, 5, false);
+        let mut pairs = i.to_pairs();
+        pairs.retain(|(k, _)| k != keys::IMAGES);
+        let older = decode(&pairs).unwrap();
+        assert!(older.images.is_empty());
+        assert_eq!(older.services, i.services);
+        pairs.push((keys::IMAGES.into(), "web:x".into()));
+        let got = decode(&pairs);
+        assert!(
+            matches!(got, Err(SchemaError::Invalid { key: "img", .. })),
             "{got:?}"
         );
     }

@@ -150,6 +150,7 @@ impl Mesh {
             load: Load::default(),
             draining: false,
             services: Default::default(),
+            images: Default::default(),
         };
         let self_id = ChitchatId::new(node.to_string(), clock.now_ms(), advertise);
         let config = ChitchatConfig {
@@ -426,8 +427,10 @@ impl Mesh {
         &self,
         defs: &[mesh_protocol::service::ServiceDef],
         loads: &BTreeMap<String, mesh_protocol::load::ServiceLoad>,
+        images: &BTreeMap<String, mesh_protocol::service::image::NodeImage>,
     ) {
         let loads = mesh_protocol::load::encode_loads(loads);
+        let images = mesh_protocol::service::image::encode_images(images);
         self.chitchat
             .with_chitchat(|c| {
                 let state = c.self_node_state();
@@ -439,6 +442,9 @@ impl Mesh {
                 }
                 if state.get(keys::SERVICES) != Some(loads.as_str()) {
                     state.set(keys::SERVICES, loads.clone());
+                }
+                if state.get(keys::IMAGES) != Some(images.as_str()) {
+                    state.set(keys::IMAGES, images.clone());
                 }
             })
             .await;

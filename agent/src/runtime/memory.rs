@@ -49,6 +49,8 @@ pub struct MemoryRuntime {
     pulls: Arc<AtomicU64>,
     /// The next pull fails as unreachable, with this reason.
     pull_fault: Arc<Mutex<Option<String>>>,
+    /// Whether `pull_fault` stays for every pull (until `heal_pulls`).
+    pull_fault_stays: Arc<AtomicBool>,
     /// While true, `run` waits before it creates anything.
     held: Arc<watch::Sender<bool>>,
 }
@@ -116,6 +118,21 @@ impl MemoryRuntime {
             .unwrap_or_else(|poison| poison.into_inner()) = Some(why.to_owned());
     }
 
+    /// Makes every pull fail as if the registry were unreachable, until
+    /// `heal_pulls`.
+    pub fn fail_pulls(&self, why: &str) {
+        self.pull_fault_stays.store(true, Ordering::SeqCst);
+        self.fail_next_pull(why);
+    }
+
+    pub fn heal_pulls(&self) {
+        self.pull_fault_stays.store(false, Ordering::SeqCst);
+        *self
+            .pull_fault
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = None;
+    }
+
     /// How many pulls were made.
     pub fn pulls(&self) -> u64 {
         self.pulls.load(Ordering::SeqCst)
@@ -173,11 +190,17 @@ impl ContainerRuntime for MemoryRuntime {
     ) -> Result<(), PullError> {
         self.check()?;
         self.pulls.fetch_add(1, Ordering::SeqCst);
-        let fault = self
-            .pull_fault
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
+        let fault = {
+            let mut fault = self
+                .pull_fault
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if self.pull_fault_stays.load(Ordering::SeqCst) {
+                fault.clone()
+            } else {
+                fault.take()
+            }
+        };
         if let Some(why) = fault {
             return Err(PullFailure::Unreachable(why).into());
         }

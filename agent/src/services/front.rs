@@ -1,7 +1,9 @@
 //! The client side of services: the connections a service's listener
 //! (`listeners`) accepts, and for each the choice of node (pure, in
 //! `mesh_protocol::service::choice`), then the bytes pumped to a local
-//! container or through a QUIC stream to the chosen peer. A connection
+//! container or through a QUIC stream to the chosen peer. Nodes whose pull
+//! of the service's image failed are not tried (this node's own status is
+//! exact, the others' come from the gossip, see `prepull`). A connection
 //! beyond this agent's caps (`admission`) is refused at once. When no node
 //! has room the connection waits here, in a bounded queue, until one has or
 //! `--queue-timeout` passes; then it is closed. A served connection is
@@ -16,7 +18,8 @@ use std::time::Duration;
 use mesh_protocol::NodeId;
 use mesh_protocol::gossip::{PeerState, PeerView};
 use mesh_protocol::load::ServiceLoad;
-use mesh_protocol::service::choice::{route_per_connection, route_pool};
+use mesh_protocol::service::choice::{image_usable, route_per_connection, route_pool};
+use mesh_protocol::service::image::{NodeImage, node_images};
 use mesh_protocol::service::{Mode, ServiceSpec};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -28,6 +31,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use super::admission::{Admission, Permit, Refusal};
 use super::backend::{AcquireError, Backend, Lease};
 use super::ports::MeshPort;
+use super::prepull::ImagesView;
 use super::pump::{Ended, Timeouts, pump_within};
 use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
@@ -77,6 +81,8 @@ pub struct Front<M> {
     mesh: M,
     backend: Backend,
     stats: Stats,
+    /// This node's images of the services.
+    images: ImagesView,
     /// This agent's caps on open client connections.
     admission: Admission,
     /// Places for gentle refusals (see `REFUSING`).
@@ -92,11 +98,18 @@ pub struct Front<M> {
 }
 
 impl<M: MeshPort> Front<M> {
-    pub fn new(mesh: M, backend: Backend, stats: Stats, admission: Admission) -> Arc<Self> {
+    pub fn new(
+        mesh: M,
+        backend: Backend,
+        stats: Stats,
+        images: ImagesView,
+        admission: Admission,
+    ) -> Arc<Self> {
         Arc::new(Self {
             mesh,
             backend,
             stats,
+            images,
             admission,
             refusing: Arc::new(Semaphore::new(REFUSING)),
             refusals: Mutex::new((None, 0)),
@@ -329,10 +342,25 @@ impl<M: MeshPort> Front<M> {
         salt: u64,
     ) -> Vec<NodeId> {
         let me = self.mesh.node();
+        let images = self.node_images(spec, view);
         match spec.mode {
-            Mode::PerConnection => route_per_connection(&me, spec, &view.candidates, loads, salt),
-            Mode::Pool => route_pool(&me, &view.candidates, loads, salt),
+            Mode::PerConnection => {
+                route_per_connection(&me, spec, &view.candidates, loads, &images, salt)
+            }
+            Mode::Pool => route_pool(&me, &view.candidates, loads, &images, salt),
         }
+    }
+
+    /// Each node's image of `spec`'s service: this node's exact, the
+    /// others' as gossiped.
+    fn node_images(&self, spec: &ServiceSpec, view: &RouteView) -> BTreeMap<NodeId, NodeImage> {
+        let own = self.images.borrow().statuses.get(&spec.name).cloned();
+        node_images(
+            &view.peers,
+            spec.name.as_str(),
+            &self.mesh.node(),
+            own.as_ref(),
+        )
     }
 
     /// Tries the nodes in the order the view suggests, this node last if
@@ -347,7 +375,7 @@ impl<M: MeshPort> Front<M> {
         }
         let salt = self.salt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut order = self.order(spec, &view, &loads, salt);
-        if !order.contains(&me) {
+        if !order.contains(&me) && image_usable(&self.node_images(spec, &view), &me) {
             order.push(me.clone());
         }
         let wait = Duration::from_millis(spec.ready_timeout_ms)

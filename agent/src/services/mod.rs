@@ -7,6 +7,9 @@
 //! - `front`: routing and queueing of the connections listeners accept;
 //! - `backend`: the task that owns this node's service containers
 //!   (per-connection, warm, pool), deciding through the pure `plan`;
+//! - `prepull`: the task that pulls every live service's image here ahead
+//!   of its first connection, and tells the owner, front and reports how
+//!   each stands;
 //! - `tunnel`: connections forwarded between agents over QUIC;
 //! - `pump`, `stats`: moving and counting bytes, counters;
 //! - `ports`: what services ask of the mesh and of the cores, as narrow
@@ -21,6 +24,7 @@ mod owner;
 pub mod plan;
 pub mod port_range;
 pub mod ports;
+pub mod prepull;
 pub mod pump;
 pub mod registry;
 pub mod stats;
@@ -122,6 +126,7 @@ struct Control {
     published: watch::Receiver<Arc<Published>>,
     backend: Backend,
     stats: Stats,
+    images: prepull::ImagesView,
     node: NodeId,
 }
 
@@ -176,6 +181,7 @@ impl Control {
         let figures = self.stats.snapshot().await;
         let published = self.published.borrow().clone();
         let loads = self.backend.loads();
+        let images = self.images.borrow().clone();
         let stats = published
             .defs
             .iter()
@@ -192,6 +198,7 @@ impl Control {
                     listen_error,
                     load: loads.get(d.name().as_str()).cloned().unwrap_or_default(),
                     counters: figures.counters(d.name()),
+                    image: images.statuses.get(d.name()).cloned(),
                 }
             })
             .collect();
@@ -228,11 +235,11 @@ pub async fn start<R: ContainerRuntime>(
     mesh: Mesh,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
-    let (control, backend, join) =
+    let (control, here, join) =
         run(cfg, data_dir, pulls, supervisor, mesh.clone(), shutdown).await?;
     let tunnels = Arc::new(move |caller: Option<NodeId>, send, recv| {
         let caller = caller.map(|c| c.to_string());
-        Box::pin(tunnel::serve(backend.clone(), caller, send, recv)) as BoxFuture<'static, ()>
+        Box::pin(tunnel::serve(here.clone(), caller, send, recv)) as BoxFuture<'static, ()>
     });
     let reporter = control.clone();
     mesh.handle_tunnels(tunnels);
@@ -269,16 +276,19 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     cores: C,
     mesh: M,
     shutdown: CancellationToken,
-) -> Result<(ServicesHandle, Backend, tokio::task::JoinHandle<()>), RegistryError> {
+) -> Result<(ServicesHandle, tunnel::Here, tokio::task::JoinHandle<()>), RegistryError> {
     let registry = Registry::open(data_dir, cfg.disk.clone())?;
     let stats_stop = CancellationToken::new();
     let (stats, stats_task) = Stats::spawn(stats_stop.clone());
+    let (prepull, prepull_task) = prepull::PrePull::spawn(pulls.clone(), cfg.clock.clone());
+    let images = prepull.view();
     let (backend, backend_task) =
         Backend::spawn(cfg.backend, pulls, cores, stats.clone(), cfg.clock.now_ms());
     let front = Front::new(
         mesh.clone(),
         backend.clone(),
         stats.clone(),
+        images.clone(),
         admission::Admission::new(cfg.limits),
     );
     let (publish, published) = watch::channel(Arc::new(Published::default()));
@@ -290,6 +300,9 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         front,
         mesh,
         publish,
+        prepull,
+        images: images.clone(),
+        gossiped_images: Default::default(),
         stale_removed: false,
         clock: cfg.clock,
         warned: Default::default(),
@@ -303,15 +316,22 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         published,
         backend: backend.clone(),
         stats,
+        images: images.clone(),
         node,
     });
+    let here = tunnel::Here {
+        backend: backend.clone(),
+        images,
+    };
     let join = tokio::spawn(async move {
+        // The owner holds the pre-pull's handle: its task ends with it.
         owner.run(rx, cfg.every, shutdown, backend_task).await;
+        let _ = prepull_task.await;
         // Connections and containers are gone: nothing more to count.
         stats_stop.cancel();
         let _ = stats_task.await;
     });
-    Ok((control, backend, join))
+    Ok((control, here, join))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The services task: owns the definitions (`Registry`) and this node's
 //! listeners (`Listeners`). It merges the gossip's definitions every round,
 //! starts or stops listeners, tells the backend what to serve and how big
-//! each pool is here, answers the API's create and remove, and publishes
-//! the definitions (to the mesh, and on a `watch` for the API's reads).
+//! each pool is here, answers the API's create and remove, tells the
+//! pre-pull which images to get, and publishes the definitions and this
+//! node's figures and images (to the mesh, and on a `watch` for the API's
+//! reads).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use mesh_protocol::ServiceName;
 use mesh_protocol::auth::Caller;
 use mesh_protocol::service::choice::pool_share;
+use mesh_protocol::service::image::{ImageStatus, NodeImage, node_images};
 use mesh_protocol::service::{Mode, ServiceDef, ServiceRequest, ServiceSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +24,7 @@ use super::front::Front;
 use super::gossiped::{self, Warned};
 use super::listeners::Listeners;
 use super::ports::MeshPort;
+use super::prepull::{ImagesView, PrePull};
 use super::registry::Registry;
 use super::{Conflict, ServiceApiError, UnknownService};
 use crate::clock::Clock;
@@ -53,6 +57,11 @@ pub(super) struct Owner<M> {
     pub front: Arc<Front<M>>,
     pub mesh: M,
     pub publish: watch::Sender<Arc<Published>>,
+    /// Pulls the live services' images here.
+    pub prepull: PrePull,
+    pub images: ImagesView,
+    /// The `img` value last seen changing.
+    pub gossiped_images: BTreeMap<String, NodeImage>,
     /// Whether the containers of earlier runs are gone (tried at start,
     /// and every round until Docker answers).
     pub stale_removed: bool,
@@ -81,6 +90,15 @@ impl<M: MeshPort> Owner<M> {
                 Some(cmd) = rx.recv() => {
                     self.command(cmd);
                     self.publish_mesh().await;
+                }
+                // A pull began, ended or failed: the mesh routes by it (a
+                // pull's progress alone changes nothing gossiped).
+                Ok(()) = self.images.changed() => {
+                    let now = self.images.borrow().gossip.clone();
+                    if now != self.gossiped_images {
+                        self.gossiped_images = now;
+                        self.publish_mesh().await;
+                    }
                 }
             }
         }
@@ -210,7 +228,8 @@ impl<M: MeshPort> Owner<M> {
         }
     }
 
-    /// Publishes the definitions and listeners for the API's reads.
+    /// Publishes the definitions and listeners for the API's reads, and
+    /// has the pre-pull follow the live definitions.
     pub fn publish_local(&self) {
         let defs: Vec<ServiceDef> = self
             .registry
@@ -218,6 +237,7 @@ impl<M: MeshPort> Owner<M> {
             .into_iter()
             .filter(|d| !d.removed)
             .collect();
+        self.prepull.want(&defs);
         let listening = defs
             .iter()
             .map(|d| (d.name().clone(), self.listeners.state(d.name())))
@@ -227,8 +247,9 @@ impl<M: MeshPort> Owner<M> {
     }
 
     async fn publish_mesh(&self) {
+        let images = self.images.borrow().gossip.clone();
         self.mesh
-            .publish_services(&self.registry.all(), &self.backend.loads())
+            .publish_services(&self.registry.all(), &self.backend.loads(), &images)
             .await;
     }
 
@@ -263,16 +284,31 @@ impl<M: MeshPort> Owner<M> {
             Ok(changed) => self.apply(&changed),
             Err(e) => warn!(error = %e, "cannot store service definitions"),
         }
-        let view = candidates_of(&self.mesh.peers().await);
+        let peers = self.mesh.peers().await;
+        let view = candidates_of(&peers);
         let me = self.mesh.node();
+        let own = self.images.borrow().clone();
         let wants: BTreeMap<ServiceName, Vec<u32>> = self
             .registry
             .all()
             .into_iter()
             .filter(|d| !d.removed && d.spec.mode == Mode::Pool)
-            .map(|d| (d.spec.name.clone(), pool_share(&d.spec, &view, &me)))
+            .map(|d| {
+                let images =
+                    node_images(&peers, d.name().as_str(), &me, own.statuses.get(d.name()));
+                (
+                    d.spec.name.clone(),
+                    pool_share(&d.spec, &view, &images, &me),
+                )
+            })
             .collect();
-        self.backend.tick(wants);
+        let no_image = own
+            .statuses
+            .iter()
+            .filter(|(_, s)| matches!(s, ImageStatus::Failed(_)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.backend.tick(wants, no_image);
         self.publish_local();
         self.publish_mesh().await;
     }

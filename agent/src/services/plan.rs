@@ -14,7 +14,7 @@
 //! `W` is what a warm container carries besides its identity (the agent:
 //! its open connection; tests: nothing).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +123,9 @@ struct Svc<W> {
     /// No background start before this (connections still try).
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// This node's pull of the image failed: no warm containers (it gets
+    /// no connections either, see `choice`).
+    no_image: bool,
 }
 
 impl<W> Svc<W> {
@@ -139,6 +142,7 @@ impl<W> Svc<W> {
             queued: 0,
             retry_at: None,
             backoff: Duration::ZERO,
+            no_image: false,
         }
     }
 
@@ -202,7 +206,11 @@ impl<W> Svc<W> {
     /// Warm containers up to `--warm`, within `--max-per-node` and
     /// `MAX_STARTING`.
     fn refill(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.removed || self.spec.mode != Mode::PerConnection || self.backing_off(now) {
+        if self.removed
+            || self.no_image
+            || self.spec.mode != Mode::PerConnection
+            || self.backing_off(now)
+        {
             return;
         }
         let have = self.warm.len() as u32 + self.warming;
@@ -495,6 +503,14 @@ impl<W> Plan<W> {
 
     /// The periodic round: pools to the node's share (`pool_wants`, cores
     /// of each instance), warm pools to `--warm`, removed services let go.
+    /// The services whose image this node failed to pull: they keep no
+    /// warm containers until a pull succeeds.
+    pub fn set_no_image(&mut self, failed: &BTreeSet<ServiceName>) {
+        for (name, svc) in &mut self.svcs {
+            svc.no_image = failed.contains(name);
+        }
+    }
+
     pub fn tick(
         &mut self,
         pool_wants: &BTreeMap<ServiceName, Vec<u32>>,

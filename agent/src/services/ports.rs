@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use mesh_protocol::gossip::PeerView;
 use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::ServiceDef;
+use mesh_protocol::service::image::NodeImage;
 use mesh_protocol::{CoreCount, NodeId, TaskId};
 
 use crate::mesh::rpc::CallError;
@@ -29,11 +30,13 @@ pub trait MeshPort: Clone + Send + Sync + 'static {
     /// (see `gossiped` for reading them).
     fn service_defs(&self) -> impl Future<Output = Vec<GossipValue>> + Send;
 
-    /// Publishes these definitions and this node's figures.
+    /// Publishes these definitions, this node's figures and the services
+    /// whose image it lacks.
     fn publish_services(
         &self,
         defs: &[ServiceDef],
         loads: &BTreeMap<String, ServiceLoad>,
+        images: &BTreeMap<String, NodeImage>,
     ) -> impl Future<Output = ()> + Send;
 
     /// Opens a stream to node `node` at `addr` for a forwarded connection
@@ -58,8 +61,13 @@ impl MeshPort for Mesh {
         Mesh::values_with_prefix(self, mesh_protocol::service::defs::KEY_PREFIX).await
     }
 
-    async fn publish_services(&self, defs: &[ServiceDef], loads: &BTreeMap<String, ServiceLoad>) {
-        Mesh::publish_services(self, defs, loads).await
+    async fn publish_services(
+        &self,
+        defs: &[ServiceDef],
+        loads: &BTreeMap<String, ServiceLoad>,
+        images: &BTreeMap<String, NodeImage>,
+    ) {
+        Mesh::publish_services(self, defs, loads, images).await
     }
 
     async fn open_tunnel(

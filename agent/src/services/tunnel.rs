@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh_protocol::rpc::{TunnelOpen, TunnelReply};
+use mesh_protocol::service::image::ImageStatus;
 use mesh_protocol::{NodeId, ServiceName};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::backend::{AcquireError, Backend};
 use super::ports::MeshPort;
+use super::prepull::ImagesView;
 use super::pump::pump;
 use super::stats::Bytes;
 use crate::mesh::rpc::{CallError, read_frame, write_frame};
@@ -83,9 +85,17 @@ pub async fn open(
     }
 }
 
+/// What the called side of a tunnel serves from: this node's containers,
+/// and its images of the services (a node whose pull failed refuses).
+#[derive(Debug, Clone)]
+pub struct Here {
+    pub backend: Backend,
+    pub images: ImagesView,
+}
+
 /// Serves one forwarded connection on this node.
 pub async fn serve(
-    backend: Backend,
+    here: Here,
     caller: Option<String>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -99,20 +109,29 @@ pub async fn serve(
         }
     };
     let span = debug_span!("conn", service = %open.service, client = %open.client, from = ?caller);
-    answer(backend, open, caller, send, recv)
+    answer(here, open, caller, send, recv)
         .instrument(span)
         .await
 }
 
 /// Serves a forwarded connection once its `TunnelOpen` arrived.
 async fn answer(
-    backend: Backend,
+    here: Here,
     open: TunnelOpen,
     caller: Option<String>,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let reply = match backend.acquire(&open.service).await {
+    // A peer whose view is a round old may not know our pull failed yet:
+    // say so rather than pull again for its client.
+    let image = here.images.borrow().statuses.get(&open.service).cloned();
+    if let Some(ImageStatus::Failed(why)) = image {
+        let reply = TunnelReply::Failed(format!("this node cannot get the image: {why}"));
+        let _ = write_frame(&mut send, &reply).await;
+        let _ = send.finish();
+        return;
+    }
+    let reply = match here.backend.acquire(&open.service).await {
         Ok(mut lease) => {
             let ready = TunnelReply::Ready {
                 container: lease.container.clone(),

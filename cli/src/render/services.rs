@@ -108,6 +108,7 @@ pub fn service(v: &ServiceView) -> String {
                 } else {
                     n.listen_error.clone().unwrap_or_else(|| "no".into())
                 },
+                n.image.as_ref().map_or("-".into(), ToString::to_string),
                 n.load.containers.to_string(),
                 n.load.ready.to_string(),
                 n.load.conns.to_string(),
@@ -130,6 +131,7 @@ pub fn service(v: &ServiceView) -> String {
         &[
             "NODE",
             "LISTENING",
+            "IMAGE",
             "CONTAINERS",
             "READY",
             "CONNS",
@@ -177,4 +179,54 @@ pub fn connections(conns: &[ConnectionView]) -> String {
         ],
         &rows,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::api::ServiceNodeStats;
+    use mesh_protocol::service::image::ImageStatus;
+    use mesh_protocol::service::{ServiceDef, ServiceRequest, ServiceSpec};
+    use mesh_protocol::{NodeId, ServiceName};
+
+    #[test]
+    fn service_show_reports_each_nodes_image() {
+        let spec = ServiceSpec::try_from(ServiceRequest {
+            name: "web".into(),
+            image: "reg/web:1".into(),
+            port: 7000,
+            listen: 8080,
+            ..Default::default()
+        })
+        .unwrap();
+        let node = |n: &str, image: Option<ImageStatus>| ServiceNodeStats {
+            node: NodeId::new(n).unwrap(),
+            service: ServiceName::new("web").unwrap(),
+            listening: true,
+            listen_error: None,
+            load: Default::default(),
+            counters: Default::default(),
+            image,
+        };
+        let view = ServiceView {
+            def: ServiceDef {
+                spec,
+                revision: 1,
+                removed: false,
+                owner: mesh_protocol::auth::unknown_owner(),
+            },
+            nodes: vec![
+                node("n1", Some(ImageStatus::Present)),
+                node("n2", Some(ImageStatus::Failed("image not found: x".into()))),
+                node("n3", None),
+            ],
+            unreachable: Vec::new(),
+        };
+        let out = service(&view);
+        let line = |n: &str| out.lines().find(|l| l.starts_with(n)).unwrap().to_owned();
+        assert!(out.contains("IMAGE"), "{out}");
+        assert!(line("n1").contains("present"), "{out}");
+        assert!(line("n2").contains("failed: image not found: x"), "{out}");
+        assert!(line("n3").contains(" - "), "{out}");
+    }
 }

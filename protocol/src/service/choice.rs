@@ -1,58 +1,76 @@
 //! Where a service's connection goes and how many pool instances each node
 //! runs: pure functions of one node's gossip view, so every node decides
 //! the same way from the same view (and the view may be stale: a chosen
-//! node that is full refuses, and the next is tried).
+//! node that is full refuses, and the next is tried). Each node's image of
+//! the service (`images`: the nodes that do not have it, see `image`) weighs
+//! in: a node whose pull failed gets no connection and no pool instance, and
+//! a node still pulling comes after the nodes that have the image.
 
 use std::collections::BTreeMap;
 
+use super::image::NodeImage;
 use super::{Instances, MAX_PER_NODE, ServiceSpec};
 use crate::ids::NodeId;
 use crate::load::{Candidate, ServiceLoad, fnv1a};
 
+/// Whether a node may be given the service's connections or instances:
+/// not when its pull of the image failed.
+pub fn image_usable(images: &BTreeMap<NodeId, NodeImage>, node: &NodeId) -> bool {
+    images.get(node) != Some(&NodeImage::Failed)
+}
+
 /// The nodes to try for a new per-connection container, best first: nodes
 /// with a warm container (this node first, then fewest containers), then
 /// nodes whose view shows room (least utilised cores, then fewest
-/// containers, then a hash of `salt` so equal nodes share the work). Dead,
-/// draining and full nodes are left out.
+/// containers, then a hash of `salt` so equal nodes share the work), those
+/// that have the image before those still pulling it. Dead, draining and
+/// full nodes, and nodes whose pull failed, are left out.
 pub fn route_per_connection(
     me: &NodeId,
     spec: &ServiceSpec,
     view: &[Candidate],
     loads: &BTreeMap<NodeId, ServiceLoad>,
+    images: &BTreeMap<NodeId, NodeImage>,
     salt: u64,
 ) -> Vec<NodeId> {
     let cores = spec.cores.get();
     let mut warm = Vec::new();
     let mut room = Vec::new();
-    for c in view.iter().filter(|c| c.alive && !c.draining) {
+    for c in view
+        .iter()
+        .filter(|c| c.alive && !c.draining && image_usable(images, &c.node))
+    {
         let load = loads.get(&c.node).cloned().unwrap_or_default();
         let tie = fnv1a(&[&salt.to_le_bytes(), c.node.as_str().as_bytes()]);
+        let pulling = images.get(&c.node) == Some(&NodeImage::Pulling);
         if load.ready > 0 {
             warm.push(((c.node != *me), load.containers, tie, c.node.clone()));
         } else if load.containers < spec.max_per_node && c.fits_one_numa(cores) {
-            room.push((c.utilisation_ppm(), load.containers, tie, c.node.clone()));
+            let rank = (c.utilisation_ppm(), load.containers, tie);
+            room.push((pulling, rank, c.node.clone()));
         }
     }
     warm.sort();
     room.sort();
     warm.into_iter()
         .map(|w| w.3)
-        .chain(room.into_iter().map(|r| r.3))
+        .chain(room.into_iter().map(|r| r.2))
         .collect()
 }
 
 /// The nodes to send a pool connection to, best first: nodes with ready
 /// instances, by fewest connections per instance, this node first among
-/// equals, then a hash of `salt`.
+/// equals, then a hash of `salt`. Nodes whose pull failed are left out.
 pub fn route_pool(
     me: &NodeId,
     view: &[Candidate],
     loads: &BTreeMap<NodeId, ServiceLoad>,
+    images: &BTreeMap<NodeId, NodeImage>,
     salt: u64,
 ) -> Vec<NodeId> {
     let mut ranked: Vec<_> = view
         .iter()
-        .filter(|c| c.alive)
+        .filter(|c| c.alive && image_usable(images, &c.node))
         .filter_map(|c| {
             let load = loads.get(&c.node)?;
             (load.ready > 0).then(|| {
@@ -71,14 +89,20 @@ pub fn route_pool(
 /// own topology; a counted pool is dealt out one instance at a time over
 /// the live, non-draining nodes (in an order hashed from the service name,
 /// so different services start on different nodes), each taking no more
-/// than its cores allow. When a node leaves, its share moves to the others.
-/// A node runs at most `MAX_PER_NODE` instances of a service, whatever its
-/// peers say of their shape.
-pub fn pool_share(spec: &ServiceSpec, view: &[Candidate], me: &NodeId) -> Vec<u32> {
+/// than its cores allow. When a node leaves, or its pull of the image
+/// fails, its share moves to the others. A node runs at most
+/// `MAX_PER_NODE` instances of a service, whatever its peers say of their
+/// shape.
+pub fn pool_share(
+    spec: &ServiceSpec,
+    view: &[Candidate],
+    images: &BTreeMap<NodeId, NodeImage>,
+    me: &NodeId,
+) -> Vec<u32> {
     let Some(mine) = view.iter().find(|c| &c.node == me) else {
         return Vec::new();
     };
-    if !mine.alive || mine.draining {
+    if !mine.alive || mine.draining || !image_usable(images, me) {
         return Vec::new();
     }
     match spec.instances {
@@ -95,7 +119,7 @@ pub fn pool_share(spec: &ServiceSpec, view: &[Candidate], me: &NodeId) -> Vec<u3
             let cores = spec.cores.get();
             let mut nodes: Vec<(u64, &Candidate, u32)> = view
                 .iter()
-                .filter(|c| c.alive && !c.draining)
+                .filter(|c| c.alive && !c.draining && image_usable(images, &c.node))
                 .map(|c| {
                     let hash = fnv1a(&[spec.name.as_str().as_bytes(), c.node.as_str().as_bytes()]);
                     let capacity = (c.topology.total_cores() / cores).min(MAX_PER_NODE);
@@ -167,6 +191,10 @@ mod tests {
         .unwrap()
     }
 
+    fn none() -> BTreeMap<NodeId, NodeImage> {
+        BTreeMap::new()
+    }
+
     fn load(containers: u32, ready: u32, conns: u32) -> ServiceLoad {
         ServiceLoad {
             containers,
@@ -191,13 +219,13 @@ mod tests {
             (node("c"), load(0, 0, 0)),
             (node("e"), load(3, 0, 3)),
         ]);
-        let order = route_per_connection(&node("b"), &s, &view, &loads, 1);
+        let order = route_per_connection(&node("b"), &s, &view, &loads, &none(), 1);
         // a has a warm one; c, b by utilisation; d has no free core; e is
         // at its max.
         assert_eq!(order, vec![node("a"), node("c"), node("b")]);
         let mut both_warm = loads.clone();
         both_warm.insert(node("b"), load(1, 1, 0));
-        let order = route_per_connection(&node("b"), &s, &view, &both_warm, 1);
+        let order = route_per_connection(&node("b"), &s, &view, &both_warm, &none(), 1);
         assert_eq!(&order[..2], &[node("b"), node("a")]);
     }
 
@@ -210,7 +238,9 @@ mod tests {
         draining.draining = true;
         let split = cand("c", vec![1, 1], vec![1, 1]);
         let view = vec![dead, draining, split];
-        assert!(route_per_connection(&node("c"), &s, &view, &BTreeMap::new(), 0).is_empty());
+        assert!(
+            route_per_connection(&node("c"), &s, &view, &BTreeMap::new(), &none(), 0).is_empty()
+        );
     }
 
     #[test]
@@ -226,21 +256,30 @@ mod tests {
             (node("c"), load(2, 2, 1)),
         ]);
         assert_eq!(
-            route_pool(&node("b"), &view, &loads, 0),
+            route_pool(&node("b"), &view, &loads, &none(), 0),
             vec![node("c"), node("b"), node("a")]
         );
-        assert!(route_pool(&node("b"), &view, &BTreeMap::new(), 0).is_empty());
+        assert!(route_pool(&node("b"), &view, &BTreeMap::new(), &none(), 0).is_empty());
     }
 
     #[test]
     fn per_core_and_per_numa_pools_follow_each_nodes_topology() {
         let view = vec![cand("a", vec![4, 4], vec![8]), cand("b", vec![2], vec![2])];
         let per_core = spec("pool", Some("per-core"), 1, 64);
-        assert_eq!(pool_share(&per_core, &view, &node("a")), vec![1; 8]);
-        assert_eq!(pool_share(&per_core, &view, &node("b")), vec![1; 2]);
+        assert_eq!(
+            pool_share(&per_core, &view, &none(), &node("a")),
+            vec![1; 8]
+        );
+        assert_eq!(
+            pool_share(&per_core, &view, &none(), &node("b")),
+            vec![1; 2]
+        );
         let per_numa = spec("pool", Some("per-numa"), 1, 64);
-        assert_eq!(pool_share(&per_numa, &view, &node("a")), vec![4, 4]);
-        assert!(pool_share(&per_numa, &view, &node("zz")).is_empty());
+        assert_eq!(
+            pool_share(&per_numa, &view, &none(), &node("a")),
+            vec![4, 4]
+        );
+        assert!(pool_share(&per_numa, &view, &none(), &node("zz")).is_empty());
     }
 
     #[test]
@@ -253,7 +292,7 @@ mod tests {
         let shares = |view: &[Candidate]| -> Vec<usize> {
             ["a", "b", "c"]
                 .iter()
-                .map(|n| pool_share(&s, view, &node(n)).len())
+                .map(|n| pool_share(&s, view, &none(), &node(n)).len())
                 .collect()
         };
         assert_eq!(shares(&view), vec![2, 2, 2]);
@@ -263,7 +302,7 @@ mod tests {
         let big = spec("pool", Some("9"), 2, 64);
         let total: usize = ["a", "b", "c"]
             .iter()
-            .map(|n| pool_share(&big, &view, &node(n)).len())
+            .map(|n| pool_share(&big, &view, &none(), &node(n)).len())
             .sum();
         assert_eq!(total, 4);
     }
@@ -276,14 +315,61 @@ mod tests {
         let view = vec![huge("a"), huge("b")];
         let per_core = spec("pool", Some("per-core"), 1, 64);
         assert_eq!(
-            pool_share(&per_core, &view, &node("a")).len(),
+            pool_share(&per_core, &view, &none(), &node("a")).len(),
             MAX_PER_NODE as usize
         );
         let counted = spec("pool", Some("10000"), 1, 64);
         let total: usize = ["a", "b"]
             .iter()
-            .map(|n| pool_share(&counted, &view, &node(n)).len())
+            .map(|n| pool_share(&counted, &view, &none(), &node(n)).len())
             .sum();
         assert_eq!(total, 2 * MAX_PER_NODE as usize);
+    }
+
+    /// A node whose pull failed gets no connection, not even a warm one's,
+    /// and no pool instance (its share goes to the others); a node still
+    /// pulling comes after those with room that have the image.
+    #[test]
+    fn a_failed_pull_takes_a_node_out_and_a_pull_under_way_puts_it_last() {
+        let s = spec("per-connection", None, 1, 8);
+        let view = vec![
+            cand("a", vec![4], vec![4]),
+            cand("b", vec![4], vec![1]),
+            cand("c", vec![4], vec![4]),
+        ];
+        let loads = BTreeMap::from([(node("c"), load(1, 1, 0))]);
+        let images = BTreeMap::from([
+            (node("a"), NodeImage::Pulling),
+            (node("c"), NodeImage::Failed),
+        ]);
+        assert_eq!(
+            route_per_connection(&node("a"), &s, &view, &loads, &images, 0),
+            vec![node("b"), node("a")]
+        );
+        assert_eq!(
+            route_per_connection(&node("a"), &s, &view, &loads, &none(), 0),
+            vec![node("c"), node("a"), node("b")]
+        );
+        let pool_loads = BTreeMap::from([(node("a"), load(1, 1, 0)), (node("c"), load(1, 1, 0))]);
+        assert_eq!(
+            route_pool(&node("a"), &view, &pool_loads, &images, 0),
+            vec![node("a")]
+        );
+        let counted = spec("pool", Some("6"), 1, 64);
+        let share = |images: &BTreeMap<NodeId, NodeImage>, n: &str| {
+            pool_share(&counted, &view, images, &node(n)).len()
+        };
+        assert_eq!(
+            ["a", "b", "c"]
+                .map(|n| share(&none(), n))
+                .iter()
+                .sum::<usize>(),
+            6
+        );
+        assert_eq!(share(&images, "c"), 0);
+        assert_eq!(share(&images, "a") + share(&images, "b"), 6);
+        let per_core = spec("pool", Some("per-core"), 1, 64);
+        assert!(pool_share(&per_core, &view, &images, &node("c")).is_empty());
+        assert_eq!(pool_share(&per_core, &view, &images, &node("a")).len(), 4);
     }
 }

@@ -2,10 +2,13 @@
 //! definition (`ServiceSpec`, in `spec`) is validated once, by one function,
 //! whether it comes from a client's `ServiceRequest`, the gossip or the
 //! disk; `defs` merges definitions spread by gossip; `choice` decides where
-//! a connection goes and how many pool instances a node runs.
+//! a connection goes and how many pool instances a node runs; `image` is a
+//! service's image on each node, and `prepull` when a node pulls it.
 
 pub mod choice;
 pub mod defs;
+pub mod image;
+pub mod prepull;
 mod spec;
 
 use serde::{Deserialize, Serialize};

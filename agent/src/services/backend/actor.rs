@@ -5,7 +5,7 @@
 //! the work is drained (within a deadline) and every service container of
 //! this node removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,8 @@ pub(super) enum Cmd {
     Release(ServiceName, String),
     Enqueue(ServiceName, Reply<bool>),
     Dequeue(ServiceName),
-    Tick(BTreeMap<ServiceName, Vec<u32>>),
+    /// Pool wants, and the services whose image this node failed to pull.
+    Tick(BTreeMap<ServiceName, Vec<u32>>, BTreeSet<ServiceName>),
     RemoveStale(Reply<Result<usize, RuntimeError>>),
     Shutdown(Reply<Result<usize, RuntimeError>>),
 }
@@ -147,7 +148,8 @@ impl<R: ContainerRuntime, C: Cores> Actor<R, C> {
                 let _ = reply.send(self.plan.enqueue(&name));
             }
             Cmd::Dequeue(name) => self.plan.dequeue(&name),
-            Cmd::Tick(wants) => {
+            Cmd::Tick(wants, no_image) => {
+                self.plan.set_no_image(&no_image);
                 let actions = self.plan.tick(&wants, now);
                 self.execute(actions);
             }

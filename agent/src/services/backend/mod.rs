@@ -5,7 +5,7 @@
 //! through the supervisor's allocator, carries our labels, and is removed
 //! when its connection ends, its service goes, or the agent stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,9 +96,15 @@ impl Backend {
     }
 
     /// Brings pool instances to `pool_wants` (cores of each) and
-    /// per-connection warm pools to `--warm`; lets removed services go.
-    pub fn tick(&self, pool_wants: BTreeMap<ServiceName, Vec<u32>>) {
-        self.send(Cmd::Tick(pool_wants));
+    /// per-connection warm pools to `--warm` (none for the services in
+    /// `no_image`, whose image this node failed to pull); lets removed
+    /// services go.
+    pub fn tick(
+        &self,
+        pool_wants: BTreeMap<ServiceName, Vec<u32>>,
+        no_image: BTreeSet<ServiceName>,
+    ) {
+        self.send(Cmd::Tick(pool_wants, no_image));
     }
 
     /// This node's figures for one service.

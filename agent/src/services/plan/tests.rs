@@ -83,6 +83,23 @@ fn a_warm_pool_refills_after_each_connection_within_the_node_limit() {
     assert_eq!(load(&plan).containers, 3);
 }
 
+/// A node whose pull of the image failed keeps no warm container, and
+/// starts them again once a pull succeeded.
+#[test]
+fn no_warm_containers_while_the_image_could_not_be_pulled() {
+    let now = Instant::now();
+    let mut plan = Plan::<()>::default();
+    let web = spec("per-connection", "img", 2, 3);
+    plan.define(web.clone());
+    plan.set_no_image(&BTreeSet::from([name()]));
+    assert!(plan.tick(&BTreeMap::new(), now).is_empty());
+    plan.set_no_image(&BTreeSet::new());
+    assert_eq!(
+        plan.tick(&BTreeMap::new(), now),
+        vec![Action::StartWarm(web); 2]
+    );
+}
+
 #[test]
 fn a_closed_warm_container_is_removed_and_a_fresh_one_started_for_the_connection() {
     let now = Instant::now();

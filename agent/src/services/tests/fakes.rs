@@ -36,7 +36,12 @@ impl MeshPort for FakeMesh {
             .collect()
     }
 
-    async fn publish_services(&self, _: &[ServiceDef], loads: &BTreeMap<String, ServiceLoad>) {
+    async fn publish_services(
+        &self,
+        _: &[ServiceDef],
+        loads: &BTreeMap<String, ServiceLoad>,
+        _: &BTreeMap<String, mesh_protocol::service::image::NodeImage>,
+    ) {
         *self.published.lock().unwrap() = loads.clone();
     }
 

@@ -180,6 +180,7 @@ mod tests {
                     listen_error: None,
                     load: load.clone(),
                     counters: Default::default(),
+                    image: None,
                 })
                 .collect(),
             unreachable: Vec::new(),
