@@ -160,3 +160,78 @@ async fn docker_agent_removes_an_idle_pulled_image_and_keeps_the_rest() {
     })
     .await;
 }
+
+/// The runtime's part, on both runtimes: the image list shows an image's
+/// size and its containers, a removal a container stands in the way of is
+/// refused and leaves the image, and removing what is gone is fine.
+async fn removal_waits_for_the_container<R: ContainerRuntime>(
+    rt: &R,
+    image: &str,
+    container: &str,
+) {
+    let listed = rt.image_usage().await.unwrap();
+    let it = listed
+        .iter()
+        .find(|i| i.tags.iter().any(|t| canonical(t) == canonical(image)))
+        .unwrap_or_else(|| panic!("{image} listed: {listed:?}"));
+    assert!(it.size > 0, "{it:?}");
+    assert_eq!(it.containers, 1, "{it:?}");
+    let refused = rt.remove_image(image).await.unwrap_err();
+    assert!(
+        matches!(refused, mesh_agent::runtime::RemoveImageError::Conflict(_)),
+        "{refused}"
+    );
+    assert!(rt.has_image(image).await.unwrap(), "refused: still there");
+    rt.remove(container).await.unwrap();
+    rt.remove_image(image).await.unwrap();
+    assert!(!rt.has_image(image).await.unwrap(), "removed");
+    rt.remove_image(image).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_runtime_refuses_to_remove_an_image_a_container_uses() {
+    let rt = MemoryRuntime::new();
+    let image = format!("{TEST_REGISTRY}/gc-c:1");
+    let (tx, _) = tokio::sync::watch::channel(Default::default());
+    rt.pull(
+        &mesh_protocol::image::ImageRef::parse(&image).unwrap(),
+        None,
+        &tx,
+    )
+    .await
+    .unwrap();
+    let mut spec = common::docker::sleeper_spec(unique("gcrefuse"), &[]);
+    spec.image = image.clone();
+    let id = rt.run(&spec).await.unwrap();
+    rt.kill(&id).await.unwrap();
+    removal_waits_for_the_container(&rt, &image, &id).await;
+}
+
+#[tokio::test]
+async fn docker_refuses_to_remove_an_image_a_stopped_container_uses() {
+    require_docker().await;
+    // An image of its own: the test image with a label of this test.
+    let image = format!("ganger-test/{}:1", unique("gcrefuse"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nLABEL ganger.test={image}\n"),
+    )
+    .unwrap();
+    let context = dir.path().to_string_lossy().into_owned();
+    common::registry::docker_cli(&["build", "-q", "-t", &image, &context]);
+    let rt = docker();
+    let mut spec = common::docker::sleeper_spec(unique("gcrefuse"), &[]);
+    spec.image = image.clone();
+    let id = rt.run(&spec).await.unwrap();
+    rt.kill(&id).await.unwrap();
+    let outcome = tokio::spawn({
+        let image = image.clone();
+        async move { removal_waits_for_the_container(&docker(), &image, &id).await }
+    })
+    .await;
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &image])
+        .output();
+    outcome.unwrap();
+}
