@@ -221,7 +221,8 @@ async fn docker_refuses_to_remove_an_image_a_stopped_container_uses() {
     let context = dir.path().to_string_lossy().into_owned();
     common::registry::docker_cli(&["build", "-q", "-t", &image, &context]);
     let rt = docker();
-    let mut spec = common::docker::sleeper_spec(unique("gcrefuse"), &[]);
+    let name = unique("gcrefuse");
+    let mut spec = common::docker::sleeper_spec(name.clone(), &[]);
     spec.image = image.clone();
     let id = rt.run(&spec).await.unwrap();
     rt.kill(&id).await.unwrap();
@@ -230,8 +231,9 @@ async fn docker_refuses_to_remove_an_image_a_stopped_container_uses() {
         async move { removal_waits_for_the_container(&docker(), &image, &id).await }
     })
     .await;
-    let _ = std::process::Command::new("docker")
-        .args(["rmi", &image])
-        .output();
+    // Whatever the outcome, nothing of the test stays.
+    for args in [["rm", "-f", &name], ["rmi", "-f", &image]] {
+        let _ = std::process::Command::new("docker").args(args).output();
+    }
     outcome.unwrap();
 }
