@@ -64,10 +64,10 @@ pub struct Args {
     #[arg(long, env = "MESH_IMAGE_GC")]
     pub image_gc: Option<String>,
     /// With --image-gc: how long an image must have started no container here before it may be removed, e.g. 1h, 30m, 2d [default: 1h].
-    #[arg(long, env = "MESH_IMAGE_GC_IDLE", requires = "image_gc")]
+    #[arg(long, env = "MESH_IMAGE_GC_IDLE")]
     pub image_gc_idle: Option<String>,
     /// With --image-gc: also count and remove images this agent did not pull (built or loaded by others, pulled by hand).
-    #[arg(long, env = "MESH_IMAGE_GC_ALL", requires = "image_gc")]
+    #[arg(long, env = "MESH_IMAGE_GC_ALL")]
     pub image_gc_all: bool,
     /// Append one JSON line per core allocation and release to this file (off by default).
     #[arg(long, env = "MESH_AUDIT_LOG")]
