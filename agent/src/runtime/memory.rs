@@ -56,6 +56,8 @@ pub struct MemoryRuntime {
     local: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Sizes of pulled images other than the default.
     sizes: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// While set, every image removal is refused with this reason.
+    refuse_removals: Arc<Mutex<Option<String>>>,
     pulls: Arc<AtomicU64>,
     /// The next pull fails as unreachable, with this reason.
     pull_fault: Arc<Mutex<Option<String>>>,
@@ -159,6 +161,12 @@ impl MemoryRuntime {
     /// A pull of `name` brings `size` bytes.
     pub fn set_image_size(&self, name: &str, size: u64) {
         locked(&self.sizes).insert(canonical(name), size);
+    }
+
+    /// While `why` is set, image removals are refused as Docker refuses
+    /// one a container it did not list uses.
+    pub fn refuse_removals(&self, why: Option<&str>) {
+        *locked(&self.refuse_removals) = why.map(str::to_owned);
     }
 
     /// The canonical names of the images on the host's list.
@@ -379,6 +387,9 @@ impl ContainerRuntime for MemoryRuntime {
         else {
             return Ok(());
         };
+        if let Some(why) = locked(&self.refuse_removals).clone() {
+            return Err(RemoveImageError::Conflict(why));
+        }
         if let Some(c) = self.lock().values().find(|c| c.image == name) {
             return Err(RemoveImageError::Conflict(format!(
                 "conflict: unable to remove repository reference \"{reference}\" (must force) - container {} is using its referenced image",

@@ -177,3 +177,25 @@ async fn an_image_on_the_host_before_the_pull_is_never_removed() {
     s.pass().await;
     assert!(!rt.images().contains(&a));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_removal_is_skipped_noted_once_and_tried_again_later() {
+    let rt = MemoryRuntime::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (name("a"), name("b"));
+    pull(&rt, &a).await;
+    pull(&rt, &b).await;
+    let mut s = state(&rt, dir.path(), &[], settings(0), &Clock::tokio());
+    s.ledger.pulled(&a, false, 0);
+    s.ledger.pulled(&b, false, 0);
+    rt.refuse_removals(Some(
+        "conflict: container 1234 is using its referenced image",
+    ));
+    s.pass().await;
+    s.pass().await;
+    assert_eq!(rt.images().len(), 2, "both refused, both kept");
+    assert_eq!(s.refused.len(), 2, "each noted once");
+    rt.refuse_removals(None);
+    s.pass().await;
+    assert!(rt.images().is_empty(), "removed once Docker allows it");
+}
