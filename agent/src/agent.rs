@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::clock::Ids;
 use crate::config::Config;
-use crate::images::{Pulls, RegistryAuth};
+use crate::images::{ImageGc, ImageNotes, LedgerFile, NamedImages, Pulls, RegistryAuth};
 use crate::mesh::{Mesh, MeshError, topology_summary};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{ContainerRuntime, RuntimeError};
@@ -81,6 +81,7 @@ pub struct RunningAgent {
     actor: JoinHandle<()>,
     mesh_loop: JoinHandle<Result<(), MeshError>>,
     tasks_loop: JoinHandle<()>,
+    images_loop: JoinHandle<()>,
 }
 
 impl RunningAgent {
@@ -92,6 +93,7 @@ impl RunningAgent {
         self.services_loop.await?;
         self.actor.await?;
         self.mesh_loop.await??;
+        self.images_loop.await?;
         Ok(())
     }
 }
@@ -139,7 +141,8 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         }
         None => RegistryAuth::default(),
     };
-    let pulls = Pulls::new(runtime.clone(), auth);
+    let (notes, note_inbox) = ImageNotes::channel();
+    let pulls = Pulls::new(runtime.clone(), auth).with_notes(notes);
     let service_pulls = pulls.clone();
     let listener = TcpListener::bind(config.api)
         .await
@@ -224,6 +227,25 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     if let Some(file) = token_file.clone() {
         tokio::spawn(file.watch(api_tls.is_some(), shutdown.clone()));
     }
+    let images_loop = ImageGc {
+        runtime: runtime.clone(),
+        named: TasksAndServices {
+            supervisor: supervisor.clone(),
+            services: services.clone(),
+        },
+        file: LedgerFile::new(&config.data_dir, config.disk.clone()),
+        clock: config.clock.clone(),
+        settings: config.image_gc,
+    }
+    .spawn(note_inbox, shutdown.clone());
+    if let Some(gc) = config.image_gc {
+        info!(
+            bound = gc.max_bytes,
+            idle_s = gc.min_idle.as_secs(),
+            all = gc.all,
+            "image GC on"
+        );
+    }
     let app = crate::api::router(crate::api::ApiState {
         tasks: tasks.clone(),
         services: services.clone(),
@@ -245,7 +267,35 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         mesh_loop,
         tasks_loop,
         services_loop,
+        images_loop,
     })
+}
+
+/// What image GC keeps besides images containers use: those this node's
+/// unfinished tasks and live services name.
+struct TasksAndServices {
+    supervisor: SupervisorHandle,
+    services: crate::services::ServicesHandle,
+}
+
+impl NamedImages for TasksAndServices {
+    fn named(&self) -> futures_util::future::BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let mut named = self
+                .supervisor
+                .images_named()
+                .await
+                .map_err(|e| e.to_string())?;
+            named.extend(
+                self.services
+                    .defs()
+                    .into_iter()
+                    .filter(|d| !d.removed)
+                    .map(|d| d.spec.image.clone()),
+            );
+            Ok(named)
+        })
+    }
 }
 
 /// Runs until `shutdown` is cancelled.

@@ -13,6 +13,7 @@ use mesh_protocol::retention::Retention;
 
 mod args;
 mod error;
+mod image_gc;
 pub use args::Args;
 pub use error::ConfigError;
 
@@ -45,6 +46,9 @@ struct FileConfig {
     retain_finished_records: Option<usize>,
     max_log_bytes: Option<String>,
     registry_auth: Option<PathBuf>,
+    image_gc: Option<String>,
+    image_gc_idle: Option<String>,
+    image_gc_all: Option<bool>,
     audit_log: Option<PathBuf>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
@@ -106,6 +110,8 @@ pub struct Config {
     pub max_log_bytes: u64,
     /// Registry credentials for pulls (read at start).
     pub registry_auth: Option<PathBuf>,
+    /// Image GC's bound (None: off; the ledger is kept either way).
+    pub image_gc: Option<crate::images::GcSettings>,
     /// Where core allocations and releases are logged (None: nowhere).
     pub audit_log: Option<PathBuf>,
     pub ping_interval: Duration,
@@ -142,6 +148,7 @@ impl Config {
             prune_every: PRUNE_EVERY,
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             registry_auth: None,
+            image_gc: None,
             audit_log: None,
             ping_interval: Duration::from_secs(2),
             api_tokens: None,
@@ -224,6 +231,12 @@ impl Config {
 
     pub fn registry_auth(mut self, path: &Path) -> Self {
         self.registry_auth = Some(path.to_owned());
+        self
+    }
+
+    /// Image GC on, with these settings.
+    pub fn image_gc(mut self, settings: crate::images::GcSettings) -> Self {
+        self.image_gc = Some(settings);
         self
     }
 
@@ -353,6 +366,11 @@ impl Config {
                 .ok_or(ConfigError::MaxLogBytes(b))?,
             None => crate::logs::DEFAULT_MAX_LOG_BYTES,
         };
+        let image_gc = image_gc::settings(
+            args.image_gc.clone().or(file.image_gc),
+            args.image_gc_idle.clone().or(file.image_gc_idle),
+            args.image_gc_all || file.image_gc_all.unwrap_or(false),
+        )?;
         let seeds = if args.seeds.is_empty() {
             file.seeds.unwrap_or_default()
         } else {
@@ -423,6 +441,7 @@ impl Config {
             prune_every: PRUNE_EVERY,
             max_log_bytes,
             registry_auth: args.registry_auth.clone().or(file.registry_auth),
+            image_gc,
             audit_log: args.audit_log.clone().or(file.audit_log),
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,
@@ -462,6 +481,7 @@ fn parse_bytes(s: &str) -> Option<u64> {
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
         _ => return None,
     };
     num.trim().parse::<u64>().ok()?.checked_mul(scale)

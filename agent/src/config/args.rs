@@ -60,6 +60,15 @@ pub struct Args {
     /// Registry credentials for pulls: Docker's config.json format, or a directory of such files. Never logged, gossiped or shown.
     #[arg(long, env = "MESH_REGISTRY_AUTH")]
     pub registry_auth: Option<PathBuf>,
+    /// Image GC: keep the images this agent pulled within this many bytes, e.g. 10GiB, removing the least recently used idle ones (off by default).
+    #[arg(long, env = "MESH_IMAGE_GC")]
+    pub image_gc: Option<String>,
+    /// With --image-gc: how long an image must have started no container here before it may be removed, e.g. 1h, 30m, 2d [default: 1h].
+    #[arg(long, env = "MESH_IMAGE_GC_IDLE")]
+    pub image_gc_idle: Option<String>,
+    /// With --image-gc: also count and remove images this agent did not pull (built or loaded by others, pulled by hand).
+    #[arg(long, env = "MESH_IMAGE_GC_ALL")]
+    pub image_gc_all: bool,
     /// Append one JSON line per core allocation and release to this file (off by default).
     #[arg(long, env = "MESH_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,

@@ -64,4 +64,10 @@ pub enum ConfigError {
     RetainRecords,
     #[error("--max-log-bytes {0:?}: give a size from 1K, such as 16M, 1G or 65536 (bytes)")]
     MaxLogBytes(String),
+    #[error("--image-gc {0:?}: give a size from 1M, such as 10GiB, 500M or 1T")]
+    ImageGc(String),
+    #[error("--image-gc-idle {0:?}: give a duration such as 1h, 30m, 2d or 600 (seconds)")]
+    ImageGcIdle(String),
+    #[error("--image-gc-idle and --image-gc-all need --image-gc SIZE")]
+    ImageGcOff,
 }

@@ -316,3 +316,40 @@ fn api_tls_counts_as_credentials_and_needs_the_tls_files() {
     .unwrap_err();
     assert!(matches!(e, ConfigError::ApiTlsWithoutFiles), "{e:?}");
 }
+
+#[test]
+fn image_gc_is_off_by_default_and_comes_from_any_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meshd.toml");
+    std::fs::write(
+        &path,
+        "image_gc = \"20G\"\nimage_gc_idle = \"2h\"\nimage_gc_all = true\n",
+    )
+    .unwrap();
+    let args = Args {
+        config: Some(path),
+        image_gc: Some("10GiB".into()),
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    };
+    let gc = Config::from_args(&args).unwrap().image_gc.unwrap();
+    assert_eq!(gc.max_bytes, 10 << 30, "the flag beats the file");
+    assert_eq!(gc.min_idle, Duration::from_secs(7200));
+    assert!(gc.all);
+    let off = Config::from_args(&Args {
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(off.image_gc, None);
+    // The companions alone, from any layer, are refused.
+    let alone = Config::from_args(&Args {
+        image_gc_idle: Some("1h".into()),
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    });
+    assert!(matches!(alone, Err(ConfigError::ImageGcOff)), "{alone:?}");
+}

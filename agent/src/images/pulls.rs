@@ -1,7 +1,7 @@
 //! Getting an image onto this host before a container starts: the pull
 //! policy decides whether to pull; concurrent asks for one image share one
 //! pull, each seeing its progress; a failed pull says whether it may
-//! succeed later.
+//! succeed later. Pulls and starts are noted for image GC (`notes`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::RegistryAuth;
+use super::notes::ImageNotes;
 use crate::runtime::{ContainerRuntime, PullError, RuntimeError};
 
 /// Why an image could not be made present.
@@ -51,6 +52,8 @@ pub struct Pulls<R> {
     runtime: Arc<R>,
     auth: Arc<RegistryAuth>,
     going: Arc<Mutex<HashMap<String, watch::Receiver<Pull>>>>,
+    /// Where pulls and starts are noted (image GC's ledger).
+    notes: ImageNotes,
 }
 
 impl<R> std::fmt::Debug for Pulls<R> {
@@ -74,6 +77,7 @@ impl<R> Clone for Pulls<R> {
             runtime: self.runtime.clone(),
             auth: self.auth.clone(),
             going: self.going.clone(),
+            notes: self.notes.clone(),
         }
     }
 }
@@ -84,7 +88,19 @@ impl<R: ContainerRuntime> Pulls<R> {
             runtime,
             auth: Arc::new(auth),
             going: Arc::default(),
+            notes: ImageNotes::discard(),
         }
+    }
+
+    /// Notes this host's pulls and starts to `notes` (image GC's ledger).
+    pub fn with_notes(mut self, notes: ImageNotes) -> Self {
+        self.notes = notes;
+        self
+    }
+
+    /// A container of ours started from `image`: its last use, for GC.
+    pub fn started(&self, image: &str) {
+        self.notes.used(image);
     }
 
     /// The runtime pulls go through.
@@ -109,7 +125,7 @@ impl<R: ContainerRuntime> Pulls<R> {
             };
         }
         let name = ImageRef::parse(image)?;
-        let mut pull = self.join(name);
+        let mut pull = self.join(name, present);
         loop {
             let now = pull.borrow_and_update().clone();
             match now {
@@ -134,8 +150,9 @@ impl<R: ContainerRuntime> Pulls<R> {
         }
     }
 
-    /// The pull of `name` under way, or a new one.
-    fn join(&self, name: ImageRef) -> watch::Receiver<Pull> {
+    /// The pull of `name` under way, or a new one (`present`: the host
+    /// had the image before it).
+    fn join(&self, name: ImageRef, present: bool) -> watch::Receiver<Pull> {
         let key = name.to_string();
         let mut going = self.going();
         if let Some(pull) = going.get(&key) {
@@ -162,7 +179,10 @@ impl<R: ContainerRuntime> Pulls<R> {
             };
             this.going().remove(&key);
             match &result {
-                Ok(()) => info!(image = %key, "pulled"),
+                Ok(()) => {
+                    info!(image = %key, "pulled");
+                    this.notes.pulled(&key, present);
+                }
                 Err(e) => warn!(image = %key, error = %e, "pull failed"),
             }
             tx.send_replace(match result {

@@ -14,11 +14,12 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use mesh_protocol::image::{ImageRef, PullProgress};
+use mesh_protocol::image::{HostImage, ImageRef, PullProgress};
 use tokio::sync::watch;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError, RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError,
+    RemoveImageError, RuntimeError,
 };
 
 /// Docker over its local socket or `DOCKER_HOST`. The client is made and
@@ -327,5 +328,13 @@ impl ContainerRuntime for DockerRuntime {
         progress: &watch::Sender<PullProgress>,
     ) -> Result<(), PullError> {
         self.pull_image(image, auth, progress).await
+    }
+
+    async fn image_usage(&self) -> Result<Vec<HostImage>, RuntimeError> {
+        self.list_image_usage().await
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RemoveImageError> {
+        self.delete_image(reference).await
     }
 }

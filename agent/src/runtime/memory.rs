@@ -11,7 +11,10 @@
 //! `hold_starts(false)`.
 //! Images named `registry.test/...` are in a registry, not on the host,
 //! until pulled (`registry.test/nosuch...` is not in it either); every
-//! other image is on the host.
+//! other image is on the host. The image list (`image_usage`) shows the
+//! pulled ones (each [`DEFAULT_IMAGE_BYTES`] unless `set_image_size`) and
+//! those added with `add_image`; removing one a container was created
+//! from is refused, as Docker does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,15 +28,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use mesh_protocol::image::{ImageRef, PullFailure, PullProgress};
+use mesh_protocol::image::{HostImage, ImageRef, PullFailure, PullProgress, canonical};
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError, RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError,
+    RemoveImageError, RuntimeError,
 };
 
 #[derive(Debug)]
 struct Fake {
     info: ContainerInfo,
+    /// The image it was created from, canonical.
+    image: String,
     output: Vec<u8>,
     exit: watch::Sender<Option<i64>>,
 }
@@ -46,6 +52,12 @@ pub struct MemoryRuntime {
     next: Arc<AtomicU64>,
     started: Arc<AtomicU64>,
     pulled: Arc<Mutex<BTreeSet<String>>>,
+    /// Images listed besides the pulled ones (`add_image`), with sizes.
+    local: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Sizes of pulled images other than the default.
+    sizes: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// While set, every image removal is refused with this reason.
+    refuse_removals: Arc<Mutex<Option<String>>>,
     pulls: Arc<AtomicU64>,
     /// The next pull fails as unreachable, with this reason.
     pull_fault: Arc<Mutex<Option<String>>>,
@@ -57,6 +69,19 @@ pub struct MemoryRuntime {
 
 /// The in-memory registry's host part.
 pub const TEST_REGISTRY: &str = "registry.test";
+
+/// The size of a pulled image unless `set_image_size` says otherwise.
+pub const DEFAULT_IMAGE_BYTES: u64 = 1 << 20;
+
+/// A poisoned lock only means a test thread panicked; the data is intact.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The id the in-memory runtime gives the image `name`.
+pub fn image_id(name: &str) -> String {
+    format!("sha256:mem-{}", canonical(name))
+}
 
 impl MemoryRuntime {
     pub fn new() -> Self {
@@ -144,6 +169,30 @@ impl MemoryRuntime {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// The image `name` is on the host as if built or loaded there (not
+    /// pulled by any agent), taking `size` bytes.
+    pub fn add_image(&self, name: &str, size: u64) {
+        locked(&self.local).insert(canonical(name), size);
+    }
+
+    /// A pull of `name` brings `size` bytes.
+    pub fn set_image_size(&self, name: &str, size: u64) {
+        locked(&self.sizes).insert(canonical(name), size);
+    }
+
+    /// While `why` is set, image removals are refused as Docker refuses
+    /// one a container it did not list uses.
+    pub fn refuse_removals(&self, why: Option<&str>) {
+        *locked(&self.refuse_removals) = why.map(str::to_owned);
+    }
+
+    /// The canonical names of the images on the host's list.
+    pub fn images(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = self.pulled().iter().map(|n| canonical(n)).collect();
+        all.extend(locked(&self.local).keys().cloned());
+        all
+    }
+
     /// How many containers were ever started.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::SeqCst)
@@ -156,6 +205,7 @@ impl MemoryRuntime {
             info.id.clone(),
             Fake {
                 info,
+                image: String::new(),
                 output: Vec::new(),
                 exit,
             },
@@ -267,6 +317,7 @@ impl ContainerRuntime for MemoryRuntime {
                     cpuset_mems: Some(spec.cpuset_mems.to_string()),
                     address,
                 },
+                image: canonical(&spec.image),
                 output,
                 exit,
             },
@@ -325,6 +376,51 @@ impl ContainerRuntime for MemoryRuntime {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.check()?;
         self.vanish(id);
+        Ok(())
+    }
+
+    async fn image_usage(&self) -> Result<Vec<HostImage>, RuntimeError> {
+        self.check()?;
+        let sizes = locked(&self.sizes).clone();
+        let local = locked(&self.local).clone();
+        let users: Vec<String> = self.lock().values().map(|c| c.image.clone()).collect();
+        Ok(self
+            .images()
+            .into_iter()
+            .map(|name| HostImage {
+                id: image_id(&name),
+                digests: vec![],
+                size: local
+                    .get(&name)
+                    .or(sizes.get(&name))
+                    .copied()
+                    .unwrap_or(DEFAULT_IMAGE_BYTES),
+                containers: users.iter().filter(|u| **u == name).count() as u32,
+                tags: vec![name],
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RemoveImageError> {
+        self.check()?;
+        let Some(name) = self
+            .images()
+            .into_iter()
+            .find(|n| *n == canonical(reference) || image_id(n) == reference)
+        else {
+            return Ok(());
+        };
+        if let Some(why) = locked(&self.refuse_removals).clone() {
+            return Err(RemoveImageError::Conflict(why));
+        }
+        if let Some(c) = self.lock().values().find(|c| c.image == name) {
+            return Err(RemoveImageError::Conflict(format!(
+                "conflict: unable to remove repository reference \"{reference}\" (must force) - container {} is using its referenced image",
+                c.info.id
+            )));
+        }
+        self.pulled().retain(|n| canonical(n) != name);
+        locked(&self.local).remove(&name);
         Ok(())
     }
 

@@ -3,10 +3,13 @@
 //! in-memory one (`memory`) for fast tests of the supervisor's logic.
 
 pub mod docker;
+mod docker_gc;
 mod docker_pull;
+mod image_gc;
 pub mod memory;
 mod pull;
 
+pub use image_gc::RemoveImageError;
 pub use pull::{Credentials, PullError};
 
 use std::collections::BTreeMap;
@@ -15,7 +18,7 @@ use std::future::Future;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use mesh_protocol::CpuSet;
-use mesh_protocol::image::{ImageRef, PullProgress};
+use mesh_protocol::image::{HostImage, ImageRef, PullProgress};
 use tokio::sync::watch;
 
 /// A container to create and start.
@@ -121,4 +124,17 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         auth: Option<Credentials>,
         progress: &watch::Sender<PullProgress>,
     ) -> impl Future<Output = Result<(), PullError>> + Send;
+
+    /// Every image on the host (not only ours) with its size and how many
+    /// containers, anyone's, were created from it: what image GC decides on.
+    fn image_usage(&self) -> impl Future<Output = Result<Vec<HostImage>, RuntimeError>> + Send;
+
+    /// Removes one reference to an image (a tag, a digest or the id),
+    /// never forced: the image goes with its last reference, and a removal
+    /// a container's use stands in the way of is refused (`Conflict`).
+    /// Gone already is fine.
+    fn remove_image(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<(), RemoveImageError>> + Send;
 }

@@ -135,6 +135,7 @@ pub async fn run_attempt<R: ContainerRuntime>(
     }
     match runtime.run(&spec).await {
         Ok(id) => {
+            pulls.started(&spec.image);
             let _ = events.send(Event::Started {
                 task: task.clone(),
                 attempt,

@@ -176,6 +176,8 @@ pub(crate) enum Command {
     ForgetCopy(TaskId),
     /// As runner: records that have (or need) a keeper.
     Kept(oneshot::Sender<Vec<TaskRecord>>),
+    /// The images this node's unfinished tasks name (image GC keeps them).
+    ImagesNamed(oneshot::Sender<Vec<String>>),
     SetKeeper(TaskId, NodeId),
     /// As runner: this attempt was re-placed elsewhere; stop it.
     Supersede(TaskId, String),
@@ -363,6 +365,11 @@ impl SupervisorHandle {
 
     pub async fn node(&self) -> Result<NodeView, SupervisorError> {
         self.ask(Command::Node).await
+    }
+
+    /// The images this node's queued, starting and running tasks name.
+    pub async fn images_named(&self) -> Result<Vec<String>, SupervisorError> {
+        self.ask(Command::ImagesNamed).await
     }
 
     pub async fn health(&self) -> Result<Health, SupervisorError> {

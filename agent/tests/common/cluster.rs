@@ -73,6 +73,7 @@ pub struct Setup {
     /// The API's tokens, and the secret the harness itself calls with.
     api_tokens: Option<(Tokens, String)>,
     disk: Option<Disk>,
+    image_gc: Option<mesh_agent::images::GcSettings>,
 }
 
 impl Setup {
@@ -104,6 +105,7 @@ impl Setup {
             max_log_bytes: None,
             api_tokens: None,
             disk: None,
+            image_gc: None,
         }
     }
 
@@ -182,6 +184,12 @@ impl Setup {
     /// The data dir's disk (one with simulated faults).
     pub fn disk(mut self, disk: Disk) -> Setup {
         self.disk = Some(disk);
+        self
+    }
+
+    /// `--image-gc` and its companions.
+    pub fn image_gc(mut self, settings: mesh_agent::images::GcSettings) -> Setup {
+        self.image_gc = Some(settings);
         self
     }
 
@@ -313,6 +321,9 @@ impl Setup {
         }
         if let Some(disk) = &self.disk {
             config = config.disk(disk.clone());
+        }
+        if let Some(gc) = self.image_gc {
+            config = config.image_gc(gc);
         }
         match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,

@@ -23,19 +23,24 @@ pub async fn require_docker() {
 /// to find); returns its id. Label it with a test's node so it is removed.
 pub async fn run_sleeper(name: String, labels: &[(&str, &str)]) -> String {
     docker()
-        .run(&ContainerSpec {
-            name,
-            image: super::IMAGE.into(),
-            command: vec!["sleep".into(), "60".into()],
-            env: vec![],
-            labels: mesh_agent::runtime::memory::labels(labels),
-            cpuset_cpus: Default::default(),
-            cpuset_mems: Default::default(),
-            memory: None,
-            network: None,
-        })
+        .run(&sleeper_spec(name, labels))
         .await
         .expect("start a sleeping container")
+}
+
+/// A `sleep 60` container of the test image named `name` with `labels`.
+pub fn sleeper_spec(name: String, labels: &[(&str, &str)]) -> ContainerSpec {
+    ContainerSpec {
+        name,
+        image: super::IMAGE.into(),
+        command: vec!["sleep".into(), "60".into()],
+        env: vec![],
+        labels: mesh_agent::runtime::memory::labels(labels),
+        cpuset_cpus: Default::default(),
+        cpuset_mems: Default::default(),
+        memory: None,
+        network: None,
+    }
 }
 
 /// Removes every container labelled with `node`, synchronously (for Drop).

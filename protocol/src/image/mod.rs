@@ -1,13 +1,19 @@
 //! Images on real hosts: which registry an image name points at
 //! ([`ImageRef`]), when to pull ([`PullPolicy`]), how far a pull has got
-//! ([`progress`]) and what a failed pull means for retries ([`failure`]).
-//! Pure: the agent's runtime does the pulling.
+//! ([`progress`]), what a failed pull means for retries ([`failure`]), and
+//! which images to remove to keep disk use under a bound ([`ledger`] of
+//! what this agent pulled and used, [`gc`] the decision).
+//! Pure: the agent's runtime does the pulling and the removing.
 
 pub mod failure;
+pub mod gc;
+pub mod ledger;
 pub mod progress;
 mod reference;
 
 pub use failure::{PullFailure, classify};
+pub use gc::{Candidate, GcPolicy, Plan, Removal};
+pub use ledger::{HostImage, Ledger, canonical};
 pub use progress::{PullProgress, PullTracker};
 pub use reference::{ImageRef, ImageRefError};
 

@@ -136,7 +136,10 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
                 })?;
             let container = self.container_spec(spec, seq, &held);
             let id = match self.runtime.run(&container).await {
-                Ok(id) => id,
+                Ok(id) => {
+                    self.pulls.started(&spec.image);
+                    id
+                }
                 Err(source) => {
                     self.cores.release(holder).await;
                     self.stats.count(&spec.name, Count::FailedStart);

@@ -320,6 +320,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 let _ = reply.send(self.stamps(&ids));
             }
             Command::ForgetCopy(id) => self.forget_copy(&id),
+            Command::ImagesNamed(reply) => {
+                let _ = reply.send(
+                    self.records
+                        .values()
+                        .filter(|r| !r.state.is_terminal())
+                        .map(|r| r.spec.image.clone())
+                        .collect(),
+                );
+            }
             Command::Kept(reply) => {
                 let _ = reply.send(
                     self.records
