@@ -101,7 +101,7 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
-    let runtime = Arc::new(DockerRuntime::from_env()?);
+    let runtime = Arc::new(DockerRuntime::at(config.docker_host.as_deref())?);
     start_with_runtime(config, runtime, shutdown).await
 }
 
@@ -139,8 +139,9 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         }
         None => RegistryAuth::default(),
     };
-    let pulls = Pulls::new(runtime.clone(), auth);
+    let pulls = Pulls::new(runtime.clone(), auth).with_source(config.image_source);
     let service_pulls = pulls.clone();
+    let shared_pulls = pulls.clone();
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -179,6 +180,8 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         shutdown.clone(),
     )
     .await?;
+    crate::images::serve::register(&mesh, runtime.clone());
+    shared_pulls.share_through(Arc::new(crate::images::MeshPeers(mesh.clone())));
     let (tasks, tasks_loop) = crate::tasks::start(
         supervisor.clone(),
         mesh.clone(),

@@ -45,6 +45,8 @@ struct FileConfig {
     retain_finished_records: Option<usize>,
     max_log_bytes: Option<String>,
     registry_auth: Option<PathBuf>,
+    image_source: Option<String>,
+    docker_host: Option<String>,
     audit_log: Option<PathBuf>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
@@ -106,6 +108,11 @@ pub struct Config {
     pub max_log_bytes: u64,
     /// Registry credentials for pulls (read at start).
     pub registry_auth: Option<PathBuf>,
+    /// Where an image the host lacks comes from first: peers or registry.
+    pub image_source: mesh_protocol::image::ImageSource,
+    /// The Docker endpoint (`unix:///...`, `tcp://...`); None: `DOCKER_HOST`,
+    /// else the local socket.
+    pub docker_host: Option<String>,
     /// Where core allocations and releases are logged (None: nowhere).
     pub audit_log: Option<PathBuf>,
     pub ping_interval: Duration,
@@ -140,6 +147,8 @@ impl Config {
             prune_every: PRUNE_EVERY,
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             registry_auth: None,
+            image_source: Default::default(),
+            docker_host: None,
             audit_log: None,
             ping_interval: Duration::from_secs(2),
             api_tokens: None,
@@ -221,6 +230,18 @@ impl Config {
 
     pub fn registry_auth(mut self, path: &Path) -> Self {
         self.registry_auth = Some(path.to_owned());
+        self
+    }
+
+    pub fn image_source(mut self, source: mesh_protocol::image::ImageSource) -> Self {
+        self.image_source = source;
+        self
+    }
+
+    /// Drive this Docker endpoint instead of `DOCKER_HOST` or the local
+    /// socket (tests run agents on engines of their own in one process).
+    pub fn docker_host(mut self, endpoint: &str) -> Self {
+        self.docker_host = Some(endpoint.to_owned());
         self
     }
 
@@ -335,6 +356,10 @@ impl Config {
             }
             retention.max_records = n;
         }
+        let image_source = match args.image_source.clone().or(file.image_source) {
+            Some(s) => s.parse().map_err(ConfigError::ImageSource)?,
+            None => Default::default(),
+        };
         let max_log_bytes = match args.max_log_bytes.clone().or(file.max_log_bytes) {
             Some(b) => parse_bytes(&b)
                 .filter(|&n| n >= 1024)
@@ -404,6 +429,8 @@ impl Config {
             prune_every: PRUNE_EVERY,
             max_log_bytes,
             registry_auth: args.registry_auth.clone().or(file.registry_auth),
+            image_source,
+            docker_host: args.docker_host.clone().or(file.docker_host),
             audit_log: args.audit_log.clone().or(file.audit_log),
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,

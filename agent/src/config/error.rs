@@ -64,4 +64,6 @@ pub enum ConfigError {
     RetainRecords,
     #[error("--max-log-bytes {0:?}: give a size from 1K, such as 16M, 1G or 65536 (bytes)")]
     MaxLogBytes(String),
+    #[error("--image-source: {0}")]
+    ImageSource(String),
 }

@@ -1,16 +1,22 @@
 //! Getting an image onto this host before a container starts: the pull
-//! policy decides whether to pull; concurrent asks for one image share one
-//! pull, each seeing its progress; a failed pull says whether it may
-//! succeed later.
+//! policy decides whether to pull; `--image-source` in which order a peer
+//! that holds it and its registry are tried; concurrent asks for one image
+//! share one pull, each seeing its progress; a failed pull says whether it
+//! may succeed later (with the registry's reason).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use mesh_protocol::image::{ImageRef, ImageRefError, PullFailure, PullPolicy, PullProgress};
+use mesh_protocol::image::share::sources;
+use mesh_protocol::image::{
+    ImageRef, ImageRefError, ImageSource, PullFailure, PullPolicy, PullProgress, Source,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::RegistryAuth;
+use super::fetch;
+use super::peers::ImagePeers;
 use crate::runtime::{ContainerRuntime, PullError, RuntimeError};
 
 /// Why an image could not be made present.
@@ -51,6 +57,9 @@ pub struct Pulls<R> {
     runtime: Arc<R>,
     auth: Arc<RegistryAuth>,
     going: Arc<Mutex<HashMap<String, watch::Receiver<Pull>>>>,
+    source: ImageSource,
+    /// The peers images may come from, once the mesh is up.
+    peers: Arc<OnceLock<Arc<dyn ImagePeers>>>,
 }
 
 impl<R> std::fmt::Debug for Pulls<R> {
@@ -74,6 +83,8 @@ impl<R> Clone for Pulls<R> {
             runtime: self.runtime.clone(),
             auth: self.auth.clone(),
             going: self.going.clone(),
+            source: self.source,
+            peers: self.peers.clone(),
         }
     }
 }
@@ -84,7 +95,22 @@ impl<R: ContainerRuntime> Pulls<R> {
             runtime,
             auth: Arc::new(auth),
             going: Arc::default(),
+            source: ImageSource::RegistryOnly,
+            peers: Arc::default(),
         }
+    }
+
+    /// Gets images from peers too, in the order `source` says, once
+    /// [`Pulls::share_through`] has given the peers.
+    pub fn with_source(mut self, source: ImageSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The peers images may come from (every clone of these pulls sees
+    /// them); a second call changes nothing.
+    pub fn share_through(&self, peers: Arc<dyn ImagePeers>) {
+        let _ = self.peers.set(peers);
     }
 
     /// The runtime pulls go through.
@@ -109,7 +135,7 @@ impl<R: ContainerRuntime> Pulls<R> {
             };
         }
         let name = ImageRef::parse(image)?;
-        let mut pull = self.join(name);
+        let mut pull = self.join(name, policy);
         loop {
             let now = pull.borrow_and_update().clone();
             match now {
@@ -135,7 +161,7 @@ impl<R: ContainerRuntime> Pulls<R> {
     }
 
     /// The pull of `name` under way, or a new one.
-    fn join(&self, name: ImageRef) -> watch::Receiver<Pull> {
+    fn join(&self, name: ImageRef, policy: PullPolicy) -> watch::Receiver<Pull> {
         let key = name.to_string();
         let mut going = self.going();
         if let Some(pull) = going.get(&key) {
@@ -146,10 +172,8 @@ impl<R: ContainerRuntime> Pulls<R> {
         drop(going);
         let this = self.clone();
         tokio::spawn(async move {
-            let auth = this.auth.for_registry(&name.registry);
-            info!(image = %key, with_credentials = auth.is_some(), "pulling");
             let (moved, mut moves) = watch::channel(PullProgress::default());
-            let pull = this.runtime.pull(&name, auth, &moved);
+            let pull = this.get(&name, policy, &moved);
             tokio::pin!(pull);
             let result = loop {
                 tokio::select! {
@@ -171,6 +195,51 @@ impl<R: ContainerRuntime> Pulls<R> {
             });
         });
         rx
+    }
+
+    /// Brings `name` from each source in turn until one gives it; the
+    /// registry's failure if none does (or the peers', with no registry
+    /// tried, which `sources` never decides).
+    async fn get(
+        &self,
+        name: &ImageRef,
+        policy: PullPolicy,
+        progress: &watch::Sender<PullProgress>,
+    ) -> Result<(), PullError> {
+        let mut failed = None;
+        for source in sources(self.source, policy, name) {
+            match source {
+                Source::Registry => {
+                    let auth = self.auth.for_registry(&name.registry);
+                    info!(image = %name, with_credentials = auth.is_some(), "pulling");
+                    match self.runtime.pull(name, auth, progress).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            info!(image = %name, error = %e, "the registry did not give the image");
+                            failed = Some(e);
+                        }
+                    }
+                }
+                Source::Peers => {
+                    let Some(peers) = self.peers.get() else {
+                        continue;
+                    };
+                    match fetch::from_peers(&*self.runtime, peers.as_ref(), name, progress).await {
+                        Ok(node) => {
+                            info!(image = %name, peer = %node, "fetched from a peer");
+                            return Ok(());
+                        }
+                        Err(why) => {
+                            info!(image = %name, why = %why, "no peer gave the image");
+                            failed.get_or_insert(
+                                PullFailure::Unreachable(format!("from peers: {why}")).into(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Err(failed.unwrap_or_else(|| PullFailure::Unreachable("no source to try".into()).into()))
     }
 }
 

@@ -11,7 +11,8 @@
 //! `hold_starts(false)`.
 //! Images named `registry.test/...` are in a registry, not on the host,
 //! until pulled (`registry.test/nosuch...` is not in it either); every
-//! other image is on the host.
+//! other image is on the host. An image's id is a hash of its name; its
+//! tarball (`save`) is `MEMIMAGE <id>`, which `load` accepts alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,9 +28,22 @@ use tokio::task::JoinSet;
 
 use mesh_protocol::image::{ImageRef, PullFailure, PullProgress};
 
+use mesh_protocol::rpc::HeldImage;
+
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError, RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError,
+    RuntimeError, TarStream,
 };
+
+/// What an in-memory image's tarball starts with.
+const TARBALL: &[u8] = b"MEMIMAGE ";
+
+/// The id the in-memory runtime gives the image `name`.
+pub fn image_id_of(name: &str) -> String {
+    let name = ImageRef::parse(name).map_or(name.to_owned(), |n| n.to_string());
+    let h = mesh_protocol::load::fnv1a(&[name.as_bytes()]);
+    format!("sha256:{h:016x}{:048}", 0)
+}
 
 #[derive(Debug)]
 struct Fake {
@@ -47,6 +61,9 @@ pub struct MemoryRuntime {
     started: Arc<AtomicU64>,
     pulled: Arc<Mutex<BTreeSet<String>>>,
     pulls: Arc<AtomicU64>,
+    /// Image ids this runtime holds by id (seen, or loaded).
+    ids: Arc<Mutex<BTreeSet<String>>>,
+    loads: Arc<AtomicU64>,
     /// The next pull fails as unreachable, with this reason.
     pull_fault: Arc<Mutex<Option<String>>>,
     /// While true, `run` waits before it creates anything.
@@ -127,6 +144,22 @@ impl MemoryRuntime {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    fn ids(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.ids.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Puts `image` on this host, as a pull of it would.
+    pub fn set_pulled_for_tests(&self, image: &str) {
+        if let Ok(name) = ImageRef::parse(image) {
+            self.pulled().insert(name.to_string());
+        }
+    }
+
+    /// How many tarballs were loaded.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
     /// How many containers were ever started.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::SeqCst)
@@ -191,6 +224,61 @@ impl ContainerRuntime for MemoryRuntime {
             bytes: 1,
         });
         self.pulled().insert(image.to_string());
+        Ok(())
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<HeldImage>, RuntimeError> {
+        self.check()?;
+        if image.starts_with("sha256:") {
+            let held = self.ids().contains(image);
+            return Ok(held.then(|| HeldImage {
+                id: image.to_owned(),
+                size: 1024,
+            }));
+        }
+        if !self.has_image(image).await? {
+            return Ok(None);
+        }
+        let id = image_id_of(image);
+        self.ids().insert(id.clone());
+        Ok(Some(HeldImage { id, size: 1024 }))
+    }
+
+    fn save(&self, id: &str) -> TarStream {
+        let chunks = if self.ids().contains(id) {
+            vec![
+                Ok(Bytes::from_static(TARBALL)),
+                Ok(Bytes::from(id.to_owned())),
+            ]
+        } else {
+            vec![Err(std::io::Error::other(format!("no such image {id}")))]
+        };
+        futures_util::stream::iter(chunks).boxed()
+    }
+
+    async fn load(&self, mut tar: TarStream) -> Result<Vec<String>, RuntimeError> {
+        self.check()?;
+        let mut all = Vec::new();
+        while let Some(chunk) = tar.next().await {
+            let chunk = chunk.map_err(|e| RuntimeError::Rejected(format!("docker load: {e}")))?;
+            all.extend_from_slice(&chunk);
+        }
+        let id = all
+            .strip_prefix(TARBALL)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .ok_or_else(|| RuntimeError::Rejected("docker load: invalid tar header".into()))?
+            .to_owned();
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.ids().insert(id.clone());
+        Ok(vec![id])
+    }
+
+    async fn tag(&self, id: &str, name: &ImageRef) -> Result<(), RuntimeError> {
+        self.check()?;
+        if !self.ids().contains(id) {
+            return Err(RuntimeError::Rejected(format!("No such image: {id}")));
+        }
+        self.pulled().insert(name.to_string());
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 pub mod docker;
 mod docker_pull;
+mod docker_share;
 pub mod memory;
 mod pull;
 
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use mesh_protocol::CpuSet;
 use mesh_protocol::image::{ImageRef, PullProgress};
+use mesh_protocol::rpc::HeldImage;
 use tokio::sync::watch;
 
 /// A container to create and start.
@@ -74,6 +76,9 @@ impl RuntimeError {
 /// A stream of a container's output (stdout and stderr interleaved).
 pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
 
+/// The bytes of an image's tarball (`docker save`), as they come.
+pub type TarStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
 /// What the agent needs from a container runtime.
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// What we connect to, for messages (`unix:///var/run/docker.sock`).
@@ -121,4 +126,27 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         auth: Option<Credentials>,
         progress: &watch::Sender<PullProgress>,
     ) -> impl Future<Output = Result<(), PullError>> + Send;
+
+    /// The id and size of `image` (a name or an id), if the host has it.
+    fn image_id(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<HeldImage>, RuntimeError>> + Send;
+
+    /// `docker save` of the image with id `id`, streamed.
+    fn save(&self, id: &str) -> TarStream;
+
+    /// `docker load` of the tarball `tar` as it streams in; returns the
+    /// ids of the images it loaded.
+    fn load(
+        &self,
+        tar: TarStream,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+
+    /// Names the image with id `id` as `name`.
+    fn tag(
+        &self,
+        id: &str,
+        name: &ImageRef,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }

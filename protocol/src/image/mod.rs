@@ -1,15 +1,18 @@
 //! Images on real hosts: which registry an image name points at
 //! ([`ImageRef`]), when to pull ([`PullPolicy`]), how far a pull has got
-//! ([`progress`]) and what a failed pull means for retries ([`failure`]).
-//! Pure: the agent's runtime does the pulling.
+//! ([`progress`]), what a failed pull means for retries ([`failure`]) and
+//! how peers share images ([`share`]). Pure: the agent's runtime does the
+//! pulling.
 
 pub mod failure;
 pub mod progress;
 mod reference;
+pub mod share;
 
 pub use failure::{PullFailure, classify};
 pub use progress::{PullProgress, PullTracker};
 pub use reference::{ImageRef, ImageRefError};
+pub use share::{ImageSource, LoadMismatch, Source};
 
 use serde::{Deserialize, Serialize};
 
