@@ -73,6 +73,8 @@ pub struct Setup {
     /// The API's tokens, and the secret the harness itself calls with.
     api_tokens: Option<(Tokens, String)>,
     disk: Option<Disk>,
+    docker_host: Option<String>,
+    image_source: Option<mesh_protocol::image::ImageSource>,
 }
 
 impl Setup {
@@ -104,6 +106,8 @@ impl Setup {
             max_log_bytes: None,
             api_tokens: None,
             disk: None,
+            docker_host: None,
+            image_source: None,
         }
     }
 
@@ -182,6 +186,19 @@ impl Setup {
     /// The data dir's disk (one with simulated faults).
     pub fn disk(mut self, disk: Disk) -> Setup {
         self.disk = Some(disk);
+        self
+    }
+
+    /// Agents drive the Docker engine at `host` (a second engine of the
+    /// test's, `common::engine`) instead of the main one.
+    pub fn docker_host(mut self, host: &str) -> Setup {
+        self.docker_host = Some(host.to_owned());
+        self
+    }
+
+    /// Where agents get images they lack (`--image-source`).
+    pub fn image_source(mut self, source: mesh_protocol::image::ImageSource) -> Setup {
+        self.image_source = Some(source);
         self
     }
 
@@ -313,6 +330,12 @@ impl Setup {
         }
         if let Some(disk) = &self.disk {
             config = config.disk(disk.clone());
+        }
+        if let Some(host) = &self.docker_host {
+            config = config.docker_host(host);
+        }
+        if let Some(source) = self.image_source {
+            config = config.image_source(source);
         }
         match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,
@@ -453,7 +476,9 @@ impl TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         self.stop.cancel();
-        if self.memory.is_none() {
+        // An agent on a second engine leaves its containers to that
+        // engine's guard, which stops them with it.
+        if self.memory.is_none() && self.setup.docker_host.is_none() {
             remove_node_containers(&self.id);
         }
     }
