@@ -83,3 +83,118 @@ async fn a_task_on_a_node_without_the_image_gets_it_from_the_peer_that_holds_it(
     assert_eq!(got, want.trim(), "the same image");
     drop(b);
 }
+
+/// The benchmark of docs/benchmarks.md (`scripts/bench images`): time to
+/// get an image of about `BENCH_IMAGE_MIB` (100) MiB to a node, from a
+/// peer that holds it against from a registry on loopback, `BENCH_RUNS`
+/// (3) times each, alternating; both targets are second engines (vfs),
+/// emptied of the image between runs. Prints a markdown table.
+#[tokio::test]
+#[ignore = "a benchmark: scripts/bench images"]
+async fn bench_image_from_a_peer_against_a_registry() {
+    use std::time::Instant;
+    require_docker().await;
+    let mib: usize = env_or("BENCH_IMAGE_MIB", 100);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let registry = TestRegistry::start().await;
+    let name = registry.push_new_sized(
+        "mesh-busybox:latest",
+        &format!("ganger-bench/{}:1", unique("img")),
+        mib << 20,
+    );
+    // A holds it (the registry's push_new removed it: pull it back).
+    docker_cli(&["pull", "-q", &name]);
+    let _held = Held(name.clone());
+    let size = docker_cli(&["image", "inspect", "-f", "{{.Size}}", &name]);
+    let setup = Setup::docker("bench");
+    let a = setup.start(&[]).await;
+    let _a_containers = NodeContainers(a.id.clone());
+    a.api.set_draining(a.id.as_str(), true, false).await;
+    let from_registry = Engine::start().await;
+    let from_peer = Engine::start().await;
+    let r = setup
+        .clone()
+        .docker_host(&from_registry.host)
+        .image_source(ImageSource::RegistryOnly)
+        .start(&[a.gossip()])
+        .await;
+    let p = setup
+        .clone()
+        .docker_host(&from_peer.host)
+        .image_source(ImageSource::PeersFirst)
+        .start(&[a.gossip()])
+        .await;
+    wait_formed(&[&a, &r, &p]).await;
+    let mut times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let image_id = docker_cli(&["image", "inspect", "-f", "{{.Id}}", &name]);
+    for _ in 0..runs {
+        // The floor of the peer path: the two engines piped, no mesh.
+        let started = Instant::now();
+        let piped = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {} | docker -H {} load -q",
+                image_id.trim(),
+                from_peer.host
+            ))
+            .output()
+            .unwrap();
+        assert!(piped.status.success(), "{piped:?}");
+        times[2].push(started.elapsed().as_secs_f64());
+        assert!(from_peer.cli(&["rmi", image_id.trim()]).status.success());
+        for (i, (agent, other, engine)) in [(&r, &p, &from_registry), (&p, &r, &from_peer)]
+            .into_iter()
+            .enumerate()
+        {
+            // The task goes to `agent`: the other one drains meanwhile.
+            other.api.set_draining(other.id.as_str(), true, false).await;
+            agent
+                .api
+                .set_draining(agent.id.as_str(), false, false)
+                .await;
+            let started = Instant::now();
+            let id = agent.api.submit(&from(&name)).await.id;
+            let done = agent.api.wait_state(&id, TaskState::Succeeded, 600).await;
+            times[i].push(started.elapsed().as_secs_f64());
+            assert_eq!(done.node, agent.id);
+            // Empty again for the next run.
+            let _ = engine.cli(&["container", "prune", "-f"]);
+            assert!(engine.cli(&["rmi", &name]).status.success());
+        }
+    }
+    let stats = |t: &[f64]| {
+        let mut s = t.to_vec();
+        s.sort_by(f64::total_cmp);
+        (s[s.len() / 2], s[0], s[s.len() - 1])
+    };
+    println!(
+        "image: {name}, {} bytes as the engine counts it, {runs} runs each\n",
+        size.trim()
+    );
+    println!("| source | median s | min s | max s |\n|---|---:|---:|---:|");
+    for (label, t) in [
+        (
+            "registry on loopback (registry-only), submit to task ended",
+            &times[0],
+        ),
+        (
+            "peer over the mesh (peers-first), submit to task ended",
+            &times[1],
+        ),
+        (
+            "`docker save | docker load` piped, no mesh, no task",
+            &times[2],
+        ),
+    ] {
+        let (med, min, max) = stats(t);
+        println!("| {label} | {med:.2} | {min:.2} | {max:.2} |");
+    }
+    drop((r, p));
+}
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
