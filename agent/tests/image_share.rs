@@ -198,3 +198,49 @@ fn env_or(key: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// What a peer may send, as the asker's engine takes it: garbage and a cut
+/// tarball fail the load (nothing loaded); a whole one reports the id that
+/// `verify_loaded` checks, and another image's id does not pass.
+#[tokio::test]
+async fn an_engine_refuses_garbage_and_cut_tarballs_and_reports_what_it_loaded() {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use mesh_agent::runtime::docker::DockerRuntime;
+    use mesh_agent::runtime::{ContainerRuntime, TarStream};
+    use mesh_protocol::image::share::verify_loaded;
+    require_docker().await;
+    let engine = Engine::start().await;
+    let main = DockerRuntime::from_env().unwrap();
+    let asker = DockerRuntime::at(Some(&engine.host)).unwrap();
+    let held = main.image_id("mesh-busybox:latest").await.unwrap().unwrap();
+    let tar: Vec<Bytes> = main.save(&held.id).map(|c| c.unwrap()).collect().await;
+    let whole: Vec<u8> = tar.concat();
+    let stream = |chunks: Vec<Result<Bytes, std::io::Error>>| -> TarStream {
+        futures_util::stream::iter(chunks).boxed()
+    };
+
+    let garbage = asker
+        .load(stream(vec![Ok(Bytes::from_static(
+            b"not a tarball at all",
+        ))]))
+        .await;
+    assert!(garbage.is_err(), "{garbage:?}");
+    let cut = asker
+        .load(stream(vec![
+            Ok(Bytes::copy_from_slice(&whole[..whole.len() / 2])),
+            Err(std::io::Error::other("the peer reset the stream")),
+        ]))
+        .await;
+    assert!(cut.is_err(), "{cut:?}");
+    assert!(!engine.has_image(&held.id), "nothing loaded");
+
+    let loaded = asker
+        .load(stream(vec![Ok(Bytes::from(whole))]))
+        .await
+        .unwrap();
+    assert_eq!(verify_loaded(&held.id, &loaded), Ok(()), "{loaded:?}");
+    let other = format!("sha256:{}", "0".repeat(64));
+    assert!(verify_loaded(&other, &loaded).is_err());
+    assert!(engine.has_image(&held.id));
+}

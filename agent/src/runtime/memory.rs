@@ -63,6 +63,8 @@ pub struct MemoryRuntime {
     pulls: Arc<AtomicU64>,
     /// Image ids this runtime holds by id (seen, or loaded).
     ids: Arc<Mutex<BTreeSet<String>>>,
+    /// Names given by `tag`, to the id they name.
+    tags: Arc<Mutex<BTreeMap<String, String>>>,
     loads: Arc<AtomicU64>,
     /// The next pull fails as unreachable, with this reason.
     pull_fault: Arc<Mutex<Option<String>>>,
@@ -155,6 +157,12 @@ impl MemoryRuntime {
         }
     }
 
+    fn tags(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        self.tags
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// How many tarballs were loaded.
     pub fn loads(&self) -> u64 {
         self.loads.load(Ordering::SeqCst)
@@ -239,7 +247,10 @@ impl ContainerRuntime for MemoryRuntime {
         if !self.has_image(image).await? {
             return Ok(None);
         }
-        let id = image_id_of(image);
+        let tagged = ImageRef::parse(image)
+            .ok()
+            .and_then(|n| self.tags().get(&n.to_string()).cloned());
+        let id = tagged.unwrap_or_else(|| image_id_of(image));
         self.ids().insert(id.clone());
         Ok(Some(HeldImage { id, size: 1024 }))
     }
@@ -279,6 +290,7 @@ impl ContainerRuntime for MemoryRuntime {
             return Err(RuntimeError::Rejected(format!("No such image: {id}")));
         }
         self.pulled().insert(name.to_string());
+        self.tags().insert(name.to_string(), id.to_owned());
         Ok(())
     }
 
