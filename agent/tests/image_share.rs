@@ -182,7 +182,7 @@ async fn bench_image_from_a_peer_against_a_registry() {
             &times[1],
         ),
         (
-            "`docker save | docker load` piped, no mesh, no task",
+            "`docker save` piped into `docker load`, no mesh, no task",
             &times[2],
         ),
     ] {
