@@ -103,7 +103,7 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
-    let runtime = Arc::new(DockerRuntime::from_env()?);
+    let runtime = Arc::new(DockerRuntime::at(config.docker_host.as_deref())?);
     start_with_runtime(config, runtime, shutdown).await
 }
 
@@ -142,8 +142,11 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         None => RegistryAuth::default(),
     };
     let (notes, note_inbox) = ImageNotes::channel();
-    let pulls = Pulls::new(runtime.clone(), auth).with_notes(notes);
+    let pulls = Pulls::new(runtime.clone(), auth)
+        .with_notes(notes)
+        .with_source(config.image_source);
     let service_pulls = pulls.clone();
+    let shared_pulls = pulls.clone();
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -182,6 +185,8 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         shutdown.clone(),
     )
     .await?;
+    crate::images::serve::register(&mesh, runtime.clone());
+    shared_pulls.share_through(Arc::new(crate::images::MeshPeers(mesh.clone())));
     let (tasks, tasks_loop) = crate::tasks::start(
         supervisor.clone(),
         mesh.clone(),

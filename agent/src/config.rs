@@ -49,6 +49,8 @@ struct FileConfig {
     image_gc: Option<String>,
     image_gc_idle: Option<String>,
     image_gc_all: Option<bool>,
+    image_source: Option<String>,
+    docker_host: Option<String>,
     audit_log: Option<PathBuf>,
     bind: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
@@ -112,6 +114,11 @@ pub struct Config {
     pub registry_auth: Option<PathBuf>,
     /// Image GC's bound (None: off; the ledger is kept either way).
     pub image_gc: Option<crate::images::GcSettings>,
+    /// Where an image the host lacks comes from first: peers or registry.
+    pub image_source: mesh_protocol::image::ImageSource,
+    /// The Docker endpoint (`unix:///...`, `tcp://...`); None: `DOCKER_HOST`,
+    /// else the local socket.
+    pub docker_host: Option<String>,
     /// Where core allocations and releases are logged (None: nowhere).
     pub audit_log: Option<PathBuf>,
     pub ping_interval: Duration,
@@ -149,6 +156,8 @@ impl Config {
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             registry_auth: None,
             image_gc: None,
+            image_source: Default::default(),
+            docker_host: None,
             audit_log: None,
             ping_interval: Duration::from_secs(2),
             api_tokens: None,
@@ -237,6 +246,18 @@ impl Config {
     /// Image GC on, with these settings.
     pub fn image_gc(mut self, settings: crate::images::GcSettings) -> Self {
         self.image_gc = Some(settings);
+        self
+    }
+
+    pub fn image_source(mut self, source: mesh_protocol::image::ImageSource) -> Self {
+        self.image_source = source;
+        self
+    }
+
+    /// Drive this Docker endpoint instead of `DOCKER_HOST` or the local
+    /// socket (tests run agents on engines of their own in one process).
+    pub fn docker_host(mut self, endpoint: &str) -> Self {
+        self.docker_host = Some(endpoint.to_owned());
         self
     }
 
@@ -360,6 +381,10 @@ impl Config {
             }
             retention.max_records = n;
         }
+        let image_source = match args.image_source.clone().or(file.image_source) {
+            Some(s) => s.parse().map_err(ConfigError::ImageSource)?,
+            None => Default::default(),
+        };
         let max_log_bytes = match args.max_log_bytes.clone().or(file.max_log_bytes) {
             Some(b) => parse_bytes(&b)
                 .filter(|&n| n >= 1024)
@@ -442,6 +467,8 @@ impl Config {
             max_log_bytes,
             registry_auth: args.registry_auth.clone().or(file.registry_auth),
             image_gc,
+            image_source,
+            docker_host: args.docker_host.clone().or(file.docker_host),
             audit_log: args.audit_log.clone().or(file.audit_log),
             ping_interval: Duration::from_secs(2),
             clock: crate::clock::Clock::System,

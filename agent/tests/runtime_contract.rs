@@ -224,3 +224,53 @@ async fn memory_runtime_pulls_like_docker() {
     );
     assert_eq!(rt.pulls(), 2);
 }
+
+/// Images shared between runtimes as peers share them: the holder's id and
+/// `save`, the asker's `load` (reporting that id) and `tag`, after which
+/// the asker has the image by the new name.
+async fn share_contract<A: ContainerRuntime, B: ContainerRuntime>(
+    holder: &A,
+    asker: &B,
+    held: &str,
+    name: &str,
+) {
+    let image = holder
+        .image_id(held)
+        .await
+        .unwrap()
+        .expect("the holder has it");
+    assert!(image.id.starts_with("sha256:"), "{image:?}");
+    assert!(image.size > 0);
+    assert_eq!(
+        holder.image_id(&image.id).await.unwrap(),
+        Some(image.clone())
+    );
+    assert_eq!(
+        holder.image_id("registry.test/nosuch:1").await.unwrap(),
+        None
+    );
+    assert!(!asker.has_image(name).await.unwrap());
+    let loaded = asker.load(holder.save(&image.id)).await.unwrap();
+    assert_eq!(loaded, vec![image.id.clone()]);
+    asker
+        .tag(&image.id, &ImageRef::parse(name).unwrap())
+        .await
+        .unwrap();
+    assert!(asker.has_image(name).await.unwrap());
+    assert_eq!(asker.image_id(name).await.unwrap().unwrap().id, image.id);
+}
+
+#[tokio::test]
+async fn memory_runtimes_share_images() {
+    let name = format!("{TEST_REGISTRY}/shared:1");
+    share_contract(&MemoryRuntime::new(), &MemoryRuntime::new(), IMAGE, &name).await;
+}
+
+#[tokio::test]
+async fn docker_engines_share_images() {
+    require_docker().await;
+    let engine = common::engine::Engine::start().await;
+    let asker = mesh_agent::runtime::docker::DockerRuntime::at(Some(&engine.host)).unwrap();
+    let name = format!("ganger-test/{}:1", unique("shared"));
+    share_contract(&docker(), &asker, "mesh-busybox:latest", &name).await;
+}

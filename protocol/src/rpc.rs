@@ -35,6 +35,40 @@ pub const KIND_RPC: u8 = 2;
 /// bytes both ways (each side finishes its send half when its reader ends).
 pub const KIND_TUNNEL: u8 = 3;
 
+/// First byte of an image fetched from a peer: then one framed
+/// [`ImageAsk`], one framed [`ImageReply`], then, after `Ready`, the bytes
+/// of `docker save` of that image until the called node finishes its send
+/// half (a reset means the export failed).
+pub const KIND_IMAGE: u8 = 4;
+
+/// Asks the called node for the `docker save` of one image it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageAsk {
+    /// The image's id (`sha256:` and 64 hex digits), as `HasImage` gave it.
+    pub id: String,
+}
+
+/// The called node's answer before any byte of the image flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageReply {
+    /// The image's bytes follow; `size` is the image's size as its engine
+    /// reports it (the tarball is about as large), for progress.
+    Ready { size: u64 },
+    /// Too many exports under way here now: ask another node, or later.
+    Busy(String),
+    /// Not held here, or not a valid id.
+    Refused(String),
+}
+
+/// An image a node holds, as it answers `HasImage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldImage {
+    /// The image's id (`sha256:...`).
+    pub id: String,
+    /// Its size in bytes as its engine reports it.
+    pub size: u64,
+}
+
 /// Opens a forwarded service connection on the called node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelOpen {
@@ -63,6 +97,8 @@ pub enum Topic {
     Tasks,
     /// Service figures and connections.
     Services,
+    /// Images held here, for peers that lack them.
+    Images,
 }
 
 impl std::fmt::Display for Topic {
@@ -70,6 +106,7 @@ impl std::fmt::Display for Topic {
         f.write_str(match self {
             Topic::Tasks => "task",
             Topic::Services => "service",
+            Topic::Images => "image",
         })
     }
 }
@@ -175,13 +212,20 @@ pub enum Request {
     /// with `Stamps` (at most [`crate::confirm::MAX_IDS`] ids). A keeper
     /// asks before it re-places a dead runner's task.
     Stamps(Vec<TaskId>),
+    /// Whether the called node holds this image (a name, at most
+    /// [`MAX_IMAGE_NAME`] bytes, or an id): answered with `HasImage`.
+    HasImage(String),
 }
+
+/// Longest image name a `HasImage` may carry.
+pub const MAX_IMAGE_NAME: usize = 512;
 
 impl Request {
     /// The part of the called agent that answers it.
     pub fn topic(&self) -> Topic {
         match self {
             Request::ServiceReport => Topic::Services,
+            Request::HasImage(_) => Topic::Images,
             Request::Offer(_)
             | Request::List { .. }
             | Request::Get(_)
@@ -209,6 +253,7 @@ impl Request {
             Request::ServiceReport => "service report",
             Request::Copy(_) => "copy",
             Request::Stamps(_) => "stamps",
+            Request::HasImage(_) => "has image",
         }
     }
 }
@@ -235,6 +280,8 @@ pub enum Response {
     /// Answer to `Stamps`: none, one or two per id asked (as runner and
     /// as keeper).
     Stamps(Vec<crate::confirm::Stamp>),
+    /// Answer to `HasImage`: the image, if held.
+    HasImage(Option<HeldImage>),
 }
 
 /// Frames a message: length, then body.

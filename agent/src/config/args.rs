@@ -69,6 +69,12 @@ pub struct Args {
     /// With --image-gc: also count and remove images this agent did not pull (built or loaded by others, pulled by hand).
     #[arg(long, env = "MESH_IMAGE_GC_ALL")]
     pub image_gc_all: bool,
+    /// Where an image this host lacks comes from: peers-first (a peer that holds it, else its registry), registry-first, or registry-only [default: peers-first].
+    #[arg(long, env = "MESH_IMAGE_SOURCE")]
+    pub image_source: Option<String>,
+    /// The Docker endpoint to drive, e.g. unix:///run/docker-b.sock [default: DOCKER_HOST, else unix:///var/run/docker.sock].
+    #[arg(long, env = "MESH_DOCKER_HOST")]
+    pub docker_host: Option<String>,
     /// Append one JSON line per core allocation and release to this file (off by default).
     #[arg(long, env = "MESH_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,

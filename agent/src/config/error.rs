@@ -70,4 +70,6 @@ pub enum ConfigError {
     ImageGcIdle(String),
     #[error("--image-gc-idle and --image-gc-all need --image-gc SIZE")]
     ImageGcOff,
+    #[error("--image-source: {0}")]
+    ImageSource(String),
 }

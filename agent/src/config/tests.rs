@@ -353,3 +353,35 @@ fn image_gc_is_off_by_default_and_comes_from_any_layer() {
     });
     assert!(matches!(alone, Err(ConfigError::ImageGcOff)), "{alone:?}");
 }
+
+#[test]
+fn the_image_source_and_docker_host_parse() {
+    use mesh_protocol::image::ImageSource;
+    let d = Config::from_args(&Args {
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(d.image_source, ImageSource::PeersFirst);
+    assert_eq!(d.docker_host, None);
+    let c = Config::from_args(&Args {
+        image_source: Some("registry-only".into()),
+        docker_host: Some("unix:///run/other.sock".into()),
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.image_source, ImageSource::RegistryOnly);
+    assert_eq!(c.docker_host.as_deref(), Some("unix:///run/other.sock"));
+    let e = Config::from_args(&Args {
+        image_source: Some("anywhere".into()),
+        insecure_dev: true,
+        bind: Some(LOOPBACK),
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--image-source"), "{e}");
+}

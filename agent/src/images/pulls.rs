@@ -1,17 +1,24 @@
 //! Getting an image onto this host before a container starts: the pull
-//! policy decides whether to pull; concurrent asks for one image share one
-//! pull, each seeing its progress; a failed pull says whether it may
-//! succeed later. Pulls and starts are noted for image GC (`notes`).
+//! policy decides whether to pull; `--image-source` in which order a peer
+//! that holds it and its registry are tried; concurrent asks for one image
+//! share one pull, each seeing its progress; a failed pull says whether it
+//! may succeed later (with the registry's reason). Pulls and starts are
+//! noted for image GC (`notes`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use mesh_protocol::image::{ImageRef, ImageRefError, PullFailure, PullPolicy, PullProgress};
+use mesh_protocol::image::share::sources;
+use mesh_protocol::image::{
+    ImageRef, ImageRefError, ImageSource, PullFailure, PullPolicy, PullProgress, Source,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::RegistryAuth;
+use super::fetch;
 use super::notes::ImageNotes;
+use super::peers::ImagePeers;
 use crate::runtime::{ContainerRuntime, PullError, RuntimeError};
 
 /// Why an image could not be made present.
@@ -54,6 +61,9 @@ pub struct Pulls<R> {
     going: Arc<Mutex<HashMap<String, watch::Receiver<Pull>>>>,
     /// Where pulls and starts are noted (image GC's ledger).
     notes: ImageNotes,
+    source: ImageSource,
+    /// The peers images may come from, once the mesh is up.
+    peers: Arc<OnceLock<Arc<dyn ImagePeers>>>,
 }
 
 impl<R> std::fmt::Debug for Pulls<R> {
@@ -78,6 +88,8 @@ impl<R> Clone for Pulls<R> {
             auth: self.auth.clone(),
             going: self.going.clone(),
             notes: self.notes.clone(),
+            source: self.source,
+            peers: self.peers.clone(),
         }
     }
 }
@@ -89,6 +101,8 @@ impl<R: ContainerRuntime> Pulls<R> {
             auth: Arc::new(auth),
             going: Arc::default(),
             notes: ImageNotes::discard(),
+            source: ImageSource::RegistryOnly,
+            peers: Arc::default(),
         }
     }
 
@@ -101,6 +115,19 @@ impl<R: ContainerRuntime> Pulls<R> {
     /// A container of ours started from `image`: its last use, for GC.
     pub fn started(&self, image: &str) {
         self.notes.used(image);
+    }
+
+    /// Gets images from peers too, in the order `source` says, once
+    /// [`Pulls::share_through`] has given the peers.
+    pub fn with_source(mut self, source: ImageSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The peers images may come from (every clone of these pulls sees
+    /// them); a second call changes nothing.
+    pub fn share_through(&self, peers: Arc<dyn ImagePeers>) {
+        let _ = self.peers.set(peers);
     }
 
     /// The runtime pulls go through.
@@ -125,7 +152,7 @@ impl<R: ContainerRuntime> Pulls<R> {
             };
         }
         let name = ImageRef::parse(image)?;
-        let mut pull = self.join(name, present);
+        let mut pull = self.join(name, policy, present);
         loop {
             let now = pull.borrow_and_update().clone();
             match now {
@@ -152,7 +179,7 @@ impl<R: ContainerRuntime> Pulls<R> {
 
     /// The pull of `name` under way, or a new one (`present`: the host
     /// had the image before it).
-    fn join(&self, name: ImageRef, present: bool) -> watch::Receiver<Pull> {
+    fn join(&self, name: ImageRef, policy: PullPolicy, present: bool) -> watch::Receiver<Pull> {
         let key = name.to_string();
         let mut going = self.going();
         if let Some(pull) = going.get(&key) {
@@ -163,10 +190,8 @@ impl<R: ContainerRuntime> Pulls<R> {
         drop(going);
         let this = self.clone();
         tokio::spawn(async move {
-            let auth = this.auth.for_registry(&name.registry);
-            info!(image = %key, with_credentials = auth.is_some(), "pulling");
             let (moved, mut moves) = watch::channel(PullProgress::default());
-            let pull = this.runtime.pull(&name, auth, &moved);
+            let pull = this.get(&name, policy, &moved);
             tokio::pin!(pull);
             let result = loop {
                 tokio::select! {
@@ -191,6 +216,51 @@ impl<R: ContainerRuntime> Pulls<R> {
             });
         });
         rx
+    }
+
+    /// Brings `name` from each source in turn until one gives it; the
+    /// registry's failure if none does (or the peers', with no registry
+    /// tried, which `sources` never decides).
+    async fn get(
+        &self,
+        name: &ImageRef,
+        policy: PullPolicy,
+        progress: &watch::Sender<PullProgress>,
+    ) -> Result<(), PullError> {
+        let mut failed = None;
+        for source in sources(self.source, policy, name) {
+            match source {
+                Source::Registry => {
+                    let auth = self.auth.for_registry(&name.registry);
+                    info!(image = %name, with_credentials = auth.is_some(), "pulling");
+                    match self.runtime.pull(name, auth, progress).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            info!(image = %name, error = %e, "the registry did not give the image");
+                            failed = Some(e);
+                        }
+                    }
+                }
+                Source::Peers => {
+                    let Some(peers) = self.peers.get() else {
+                        continue;
+                    };
+                    match fetch::from_peers(&*self.runtime, peers.as_ref(), name, progress).await {
+                        Ok(node) => {
+                            info!(image = %name, peer = %node, "fetched from a peer");
+                            return Ok(());
+                        }
+                        Err(why) => {
+                            info!(image = %name, why = %why, "no peer gave the image");
+                            failed.get_or_insert(
+                                PullFailure::Unreachable(format!("from peers: {why}")).into(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Err(failed.unwrap_or_else(|| PullFailure::Unreachable("no source to try".into()).into()))
     }
 }
 

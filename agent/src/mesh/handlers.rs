@@ -1,5 +1,5 @@
-//! What serves the streams peers open: a handler per RPC topic and one for
-//! forwarded service connections. The parts of the agent register theirs
+//! What serves the streams peers open: a handler per RPC topic, one for
+//! forwarded service connections and one for images sent to peers. The parts of the agent register theirs
 //! once they exist, after the mesh has started; a call that arrives before
 //! its part registered is answered "unavailable", and a tunnel is reset.
 
@@ -33,7 +33,8 @@ pub type Caller = Option<NodeId>;
 /// Answers the calls of one topic.
 pub type RpcHandler = Arc<dyn Fn(Caller, Request) -> BoxFuture<'static, Reply> + Send + Sync>;
 
-/// Serves a forwarded service connection (its kind byte already read).
+/// Serves a stream of its own kind (a forwarded service connection, an
+/// image), its kind byte already read.
 pub type TunnelHandler = Arc<
     dyn Fn(Caller, quinn::SendStream, quinn::RecvStream) -> BoxFuture<'static, ()> + Send + Sync,
 >;
@@ -43,6 +44,7 @@ pub type TunnelHandler = Arc<
 pub struct Handlers {
     calls: RwLock<HashMap<Topic, RpcHandler>>,
     tunnels: RwLock<Option<TunnelHandler>>,
+    images: RwLock<Option<TunnelHandler>>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -63,6 +65,20 @@ impl Handlers {
 
     pub fn register_tunnels(&self, handler: TunnelHandler) {
         *self.tunnels.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    pub fn register_images(&self, handler: TunnelHandler) {
+        *self.images.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// The handler of streams of `kind` (tunnels or images), if registered.
+    pub fn streams(&self, kind: u8) -> Option<TunnelHandler> {
+        let slot = match kind {
+            mesh_protocol::rpc::KIND_TUNNEL => &self.tunnels,
+            mesh_protocol::rpc::KIND_IMAGE => &self.images,
+            _ => return None,
+        };
+        slot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn calls(&self, topic: Topic) -> Option<RpcHandler> {

@@ -256,6 +256,11 @@ impl Mesh {
         self.handlers.register_tunnels(handler);
     }
 
+    /// Serves images asked for by peers with `handler` from now on.
+    pub fn handle_images(&self, handler: TunnelHandler) {
+        self.handlers.register_images(handler);
+    }
+
     /// Publishes this node's load.
     pub async fn set_load(&self, load: &Load) {
         let value = load.to_string();
@@ -381,9 +386,30 @@ impl Mesh {
         node: &NodeId,
         addr: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), rpc::CallError> {
+        self.open_stream(node, addr, mesh_protocol::rpc::KIND_TUNNEL)
+            .await
+    }
+
+    /// Opens a stream to node `node` at `addr` to fetch an image (the kind
+    /// byte written).
+    pub async fn open_image(
+        &self,
+        node: &NodeId,
+        addr: SocketAddr,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), rpc::CallError> {
+        self.open_stream(node, addr, mesh_protocol::rpc::KIND_IMAGE)
+            .await
+    }
+
+    async fn open_stream(
+        &self,
+        node: &NodeId,
+        addr: SocketAddr,
+        kind: u8,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), rpc::CallError> {
         let conn = self.transport.connection_to(node, addr).await?;
         let (mut send, recv) = conn.open_bi().await?;
-        send.write_all(&[mesh_protocol::rpc::KIND_TUNNEL]).await?;
+        send.write_all(&[kind]).await?;
         Ok((send, recv))
     }
 

@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use mesh_protocol::NodeId;
-use mesh_protocol::rpc::{KIND_RPC, KIND_TUNNEL};
+use mesh_protocol::rpc::{KIND_IMAGE, KIND_RPC, KIND_TUNNEL};
 
 use super::admission::{self, Admit, Slots};
 use super::exchanges::Exchanges;
@@ -538,8 +538,8 @@ impl Drop for OpenStream {
     }
 }
 
-/// Serves one bidirectional stream by its kind byte: a call, or a forwarded
-/// service connection.
+/// Serves one bidirectional stream by its kind byte: a call, a forwarded
+/// service connection, or an image sent to a peer.
 async fn serve_stream(
     shared: Arc<Shared>,
     caller: Caller,
@@ -557,7 +557,7 @@ async fn serve_stream(
     }
     match kind[0] {
         KIND_RPC => super::rpc::serve_call(send, recv, caller, &shared.handlers, &budget).await,
-        KIND_TUNNEL => match shared.handlers.tunnels() {
+        KIND_TUNNEL | KIND_IMAGE => match shared.handlers.streams(kind[0]) {
             Some(serve) => serve(caller, send, recv).await,
             None => {
                 let _ = send.reset(0u32.into());

@@ -19,10 +19,14 @@ use tokio::sync::watch;
 
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError,
-    RemoveImageError, RuntimeError,
+    RemoveImageError, RuntimeError, TarStream,
 };
+use mesh_protocol::rpc::HeldImage;
 
-/// Docker over its local socket or `DOCKER_HOST`. The client is made and
+/// Where Docker listens when neither `--docker-host` nor `DOCKER_HOST` says.
+pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
+
+/// Docker over its local socket, `DOCKER_HOST` or a given endpoint. The client is made and
 /// the API version negotiated on first successful use, so the agent can
 /// start while Docker is down and connect once it is up.
 #[derive(Debug)]
@@ -35,8 +39,16 @@ impl DockerRuntime {
     /// Prepares a client for `DOCKER_HOST` or the local socket; does not
     /// connect yet.
     pub fn from_env() -> Result<Self, RuntimeError> {
-        let endpoint =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        Self::at(None)
+    }
+
+    /// Prepares a client for `endpoint` (`unix:///...`, `tcp://...`), else
+    /// `DOCKER_HOST`, else the local socket; does not connect yet.
+    pub fn at(endpoint: Option<&str>) -> Result<Self, RuntimeError> {
+        let endpoint = match endpoint {
+            Some(e) => e.to_owned(),
+            None => std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.into()),
+        };
         Ok(Self {
             endpoint,
             negotiated: OnceCell::new(),
@@ -46,13 +58,23 @@ impl DockerRuntime {
     pub(super) async fn client(&self) -> Result<&Docker, RuntimeError> {
         self.negotiated
             .get_or_try_init(|| async {
-                Docker::connect_with_defaults()
+                Docker::connect_with_host(&self.endpoint)
                     .map_err(|e| self.unavailable(e))?
                     .negotiate_version()
                     .await
                     .map_err(|e| self.unavailable(e))
             })
             .await
+    }
+
+    /// The client, if a call has connected already (streams that cannot
+    /// wait for the first connection use it).
+    pub(super) fn connected(&self) -> Option<Docker> {
+        self.negotiated.get().cloned()
+    }
+
+    pub(super) fn endpoint_name(&self) -> &str {
+        &self.endpoint
     }
 
     fn unavailable(&self, e: BollardError) -> RuntimeError {
@@ -336,5 +358,21 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove_image(&self, reference: &str) -> Result<(), RemoveImageError> {
         self.delete_image(reference).await
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<HeldImage>, RuntimeError> {
+        self.held_image(image).await
+    }
+
+    fn save(&self, id: &str) -> TarStream {
+        self.save_image(id)
+    }
+
+    async fn load(&self, tar: TarStream) -> Result<Vec<String>, RuntimeError> {
+        self.load_image(tar).await
+    }
+
+    async fn tag(&self, id: &str, name: &ImageRef) -> Result<(), RuntimeError> {
+        self.tag_image(id, name).await
     }
 }

@@ -15,6 +15,8 @@
 //! pulled ones (each [`DEFAULT_IMAGE_BYTES`] unless `set_image_size`) and
 //! those added with `add_image`; removing one a container was created
 //! from is refused, as Docker does.
+//! other image is on the host. An image's id is a hash of its name; its
+//! tarball (`save`) is `MEMIMAGE <id>`, which `load` accepts alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,10 +32,22 @@ use tokio::task::JoinSet;
 
 use mesh_protocol::image::{HostImage, ImageRef, PullFailure, PullProgress, canonical};
 
+use mesh_protocol::rpc::HeldImage;
+
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError,
-    RemoveImageError, RuntimeError,
+    RemoveImageError, RuntimeError, TarStream,
 };
+
+/// What an in-memory image's tarball starts with.
+const TARBALL: &[u8] = b"MEMIMAGE ";
+
+/// The id the in-memory runtime gives the image `name`.
+pub fn image_id_of(name: &str) -> String {
+    let name = ImageRef::parse(name).map_or(name.to_owned(), |n| n.to_string());
+    let h = mesh_protocol::load::fnv1a(&[name.as_bytes()]);
+    format!("sha256:{h:016x}{:048}", 0)
+}
 
 #[derive(Debug)]
 struct Fake {
@@ -59,6 +73,11 @@ pub struct MemoryRuntime {
     /// While set, every image removal is refused with this reason.
     refuse_removals: Arc<Mutex<Option<String>>>,
     pulls: Arc<AtomicU64>,
+    /// Image ids this runtime holds by id (seen, or loaded).
+    ids: Arc<Mutex<BTreeSet<String>>>,
+    /// Names given by `tag`, to the id they name.
+    tags: Arc<Mutex<BTreeMap<String, String>>>,
+    loads: Arc<AtomicU64>,
     /// The next pull fails as unreachable, with this reason.
     pull_fault: Arc<Mutex<Option<String>>>,
     /// Whether `pull_fault` stays for every pull (until `heal_pulls`).
@@ -193,6 +212,28 @@ impl MemoryRuntime {
         all
     }
 
+    fn ids(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.ids.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Puts `image` on this host, as a pull of it would.
+    pub fn set_pulled_for_tests(&self, image: &str) {
+        if let Ok(name) = ImageRef::parse(image) {
+            self.pulled().insert(name.to_string());
+        }
+    }
+
+    fn tags(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        self.tags
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// How many tarballs were loaded.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
     /// How many containers were ever started.
     pub fn started(&self) -> u64 {
         self.started.load(Ordering::SeqCst)
@@ -264,6 +305,65 @@ impl ContainerRuntime for MemoryRuntime {
             bytes: 1,
         });
         self.pulled().insert(image.to_string());
+        Ok(())
+    }
+
+    async fn image_id(&self, image: &str) -> Result<Option<HeldImage>, RuntimeError> {
+        self.check()?;
+        if image.starts_with("sha256:") {
+            let held = self.ids().contains(image);
+            return Ok(held.then(|| HeldImage {
+                id: image.to_owned(),
+                size: 1024,
+            }));
+        }
+        if !self.has_image(image).await? {
+            return Ok(None);
+        }
+        let tagged = ImageRef::parse(image)
+            .ok()
+            .and_then(|n| self.tags().get(&n.to_string()).cloned());
+        let id = tagged.unwrap_or_else(|| image_id_of(image));
+        self.ids().insert(id.clone());
+        Ok(Some(HeldImage { id, size: 1024 }))
+    }
+
+    fn save(&self, id: &str) -> TarStream {
+        let chunks = if self.ids().contains(id) {
+            vec![
+                Ok(Bytes::from_static(TARBALL)),
+                Ok(Bytes::from(id.to_owned())),
+            ]
+        } else {
+            vec![Err(std::io::Error::other(format!("no such image {id}")))]
+        };
+        futures_util::stream::iter(chunks).boxed()
+    }
+
+    async fn load(&self, mut tar: TarStream) -> Result<Vec<String>, RuntimeError> {
+        self.check()?;
+        let mut all = Vec::new();
+        while let Some(chunk) = tar.next().await {
+            let chunk = chunk.map_err(|e| RuntimeError::Rejected(format!("docker load: {e}")))?;
+            all.extend_from_slice(&chunk);
+        }
+        let id = all
+            .strip_prefix(TARBALL)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .ok_or_else(|| RuntimeError::Rejected("docker load: invalid tar header".into()))?
+            .to_owned();
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.ids().insert(id.clone());
+        Ok(vec![id])
+    }
+
+    async fn tag(&self, id: &str, name: &ImageRef) -> Result<(), RuntimeError> {
+        self.check()?;
+        if !self.ids().contains(id) {
+            return Err(RuntimeError::Rejected(format!("No such image: {id}")));
+        }
+        self.pulled().insert(name.to_string());
+        self.tags().insert(name.to_string(), id.to_owned());
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 pub mod docker;
 mod docker_gc;
 mod docker_pull;
+mod docker_share;
 mod image_gc;
 pub mod memory;
 mod pull;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use mesh_protocol::CpuSet;
 use mesh_protocol::image::{HostImage, ImageRef, PullProgress};
+use mesh_protocol::rpc::HeldImage;
 use tokio::sync::watch;
 
 /// A container to create and start.
@@ -76,6 +78,9 @@ impl RuntimeError {
 
 /// A stream of a container's output (stdout and stderr interleaved).
 pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
+
+/// The bytes of an image's tarball (`docker save`), as they come.
+pub type TarStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// What the agent needs from a container runtime.
 pub trait ContainerRuntime: Send + Sync + 'static {
@@ -137,4 +142,26 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         reference: &str,
     ) -> impl Future<Output = Result<(), RemoveImageError>> + Send;
+    /// The id and size of `image` (a name or an id), if the host has it.
+    fn image_id(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<HeldImage>, RuntimeError>> + Send;
+
+    /// `docker save` of the image with id `id`, streamed.
+    fn save(&self, id: &str) -> TarStream;
+
+    /// `docker load` of the tarball `tar` as it streams in; returns the
+    /// ids of the images it loaded.
+    fn load(
+        &self,
+        tar: TarStream,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+
+    /// Names the image with id `id` as `name`.
+    fn tag(
+        &self,
+        id: &str,
+        name: &ImageRef,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }

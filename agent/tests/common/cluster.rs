@@ -74,6 +74,8 @@ pub struct Setup {
     api_tokens: Option<(Tokens, String)>,
     disk: Option<Disk>,
     image_gc: Option<mesh_agent::images::GcSettings>,
+    docker_host: Option<String>,
+    image_source: Option<mesh_protocol::image::ImageSource>,
 }
 
 impl Setup {
@@ -106,6 +108,8 @@ impl Setup {
             api_tokens: None,
             disk: None,
             image_gc: None,
+            docker_host: None,
+            image_source: None,
         }
     }
 
@@ -190,6 +194,19 @@ impl Setup {
     /// `--image-gc` and its companions.
     pub fn image_gc(mut self, settings: mesh_agent::images::GcSettings) -> Setup {
         self.image_gc = Some(settings);
+        self
+    }
+
+    /// Agents drive the Docker engine at `host` (a second engine of the
+    /// test's, `common::engine`) instead of the main one.
+    pub fn docker_host(mut self, host: &str) -> Setup {
+        self.docker_host = Some(host.to_owned());
+        self
+    }
+
+    /// Where agents get images they lack (`--image-source`).
+    pub fn image_source(mut self, source: mesh_protocol::image::ImageSource) -> Setup {
+        self.image_source = Some(source);
         self
     }
 
@@ -324,6 +341,12 @@ impl Setup {
         }
         if let Some(gc) = self.image_gc {
             config = config.image_gc(gc);
+        }
+        if let Some(host) = &self.docker_host {
+            config = config.docker_host(host);
+        }
+        if let Some(source) = self.image_source {
+            config = config.image_source(source);
         }
         match memory {
             Some(rt) => mesh_agent::start_with_runtime(config, rt.clone(), stop.clone()).await,
@@ -464,7 +487,9 @@ impl TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         self.stop.cancel();
-        if self.memory.is_none() {
+        // An agent on a second engine leaves its containers to that
+        // engine's guard, which stops them with it.
+        if self.memory.is_none() && self.setup.docker_host.is_none() {
             remove_node_containers(&self.id);
         }
     }

@@ -1,13 +1,15 @@
 //! The one harness of the agent's integration tests: in-process agents
 //! ([`cluster`]), their API through meshctl's client ([`api`]), waiting on
 //! what can be observed instead of sleeping ([`wait`]), the real Docker
-//! engine ([`docker`]) and loopback addresses ([`net`]).
+//! engine ([`docker`]), a second engine of its own ([`engine`]) and
+//! loopback addresses ([`net`]).
 
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod api;
 pub mod cluster;
 pub mod docker;
+pub mod engine;
 pub mod net;
 pub mod quic;
 pub mod registry;

@@ -83,8 +83,14 @@ impl TestRegistry {
     /// pushes it as `repo_tag` and removes it from Docker. Returns the full
     /// name.
     pub fn push_new(&self, base: &str, repo_tag: &str) -> String {
+        self.push_new_sized(base, repo_tag, 256 * 1024)
+    }
+
+    /// As [`TestRegistry::push_new`], with a layer of `bytes` random bytes.
+    pub fn push_new_sized(&self, base: &str, repo_tag: &str, bytes: usize) -> String {
         let dir = tempfile::tempdir().expect("a build context");
-        let noise: Vec<u8> = (0..256 * 1024).map(|_| rand::random::<u8>()).collect();
+        let mut noise = vec![0u8; bytes];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut noise);
         std::fs::write(dir.path().join("noise"), noise).expect("write the layer");
         std::fs::write(
             dir.path().join("Dockerfile"),

@@ -1,21 +1,24 @@
 //! Images on real hosts: which registry an image name points at
 //! ([`ImageRef`]), when to pull ([`PullPolicy`]), how far a pull has got
-//! ([`progress`]), what a failed pull means for retries ([`failure`]), and
-//! which images to remove to keep disk use under a bound ([`ledger`] of
-//! what this agent pulled and used, [`gc`] the decision).
-//! Pure: the agent's runtime does the pulling and the removing.
+//! ([`progress`]), what a failed pull means for retries ([`failure`]),
+//! how peers share images ([`share`]), and which images to remove to keep
+//! disk use under a bound ([`ledger`] of what this agent pulled and used,
+//! [`gc`] the decision). Pure: the agent's runtime does the pulling and
+//! the removing.
 
 pub mod failure;
 pub mod gc;
 pub mod ledger;
 pub mod progress;
 mod reference;
+pub mod share;
 
 pub use failure::{PullFailure, classify};
 pub use gc::{Candidate, GcPolicy, Plan, Removal};
 pub use ledger::{HostImage, Ledger, canonical};
 pub use progress::{PullProgress, PullTracker};
 pub use reference::{ImageRef, ImageRefError};
+pub use share::{ImageSource, LoadMismatch, Source};
 
 use serde::{Deserialize, Serialize};
 
