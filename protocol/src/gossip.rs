@@ -13,7 +13,7 @@
 //! | `load` | `2,4;1;0;37` (free cores per NUMA node; running; queued; host CPU %) | often |
 //! | `drain` | `0` | rarely |
 //! | `svc` | `echo:3:1:2:0;web:4:4:9:0` (per service: containers, ready, open connections, queued connections; empty for none) | often |
-//! | `img` | `echo:p;web:f` (per service whose image this node lacks: `p` pulling, `f` pull failed; optional, absent means none) | rarely |
+//! | `simg` | `echo:p;web:f` (per service whose image this node lacks: `p` pulling, `f` pull failed; optional, absent means none) | rarely |
 //! | `svcdef.NAME` | JSON `ServiceDef` (every definition the node knows, see `service::defs`) | rarely |
 
 use std::collections::BTreeMap;
@@ -38,7 +38,7 @@ pub mod keys {
     pub const DRAINING: &str = "drain";
     pub const SERVICES: &str = "svc";
     /// Optional: a node without it (an older agent) has every image.
-    pub const IMAGES: &str = "img";
+    pub const SERVICE_IMAGES: &str = "simg";
 }
 
 /// Everything a node publishes.
@@ -54,7 +54,7 @@ pub struct NodeInfo {
     pub services: BTreeMap<String, ServiceLoad>,
     /// Per service whose image this node does not have: pulling or failed.
     #[serde(default)]
-    pub images: BTreeMap<String, NodeImage>,
+    pub service_images: BTreeMap<String, NodeImage>,
 }
 
 /// A gossip value that does not parse.
@@ -83,7 +83,10 @@ impl NodeInfo {
                 if self.draining { "1" } else { "0" }.into(),
             ),
             (keys::SERVICES.into(), encode_loads(&self.services)),
-            (keys::IMAGES.into(), encode_images(&self.images)),
+            (
+                keys::SERVICE_IMAGES.into(),
+                encode_images(&self.service_images),
+            ),
         ]
     }
 
@@ -105,7 +108,7 @@ impl NodeInfo {
         let drain = need(keys::DRAINING)?;
         let version = need(keys::AGENT_VERSION)?;
         let services = need(keys::SERVICES)?;
-        let images = get(keys::IMAGES).unwrap_or("");
+        let images = get(keys::SERVICE_IMAGES).unwrap_or("");
         Ok(Self {
             quic: quic.parse().map_err(|_| invalid(keys::QUIC, quic))?,
             api: api.parse().map_err(|_| invalid(keys::API, api))?,
@@ -118,7 +121,8 @@ impl NodeInfo {
                 other => return Err(invalid(keys::DRAINING, other)),
             },
             services: decode_loads(services).ok_or_else(|| invalid(keys::SERVICES, services))?,
-            images: decode_images(images).ok_or_else(|| invalid(keys::IMAGES, images))?,
+            service_images: decode_images(images)
+                .ok_or_else(|| invalid(keys::SERVICE_IMAGES, images))?,
         })
     }
 }
@@ -192,7 +196,7 @@ mod tests {
                     ..ServiceLoad::default()
                 },
             )]),
-            images: BTreeMap::from([("web".to_string(), NodeImage::Failed)]),
+            service_images: BTreeMap::from([("web".to_string(), NodeImage::Failed)]),
         }
     }
 
@@ -225,20 +229,20 @@ mod tests {
         );
     }
 
-    /// `img` is optional: an agent that does not publish it (an older one)
+    /// `simg` is optional: an agent that does not publish it (an older one)
     /// has every image; a value that does not parse is refused.
     #[test]
     fn images_are_optional_and_strict() {
         let i = info(vec![1], 1, 5, false);
         let mut pairs = i.to_pairs();
-        pairs.retain(|(k, _)| k != keys::IMAGES);
+        pairs.retain(|(k, _)| k != keys::SERVICE_IMAGES);
         let older = decode(&pairs).unwrap();
-        assert!(older.images.is_empty());
+        assert!(older.service_images.is_empty());
         assert_eq!(older.services, i.services);
-        pairs.push((keys::IMAGES.into(), "web:x".into()));
+        pairs.push((keys::SERVICE_IMAGES.into(), "web:x".into()));
         let got = decode(&pairs);
         assert!(
-            matches!(got, Err(SchemaError::Invalid { key: "img", .. })),
+            matches!(got, Err(SchemaError::Invalid { key: "simg", .. })),
             "{got:?}"
         );
     }

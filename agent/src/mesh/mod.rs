@@ -150,7 +150,7 @@ impl Mesh {
             load: Load::default(),
             draining: false,
             services: Default::default(),
-            images: Default::default(),
+            service_images: Default::default(),
         };
         let self_id = ChitchatId::new(node.to_string(), clock.now_ms(), advertise);
         let config = ChitchatConfig {
@@ -469,8 +469,8 @@ impl Mesh {
                 if state.get(keys::SERVICES) != Some(loads.as_str()) {
                     state.set(keys::SERVICES, loads.clone());
                 }
-                if state.get(keys::IMAGES) != Some(images.as_str()) {
-                    state.set(keys::IMAGES, images.clone());
+                if state.get(keys::SERVICE_IMAGES) != Some(images.as_str()) {
+                    state.set(keys::SERVICE_IMAGES, images.clone());
                 }
             })
             .await;

@@ -108,7 +108,7 @@ pub fn node_images(
         .iter()
         .filter(|p| p.node != *me)
         .filter_map(|p| {
-            let image = p.info.as_ref()?.images.get(service)?;
+            let image = p.info.as_ref()?.service_images.get(service)?;
             Some((p.node.clone(), *image))
         })
         .collect();
