@@ -81,6 +81,7 @@ pub struct RunningAgent {
     actor: JoinHandle<()>,
     mesh_loop: JoinHandle<Result<(), MeshError>>,
     tasks_loop: JoinHandle<()>,
+    images_loop: JoinHandle<()>,
 }
 
 impl RunningAgent {
@@ -89,6 +90,7 @@ impl RunningAgent {
     pub async fn wait(self) -> Result<(), AgentError> {
         self.server.await?.map_err(AgentError::Serve)?;
         self.tasks_loop.await?;
+        self.images_loop.await?;
         self.services_loop.await?;
         self.actor.await?;
         self.mesh_loop.await??;
@@ -141,6 +143,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     };
     let pulls = Pulls::new(runtime.clone(), auth);
     let service_pulls = pulls.clone();
+    let published_pulls = pulls.clone();
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -179,6 +182,12 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         shutdown.clone(),
     )
     .await?;
+    let images_loop = tokio::spawn(crate::images::publish::run(
+        published_pulls,
+        mesh.clone(),
+        config.mesh.gossip_interval,
+        shutdown.clone(),
+    ));
     let (tasks, tasks_loop) = crate::tasks::start(
         supervisor.clone(),
         mesh.clone(),
@@ -238,6 +247,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         actor,
         mesh_loop,
         tasks_loop,
+        images_loop,
         services_loop,
     })
 }

@@ -14,6 +14,10 @@
 //! | `drain` | `0` | rarely |
 //! | `svc` | `echo:3:1:2:0;web:4:4:9:0` (per service: containers, ready, open connections, queued connections; empty for none) | often |
 //! | `svcdef.NAME` | JSON `ServiceDef` (every definition the node knows, see `service::defs`) | rarely |
+//! | `img` | `0;7;AAgB...` (pulls under way; the Bloom filter of the images held: hashes, base64 bits; see `image::held`) | on a pull, and when the images change |
+//!
+//! `img` is optional: a node without it (an older agent) holds no image as
+//! far as placement knows. A value that is there must parse.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +26,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
+use crate::image::ImageSummary;
 use crate::load::{Load, ServiceLoad, TopologySummary, decode_loads, encode_loads};
 
 pub const SCHEMA_VERSION: u32 = 3;
@@ -35,6 +40,7 @@ pub mod keys {
     pub const LOAD: &str = "load";
     pub const DRAINING: &str = "drain";
     pub const SERVICES: &str = "svc";
+    pub const IMAGES: &str = "img";
 }
 
 /// Everything a node publishes.
@@ -48,6 +54,9 @@ pub struct NodeInfo {
     pub draining: bool,
     /// Per service this node serves, its containers and connections.
     pub services: BTreeMap<String, ServiceLoad>,
+    /// The images it holds and its pulls under way.
+    #[serde(default)]
+    pub images: ImageSummary,
 }
 
 /// A gossip value that does not parse.
@@ -76,6 +85,7 @@ impl NodeInfo {
                 if self.draining { "1" } else { "0" }.into(),
             ),
             (keys::SERVICES.into(), encode_loads(&self.services)),
+            (keys::IMAGES.into(), self.images.to_string()),
         ]
     }
 
@@ -97,6 +107,10 @@ impl NodeInfo {
         let drain = need(keys::DRAINING)?;
         let version = need(keys::AGENT_VERSION)?;
         let services = need(keys::SERVICES)?;
+        let images = match get(keys::IMAGES) {
+            None => ImageSummary::default(),
+            Some(v) => ImageSummary::parse(v).map_err(|_| invalid(keys::IMAGES, v))?,
+        };
         Ok(Self {
             quic: quic.parse().map_err(|_| invalid(keys::QUIC, quic))?,
             api: api.parse().map_err(|_| invalid(keys::API, api))?,
@@ -109,6 +123,7 @@ impl NodeInfo {
                 other => return Err(invalid(keys::DRAINING, other)),
             },
             services: decode_loads(services).ok_or_else(|| invalid(keys::SERVICES, services))?,
+            images,
         })
     }
 }
@@ -182,6 +197,7 @@ mod tests {
                     ..ServiceLoad::default()
                 },
             )]),
+            images: ImageSummary::default(),
         }
     }
 
@@ -212,6 +228,40 @@ mod tests {
             matches!(got, Err(SchemaError::Invalid { key: "load", .. })),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn images_are_optional_but_checked_when_there() {
+        let mut i = info(vec![1], 1, 5, false);
+        i.images = ImageSummary::of(
+            &[crate::image::HeldImage {
+                id: "sha256:".to_owned() + &"ab".repeat(32),
+                repo_tags: vec!["busybox:latest".into()],
+                repo_digests: Vec::new(),
+            }],
+            1,
+        );
+        assert_eq!(decode(&i.to_pairs()), Ok(i.clone()));
+        let wanted = crate::image::Wanted::of("busybox").unwrap();
+        assert!(decode(&i.to_pairs()).unwrap().images.holds(&wanted));
+        // An older agent publishes no `img`: it holds nothing we know of.
+        let mut pairs = i.to_pairs();
+        pairs.retain(|(k, _)| k != keys::IMAGES);
+        assert_eq!(decode(&pairs).unwrap().images, ImageSummary::default());
+        // A malformed filter is refused with the peer's other values.
+        for bad in ["1;7;!!", "1;99;AAAA", "1;7"] {
+            let mut pairs = i.to_pairs();
+            for (k, v) in &mut pairs {
+                if k == keys::IMAGES {
+                    *v = bad.into();
+                }
+            }
+            let got = decode(&pairs);
+            assert!(
+                matches!(got, Err(SchemaError::Invalid { key: "img", .. })),
+                "{bad}: {got:?}"
+            );
+        }
     }
 
     #[test]

@@ -114,6 +114,7 @@ mod tests {
                 load: Load::default(),
                 draining: false,
                 services: Default::default(),
+                images: Default::default(),
             }),
             error: None,
             last_heard_ms: Some(10),

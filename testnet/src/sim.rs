@@ -100,6 +100,7 @@ fn info(i: usize, load: Load) -> NodeInfo {
         load,
         draining: false,
         services: Default::default(),
+        images: Default::default(),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Pulls<R> {
     runtime: Arc<R>,
     auth: Arc<RegistryAuth>,
     going: Arc<Mutex<HashMap<String, watch::Receiver<Pull>>>>,
+    /// Counts pulls started and ended, so the image publisher hears of each.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl<R> std::fmt::Debug for Pulls<R> {
@@ -74,6 +76,7 @@ impl<R> Clone for Pulls<R> {
             runtime: self.runtime.clone(),
             auth: self.auth.clone(),
             going: self.going.clone(),
+            changes: self.changes.clone(),
         }
     }
 }
@@ -84,7 +87,22 @@ impl<R: ContainerRuntime> Pulls<R> {
             runtime,
             auth: Arc::new(auth),
             going: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// Pulls under way now.
+    pub fn pulling(&self) -> u32 {
+        self.going().len() as u32
+    }
+
+    /// Changes each time a pull starts or ends.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The runtime pulls go through.
@@ -144,6 +162,7 @@ impl<R: ContainerRuntime> Pulls<R> {
         let (tx, rx) = watch::channel(Pull::Going(PullProgress::default()));
         going.insert(key.clone(), rx.clone());
         drop(going);
+        self.changed();
         let this = self.clone();
         tokio::spawn(async move {
             let auth = this.auth.for_registry(&name.registry);
@@ -161,6 +180,7 @@ impl<R: ContainerRuntime> Pulls<R> {
                 }
             };
             this.going().remove(&key);
+            this.changed();
             match &result {
                 Ok(()) => info!(image = %key, "pulled"),
                 Err(e) => warn!(image = %key, error = %e, "pull failed"),

@@ -10,8 +10,9 @@
 //! `hold_starts(true)` keeps every `run` waiting (a start in flight) until
 //! `hold_starts(false)`.
 //! Images named `registry.test/...` are in a registry, not on the host,
-//! until pulled (`registry.test/nosuch...` is not in it either); every
-//! other image is on the host.
+//! until pulled or `load_image`d (`registry.test/nosuch...` is not in it
+//! either); every other image is on the host. `list_images` lists the
+//! `registry.test` images on the host (the others are too many to list).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use mesh_protocol::image::{ImageRef, PullFailure, PullProgress};
+use mesh_protocol::image::{HeldImage, ImageRef, PullFailure, PullProgress};
 
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError, RuntimeError,
@@ -116,6 +117,13 @@ impl MemoryRuntime {
             .unwrap_or_else(|poison| poison.into_inner()) = Some(why.to_owned());
     }
 
+    /// Puts `image` on the host without a pull, as `docker load` would.
+    pub fn load_image(&self, image: &str) {
+        if let Ok(name) = ImageRef::parse(image) {
+            self.pulled().insert(name.to_string());
+        }
+    }
+
     /// How many pulls were made.
     pub fn pulls(&self) -> u64 {
         self.pulls.load(Ordering::SeqCst)
@@ -163,6 +171,23 @@ impl ContainerRuntime for MemoryRuntime {
         };
         let in_registry = name.registry == TEST_REGISTRY;
         Ok(image != "missing" && (!in_registry || self.pulled().contains(&name.to_string())))
+    }
+
+    async fn list_images(&self) -> Result<Vec<HeldImage>, RuntimeError> {
+        self.check()?;
+        Ok(self
+            .pulled()
+            .iter()
+            .map(|name| HeldImage {
+                // A stable id per name, as Docker's is per content.
+                id: format!(
+                    "sha256:{:064x}",
+                    mesh_protocol::load::fnv1a(&[name.as_bytes()])
+                ),
+                repo_tags: vec![name.clone()],
+                repo_digests: Vec::new(),
+            })
+            .collect())
     }
 
     async fn pull(

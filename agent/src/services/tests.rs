@@ -314,6 +314,7 @@ fn roomy_peer(service: &str) -> PeerView {
             },
             draining: false,
             services: BTreeMap::from([(service.to_owned(), ServiceLoad::default())]),
+            images: Default::default(),
         }),
         error: None,
         last_heard_ms: Some(0),

@@ -91,6 +91,7 @@ mod tests {
             load: Load::parse("3,4;1;0;7").unwrap(),
             draining: false,
             services: Default::default(),
+            images: Default::default(),
         };
         let p = |name: &str, state, info: Option<NodeInfo>, is_self| PeerView {
             node: NodeId::new(name).unwrap(),

@@ -1,13 +1,18 @@
 //! Images on real hosts: which registry an image name points at
 //! ([`ImageRef`]), when to pull ([`PullPolicy`]), how far a pull has got
-//! ([`progress`]) and what a failed pull means for retries ([`failure`]).
-//! Pure: the agent's runtime does the pulling.
+//! ([`progress`]), what a failed pull means for retries ([`failure`]), and
+//! which images a node holds as the mesh sees it ([`held`], a [`bloom`]
+//! filter gossiped for placement). Pure: the agent's runtime does the
+//! pulling and the listing.
 
+pub mod bloom;
 pub mod failure;
+pub mod held;
 pub mod progress;
 mod reference;
 
 pub use failure::{PullFailure, classify};
+pub use held::{HeldImage, ImageSummary, Wanted};
 pub use progress::{PullProgress, PullTracker};
 pub use reference::{ImageRef, ImageRefError};
 

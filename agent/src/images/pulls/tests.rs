@@ -62,3 +62,25 @@ async fn never_refuses_an_absent_image_and_failures_say_if_they_may_pass() {
         .unwrap_err();
     assert!(down.may_succeed_later(), "{down}");
 }
+
+#[tokio::test]
+async fn each_pull_is_heard_when_it_starts_and_ends() {
+    let rt = MemoryRuntime::new();
+    let p = pulls(&rt);
+    let changes = p.changes();
+    let before = *changes.borrow();
+    p.ensure(
+        &format!("{TEST_REGISTRY}/app:9"),
+        PullPolicy::Missing,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(*changes.borrow(), before + 2, "a start and an end");
+    assert_eq!(p.pulling(), 0);
+    // No pull, no change.
+    p.ensure("mesh-testsvc:latest", PullPolicy::Missing, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(*changes.borrow(), before + 2);
+}
