@@ -82,6 +82,7 @@ pub struct RunningAgent {
     mesh_loop: JoinHandle<Result<(), MeshError>>,
     tasks_loop: JoinHandle<()>,
     images_loop: JoinHandle<()>,
+    publish_loop: JoinHandle<()>,
 }
 
 impl RunningAgent {
@@ -90,6 +91,7 @@ impl RunningAgent {
     pub async fn wait(self) -> Result<(), AgentError> {
         self.server.await?.map_err(AgentError::Serve)?;
         self.tasks_loop.await?;
+        self.publish_loop.await?;
         self.services_loop.await?;
         self.actor.await?;
         self.mesh_loop.await??;
@@ -147,6 +149,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         .with_source(config.image_source);
     let service_pulls = pulls.clone();
     let shared_pulls = pulls.clone();
+    let published_pulls = pulls.clone();
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -187,6 +190,12 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     .await?;
     crate::images::serve::register(&mesh, runtime.clone());
     shared_pulls.share_through(Arc::new(crate::images::MeshPeers(mesh.clone())));
+    let publish_loop = tokio::spawn(crate::images::publish::run(
+        published_pulls,
+        mesh.clone(),
+        config.mesh.gossip_interval,
+        shutdown.clone(),
+    ));
     let (tasks, tasks_loop) = crate::tasks::start(
         supervisor.clone(),
         mesh.clone(),
@@ -271,8 +280,9 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         actor,
         mesh_loop,
         tasks_loop,
-        services_loop,
         images_loop,
+        services_loop,
+        publish_loop,
     })
 }
 

@@ -15,6 +15,10 @@
 //! | `svc` | `echo:3:1:2:0;web:4:4:9:0` (per service: containers, ready, open connections, queued connections; empty for none) | often |
 //! | `simg` | `echo:p;web:f` (per service whose image this node lacks: `p` pulling, `f` pull failed; optional, absent means none) | rarely |
 //! | `svcdef.NAME` | JSON `ServiceDef` (every definition the node knows, see `service::defs`) | rarely |
+//! | `img` | `0;7;AAgB...` (pulls under way; the Bloom filter of the images held: hashes, base64 bits; see `image::held`) | on a pull, and when the images change |
+//!
+//! `img` is optional: a node without it (an older agent) holds no image as
+//! far as placement knows. A value that is there must parse.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +27,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
+use crate::image::ImageSummary;
 use crate::load::{Load, ServiceLoad, TopologySummary, decode_loads, encode_loads};
 use crate::service::image::{NodeImage, decode_images, encode_images};
 
@@ -39,6 +44,7 @@ pub mod keys {
     pub const SERVICES: &str = "svc";
     /// Optional: a node without it (an older agent) has every image.
     pub const SERVICE_IMAGES: &str = "simg";
+    pub const IMAGES: &str = "img";
 }
 
 /// Everything a node publishes.
@@ -55,6 +61,9 @@ pub struct NodeInfo {
     /// Per service whose image this node does not have: pulling or failed.
     #[serde(default)]
     pub service_images: BTreeMap<String, NodeImage>,
+    /// The images it holds and its pulls under way.
+    #[serde(default)]
+    pub images: ImageSummary,
 }
 
 /// A gossip value that does not parse.
@@ -87,6 +96,7 @@ impl NodeInfo {
                 keys::SERVICE_IMAGES.into(),
                 encode_images(&self.service_images),
             ),
+            (keys::IMAGES.into(), self.images.to_string()),
         ]
     }
 
@@ -108,7 +118,11 @@ impl NodeInfo {
         let drain = need(keys::DRAINING)?;
         let version = need(keys::AGENT_VERSION)?;
         let services = need(keys::SERVICES)?;
-        let images = get(keys::SERVICE_IMAGES).unwrap_or("");
+        let service_images = get(keys::SERVICE_IMAGES).unwrap_or("");
+        let images = match get(keys::IMAGES) {
+            None => ImageSummary::default(),
+            Some(v) => ImageSummary::parse(v).map_err(|_| invalid(keys::IMAGES, v))?,
+        };
         Ok(Self {
             quic: quic.parse().map_err(|_| invalid(keys::QUIC, quic))?,
             api: api.parse().map_err(|_| invalid(keys::API, api))?,
@@ -121,8 +135,9 @@ impl NodeInfo {
                 other => return Err(invalid(keys::DRAINING, other)),
             },
             services: decode_loads(services).ok_or_else(|| invalid(keys::SERVICES, services))?,
-            service_images: decode_images(images)
-                .ok_or_else(|| invalid(keys::SERVICE_IMAGES, images))?,
+            service_images: decode_images(service_images)
+                .ok_or_else(|| invalid(keys::SERVICE_IMAGES, service_images))?,
+            images,
         })
     }
 }
@@ -197,6 +212,7 @@ mod tests {
                 },
             )]),
             service_images: BTreeMap::from([("web".to_string(), NodeImage::Failed)]),
+            images: ImageSummary::default(),
         }
     }
 
@@ -245,6 +261,40 @@ mod tests {
             matches!(got, Err(SchemaError::Invalid { key: "simg", .. })),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn images_are_optional_but_checked_when_there() {
+        let mut i = info(vec![1], 1, 5, false);
+        i.images = ImageSummary::of(
+            &[crate::image::ListedImage {
+                id: "sha256:".to_owned() + &"ab".repeat(32),
+                repo_tags: vec!["busybox:latest".into()],
+                repo_digests: Vec::new(),
+            }],
+            1,
+        );
+        assert_eq!(decode(&i.to_pairs()), Ok(i.clone()));
+        let wanted = crate::image::Wanted::of("busybox").unwrap();
+        assert!(decode(&i.to_pairs()).unwrap().images.holds(&wanted));
+        // An older agent publishes no `img`: it holds nothing we know of.
+        let mut pairs = i.to_pairs();
+        pairs.retain(|(k, _)| k != keys::IMAGES);
+        assert_eq!(decode(&pairs).unwrap().images, ImageSummary::default());
+        // A malformed filter is refused with the peer's other values.
+        for bad in ["1;7;!!", "1;99;AAAA", "1;7"] {
+            let mut pairs = i.to_pairs();
+            for (k, v) in &mut pairs {
+                if k == keys::IMAGES {
+                    *v = bad.into();
+                }
+            }
+            let got = decode(&pairs);
+            assert!(
+                matches!(got, Err(SchemaError::Invalid { key: "img", .. })),
+                "{bad}: {got:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a node reports about its capacity and use -- its shape
 //! (`TopologySummary`), its cores in use (`Load`), its services' figures
-//! (`ServiceLoad`) -- and `Candidate`, one node as a gossip view shows it.
+//! (`ServiceLoad`) -- and `Candidate`, one node as a gossip view shows it
+//! (with its `image::ImageSummary`).
 //! The gossip schema publishes these; placement and service routing rank
 //! nodes by them. They live here, below all three, so that none of those
 //! modules imports another to get them.
@@ -11,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
+use crate::image::ImageSummary;
 
 /// A node's shape as the mesh sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,8 @@ pub struct Candidate {
     pub draining: bool,
     pub topology: TopologySummary,
     pub load: Load,
+    /// The images it holds and its pulls under way (empty if unknown).
+    pub images: ImageSummary,
 }
 
 impl Candidate {
@@ -85,6 +89,11 @@ impl Candidate {
 
     pub(crate) fn fits_spread(&self, cores: u32) -> bool {
         self.load.free_cores() >= cores
+    }
+
+    /// Its running tasks, a pull under way counting as one more.
+    pub fn busy(&self) -> u32 {
+        self.load.running.saturating_add(self.images.pulling)
     }
 }
 
@@ -249,6 +258,7 @@ mod tests {
             draining: false,
             topology: topo,
             load,
+            images: ImageSummary::default(),
         };
         assert_eq!(c.utilisation_ppm(), 0);
         assert!(c.fits_spread(u32::MAX) && c.fits_one_numa(u32::MAX));
@@ -266,6 +276,7 @@ mod tests {
                 draining: false,
                 topology: TopologySummary { packages: 1, cores_per_numa: cores, pus_per_core: 1 },
                 load: Load { free_per_numa: free, ..Load::default() },
+                images: ImageSummary::default(),
             };
             prop_assert!(c.utilisation_ppm() <= 1_000_000);
             let _ = (c.total(), c.load.free_cores(), c.fits_spread(1), c.fits_one_numa(1));

@@ -9,6 +9,7 @@
 use std::cmp::Ordering;
 
 use crate::ids::{NodeId, TaskId};
+use crate::image::Wanted;
 use crate::load::Candidate;
 use crate::load::fnv1a;
 use crate::resources::CoreCount;
@@ -22,13 +23,18 @@ pub enum PlacementError {
     Busy { asked: u32 },
 }
 
-/// Ranks nodes for a task asking `cores`: live, not draining, able to fit it
-/// (one NUMA node before spread), least utilised first, then fewest running
-/// containers, then a tie-break hashed from the task id (so equal nodes
-/// share the work instead of all choosing the first).
+/// Ranks nodes for a task asking `cores` of image `wanted`: live, not
+/// draining, able to fit it (one NUMA node before spread), least utilised
+/// first, then least busy (running containers, a pull under way counting as
+/// one more), then a node that holds the image before one that would pull
+/// it, then a tie-break hashed from the task id (so equal nodes share the
+/// work instead of all choosing the first). The image only breaks ties: it
+/// never puts a busier node first. `wanted` is `None` when the image cannot
+/// be looked up (see `image::held::canonical`).
 pub fn rank(
     task: &TaskId,
     cores: CoreCount,
+    wanted: Option<&Wanted>,
     view: &[Candidate],
 ) -> Result<Vec<NodeId>, PlacementError> {
     let asked = cores.get();
@@ -36,24 +42,29 @@ pub fn rank(
     if asked > largest {
         return Err(PlacementError::NeverFits { asked, largest });
     }
-    let mut fitting: Vec<(&Candidate, bool)> = view
+    // Each node's sort key computed once (a comparator recomputing the
+    // hashes on every comparison cost several times more).
+    let mut fitting: Vec<_> = view
         .iter()
         .filter(|c| c.alive && !c.draining && c.fits_spread(asked))
-        .map(|c| (c, c.fits_one_numa(asked)))
+        .map(|c| {
+            let lacks_image = wanted.is_some_and(|w| !c.images.holds(w));
+            let tie = fnv1a(&[task.as_str().as_bytes(), c.node.as_str().as_bytes()]);
+            (
+                !c.fits_one_numa(asked),
+                c.utilisation_ppm(),
+                c.busy(),
+                lacks_image,
+                tie,
+                &c.node,
+            )
+        })
         .collect();
     if fitting.is_empty() {
         return Err(PlacementError::Busy { asked });
     }
-    let key = |c: &Candidate| fnv1a(&[task.as_str().as_bytes(), c.node.as_str().as_bytes()]);
-    fitting.sort_by(|(a, a_one), (b, b_one)| {
-        b_one
-            .cmp(a_one)
-            .then(a.utilisation_ppm().cmp(&b.utilisation_ppm()))
-            .then(a.load.running.cmp(&b.load.running))
-            .then(key(a).cmp(&key(b)))
-            .then(a.node.cmp(&b.node))
-    });
-    Ok(fitting.into_iter().map(|(c, _)| c.node.clone()).collect())
+    fitting.sort_unstable();
+    Ok(fitting.into_iter().map(|k| k.5.clone()).collect())
 }
 
 /// The one live node that adopts `task` when its runner is gone: highest
@@ -108,6 +119,7 @@ pub fn offer_outcome(offer: Reply, holds: Option<Reply>) -> OfferOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::{ImageSummary, ListedImage};
     use crate::load::{Load, TopologySummary};
     use proptest::prelude::*;
 
@@ -149,7 +161,27 @@ mod tests {
                 queued: 0,
                 cpu_percent: 0,
             },
+            images: ImageSummary::default(),
         }
+    }
+
+    /// `c` holding `images` (repo:tag names), with `pulling` pulls going.
+    fn holding(mut c: Candidate, images: &[&str], pulling: u32) -> Candidate {
+        let held: Vec<ListedImage> = images
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ListedImage {
+                id: format!("sha256:{i:064x}"),
+                repo_tags: vec![t.to_string()],
+                repo_digests: Vec::new(),
+            })
+            .collect();
+        c.images = ImageSummary::of(&held, pulling);
+        c
+    }
+
+    fn want(name: &str) -> Wanted {
+        Wanted::of(name).unwrap()
     }
 
     fn tid(s: &str) -> TaskId {
@@ -167,7 +199,7 @@ mod tests {
             cand("b", vec![4, 2], 4, 1), // 2/8 used
             cand("c", vec![0, 0], 4, 4), // full
         ];
-        let r = rank(&tid("t1"), cores(1), &view).unwrap();
+        let r = rank(&tid("t1"), cores(1), None, &view).unwrap();
         assert_eq!(
             r,
             vec![NodeId::new("b").unwrap(), NodeId::new("a").unwrap()]
@@ -178,7 +210,7 @@ mod tests {
     fn one_numa_fit_beats_a_spread_fit() {
         // a is less utilised but can only spread 3 cores; b fits them in one node.
         let view = vec![cand("a", vec![2, 2], 4, 0), cand("b", vec![3, 0], 4, 0)];
-        let r = rank(&tid("t"), cores(3), &view).unwrap();
+        let r = rank(&tid("t"), cores(3), None, &view).unwrap();
         assert_eq!(r[0].as_str(), "b");
         assert_eq!(r.len(), 2);
     }
@@ -190,11 +222,11 @@ mod tests {
         let mut draining = cand("b", vec![4], 4, 0);
         draining.draining = true;
         assert_eq!(
-            rank(&tid("t"), cores(2), &[dead.clone(), draining.clone()]),
+            rank(&tid("t"), cores(2), None, &[dead.clone(), draining.clone()]),
             Err(PlacementError::Busy { asked: 2 })
         );
         assert_eq!(
-            rank(&tid("t"), cores(9), &[dead, draining]),
+            rank(&tid("t"), cores(9), None, &[dead, draining]),
             Err(PlacementError::NeverFits {
                 asked: 9,
                 largest: 4
@@ -209,12 +241,88 @@ mod tests {
             .map(|n| cand(n, vec![4], 4, 0))
             .collect();
         let firsts: std::collections::BTreeSet<String> = (0..30)
-            .map(|i| rank(&tid(&format!("t{i}")), cores(1), &view).unwrap()[0].to_string())
+            .map(|i| rank(&tid(&format!("t{i}")), cores(1), None, &view).unwrap()[0].to_string())
             .collect();
         assert_eq!(
             firsts.len(),
             3,
             "ties are broken per task, not always the same node"
+        );
+    }
+
+    #[test]
+    fn among_equal_nodes_the_one_holding_the_image_comes_first() {
+        let view = vec![
+            cand("a", vec![4], 4, 0),
+            holding(cand("b", vec![4], 4, 0), &["other:1"], 0),
+            holding(cand("c", vec![4], 4, 0), &["app:1", "other:1"], 0),
+        ];
+        for i in 0..20 {
+            let t = tid(&format!("t{i}"));
+            let r = rank(&t, cores(1), Some(&want("docker.io/library/app:1")), &view).unwrap();
+            assert_eq!(r[0].as_str(), "c", "{t}");
+            assert_eq!(r.len(), 3, "the others still rank, after it");
+        }
+        // Without an image to look up, the tie-break alone decides.
+        let firsts: std::collections::BTreeSet<String> = (0..30)
+            .map(|i| rank(&tid(&format!("t{i}")), cores(1), None, &view).unwrap()[0].to_string())
+            .collect();
+        assert_eq!(firsts.len(), 3);
+    }
+
+    #[test]
+    fn the_image_never_outranks_fit_or_load() {
+        let has = |c| holding(c, &["app:1"], 0);
+        let app = want("app:1");
+        // Less utilised wins over holding the image.
+        let view = vec![has(cand("a", vec![2], 4, 2)), cand("b", vec![3], 4, 1)];
+        assert_eq!(
+            rank(&tid("t"), cores(1), Some(&app), &view).unwrap()[0].as_str(),
+            "b"
+        );
+        // Equally utilised, fewer running wins.
+        let view = vec![has(cand("a", vec![2], 4, 3)), cand("b", vec![2], 4, 2)];
+        assert_eq!(
+            rank(&tid("t"), cores(1), Some(&app), &view).unwrap()[0].as_str(),
+            "b"
+        );
+        // A one-NUMA fit wins over a spread one holding the image.
+        let view = vec![
+            has(cand("a", vec![2, 2], 4, 0)),
+            cand("b", vec![3, 0], 4, 0),
+        ];
+        assert_eq!(
+            rank(&tid("t"), cores(3), Some(&app), &view).unwrap()[0].as_str(),
+            "b"
+        );
+    }
+
+    #[test]
+    fn a_node_pulling_counts_as_busier() {
+        // b holds the image but is pulling another: it counts as running
+        // one more, so the idle a comes first.
+        let view = vec![
+            cand("a", vec![4], 4, 0),
+            holding(cand("b", vec![4], 4, 0), &["app:1"], 1),
+        ];
+        for i in 0..20 {
+            let r = rank(
+                &tid(&format!("t{i}")),
+                cores(1),
+                Some(&want("app:1")),
+                &view,
+            )
+            .unwrap();
+            assert_eq!(r[0].as_str(), "a");
+        }
+        // And as one running task more, not more than that.
+        let view = vec![
+            cand("a", vec![4], 4, 2),
+            holding(cand("b", vec![4], 4, 0), &["app:1"], 1),
+        ];
+        assert_eq!(
+            rank(&tid("t"), cores(1), Some(&want("app:1")), &view).unwrap()[0].as_str(),
+            "b"
         );
     }
 
@@ -252,9 +360,9 @@ mod tests {
                 c
             }).collect();
             let t = tid("task");
-            match rank(&t, cores(asked), &view) {
+            match rank(&t, cores(asked), None, &view) {
                 Ok(r) => {
-                    prop_assert_eq!(r.clone(), rank(&t, cores(asked), &view).unwrap());
+                    prop_assert_eq!(r.clone(), rank(&t, cores(asked), None, &view).unwrap());
                     let mut seen = std::collections::BTreeSet::new();
                     for n in &r {
                         prop_assert!(seen.insert(n.clone()));
@@ -266,6 +374,39 @@ mod tests {
                     prop_assert!(view.iter().all(|c| !c.alive || c.draining || c.load.free_cores() < asked));
                 }
                 Err(PlacementError::NeverFits { .. }) => prop_assert!(asked > 8),
+            }
+        }
+
+        /// The image only reorders nodes equal in fit and load: the same
+        /// nodes rank, their fit-and-load keys in the same order, and
+        /// within each run of equal keys the holders come first.
+        #[test]
+        fn the_image_only_breaks_ties(
+            specs in proptest::collection::vec((0u32..3, 0u32..3, 0u32..3, any::<bool>(), 0u32..2), 1..12),
+            asked in 1u32..4,
+            task in 0u32..1000,
+        ) {
+            let view: Vec<Candidate> = specs.iter().enumerate().map(|(i, (f0, f1, run, has, pulling))| {
+                let images: &[&str] = if *has { &["app:1"] } else { &["other:1"] };
+                holding(cand(&format!("n{i}"), vec![*f0, *f1], 2, *run), images, *pulling)
+            }).collect();
+            let t = tid(&format!("t{task}"));
+            let app = want("app:1");
+            let by_name = |n: &NodeId| view.iter().find(|c| &c.node == n).unwrap();
+            let load_key = |n: &NodeId| {
+                let c = by_name(n);
+                (!c.fits_one_numa(asked), c.utilisation_ppm(), c.busy())
+            };
+            let (Ok(with), Ok(without)) = (rank(&t, cores(asked), Some(&app), &view), rank(&t, cores(asked), None, &view)) else {
+                return Ok(());
+            };
+            let keys_with: Vec<_> = with.iter().map(load_key).collect();
+            let keys_without: Vec<_> = without.iter().map(load_key).collect();
+            prop_assert_eq!(&keys_with, &keys_without);
+            for pair in with.windows(2) {
+                if load_key(&pair[0]) == load_key(&pair[1]) {
+                    prop_assert!(by_name(&pair[0]).images.holds(&app) || !by_name(&pair[1]).images.holds(&app));
+                }
             }
         }
     }

@@ -80,6 +80,7 @@ impl Node {
                 queued: 0,
                 cpu_percent: 0,
             },
+            images: Default::default(),
         }
     }
 }
@@ -126,7 +127,7 @@ impl Mesh {
     /// first. The view is exact, so the first must accept.
     fn place(&mut self, t: &TaskId, n: u32) -> Result<(), TestCaseError> {
         let view = self.view();
-        match placement::rank(t, cores(n), &view) {
+        match placement::rank(t, cores(n), None, &view) {
             Ok(ranked) => {
                 for id in &ranked {
                     let c = view

@@ -115,6 +115,7 @@ mod tests {
                 draining: false,
                 services: Default::default(),
                 service_images: Default::default(),
+                images: Default::default(),
             }),
             error: None,
             last_heard_ms: Some(10),

@@ -101,6 +101,7 @@ fn info(i: usize, load: Load) -> NodeInfo {
         draining: false,
         services: Default::default(),
         service_images: Default::default(),
+        images: Default::default(),
     }
 }
 

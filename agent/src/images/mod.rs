@@ -1,7 +1,7 @@
 //! Images on this host: registry credentials, pulls, images shared with
-//! peers (asked for, fetched, served), and image GC (the ledger of what
-//! this agent pulled and used, and the removal of idle images past
-//! `--image-gc`).
+//! peers (asked for, fetched, served), what the host holds as published to
+//! the mesh, and image GC (the ledger of what this agent pulled and used,
+//! and the removal of idle images past `--image-gc`).
 
 mod auth;
 mod fetch;
@@ -9,6 +9,7 @@ pub mod gc;
 mod ledger_file;
 mod notes;
 pub mod peers;
+pub mod publish;
 mod pulls;
 pub mod serve;
 

@@ -64,6 +64,8 @@ pub struct Pulls<R> {
     source: ImageSource,
     /// The peers images may come from, once the mesh is up.
     peers: Arc<OnceLock<Arc<dyn ImagePeers>>>,
+    /// Counts pulls started and ended, so the image publisher hears of each.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl<R> std::fmt::Debug for Pulls<R> {
@@ -90,6 +92,7 @@ impl<R> Clone for Pulls<R> {
             notes: self.notes.clone(),
             source: self.source,
             peers: self.peers.clone(),
+            changes: self.changes.clone(),
         }
     }
 }
@@ -103,6 +106,7 @@ impl<R: ContainerRuntime> Pulls<R> {
             notes: ImageNotes::discard(),
             source: ImageSource::RegistryOnly,
             peers: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -128,6 +132,20 @@ impl<R: ContainerRuntime> Pulls<R> {
     /// them); a second call changes nothing.
     pub fn share_through(&self, peers: Arc<dyn ImagePeers>) {
         let _ = self.peers.set(peers);
+    }
+
+    /// Pulls under way now.
+    pub fn pulling(&self) -> u32 {
+        self.going().len() as u32
+    }
+
+    /// Changes each time a pull starts or ends.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The runtime pulls go through.
@@ -188,6 +206,7 @@ impl<R: ContainerRuntime> Pulls<R> {
         let (tx, rx) = watch::channel(Pull::Going(PullProgress::default()));
         going.insert(key.clone(), rx.clone());
         drop(going);
+        self.changed();
         let this = self.clone();
         tokio::spawn(async move {
             let (moved, mut moves) = watch::channel(PullProgress::default());
@@ -203,6 +222,7 @@ impl<R: ContainerRuntime> Pulls<R> {
                 }
             };
             this.going().remove(&key);
+            this.changed();
             match &result {
                 Ok(()) => {
                     info!(image = %key, "pulled");

@@ -23,6 +23,7 @@ use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig
 use mesh_protocol::NodeId;
 use mesh_protocol::api::MeshSummary;
 use mesh_protocol::gossip::{NodeInfo, PeerState, PeerView, keys};
+use mesh_protocol::image::ImageSummary;
 use mesh_protocol::load::{Candidate, Load, TopologySummary};
 use mesh_protocol::rpc::{Request, Response, Topic};
 use mesh_protocol::topology::Topology;
@@ -151,6 +152,7 @@ impl Mesh {
             draining: false,
             services: Default::default(),
             service_images: Default::default(),
+            images: ImageSummary::default(),
         };
         let self_id = ChitchatId::new(node.to_string(), clock.now_ms(), advertise);
         let config = ChitchatConfig {
@@ -268,6 +270,21 @@ impl Mesh {
             .with_chitchat(|c| c.self_node_state().set(keys::LOAD, value.clone()))
             .await;
     }
+
+    /// Publishes the images this node holds and its pulls under way, if
+    /// they changed.
+    pub async fn set_images(&self, images: &ImageSummary) {
+        let value = images.to_string();
+        self.chitchat
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                if state.get(keys::IMAGES) != Some(value.as_str()) {
+                    state.set(keys::IMAGES, value.clone());
+                }
+            })
+            .await;
+    }
+
     /// Every node this one knows of, newest incarnation of each.
     pub async fn peers(&self) -> Vec<PeerView> {
         let heard = self.heard.clone();
@@ -522,6 +539,7 @@ pub fn candidates_of(peers: &[PeerView]) -> Vec<Candidate> {
                 draining: info.draining,
                 topology: info.topology.clone(),
                 load: info.load.clone(),
+                images: info.images.clone(),
             })
         })
         .collect()

@@ -138,6 +138,40 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_with_a_malformed_image_filter_is_shown_but_not_used() {
+        use mesh_protocol::gossip::keys;
+        let good = NodeInfo {
+            quic: SocketAddr::from(([10, 0, 0, 1], 1)),
+            api: SocketAddr::from(([10, 0, 0, 1], 2)),
+            version: "0.1.0".into(),
+            topology: mesh_protocol::load::TopologySummary::parse("1;4;1").unwrap(),
+            load: mesh_protocol::load::Load::parse("4;0;0;0").unwrap(),
+            draining: false,
+            services: BTreeMap::new(),
+            images: Default::default(),
+            service_images: Default::default(),
+        };
+        let with_img = |img: Option<&str>| {
+            let mut o = obs("n1", 1, 1, true, Some("n1"));
+            o.pairs = good.to_pairs().into_iter().collect();
+            match img {
+                Some(v) => o.pairs.insert(keys::IMAGES.into(), v.into()),
+                None => o.pairs.remove(keys::IMAGES),
+            };
+            o
+        };
+        let (views, _) = peer_views(vec![with_img(None)]);
+        assert_eq!(views[0].info.as_ref(), Some(&good), "img is optional");
+        for bad in ["1;7;!!", "1;0;", "x", &format!("0;7;{}", "A".repeat(4_000))] {
+            let (views, _) = peer_views(vec![with_img(Some(bad))]);
+            assert_eq!(views[0].info, None, "{bad}");
+            let error = views[0].error.as_deref().unwrap();
+            assert!(error.contains("\"img\""), "{error}");
+            assert!(super::super::candidates_of(&views).is_empty());
+        }
+    }
+
+    #[test]
     fn a_restarted_node_was_heard_when_either_incarnation_was() {
         let mut old = obs("n1", 1, 1, false, Some("n1"));
         old.last_heard_ms = Some(300);

@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use mesh_protocol::image::{HostImage, ImageRef, PullProgress};
+use mesh_protocol::image::{HostImage, ImageRef, ListedImage, PullProgress};
 use tokio::sync::watch;
 
 use super::{
@@ -341,6 +341,10 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
         self.image_present(image).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<ListedImage>, RuntimeError> {
+        self.images_held().await
     }
 
     async fn pull(

@@ -1,11 +1,12 @@
-//! Images through Docker: whether the host has one, and pulling one with
-//! its progress (bollard's create-image stream).
+//! Images through Docker: whether the host has one, which it has (ids,
+//! repo tags, repo digests), and pulling one with its progress (bollard's
+//! create-image stream).
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::CreateImageOptions;
+use bollard::query_parameters::{CreateImageOptions, ListImagesOptions};
 use futures_util::StreamExt;
-use mesh_protocol::image::{self, ImageRef, PullProgress, PullTracker};
+use mesh_protocol::image::{self, ImageRef, ListedImage, PullProgress, PullTracker};
 use tokio::sync::watch;
 
 use super::docker::DockerRuntime;
@@ -21,6 +22,27 @@ impl DockerRuntime {
             }) => Ok(false),
             Err(e) => Err(self.classify(name, e)),
         }
+    }
+
+    /// The host's tagged and untagged top-level images (not the
+    /// intermediate layers of builds).
+    pub(super) async fn images_held(&self) -> Result<Vec<ListedImage>, RuntimeError> {
+        let docker = self.client().await?;
+        let listed = docker
+            .list_images(Some(ListImagesOptions {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.classify("images", e))?;
+        Ok(listed
+            .into_iter()
+            .map(|i| ListedImage {
+                id: i.id,
+                repo_tags: i.repo_tags,
+                repo_digests: i.repo_digests,
+            })
+            .collect())
     }
 
     pub(super) async fn pull_image(

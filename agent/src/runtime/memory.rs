@@ -10,13 +10,14 @@
 //! `hold_starts(true)` keeps every `run` waiting (a start in flight) until
 //! `hold_starts(false)`.
 //! Images named `registry.test/...` are in a registry, not on the host,
-//! until pulled (`registry.test/nosuch...` is not in it either); every
-//! other image is on the host. The image list (`image_usage`) shows the
-//! pulled ones (each [`DEFAULT_IMAGE_BYTES`] unless `set_image_size`) and
-//! those added with `add_image`; removing one a container was created
-//! from is refused, as Docker does.
-//! other image is on the host. An image's id is a hash of its name; its
-//! tarball (`save`) is `MEMIMAGE <id>`, which `load` accepts alone.
+//! until pulled or `load_image`d (`registry.test/nosuch...` is not in it
+//! either); every other image is on the host. `list_images` lists the
+//! `registry.test` images on the host (the others are too many to list).
+//! The image list for GC (`image_usage`) shows the pulled ones (each
+//! [`DEFAULT_IMAGE_BYTES`] unless `set_image_size`) and those added with
+//! `add_image`; removing one a container was created from is refused, as
+//! Docker does. An image's id is a hash of its name; its tarball (`save`)
+//! is `MEMIMAGE <id>`, which `load` accepts alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,8 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use mesh_protocol::image::{HostImage, ImageRef, PullFailure, PullProgress, canonical};
-
+use mesh_protocol::image::{
+    HostImage, ImageRef, ListedImage, PullFailure, PullProgress, canonical,
+};
 use mesh_protocol::rpc::HeldImage;
 
 use super::{
@@ -177,6 +179,13 @@ impl MemoryRuntime {
             .unwrap_or_else(|poison| poison.into_inner()) = None;
     }
 
+    /// Puts `image` on the host without a pull, as `docker load` would.
+    pub fn load_image(&self, image: &str) {
+        if let Ok(name) = ImageRef::parse(image) {
+            self.pulled().insert(name.to_string());
+        }
+    }
+
     /// How many pulls were made.
     pub fn pulls(&self) -> u64 {
         self.pulls.load(Ordering::SeqCst)
@@ -271,6 +280,23 @@ impl ContainerRuntime for MemoryRuntime {
         };
         let in_registry = name.registry == TEST_REGISTRY;
         Ok(image != "missing" && (!in_registry || self.pulled().contains(&name.to_string())))
+    }
+
+    async fn list_images(&self) -> Result<Vec<ListedImage>, RuntimeError> {
+        self.check()?;
+        Ok(self
+            .pulled()
+            .iter()
+            .map(|name| ListedImage {
+                // A stable id per name, as Docker's is per content.
+                id: format!(
+                    "sha256:{:064x}",
+                    mesh_protocol::load::fnv1a(&[name.as_bytes()])
+                ),
+                repo_tags: vec![name.clone()],
+                repo_digests: Vec::new(),
+            })
+            .collect())
     }
 
     async fn pull(

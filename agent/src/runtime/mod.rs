@@ -19,7 +19,7 @@ use std::future::Future;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use mesh_protocol::CpuSet;
-use mesh_protocol::image::{HostImage, ImageRef, PullProgress};
+use mesh_protocol::image::{HostImage, ImageRef, ListedImage, PullProgress};
 use mesh_protocol::rpc::HeldImage;
 use tokio::sync::watch;
 
@@ -120,6 +120,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Whether the host has `image`, by the name given.
     fn has_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+
+    /// The images on the host, each with its id, repo tags and repo digests
+    /// (what the mesh's image filter is built from).
+    fn list_images(&self) -> impl Future<Output = Result<Vec<ListedImage>, RuntimeError>> + Send;
 
     /// Pulls `image` from its registry with `auth`, sending the progress to
     /// `progress` as it goes; done when the image is on the host.

@@ -60,7 +60,7 @@ pub(super) struct Owner<M> {
     /// Pulls the live services' images here.
     pub prepull: PrePull,
     pub images: ImagesView,
-    /// The `img` value last seen changing.
+    /// The `simg` value last seen changing.
     pub gossiped_images: BTreeMap<String, NodeImage>,
     /// Whether the containers of earlier runs are gone (tried at start,
     /// and every round until Docker answers).

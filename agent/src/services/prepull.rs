@@ -5,7 +5,7 @@
 //! start, stop and retry, which failures to log), pulls through the shared
 //! `Pulls` (a container start that needs the image joins the same pull),
 //! and publishes each service's `ImageStatus` on a `watch`: the owner
-//! gossips it (`img`), the front routes by it, reports show it.
+//! gossips it (`simg`), the front routes by it, reports show it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use crate::runtime::ContainerRuntime;
 #[derive(Debug, Default)]
 pub struct Images {
     pub statuses: BTreeMap<ServiceName, ImageStatus>,
-    /// What this node gossips under `img`.
+    /// What this node gossips under `simg`.
     pub gossip: BTreeMap<String, NodeImage>,
 }
 

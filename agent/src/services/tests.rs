@@ -315,6 +315,7 @@ fn roomy_peer(service: &str) -> PeerView {
             draining: false,
             services: BTreeMap::from([(service.to_owned(), ServiceLoad::default())]),
             service_images: Default::default(),
+            images: Default::default(),
         }),
         error: None,
         last_heard_ms: Some(0),

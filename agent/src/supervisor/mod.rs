@@ -100,7 +100,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), SupervisorError>>,
     ),
     /// The first queued task ready to start, and what it asks.
-    QueueHead(oneshot::Sender<Option<(TaskId, mesh_protocol::CoreCount)>>),
+    QueueHead(oneshot::Sender<Option<QueueHead>>),
     /// Takes a queued task out of the queue to offer it to a node.
     BeginMove(TaskId, NodeId, oneshot::Sender<Option<TaskRecord>>),
     /// The outcome of a move: `true` it runs there now (forget it here),
@@ -192,6 +192,15 @@ pub(crate) enum Command {
     ),
     /// Frees what `Reserve` held.
     Release(TaskId),
+}
+
+/// The first task of the queue that may start now, for the mover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueHead {
+    pub id: TaskId,
+    pub cores: mesh_protocol::CoreCount,
+    /// Its image, which placement prefers a node to hold.
+    pub image: String,
 }
 
 /// Cores held for a service container: the model's and the host's.
@@ -476,9 +485,7 @@ impl SupervisorHandle {
         self.tell(Command::Unhold(id)).await
     }
 
-    pub async fn queue_head(
-        &self,
-    ) -> Result<Option<(TaskId, mesh_protocol::CoreCount)>, SupervisorError> {
+    pub async fn queue_head(&self) -> Result<Option<QueueHead>, SupervisorError> {
         self.ask(Command::QueueHead).await
     }
 

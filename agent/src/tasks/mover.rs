@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use mesh_protocol::image::Wanted;
 use mesh_protocol::placement;
 use mesh_protocol::rpc::ErrorKind;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::place::{live_ids, name_keeper};
 use super::{TaskError, Tasks};
+use crate::supervisor::QueueHead;
 
 /// Runs until `shutdown`, one round per gossip interval.
 pub async fn run(tasks: Tasks, every: Duration, shutdown: CancellationToken) {
@@ -75,7 +77,7 @@ async fn settle_doubts(tasks: &Tasks) {
 /// true if it moved.
 async fn move_head(tasks: &Tasks) -> bool {
     let supervisor = tasks.supervisor();
-    let Ok(Some((id, cores))) = supervisor.queue_head().await else {
+    let Ok(Some(QueueHead { id, cores, image })) = supervisor.queue_head().await else {
         return false;
     };
     let me = tasks.me();
@@ -86,7 +88,8 @@ async fn move_head(tasks: &Tasks) -> bool {
         .into_iter()
         .filter(|c| c.node != me)
         .collect();
-    let Ok(order) = placement::rank(&id, cores, &view) else {
+    let wanted = Wanted::of(&image);
+    let Ok(order) = placement::rank(&id, cores, wanted.as_ref(), &view) else {
         return false;
     };
     let Some(target) = order.first() else {

@@ -1,11 +1,13 @@
 //! Accepting a task anywhere in the mesh: rank the nodes from this node's
-//! gossip view (`mesh_protocol::placement`), offer the task to each in turn
+//! gossip view (`mesh_protocol::placement`; among equal nodes, one that
+//! holds the task's image first), offer the task to each in turn
 //! (the chosen node allocates on receipt and refuses if its real state no
 //! longer fits), and queue it here when nobody can take it now.
 
 use mesh_protocol::api::{CopyStatus, SubmitResponse};
 use mesh_protocol::auth::Caller;
 use mesh_protocol::failover;
+use mesh_protocol::image::Wanted;
 use mesh_protocol::placement::{self, OfferOutcome, PlacementError, Reply, offer_outcome};
 use mesh_protocol::rpc::ErrorKind;
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
@@ -102,7 +104,8 @@ impl Tasks {
         let id = record.id.clone();
         let me = self.me();
         let view = self.mesh.candidates().await;
-        let order = match placement::rank(&id, record.spec.cores, &view) {
+        let wanted = Wanted::of(&record.spec.image);
+        let order = match placement::rank(&id, record.spec.cores, wanted.as_ref(), &view) {
             // A task waiting for others waits here; it moves once free.
             Ok(_) if !record.spec.after.is_empty() => Vec::new(),
             Ok(order) => order,

@@ -92,6 +92,7 @@ mod tests {
             draining: false,
             services: Default::default(),
             service_images: Default::default(),
+            images: Default::default(),
         };
         let p = |name: &str, state, info: Option<NodeInfo>, is_self| PeerView {
             node: NodeId::new(name).unwrap(),

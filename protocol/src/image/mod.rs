@@ -1,13 +1,16 @@
 //! Images on real hosts: which registry an image name points at
 //! ([`ImageRef`]), when to pull ([`PullPolicy`]), how far a pull has got
 //! ([`progress`]), what a failed pull means for retries ([`failure`]),
-//! how peers share images ([`share`]), and which images to remove to keep
-//! disk use under a bound ([`ledger`] of what this agent pulled and used,
-//! [`gc`] the decision). Pure: the agent's runtime does the pulling and
-//! the removing.
+//! how peers share images ([`share`]), which images a node holds as the
+//! mesh sees it ([`held`], a [`bloom`] filter gossiped for placement), and
+//! which images to remove to keep disk use under a bound ([`ledger`] of
+//! what this agent pulled and used, [`gc`] the decision). Pure: the
+//! agent's runtime does the pulling, the listing and the removing.
 
+pub mod bloom;
 pub mod failure;
 pub mod gc;
+pub mod held;
 pub mod ledger;
 pub mod progress;
 mod reference;
@@ -15,6 +18,7 @@ pub mod share;
 
 pub use failure::{PullFailure, classify};
 pub use gc::{Candidate, GcPolicy, Plan, Removal};
+pub use held::{ImageSummary, ListedImage, Wanted};
 pub use ledger::{HostImage, Ledger, canonical};
 pub use progress::{PullProgress, PullTracker};
 pub use reference::{ImageRef, ImageRefError};

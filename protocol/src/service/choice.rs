@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use super::image::NodeImage;
 use super::{Instances, MAX_PER_NODE, ServiceSpec};
 use crate::ids::NodeId;
+use crate::image::Wanted;
 use crate::load::{Candidate, ServiceLoad, fnv1a};
 
 /// Whether a node may be given the service's connections or instances:
@@ -34,6 +35,7 @@ pub fn route_per_connection(
     salt: u64,
 ) -> Vec<NodeId> {
     let cores = spec.cores.get();
+    let wanted = Wanted::of(&spec.image);
     let mut warm = Vec::new();
     let mut room = Vec::new();
     for c in view
@@ -46,15 +48,21 @@ pub fn route_per_connection(
         if load.ready > 0 {
             warm.push(((c.node != *me), load.containers, tie, c.node.clone()));
         } else if load.containers < spec.max_per_node && c.fits_one_numa(cores) {
-            let rank = (c.utilisation_ppm(), load.containers, tie);
-            room.push((pulling, rank, c.node.clone()));
+            let lacks_image = wanted.is_some_and(|w| !c.images.holds(&w));
+            room.push((
+                pulling,
+                (c.utilisation_ppm(), load.containers),
+                (c.images.pulling, lacks_image),
+                tie,
+                c.node.clone(),
+            ));
         }
     }
     warm.sort();
     room.sort();
     warm.into_iter()
         .map(|w| w.3)
-        .chain(room.into_iter().map(|r| r.2))
+        .chain(room.into_iter().map(|r| r.4))
         .collect()
 }
 
@@ -173,6 +181,7 @@ mod tests {
                 free_per_numa: free,
                 ..Default::default()
             },
+            images: Default::default(),
         }
     }
 
@@ -227,6 +236,56 @@ mod tests {
         both_warm.insert(node("b"), load(1, 1, 0));
         let order = route_per_connection(&node("b"), &s, &view, &both_warm, &none(), 1);
         assert_eq!(&order[..2], &[node("b"), node("a")]);
+    }
+
+    #[test]
+    fn among_equal_nodes_with_room_the_one_holding_the_image_comes_first() {
+        let s = spec("per-connection", None, 1, 3);
+        let held = |c: Candidate, pulling| Candidate {
+            images: crate::image::ImageSummary::of(
+                &[crate::image::ListedImage {
+                    repo_tags: vec!["img:latest".into()],
+                    ..Default::default()
+                }],
+                pulling,
+            ),
+            ..c
+        };
+        let view = vec![
+            cand("a", vec![4], vec![4]),
+            held(cand("b", vec![4], vec![4]), 0),
+            cand("c", vec![4], vec![4]),
+            // More utilised: holding the image does not put it first.
+            held(cand("d", vec![4], vec![3]), 0),
+        ];
+        for salt in 0..20 {
+            let order = route_per_connection(
+                &node("a"),
+                &s,
+                &view,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                salt,
+            );
+            assert_eq!(order[0], node("b"), "salt {salt}");
+            assert_eq!(order[3], node("d"), "salt {salt}");
+        }
+        // Pulling counts as busier than lacking the image.
+        let view = vec![
+            cand("a", vec![4], vec![4]),
+            held(cand("b", vec![4], vec![4]), 1),
+        ];
+        for salt in 0..20 {
+            let order = route_per_connection(
+                &node("a"),
+                &s,
+                &view,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                salt,
+            );
+            assert_eq!(order[0], node("a"), "salt {salt}");
+        }
     }
 
     #[test]

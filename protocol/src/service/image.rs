@@ -1,6 +1,6 @@
 //! A service's image on each node: what `meshctl service show` reports
 //! (`ImageStatus`: present, pulling 43%, failed: reason), and the compact
-//! form a node gossips under `img` for the services whose image it does not
+//! form a node gossips under `simg` for the services whose image it does not
 //! have (`NodeImage`), which routing reads: a node whose pull failed is not
 //! routed to, a node still pulling comes after those that have the image.
 
@@ -13,7 +13,7 @@ use crate::gossip::PeerView;
 use crate::ids::NodeId;
 use crate::image::PullProgress;
 
-/// Most entries read from a peer's `img` value (a node serves at most this
+/// Most entries read from a peer's `simg` value (a node serves at most this
 /// many services' images; a longer value is refused as a whole).
 pub const MAX_IMAGE_ENTRIES: usize = 4_096;
 
@@ -58,7 +58,7 @@ pub enum NodeImage {
     Failed,
 }
 
-/// Encodes the `img` gossip value: `name:p` (pulling) or `name:f` (failed),
+/// Encodes the `simg` gossip value: `name:p` (pulling) or `name:f` (failed),
 /// joined by `;`; services whose image is present are left out.
 pub fn encode_images(images: &BTreeMap<String, NodeImage>) -> String {
     images
@@ -74,7 +74,7 @@ pub fn encode_images(images: &BTreeMap<String, NodeImage>) -> String {
         .join(";")
 }
 
-/// Parses the `img` gossip value; `None` if any entry is malformed.
+/// Parses the `simg` gossip value; `None` if any entry is malformed.
 pub fn decode_images(s: &str) -> Option<BTreeMap<String, NodeImage>> {
     if s.is_empty() {
         return Some(BTreeMap::new());

@@ -155,3 +155,25 @@ async fn garbage_or_a_wrong_image_from_a_peer_falls_back_to_the_registry() {
     assert!(err.to_string().contains("not found"), "{err}");
     assert!(!err.may_succeed_later(), "{err}");
 }
+
+#[tokio::test]
+async fn each_pull_is_heard_when_it_starts_and_ends() {
+    let rt = MemoryRuntime::new();
+    let p = pulls(&rt);
+    let changes = p.changes();
+    let before = *changes.borrow();
+    p.ensure(
+        &format!("{TEST_REGISTRY}/app:9"),
+        PullPolicy::Missing,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(*changes.borrow(), before + 2, "a start and an end");
+    assert_eq!(p.pulling(), 0);
+    // No pull, no change.
+    p.ensure("mesh-testsvc:latest", PullPolicy::Missing, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(*changes.borrow(), before + 2);
+}

@@ -25,7 +25,7 @@ mod writes;
 
 use super::audit::AuditLog;
 use super::jobs::{self};
-use super::{Command, SupervisorConfig, SupervisorError, container};
+use super::{Command, QueueHead, SupervisorConfig, SupervisorError, container};
 use crate::images::Pulls;
 use crate::logs::LogDir;
 use crate::runtime::ContainerRuntime;
@@ -348,7 +348,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     .queue
                     .iter()
                     .find(|t| t.not_before_ms <= now && !t.blocked)
-                    .map(|t| (t.id.clone(), t.cores));
+                    .map(|t| QueueHead {
+                        id: t.id.clone(),
+                        cores: t.cores,
+                        image: self
+                            .records
+                            .get(&t.id)
+                            .map(|r| r.spec.image.clone())
+                            .unwrap_or_default(),
+                    });
                 let _ = reply.send(head);
             }
             Command::BeginMove(id, to, reply) => {
