@@ -156,9 +156,21 @@ async fn submit(
         match tasks.find(dep).await {
             Ok(_) => {}
             Err(TaskError::NotFound(_)) => {
-                return Err(ApiError::bad_request(format!(
-                    "--after {dep}: no such task in the mesh"
-                )));
+                // A node out of reach may hold it: not known not to exist.
+                let away = tasks
+                    .mesh()
+                    .peers()
+                    .await
+                    .iter()
+                    .filter(|p| !p.is_self && p.state != mesh_protocol::gossip::PeerState::Alive)
+                    .count();
+                return Err(if away > 0 {
+                    ApiError::unavailable(format!(
+                        "--after {dep}: not found on the nodes in reach; {away} node(s) out of reach may hold it; try again"
+                    ))
+                } else {
+                    ApiError::bad_request(format!("--after {dep}: no such task in the mesh"))
+                });
             }
             Err(e) => return Err(e.into()),
         }

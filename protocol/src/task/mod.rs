@@ -360,7 +360,10 @@ impl TaskRecord {
             self.exit_code = Some(code);
             self.message = Some("killed on request".into());
             self.finish(TaskState::Killed, now);
-        } else if self.migrating {
+        } else if self.migrating && code != 0 {
+            // Stopped to move: it runs again elsewhere. (Exit 0 means it
+            // finished its work on its own, in the moment it was stopped, or
+            // ended cleanly on SIGTERM: it succeeded, and runs no more.)
             self.migrating = false;
             self.state = TaskState::Queued;
             self.container = None;
@@ -373,6 +376,7 @@ impl TaskRecord {
             }
             self.updated_ms = now;
         } else if code == 0 {
+            self.migrating = false;
             self.exit_code = Some(0);
             self.message = None;
             self.finish(TaskState::Succeeded, now);

@@ -44,6 +44,19 @@ fn a_migrating_task_goes_back_to_the_queue() {
 }
 
 #[test]
+fn a_task_that_finished_as_it_was_stopped_to_migrate_succeeded() {
+    // Chaos seed 7: the work ended, and the migration's stop came before
+    // the exit was seen; it used to run again elsewhere.
+    let mut r = rec(0);
+    r.start(alloc(), 1).unwrap();
+    r.started("c".into(), 2).unwrap();
+    r.stop_to_migrate().unwrap();
+    r.exited(0, 3).unwrap();
+    assert_eq!(r.state, TaskState::Succeeded);
+    assert!(!r.migrating);
+}
+
+#[test]
 fn a_fenced_attempt_stops_and_waits_held_until_released() {
     let mut r = rec(0);
     r.start(alloc(), 1).unwrap();
