@@ -19,20 +19,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         mut record: TaskRecord,
         fresh: bool,
     ) -> Result<(), SupervisorError> {
-        if let Some(r) = self.records.get(&record.id)
-            && (!r.state.is_terminal() || r.attempt > record.attempt)
-        {
-            return Err(SupervisorError::Conflict(format!(
-                "task {} is here already ({}, attempt {})",
-                record.id, r.state, r.attempt
-            )));
-        }
-        if self.alloc.allocation(&record.id).is_some() {
-            return Err(SupervisorError::Busy(format!(
-                "task {}'s earlier attempt here still holds its cores until its container is gone",
-                record.id
-            )));
-        }
+        self.may_take(&record)?;
         record
             .adopted(self.cfg.node.clone(), self.next_seq)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
@@ -50,6 +37,27 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.queue.put(queued(&record));
         info!(task_id = %record.id, attempt = record.attempt, keeper = ?record.keeper, "task adopted into the queue");
         self.records.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Whether this node may take `record` as a new attempt: not while it
+    /// holds an unfinished (or later) attempt of it, nor while an earlier
+    /// attempt's container still holds its cores.
+    pub(super) fn may_take(&self, record: &TaskRecord) -> Result<(), SupervisorError> {
+        if let Some(r) = self.records.get(&record.id)
+            && (!r.state.is_terminal() || r.attempt > record.attempt)
+        {
+            return Err(SupervisorError::Conflict(format!(
+                "task {} is here already ({}, attempt {})",
+                record.id, r.state, r.attempt
+            )));
+        }
+        if self.alloc.allocation(&record.id).is_some() {
+            return Err(SupervisorError::Busy(format!(
+                "task {}'s earlier attempt here still holds its cores until its container is gone",
+                record.id
+            )));
+        }
         Ok(())
     }
 

@@ -63,20 +63,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
         mut record: TaskRecord,
         to: NodeId,
     ) -> Result<(), SupervisorError> {
-        if let Some(r) = self.records.get(&record.id)
-            && (!r.state.is_terminal() || r.attempt > record.attempt)
-        {
-            return Err(SupervisorError::Conflict(format!(
-                "task {} is here already ({}, attempt {})",
-                record.id, r.state, r.attempt
-            )));
-        }
-        if self.alloc.allocation(&record.id).is_some() {
-            return Err(SupervisorError::Busy(format!(
-                "task {}'s earlier attempt here still holds its cores",
-                record.id
-            )));
-        }
+        self.may_take(&record)?;
         let conflict =
             |e: mesh_protocol::task::TransitionError| SupervisorError::Conflict(e.to_string());
         record
