@@ -61,10 +61,13 @@ async fn wait_image(
 #[tokio::test]
 async fn creating_a_service_pulls_its_image_everywhere_and_a_node_whose_pull_failed_is_not_routed_to()
  {
+    // From the registry only: with peers first, b would get the image from
+    // a once a has it (tests/image_share.rs), and its pull would not fail.
     let setup = Setup::memory("prepull")
         .topology("numa:1 core:4 pu:1")
         .own_loopback()
-        .ping_interval(Duration::from_millis(50));
+        .ping_interval(Duration::from_millis(50))
+        .image_source(mesh_protocol::image::ImageSource::RegistryOnly);
     let (rt_a, rt_b) = (
         Arc::new(MemoryRuntime::new()),
         Arc::new(MemoryRuntime::new()),
