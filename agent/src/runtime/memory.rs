@@ -98,11 +98,6 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// The id the in-memory runtime gives the image `name`.
-pub fn image_id(name: &str) -> String {
-    format!("sha256:mem-{}", canonical(name))
-}
-
 impl MemoryRuntime {
     pub fn new() -> Self {
         Self::default()
@@ -288,10 +283,7 @@ impl ContainerRuntime for MemoryRuntime {
             .iter()
             .map(|name| ListedImage {
                 // A stable id per name, as Docker's is per content.
-                id: format!(
-                    "sha256:{:064x}",
-                    mesh_protocol::load::fnv1a(&[name.as_bytes()])
-                ),
+                id: image_id_of(name),
                 repo_tags: vec![name.clone()],
                 repo_digests: Vec::new(),
             })
@@ -513,7 +505,7 @@ impl ContainerRuntime for MemoryRuntime {
             .images()
             .into_iter()
             .map(|name| HostImage {
-                id: image_id(&name),
+                id: image_id_of(&name),
                 digests: vec![],
                 size: local
                     .get(&name)
@@ -531,7 +523,7 @@ impl ContainerRuntime for MemoryRuntime {
         let Some(name) = self
             .images()
             .into_iter()
-            .find(|n| *n == canonical(reference) || image_id(n) == reference)
+            .find(|n| *n == canonical(reference) || image_id_of(n) == reference)
         else {
             return Ok(());
         };
