@@ -188,7 +188,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         shutdown.clone(),
     )
     .await?;
-    crate::images::serve::register(&mesh, runtime.clone());
+    crate::images::serve::register(&mesh, shared_pulls.clone());
     shared_pulls.share_through(Arc::new(crate::images::MeshPeers(mesh.clone())));
     let publish_loop = tokio::spawn(crate::images::publish::run(
         published_pulls,

@@ -21,7 +21,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -282,6 +282,12 @@ pub enum Response {
     Stamps(Vec<crate::confirm::Stamp>),
     /// Answer to `HasImage`: the image, if held.
     HasImage(Option<HeldImage>),
+    /// Answer to `HasImage` from a node that does not hold the image but
+    /// is getting it now: `downloading` when its bytes are coming (from a
+    /// registry or a peer), not when it waits for a peer itself.
+    ImagePulling {
+        downloading: bool,
+    },
 }
 
 /// Frames a message: length, then body.

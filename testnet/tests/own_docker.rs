@@ -5,18 +5,18 @@
 //! hold.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use mesh_protocol::api::SubmitRequest;
 use mesh_protocol::{TaskId, TaskRecord, TaskState};
-use mesh_testnet::docker::Docker;
 use mesh_testnet::engine::{self, EngineRecord};
-use mesh_testnet::{SCENARIO_LIMIT, Testnet, TestnetOptions, expect, scenario};
+use mesh_testnet::{SCENARIO_LIMIT, Testnet, TestnetOptions, scenario};
 use meshctl::client::Client;
 
 mod common;
 
+use common::engines::{has_image, image_events};
 use common::registry::TestRegistry;
 
 /// Only n2 has room for a 4-core task: both tasks run there.
@@ -33,23 +33,15 @@ async fn a_task_image_is_pulled_once_by_the_node_that_runs_it_and_down_removes_t
             let registry = TestRegistry::start().await;
             let image = registry.push_new("mesh-busybox:latest", "own-docker/pulled:1");
 
-            let net = Testnet::up(
+            let net = common::up_all_alive(
                 TestnetOptions::for_test("own-docker")
                     .nodes(3)
                     .topology(SMALL)
                     .topology_of("n2", BIG)
                     .own_docker(true),
             )
-            .await
-            .context("starting a 3-agent testnet with engines of their own")?;
-            let all = net.nodes();
-            net.wait_views(
-                "all see all",
-                Duration::from_secs(30),
-                &all,
-                expect::alive_with_topology(&all),
-            )
             .await?;
+            let all = net.nodes();
             let engines: Vec<EngineRecord> = net.state().engines.values().cloned().collect();
             ensure!(engines.len() == 3, "one engine per node: {engines:?}");
             for node in &all {
@@ -75,7 +67,10 @@ async fn a_task_image_is_pulled_once_by_the_node_that_runs_it_and_down_removes_t
                 );
             }
             let n2 = net.docker_of("n2")?;
-            ensure!(pulls(&n2).await? == 1, "n2 pulled {image} once");
+            ensure!(
+                image_events(&n2, "pull").await? == 1,
+                "n2 pulled {image} once"
+            );
 
             // n1 offers it to n2 only once it has heard that n2's cores
             // are free again.
@@ -86,7 +81,7 @@ async fn a_task_image_is_pulled_once_by_the_node_that_runs_it_and_down_removes_t
                 "ran on {}, not n2",
                 second.node
             );
-            let pulled = pulls(&n2).await?;
+            let pulled = image_events(&n2, "pull").await?;
             ensure!(pulled == 1, "the second task pulled again: {pulled} pulls");
             for node in ["n1", "n3"] {
                 ensure!(
@@ -195,39 +190,6 @@ async fn run_to_end(api: &Client, image: &str) -> Result<TaskRecord> {
         task.message
     );
     Ok(task)
-}
-
-async fn has_image(docker: &Docker, image: &str) -> Result<bool> {
-    match docker
-        .run(&["image", "inspect", "--format", "{{.Id}}", image])
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// How many pulls the engine has made since it started (its `pull` events).
-async fn pulls(docker: &Docker) -> Result<usize> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
-    let events = docker
-        .run(&[
-            "events",
-            "--since",
-            "0",
-            "--until",
-            until.as_str(),
-            "--filter",
-            "type=image",
-            "--filter",
-            "event=pull",
-            "--format",
-            "{{.Actor.ID}}",
-        ])
-        .await?;
-    Ok(events.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
 /// Nothing of `e` is left: its dockerd, bridge, socket, run directory and

@@ -2,9 +2,16 @@
 //! the peer into `docker load` (never held whole in memory), the bytes
 //! received shown as the pull's progress, the loaded image's id checked
 //! against the one the peer announced, then tagged with the name asked.
+//! Peers asked first may be waited for while one of them gets the image
+//! (`first::next_step`), so that many nodes needing one new image make
+//! one registry download between them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use mesh_protocol::NodeId;
+use mesh_protocol::image::first::{self, Next};
 use mesh_protocol::image::share::verify_loaded;
 use mesh_protocol::image::{ImageRef, PullProgress};
 use tokio::sync::watch;
@@ -17,16 +24,49 @@ use crate::runtime::ContainerRuntime;
 pub const MAX_TRIES: usize = 3;
 
 /// Brings `name` from the first holder that sends it whole and right;
-/// returns that node, or why none did.
+/// returns that node, or why none did. With `wait`, a peer that is getting
+/// the image may be waited for (`wait` is set once bytes come); without,
+/// only peers that hold it now are tried.
 pub async fn from_peers<R: ContainerRuntime>(
     runtime: &R,
     peers: &dyn ImagePeers,
     name: &ImageRef,
     progress: &watch::Sender<PullProgress>,
+    wait: Option<&AtomicBool>,
 ) -> Result<NodeId, String> {
-    let holders = peers.holders(&name.to_string()).await;
-    if holders.is_empty() {
-        return Err("no live peer holds it".into());
+    let image = name.to_string();
+    let me = peers.me();
+    let started = tokio::time::Instant::now();
+    let holders = loop {
+        let asked = peers.ask(&image).await;
+        let waited = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let held = !asked.holders.is_empty();
+        let next = match wait {
+            Some(_) => first::next_step(&me, &image, held, &asked.getting, waited),
+            None if held => Next::Fetch,
+            None => Next::Registry,
+        };
+        match next {
+            Next::Fetch => break asked.holders,
+            Next::Registry if waited == 0 => return Err("no live peer holds it".into()),
+            Next::Registry => {
+                return Err(format!(
+                    "no peer had it after waiting {} s for one getting it",
+                    waited / 1000
+                ));
+            }
+            Next::Wait => {
+                if waited == 0 {
+                    let getting: Vec<&str> =
+                        asked.getting.iter().map(|g| g.node.as_str()).collect();
+                    info!(%image, ?getting, "waiting for a peer that is getting the image");
+                }
+                tokio::time::sleep(Duration::from_millis(first::POLL_MS)).await;
+            }
+        }
+    };
+    if let Some(downloading) = wait {
+        downloading.store(true, Ordering::Relaxed);
     }
     let mut why = Vec::new();
     for holder in holders.iter().take(MAX_TRIES) {

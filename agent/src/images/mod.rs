@@ -17,5 +17,5 @@ pub use auth::{AuthError, RegistryAuth};
 pub use gc::{GcSettings, ImageGc, NamedImages};
 pub use ledger_file::LedgerFile;
 pub use notes::{ImageNotes, Note, NoteInbox};
-pub use peers::{FetchError, Holder, ImagePeers, MeshPeers};
+pub use peers::{Asked, FetchError, Holder, ImagePeers, MeshPeers};
 pub use pulls::{EnsureError, Pulls};

@@ -1,6 +1,7 @@
 //! The asking side of images shared between peers, behind a narrow trait
-//! ([`ImagePeers`]): which live peers hold an image (a `HasImage` call to
-//! each of a few), and the stream of its tarball from one of them. The
+//! ([`ImagePeers`]): which live peers hold an image, or are getting it (a
+//! `HasImage` call to each of a few), and the stream of its tarball from
+//! one of them. The
 //! mesh implements it ([`MeshPeers`]); tests give fakes.
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use mesh_protocol::NodeId;
+use mesh_protocol::image::first::Getting;
 use mesh_protocol::image::share::peers_to_ask;
 use mesh_protocol::rpc::{HeldImage, ImageAsk, ImageReply, Request, Response};
 use tracing::debug;
@@ -34,6 +36,15 @@ pub struct Holder {
     pub image: HeldImage,
 }
 
+/// What the peers asked said of an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// Those that hold it, in the order to try.
+    pub holders: Vec<Holder>,
+    /// Those that are getting it now.
+    pub getting: Vec<Getting>,
+}
+
 /// Why a peer did not send an image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -41,8 +52,12 @@ pub struct FetchError(pub String);
 
 /// Peers as the fetch of an image sees them.
 pub trait ImagePeers: Send + Sync + 'static {
-    /// The live peers that hold `image` (a name), in the order to try.
-    fn holders<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Vec<Holder>>;
+    /// This node.
+    fn me(&self) -> NodeId;
+
+    /// What a few live peers say of `image` (a name): which hold it, which
+    /// are getting it.
+    fn ask<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Asked>;
 
     /// The tarball of `holder`'s image (by its id): its announced size and
     /// its bytes as they come.
@@ -57,7 +72,11 @@ pub trait ImagePeers: Send + Sync + 'static {
 pub struct MeshPeers(pub Mesh);
 
 impl ImagePeers for MeshPeers {
-    fn holders<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Vec<Holder>> {
+    fn me(&self) -> NodeId {
+        self.0.node()
+    }
+
+    fn ask<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Asked> {
         Box::pin(async move {
             let live = self.0.live_peers().await;
             let nodes: Vec<NodeId> = live.iter().map(|(n, _)| n.clone()).collect();
@@ -66,7 +85,12 @@ impl ImagePeers for MeshPeers {
                 Some(async move {
                     let request = Request::HasImage(image.to_owned());
                     match self.0.call(&node, addr, &request, ASK_TIMEOUT).await {
-                        Ok(Response::HasImage(Some(image))) => Some(Holder { node, addr, image }),
+                        Ok(Response::HasImage(Some(image))) => {
+                            Some(Answer::Holds(Holder { node, addr, image }))
+                        }
+                        Ok(Response::ImagePulling { downloading }) => {
+                            Some(Answer::Getting(Getting { node, downloading }))
+                        }
                         other => {
                             debug!(peer = %node, answer = ?other.map(|_| ()), "peer does not offer the image");
                             None
@@ -74,11 +98,18 @@ impl ImagePeers for MeshPeers {
                     }
                 })
             });
-            futures_util::future::join_all(asks)
+            let mut asked = Asked::default();
+            for answer in futures_util::future::join_all(asks)
                 .await
                 .into_iter()
                 .flatten()
-                .collect()
+            {
+                match answer {
+                    Answer::Holds(h) => asked.holders.push(h),
+                    Answer::Getting(g) => asked.getting.push(g),
+                }
+            }
+            asked
         })
     }
 
@@ -110,6 +141,11 @@ impl ImagePeers for MeshPeers {
             }
         })
     }
+}
+
+enum Answer {
+    Holds(Holder),
+    Getting(Getting),
 }
 
 /// The stream's bytes until the peer finishes it; a reset or a stall is an

@@ -6,6 +6,7 @@
 //! noted for image GC (`notes`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use mesh_protocol::image::share::sources;
@@ -54,11 +55,20 @@ enum Pull {
     Failed(PullError),
 }
 
+/// A pull under way: where it stands, and whether its bytes are coming
+/// (from the registry or a peer) or it waits for a peer that is getting
+/// the image (what `HasImage` tells peers).
+#[derive(Debug, Clone)]
+struct Going {
+    pull: watch::Receiver<Pull>,
+    downloading: Arc<AtomicBool>,
+}
+
 /// The pulls of this host, shared by every task and service instance.
 pub struct Pulls<R> {
     runtime: Arc<R>,
     auth: Arc<RegistryAuth>,
-    going: Arc<Mutex<HashMap<String, watch::Receiver<Pull>>>>,
+    going: Arc<Mutex<HashMap<String, Going>>>,
     /// Where pulls and starts are noted (image GC's ledger).
     notes: ImageNotes,
     source: ImageSource,
@@ -77,7 +87,7 @@ impl<R> std::fmt::Debug for Pulls<R> {
 }
 
 impl<R> Pulls<R> {
-    fn going(&self) -> MutexGuard<'_, HashMap<String, watch::Receiver<Pull>>> {
+    fn going(&self) -> MutexGuard<'_, HashMap<String, Going>> {
         // A poisoned lock only means a thread panicked; the map is intact.
         self.going.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -137,6 +147,15 @@ impl<R: ContainerRuntime> Pulls<R> {
     /// Pulls under way now.
     pub fn pulling(&self) -> u32 {
         self.going().len() as u32
+    }
+
+    /// Whether this host is getting `image` (a name as [`ImageRef`]
+    /// prints it) now: `Some(true)` while its bytes are coming, `Some(false)`
+    /// while it waits for a peer that is getting it.
+    pub fn getting(&self, image: &str) -> Option<bool> {
+        let going = self.going();
+        let g = going.get(image)?;
+        Some(g.downloading.load(Ordering::Relaxed))
     }
 
     /// Changes each time a pull starts or ends.
@@ -200,17 +219,22 @@ impl<R: ContainerRuntime> Pulls<R> {
     fn join(&self, name: ImageRef, policy: PullPolicy, present: bool) -> watch::Receiver<Pull> {
         let key = name.to_string();
         let mut going = self.going();
-        if let Some(pull) = going.get(&key) {
-            return pull.clone();
+        if let Some(g) = going.get(&key) {
+            return g.pull.clone();
         }
         let (tx, rx) = watch::channel(Pull::Going(PullProgress::default()));
-        going.insert(key.clone(), rx.clone());
+        let downloading = Arc::new(AtomicBool::new(false));
+        let g = Going {
+            pull: rx.clone(),
+            downloading: downloading.clone(),
+        };
+        going.insert(key.clone(), g);
         drop(going);
         self.changed();
         let this = self.clone();
         tokio::spawn(async move {
             let (moved, mut moves) = watch::channel(PullProgress::default());
-            let pull = this.get(&name, policy, &moved);
+            let pull = this.get(&name, policy, &moved, &downloading);
             tokio::pin!(pull);
             let result = loop {
                 tokio::select! {
@@ -240,19 +264,23 @@ impl<R: ContainerRuntime> Pulls<R> {
 
     /// Brings `name` from each source in turn until one gives it; the
     /// registry's failure if none does (or the peers', with no registry
-    /// tried, which `sources` never decides).
+    /// tried, which `sources` never decides). Peers asked first may be
+    /// waited for while one of them gets the image (`first::next_step`);
+    /// `downloading` says when the bytes are coming.
     async fn get(
         &self,
         name: &ImageRef,
         policy: PullPolicy,
         progress: &watch::Sender<PullProgress>,
+        downloading: &AtomicBool,
     ) -> Result<(), PullError> {
         let mut failed = None;
-        for source in sources(self.source, policy, name) {
+        for (i, source) in sources(self.source, policy, name).into_iter().enumerate() {
             match source {
                 Source::Registry => {
                     let auth = self.auth.for_registry(&name.registry);
                     info!(image = %name, with_credentials = auth.is_some(), "pulling");
+                    downloading.store(true, Ordering::Relaxed);
                     match self.runtime.pull(name, auth, progress).await {
                         Ok(()) => return Ok(()),
                         Err(e) => {
@@ -265,7 +293,10 @@ impl<R: ContainerRuntime> Pulls<R> {
                     let Some(peers) = self.peers.get() else {
                         continue;
                     };
-                    match fetch::from_peers(&*self.runtime, peers.as_ref(), name, progress).await {
+                    let wait = (i == 0).then_some(downloading);
+                    let fetched =
+                        fetch::from_peers(&*self.runtime, peers.as_ref(), name, progress, wait);
+                    match fetched.await {
                         Ok(node) => {
                             info!(image = %name, peer = %node, "fetched from a peer");
                             return Ok(());

@@ -1,5 +1,5 @@
 //! The serving side of images shared between peers: answers `HasImage`
-//! calls and streams `docker save` of an image a peer asks for by id. Only
+//! calls (held here, being got here, or neither) and streams `docker save` of an image a peer asks for by id. Only
 //! peers whose certificate names a node may ask; only an existing image,
 //! named by its full id, is ever exported; at most [`MAX_EXPORTS`] exports
 //! run at once (a peer past that is told to go elsewhere).
@@ -16,6 +16,7 @@ use mesh_protocol::rpc::{
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::Pulls;
 use crate::mesh::Mesh;
 use crate::mesh::handlers::{Caller, Reply};
 use crate::mesh::rpc::{read_frame, write_frame};
@@ -30,14 +31,18 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// reading) before it is abandoned.
 const STALL: Duration = Duration::from_secs(60);
 
-/// Registers this node's answers to `HasImage` and its image streams.
-pub fn register<R: ContainerRuntime>(mesh: &Mesh, runtime: Arc<R>) {
-    let rt = runtime.clone();
+/// Registers this node's answers to `HasImage` (from its engine and its
+/// `pulls` under way) and its image streams.
+pub fn register<R: ContainerRuntime>(mesh: &Mesh, pulls: Pulls<R>) {
+    let runtime = pulls.runtime();
     mesh.handle_calls(
         Topic::Images,
         Arc::new(move |caller, request| {
-            let rt = rt.clone();
-            Box::pin(async move { Reply::One(has_image(&*rt, caller, request).await) })
+            let pulls = pulls.clone();
+            Box::pin(async move {
+                let getting = |image: &str| pulls.getting(image);
+                Reply::One(has_image(&*pulls.runtime(), &getting, caller, request).await)
+            })
         }),
     );
     let exports = Arc::new(Semaphore::new(MAX_EXPORTS));
@@ -52,8 +57,14 @@ pub fn register<R: ContainerRuntime>(mesh: &Mesh, runtime: Arc<R>) {
     }));
 }
 
-/// Answers `HasImage`: the image's id and size if held here.
-pub async fn has_image<R: ContainerRuntime>(rt: &R, caller: Caller, request: Request) -> Response {
+/// Answers `HasImage`: the image's id and size if held here, else whether
+/// it is being got here (`getting`, by the name as [`ImageRef`] prints it).
+pub async fn has_image<R: ContainerRuntime>(
+    rt: &R,
+    getting: &(dyn Fn(&str) -> Option<bool> + Sync),
+    caller: Caller,
+    request: Request,
+) -> Response {
     let Request::HasImage(name) = request else {
         return failed(ErrorKind::Invalid, "not an image call");
     };
@@ -67,6 +78,15 @@ pub async fn has_image<R: ContainerRuntime>(rt: &R, caller: Caller, request: Req
         return failed(ErrorKind::Invalid, "not an image name or id");
     }
     match rt.image_id(&name).await {
+        Ok(None) => {
+            let pulling = ImageRef::parse(&name)
+                .ok()
+                .and_then(|r| getting(&r.to_string()));
+            match pulling {
+                Some(downloading) => Response::ImagePulling { downloading },
+                None => Response::HasImage(None),
+            }
+        }
         Ok(held) => Response::HasImage(held),
         Err(e) => failed(ErrorKind::Unavailable, e.to_string()),
     }
@@ -176,23 +196,54 @@ mod tests {
     #[tokio::test]
     async fn has_image_answers_members_only_and_only_for_image_names() {
         let rt = MemoryRuntime::new();
+        let none = |_: &str| None;
         let ask = |name: &str| Request::HasImage(name.into());
-        let held = has_image(&rt, member(), ask("mesh-testsvc:latest")).await;
+        let held = has_image(&rt, &none, member(), ask("mesh-testsvc:latest")).await;
         assert!(matches!(held, Response::HasImage(Some(_))), "{held:?}");
-        let absent = has_image(&rt, member(), ask("registry.test/app:1")).await;
+        let absent = has_image(&rt, &none, member(), ask("registry.test/app:1")).await;
         assert_eq!(absent, Response::HasImage(None));
-        let stranger = has_image(&rt, None, ask("mesh-testsvc:latest")).await;
+        let stranger = has_image(&rt, &none, None, ask("mesh-testsvc:latest")).await;
         assert!(
             matches!(&stranger, Response::Failed(e) if e.kind == ErrorKind::Unauthenticated),
             "{stranger:?}"
         );
         for bad in ["", "a b", &"x".repeat(MAX_IMAGE_NAME + 1)] {
-            let r = has_image(&rt, member(), ask(bad)).await;
+            let r = has_image(&rt, &none, member(), ask(bad)).await;
             assert!(
                 matches!(&r, Response::Failed(e) if e.kind == ErrorKind::Invalid),
                 "{bad:?}: {r:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_image_being_got_here_is_said_to_be_and_how() {
+        let rt = MemoryRuntime::new();
+        let ask = |name: &str| Request::HasImage(name.into());
+        // Asked by a name that prints otherwise: the pulls' key is the
+        // printed one.
+        let getting = |image: &str| match image {
+            "registry.test/app:1" => Some(true),
+            "registry.test/app:2" => Some(false),
+            _ => None,
+        };
+        for (name, want) in [
+            (
+                "registry.test/app:1",
+                Response::ImagePulling { downloading: true },
+            ),
+            (
+                "registry.test/app:2",
+                Response::ImagePulling { downloading: false },
+            ),
+            ("registry.test/app:3", Response::HasImage(None)),
+        ] {
+            assert_eq!(has_image(&rt, &getting, member(), ask(name)).await, want);
+        }
+        // Held wins over being got (a pull with policy always).
+        let never = |_: &str| Some(true);
+        let held = has_image(&rt, &never, member(), ask("mesh-testsvc:latest")).await;
+        assert!(matches!(held, Response::HasImage(Some(_))), "{held:?}");
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Images on real hosts: which registry an image name points at
 //! ([`ImageRef`]), when to pull ([`PullPolicy`]), how far a pull has got
 //! ([`progress`]), what a failed pull means for retries ([`failure`]),
-//! how peers share images ([`share`]), which images a node holds as the
+//! how peers share images ([`share`]; [`first`]: who goes to the registry
+//! when many need one new image), which images a node holds as the
 //! mesh sees it ([`held`], a [`bloom`] filter gossiped for placement), and
 //! which images to remove to keep disk use under a bound ([`ledger`] of
 //! what this agent pulled and used, [`gc`] the decision). Pure: the
@@ -9,6 +10,7 @@
 
 pub mod bloom;
 pub mod failure;
+pub mod first;
 pub mod gc;
 pub mod held;
 pub mod ledger;

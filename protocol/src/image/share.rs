@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::first::rank;
 use super::{ImageRef, PullPolicy};
 use crate::ids::NodeId;
-use crate::load::fnv1a;
 
 /// Most peers asked whether they hold an image, per fetch.
 pub const MAX_ASKED: usize = 8;
@@ -78,20 +78,13 @@ pub fn sources(source: ImageSource, policy: PullPolicy, image: &ImageRef) -> Vec
 }
 
 /// Which of the live peers to ask whether they hold `image`: at most
-/// [`MAX_ASKED`], ranked by a hash of image and node, so that the nodes
+/// [`MAX_ASKED`], ranked by a hash of image and node ([`rank`]), so that the nodes
 /// asking for one image ask (and fetch from) the same few first, and
 /// different images spread over different peers.
 pub fn peers_to_ask(live: &[NodeId], image: &str) -> Vec<NodeId> {
-    let mut ranked: Vec<(u64, &NodeId)> = live
-        .iter()
-        .map(|n| (fnv1a(&[image.as_bytes(), n.as_str().as_bytes()]), n))
-        .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    ranked
-        .into_iter()
-        .take(MAX_ASKED)
-        .map(|(_, n)| n.clone())
-        .collect()
+    let mut ranked: Vec<&NodeId> = live.iter().collect();
+    ranked.sort_by_cached_key(|n| std::cmp::Reverse(rank(image, n)));
+    ranked.into_iter().take(MAX_ASKED).cloned().collect()
 }
 
 /// What a load brought that makes it unusable.

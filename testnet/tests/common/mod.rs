@@ -10,19 +10,25 @@ use mesh_testnet::{Testnet, TestnetOptions, expect};
 /// Three agents of `topology` that all see each other alive, with their
 /// topologies published.
 pub async fn three_agents(label: &str, topology: &str) -> Result<Testnet> {
-    let net = Testnet::up(TestnetOptions::for_test(label).nodes(3).topology(topology))
-        .await
-        .context("starting a 3-agent testnet")?;
+    up_all_alive(TestnetOptions::for_test(label).nodes(3).topology(topology)).await
+}
+
+/// The testnet `options` describe, once all its agents see each other
+/// alive with their topologies published.
+pub async fn up_all_alive(options: TestnetOptions) -> Result<Testnet> {
+    let net = Testnet::up(options).await.context("starting a testnet")?;
     let all = net.nodes();
     net.wait_views(
         "all see all",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         &all,
         expect::alive_with_topology(&all),
     )
     .await?;
     Ok(net)
 }
+
+pub mod engines;
 
 /// Debian's `docker-registry` on a loopback port, shared with the agent's
 /// tests (it pushes through the host's engine).

@@ -1,0 +1,116 @@
+//! Images shared between peers on a testnet whose agents each drive a
+//! Docker engine of their own, as on real hosts: a new service's image,
+//! which only a loopback registry holds, is pre-pulled by every node, and
+//! the registry sends it once. One node pulls it; the others wait for that
+//! node (`image::first`) and load it from it over the mesh.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use mesh_protocol::api::ServiceView;
+use mesh_protocol::service::ServiceRequest;
+use mesh_protocol::service::image::ImageStatus;
+use mesh_testnet::{SCENARIO_LIMIT, Testnet, TestnetOptions, scenario};
+use serde_json::json;
+
+mod common;
+
+use common::engines::{has_image, image_events};
+use common::registry::TestRegistry;
+
+/// A layer big enough that a registry download is worth sparing.
+const LAYER: usize = 8 * 1024 * 1024;
+
+#[tokio::test]
+async fn three_nodes_pre_pulling_a_new_image_make_one_registry_download() -> Result<()> {
+    scenario(
+        "three_nodes_pre_pulling_a_new_image_make_one_registry_download",
+        SCENARIO_LIMIT,
+        async {
+            let registry = TestRegistry::start().await;
+            let image =
+                registry.push_new_sized("mesh-busybox:latest", "own-docker/shared:1", LAYER);
+
+            let net = common::up_all_alive(
+                TestnetOptions::for_test("own-share")
+                    .nodes(3)
+                    .topology("numa:1 core:1 pu:1")
+                    .own_docker(true),
+            )
+            .await?;
+            let all = net.nodes();
+
+            // No warm containers: only the pre-pull brings the image.
+            let request: ServiceRequest = serde_json::from_value(json!({
+                "name": "shared", "image": image, "port": 7000, "listen": 9400,
+                "command": ["sleep", "600"],
+            }))?;
+            let n1 = net.client("n1")?;
+            n1.create_service(&request).await.context("creating the service")?;
+            mesh_testnet::wait_until(
+                "every node reports the image present",
+                Duration::from_secs(120),
+                async || {
+                    let view: ServiceView = n1.service("shared").await.map_err(|e| e.to_string())?;
+                    let present = view
+                        .nodes
+                        .iter()
+                        .filter(|n| n.image == Some(ImageStatus::Present))
+                        .count();
+                    if present == 3 {
+                        Ok(())
+                    } else {
+                        Err(format!("{:?}", view.nodes.iter().map(|n| (&n.node, &n.image)).collect::<Vec<_>>()))
+                    }
+                },
+            )
+            .await?;
+
+            let mut pulled = Vec::new();
+            let mut loaded = Vec::new();
+            for node in &all {
+                let docker = net.docker_of(node.as_str())?;
+                ensure!(has_image(&docker, &image).await?, "{node} lacks {image}");
+                if image_events(&docker, "pull").await? > 0 {
+                    pulled.push(node.clone());
+                }
+                if image_events(&docker, "load").await? > 0 {
+                    loaded.push(node.clone());
+                }
+            }
+            ensure!(
+                pulled.len() == 1,
+                "the registry sent the image to {pulled:?}; one node only should pull it; the agents said:\n{}",
+                image_log(&net)
+            );
+            ensure!(
+                loaded.len() == 2 && !loaded.contains(&pulled[0]),
+                "loaded from a peer: {loaded:?} (pulled: {pulled:?}); the agents said:\n{}",
+                image_log(&net)
+            );
+
+            n1.remove_service("shared").await.context("removing the service")?;
+            let removed = net.down().await?;
+            ensure!(removed.engines == 3, "{removed:?}");
+            drop(registry);
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// What each agent logged about images, for a failure's message.
+fn image_log(net: &Testnet) -> String {
+    let mut out = String::new();
+    for node in &net.state().nodes {
+        let logs = std::process::Command::new("docker")
+            .args(["logs", &node.container])
+            .output()
+            .map(|o| String::from_utf8_lossy(&[o.stdout, o.stderr].concat()).into_owned())
+            .unwrap_or_else(|e| format!("docker logs: {e}"));
+        for line in logs.lines().filter(|l| l.contains("image")) {
+            out.push_str(&format!("{}: {line}\n", node.node));
+        }
+    }
+    out
+}
