@@ -193,7 +193,6 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     let publish_loop = tokio::spawn(crate::images::publish::run(
         published_pulls,
         mesh.clone(),
-        config.mesh.gossip_interval,
         shutdown.clone(),
     ));
     let (tasks, tasks_loop) = crate::tasks::start(

@@ -63,7 +63,7 @@ async fn a_task_goes_to_the_node_holding_its_image_among_equal_nodes() {
     let agents = Setup::memory("imgplace").cluster(3).await;
     let (a, b) = (&agents[0], &agents[1]);
     let image = format!("{TEST_REGISTRY}/team/app:1");
-    // Only b has it, loaded by hand: seen at its next listing.
+    // Only b has it, loaded by hand: seen through its image events.
     b.memory().load_image(&image);
     wait_until(
         "a sees b holding the image",
@@ -99,7 +99,7 @@ async fn a_pulled_image_is_published_at_once() {
     a.api.wait_state(&id, TaskState::Succeeded, 10).await;
     let listed = rt.list_images().await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
-    // Well before the next timed listing (10 gossip rounds): the pull's
+    // Well before the next timed listing (`RELIST_EVERY`): the pull's
     // end triggers one.
     wait_until("the pulled image published", Duration::from_secs(1), || {
         seen_holding(&a, &a, &image)

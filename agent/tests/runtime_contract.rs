@@ -274,3 +274,41 @@ async fn docker_engines_share_images() {
     let name = format!("ganger-test/{}:1", unique("shared"));
     share_contract(&docker(), &asker, "mesh-busybox:latest", &name).await;
 }
+
+/// The host's image events: a stream opened once the runtime answers
+/// tells of a new name for an image and of its removal.
+async fn events_contract<R: ContainerRuntime>(rt: &R, held: &str, name: &str) {
+    use futures_util::StreamExt;
+    let id = rt.image_id(held).await.unwrap().expect("held").id;
+    let mut events = rt.image_events().await.unwrap();
+    let name = ImageRef::parse(name).unwrap();
+    // The bound only keeps a broken runtime from hanging the test.
+    let bound = Duration::from_secs(30);
+    rt.tag(&id, &name).await.unwrap();
+    let tagged = tokio::time::timeout(bound, events.next()).await;
+    assert!(matches!(tagged, Ok(Some(Ok(())))), "{tagged:?}");
+    rt.remove_image(&name.to_string()).await.unwrap();
+    let removed = tokio::time::timeout(bound, events.next()).await;
+    assert!(matches!(removed, Ok(Some(Ok(())))), "{removed:?}");
+}
+
+#[tokio::test]
+async fn memory_runtime_tells_of_image_changes() {
+    let rt = MemoryRuntime::new();
+    events_contract(&rt, IMAGE, &format!("{TEST_REGISTRY}/named:1")).await;
+    // Going away ends the stream, as Docker's does when the daemon stops.
+    let mut events = rt.image_events().await.unwrap();
+    rt.set_available(false);
+    assert!(futures_util::StreamExt::next(&mut events).await.is_none());
+    assert!(matches!(
+        rt.image_events().await,
+        Err(RuntimeError::Unavailable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn docker_runtime_tells_of_image_changes() {
+    require_docker().await;
+    let name = format!("ganger-test/{}:evt", unique("events"));
+    events_contract(&docker(), "mesh-busybox:latest", &name).await;
+}

@@ -4,6 +4,7 @@
 //! and the removal of idle images past `--image-gc`).
 
 mod auth;
+mod events;
 mod fetch;
 pub mod gc;
 mod ledger_file;

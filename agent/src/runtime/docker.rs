@@ -18,7 +18,7 @@ use mesh_protocol::image::{HostImage, ImageRef, ListedImage, PullProgress};
 use tokio::sync::watch;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, ImageEvents, LogStream, PullError,
     RemoveImageError, RuntimeError, TarStream,
 };
 use mesh_protocol::rpc::HeldImage;
@@ -345,6 +345,10 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn list_images(&self) -> Result<Vec<ListedImage>, RuntimeError> {
         self.images_held().await
+    }
+
+    async fn image_events(&self) -> Result<ImageEvents, RuntimeError> {
+        self.watch_images().await
     }
 
     async fn pull(

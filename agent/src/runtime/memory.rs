@@ -17,7 +17,10 @@
 //! [`DEFAULT_IMAGE_BYTES`] unless `set_image_size`) and those added with
 //! `add_image`; removing one a container was created from is refused, as
 //! Docker does. An image's id is a hash of its name; its tarball (`save`)
-//! is `MEMIMAGE <id>`, which `load` accepts alone.
+//! is `MEMIMAGE <id>`, which `load` accepts alone. Every change to the
+//! images (pull, load, tag, removal, and the test's own `load_image`,
+//! `add_image`) is a notice on each `image_events` stream, as Docker's
+//! events are; `set_available(false)` ends those streams.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,9 +36,10 @@ use mesh_protocol::image::{
 use mesh_protocol::rpc::HeldImage;
 
 mod echo;
+mod events;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, LogStream, PullError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, Credentials, ImageEvents, LogStream, PullError,
     RemoveImageError, RuntimeError, TarStream,
 };
 use echo::{echo_server, next_address};
@@ -85,6 +89,8 @@ pub struct MemoryRuntime {
     pull_fault_stays: Arc<AtomicBool>,
     /// While true, `run` waits before it creates anything.
     held: Arc<watch::Sender<bool>>,
+    /// The image event streams open.
+    notices: Arc<events::Notices>,
 }
 
 /// The in-memory registry's host part.
@@ -127,6 +133,9 @@ impl MemoryRuntime {
 
     pub fn set_available(&self, up: bool) {
         self.down.store(!up, Ordering::SeqCst);
+        if !up {
+            self.notices.cut();
+        }
     }
 
     /// Ends a running container with `code`.
@@ -177,6 +186,7 @@ impl MemoryRuntime {
     pub fn load_image(&self, image: &str) {
         if let Ok(name) = ImageRef::parse(image) {
             self.pulled().insert(name.to_string());
+            self.notices.changed();
         }
     }
 
@@ -195,6 +205,7 @@ impl MemoryRuntime {
     /// pulled by any agent), taking `size` bytes.
     pub fn add_image(&self, name: &str, size: u64) {
         locked(&self.local).insert(canonical(name), size);
+        self.notices.changed();
     }
 
     /// A pull of `name` brings `size` bytes.
@@ -223,6 +234,7 @@ impl MemoryRuntime {
     pub fn set_pulled_for_tests(&self, image: &str) {
         if let Ok(name) = ImageRef::parse(image) {
             self.pulled().insert(name.to_string());
+            self.notices.changed();
         }
     }
 
@@ -290,6 +302,11 @@ impl ContainerRuntime for MemoryRuntime {
             .collect())
     }
 
+    async fn image_events(&self) -> Result<ImageEvents, RuntimeError> {
+        self.check()?;
+        Ok(self.notices.watch())
+    }
+
     async fn pull(
         &self,
         image: &ImageRef,
@@ -322,6 +339,7 @@ impl ContainerRuntime for MemoryRuntime {
             bytes: 1,
         });
         self.pulled().insert(image.to_string());
+        self.notices.changed();
         Ok(())
     }
 
@@ -371,6 +389,7 @@ impl ContainerRuntime for MemoryRuntime {
             .to_owned();
         self.loads.fetch_add(1, Ordering::SeqCst);
         self.ids().insert(id.clone());
+        self.notices.changed();
         Ok(vec![id])
     }
 
@@ -381,6 +400,7 @@ impl ContainerRuntime for MemoryRuntime {
         }
         self.pulled().insert(name.to_string());
         self.tags().insert(name.to_string(), id.to_owned());
+        self.notices.changed();
         Ok(())
     }
 
@@ -538,6 +558,7 @@ impl ContainerRuntime for MemoryRuntime {
         }
         self.pulled().retain(|n| canonical(n) != name);
         locked(&self.local).remove(&name);
+        self.notices.changed();
         Ok(())
     }
 

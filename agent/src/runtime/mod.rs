@@ -3,6 +3,7 @@
 //! in-memory one (`memory`) for fast tests of the supervisor's logic.
 
 pub mod docker;
+mod docker_events;
 mod docker_gc;
 mod docker_pull;
 mod docker_share;
@@ -82,6 +83,11 @@ pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
 /// The bytes of an image's tarball (`docker save`), as they come.
 pub type TarStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
+/// Notices that the host's images changed (pulled, loaded, tagged,
+/// untagged, removed, by anyone), one or more per change. The stream errs or
+/// ends when the runtime goes away; a new one must be asked for then.
+pub type ImageEvents = BoxStream<'static, Result<(), RuntimeError>>;
+
 /// What the agent needs from a container runtime.
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// What we connect to, for messages (`unix:///var/run/docker.sock`).
@@ -124,6 +130,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// The images on the host, each with its id, repo tags and repo digests
     /// (what the mesh's image filter is built from).
     fn list_images(&self) -> impl Future<Output = Result<Vec<ListedImage>, RuntimeError>> + Send;
+
+    /// Watches the host's images: answers once the runtime does, with a
+    /// stream of notices of the changes that follow (see [`ImageEvents`]).
+    fn image_events(&self) -> impl Future<Output = Result<ImageEvents, RuntimeError>> + Send;
 
     /// Pulls `image` from its registry with `auth`, sending the progress to
     /// `progress` as it goes; done when the image is on the host.
