@@ -9,7 +9,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mesh_protocol::{TaskRecord, TaskState};
+use mesh_agent::tasks::Node;
+use mesh_protocol::confirm::{MAX_IDS, Stamp};
+use mesh_protocol::rpc::{ErrorKind, Request, Response};
+use mesh_protocol::{TaskId, TaskRecord, TaskState};
 
 /// The failure detector's threshold (the agents' default): a silent node is
 /// dead after about 2.8 s at the tests' 200 ms gossip interval.
@@ -527,4 +530,55 @@ async fn a_keeper_back_from_away_forgets_a_stale_copy_while_the_runner_lives() {
     )
     .await;
     assert_eq!(started_on_live(&nodes), 1, "the task ran once");
+}
+
+/// A stamps call names at most `confirm::MAX_IDS` task ids: the node asked
+/// answers that many and refuses one more, saying why; a node asking about
+/// more splits its ask into calls it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stamps_call_past_256_ids_is_refused_and_an_asker_splits_longer_asks() {
+    let nodes = Setup::memory("st")
+        .topology("numa:1 core:1 pu:1")
+        .cluster(2)
+        .await;
+    let task = nodes[0].api.submit(&sleep_task(1, "600")).await;
+    let running = nodes[0]
+        .api
+        .wait_state(&task.id, TaskState::Running, 10)
+        .await;
+    let runner = nodes.iter().find(|n| n.id == running.node).unwrap();
+    let asker = nodes.iter().find(|n| n.id != running.node).unwrap();
+    let addr = runner.gossip().parse().unwrap();
+    // `n` ids, the task's last: its runner holds a record of it alone.
+    let ids = |n: usize| -> Vec<TaskId> {
+        (1..n)
+            .map(|i| TaskId::new(format!("unknown-{i}")).unwrap())
+            .chain([task.id.clone()])
+            .collect()
+    };
+    let stamped = |stamps: &[Stamp]| stamps.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    let call = |ids: Vec<TaskId>| async move {
+        let request = Request::Stamps(ids);
+        let timeout = Duration::from_secs(10);
+        asker.mesh().call(&runner.id, addr, &request, timeout).await
+    };
+
+    match call(ids(MAX_IDS)).await.unwrap() {
+        Response::Stamps(stamps) => assert_eq!(stamped(&stamps), vec![task.id.clone()]),
+        other => panic!("{MAX_IDS} ids: {other:?}"),
+    }
+    match call(ids(MAX_IDS + 1)).await.unwrap() {
+        Response::Failed(e) => {
+            assert_eq!(e.kind, ErrorKind::Invalid, "{e:?}");
+            assert!(
+                e.message.contains("named 257 task ids") && e.message.contains("256"),
+                "{e:?}"
+            );
+        }
+        other => panic!("{} ids: {other:?}", MAX_IDS + 1),
+    }
+    // 600 ids: three calls, all answered.
+    let peer = Node::peer(runner.id.clone(), asker.mesh().clone(), addr);
+    let stamps = peer.stamps(ids(600)).await.unwrap();
+    assert_eq!(stamped(&stamps), vec![task.id.clone()]);
 }

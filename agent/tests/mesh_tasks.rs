@@ -94,6 +94,41 @@ async fn a_task_no_node_can_ever_fit_is_refused_with_the_reason() {
     );
 }
 
+/// A task larger than the node that accepts it, while the one node that
+/// fits it is busy, waits there instead of being refused (it fits the mesh
+/// once that node frees up), keeps the small node from no task that fits
+/// it, and moves to the larger node when it frees up.
+#[tokio::test]
+async fn a_task_larger_than_its_accepting_node_waits_there_for_a_busy_larger_node() {
+    let setup = Setup::memory("lg").topology("numa:1 core:4 pu:1");
+    let big = setup.start(&[]).await;
+    let small = setup
+        .topology("numa:1 core:1 pu:1")
+        .start(&[big.gossip()])
+        .await;
+    wait_formed(&[&big, &small]).await;
+    let first = small.api.submit(&sleep_task(4, "60")).await;
+    let first = big.api.wait_state(&first.id, TaskState::Running, 10).await;
+    assert_eq!(first.node, big.id);
+
+    // The big node is busy: the second waits at the small one (it used to
+    // be refused, 503, as the small node could never run it).
+    let second = small.api.submit(&sleep_task(4, "60")).await;
+    assert_eq!(second.node.as_ref(), Some(&small.id), "{second:?}");
+    stays_queued(&small, &second.id, "the only node that fits it is busy").await;
+    // Waiting there, it keeps the small node from no task that fits it: the
+    // big node offers it a one-core task, and it takes it.
+    let third = big.api.submit(&sleep_task(1, "60")).await;
+    let third = big.api.wait_state(&third.id, TaskState::Running, 10).await;
+    assert_eq!(third.node, small.id);
+
+    // The big node frees up: the second moves there and starts.
+    big.memory().finish(first.container.as_ref().unwrap(), 0);
+    let moved = big.api.wait_state(&second.id, TaskState::Running, 10).await;
+    assert_eq!(moved.node, big.id);
+    assert_eq!(moved.attempt, 1);
+}
+
 #[tokio::test]
 async fn a_drained_node_takes_nothing_until_undrained() {
     let (a, b) = mesh_of_two().await;

@@ -10,6 +10,12 @@
 //! [`Stamp`] of each orphan, forgets a copy some newer record says ended,
 //! and leaves a task alone while a newer unfinished record is held
 //! elsewhere (its holder, runner or keeper, is alive and in charge).
+//!
+//! An orphan that cannot be re-placed (the mesh is full) stays an orphan:
+//! [`Backoff`] spaces the asks about the same orphans out, so that it does
+//! not cost a call to every live peer each round.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +131,55 @@ pub fn standing(copy: &TaskRecord, heard: &[Stamp], asked: Asked) -> Standing {
         }
     }
     Standing::Replace
+}
+
+/// The wait after the first ask about a set of orphans; it doubles with
+/// each ask about the same set, up to [`BACKOFF_CAP_MS`].
+pub const BACKOFF_FIRST_MS: u64 = 1_000;
+/// The longest wait between two asks about the same orphans: how late an
+/// orphan that was unplaceable is re-placed once a node frees up.
+pub const BACKOFF_CAP_MS: u64 = 4_000;
+
+/// What a keeper asks about in one round. Any change is worth an ask at
+/// once: a new orphan, a peer that came or went (its answer may settle
+/// them), or an orphan whose silent peers no longer hold it up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Question {
+    pub orphans: BTreeSet<TaskId>,
+    /// The live peers asked.
+    pub peers: BTreeSet<NodeId>,
+    /// The orphans asked about for longer than a lease (see
+    /// [`Asked::waited_out`]).
+    pub waited_out: BTreeSet<TaskId>,
+}
+
+/// When a keeper asks its peers again about orphans it could not settle:
+/// at once for a new [`Question`], then after 1 s, 2 s, 4 s, 4 s... while
+/// it stays the same.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    /// The last question asked.
+    asked: Option<Question>,
+    /// When the same question may be asked again.
+    next_ms: u64,
+    /// The wait set at the last ask.
+    wait_ms: u64,
+}
+
+impl Backoff {
+    /// Whether to ask `question` now; if so, the ask is recorded.
+    pub fn ask_now(&mut self, question: Question, now_ms: u64) -> bool {
+        if self.asked.as_ref() != Some(&question) {
+            self.asked = Some(question);
+            self.wait_ms = BACKOFF_FIRST_MS;
+        } else if now_ms < self.next_ms {
+            return false;
+        } else {
+            self.wait_ms = self.wait_ms.saturating_mul(2).min(BACKOFF_CAP_MS);
+        }
+        self.next_ms = now_ms.saturating_add(self.wait_ms);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -245,5 +300,64 @@ mod tests {
         let done = rec("r", 0, 1, 100, TaskState::Succeeded);
         let later = Stamp::of(&rec("r", 0, 1, 5_000, TaskState::Succeeded));
         assert!(!ended_elsewhere(&done, &[later]));
+    }
+
+    fn question(orphans: &[&str], peers: &[&str]) -> Question {
+        Question {
+            orphans: orphans.iter().map(|t| TaskId::new(*t).unwrap()).collect(),
+            peers: peers.iter().map(|p| n(p)).collect(),
+            waited_out: BTreeSet::new(),
+        }
+    }
+
+    /// The times in `0..until_ms` (every 500 ms, a keeper round) at which
+    /// `q` is asked.
+    fn asks(b: &mut Backoff, q: &Question, from_ms: u64, until_ms: u64) -> Vec<u64> {
+        (from_ms..until_ms)
+            .step_by(500)
+            .filter(|&t| b.ask_now(q.clone(), t))
+            .collect()
+    }
+
+    #[test]
+    fn the_same_orphans_are_asked_about_less_and_less_often_up_to_the_cap() {
+        let mut b = Backoff::default();
+        let q = question(&["t1"], &["a", "b"]);
+        assert_eq!(
+            asks(&mut b, &q, 0, 20_000),
+            vec![0, 1_000, 3_000, 7_000, 11_000, 15_000, 19_000]
+        );
+    }
+
+    #[test]
+    fn a_change_in_orphans_peers_or_waited_out_asks_at_once_and_starts_over() {
+        let mut b = Backoff::default();
+        let q = question(&["t1"], &["a", "b"]);
+        assert_eq!(asks(&mut b, &q, 0, 8_000), vec![0, 1_000, 3_000, 7_000]);
+        // A new orphan.
+        let more = question(&["t1", "t2"], &["a", "b"]);
+        assert_eq!(
+            asks(&mut b, &more, 8_000, 12_000),
+            vec![8_000, 9_000, 11_000]
+        );
+        // A peer gone.
+        let fewer = question(&["t1", "t2"], &["a"]);
+        assert_eq!(asks(&mut b, &fewer, 12_000, 14_000), vec![12_000, 13_000]);
+        // An orphan asked about for a lease: silent peers no longer count.
+        let mut waited = fewer.clone();
+        waited.waited_out.insert(TaskId::new("t1").unwrap());
+        assert!(b.ask_now(waited.clone(), 14_000));
+        assert!(!b.ask_now(waited, 14_500));
+        // Back to an earlier question: a change too.
+        assert!(b.ask_now(q, 14_500));
+    }
+
+    #[test]
+    fn a_clock_far_out_does_not_overflow() {
+        let mut b = Backoff::default();
+        let q = question(&["t1"], &[]);
+        assert!(b.ask_now(q.clone(), u64::MAX - 1));
+        assert!(!b.ask_now(q.clone(), u64::MAX - 1));
+        assert!(b.ask_now(q, u64::MAX));
     }
 }

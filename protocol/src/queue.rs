@@ -4,7 +4,9 @@
 //! Order is priority (higher first), then arrival. The head of the queue is
 //! never overtaken by a later task that happens to fit: a large task waits
 //! for its cores instead of starving behind a stream of small ones. Tasks
-//! waiting out a retry backoff step aside until their time comes.
+//! waiting out a retry backoff step aside until their time comes, and so
+//! do tasks larger than this host: they wait here, blocking nobody, until
+//! the mover hands them to a node of the mesh that fits them.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -37,7 +39,8 @@ pub struct QueueFull(pub usize);
 pub enum Dispatch {
     /// Start the task on these cores (already taken in the allocator).
     Start(TaskId, Allocation),
-    /// The task can never fit on this host.
+    /// The task cannot be given cores on this host (its cores are held
+    /// already, or do not exist): not for want of free cores or of size.
     Impossible(TaskId, AllocError),
 }
 
@@ -96,7 +99,8 @@ impl TaskQueue {
     }
 
     /// Starts what fits now, in order, taking cores from `alloc`. Stops at the
-    /// first ready task that does not fit.
+    /// first ready task that does not fit for want of free cores; steps over
+    /// one larger than this host (see the module documentation).
     pub fn dispatch(&mut self, alloc: &mut CoreAllocator, now: u64) -> Vec<Dispatch> {
         let mut out = Vec::new();
         let ready: Vec<QueuedTask> = self
@@ -112,6 +116,7 @@ impl TaskQueue {
                     out.push(Dispatch::Start(task.id, allocation));
                 }
                 Err(AllocError::Busy { .. }) => break,
+                Err(AllocError::NeverFits { .. }) => {}
                 Err(e) => {
                     self.remove(&task.id);
                     out.push(Dispatch::Impossible(task.id, e));
@@ -186,10 +191,27 @@ mod tests {
     }
 
     #[test]
-    fn impossible_tasks_leave_the_queue() {
-        let mut a = CoreAllocator::new(Topology::uniform(1, 1, 1));
+    fn a_task_larger_than_the_host_waits_and_blocks_nobody() {
+        // Accepted while the mesh's larger nodes were busy: it waits for
+        // the mover, and the tasks behind it start here.
+        let mut a = CoreAllocator::new(Topology::uniform(1, 2, 1));
         let mut q = TaskQueue::new();
-        q.put(qt(1, 2, 0, 1));
+        q.put(qt(1, 4, 0, 1));
+        q.put(qt(2, 1, 0, 2));
+        q.put(qt(3, 1, 0, 3));
+        assert_eq!(started(&q.dispatch(&mut a, 0)), vec!["t2", "t3"]);
+        assert_eq!(q.len(), 1);
+        assert!(q.contains(&TaskId::new("t1").unwrap()));
+        assert!(q.dispatch(&mut a, 0).is_empty());
+    }
+
+    #[test]
+    fn a_task_whose_cores_are_held_already_leaves_the_queue() {
+        let mut a = CoreAllocator::new(Topology::uniform(1, 2, 1));
+        a.allocate(&TaskId::new("t1").unwrap(), CoreCount::new(1).unwrap())
+            .unwrap();
+        let mut q = TaskQueue::new();
+        q.put(qt(1, 1, 0, 1));
         let d = q.dispatch(&mut a, 0);
         assert!(matches!(d[0], Dispatch::Impossible(..)));
         assert!(q.is_empty());

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use mesh_protocol::confirm::{self, Asked, Stamp, Standing};
+use mesh_protocol::confirm::{self, Asked, Backoff, Question, Standing};
 use mesh_protocol::gossip::{PeerState, PeerView};
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tracing::{debug, info, warn};
@@ -15,14 +15,18 @@ use tracing::{debug, info, warn};
 use super::{Node, Tasks};
 
 /// Since when (ms on the keeper loop's clock) each orphan has been asked
-/// about: after a lease, silent peers no longer hold it up.
+/// about: after a lease, silent peers no longer hold it up. And when to
+/// ask again about orphans still unsettled (`confirm::Backoff`).
 #[derive(Default)]
 pub struct Asking {
     since: HashMap<TaskId, u64>,
+    backoff: Backoff,
 }
 
 /// Of `orphans`, the ones no live peer outdates: those to re-place now.
-/// Forgets the copies of tasks that ended elsewhere.
+/// Forgets the copies of tasks that ended elsewhere. Asks nothing, and
+/// returns none, while the back-off says the same orphans were asked about
+/// too recently (an orphan the mesh has no room for stays one).
 pub async fn confirm(
     tasks: &Tasks,
     orphans: Vec<TaskRecord>,
@@ -31,18 +35,39 @@ pub async fn confirm(
     now_ms: u64,
     lease_ms: u64,
 ) -> Vec<TaskRecord> {
+    if orphans.is_empty() {
+        *asking = Asking::default();
+        return Vec::new();
+    }
     let ids: Vec<TaskId> = orphans.iter().map(|o| o.id.clone()).collect();
     let wanted: BTreeSet<&TaskId> = ids.iter().collect();
     asking.since.retain(|id, _| wanted.contains(id));
     for id in &ids {
         asking.since.entry(id.clone()).or_insert(now_ms);
     }
+    let waited_out = |id: &TaskId| {
+        let since = asking.since.get(id).copied().unwrap_or(now_ms);
+        now_ms.saturating_sub(since) > lease_ms
+    };
     let peers: Vec<Node> = view
         .iter()
         .filter(|p| !p.is_self && p.state == PeerState::Alive)
         .map(|p| Node::peer(p.node.clone(), tasks.mesh().clone(), p.gossip_addr))
         .collect();
-    let answers = futures_util::future::join_all(peers.iter().map(|p| ask_all(p, &ids))).await;
+    let question = Question {
+        orphans: ids.iter().cloned().collect(),
+        peers: peers.iter().map(|p| p.id.clone()).collect(),
+        waited_out: ids.iter().filter(|id| waited_out(id)).cloned().collect(),
+    };
+    if !asking.backoff.ask_now(question, now_ms) {
+        return Vec::new();
+    }
+    debug!(
+        orphans = ids.len(),
+        peers = peers.len(),
+        "asking live peers what they hold of orphans"
+    );
+    let answers = futures_util::future::join_all(peers.iter().map(|p| p.stamps(ids.clone()))).await;
     let mut heard = Vec::new();
     let mut answered = 0;
     for (peer, answer) in peers.iter().zip(answers) {
@@ -57,12 +82,11 @@ pub async fn confirm(
     let supervisor = tasks.supervisor();
     let mut replace = Vec::new();
     for orphan in orphans {
-        let waited = now_ms.saturating_sub(asking.since.get(&orphan.id).copied().unwrap_or(now_ms));
         let asked = Asked {
             known: view.len(),
             asked: peers.len(),
             answered,
-            waited_out: waited > lease_ms,
+            waited_out: waited_out(&orphan.id),
         };
         match confirm::standing(&orphan, &heard, asked) {
             Standing::Replace => replace.push(orphan),
@@ -111,7 +135,7 @@ pub async fn refresh(tasks: &Tasks, view: &[PeerView]) {
         .collect();
     let answers = futures_util::future::join_all(runners.iter().map(|(runner, held)| {
         let ids: Vec<TaskId> = held.iter().map(|c| c.id.clone()).collect();
-        async move { ask_all(runner, &ids).await }
+        async move { runner.stamps(ids).await }
     }))
     .await;
     for ((runner, held), answer) in runners.iter().zip(answers) {
@@ -129,14 +153,4 @@ pub async fn refresh(tasks: &Tasks, view: &[PeerView]) {
             }
         }
     }
-}
-
-/// Every stamp `peer` holds of `ids`, asked in chunks of at most
-/// `confirm::MAX_IDS`.
-async fn ask_all(peer: &Node, ids: &[TaskId]) -> Result<Vec<Stamp>, super::TaskError> {
-    let mut stamps = Vec::new();
-    for chunk in ids.chunks(confirm::MAX_IDS) {
-        stamps.extend(peer.stamps(chunk.to_vec()).await?);
-    }
-    Ok(stamps)
 }

@@ -35,15 +35,9 @@ pub enum TaskError {
     NotFound(TaskId),
     #[error("no live node {0} in the mesh (see meshctl peers)")]
     NoSuchNode(NodeId),
-    /// No node can start it now, and this node (where it would wait) can
-    /// never run it.
     /// A task's output could not be read here.
     #[error("reading the task's output failed: {0}")]
     Output(#[from] crate::runtime::RuntimeError),
-    #[error(
-        "no node can start it now and this node can never run it ({0}); retry later or submit it to a larger node"
-    )]
-    NowhereNow(SupervisorError),
 }
 
 impl TaskError {
@@ -55,7 +49,6 @@ impl TaskError {
                 ErrorKind::Unavailable
             }
             TaskError::NotFound(_) | TaskError::NoSuchNode(_) => ErrorKind::NotFound,
-            TaskError::NowhereNow(_) => ErrorKind::Busy,
         }
     }
 

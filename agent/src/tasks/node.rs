@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use mesh_protocol::auth::Caller;
-use mesh_protocol::confirm::Stamp;
+use mesh_protocol::confirm::{self, Stamp};
 use mesh_protocol::failover::Verdict;
 use mesh_protocol::listing::Page;
 use mesh_protocol::rpc::{Request, Response};
@@ -180,18 +180,23 @@ impl Node {
         }
     }
 
-    /// What this node holds of `ids` (at most `confirm::MAX_IDS`), as
-    /// runner and as keeper.
+    /// What this node holds of `ids`, as runner and as keeper. A peer is
+    /// asked in calls of at most `confirm::MAX_IDS` ids (it refuses more),
+    /// one after the other.
     pub async fn stamps(&self, ids: Vec<TaskId>) -> Result<Vec<Stamp>, TaskError> {
         match &self.at {
             At::Here(s, _) => Ok(s.stamps(ids).await?),
             At::Peer(mesh, addr) => {
-                let request = Request::Stamps(ids);
-                self.ask_for(mesh, *addr, request, |answer| match answer {
-                    Response::Stamps(stamps) => Ok(stamps),
-                    other => Err(other),
-                })
-                .await
+                let mut stamps = Vec::new();
+                for chunk in ids.chunks(confirm::MAX_IDS) {
+                    let request = Request::Stamps(chunk.to_vec());
+                    let answer = self.ask_for(mesh, *addr, request, |answer| match answer {
+                        Response::Stamps(stamps) => Ok(stamps),
+                        other => Err(other),
+                    });
+                    stamps.extend(answer.await?);
+                }
+                Ok(stamps)
             }
         }
     }

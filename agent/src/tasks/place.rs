@@ -151,7 +151,8 @@ impl Tasks {
                 }
             }
         }
-        // Nobody could start it now: it waits in this node's queue.
+        // Nobody could start it now: it waits in this node's queue (for a
+        // node that fits it, when it is larger than this one).
         let mut queued = record.clone();
         name_keeper(&mut queued, &me, &me, &live);
         match self.supervisor.adopt(queued.clone(), fresh).await {
@@ -160,7 +161,6 @@ impl Tasks {
                 let copy = self.keep_copy(&peers, queued).await;
                 Ok((me, copy))
             }
-            Err(e @ SupervisorError::Impossible(_)) => Err(TaskError::NowhereNow(e)),
             Err(e) => Err(e.into()),
         }
     }

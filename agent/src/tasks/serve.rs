@@ -74,7 +74,11 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
         Request::Stamps(ids) if ids.len() > confirm::MAX_IDS => {
             Reply::One(Response::Failed(RemoteError::new(
                 ErrorKind::Invalid,
-                format!("at most {} ids in one ask", confirm::MAX_IDS),
+                format!(
+                    "a stamps call named {} task ids, more than the {} one call may name; split the ask",
+                    ids.len(),
+                    confirm::MAX_IDS
+                ),
             )))
         }
         Request::Stamps(ids) => one(here.stamps(ids).await, Response::Stamps),

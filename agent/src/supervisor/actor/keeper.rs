@@ -13,7 +13,10 @@ use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorError;
 
 impl<R: ContainerRuntime> Supervisor<R> {
-    /// Queues an existing record here, whatever the load (it waits its turn).
+    /// Queues an existing record here, whatever the load (it waits its turn),
+    /// and whatever its size: placement refused what no node of the mesh
+    /// can fit, and one larger than this host waits for the mover to hand
+    /// it to a node that fits it (a larger one that was busy).
     pub(super) fn adopt(
         &mut self,
         mut record: TaskRecord,
@@ -23,9 +26,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
         record
             .adopted(self.cfg.node.clone(), self.next_seq)
             .map_err(|e| SupervisorError::Conflict(e.to_string()))?;
-        self.alloc
-            .can_ever_fit(record.spec.cores)
-            .map_err(|e| SupervisorError::Impossible(e.to_string()))?;
         if fresh && self.queue.len() >= self.cfg.max_queue {
             return Err(SupervisorError::Busy(
                 mesh_protocol::queue::QueueFull(self.queue.len()).to_string(),

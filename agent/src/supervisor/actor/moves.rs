@@ -90,8 +90,15 @@ impl<R: ContainerRuntime> Supervisor<R> {
         if self.records.contains_key(&record.id) {
             return refuse(format!("task {} is known here already", record.id));
         }
-        if !self.queue.is_empty() {
-            return refuse(format!("{} tasks wait here already", self.queue.len()));
+        // Tasks larger than this host wait here for a larger node, and
+        // never for these cores.
+        let waiting = self
+            .queue
+            .iter()
+            .filter(|t| self.alloc.can_ever_fit(t.cores).is_ok())
+            .count();
+        if waiting > 0 {
+            return refuse(format!("{waiting} tasks wait here already"));
         }
         if let Err(e) = self.alloc.plan(record.spec.cores) {
             return refuse(e.to_string());
