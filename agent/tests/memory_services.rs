@@ -120,6 +120,54 @@ async fn a_pool_serves_every_connection_from_its_instances_and_replaces_one_that
     assert!(rt.containers().is_empty(), "{:?}", rt.containers());
 }
 
+/// A service removed and created again under its name starts counting
+/// from zero (its counters used to carry over).
+#[tokio::test]
+async fn a_service_created_again_starts_its_counters_from_zero() {
+    let rt = Arc::new(MemoryRuntime::new());
+    let mut a = agent(rt.clone()).await;
+    let listen = port(103);
+    let echo = svc("again", listen, &["echo", "--port", "7000"]);
+    a.api.create_service(&echo).await;
+    wait_listening(&a.api, "again", 1).await;
+    let addr = SocketAddr::new(a.ip, listen);
+    assert_eq!(exchange(addr, b"one").await.unwrap(), b"one");
+    let counted = |served: u64| {
+        let api = &a.api;
+        async move {
+            wait_until(
+                &format!("the service counts {served} served"),
+                Duration::from_secs(10),
+                || async {
+                    let views = api.services().await;
+                    let served_now: u64 = views
+                        .iter()
+                        .filter(|v| v.def.name().as_str() == "again")
+                        .flat_map(|v| &v.nodes)
+                        .map(|n| n.counters.served)
+                        .sum();
+                    served_now == served
+                },
+            )
+            .await;
+        }
+    };
+    counted(1).await;
+
+    a.api.remove_service("again").await;
+    wait_until("the service is gone", Duration::from_secs(10), || async {
+        running(&rt).is_empty()
+    })
+    .await;
+    a.api.create_service(&echo).await;
+    wait_listening(&a.api, "again", 1).await;
+    counted(0).await;
+    assert_eq!(exchange(addr, b"two").await.unwrap(), b"two");
+    counted(1).await;
+
+    a.stop().await;
+}
+
 /// `services.json` holding a definition the API would refuse (written by
 /// an older agent with other limits, or by hand): at the next start it is
 /// set aside with a warning, and the other definitions are served.

@@ -98,6 +98,11 @@ pub struct Front<M> {
 }
 
 impl<M: MeshPort> Front<M> {
+    /// Forgets a removed service's counters (see [`Stats::forget`]).
+    pub fn forget_counts(&self, service: &mesh_protocol::ServiceName) {
+        self.stats.forget(service);
+    }
+
     pub fn new(
         mesh: M,
         backend: Backend,

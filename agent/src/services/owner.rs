@@ -220,6 +220,7 @@ impl<M: MeshPort> Owner<M> {
                 info!(service = %def.name(), "service removed; open connections finish");
                 self.listeners.stop(def.name());
                 self.backend.remove(def.name());
+                self.front.forget_counts(def.name());
             } else {
                 self.backend.define(def.spec.clone());
                 // Errors are logged and shown in reports.

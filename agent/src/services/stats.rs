@@ -43,6 +43,7 @@ struct Open {
 
 enum Event {
     Count(ServiceName, Count),
+    Forget(ServiceName),
     Open(u64, Open),
     Close(u64),
     Snapshot(oneshot::Sender<Snapshot>),
@@ -125,6 +126,13 @@ impl Stats {
         let _ = self.tx.send(Event::Count(service.clone(), what));
     }
 
+    /// Drops a removed service's counters, so one created again under its
+    /// name starts from zero. Its open connections stay listed until they
+    /// close.
+    pub fn forget(&self, service: &ServiceName) {
+        let _ = self.tx.send(Event::Forget(service.clone()));
+    }
+
     /// Records an open connection until the guard drops.
     pub fn open(
         &self,
@@ -185,6 +193,9 @@ async fn own(mut rx: mpsc::UnboundedReceiver<Event>, stop: CancellationToken) {
                 };
                 *n = n.saturating_add(1);
             }
+            Event::Forget(service) => {
+                counters.remove(&service);
+            }
             Event::Open(id, o) => {
                 open.insert(id, o);
             }
@@ -243,6 +254,13 @@ mod tests {
         assert_eq!((open[0].bytes_in, open[0].container.as_str()), (7, "c1"));
         drop(guard);
         assert!(stats.snapshot().await.connections(&node).is_empty());
+        // Removed, then created again: it starts from zero; others keep theirs.
+        let other = ServiceName::new("web").unwrap();
+        stats.count(&other, Count::Refused);
+        stats.forget(&svc);
+        let snap = stats.snapshot().await;
+        assert_eq!(snap.counters(&svc), ServiceCounters::default());
+        assert_eq!(snap.counters(&other).refused, 1);
         stop.cancel();
         join.await.unwrap();
         assert!(stats.snapshot().await.connections(&node).is_empty());

@@ -146,6 +146,13 @@ impl Api {
             .unwrap_or_else(|e| panic!("service {} refused: {e}", req.name))
     }
 
+    pub async fn remove_service(&self, name: &str) {
+        self.client
+            .remove_service(name)
+            .await
+            .unwrap_or_else(|e| panic!("removing service {name} refused: {e}"));
+    }
+
     pub async fn services(&self) -> Vec<ServiceView> {
         self.client.services().await.expect("the services")
     }
