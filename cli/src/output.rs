@@ -32,8 +32,9 @@ pub(crate) fn note(text: &str) {
 }
 
 /// A status line on stderr that changes in place: on a terminal each new
-/// line overwrites the last; elsewhere (a log file, CI) each change is a
-/// line of its own. Unchanged lines are not written again.
+/// line overwrites the last (cut to the terminal's width, since a line that
+/// wraps cannot be overwritten whole); elsewhere (a log file, CI) each
+/// change is a line of its own. Unchanged lines are not written again.
 pub(crate) struct StatusLine {
     last: std::cell::RefCell<String>,
     terminal: bool,
@@ -56,7 +57,8 @@ impl StatusLine {
         let mut err = io::stderr().lock();
         // Nothing better to do if stderr is gone.
         let _ = if self.terminal {
-            write!(err, "\r\x1b[K{line}").and_then(|()| err.flush())
+            let shown = fit(line, terminal_width());
+            write!(err, "\r\x1b[K{shown}").and_then(|()| err.flush())
         } else {
             writeln!(err, "{line}")
         };
@@ -71,9 +73,46 @@ impl StatusLine {
     }
 }
 
+/// The width of the terminal on stderr, if it says.
+fn terminal_width() -> Option<usize> {
+    let size = rustix::termios::tcgetwinsize(io::stderr()).ok()?;
+    (size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
+/// `line` cut to fit `width` columns (one less, so the cursor stays on the
+/// line), ending in `…` when cut. Counts characters, not display widths.
+fn fit(line: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
+    let Some(room) = width.map(|w| w.saturating_sub(1)) else {
+        return line.into();
+    };
+    if line.chars().count() <= room {
+        return line.into();
+    }
+    let mut cut: String = line.chars().take(room.saturating_sub(1)).collect();
+    cut.push('…');
+    cut.into()
+}
+
 pub(crate) fn now_ms() -> u64 {
     // A clock before 1970 is a broken host; ages then read as "0s".
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn a_status_line_is_cut_to_the_terminal_width() {
+        assert_eq!(fit("t1: running on n2", None), "t1: running on n2");
+        assert_eq!(fit("t1: running on n2", Some(80)), "t1: running on n2");
+        assert_eq!(fit("t1: running on n2", Some(10)), "t1: runn…");
+        assert_eq!(fit("t1: running on n2", Some(10)).chars().count(), 9);
+        assert_eq!(fit("abc", Some(4)), "abc");
+        assert_eq!(fit("abcd", Some(4)), "ab…");
+        assert_eq!(fit("ab", Some(1)), "…");
+        assert_eq!(fit("ab", Some(0)), "…");
+    }
 }

@@ -255,8 +255,12 @@ async fn wait(client: &Client, id: &TaskId, timeout: Option<Duration>) -> Result
     let status = StatusLine::new();
     let waited = client
         .wait_for(id, timeout, |r| {
-            status.show(&render::progress_line(r));
-            r.state.is_terminal()
+            // The end is printed on stdout below, not twice.
+            let ended = r.state.is_terminal();
+            if !ended {
+                status.show(&render::progress_line(r));
+            }
+            ended
         })
         .await;
     status.done();

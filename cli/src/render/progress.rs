@@ -13,6 +13,11 @@ const BAR_WIDTH: usize = 24;
 pub fn progress_line(t: &TaskRecord) -> String {
     let state = t.shown_state();
     match &t.pull {
+        // Before the registry (or a peer) has said what the image is made of.
+        Some(p) if state == "pulling" && p.layers == 0 && p.bytes == 0 => format!(
+            "{}: pulling {} on {} (starting)",
+            t.id, t.spec.image, t.node
+        ),
         Some(p) if state == "pulling" => format!(
             "{}: pulling {} on {} {} {}% {}, {}/{} layers",
             t.id,
@@ -88,6 +93,10 @@ mod tests {
         assert!(
             progress_line(&record(TaskState::Starting, Some(unknown)))
                 .contains("[........................] 0% ? MB, 0/2 layers")
+        );
+        assert_eq!(
+            progress_line(&record(TaskState::Starting, Some(PullProgress::default()))),
+            "t1: pulling 127.0.0.1:5000/app:1 on n2 (starting)"
         );
     }
 
