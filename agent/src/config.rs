@@ -17,7 +17,7 @@ mod error;
 mod image_gc;
 
 pub use access::{open_guard, read_tokens};
-pub use args::Args;
+pub use args::{Args, LogFormat};
 pub use error::ConfigError;
 
 use crate::services::admission::ConnLimits;

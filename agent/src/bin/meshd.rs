@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use mesh_agent::config::LogFormat;
 use mesh_agent::runtime::docker::DockerRuntime;
 use mesh_agent::{Args, Config};
 use tokio_util::sync::CancellationToken;
@@ -12,11 +13,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("MESH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(args.log_format.unwrap_or_default());
     let config = match Config::from_args(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -37,6 +34,19 @@ async fn main() -> ExitCode {
             eprintln!("meshd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines on stdout, filtered by `MESH_LOG` (default `info`): text,
+/// coloured only on a terminal (a file or a pipe gets no escape codes), or
+/// one JSON object per line.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_env("MESH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
     }
 }
 

@@ -117,10 +117,23 @@ pub struct Args {
     /// Seconds after which a node that hears neither a task's keeper nor most of the mesh stops the task's attempt (it may be re-placed on the other side of a split) [default: 10].
     #[arg(long, env = "MESH_FENCE_AFTER")]
     pub fence_after: Option<f64>,
+    /// How log lines are written on stdout: text (coloured only on a terminal) or json (one object per line, for journald, Loki and other log shippers); a flag or variable only, not a config file key [default: text].
+    #[arg(long, env = "MESH_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Remove every container this node created, then exit.
     #[arg(long)]
     pub cleanup: bool,
     /// With --cleanup: remove the containers of every node on this Docker host.
     #[arg(long, requires = "cleanup")]
     pub all_nodes: bool,
+}
+
+/// How meshd writes its log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stdout is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (time, level, target, message, fields).
+    Json,
 }
