@@ -34,9 +34,21 @@ async fn vanished_container_is_lost_or_retried() {
     agent.memory().vanish(b.container.as_ref().unwrap());
     let lost = api.wait_state(&once, TaskState::Lost, 5).await;
     assert!(lost.message.unwrap().contains("removed outside the agent"));
-    // The retried one comes back as attempt 2 after its backoff.
-    let back = api.wait_state(&again, TaskState::Running, 5).await;
-    assert_eq!(back.attempt, 2);
+    // The retried one comes back as attempt 2 after its backoff (until
+    // the agent notices the vanishing, it still reads running attempt 1).
+    wait_until(
+        "the retried task runs again as attempt 2",
+        Duration::from_secs(5),
+        || async {
+            let t = api.task(&again).await;
+            if (t.state, t.attempt) == (TaskState::Running, 2) {
+                Ok(())
+            } else {
+                Err((t.state, t.attempt))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
