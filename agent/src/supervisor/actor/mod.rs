@@ -395,6 +395,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
             Command::Node(reply) => {
                 let _ = reply.send(self.node_view());
             }
+            Command::TaskCounts(reply) => {
+                let _ = reply.send(self.task_counts());
+            }
             Command::Reserve(holder, cores, reply) => {
                 let _ = reply.send(self.reserve(&holder, cores));
             }

@@ -1,0 +1,160 @@
+//! `GET /metrics` on a live agent (in-process, in-memory runtime): the
+//! figures move with the tasks, the text passes `promtool check metrics`
+//! (Debian's `prometheus` package, which scripts/test installs), and the
+//! endpoint takes the read role like every GET.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use mesh_protocol::TaskState;
+use mesh_protocol::UserName;
+use mesh_protocol::auth::Role;
+use mesh_protocol::token::{self, Tokens};
+
+fn setup(tag: &str) -> Setup {
+    Setup::memory(tag).topology("numa:2 core:2 pu:1")
+}
+
+/// The samples of a scrape, by their name with labels.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Scrapes `/metrics`, checking the answer's status and content type.
+async fn scrape(addr: SocketAddr) -> (String, BTreeMap<String, f64>) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let text = r.text().await.unwrap();
+    let samples = samples(&text);
+    (text, samples)
+}
+
+fn allocated(samples: &BTreeMap<String, f64>) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("meshd_cores_allocated{"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Runs `promtool check metrics` on `text`; fails the test with promtool's
+/// complaints, or with how to get promtool when it is missing.
+fn promtool_check(text: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "cannot run promtool ({e}): install Debian's `prometheus` package (scripts/test does)"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the scrape:\n{}{}\n--- the scrape:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn figures_follow_the_tasks_and_pass_promtool() {
+    let agent = setup("metrics").start(&[]).await;
+    let api = &agent.api;
+    let addr = agent.running().api_addr;
+    let (before, idle) = scrape(addr).await;
+    promtool_check(&before);
+    assert_eq!(idle[r#"meshd_peers{state="alive"}"#], 1.0, "{before}");
+    assert_eq!(idle[r#"meshd_cores{numa="0"}"#], 2.0, "{before}");
+    assert_eq!(idle[r#"meshd_cores{numa="1"}"#], 2.0, "{before}");
+    assert_eq!(allocated(&idle), 0.0, "{before}");
+    assert_eq!(idle[r#"meshd_tasks{state="running"}"#], 0.0, "{before}");
+
+    let t = api.submit(&sleep_task(3, "60")).await.id;
+    api.wait_state(&t, TaskState::Running, 10).await;
+    let (during, busy) = scrape(addr).await;
+    promtool_check(&during);
+    assert_eq!(busy[r#"meshd_tasks{state="running"}"#], 1.0, "{during}");
+    assert_eq!(allocated(&busy), 3.0, "{during}");
+    assert_eq!(busy["meshd_queue_tasks"], 0.0, "{during}");
+
+    // A second task that does not fit waits in the queue.
+    let waits = api.submit(&sleep_task(2, "60")).await.id;
+    assert_eq!(api.task(&waits).await.state, TaskState::Queued);
+    let (_, queued) = scrape(addr).await;
+    assert_eq!(queued["meshd_queue_tasks"], 1.0);
+    assert_eq!(queued[r#"meshd_tasks{state="queued"}"#], 1.0);
+
+    api.kill(&t).await;
+    api.wait_state(&t, TaskState::Killed, 10).await;
+    api.wait_state(&waits, TaskState::Running, 10).await;
+    let after = wait_until(
+        "the killed task's cores go to the queued one",
+        Duration::from_secs(10),
+        || async {
+            let (text, s) = scrape(addr).await;
+            let want = (1.0, 1.0, 0.0, 2.0);
+            let seen = (
+                s[r#"meshd_tasks{state="killed"}"#],
+                s[r#"meshd_tasks{state="running"}"#],
+                s["meshd_queue_tasks"],
+                allocated(&s),
+            );
+            if seen == want { Ok(text) } else { Err(seen) }
+        },
+    )
+    .await;
+    promtool_check(&after);
+}
+
+#[tokio::test]
+async fn metrics_need_the_read_role_when_the_api_asks_for_credentials() {
+    let mut lines = String::new();
+    let mut secrets = BTreeMap::new();
+    for (user, role) in [("root", Role::Admin), ("reader", Role::Read)] {
+        let t = token::create(&UserName::new(user).unwrap(), role).unwrap();
+        lines.push_str(&t.line);
+        lines.push('\n');
+        secrets.insert(user, t.secret);
+    }
+    let setup = setup("metricsauth").api_tokens(Tokens::parse(&lines).unwrap(), &secrets["root"]);
+    let agent = setup.start(&[]).await;
+    let addr = agent.running().api_addr;
+    let (status, _, body) = Api::new(addr).get_raw("/metrics").await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = Api::with_token(addr, Some(secrets["reader"].clone()))
+        .get_raw("/metrics")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("meshd_tasks{"), "{body}");
+}
