@@ -107,6 +107,8 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
     assert_eq!(busy[r#"meshd_tasks{state="running"}"#], 1.0, "{during}");
     assert_eq!(allocated(&busy), 3.0, "{during}");
     assert_eq!(busy["meshd_queue_tasks"], 0.0, "{during}");
+    assert_eq!(idle["meshd_task_attempts_started_total"], 0.0, "{before}");
+    assert_eq!(busy["meshd_task_attempts_started_total"], 1.0, "{during}");
 
     // A second task that does not fit waits in the queue.
     let waits = api.submit(&sleep_task(2, "60")).await.id;
@@ -123,12 +125,13 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
         Duration::from_secs(10),
         || async {
             let (text, s) = scrape(addr).await;
-            let want = (1.0, 1.0, 0.0, 2.0);
+            let want = (1.0, 1.0, 0.0, 2.0, 2.0);
             let seen = (
                 s[r#"meshd_tasks{state="killed"}"#],
                 s[r#"meshd_tasks{state="running"}"#],
                 s["meshd_queue_tasks"],
                 allocated(&s),
+                s["meshd_task_attempts_started_total"],
             );
             if seen == want { Ok(text) } else { Err(seen) }
         },
@@ -157,4 +160,47 @@ async fn metrics_need_the_read_role_when_the_api_asks_for_credentials() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("meshd_tasks{"), "{body}");
+}
+
+#[tokio::test]
+async fn a_retry_is_counted() {
+    let agent = setup("metricsretry").start(&[]).await;
+    let addr = agent.running().api_addr;
+    let mut fails = task(1, &["exit", "1"]);
+    fails.retries = Some(1);
+    let t = agent.api.submit(&fails).await.id;
+    agent.api.wait_state(&t, TaskState::Failed, 15).await;
+    let (text, s) = scrape(addr).await;
+    assert_eq!(s["meshd_task_retries_total"], 1.0, "{text}");
+    assert_eq!(s["meshd_task_attempts_started_total"], 2.0, "{text}");
+    assert_eq!(s[r#"meshd_tasks{state="failed"}"#], 1.0, "{text}");
+}
+
+#[tokio::test]
+async fn each_node_counts_the_offers_it_took_and_sees_its_peer() {
+    let [a, b]: [TestAgent; 2] = Setup::memory("metricsoffer")
+        .topology("numa:1 core:1 pu:1")
+        .cluster(2)
+        .await
+        .try_into()
+        .ok()
+        .unwrap();
+    // Two 1-core nodes, two tasks: one runs on each, placed by an offer
+    // (to the accepting node itself too).
+    let t1 = a.api.submit(&sleep_task(1, "60")).await.id;
+    let t2 = a.api.submit(&sleep_task(1, "60")).await.id;
+    let r1 = a.api.wait_state(&t1, TaskState::Running, 10).await;
+    let r2 = a.api.wait_state(&t2, TaskState::Running, 10).await;
+    assert_ne!(r1.node, r2.node, "one on each node");
+    for agent in [&a, &b] {
+        let (text, s) = scrape(agent.running().api_addr).await;
+        promtool_check(&text);
+        assert_eq!(s[r#"meshd_peers{state="alive"}"#], 2.0, "{text}");
+        assert_eq!(
+            s[r#"meshd_task_offers_total{result="taken"}"#], 1.0,
+            "{text}"
+        );
+        assert_eq!(s["meshd_task_attempts_started_total"], 1.0, "{text}");
+        assert_eq!(allocated(&s), 1.0, "{text}");
+    }
 }

@@ -92,6 +92,36 @@ pub fn encode(s: &Snapshot) -> String {
     for (state, n) in &s.tasks {
         tasks.get_or_create(&label("state", state)).set(int(*n));
     }
+    let t = &s.tally;
+    counter(
+        r,
+        "task_attempts_started",
+        "Task attempts started on this node (first runs and retries)",
+        t.attempts_started,
+    );
+    counter(
+        r,
+        "task_retries",
+        "Task attempts that ended here and were queued again to retry",
+        t.retries,
+    );
+    counter(
+        r,
+        "task_replacements",
+        "Tasks of dead nodes this node re-placed as their keeper",
+        t.replacements,
+    );
+    let offers = counters(
+        r,
+        "task_offers",
+        "Tasks offered to this node by peers (placements and moves), by answer",
+    );
+    offers
+        .get_or_create(&label("result", "taken"))
+        .inc_by(t.offers_taken);
+    offers
+        .get_or_create(&label("result", "refused"))
+        .inc_by(t.offers_refused);
     gauge(
         r,
         "queue_tasks",
@@ -282,6 +312,13 @@ mod tests {
                 .iter()
                 .map(|&s| (s, usize::from(s == TaskState::Running) * 3))
                 .collect(),
+            tally: crate::metrics::Tally {
+                attempts_started: 4,
+                retries: 1,
+                offers_taken: 2,
+                offers_refused: 3,
+                replacements: 0,
+            },
             queued: 5,
             max_queue: 100,
             draining: false,
@@ -334,6 +371,11 @@ mod tests {
             r#"meshd_tasks{state="running"} 3"#,
             r#"meshd_tasks{state="lost"} 0"#,
             "meshd_queue_tasks 5",
+            "meshd_task_attempts_started_total 4",
+            "meshd_task_retries_total 1",
+            "meshd_task_replacements_total 0",
+            r#"meshd_task_offers_total{result="taken"} 2"#,
+            r#"meshd_task_offers_total{result="refused"} 3"#,
             "meshd_queue_capacity_tasks 100",
             "meshd_draining 0",
             "meshd_image_pulls_in_progress 1",

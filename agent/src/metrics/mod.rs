@@ -2,13 +2,15 @@
 //! mesh, in the Prometheus text format. Nothing is counted here: each scrape
 //! reads a [`Snapshot`] of the state the agent already keeps (the
 //! supervisor's cores, queue and records, the gossip view, the services'
-//! counters, the transport's refusal counters) and [`encode`] turns it into
-//! text. The metric names and their meaning are listed in
+//! counters, the transport's refusal counters, and the supervisor's
+//! [`Tally`] of its decisions) and [`encode`] turns it into text. The metric names and their meaning are listed in
 //! `docs/operations.md` (Metrics).
 
 mod encode;
+mod tally;
 
 pub use encode::{CONTENT_TYPE, encode};
+pub use tally::Tally;
 
 use std::collections::BTreeMap;
 
@@ -72,6 +74,8 @@ pub struct Snapshot {
     pub numa: Vec<NumaLoad>,
     /// This node's task records by state (every state, zeros too).
     pub tasks: Vec<(TaskState, usize)>,
+    /// The supervisor's decisions since start.
+    pub tally: Tally,
     /// Tasks waiting in this node's queue, and the queue's bound.
     pub queued: usize,
     pub max_queue: usize,
@@ -95,7 +99,7 @@ pub async fn gather(
     services: &ServicesHandle,
 ) -> Result<Snapshot, SupervisorError> {
     let node = supervisor.node().await?;
-    let tasks = supervisor.task_counts().await?;
+    let (tasks, tally) = supervisor.task_counts().await?;
     let peers = mesh.peers().await;
     let me = peers
         .iter()
@@ -107,6 +111,7 @@ pub async fn gather(
         peers: PeerCounts::of(&peers),
         numa: node.load,
         tasks,
+        tally,
         queued: node.queued,
         max_queue: node.max_queue,
         draining: me.is_some_and(|i| i.draining),

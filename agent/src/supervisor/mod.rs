@@ -130,8 +130,14 @@ pub(crate) enum Command {
     ),
     Logs(TaskId, oneshot::Sender<Result<LogsAt, SupervisorError>>),
     Node(oneshot::Sender<NodeView>),
-    /// How many of this node's task records are in each state.
-    TaskCounts(oneshot::Sender<Vec<(mesh_protocol::TaskState, usize)>>),
+    /// How many of this node's task records are in each state, and the
+    /// decisions taken since start.
+    TaskCounts(
+        oneshot::Sender<(
+            Vec<(mesh_protocol::TaskState, usize)>,
+            crate::metrics::Tally,
+        )>,
+    ),
     Health(oneshot::Sender<Health>),
     /// Stop (or resume) starting tasks here; queued ones move elsewhere.
     /// With `migrate`, running ones are stopped and queued to move too.
@@ -379,10 +385,16 @@ impl SupervisorHandle {
     }
 
     /// How many of this node's task records are in each state (every
-    /// state, zeros too), for /metrics.
+    /// state, zeros too), and the decisions taken since start: for /metrics.
     pub async fn task_counts(
         &self,
-    ) -> Result<Vec<(mesh_protocol::TaskState, usize)>, SupervisorError> {
+    ) -> Result<
+        (
+            Vec<(mesh_protocol::TaskState, usize)>,
+            crate::metrics::Tally,
+        ),
+        SupervisorError,
+    > {
         self.ask(Command::TaskCounts).await
     }
 

@@ -371,6 +371,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 Ok(()) => {
                     self.next_seq = self.next_seq.saturating_add(1);
                     self.queue.put(queued(r));
+                    self.tally.retries += 1;
                 }
                 Err(e) => refused(&e),
             }
