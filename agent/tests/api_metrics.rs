@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use mesh_agent::runtime::memory::TEST_REGISTRY;
 use mesh_protocol::TaskState;
 use mesh_protocol::UserName;
 use mesh_protocol::auth::Role;
@@ -203,4 +204,30 @@ async fn each_node_counts_the_offers_it_took_and_sees_its_peer() {
         assert_eq!(s["meshd_task_attempts_started_total"], 1.0, "{text}");
         assert_eq!(allocated(&s), 1.0, "{text}");
     }
+}
+
+#[tokio::test]
+async fn pulls_are_counted_with_their_bytes() {
+    let agent = setup("metricspull").start(&[]).await;
+    let addr = agent.running().api_addr;
+    let mut pulled = task(1, &["exit", "0"]);
+    pulled.image = format!("{TEST_REGISTRY}/app:1");
+    let mut missing = task(1, &["exit", "0"]);
+    missing.image = format!("{TEST_REGISTRY}/nosuch:1");
+    let ok = agent.api.submit(&pulled).await.id;
+    let not = agent.api.submit(&missing).await.id;
+    agent.api.wait_state(&ok, TaskState::Succeeded, 10).await;
+    agent.api.wait_state(&not, TaskState::Failed, 10).await;
+    let (text, s) = scrape(addr).await;
+    promtool_check(&text);
+    assert_eq!(
+        s[r#"meshd_image_pulls_total{result="succeeded"}"#], 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        s[r#"meshd_image_pulls_total{result="failed"}"#], 1.0,
+        "{text}"
+    );
+    // The in-memory registry reports each image as 1 byte.
+    assert_eq!(s["meshd_image_pull_received_bytes_total"], 1.0, "{text}");
 }

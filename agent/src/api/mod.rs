@@ -38,6 +38,8 @@ pub struct ApiState {
     pub services: crate::services::ServicesHandle,
     /// What callers must show.
     pub access: std::sync::Arc<auth::Access>,
+    /// This host's image pulls, counted for /metrics.
+    pub pulls: std::sync::Arc<crate::metrics::PullCounts>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -282,7 +284,7 @@ async fn node(
 /// credentials.
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let snapshot =
-        crate::metrics::gather(s.tasks.supervisor(), s.tasks.mesh(), &s.services).await?;
+        crate::metrics::gather(s.tasks.supervisor(), s.tasks.mesh(), &s.services, &s.pulls).await?;
     Ok((
         [("content-type", crate::metrics::CONTENT_TYPE)],
         crate::metrics::encode(&snapshot),

@@ -146,6 +146,19 @@ pub fn encode(s: &Snapshot) -> String {
         "Image pulls under way on this node",
         i64::from(s.pulling),
     );
+    let pulls = counters(r, "image_pulls", "Image pulls that ended here, by result");
+    pulls
+        .get_or_create(&label("result", "succeeded"))
+        .inc_by(s.pulled.succeeded);
+    pulls
+        .get_or_create(&label("result", "failed"))
+        .inc_by(s.pulled.failed);
+    counter(
+        r,
+        "image_pull_received_bytes",
+        "Image layer bytes this node's pulls received, from registries and peers",
+        s.pulled.bytes,
+    );
     if let Some(cpu) = s.cpu_percent {
         let ratio = Gauge::<f64, AtomicU64>::default();
         ratio.set(f64::from(cpu) / 100.0);
@@ -323,6 +336,11 @@ mod tests {
             max_queue: 100,
             draining: false,
             pulling: 1,
+            pulled: crate::metrics::Pulled {
+                succeeded: 3,
+                failed: 1,
+                bytes: 2048,
+            },
             cpu_percent: Some(25),
             services: vec![ServiceNodeStats {
                 node: NodeId::new("n1").unwrap(),
@@ -379,6 +397,9 @@ mod tests {
             "meshd_queue_capacity_tasks 100",
             "meshd_draining 0",
             "meshd_image_pulls_in_progress 1",
+            r#"meshd_image_pulls_total{result="succeeded"} 3"#,
+            r#"meshd_image_pulls_total{result="failed"} 1"#,
+            "meshd_image_pull_received_bytes_total 2048",
             "meshd_host_cpu_utilization_ratio 0.25",
             r#"meshd_service_connections_accepted_total{service="web"} 7"#,
             r#"meshd_service_connections_refused_total{service="web"} 1"#,

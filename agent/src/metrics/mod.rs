@@ -10,7 +10,7 @@ mod encode;
 mod tally;
 
 pub use encode::{CONTENT_TYPE, encode};
-pub use tally::Tally;
+pub use tally::{PullCounts, Pulled, Tally, new_bytes};
 
 use std::collections::BTreeMap;
 
@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub draining: bool,
     /// Image pulls under way here (as this node last published them).
     pub pulling: u32,
+    /// Pulls ended and bytes received since start.
+    pub pulled: Pulled,
     /// Host CPU use over the last interval, 0..=100 (as last published).
     pub cpu_percent: Option<u32>,
     /// Per service, this node's figures.
@@ -97,6 +99,7 @@ pub async fn gather(
     supervisor: &SupervisorHandle,
     mesh: &Mesh,
     services: &ServicesHandle,
+    pulls: &PullCounts,
 ) -> Result<Snapshot, SupervisorError> {
     let node = supervisor.node().await?;
     let (tasks, tally) = supervisor.task_counts().await?;
@@ -116,6 +119,7 @@ pub async fn gather(
         max_queue: node.max_queue,
         draining: me.is_some_and(|i| i.draining),
         pulling: me.map_or(0, |i| i.images.pulling),
+        pulled: pulls.read(),
         cpu_percent: me.map(|i| i.load.cpu_percent),
         services: report.stats,
         connections_open: report.connections.len(),

@@ -1,7 +1,10 @@
 //! The few counters /metrics has that no state holds already: how many
-//! times the supervisor took each decision since meshd started. The
-//! supervisor owns a [`Tally`] (no atomics, no sharing: one task bumps it)
-//! and hands out a copy with its task counts at each scrape.
+//! times the supervisor took each decision since meshd started, and what
+//! this host's image pulls brought. The supervisor owns a [`Tally`] (no
+//! atomics, no sharing: one task bumps it) and hands out a copy with its
+//! task counts at each scrape; [`PullCounts`] is shared by every pull.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Decisions counted since start; each field only grows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +31,53 @@ impl Tally {
     }
 }
 
+/// This host's image pulls since start, bumped by `images::Pulls` (each
+/// pull is its own task, hence atomics) and read at scrape time.
+#[derive(Debug, Default)]
+pub struct PullCounts {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What [`PullCounts`] held at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pulled {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Layer bytes received, from registries and peers.
+    pub bytes: u64,
+}
+
+impl PullCounts {
+    /// A pull ended, well or not.
+    pub fn ended(&self, ok: bool) {
+        let n = if ok { &self.succeeded } else { &self.failed };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn received(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn read(&self) -> Pulled {
+        Pulled {
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Bytes a pull received since it last reported `seen` (a progress that
+/// went back, a new source starting over, counts nothing until it passes
+/// what was seen).
+pub fn new_bytes(seen: &mut u64, now: u64) -> u64 {
+    let new = now.saturating_sub(*seen);
+    *seen = (*seen).max(now);
+    new
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +89,24 @@ mod tests {
         t.offer::<(), ()>(&Err(()));
         t.offer::<(), ()>(&Err(()));
         assert_eq!((t.offers_taken, t.offers_refused), (1, 2));
+    }
+
+    #[test]
+    fn bytes_count_once_even_when_a_pull_starts_over() {
+        let mut seen = 0;
+        let steps = [10, 40, 40, 5, 30, 60].map(|now| new_bytes(&mut seen, now));
+        assert_eq!(steps, [10, 30, 0, 0, 0, 20]);
+        let counts = PullCounts::default();
+        counts.ended(true);
+        counts.ended(false);
+        counts.received(steps.iter().sum());
+        assert_eq!(
+            counts.read(),
+            Pulled {
+                succeeded: 1,
+                failed: 1,
+                bytes: 60
+            }
+        );
     }
 }
