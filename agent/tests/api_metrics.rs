@@ -110,6 +110,12 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
     assert_eq!(busy["meshd_queue_tasks"], 0.0, "{during}");
     assert_eq!(idle["meshd_task_attempts_started_total"], 0.0, "{before}");
     assert_eq!(busy["meshd_task_attempts_started_total"], 1.0, "{during}");
+    assert_eq!(idle["meshd_container_start_seconds_count"], 0.0, "{before}");
+    assert_eq!(busy["meshd_container_start_seconds_count"], 1.0, "{during}");
+    assert_eq!(
+        busy[r#"meshd_container_start_seconds_bucket{le="+Inf"}"#], 1.0,
+        "{during}"
+    );
 
     // A second task that does not fit waits in the queue.
     let waits = api.submit(&sleep_task(2, "60")).await.id;

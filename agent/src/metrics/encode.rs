@@ -111,6 +111,11 @@ pub fn encode(s: &Snapshot) -> String {
         "Tasks of dead nodes this node re-placed as their keeper",
         t.replacements,
     );
+    r.register(
+        "container_start_seconds",
+        "Time the container runtime took to create and start a task's container (image pull not included)",
+        t.container_start.clone(),
+    );
     let offers = counters(
         r,
         "task_offers",
@@ -331,6 +336,7 @@ mod tests {
                 offers_taken: 2,
                 offers_refused: 3,
                 replacements: 0,
+                ..crate::metrics::Tally::default()
             },
             queued: 5,
             max_queue: 100,
@@ -377,7 +383,10 @@ mod tests {
 
     #[test]
     fn figures_become_samples_with_their_labels() {
-        let text = encode(&snapshot());
+        let mut s = snapshot();
+        s.tally
+            .container_started(std::time::Duration::from_millis(300));
+        let text = encode(&s);
         let samples = samples(&text);
         for want in [
             r#"meshd_peers{state="alive"} 2"#,
@@ -391,6 +400,10 @@ mod tests {
             "meshd_queue_tasks 5",
             "meshd_task_attempts_started_total 4",
             "meshd_task_retries_total 1",
+            r#"meshd_container_start_seconds_bucket{le="0.25"} 0"#,
+            r#"meshd_container_start_seconds_bucket{le="0.5"} 1"#,
+            r#"meshd_container_start_seconds_bucket{le="+Inf"} 1"#,
+            "meshd_container_start_seconds_count 1",
             "meshd_task_replacements_total 0",
             r#"meshd_task_offers_total{result="taken"} 2"#,
             r#"meshd_task_offers_total{result="refused"} 3"#,
@@ -430,7 +443,12 @@ mod tests {
         }
         for sample in samples(&text) {
             let name = sample.split(['{', ' ']).next().unwrap();
-            assert!(typed.iter().any(|t| t == name), "{name} has no TYPE");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| typed.iter().any(|t| t == f))
+                .unwrap_or(name);
+            assert!(typed.iter().any(|t| t == family), "{name} has no TYPE");
         }
     }
 

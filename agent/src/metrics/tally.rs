@@ -5,9 +5,18 @@
 //! task counts at each scrape; [`PullCounts`] is shared by every pull.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::histogram::Histogram;
+
+/// Upper bounds of the container start time buckets, in seconds: a
+/// container usually starts in 0.1 to 1 s; Docker under load takes longer.
+const START_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Decisions counted since start; each field only grows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Tally {
     /// Attempts started here: a task placed on this node, first run or retry.
     pub attempts_started: u64,
@@ -19,9 +28,30 @@ pub struct Tally {
     pub offers_refused: u64,
     /// Tasks of a dead node this node re-placed, as their keeper.
     pub replacements: u64,
+    /// How long the runtime took to create and start each task's
+    /// container (its pull not included). A clone shares the counts.
+    pub container_start: Histogram,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            attempts_started: 0,
+            retries: 0,
+            offers_taken: 0,
+            offers_refused: 0,
+            replacements: 0,
+            container_start: Histogram::new(START_BUCKETS),
+        }
+    }
 }
 
 impl Tally {
+    /// A task's container started after `took`.
+    pub fn container_started(&mut self, took: Duration) {
+        self.container_start.observe(took.as_secs_f64());
+    }
+
     /// Counts an offer's answer.
     pub fn offer<T, E>(&mut self, answer: &Result<T, E>) {
         match answer {

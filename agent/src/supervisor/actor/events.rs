@@ -31,7 +31,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 task,
                 attempt,
                 result,
-            } => self.on_started(task, attempt, result),
+                took,
+            } => {
+                if let (Ok(_), Some(took)) = (&result, took) {
+                    self.tally.container_started(took);
+                }
+                self.on_started(task, attempt, result)
+            }
             Event::Exited {
                 task,
                 attempt,

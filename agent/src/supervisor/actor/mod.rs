@@ -404,7 +404,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 let _ = reply.send(self.node_view());
             }
             Command::TaskCounts(reply) => {
-                let _ = reply.send((self.task_counts(), self.tally));
+                let _ = reply.send((self.task_counts(), self.tally.clone()));
             }
             Command::Reserve(holder, cores, reply) => {
                 let _ = reply.send(self.reserve(&holder, cores));
