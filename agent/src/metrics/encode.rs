@@ -119,7 +119,7 @@ pub fn encode(s: &Snapshot) -> String {
     let offers = counters(
         r,
         "task_offers",
-        "Tasks offered to this node by peers (placements and moves), by answer",
+        "Tasks offered to this node (by itself or a peer: placements and moves), by answer",
     );
     offers
         .get_or_create(&label("result", "taken"))
