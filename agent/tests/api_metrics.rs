@@ -210,6 +210,13 @@ async fn each_node_counts_the_offers_it_took_and_sees_its_peer() {
         assert_eq!(s["meshd_task_attempts_started_total"], 1.0, "{text}");
         assert_eq!(allocated(&s), 1.0, "{text}");
     }
+    // The task that runs on B was offered to it by A, over the mesh.
+    let (text, s) = scrape(a.running().api_addr).await;
+    let offered = s
+        .get(r#"meshd_rpc_calls_total{kind="offer",outcome="ok"}"#)
+        .copied()
+        .unwrap_or(0.0);
+    assert!(offered >= 1.0, "{text}");
 }
 
 #[tokio::test]

@@ -293,6 +293,19 @@ fn encode_mesh(r: &mut Registry, s: &Snapshot) {
     for (reason, n) in &m.gossip {
         gossip.get_or_create(&label("reason", reason)).inc_by(*n);
     }
+    let calls = counters(
+        r,
+        "rpc_calls",
+        "Calls this node made to peers, by kind and outcome (ok, failed: the peer answered with an error, no_answer)",
+    );
+    for ((kind, outcome), n) in &s.rpc_calls {
+        calls
+            .get_or_create(&vec![
+                ("kind", (*kind).to_owned()),
+                ("outcome", (*outcome).to_owned()),
+            ])
+            .inc_by(*n);
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +386,7 @@ mod tests {
                 gossip: [("magic", 3)].into_iter().collect(),
                 ..MeshRefusals::default()
             },
+            rpc_calls: [(("offer", "ok"), 4)].into_iter().collect(),
         }
     }
 
@@ -422,6 +436,7 @@ mod tests {
             "meshd_client_connections_open 1",
             r#"meshd_gossip_messages_refused_total{reason="magic"} 3"#,
             "meshd_mesh_handshakes_refused_total 0",
+            r#"meshd_rpc_calls_total{kind="offer",outcome="ok"} 4"#,
         ] {
             assert!(samples.contains(&want), "no {want:?} in\n{text}");
         }

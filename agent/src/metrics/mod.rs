@@ -10,7 +10,7 @@ mod encode;
 mod tally;
 
 pub use encode::{CONTENT_TYPE, encode};
-pub use tally::{PullCounts, Pulled, Tally, new_bytes};
+pub use tally::{PullCounts, Pulled, RpcCounts, Tally, new_bytes};
 
 use std::collections::BTreeMap;
 
@@ -91,6 +91,8 @@ pub struct Snapshot {
     /// Client connections this node holds open now.
     pub connections_open: usize,
     pub refusals: MeshRefusals,
+    /// Calls this node made to peers, by (kind, outcome).
+    pub rpc_calls: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// Reads a snapshot from the agent's parts. Only the supervisor can fail
@@ -130,5 +132,6 @@ pub async fn gather(
             versions: mesh.version_refusals(),
             identities: mesh.identity_refusals(),
         },
+        rpc_calls: mesh.rpc_calls(),
     })
 }

@@ -4,6 +4,8 @@
 //! atomics, no sharing: one task bumps it) and hands out a copy with its
 //! task counts at each scrape; [`PullCounts`] is shared by every pull.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -99,6 +101,25 @@ impl PullCounts {
     }
 }
 
+/// The calls this node made to peers, by kind (`Request::name`) and
+/// outcome: `ok`, `failed` (the peer answered with an error) or
+/// `no_answer` (unreachable, refused, timed out). Shared by every clone of
+/// `Mesh`, which counts at its one `call`.
+#[derive(Debug, Default)]
+pub struct RpcCounts(Mutex<BTreeMap<(&'static str, &'static str), u64>>);
+
+impl RpcCounts {
+    pub fn count(&self, kind: &'static str, outcome: &'static str) {
+        // A poisoned lock only means a thread panicked; the map is intact.
+        let mut calls = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *calls.entry((kind, outcome)).or_default() += 1;
+    }
+
+    pub fn read(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Bytes a pull received since it last reported `seen` (a progress that
 /// went back, a new source starting over, counts nothing until it passes
 /// what was seen).
@@ -119,6 +140,18 @@ mod tests {
         t.offer::<(), ()>(&Err(()));
         t.offer::<(), ()>(&Err(()));
         assert_eq!((t.offers_taken, t.offers_refused), (1, 2));
+    }
+
+    #[test]
+    fn calls_count_by_kind_and_outcome() {
+        let calls = RpcCounts::default();
+        calls.count("offer", "ok");
+        calls.count("offer", "ok");
+        calls.count("list", "no_answer");
+        let read = calls.read();
+        assert_eq!(read[&("offer", "ok")], 2);
+        assert_eq!(read[&("list", "no_answer")], 1);
+        assert_eq!(read.len(), 2);
     }
 
     #[test]
