@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::services::*;
 use common::*;
 use mesh_agent::runtime::memory::TEST_REGISTRY;
 use mesh_protocol::TaskState;
@@ -243,4 +244,38 @@ async fn pulls_are_counted_with_their_bytes() {
     );
     // The in-memory registry reports each image as 1 byte.
     assert_eq!(s["meshd_image_pull_received_bytes_total"], 1.0, "{text}");
+}
+
+#[tokio::test]
+async fn a_services_connections_are_counted() {
+    let agent = setup("metricssvc").own_loopback().start(&[]).await;
+    let listen = port(1);
+    let mut echo = svc("echo", listen, &["echo", "--port", "7000"]);
+    echo.warm = Some(1);
+    agent.api.create_service(&echo).await;
+    wait_listening(&agent.api, "echo", 1).await;
+    let addr = SocketAddr::new(agent.ip, listen);
+    assert_eq!(exchange(addr, b"hello").await.unwrap(), b"hello");
+    // Served is counted when the connection has closed.
+    let text = wait_until(
+        "the connection counted accepted and served",
+        Duration::from_secs(10),
+        || async {
+            let (text, s) = scrape(agent.running().api_addr).await;
+            let seen = (
+                s.get(r#"meshd_service_connections_accepted_total{service="echo"}"#)
+                    .copied(),
+                s.get(r#"meshd_service_connections_served_total{service="echo"}"#)
+                    .copied(),
+                s.get(r#"meshd_service_listening{service="echo"}"#).copied(),
+            );
+            if seen == (Some(1.0), Some(1.0), Some(1.0)) {
+                Ok(text)
+            } else {
+                Err(seen)
+            }
+        },
+    )
+    .await;
+    promtool_check(&text);
 }
