@@ -150,6 +150,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     let service_pulls = pulls.clone();
     let shared_pulls = pulls.clone();
     let published_pulls = pulls.clone();
+    let pull_counts = pulls.counts();
     let listener = TcpListener::bind(config.api)
         .await
         .map_err(|source| AgentError::Listen {
@@ -266,6 +267,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             (None, false) => crate::api::auth::Access::Open,
             (tokens, certs) => crate::api::auth::Access::Credentials { tokens, certs },
         }),
+        pulls: pull_counts,
     });
     let server = tokio::spawn(crate::api::serve::serve(listener, api_tls, app, shutdown));
     info!(node = %config.node_id, api = %api_addr, "meshd listening");

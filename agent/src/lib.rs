@@ -10,6 +10,7 @@ pub mod images;
 pub mod limits;
 pub mod logs;
 pub mod mesh;
+pub mod metrics;
 pub mod runtime;
 pub mod services;
 pub mod store;

@@ -14,7 +14,7 @@ use crate::ids::UserName;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Every GET: tasks, logs, nodes, peers, services, health.
+    /// Every GET: tasks, logs, nodes, peers, services, health, metrics.
     Read,
     /// Also submit tasks, create services, and kill or remove one's own.
     Submit,
@@ -141,6 +141,8 @@ mod tests {
         assert_eq!(needed_role("GET", "/v1/tasks"), Role::Read);
         assert_eq!(needed_role("GET", "/v1/tasks/t1/logs"), Role::Read);
         assert_eq!(needed_role("GET", "/v1/health"), Role::Read);
+        // Prometheus scrapes with a read token.
+        assert_eq!(needed_role("GET", "/metrics"), Role::Read);
         assert_eq!(needed_role("POST", "/v1/tasks"), Role::Submit);
         assert_eq!(needed_role("POST", "/v1/tasks/t1/kill"), Role::Submit);
         assert_eq!(needed_role("POST", "/v1/services"), Role::Submit);

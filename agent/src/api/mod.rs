@@ -38,6 +38,8 @@ pub struct ApiState {
     pub services: crate::services::ServicesHandle,
     /// What callers must show.
     pub access: std::sync::Arc<auth::Access>,
+    /// This host's image pulls, counted for /metrics.
+    pub pulls: std::sync::Arc<crate::metrics::PullCounts>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -83,9 +85,10 @@ pub fn router(state: ApiState) -> Router {
             get(services::show).delete(services::remove),
         )
         .route("/v1/connections", get(services::connections))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
-                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health",
+                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health, /metrics",
             )
         })
         .layer(axum::middleware::from_fn_with_state(
@@ -274,6 +277,19 @@ async fn node(
     let mut view = s.node().await?;
     view.mesh = Some(mesh.summary().await);
     Ok(axum::Json(view).into_response())
+}
+
+/// This node's figures in the Prometheus text format (`crate::metrics`);
+/// a GET like the others, so it needs the read role when the API asks for
+/// credentials.
+async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let snapshot =
+        crate::metrics::gather(s.tasks.supervisor(), s.tasks.mesh(), &s.services, &s.pulls).await?;
+    Ok((
+        [("content-type", crate::metrics::CONTENT_TYPE)],
+        crate::metrics::encode(&snapshot),
+    )
+        .into_response())
 }
 
 async fn health(State(s): State<SupervisorHandle>) -> Result<Response, ApiError> {

@@ -76,6 +76,8 @@ pub struct Pulls<R> {
     peers: Arc<OnceLock<Arc<dyn ImagePeers>>>,
     /// Counts pulls started and ended, so the image publisher hears of each.
     changes: Arc<watch::Sender<u64>>,
+    /// Pulls ended and bytes received, for /metrics.
+    counts: Arc<crate::metrics::PullCounts>,
 }
 
 impl<R> std::fmt::Debug for Pulls<R> {
@@ -103,6 +105,7 @@ impl<R> Clone for Pulls<R> {
             source: self.source,
             peers: self.peers.clone(),
             changes: self.changes.clone(),
+            counts: self.counts.clone(),
         }
     }
 }
@@ -117,6 +120,7 @@ impl<R: ContainerRuntime> Pulls<R> {
             source: ImageSource::RegistryOnly,
             peers: Arc::default(),
             changes: Arc::new(watch::channel(0).0),
+            counts: Arc::default(),
         }
     }
 
@@ -156,6 +160,11 @@ impl<R: ContainerRuntime> Pulls<R> {
         let going = self.going();
         let g = going.get(image)?;
         Some(g.downloading.load(Ordering::Relaxed))
+    }
+
+    /// Pulls ended and bytes received since start (every clone's).
+    pub fn counts(&self) -> Arc<crate::metrics::PullCounts> {
+        self.counts.clone()
     }
 
     /// Changes each time a pull starts or ends.
@@ -236,15 +245,22 @@ impl<R: ContainerRuntime> Pulls<R> {
             let (moved, mut moves) = watch::channel(PullProgress::default());
             let pull = this.get(&name, policy, &moved, &downloading);
             tokio::pin!(pull);
+            let mut seen = 0;
             let result = loop {
                 tokio::select! {
                     result = &mut pull => break result,
                     Ok(()) = moves.changed() => {
                         let p = *moves.borrow_and_update();
+                        this.counts.received(crate::metrics::new_bytes(&mut seen, p.bytes_done));
                         tx.send_replace(Pull::Going(p));
                     }
                 }
             };
+            // The last progress may have come with the end.
+            let last = moves.borrow().bytes_done;
+            this.counts
+                .received(crate::metrics::new_bytes(&mut seen, last));
+            this.counts.ended(result.is_ok());
             this.going().remove(&key);
             this.changed();
             match &result {

@@ -79,6 +79,8 @@ pub struct Mesh {
     advertise: SocketAddr,
     node: NodeId,
     handlers: Arc<Handlers>,
+    /// Calls made, by kind and outcome, for /metrics.
+    calls: Arc<crate::metrics::RpcCounts>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -192,6 +194,7 @@ impl Mesh {
             advertise,
             node: node.clone(),
             handlers,
+            calls: Arc::default(),
         };
         let watcher = tokio::spawn(mesh.clone().watch(cfg.gossip_interval, shutdown));
         Ok((mesh, watcher))
@@ -378,8 +381,22 @@ impl Mesh {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, rpc::CallError> {
-        let conn = self.transport.connection_to(node, addr).await?;
-        rpc::call(&conn, request, timeout).await
+        let answer = match self.transport.connection_to(node, addr).await {
+            Ok(conn) => rpc::call(&conn, request, timeout).await,
+            Err(e) => Err(e.into()),
+        };
+        let outcome = match &answer {
+            Ok(Response::Failed(_)) => "failed",
+            Ok(_) => "ok",
+            Err(_) => "no_answer",
+        };
+        self.calls.count(request.name(), outcome);
+        answer
+    }
+
+    /// The calls this node made (`call`), by kind and outcome.
+    pub fn rpc_calls(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.calls.read()
     }
 
     /// Calls node `node` at `addr`, which answers with a stream.

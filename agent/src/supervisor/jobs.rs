@@ -35,6 +35,9 @@ pub enum Event {
         task: TaskId,
         attempt: u32,
         result: Result<String, RuntimeError>,
+        /// How long the runtime took to create and start the container
+        /// (`None`: it was not asked).
+        took: Option<std::time::Duration>,
     },
     Exited {
         task: TaskId,
@@ -121,6 +124,7 @@ pub async fn run_attempt<R: ContainerRuntime>(
                 task,
                 attempt,
                 result: Err(e),
+                took: None,
             });
             return;
         }
@@ -133,13 +137,17 @@ pub async fn run_attempt<R: ContainerRuntime>(
             return;
         }
     }
-    match runtime.run(&spec).await {
+    let asked = tokio::time::Instant::now();
+    let ran = runtime.run(&spec).await;
+    let took = Some(asked.elapsed());
+    match ran {
         Ok(id) => {
             pulls.started(&spec.image);
             let _ = events.send(Event::Started {
                 task: task.clone(),
                 attempt,
                 result: Ok(id.clone()),
+                took,
             });
             watch(runtime, logs, id, task, attempt, events).await;
         }
@@ -148,6 +156,7 @@ pub async fn run_attempt<R: ContainerRuntime>(
                 task,
                 attempt,
                 result: Err(e),
+                took,
             });
         }
     }

@@ -130,6 +130,14 @@ pub(crate) enum Command {
     ),
     Logs(TaskId, oneshot::Sender<Result<LogsAt, SupervisorError>>),
     Node(oneshot::Sender<NodeView>),
+    /// How many of this node's task records are in each state, and the
+    /// decisions taken since start.
+    TaskCounts(
+        oneshot::Sender<(
+            Vec<(mesh_protocol::TaskState, usize)>,
+            crate::metrics::Tally,
+        )>,
+    ),
     Health(oneshot::Sender<Health>),
     /// Stop (or resume) starting tasks here; queued ones move elsewhere.
     /// With `migrate`, running ones are stopped and queued to move too.
@@ -374,6 +382,20 @@ impl SupervisorHandle {
 
     pub async fn node(&self) -> Result<NodeView, SupervisorError> {
         self.ask(Command::Node).await
+    }
+
+    /// How many of this node's task records are in each state (every
+    /// state, zeros too), and the decisions taken since start: for /metrics.
+    pub async fn task_counts(
+        &self,
+    ) -> Result<
+        (
+            Vec<(mesh_protocol::TaskState, usize)>,
+            crate::metrics::Tally,
+        ),
+        SupervisorError,
+    > {
+        self.ask(Command::TaskCounts).await
     }
 
     /// The images this node's queued, starting and running tasks name.

@@ -48,6 +48,17 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in the order of a task's life.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Queued,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Lost,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

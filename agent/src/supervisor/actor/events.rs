@@ -31,7 +31,13 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 task,
                 attempt,
                 result,
-            } => self.on_started(task, attempt, result),
+                took,
+            } => {
+                if let (Ok(_), Some(took)) = (&result, took) {
+                    self.tally.container_started(took);
+                }
+                self.on_started(task, attempt, result)
+            }
             Event::Exited {
                 task,
                 attempt,
@@ -371,6 +377,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 Ok(()) => {
                     self.next_seq = self.next_seq.saturating_add(1);
                     self.queue.put(queued(r));
+                    self.tally.retries += 1;
                 }
                 Err(e) => refused(&e),
             }

@@ -68,6 +68,8 @@ pub(crate) struct Supervisor<R> {
     pulls: Pulls<R>,
     /// `--audit-log`: every change of the allocator's holdings.
     audit: Option<AuditLog>,
+    /// Decisions counted for /metrics.
+    tally: crate::metrics::Tally,
 }
 
 impl<R: ContainerRuntime> Supervisor<R> {
@@ -118,6 +120,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             events_tx,
             pulls,
             audit,
+            tally: crate::metrics::Tally::default(),
         };
         supervisor.load(loaded);
         supervisor.audit();
@@ -252,7 +255,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Offer(record, reply) => {
-                let _ = reply.send(self.offer(*record));
+                let answer = self.offer(*record);
+                self.tally.offer(&answer);
+                let _ = reply.send(answer);
             }
             Command::SetDraining(draining, migrate, reply) => {
                 if draining != self.draining {
@@ -315,7 +320,10 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     SupervisorError::NotFound(format!("no copy of {id} on {}", self.cfg.node))
                 }));
             }
-            Command::Replaced(id, node, epoch, attempt) => self.replaced(&id, node, epoch, attempt),
+            Command::Replaced(id, node, epoch, attempt) => {
+                self.tally.replacements += 1;
+                self.replaced(&id, node, epoch, attempt)
+            }
             Command::Stamps(ids, reply) => {
                 let _ = reply.send(self.stamps(&ids));
             }
@@ -394,6 +402,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             Command::Node(reply) => {
                 let _ = reply.send(self.node_view());
+            }
+            Command::TaskCounts(reply) => {
+                let _ = reply.send((self.task_counts(), self.tally.clone()));
             }
             Command::Reserve(holder, cores, reply) => {
                 let _ = reply.send(self.reserve(&holder, cores));
@@ -545,6 +556,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             self.write_failed(&e);
             return;
         }
+        self.tally.attempts_started += to_run.len() as u64;
         for (id, attempt, spec) in to_run {
             self.watched.insert(id.clone());
             let policy = self

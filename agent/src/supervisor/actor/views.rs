@@ -1,5 +1,5 @@
 //! Read-only views of the supervisor's state: where a task's output is and
-//! the node's cores, queue and Docker health.
+//! the node's cores, queue and Docker health, and its tasks counted by state.
 
 use mesh_protocol::TaskId;
 use mesh_protocol::TaskState;
@@ -24,6 +24,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
             (_, TaskState::Queued) if r.attempt > 0 => LogsAt::Saved(r.id.clone(), r.attempt),
             _ => LogsAt::NotYet,
         })
+    }
+
+    /// Every state with how many records are in it.
+    pub(super) fn task_counts(&self) -> Vec<(TaskState, usize)> {
+        TaskState::ALL
+            .iter()
+            .map(|&s| (s, self.records.values().filter(|r| r.state == s).count()))
+            .collect()
     }
 
     pub(super) fn node_view(&self) -> NodeView {

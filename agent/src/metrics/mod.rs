@@ -1,0 +1,137 @@
+//! `GET /metrics`: what this agent knows about itself and its view of the
+//! mesh, in the Prometheus text format. Nothing is counted here: each scrape
+//! reads a [`Snapshot`] of the state the agent already keeps (the
+//! supervisor's cores, queue and records, the gossip view, the services'
+//! counters, the transport's refusal counters, and the supervisor's
+//! [`Tally`] of its decisions) and [`encode`] turns it into text. The metric names and their meaning are listed in
+//! `docs/operations.md` (Metrics).
+
+mod encode;
+mod tally;
+
+pub use encode::{CONTENT_TYPE, encode};
+pub use tally::{PullCounts, Pulled, RpcCounts, Tally, new_bytes};
+
+use std::collections::BTreeMap;
+
+use mesh_protocol::TaskState;
+use mesh_protocol::alloc::NumaLoad;
+use mesh_protocol::api::ServiceNodeStats;
+use mesh_protocol::gossip::{PeerState, PeerView};
+
+use crate::mesh::Mesh;
+use crate::services::ServicesHandle;
+use crate::supervisor::{SupervisorError, SupervisorHandle};
+
+/// The peers this node sees (itself included), by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Alive and taking tasks.
+    pub alive: usize,
+    /// Alive but draining: no new tasks start there.
+    pub draining: usize,
+    /// Declared dead by the failure detector.
+    pub dead: usize,
+}
+
+impl PeerCounts {
+    /// Counts a gossip view: a draining peer that is dead counts as dead.
+    pub fn of(peers: &[PeerView]) -> PeerCounts {
+        let mut counts = PeerCounts::default();
+        for p in peers {
+            match p.state {
+                PeerState::Dead => counts.dead += 1,
+                PeerState::Alive if p.info.as_ref().is_some_and(|i| i.draining) => {
+                    counts.draining += 1
+                }
+                PeerState::Alive => counts.alive += 1,
+            }
+        }
+        counts
+    }
+}
+
+/// Refused input at the mesh's transport, counted since the agent started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshRefusals {
+    /// QUIC handshakes refused (any reason).
+    pub handshakes: u64,
+    /// Messages refused (gossip and calls).
+    pub messages: u64,
+    /// Gossip messages refused, by reason.
+    pub gossip: BTreeMap<&'static str, u64>,
+    /// Handshakes refused because the peer speaks another RPC version.
+    pub versions: u64,
+    /// Dials refused because the certificate named another node.
+    pub identities: u64,
+}
+
+/// Everything one scrape reports, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub peers: PeerCounts,
+    /// Per NUMA node, its cores and how many are free.
+    pub numa: Vec<NumaLoad>,
+    /// This node's task records by state (every state, zeros too).
+    pub tasks: Vec<(TaskState, usize)>,
+    /// The supervisor's decisions since start.
+    pub tally: Tally,
+    /// Tasks waiting in this node's queue, and the queue's bound.
+    pub queued: usize,
+    pub max_queue: usize,
+    pub draining: bool,
+    /// Image pulls under way here (as this node last published them).
+    pub pulling: u32,
+    /// Pulls ended and bytes received since start.
+    pub pulled: Pulled,
+    /// Host CPU use over the last interval, 0..=100 (as last published).
+    pub cpu_percent: Option<u32>,
+    /// Per service, this node's figures.
+    pub services: Vec<ServiceNodeStats>,
+    /// Client connections this node holds open now.
+    pub connections_open: usize,
+    pub refusals: MeshRefusals,
+    /// Calls this node made to peers, by (kind, outcome).
+    pub rpc_calls: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// Reads a snapshot from the agent's parts. Only the supervisor can fail
+/// (it stopped); the rest answer from what they hold.
+pub async fn gather(
+    supervisor: &SupervisorHandle,
+    mesh: &Mesh,
+    services: &ServicesHandle,
+    pulls: &PullCounts,
+) -> Result<Snapshot, SupervisorError> {
+    let node = supervisor.node().await?;
+    let (tasks, tally) = supervisor.task_counts().await?;
+    let peers = mesh.peers().await;
+    let me = peers
+        .iter()
+        .find(|p| p.is_self)
+        .and_then(|p| p.info.as_ref());
+    let report = services.report().await;
+    let (handshakes, messages) = mesh.refusals();
+    Ok(Snapshot {
+        peers: PeerCounts::of(&peers),
+        numa: node.load,
+        tasks,
+        tally,
+        queued: node.queued,
+        max_queue: node.max_queue,
+        draining: me.is_some_and(|i| i.draining),
+        pulling: me.map_or(0, |i| i.images.pulling),
+        pulled: pulls.read(),
+        cpu_percent: me.map(|i| i.load.cpu_percent),
+        services: report.stats,
+        connections_open: report.connections.len(),
+        refusals: MeshRefusals {
+            handshakes,
+            messages,
+            gossip: mesh.gossip_refusals(),
+            versions: mesh.version_refusals(),
+            identities: mesh.identity_refusals(),
+        },
+        rpc_calls: mesh.rpc_calls(),
+    })
+}
