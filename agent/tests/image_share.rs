@@ -88,10 +88,16 @@ async fn a_task_on_a_node_without_the_image_gets_it_from_the_peer_that_holds_it(
 /// get an image of about `BENCH_IMAGE_MIB` (100) MiB to a node, from a
 /// peer that holds it against from a registry on loopback, `BENCH_RUNS`
 /// (3) times each, alternating; both targets are second engines (vfs),
-/// emptied of the image between runs. Prints a markdown table.
+/// emptied of the image between runs. Each run also times the stages of
+/// both paths alone: `docker save` to nothing, `docker load` of a saved
+/// file, the save streamed over the mesh (QUIC) to nothing, `docker pull`,
+/// and save piped into load. Prints a markdown table.
 #[tokio::test]
 #[ignore = "a benchmark: scripts/bench images"]
 async fn bench_image_from_a_peer_against_a_registry() {
+    use futures_util::StreamExt;
+    use mesh_agent::images::{Holder, ImagePeers, MeshPeers};
+    use mesh_protocol::rpc::HeldImage;
     use std::time::Instant;
     require_docker().await;
     let mib: usize = env_or("BENCH_IMAGE_MIB", 100);
@@ -125,23 +131,72 @@ async fn bench_image_from_a_peer_against_a_registry() {
         .start(&[a.gossip()])
         .await;
     wait_formed(&[&a, &r, &p]).await;
-    let mut times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    let image_id = docker_cli(&["image", "inspect", "-f", "{{.Id}}", &name]);
+    let image_id = docker_cli(&["image", "inspect", "-f", "{{.Id}}", &name])
+        .trim()
+        .to_owned();
+    let saved = tempfile::NamedTempFile::new().unwrap();
+    let saved_path = saved.path().display().to_string();
+    sh(&format!("docker save {image_id} > {saved_path}"));
+    let tar_bytes = std::fs::metadata(saved.path()).unwrap().len();
+    // The stream P gets from A, as the peer path's fetch asks for it.
+    let a_addr = p
+        .mesh()
+        .live_peers()
+        .await
+        .into_iter()
+        .find(|(n, _)| *n == a.id)
+        .unwrap()
+        .1;
+    let holder = Holder {
+        node: a.id.clone(),
+        addr: a_addr,
+        image: HeldImage {
+            id: image_id.clone(),
+            size: 0,
+        },
+    };
+    let mesh_peers = MeshPeers(p.mesh().clone());
+    let labels = [
+        "registry on loopback (registry-only), submit to task ended",
+        "peer over the mesh (peers-first), submit to task ended",
+        "`docker save` piped into `docker load`, no mesh, no task",
+        "stage: `docker pull` alone (the registry path's engine work)",
+        "stage: `docker save` alone, to /dev/null",
+        "stage: `docker load` alone, of the saved file",
+        "stage: save streamed A to P over the mesh (QUIC), to nothing",
+        "stage: that stream's first byte",
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    let mut chunks = 0usize;
     for _ in 0..runs {
         // The floor of the peer path: the two engines piped, no mesh.
+        times[2].push(sh(&format!(
+            "docker save {image_id} | docker -H {} load -q",
+            from_peer.host
+        )));
+        assert!(from_peer.cli(&["rmi", &image_id]).status.success());
+        times[3].push(sh(&format!(
+            "docker -H {} pull -q {name}",
+            from_registry.host
+        )));
+        assert!(from_registry.cli(&["rmi", &name]).status.success());
+        times[4].push(sh(&format!("docker save {image_id} > /dev/null")));
+        times[5].push(sh(&format!(
+            "docker -H {} load -q -i {saved_path}",
+            from_peer.host
+        )));
+        assert!(from_peer.cli(&["rmi", &image_id]).status.success());
         let started = Instant::now();
-        let piped = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "docker save {} | docker -H {} load -q",
-                image_id.trim(),
-                from_peer.host
-            ))
-            .output()
-            .unwrap();
-        assert!(piped.status.success(), "{piped:?}");
-        times[2].push(started.elapsed().as_secs_f64());
-        assert!(from_peer.cli(&["rmi", image_id.trim()]).status.success());
+        let (_, mut tar) = mesh_peers.fetch(&holder).await.unwrap();
+        let (mut got, mut first) = (0u64, None);
+        while let Some(chunk) = tar.next().await {
+            first.get_or_insert(started.elapsed().as_secs_f64());
+            got += chunk.unwrap().len() as u64;
+            chunks += 1;
+        }
+        times[6].push(started.elapsed().as_secs_f64());
+        times[7].push(first.unwrap());
+        assert_eq!(got, tar_bytes, "the whole tarball");
         for (i, (agent, other, engine)) in [(&r, &p, &from_registry), (&p, &r, &from_peer)]
             .into_iter()
             .enumerate()
@@ -168,28 +223,32 @@ async fn bench_image_from_a_peer_against_a_registry() {
         (s[s.len() / 2], s[0], s[s.len() - 1])
     };
     println!(
-        "image: {name}, {} bytes as the engine counts it, {runs} runs each\n",
-        size.trim()
+        "image: {name}, {} bytes as the engine counts it, a {tar_bytes}-byte tarball \
+         (the mesh stream came in {} chunks of {} bytes on average), {runs} runs each\n",
+        size.trim(),
+        chunks / runs,
+        tar_bytes * runs as u64 / chunks.max(1) as u64,
     );
-    println!("| source | median s | min s | max s |\n|---|---:|---:|---:|");
-    for (label, t) in [
-        (
-            "registry on loopback (registry-only), submit to task ended",
-            &times[0],
-        ),
-        (
-            "peer over the mesh (peers-first), submit to task ended",
-            &times[1],
-        ),
-        (
-            "`docker save` piped into `docker load`, no mesh, no task",
-            &times[2],
-        ),
-    ] {
+    println!("| what | median s | min s | max s |\n|---|---:|---:|---:|");
+    for (label, t) in labels.iter().zip(&times) {
         let (med, min, max) = stats(t);
         println!("| {label} | {med:.2} | {min:.2} | {max:.2} |");
     }
+    let ratio = stats(&times[1]).0 / stats(&times[0]).0;
+    println!("\nimage: peer over registry, medians: {ratio:.2}x");
     drop((r, p));
+}
+
+/// Runs `command` with sh, failing the test if it fails; its time in s.
+fn sh(command: &str) -> f64 {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{command}: {out:?}");
+    started.elapsed().as_secs_f64()
 }
 
 fn env_or(key: &str, default: usize) -> usize {

@@ -7,12 +7,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use mesh_protocol::NodeId;
 use mesh_protocol::image::first::Getting;
 use mesh_protocol::image::share::peers_to_ask;
 use mesh_protocol::rpc::{HeldImage, ImageAsk, ImageReply, Request, Response};
+use tokio::io::AsyncReadExt;
 use tracing::debug;
 
 use crate::mesh::Mesh;
@@ -25,8 +27,14 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the image's bytes may stall before the fetch is given up.
 const STALL: Duration = Duration::from_secs(60);
-/// Most bytes read from the stream at a time.
-const CHUNK: usize = 256 * 1024;
+/// Most bytes handed on at a time: each read takes all the stream holds,
+/// up to this. QUIC delivers a packet's worth (about 1.2 KiB) per frame;
+/// handed on one by one, each became a chunk of the HTTP body into
+/// `docker load` (a write to its socket, and wakeups on the way).
+const CHUNK: usize = 1024 * 1024;
+/// Below this much room left in the read buffer, a new one is taken, so
+/// reads stay large.
+const MIN_ROOM: usize = CHUNK / 4;
 
 /// A live peer that says it holds an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,15 +156,20 @@ enum Answer {
     Getting(Getting),
 }
 
-/// The stream's bytes until the peer finishes it; a reset or a stall is an
+/// The stream's bytes until the peer finishes it, in chunks of what had
+/// arrived at each read (at most [`CHUNK`]); a reset or a stall is an
 /// error, so a cut tarball is never taken for whole.
 fn bytes_of(recv: quinn::RecvStream) -> TarStream {
-    futures_util::stream::unfold(Some(recv), |state| async move {
-        let mut recv = state?;
-        match tokio::time::timeout(STALL, recv.read_chunk(CHUNK, true)).await {
-            Ok(Ok(Some(chunk))) => Some((Ok(chunk.bytes), Some(recv))),
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
+    futures_util::stream::unfold(Some((recv, BytesMut::new())), |state| async move {
+        let (mut recv, mut buf) = state?;
+        if buf.capacity() < MIN_ROOM {
+            // The old buffer's filled part lives on in the chunks handed on.
+            buf = BytesMut::with_capacity(CHUNK);
+        }
+        match tokio::time::timeout(STALL, recv.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => None,
+            Ok(Ok(_)) => Some((Ok(buf.split().freeze()), Some((recv, buf)))),
+            Ok(Err(e)) => Some((Err(e), None)),
             Err(_) => Some((
                 Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,

@@ -4,11 +4,12 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// A running registry; stops it and removes what was pushed and pulled on
-/// drop.
+/// drop. Its output (the access log, one line a request) goes to a file:
+/// [`TestRegistry::blob_bytes_sent`] reads it.
 pub struct TestRegistry {
     pub addr: String,
     child: Child,
@@ -53,11 +54,12 @@ impl TestRegistry {
             ),
         )
         .expect("write the registry's config");
+        let log = std::fs::File::create(dir.path().join("access.log")).expect("a log file");
         let child = Command::new(binary)
             .arg("serve")
             .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("the log"))
+            .stderr(log)
             .spawn()
             .expect("start docker-registry");
         let registry = Self {
@@ -105,6 +107,29 @@ impl TestRegistry {
         name
     }
 
+    /// Bytes of image blobs (layers and configs) the registry has sent, by
+    /// its access log: the sum of the sizes of its answers to `GET
+    /// .../blobs/...` (pushes are `PUT`s and `HEAD`s send no body).
+    pub fn blob_bytes_sent(&self) -> u64 {
+        let log = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default();
+        log.lines().filter_map(blob_bytes).sum()
+    }
+
+    /// Bytes of the blobs the registry stores (each layer compressed, as
+    /// pushed, and each image's config).
+    pub fn stored_blob_bytes(&self) -> u64 {
+        let blobs = self._dir.path().join("data/docker/registry/v2/blobs");
+        let out = Command::new("find")
+            .arg(&blobs)
+            .args(["-type", "f", "-name", "data", "-printf", "%s\\n"])
+            .output()
+            .expect("run find");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .sum()
+    }
+
     /// Pushes the local image `local` to this registry as `repo_tag`, then
     /// removes the pushed name from Docker, so only a pull brings it back.
     /// Returns the full name (`127.0.0.1:PORT/repo:tag`).
@@ -115,6 +140,23 @@ impl TestRegistry {
         docker_cli(&["rmi", &name]);
         name
     }
+}
+
+/// The body size of one access-log line (combined format: `... "GET
+/// /v2/NAME/blobs/sha256:... HTTP/1.1" 200 SIZE ...`) if it answered a blob
+/// GET with content.
+fn blob_bytes(line: &str) -> Option<u64> {
+    let (_, request) = line.split_once("\"GET ")?;
+    let (path, rest) = request.split_once('"')?;
+    if !path.contains("/blobs/") {
+        return None;
+    }
+    let mut fields = rest.split_whitespace();
+    let status = fields.next()?;
+    if !status.starts_with('2') {
+        return None;
+    }
+    fields.next()?.parse().ok()
 }
 
 impl Drop for TestRegistry {
