@@ -55,6 +55,35 @@ ensure_apt_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# Prints the path of the program BIN from Debian's package PKG: the one on
+# PATH if there is one, else one unpacked under target/tools/PKG from the
+# package file (apt-get download, dpkg-deb -x): not installed, so no service
+# of the package is set up or started on this host.
+tool_from_deb() {
+    local pkg=$1 bin=$2 dir tmp
+    if command -v "$bin" >/dev/null; then
+        command -v "$bin"
+        return 0
+    fi
+    dir=$(repo_root)/target/tools/$pkg
+    if [[ ! -x $dir/usr/bin/$bin ]]; then
+        command -v apt-get >/dev/null ||
+            die "$bin is missing and there is no apt-get to fetch Debian's $pkg: install $bin by hand"
+        say "fetching $bin from Debian's $pkg package (unpacked under $dir, not installed)" >&2
+        tmp=$(mktemp -d)
+        chmod 755 "$tmp" # apt-get download fetches as the _apt user
+        if ! (cd "$tmp" && apt-get download -q "$pkg" >&2); then
+            need_root_or_sudo
+            as_root apt-get update -q >&2
+            (cd "$tmp" && apt-get download -q "$pkg" >&2) || die "could not download Debian's $pkg"
+        fi
+        mkdir -p "$dir"
+        dpkg-deb -x "$tmp"/"$pkg"_*.deb "$dir"
+        rm -rf "$tmp"
+    fi
+    echo "$dir/usr/bin/$bin"
+}
+
 # Makes sure a Docker engine answers `docker info`: installs Debian's docker.io
 # when there is no docker command, and starts the daemon when none answers
 # (systemd, then the init script, then dockerd in the background).

@@ -62,7 +62,9 @@ fn allocated(samples: &BTreeMap<String, f64>) -> f64 {
 /// Runs `promtool check metrics` on `text`; fails the test with promtool's
 /// complaints, or with how to get promtool when it is missing.
 fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
+    // scripts/test says where it put promtool.
+    let promtool = std::env::var("MESH_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let child = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -71,7 +73,7 @@ fn promtool_check(text: &str) {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => panic!(
-            "cannot run promtool ({e}): install Debian's `prometheus` package (scripts/test does)"
+            "cannot run {promtool} ({e}): scripts/test fetches it (MESH_PROMTOOL), or install Debian's `prometheus` package"
         ),
     };
     child

@@ -11,6 +11,7 @@ use mesh_protocol::api::ServiceView;
 use mesh_protocol::service::ServiceRequest;
 use mesh_protocol::service::image::ImageStatus;
 use mesh_testnet::{DEFAULT_IMAGE, SCENARIO_LIMIT, Testnet, TestnetOptions, scenario};
+use meshctl::client::Client;
 use serde_json::json;
 
 mod common;
@@ -40,31 +41,8 @@ async fn three_nodes_pre_pulling_a_new_image_make_one_registry_download() -> Res
             .await?;
             let all = net.nodes();
 
-            // No warm containers: only the pre-pull brings the image.
-            let request: ServiceRequest = serde_json::from_value(json!({
-                "name": "shared", "image": image, "port": 7000, "listen": 9400,
-                "command": ["sleep", "600"],
-            }))?;
             let n1 = net.client("n1")?;
-            n1.create_service(&request).await.context("creating the service")?;
-            mesh_testnet::wait_until(
-                "every node reports the image present",
-                Duration::from_secs(120),
-                async || {
-                    let view: ServiceView = n1.service("shared").await.map_err(|e| e.to_string())?;
-                    let present = view
-                        .nodes
-                        .iter()
-                        .filter(|n| n.image == Some(ImageStatus::Present))
-                        .count();
-                    if present == 3 {
-                        Ok(())
-                    } else {
-                        Err(format!("{:?}", view.nodes.iter().map(|n| (&n.node, &n.image)).collect::<Vec<_>>()))
-                    }
-                },
-            )
-            .await?;
+            create_and_wait_present(&n1, &image, Duration::from_secs(120)).await?;
 
             let mut pulled = Vec::new();
             let mut loaded = Vec::new();
@@ -139,33 +117,9 @@ async fn bench_registry_bytes_when_three_nodes_start_one_new_service() -> Result
                 .extra_arg(source),
         )
         .await?;
-        let request: ServiceRequest = serde_json::from_value(json!({
-            "name": "shared", "image": image, "port": 7000, "listen": 9400,
-            "command": ["sleep", "600"],
-        }))?;
         let n1 = net.client("n1")?;
         let started = std::time::Instant::now();
-        n1.create_service(&request)
-            .await
-            .context("creating the service")?;
-        mesh_testnet::wait_until(
-            "every node reports the image present",
-            Duration::from_secs(300),
-            async || {
-                let view: ServiceView = n1.service("shared").await.map_err(|e| e.to_string())?;
-                let present = view
-                    .nodes
-                    .iter()
-                    .filter(|n| n.image == Some(ImageStatus::Present))
-                    .count();
-                if present == 3 {
-                    Ok(())
-                } else {
-                    Err(format!("{present} of 3 present"))
-                }
-            },
-        )
-        .await?;
+        create_and_wait_present(&n1, &image, Duration::from_secs(300)).await?;
         let took = started.elapsed().as_secs_f64();
         let (mut pulls, mut loads) = (0, 0);
         for node in &net.nodes() {
@@ -201,4 +155,32 @@ fn image_log(net: &Testnet) -> String {
         }
     }
     out
+}
+
+/// Creates the service `shared` of `image` through `n1`, with no warm
+/// containers (only the pre-pull brings the image), and waits until all
+/// three nodes report the image present.
+async fn create_and_wait_present(n1: &Client, image: &str, budget: Duration) -> Result<()> {
+    let request: ServiceRequest = serde_json::from_value(json!({
+        "name": "shared", "image": image, "port": 7000, "listen": 9400,
+        "command": ["sleep", "600"],
+    }))?;
+    n1.create_service(&request)
+        .await
+        .context("creating the service")?;
+    mesh_testnet::wait_until("every node reports the image present", budget, async || {
+        let view: ServiceView = n1.service("shared").await.map_err(|e| e.to_string())?;
+        let images: Vec<_> = view.nodes.iter().map(|n| (&n.node, &n.image)).collect();
+        let present = images
+            .iter()
+            .filter(|(_, i)| **i == Some(ImageStatus::Present))
+            .count();
+        if present == 3 {
+            Ok(())
+        } else {
+            Err(format!("{images:?}"))
+        }
+    })
+    .await?;
+    Ok(())
 }
