@@ -10,6 +10,7 @@ pub mod api;
 pub mod attempts;
 pub mod audit;
 pub mod auth;
+pub mod build_info;
 pub mod confirm;
 pub mod cpuset;
 pub mod failover;

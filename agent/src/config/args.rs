@@ -11,7 +11,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
     name = "meshd",
-    version,
+    version = mesh_protocol::build_info::LONG_VERSION,
     about = "The Ganger agent: runs tasks as CPU-pinned containers on this Docker host"
 )]
 pub struct Args {

@@ -148,7 +148,7 @@ impl Mesh {
         let info = NodeInfo {
             quic: advertise,
             api: api_advertise,
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: mesh_protocol::build_info::VERSION.into(),
             topology,
             load: Load::default(),
             draining: false,

@@ -27,7 +27,7 @@ use crate::run::Error;
 
 /// Inspect and drive a Ganger mesh through an agent's control API.
 #[derive(Debug, Parser)]
-#[command(name = "meshctl", version)]
+#[command(name = "meshctl", version = mesh_protocol::build_info::LONG_VERSION)]
 pub struct Cli {
     // Kept as checked text rather than a `NodeUrl`: `tls cert create` has
     // its own `--node` (a node's name), and clap stores one value of one type

@@ -13,7 +13,8 @@ fn ago(ms: Option<u64>) -> String {
 }
 
 /// NODE, STATE, GOSSIP, API, TOPOLOGY (cores per NUMA node), FREE, RUNNING,
-/// QUEUED, CPU, LAST HEARD; the answering node is marked with `*`.
+/// QUEUED, CPU, VERSION (so a mesh in the middle of an upgrade shows who
+/// runs what), LAST HEARD; the answering node is marked with `*`.
 pub fn peers(list: &[PeerView]) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
@@ -43,6 +44,7 @@ pub fn peers(list: &[PeerView]) -> String {
                         i.load.running.to_string(),
                         i.load.queued.to_string(),
                         format!("{}%", i.load.cpu_percent),
+                        i.version.clone(),
                     ]);
                     if i.draining {
                         row[1].push_str(",draining");
@@ -50,6 +52,7 @@ pub fn peers(list: &[PeerView]) -> String {
                 }
                 None => row.extend([
                     format!("({})", p.error.as_deref().unwrap_or("no values")),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -63,7 +66,8 @@ pub fn peers(list: &[PeerView]) -> String {
         .collect();
     let mut out = table(
         &[
-            "NODE", "STATE", "GOSSIP", "API", "CORES", "FREE", "RUNNING", "QUEUED", "CPU", "HEARD",
+            "NODE", "STATE", "GOSSIP", "API", "CORES", "FREE", "RUNNING", "QUEUED", "CPU",
+            "VERSION", "HEARD",
         ],
         &rows,
     );
@@ -85,7 +89,7 @@ mod tests {
         let info = NodeInfo {
             quic: "10.0.0.1:7946".parse().unwrap(),
             api: "10.0.0.1:7700".parse().unwrap(),
-            version: "0.1.0".into(),
+            version: "0.1.0+3f2c1a9b0".into(),
             // The gossip forms: 1 package, 4+4 cores, 2 PUs a core; 3+4 free, 1 running, 7% CPU.
             topology: TopologySummary::parse("1;4,4;2").unwrap(),
             load: Load::parse("3,4;1;0;7").unwrap(),
@@ -116,5 +120,7 @@ mod tests {
         assert!(out.contains("dead"), "{out}");
         assert!(out.contains("missing key"), "{out}");
         assert!(out.contains("1.5s"), "{out}");
+        assert!(out.contains("VERSION"), "{out}");
+        assert!(out.contains("0.1.0+3f2c1a9b0"), "{out}");
     }
 }

@@ -48,7 +48,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             .collect();
         NodeView {
             node: self.cfg.node.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: mesh_protocol::build_info::VERSION.into(),
             topology: self.alloc.topology().clone(),
             mapping: self.cfg.topology.mapping.clone(),
             cores,
