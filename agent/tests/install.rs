@@ -11,7 +11,7 @@ use mesh_agent::{Args, Config};
 
 fn install(root: &Path, prefix: &str) {
     let meshd = Path::new(env!("CARGO_BIN_EXE_meshd"));
-    let bins = meshd.parent().unwrap();
+    let bins = meshd.parent().expect("the binary's directory");
     assert!(
         bins.join("meshctl").exists(),
         "{} has no meshctl: build the workspace first (cargo test --workspace does)",
