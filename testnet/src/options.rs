@@ -12,6 +12,8 @@ use crate::name::TestnetName;
 pub const DEFAULT_TOPOLOGY: &str = "numa:2 core:2 pu:1";
 /// The image `scripts/images` builds.
 pub const DEFAULT_IMAGE: &str = "meshd:testnet";
+/// Names another agent image for [`TestnetOptions::for_test`].
+pub const TEST_IMAGE_VAR: &str = "MESH_TESTNET_IMAGE";
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(500);
 /// How long `up`, `restart` and `add_foreign` wait for an agent to answer
 /// `/v1/health`.
@@ -71,11 +73,18 @@ impl Default for TestnetOptions {
 impl TestnetOptions {
     /// A testnet for one test: a unique name from `label` (so parallel tests
     /// and a user's `ganger` testnet never collide) and removed when dropped,
-    /// panics included.
+    /// panics included. The agents' image is [`DEFAULT_IMAGE`] unless
+    /// `MESH_TESTNET_IMAGE` names another (so checkouts side by side can
+    /// each test their own meshd: `MESHD_IMAGE=meshd:mine scripts/images`).
     pub fn for_test(label: &str) -> Self {
+        let image = std::env::var(TEST_IMAGE_VAR)
+            .ok()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| DEFAULT_IMAGE.into());
         Self {
             name: TestnetName::unique(label),
             teardown_on_drop: true,
+            image,
             ..Self::default()
         }
     }
