@@ -172,9 +172,15 @@ copy_libs() {
 # Adds the label mesh.meshd.sha256 (the binary's digest, so scripts/testnet
 # can tell a stale image from a current one), and checks that the image runs
 # (`--help`) under its first --tag.
+# MESHD_CARGO_ALSO (e.g. "-p meshctl --bin meshctl") builds more in the same
+# cargo run: cargo unifies the features of one run, so a crate shared with
+# meshd is compiled once, not once per feature set (mesh-testnet asks for
+# tokio's test-util, meshd alone does not: built apart, tokio and all that
+# depends on it were compiled twice).
 build_meshd_image() {
-    local profile=$1 flags=() meshd rootfs libdir lib work tag= prev=
+    local profile=$1 flags=() also=() meshd rootfs libdir lib work tag= prev=
     shift
+    read -r -a also <<<"${MESHD_CARGO_ALSO:-}"
     case $profile in
         debug) ;;
         release) flags=(--release) ;;
@@ -185,8 +191,8 @@ build_meshd_image() {
         prev=$arg
     done
     [[ -n $tag ]] || die "build_meshd_image: no --tag given"
-    say "building meshd ($profile)"
-    cargo build --locked "${flags[@]}" -p mesh-agent --bin meshd
+    say "building meshd ($profile)${also[*]:+, and in the same run: ${also[*]}}"
+    cargo build --locked "${flags[@]}" -p mesh-agent --bin meshd "${also[@]}"
     meshd=target/$profile/meshd
     is_static "$meshd" && die "$meshd is static; this step expects the usual dynamic build"
 
