@@ -2,6 +2,11 @@
 //! built (`GANGER_COMMIT`, `GANGER_BUILD_DATE`), for `--version` and the
 //! version each agent gossips. Outside a git checkout the commit reads
 //! `unknown`; `SOURCE_DATE_EPOCH` fixes the date for reproducible builds.
+//!
+//! Only release builds (what `scripts/install`, `scripts/agent-image` and
+//! `scripts/mesh` make) name the commit, and are built again when HEAD
+//! moves. Debug builds, the tests', read `dev`: stamping them would rebuild
+//! the whole workspace, which depends on this crate, at every commit.
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +21,32 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .filter(|s| !s.is_empty())
     };
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    let commit = if release {
+        stamp_commit(&git)
+    } else {
+        "dev".to_owned()
+    };
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    println!("cargo:rustc-env=GANGER_COMMIT={commit}");
+    println!(
+        "cargo:rustc-env=GANGER_BUILD_DATE={}",
+        civil_date(secs / 86_400)
+    );
+}
+
+/// The commit HEAD names, and the files that make the script run again
+/// when it moves.
+fn stamp_commit(git: &dyn Fn(&[&str]) -> Option<String>) -> String {
     let commit = git(&["rev-parse", "--short=9", "HEAD"]).unwrap_or_else(|| "unknown".into());
     // Built again when HEAD moves (a commit, a checkout). Only files that
     // exist are named: cargo reruns a build script on every build while a
@@ -30,20 +61,7 @@ fn main() {
     if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
         watch(git(&["rev-parse", "--git-path", &reference]));
     }
-    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        });
-    println!("cargo:rustc-env=GANGER_COMMIT={commit}");
-    println!(
-        "cargo:rustc-env=GANGER_BUILD_DATE={}",
-        civil_date(secs / 86_400)
-    );
+    commit
 }
 
 /// `YYYY-MM-DD` of a day counted from 1970-01-01 (Howard Hinnant's

@@ -1,5 +1,5 @@
 //! Which build this is: the package version, the commit it was built from
-//! and the day (set by `build.rs`). Agents gossip [`VERSION`] (`ver`), so a
+//! (`dev` in a debug build) and the day (set by `build.rs`). Agents gossip [`VERSION`] (`ver`), so a
 //! mesh in the middle of an upgrade shows which node runs what.
 
 /// `0.1.0+3f2c1a9b0`: the version and the commit, as peers see it.
@@ -24,7 +24,7 @@ mod tests {
         let (package, commit) = VERSION.split_once('+').unwrap();
         assert_eq!(package, env!("CARGO_PKG_VERSION"));
         assert!(
-            commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
+            ["dev", "unknown"].contains(&commit) || commit.chars().all(|c| c.is_ascii_hexdigit()),
             "{commit}"
         );
         // The `ver` gossip value is read up to 32 characters.
