@@ -119,6 +119,10 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
         busy[r#"meshd_container_start_seconds_bucket{le="+Inf"}"#], 1.0,
         "{during}"
     );
+    // Placed by an offer (to this node itself).
+    let placed = r#"meshd_task_placement_seconds_count{outcome="offered"}"#;
+    assert_eq!(idle.get(placed), None, "{before}");
+    assert_eq!(busy[placed], 1.0, "{during}");
 
     // A second task that does not fit waits in the queue.
     let waits = api.submit(&sleep_task(2, "60")).await.id;
@@ -126,6 +130,10 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
     let (_, queued) = scrape(addr).await;
     assert_eq!(queued["meshd_queue_tasks"], 1.0);
     assert_eq!(queued[r#"meshd_tasks{state="queued"}"#], 1.0);
+    assert_eq!(
+        queued[r#"meshd_task_placement_seconds_count{outcome="queued"}"#],
+        1.0
+    );
 
     api.kill(&t).await;
     api.wait_state(&t, TaskState::Killed, 10).await;

@@ -116,6 +116,11 @@ pub fn encode(s: &Snapshot) -> String {
         "Time the container runtime took to create and start a task's container (image pull not included)",
         t.container_start.clone(),
     );
+    r.register(
+        "task_placement_seconds",
+        "Time from this node accepting a task (submitted, or re-placed as a dead node's keeper) to a node taking it or it being queued here, by outcome (offered, queued, in_doubt)",
+        s.placement.histograms(),
+    );
     let offers = counters(
         r,
         "task_offers",
@@ -251,6 +256,11 @@ fn encode_services(r: &mut Registry, s: &Snapshot) {
         waiting.get_or_create(&l).set(i64::from(stats.load.queued));
         listening.get_or_create(&l).set(i64::from(stats.listening));
     }
+    r.register(
+        "service_connection_setup_seconds",
+        "Time from this node accepting a client connection to a container being ready for its bytes (waiting for room, container start and tunnel open included), by route (local, mesh)",
+        s.traffic.setup.histograms(),
+    );
     gauge(
         r,
         "client_connections_open",
@@ -319,6 +329,7 @@ mod tests {
     use mesh_protocol::api::{ServiceCounters, ServiceNodeStats};
     use mesh_protocol::load::ServiceLoad;
     use mesh_protocol::{NodeId, ServiceName};
+    use std::time::Duration;
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -387,6 +398,7 @@ mod tests {
                 ..MeshRefusals::default()
             },
             rpc_calls: [(("offer", "ok"), 4)].into_iter().collect(),
+            ..Snapshot::default()
         }
     }
 
@@ -400,6 +412,11 @@ mod tests {
         let mut s = snapshot();
         s.tally
             .container_started(std::time::Duration::from_millis(300));
+        s.placement
+            .observe(crate::metrics::Placed::Offered, Duration::from_millis(7));
+        s.traffic
+            .setup
+            .observe(crate::metrics::Route::Mesh, Duration::from_millis(2));
         let text = encode(&s);
         let samples = samples(&text);
         for want in [
@@ -437,6 +454,11 @@ mod tests {
             r#"meshd_gossip_messages_refused_total{reason="magic"} 3"#,
             "meshd_mesh_handshakes_refused_total 0",
             r#"meshd_rpc_calls_total{kind="offer",outcome="ok"} 4"#,
+            r#"meshd_task_placement_seconds_bucket{outcome="offered",le="0.005"} 0"#,
+            r#"meshd_task_placement_seconds_bucket{outcome="offered",le="0.01"} 1"#,
+            r#"meshd_task_placement_seconds_count{outcome="offered"} 1"#,
+            r#"meshd_service_connection_setup_seconds_bucket{route="mesh",le="0.0025"} 1"#,
+            r#"meshd_service_connection_setup_seconds_count{route="mesh"} 1"#,
         ] {
             assert!(samples.contains(&want), "no {want:?} in\n{text}");
         }

@@ -2,15 +2,21 @@
 //! mesh, in the Prometheus text format. Nothing is counted here: each scrape
 //! reads a [`Snapshot`] of the state the agent already keeps (the
 //! supervisor's cores, queue and records, the gossip view, the services'
-//! counters, the transport's refusal counters, and the supervisor's
-//! [`Tally`] of its decisions) and [`encode`] turns it into text. The metric names and their meaning are listed in
+//! counters, the transport's refusal counters, the supervisor's [`Tally`]
+//! of its decisions, and the histograms and counters the parts doing the
+//! work keep in shared handles: [`PlacementTimes`], [`ServiceTraffic`])
+//! and [`encode`] turns it into text. The metric names and their meaning are listed in
 //! `docs/operations.md` (Metrics).
 
 mod encode;
 mod tally;
+mod timings;
+mod traffic;
 
 pub use encode::{CONTENT_TYPE, encode};
 pub use tally::{PullCounts, Pulled, RpcCounts, Tally, new_bytes};
+pub use timings::{Histograms, Placed, PlacementTimes, Route, SetupTimes};
+pub use traffic::ServiceTraffic;
 
 use std::collections::BTreeMap;
 
@@ -19,9 +25,9 @@ use mesh_protocol::alloc::NumaLoad;
 use mesh_protocol::api::ServiceNodeStats;
 use mesh_protocol::gossip::{PeerState, PeerView};
 
-use crate::mesh::Mesh;
 use crate::services::ServicesHandle;
-use crate::supervisor::{SupervisorError, SupervisorHandle};
+use crate::supervisor::SupervisorError;
+use crate::tasks::Tasks;
 
 /// The peers this node sees (itself included), by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,16 +99,20 @@ pub struct Snapshot {
     pub refusals: MeshRefusals,
     /// Calls this node made to peers, by (kind, outcome).
     pub rpc_calls: BTreeMap<(&'static str, &'static str), u64>,
+    /// How long placements took here, by outcome (shares the counts).
+    pub placement: PlacementTimes,
+    /// Service connections' setup times (shares the counts).
+    pub traffic: ServiceTraffic,
 }
 
 /// Reads a snapshot from the agent's parts. Only the supervisor can fail
 /// (it stopped); the rest answer from what they hold.
 pub async fn gather(
-    supervisor: &SupervisorHandle,
-    mesh: &Mesh,
+    on: &Tasks,
     services: &ServicesHandle,
     pulls: &PullCounts,
 ) -> Result<Snapshot, SupervisorError> {
+    let (supervisor, mesh) = (on.supervisor(), on.mesh());
     let node = supervisor.node().await?;
     let (tasks, tally) = supervisor.task_counts().await?;
     let peers = mesh.peers().await;
@@ -133,5 +143,7 @@ pub async fn gather(
             identities: mesh.identity_refusals(),
         },
         rpc_calls: mesh.rpc_calls(),
+        placement: on.placement_times().clone(),
+        traffic: services.traffic(),
     })
 }

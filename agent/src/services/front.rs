@@ -37,6 +37,7 @@ use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
 use crate::clock::deadline_after;
 use crate::mesh::candidates_of;
+use crate::metrics::Route;
 
 /// How old a cached gossip view may be when routing a connection; also
 /// how often a waiting connection looks whether the view changed.
@@ -233,6 +234,7 @@ impl<M: MeshPort> Front<M> {
     async fn serve(&self, spec: &ServiceSpec, client: &mut TcpStream, peer: SocketAddr) -> bool {
         let name = &spec.name;
         self.stats.count(name, Count::Accepted);
+        let accepted = Instant::now();
         let deadline = deadline_after(Duration::from_millis(spec.queue_timeout_ms));
         let timeouts = Timeouts {
             idle: Duration::from_millis(spec.idle_timeout_ms),
@@ -246,6 +248,8 @@ impl<M: MeshPort> Front<M> {
             released.as_mut().enable();
             let ended = match self.route(spec, peer).await {
                 Routed::Local(mut lease) => {
+                    let setup = &self.stats.traffic().setup;
+                    setup.observe(Route::Local, accepted.elapsed());
                     let me = self.mesh.node();
                     let open = self.stats.open(name, peer, me, lease.container.clone());
                     drop(waiting.take());
@@ -254,6 +258,8 @@ impl<M: MeshPort> Front<M> {
                     Some(pump_within((cr, cw), (sr, sw), &open.bytes, timeouts).await)
                 }
                 Routed::Remote(t, node) => {
+                    let setup = &self.stats.traffic().setup;
+                    setup.observe(Route::Mesh, accepted.elapsed());
                     let open = self.stats.open(name, peer, node, t.container.clone());
                     drop(waiting.take());
                     let (cr, cw) = client.split();

@@ -116,6 +116,9 @@ pub trait ServiceControl: Send + Sync + std::fmt::Debug {
     fn defs(&self) -> Vec<ServiceDef>;
     /// This node's figures and open connections.
     fn report(&self) -> BoxFuture<'_, ServiceReport>;
+    /// This node's connection setup times and bytes forwarded, for
+    /// /metrics (a handle sharing the counts).
+    fn traffic(&self) -> crate::metrics::ServiceTraffic;
 }
 
 pub type ServicesHandle = Arc<dyn ServiceControl>;
@@ -173,6 +176,10 @@ impl ServiceControl for Control {
 
     fn report(&self) -> BoxFuture<'_, ServiceReport> {
         Box::pin(self.make_report())
+    }
+
+    fn traffic(&self) -> crate::metrics::ServiceTraffic {
+        self.stats.traffic().clone()
     }
 }
 

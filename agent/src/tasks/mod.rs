@@ -39,6 +39,8 @@ pub struct Tasks {
     supervisor: SupervisorHandle,
     mesh: Mesh,
     ids: Ids,
+    /// How long placements take here, for /metrics.
+    placement_times: crate::metrics::PlacementTimes,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -73,6 +75,7 @@ pub fn start(
         supervisor,
         mesh,
         ids,
+        placement_times: Default::default(),
     };
     tasks
         .mesh
@@ -93,6 +96,11 @@ impl Tasks {
 
     pub fn mesh(&self) -> &Mesh {
         &self.mesh
+    }
+
+    /// How long placements took here (shares the counts).
+    pub fn placement_times(&self) -> &crate::metrics::PlacementTimes {
+        &self.placement_times
     }
 
     /// This node's id.
