@@ -278,12 +278,23 @@ async fn a_services_connections_are_counted() {
                 s.get(r#"meshd_service_connections_served_total{service="echo"}"#)
                     .copied(),
                 s.get(r#"meshd_service_listening{service="echo"}"#).copied(),
+                // Both ways, once the connection closed; served here.
+                s.get(r#"meshd_service_local_bytes_total{direction="to_container"}"#)
+                    .copied(),
+                s.get(r#"meshd_service_local_bytes_total{direction="to_client"}"#)
+                    .copied(),
+                s.get(r#"meshd_service_connection_setup_seconds_count{route="local"}"#)
+                    .copied(),
             );
-            if seen == (Some(1.0), Some(1.0), Some(1.0)) {
-                Ok(text)
-            } else {
-                Err(seen)
-            }
+            let want = (
+                Some(1.0),
+                Some(1.0),
+                Some(1.0),
+                Some(5.0),
+                Some(5.0),
+                Some(1.0),
+            );
+            if seen == want { Ok(text) } else { Err(seen) }
         },
     )
     .await;

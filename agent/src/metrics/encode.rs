@@ -256,6 +256,27 @@ fn encode_services(r: &mut Registry, s: &Snapshot) {
         waiting.get_or_create(&l).set(i64::from(stats.load.queued));
         listening.get_or_create(&l).set(i64::from(stats.listening));
     }
+    let b = s.traffic.forwarded();
+    let local = counters(
+        r,
+        "service_local_bytes",
+        "Bytes of closed service connections between clients and containers both on this node, by direction (to_container, to_client)",
+    );
+    local
+        .get_or_create(&label("direction", "to_container"))
+        .inc_by(b.to_container);
+    local
+        .get_or_create(&label("direction", "to_client"))
+        .inc_by(b.to_client);
+    let mesh = counters(
+        r,
+        "service_mesh_bytes",
+        "Bytes of closed service connections forwarded over QUIC to or from peers (as the accepting or the serving node), by direction (sent, received)",
+    );
+    mesh.get_or_create(&label("direction", "sent"))
+        .inc_by(b.mesh_sent);
+    mesh.get_or_create(&label("direction", "received"))
+        .inc_by(b.mesh_received);
     r.register(
         "service_connection_setup_seconds",
         "Time from this node accepting a client connection to a container being ready for its bytes (waiting for room, container start and tunnel open included), by route (local, mesh)",
@@ -417,6 +438,8 @@ mod tests {
         s.traffic
             .setup
             .observe(crate::metrics::Route::Mesh, Duration::from_millis(2));
+        s.traffic.carried_local(10, 20);
+        s.traffic.carried_mesh(3, 4);
         let text = encode(&s);
         let samples = samples(&text);
         for want in [
@@ -459,6 +482,10 @@ mod tests {
             r#"meshd_task_placement_seconds_count{outcome="offered"} 1"#,
             r#"meshd_service_connection_setup_seconds_bucket{route="mesh",le="0.0025"} 1"#,
             r#"meshd_service_connection_setup_seconds_count{route="mesh"} 1"#,
+            r#"meshd_service_local_bytes_total{direction="to_container"} 10"#,
+            r#"meshd_service_local_bytes_total{direction="to_client"} 20"#,
+            r#"meshd_service_mesh_bytes_total{direction="sent"} 3"#,
+            r#"meshd_service_mesh_bytes_total{direction="received"} 4"#,
         ] {
             assert!(samples.contains(&want), "no {want:?} in\n{text}");
         }

@@ -16,7 +16,7 @@ mod traffic;
 pub use encode::{CONTENT_TYPE, encode};
 pub use tally::{PullCounts, Pulled, RpcCounts, Tally, new_bytes};
 pub use timings::{Histograms, Placed, PlacementTimes, Route, SetupTimes};
-pub use traffic::ServiceTraffic;
+pub use traffic::{Forwarded, ServiceTraffic};
 
 use std::collections::BTreeMap;
 
@@ -101,7 +101,7 @@ pub struct Snapshot {
     pub rpc_calls: BTreeMap<(&'static str, &'static str), u64>,
     /// How long placements took here, by outcome (shares the counts).
     pub placement: PlacementTimes,
-    /// Service connections' setup times (shares the counts).
+    /// Service connections' setup times (shares the counts) and bytes.
     pub traffic: ServiceTraffic,
 }
 

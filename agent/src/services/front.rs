@@ -255,7 +255,10 @@ impl<M: MeshPort> Front<M> {
                     drop(waiting.take());
                     let (cr, cw) = client.split();
                     let (sr, sw) = lease.stream.split();
-                    Some(pump_within((cr, cw), (sr, sw), &open.bytes, timeouts).await)
+                    let ended = pump_within((cr, cw), (sr, sw), &open.bytes, timeouts).await;
+                    let (sent, received) = open.bytes.totals();
+                    self.stats.traffic().carried_local(sent, received);
+                    Some(ended)
                 }
                 Routed::Remote(t, node) => {
                     let setup = &self.stats.traffic().setup;
@@ -263,7 +266,11 @@ impl<M: MeshPort> Front<M> {
                     let open = self.stats.open(name, peer, node, t.container.clone());
                     drop(waiting.take());
                     let (cr, cw) = client.split();
-                    Some(pump_within((cr, cw), (t.recv, t.send), &open.bytes, timeouts).await)
+                    let ended =
+                        pump_within((cr, cw), (t.recv, t.send), &open.bytes, timeouts).await;
+                    let (sent, received) = open.bytes.totals();
+                    self.stats.traffic().carried_mesh(sent, received);
+                    Some(ended)
                 }
                 Routed::Failed(why) => {
                     warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");

@@ -318,6 +318,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     owner.apply(&owner.registry.all());
     owner.publish_local();
     let (tx, rx) = mpsc::channel(64);
+    let traffic = stats.traffic().clone();
     let control: ServicesHandle = Arc::new(Control {
         tx,
         published,
@@ -329,6 +330,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     let here = tunnel::Here {
         backend: backend.clone(),
         images,
+        traffic,
     };
     let join = tokio::spawn(async move {
         // The owner holds the pre-pull's handle: its task ends with it.

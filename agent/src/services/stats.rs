@@ -34,6 +34,16 @@ pub struct Bytes {
     pub outbound: AtomicU64,
 }
 
+impl Bytes {
+    /// (inbound, outbound) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.inbound.load(Ordering::Relaxed),
+            self.outbound.load(Ordering::Relaxed),
+        )
+    }
+}
+
 struct Open {
     service: ServiceName,
     client: SocketAddr,
