@@ -220,6 +220,19 @@ async fn each_node_counts_the_offers_it_took_and_sees_its_peer() {
         );
         assert_eq!(s["meshd_task_attempts_started_total"], 1.0, "{text}");
         assert_eq!(allocated(&s), 1.0, "{text}");
+        // Each gossips with the other: it started exchanges, got answers.
+        for gossip in [
+            "meshd_gossip_sent_bytes_total",
+            "meshd_gossip_received_bytes_total",
+            r#"meshd_gossip_messages_sent_total{kind="syn"}"#,
+            r#"meshd_gossip_messages_received_total{kind="synack"}"#,
+        ] {
+            assert!(s[gossip] > 0.0, "{gossip}: {text}");
+        }
+        assert_eq!(
+            s[r#"meshd_gossip_messages_sent_total{kind="bad_cluster"}"#], 0.0,
+            "{text}"
+        );
     }
     // The task that runs on B was offered to it by A, over the mesh.
     let (text, s) = scrape(a.running().api_addr).await;

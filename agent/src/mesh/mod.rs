@@ -519,6 +519,11 @@ impl Mesh {
         )
     }
 
+    /// Gossip bytes and messages so far.
+    pub fn gossip_traffic(&self) -> crate::metrics::GossipTraffic {
+        self.transport.gossip()
+    }
+
     /// Gossip messages refused so far, by reason (see
     /// [`gossip_check::Refusal::reason`]).
     pub fn gossip_refusals(&self) -> BTreeMap<&'static str, u64> {

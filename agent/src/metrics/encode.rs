@@ -324,6 +324,34 @@ fn encode_mesh(r: &mut Registry, s: &Snapshot) {
     for (reason, n) in &m.gossip {
         gossip.get_or_create(&label("reason", reason)).inc_by(*n);
     }
+    let g = &s.gossip;
+    counter(
+        r,
+        "gossip_sent_bytes",
+        "Bytes of gossip messages this node sent to peers (QUIC overhead not included)",
+        g.sent_bytes,
+    );
+    counter(
+        r,
+        "gossip_received_bytes",
+        "Bytes of gossip messages this node read from peers, refused ones included",
+        g.received_bytes,
+    );
+    let sent = counters(
+        r,
+        "gossip_messages_sent",
+        "Gossip messages this node sent, by kind; syn counts the exchanges it started (each round, one per peer picked)",
+    );
+    let received = counters(
+        r,
+        "gossip_messages_received",
+        "Gossip messages from peers that passed the checks, by kind",
+    );
+    for (i, kind) in crate::metrics::GossipKind::ALL.iter().enumerate() {
+        let l = label("kind", kind.name());
+        sent.get_or_create(&l).inc_by(g.sent[i]);
+        received.get_or_create(&l).inc_by(g.received[i]);
+    }
     let calls = counters(
         r,
         "rpc_calls",
@@ -419,6 +447,12 @@ mod tests {
                 ..MeshRefusals::default()
             },
             rpc_calls: [(("offer", "ok"), 4)].into_iter().collect(),
+            gossip: crate::metrics::GossipTraffic {
+                sent_bytes: 300,
+                sent: [2, 1, 0, 0],
+                received: [0, 0, 1, 0],
+                ..Default::default()
+            },
             ..Snapshot::default()
         }
     }
@@ -486,6 +520,11 @@ mod tests {
             r#"meshd_service_local_bytes_total{direction="to_client"} 20"#,
             r#"meshd_service_mesh_bytes_total{direction="sent"} 3"#,
             r#"meshd_service_mesh_bytes_total{direction="received"} 4"#,
+            "meshd_gossip_sent_bytes_total 300",
+            "meshd_gossip_received_bytes_total 0",
+            r#"meshd_gossip_messages_sent_total{kind="syn"} 2"#,
+            r#"meshd_gossip_messages_sent_total{kind="bad_cluster"} 0"#,
+            r#"meshd_gossip_messages_received_total{kind="ack"} 1"#,
         ] {
             assert!(samples.contains(&want), "no {want:?} in\n{text}");
         }

@@ -9,11 +9,13 @@
 //! `docs/operations.md` (Metrics).
 
 mod encode;
+mod gossip;
 mod tally;
 mod timings;
 mod traffic;
 
 pub use encode::{CONTENT_TYPE, encode};
+pub use gossip::{GossipCounts, GossipKind, GossipTraffic};
 pub use tally::{PullCounts, Pulled, RpcCounts, Tally, new_bytes};
 pub use timings::{Histograms, Placed, PlacementTimes, Route, SetupTimes};
 pub use traffic::{Forwarded, ServiceTraffic};
@@ -103,6 +105,8 @@ pub struct Snapshot {
     pub placement: PlacementTimes,
     /// Service connections' setup times (shares the counts) and bytes.
     pub traffic: ServiceTraffic,
+    /// Gossip bytes and messages through this node's transport.
+    pub gossip: GossipTraffic,
 }
 
 /// Reads a snapshot from the agent's parts. Only the supervisor can fail
@@ -145,5 +149,6 @@ pub async fn gather(
         rpc_calls: mesh.rpc_calls(),
         placement: on.placement_times().clone(),
         traffic: services.traffic(),
+        gossip: mesh.gossip_traffic(),
     })
 }
