@@ -65,6 +65,7 @@ pub fn encode(s: &Snapshot) -> String {
     for (state, n) in [
         ("alive", s.peers.alive),
         ("draining", s.peers.draining),
+        ("suspect", s.peers.suspect),
         ("dead", s.peers.dead),
     ] {
         peers.get_or_create(&label("state", state)).set(int(n));
@@ -385,6 +386,7 @@ mod tests {
             peers: PeerCounts {
                 alive: 2,
                 draining: 1,
+                suspect: 1,
                 dead: 0,
             },
             numa: vec![
@@ -479,6 +481,7 @@ mod tests {
         for want in [
             r#"meshd_peers{state="alive"} 2"#,
             r#"meshd_peers{state="draining"} 1"#,
+            r#"meshd_peers{state="suspect"} 1"#,
             r#"meshd_peers{state="dead"} 0"#,
             r#"meshd_cores{numa="0"} 4"#,
             r#"meshd_cores_allocated{numa="0"} 3"#,

@@ -38,17 +38,21 @@ pub struct PeerCounts {
     pub alive: usize,
     /// Alive but draining: no new tasks start there.
     pub draining: usize,
+    /// Alive to the failure detector but quiet for a few gossip rounds.
+    pub suspect: usize,
     /// Declared dead by the failure detector.
     pub dead: usize,
 }
 
 impl PeerCounts {
-    /// Counts a gossip view: a draining peer that is dead counts as dead.
+    /// Counts a gossip view: a draining peer that is suspect or dead
+    /// counts as such.
     pub fn of(peers: &[PeerView]) -> PeerCounts {
         let mut counts = PeerCounts::default();
         for p in peers {
             match p.state {
                 PeerState::Dead => counts.dead += 1,
+                PeerState::Suspect => counts.suspect += 1,
                 PeerState::Alive if p.info.as_ref().is_some_and(|i| i.draining) => {
                     counts.draining += 1
                 }
@@ -151,4 +155,59 @@ pub async fn gather(
         traffic: services.traffic(),
         gossip: mesh.gossip_traffic(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use mesh_protocol::NodeId;
+    use mesh_protocol::gossip::NodeInfo;
+    use mesh_protocol::load::{Load, TopologySummary};
+
+    fn view(node: &str, state: PeerState, draining: bool) -> PeerView {
+        PeerView {
+            node: NodeId::new(node).unwrap(),
+            state,
+            is_self: false,
+            generation: 1,
+            gossip_addr: "10.0.0.1:7946".parse().unwrap(),
+            info: Some(NodeInfo {
+                quic: "10.0.0.1:7946".parse().unwrap(),
+                api: "10.0.0.1:7700".parse().unwrap(),
+                version: "0.1.0".into(),
+                topology: TopologySummary::parse("1;1;1").unwrap(),
+                load: Load::parse("1;0;0;0").unwrap(),
+                draining,
+                services: Default::default(),
+                service_images: Default::default(),
+                images: Default::default(),
+            }),
+            error: None,
+            last_heard_ms: None,
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn peers_count_by_state_a_draining_one_apart_unless_suspect_or_dead() {
+        use PeerState::*;
+        let counts = PeerCounts::of(&[
+            view("a", Alive, false),
+            view("b", Alive, true),
+            view("c", Suspect, true),
+            view("d", Suspect, false),
+            view("e", Dead, true),
+        ]);
+        assert_eq!(
+            counts,
+            PeerCounts {
+                alive: 1,
+                draining: 1,
+                suspect: 2,
+                dead: 1
+            }
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mesh_protocol::NodeId;
-use mesh_protocol::gossip::{PeerState, PeerView};
+use mesh_protocol::gossip::PeerView;
 use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::choice::{image_usable, route_per_connection, route_pool};
 use mesh_protocol::service::image::{NodeImage, node_images};
@@ -415,7 +415,7 @@ impl<M: MeshPort> Front<M> {
             let Some(addr) = view
                 .peers
                 .iter()
-                .find(|p| p.node == node && p.state == PeerState::Alive)
+                .find(|p| p.node == node && p.state.takes_work())
                 .map(|p| p.gossip_addr)
             else {
                 continue;

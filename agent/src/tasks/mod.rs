@@ -23,7 +23,6 @@ mod serve;
 use std::time::Duration;
 
 use mesh_protocol::NodeId;
-use mesh_protocol::gossip::PeerState;
 use mesh_protocol::rpc::Topic;
 use tokio_util::sync::CancellationToken;
 
@@ -143,12 +142,12 @@ impl Tasks {
         peers.iter().find(|n| n.id == *id).cloned()
     }
 
-    /// Whether the gossip view has `id` alive.
+    /// Whether the gossip view has `id` alive (or suspect: not dead).
     async fn alive(&self, id: &NodeId) -> bool {
         self.mesh
             .peers()
             .await
             .iter()
-            .any(|p| p.node == *id && p.state == PeerState::Alive)
+            .any(|p| p.node == *id && p.state.is_live())
     }
 }
