@@ -13,6 +13,7 @@ pub mod auth;
 pub mod build_info;
 pub mod confirm;
 pub mod cpuset;
+pub mod events;
 pub mod failover;
 pub mod gossip;
 pub mod ids;

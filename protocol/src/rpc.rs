@@ -21,7 +21,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -99,6 +99,8 @@ pub enum Topic {
     Services,
     /// Images held here, for peers that lack them.
     Images,
+    /// This node's events.
+    Events,
 }
 
 impl std::fmt::Display for Topic {
@@ -107,6 +109,7 @@ impl std::fmt::Display for Topic {
             Topic::Tasks => "task",
             Topic::Services => "service",
             Topic::Images => "image",
+            Topic::Events => "event",
         })
     }
 }
@@ -215,6 +218,15 @@ pub enum Request {
     /// Whether the called node holds this image (a name, at most
     /// [`MAX_IMAGE_NAME`] bytes, or an id): answered with `HasImage`.
     HasImage(String),
+    /// This node's events (`crate::events::Ring::read` of these fields):
+    /// answered with `Events` batches, then, unless `follow`, `LogEnd`;
+    /// with `follow`, new events keep coming until the caller closes.
+    Events {
+        after: Option<u64>,
+        since_ms: Option<u64>,
+        limit: u32,
+        follow: bool,
+    },
 }
 
 /// Longest image name a `HasImage` may carry.
@@ -226,6 +238,7 @@ impl Request {
         match self {
             Request::ServiceReport => Topic::Services,
             Request::HasImage(_) => Topic::Images,
+            Request::Events { .. } => Topic::Events,
             Request::Offer(_)
             | Request::List { .. }
             | Request::Get(_)
@@ -254,6 +267,7 @@ impl Request {
             Request::Copy(_) => "copy",
             Request::Stamps(_) => "stamps",
             Request::HasImage(_) => "has image",
+            Request::Events { .. } => "events",
         }
     }
 }
@@ -265,7 +279,11 @@ pub enum Response {
     /// Answer to `List`.
     Page(crate::listing::Page),
     LogChunk(Vec<u8>),
+    /// Ends a streamed answer (logs, events).
     LogEnd,
+    /// Answer to `Events`: a batch, oldest first (at most
+    /// [`crate::events::MAX_BATCH`]).
+    Events(Vec<crate::events::Event>),
     /// The call failed there (an offer refused, an unknown id, ...).
     Failed(RemoteError),
     /// Answer to `Replicate`: the copy is stored.

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod error;
+mod events;
 pub mod serve;
 mod services;
 pub mod tokens;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub access: std::sync::Arc<auth::Access>,
     /// This host's image pulls, counted for /metrics.
     pub pulls: std::sync::Arc<crate::metrics::PullCounts>,
+    /// This node's events, and through the mesh every node's.
+    pub events: crate::events::EventLog,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -85,10 +88,11 @@ pub fn router(state: ApiState) -> Router {
             get(services::show).delete(services::remove),
         )
         .route("/v1/connections", get(services::connections))
+        .route("/v1/events", get(events::events))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
-                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health, /metrics",
+                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/events, /v1/health, /metrics",
             )
         })
         .layer(axum::middleware::from_fn_with_state(

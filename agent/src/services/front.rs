@@ -96,6 +96,8 @@ pub struct Front<M> {
     salt: std::sync::atomic::AtomicU64,
     /// The accept loops and the connections they serve.
     tasks: TaskTracker,
+    /// Where refused connections are told (a flood, counted).
+    events: crate::events::EventLog,
 }
 
 impl<M: MeshPort> Front<M> {
@@ -110,8 +112,10 @@ impl<M: MeshPort> Front<M> {
         stats: Stats,
         images: ImagesView,
         admission: Admission,
+        events: crate::events::EventLog,
     ) -> Arc<Self> {
         Arc::new(Self {
+            events,
             mesh,
             backend,
             stats,
@@ -214,6 +218,7 @@ impl<M: MeshPort> Front<M> {
         self.stats.count(&spec.name, Count::Accepted);
         self.stats.count(&spec.name, Count::Refused);
         debug!(service = %spec.name, client = %peer, reason = %why, "connection refused");
+        self.told_refusal(&spec.name, format!("at this agent's caps: {why}"));
         {
             let mut r = lock(&self.refusals);
             r.1 += 1;
@@ -228,6 +233,15 @@ impl<M: MeshPort> Front<M> {
                 drop(place);
             });
         }
+    }
+
+    /// Tells a refused connection (counted with others of the service).
+    fn told_refusal(&self, service: &mesh_protocol::ServiceName, why: String) {
+        self.events.emit_flood(
+            mesh_protocol::events::EventKind::ConnectionRefused,
+            service,
+            format!("{}: {why}", self.mesh.node()),
+        );
     }
 
     /// Returns whether the connection was served.
@@ -274,6 +288,7 @@ impl<M: MeshPort> Front<M> {
                 }
                 Routed::Failed(why) => {
                     warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");
+                    self.told_refusal(name, format!("its containers fail to start: {why}"));
                     self.stats.count(name, Count::Refused);
                     return false;
                 }
@@ -300,6 +315,7 @@ impl<M: MeshPort> Front<M> {
                     }
                     None => {
                         info!(service = %name, client = %peer, "connection refused: no room and the queue is full");
+                        self.told_refusal(name, "no room and the queue is full".into());
                         self.stats.count(name, Count::Refused);
                         return false;
                     }
@@ -307,6 +323,7 @@ impl<M: MeshPort> Front<M> {
             }
             if Instant::now() >= deadline {
                 info!(service = %name, client = %peer, "connection refused: no room within --queue-timeout");
+                self.told_refusal(name, "no room within the queue timeout".into());
                 self.stats.count(name, Count::Refused);
                 return false;
             }

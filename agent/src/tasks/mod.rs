@@ -27,6 +27,7 @@ use mesh_protocol::rpc::Topic;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Ids;
+use crate::events::EventLog;
 use crate::mesh::Mesh;
 use crate::supervisor::SupervisorHandle;
 pub use error::TaskError;
@@ -40,6 +41,7 @@ pub struct Tasks {
     ids: Ids,
     /// How long placements take here, for /metrics.
     placement_times: crate::metrics::PlacementTimes,
+    events: EventLog,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -66,6 +68,7 @@ pub fn start(
     supervisor: SupervisorHandle,
     mesh: Mesh,
     ids: Ids,
+    events: EventLog,
     timing: Timing,
     shutdown: CancellationToken,
 ) -> (Tasks, tokio::task::JoinHandle<()>) {
@@ -75,6 +78,7 @@ pub fn start(
         mesh,
         ids,
         placement_times: Default::default(),
+        events,
     };
     tasks
         .mesh
@@ -100,6 +104,11 @@ impl Tasks {
     /// How long placements took here (shares the counts).
     pub fn placement_times(&self) -> &crate::metrics::PlacementTimes {
         &self.placement_times
+    }
+
+    /// Where this node tells what happened.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// This node's id.
