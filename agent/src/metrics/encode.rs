@@ -32,6 +32,20 @@ fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, C
     family
 }
 
+/// A counter family with one label and a value for each of `values`.
+fn counters_by(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    values: &[(&str, u64)],
+) {
+    let family = counters(registry, name, help);
+    for (value, n) in values {
+        family.get_or_create(&label(key, value)).inc_by(*n);
+    }
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
@@ -122,17 +136,13 @@ pub fn encode(s: &Snapshot) -> String {
         "Time from this node accepting a task (submitted, or re-placed as a dead node's keeper) to a node taking it or it being queued here, by outcome (offered, queued, in_doubt)",
         s.placement.histograms(),
     );
-    let offers = counters(
+    counters_by(
         r,
         "task_offers",
         "Tasks offered to this node (by itself or a peer: placements and moves), by answer",
+        "result",
+        &[("taken", t.offers_taken), ("refused", t.offers_refused)],
     );
-    offers
-        .get_or_create(&label("result", "taken"))
-        .inc_by(t.offers_taken);
-    offers
-        .get_or_create(&label("result", "refused"))
-        .inc_by(t.offers_refused);
     gauge(
         r,
         "queue_tasks",
@@ -157,13 +167,16 @@ pub fn encode(s: &Snapshot) -> String {
         "Image pulls under way on this node",
         i64::from(s.pulling),
     );
-    let pulls = counters(r, "image_pulls", "Image pulls that ended here, by result");
-    pulls
-        .get_or_create(&label("result", "succeeded"))
-        .inc_by(s.pulled.succeeded);
-    pulls
-        .get_or_create(&label("result", "failed"))
-        .inc_by(s.pulled.failed);
+    counters_by(
+        r,
+        "image_pulls",
+        "Image pulls that ended here, by result",
+        "result",
+        &[
+            ("succeeded", s.pulled.succeeded),
+            ("failed", s.pulled.failed),
+        ],
+    );
     counter(
         r,
         "image_pull_received_bytes",
@@ -258,26 +271,20 @@ fn encode_services(r: &mut Registry, s: &Snapshot) {
         listening.get_or_create(&l).set(i64::from(stats.listening));
     }
     let b = s.traffic.forwarded();
-    let local = counters(
+    counters_by(
         r,
         "service_local_bytes",
         "Bytes of closed service connections between clients and containers both on this node, by direction (to_container, to_client)",
+        "direction",
+        &[("to_container", b.to_container), ("to_client", b.to_client)],
     );
-    local
-        .get_or_create(&label("direction", "to_container"))
-        .inc_by(b.to_container);
-    local
-        .get_or_create(&label("direction", "to_client"))
-        .inc_by(b.to_client);
-    let mesh = counters(
+    counters_by(
         r,
         "service_mesh_bytes",
         "Bytes of closed service connections forwarded over QUIC to or from peers (as the accepting or the serving node), by direction (sent, received)",
+        "direction",
+        &[("sent", b.mesh_sent), ("received", b.mesh_received)],
     );
-    mesh.get_or_create(&label("direction", "sent"))
-        .inc_by(b.mesh_sent);
-    mesh.get_or_create(&label("direction", "received"))
-        .inc_by(b.mesh_received);
     r.register(
         "service_connection_setup_seconds",
         "Time from this node accepting a client connection to a container being ready for its bytes (waiting for room, container start and tunnel open included), by route (local, mesh)",

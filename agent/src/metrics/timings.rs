@@ -32,12 +32,49 @@ pub type Label = [(&'static str, &'static str); 1];
 /// Histograms by one label, each made with its family's buckets.
 pub type Histograms = Family<Label, Histogram, fn() -> Histogram>;
 
-fn placement_histogram() -> Histogram {
-    Histogram::new(PLACEMENT_BUCKETS)
+/// What a family of durations is observed by: its label, and its buckets.
+pub trait Measured: Copy {
+    fn label(self) -> Label;
+    fn histogram() -> Histogram;
 }
 
-fn setup_histogram() -> Histogram {
-    Histogram::new(SETUP_BUCKETS)
+/// Durations by `K`, one histogram per label value; a clone shares the
+/// counts.
+#[derive(Debug)]
+pub struct Durations<K> {
+    family: Histograms,
+    kind: std::marker::PhantomData<K>,
+}
+
+impl<K> Clone for Durations<K> {
+    fn clone(&self) -> Self {
+        Durations {
+            family: self.family.clone(),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: Measured> Default for Durations<K> {
+    fn default() -> Self {
+        Durations {
+            family: Histograms::new_with_constructor(K::histogram),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: Measured> Durations<K> {
+    pub fn observe(&self, by: K, took: Duration) {
+        self.family
+            .get_or_create(&by.label())
+            .observe(took.as_secs_f64());
+    }
+
+    /// The histograms (a clone sharing the counts), for a scrape.
+    pub fn histograms(&self) -> Histograms {
+        self.family.clone()
+    }
 }
 
 /// How a placement ended.
@@ -51,7 +88,7 @@ pub enum Placed {
     InDoubt,
 }
 
-impl Placed {
+impl Measured for Placed {
     fn label(self) -> Label {
         [(
             "outcome",
@@ -62,32 +99,16 @@ impl Placed {
             },
         )]
     }
+
+    fn histogram() -> Histogram {
+        Histogram::new(PLACEMENT_BUCKETS)
+    }
 }
 
 /// How long placements took on this node: from the moment it accepted a
 /// task (a submission, or a keeper's re-placement of a dead node's task)
 /// to the moment a node took it or it was queued here, by outcome.
-#[derive(Debug, Clone)]
-pub struct PlacementTimes(Histograms);
-
-impl Default for PlacementTimes {
-    fn default() -> Self {
-        PlacementTimes(Histograms::new_with_constructor(placement_histogram))
-    }
-}
-
-impl PlacementTimes {
-    pub fn observe(&self, outcome: Placed, took: Duration) {
-        self.0
-            .get_or_create(&outcome.label())
-            .observe(took.as_secs_f64());
-    }
-
-    /// The histograms (a clone sharing the counts), for a scrape.
-    pub fn histograms(&self) -> Histograms {
-        self.0.clone()
-    }
-}
+pub type PlacementTimes = Durations<Placed>;
 
 /// Where a service connection was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +119,19 @@ pub enum Route {
     Mesh,
 }
 
-impl Route {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Route::Local => "local",
-            Route::Mesh => "mesh",
-        }
+impl Measured for Route {
+    fn label(self) -> Label {
+        [(
+            "route",
+            match self {
+                Route::Local => "local",
+                Route::Mesh => "mesh",
+            },
+        )]
+    }
+
+    fn histogram() -> Histogram {
+        Histogram::new(SETUP_BUCKETS)
     }
 }
 
@@ -111,24 +139,4 @@ impl Route {
 /// node accepted one to the moment it had a container for it (a lease
 /// here, or a tunnel a peer answered `Ready` on), by route. Waiting for
 /// room is included; refused connections are not observed.
-#[derive(Debug, Clone)]
-pub struct SetupTimes(Histograms);
-
-impl Default for SetupTimes {
-    fn default() -> Self {
-        SetupTimes(Histograms::new_with_constructor(setup_histogram))
-    }
-}
-
-impl SetupTimes {
-    pub fn observe(&self, route: Route, took: Duration) {
-        self.0
-            .get_or_create(&[("route", route.name())])
-            .observe(took.as_secs_f64());
-    }
-
-    /// The histograms (a clone sharing the counts), for a scrape.
-    pub fn histograms(&self) -> Histograms {
-        self.0.clone()
-    }
-}
+pub type SetupTimes = Durations<Route>;
