@@ -99,6 +99,7 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
     let (before, idle) = scrape(addr).await;
     promtool_check(&before);
     assert_eq!(idle[r#"meshd_peers{state="alive"}"#], 1.0, "{before}");
+    assert_eq!(idle[r#"meshd_peers{state="suspect"}"#], 0.0, "{before}");
     assert_eq!(idle[r#"meshd_cores{numa="0"}"#], 2.0, "{before}");
     assert_eq!(idle[r#"meshd_cores{numa="1"}"#], 2.0, "{before}");
     assert_eq!(allocated(&idle), 0.0, "{before}");
