@@ -99,6 +99,7 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
     let (before, idle) = scrape(addr).await;
     promtool_check(&before);
     assert_eq!(idle[r#"meshd_peers{state="alive"}"#], 1.0, "{before}");
+    assert_eq!(idle[r#"meshd_peers{state="suspect"}"#], 0.0, "{before}");
     assert_eq!(idle[r#"meshd_cores{numa="0"}"#], 2.0, "{before}");
     assert_eq!(idle[r#"meshd_cores{numa="1"}"#], 2.0, "{before}");
     assert_eq!(allocated(&idle), 0.0, "{before}");
@@ -119,6 +120,10 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
         busy[r#"meshd_container_start_seconds_bucket{le="+Inf"}"#], 1.0,
         "{during}"
     );
+    // Placed by an offer (to this node itself).
+    let placed = r#"meshd_task_placement_seconds_count{outcome="offered"}"#;
+    assert_eq!(idle.get(placed), None, "{before}");
+    assert_eq!(busy[placed], 1.0, "{during}");
 
     // A second task that does not fit waits in the queue.
     let waits = api.submit(&sleep_task(2, "60")).await.id;
@@ -126,6 +131,10 @@ async fn figures_follow_the_tasks_and_pass_promtool() {
     let (_, queued) = scrape(addr).await;
     assert_eq!(queued["meshd_queue_tasks"], 1.0);
     assert_eq!(queued[r#"meshd_tasks{state="queued"}"#], 1.0);
+    assert_eq!(
+        queued[r#"meshd_task_placement_seconds_count{outcome="queued"}"#],
+        1.0
+    );
 
     api.kill(&t).await;
     api.wait_state(&t, TaskState::Killed, 10).await;
@@ -212,6 +221,19 @@ async fn each_node_counts_the_offers_it_took_and_sees_its_peer() {
         );
         assert_eq!(s["meshd_task_attempts_started_total"], 1.0, "{text}");
         assert_eq!(allocated(&s), 1.0, "{text}");
+        // Each gossips with the other: it started exchanges, got answers.
+        for gossip in [
+            "meshd_gossip_sent_bytes_total",
+            "meshd_gossip_received_bytes_total",
+            r#"meshd_gossip_messages_sent_total{kind="syn"}"#,
+            r#"meshd_gossip_messages_received_total{kind="synack"}"#,
+        ] {
+            assert!(s[gossip] > 0.0, "{gossip}: {text}");
+        }
+        assert_eq!(
+            s[r#"meshd_gossip_messages_sent_total{kind="bad_cluster"}"#], 0.0,
+            "{text}"
+        );
     }
     // The task that runs on B was offered to it by A, over the mesh.
     let (text, s) = scrape(a.running().api_addr).await;
@@ -270,12 +292,23 @@ async fn a_services_connections_are_counted() {
                 s.get(r#"meshd_service_connections_served_total{service="echo"}"#)
                     .copied(),
                 s.get(r#"meshd_service_listening{service="echo"}"#).copied(),
+                // Both ways, once the connection closed; served here.
+                s.get(r#"meshd_service_local_bytes_total{direction="to_container"}"#)
+                    .copied(),
+                s.get(r#"meshd_service_local_bytes_total{direction="to_client"}"#)
+                    .copied(),
+                s.get(r#"meshd_service_connection_setup_seconds_count{route="local"}"#)
+                    .copied(),
             );
-            if seen == (Some(1.0), Some(1.0), Some(1.0)) {
-                Ok(text)
-            } else {
-                Err(seen)
-            }
+            let want = (
+                Some(1.0),
+                Some(1.0),
+                Some(1.0),
+                Some(5.0),
+                Some(5.0),
+                Some(1.0),
+            );
+            if seen == want { Ok(text) } else { Err(seen) }
         },
     )
     .await;

@@ -114,6 +114,49 @@ async fn bytes_flow_both_ways_with_half_close_through_a_peer() {
         },
     )
     .await;
+    // Both nodes count the forwarded bytes, each from its side, once the
+    // connection closed there. Which of the two connections a served
+    // itself is up to its routing: a counts one as local, the other as
+    // sent through the mesh, and b what it served for a.
+    let n = data.len() as u64;
+    let bytes = |text: &str, family: &str, direction: &str| {
+        let name = format!("meshd_service_{family}_bytes_total{{direction=\"{direction}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .map_or(0, |v| v.parse::<u64>().unwrap())
+    };
+    let (at_a, at_b) = (a.api.clone(), b.api.clone());
+    wait_until(
+        "the forwarded bytes counted on both nodes",
+        Duration::from_secs(10),
+        || async {
+            let (_, _, ta) = at_a.get_raw("/metrics").await;
+            let (_, _, tb) = at_b.get_raw("/metrics").await;
+            let local = bytes(&ta, "local", "to_container");
+            let seen = (
+                local,
+                bytes(&ta, "local", "to_client"),
+                bytes(&ta, "mesh", "sent"),
+                bytes(&ta, "mesh", "received"),
+                bytes(&tb, "mesh", "received"),
+                bytes(&tb, "mesh", "sent"),
+            );
+            let remote = if local == n { 5 } else { n };
+            if seen == (local, local, remote, remote, remote, remote) && local + remote == n + 5 {
+                Ok(ta)
+            } else {
+                Err(seen)
+            }
+        },
+    )
+    .await;
+    let (_, _, text) = a.api.get_raw("/metrics").await;
+    for want in [
+        r#"meshd_service_connection_setup_seconds_count{route="mesh"} 1"#,
+        r#"meshd_service_connection_setup_seconds_count{route="local"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == want), "no {want} in\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -265,7 +265,12 @@ pub struct MeshSummary {
     pub gossip_addr: std::net::SocketAddr,
     /// True when started with --insecure-dev (no certificate checks).
     pub insecure: bool,
+    /// Peers (this node included) alive and not suspect.
     pub alive: usize,
+    /// Peers alive to the failure detector but quiet for a few rounds
+    /// (absent from older agents' answers: none).
+    #[serde(default)]
+    pub suspect: usize,
     pub dead: usize,
 }
 

@@ -142,18 +142,63 @@ impl NodeInfo {
     }
 }
 
-/// Liveness as the failure detector sees it.
+/// Liveness as this node sees it: the failure detector's verdict, and
+/// whether anything new was heard from a peer it still counts alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerState {
     Alive,
+    /// The failure detector counts it alive, but nothing new (heartbeat or
+    /// value) was heard from it for longer than [`SUSPECT_AFTER_ROUNDS`]
+    /// gossip intervals: it may be dying (paused, partitioned, overloaded).
+    /// No new work goes there; everything else treats it as alive (its
+    /// tasks are not re-placed, its leases hold) until it is declared dead
+    /// or heard from again.
+    Suspect,
     Dead,
+}
+
+/// Gossip intervals without news from a peer after which it is suspect.
+/// A live peer's heartbeat changes every interval and reaches this node
+/// within a round or two; three silent rounds are unusual.
+pub const SUSPECT_AFTER_ROUNDS: u32 = 3;
+
+impl PeerState {
+    /// Not declared dead: alive or suspect. What failover, leases and
+    /// majorities go by (a suspect peer still runs its tasks).
+    pub fn is_live(self) -> bool {
+        !matches!(self, PeerState::Dead)
+    }
+
+    /// Alive and not suspect: may be given new work.
+    pub fn takes_work(self) -> bool {
+        matches!(self, PeerState::Alive)
+    }
+}
+
+/// A peer's state from the failure detector's verdict (`alive`), how long
+/// ago something new was last heard from it (`heard_ms_ago`; `None` when
+/// it was never observed changing, i.e. just seen) and the gossip
+/// interval. This node itself is never suspect.
+pub fn peer_state(
+    alive: bool,
+    is_self: bool,
+    heard_ms_ago: Option<u64>,
+    gossip_interval_ms: u64,
+) -> PeerState {
+    let quiet_for = gossip_interval_ms.saturating_mul(u64::from(SUSPECT_AFTER_ROUNDS));
+    match (alive, heard_ms_ago) {
+        (false, _) => PeerState::Dead,
+        (true, Some(ago)) if !is_self && ago > quiet_for => PeerState::Suspect,
+        (true, _) => PeerState::Alive,
+    }
 }
 
 impl fmt::Display for PeerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
             PeerState::Dead => "dead",
         })
     }
@@ -295,6 +340,32 @@ mod tests {
                 "{bad}: {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_quiet_live_peer_is_suspect_until_heard_or_dead() {
+        use PeerState::*;
+        let every = 200; // ms
+        // The failure detector's verdict comes first.
+        assert_eq!(peer_state(false, false, Some(0), every), Dead);
+        assert_eq!(peer_state(false, false, None, every), Dead);
+        // Alive and heard within three intervals.
+        assert_eq!(peer_state(true, false, None, every), Alive);
+        assert_eq!(peer_state(true, false, Some(0), every), Alive);
+        assert_eq!(peer_state(true, false, Some(600), every), Alive);
+        // Alive to the failure detector, but quiet for longer.
+        assert_eq!(peer_state(true, false, Some(601), every), Suspect);
+        assert_eq!(peer_state(true, false, Some(u64::MAX), every), Suspect);
+        // This node is never suspect of itself.
+        assert_eq!(peer_state(true, true, Some(10_000), every), Alive);
+        // No overflow with an absurd interval.
+        assert_eq!(peer_state(true, false, Some(u64::MAX), u64::MAX), Alive);
+        // What each state allows.
+        assert!(Suspect.is_live() && !Suspect.takes_work());
+        assert!(Alive.is_live() && Alive.takes_work());
+        assert!(!Dead.is_live() && !Dead.takes_work());
+        assert_eq!(Suspect.to_string(), "suspect");
+        assert_eq!(serde_json::to_string(&Suspect).unwrap(), "\"suspect\"");
     }
 
     #[test]

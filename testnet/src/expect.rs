@@ -8,8 +8,9 @@ use std::fmt;
 
 use mesh_protocol::gossip::{PeerState, PeerView};
 
-/// Exactly `nodes` are alive, and each has published a topology with at
-/// least one core. Dead peers may still be listed.
+/// Exactly `nodes` are alive (or suspect for a moment: not declared
+/// dead), and each has published a topology with at least one core. Dead
+/// peers may still be listed.
 pub fn alive_with_topology<S: fmt::Display>(
     nodes: &[S],
 ) -> impl Fn(&[PeerView]) -> Result<(), String> + use<S> {
@@ -17,7 +18,7 @@ pub fn alive_with_topology<S: fmt::Display>(
     move |peers| {
         let alive: BTreeSet<String> = peers
             .iter()
-            .filter(|p| p.state == PeerState::Alive)
+            .filter(|p| p.state.is_live())
             .map(|p| p.node.to_string())
             .collect();
         if alive != want {
@@ -25,7 +26,7 @@ pub fn alive_with_topology<S: fmt::Display>(
         }
         let bare: Vec<String> = peers
             .iter()
-            .filter(|p| p.state == PeerState::Alive)
+            .filter(|p| p.state.is_live())
             .filter(|p| {
                 p.info
                     .as_ref()
@@ -43,14 +44,30 @@ pub fn alive_with_topology<S: fmt::Display>(
     }
 }
 
+/// Each of `nodes` is listed as suspect: alive to the failure detector,
+/// but quiet for a few gossip rounds.
+pub fn suspect<S: fmt::Display>(
+    nodes: &[S],
+) -> impl Fn(&[PeerView]) -> Result<(), String> + use<S> {
+    in_state(nodes, PeerState::Suspect)
+}
+
 /// Each of `nodes` is listed as dead.
 pub fn dead<S: fmt::Display>(nodes: &[S]) -> impl Fn(&[PeerView]) -> Result<(), String> + use<S> {
+    in_state(nodes, PeerState::Dead)
+}
+
+/// Each of `nodes` is listed in `state`.
+fn in_state<S: fmt::Display>(
+    nodes: &[S],
+    state: PeerState,
+) -> impl Fn(&[PeerView]) -> Result<(), String> + use<S> {
     let want: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
     move |peers| {
         let wrong: Vec<String> = want
             .iter()
             .filter_map(|n| match peers.iter().find(|p| p.node.as_str() == n) {
-                Some(p) if p.state == PeerState::Dead => None,
+                Some(p) if p.state == state => None,
                 Some(p) => Some(format!("{n} is {}", p.state)),
                 None => Some(format!("{n} is not listed")),
             })
@@ -123,7 +140,7 @@ mod tests {
         }
     }
 
-    use PeerState::{Alive, Dead};
+    use PeerState::{Alive, Dead, Suspect};
 
     #[test]
     fn alive_with_topology_wants_exactly_those_alive_with_cores() {
@@ -170,5 +187,15 @@ mod tests {
         );
         assert_eq!(absent(&["evil"])(&peers), Ok(()));
         assert_eq!(absent(&["n5"])(&peers), Err("lists n5 (dead)".into()));
+    }
+
+    #[test]
+    fn suspect_is_neither_dead_nor_missing_an_alive_peer() {
+        let peers = [peer("n1", Alive, Some(1)), peer("n2", Suspect, Some(1))];
+        assert_eq!(suspect(&["n2"])(&peers), Ok(()));
+        assert_eq!(suspect(&["n1"])(&peers), Err("n1 is alive".into()));
+        assert_eq!(dead(&["n2"])(&peers), Err("n2 is suspect".into()));
+        // Not declared dead: still counted among the alive.
+        assert_eq!(alive_with_topology(&["n1", "n2"])(&peers), Ok(()));
     }
 }

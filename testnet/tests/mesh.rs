@@ -95,6 +95,63 @@ async fn five_agents_see_each_other_lose_one_and_get_it_back() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_paused_agent_is_suspect_before_it_is_dead_and_alive_once_thawed() -> Result<()> {
+    scenario(
+        "a_paused_agent_is_suspect_before_it_is_dead_and_alive_once_thawed",
+        SCENARIO_LIMIT,
+        async {
+            // Suspect after 3 quiet rounds (0.6 s here); a failure detector
+            // slower than the default leaves seconds between the two, so a
+            // view polled every 200 ms cannot miss the suspect one.
+            let options = TestnetOptions::for_test("pause")
+                .nodes(3)
+                .gossip_interval(Duration::from_millis(200))
+                .extra_arg("--phi-threshold")
+                .extra_arg("24");
+            let net = Testnet::up(options)
+                .await
+                .context("starting a 3-agent testnet")?;
+            let all = net.nodes();
+            let others = &all[..2];
+            net.wait_views(
+                "every node lists n1..n3 alive",
+                CONVERGE,
+                &all,
+                expect::alive_with_topology(&all),
+            )
+            .await?;
+            // Frozen, not gone: the failure detector needs a while to
+            // declare it dead; a few quiet rounds make it suspect first.
+            net.pause("n3", true).await?;
+            let took = net
+                .wait_views(
+                    "n1, n2 list n3 suspect",
+                    DETECT,
+                    others,
+                    expect::suspect(&["n3"]),
+                )
+                .await?;
+            println!("{}: n3 suspect {took:?} after the pause", net.name());
+            let took = net
+                .wait_views("n1, n2 list n3 dead", DETECT, others, expect::dead(&["n3"]))
+                .await?;
+            println!("{}: n3 dead {took:?} after it was suspect", net.name());
+            net.pause("n3", false).await?;
+            net.wait_views(
+                "every node lists n1..n3 alive again",
+                CONVERGE,
+                &all,
+                expect::alive_with_topology(&all),
+            )
+            .await?;
+            net.down().await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
 async fn an_agent_with_a_foreign_certificate_never_joins() -> Result<()> {
     scenario(
         "an_agent_with_a_foreign_certificate_never_joins",

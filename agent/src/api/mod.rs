@@ -287,8 +287,7 @@ async fn node(
 /// a GET like the others, so it needs the read role when the API asks for
 /// credentials.
 async fn metrics(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let snapshot =
-        crate::metrics::gather(s.tasks.supervisor(), s.tasks.mesh(), &s.services, &s.pulls).await?;
+    let snapshot = crate::metrics::gather(&s.tasks, &s.services, &s.pulls).await?;
     Ok((
         [("content-type", crate::metrics::CONTENT_TYPE)],
         crate::metrics::encode(&snapshot),

@@ -57,6 +57,17 @@ impl Kind {
         }
     }
 
+    /// As the metrics name it.
+    pub fn metric(self) -> crate::metrics::GossipKind {
+        use crate::metrics::GossipKind as M;
+        match self {
+            Kind::Syn => M::Syn,
+            Kind::SynAck => M::SynAck,
+            Kind::Ack => M::Ack,
+            Kind::BadCluster => M::BadCluster,
+        }
+    }
+
     pub fn of(message: &ChitchatMessage) -> Kind {
         match message {
             ChitchatMessage::Syn { .. } => Kind::Syn,

@@ -81,6 +81,8 @@ pub struct Mesh {
     handlers: Arc<Handlers>,
     /// Calls made, by kind and outcome, for /metrics.
     calls: Arc<crate::metrics::RpcCounts>,
+    /// One gossip round; a peer quiet for a few is suspect.
+    gossip_interval: Duration,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -195,6 +197,7 @@ impl Mesh {
             node: node.clone(),
             handlers,
             calls: Arc::default(),
+            gossip_interval: cfg.gossip_interval,
         };
         let watcher = tokio::spawn(mesh.clone().watch(cfg.gossip_interval, shutdown));
         Ok((mesh, watcher))
@@ -319,7 +322,8 @@ impl Mesh {
                     .collect::<Vec<_>>()
             })
             .await;
-        let (views, impostors) = view::peer_views(observed);
+        let every = self.gossip_interval.as_millis() as u64;
+        let (views, impostors) = view::peer_views(every, observed);
         for i in impostors {
             warn!(peer = %i, "refusing peer identity");
         }
@@ -329,13 +333,14 @@ impl Mesh {
     /// This node's membership in a few numbers, for `meshctl node`.
     pub async fn summary(&self) -> MeshSummary {
         let peers = self.peers().await;
-        let alive = peers.iter().filter(|p| p.state == PeerState::Alive).count();
+        let count = |s: PeerState| peers.iter().filter(|p| p.state == s).count();
         MeshSummary {
             cluster_id: self.cluster_id.clone(),
             gossip_addr: self.advertise,
             insecure: self.insecure,
-            alive,
-            dead: peers.len() - alive,
+            alive: count(PeerState::Alive),
+            suspect: count(PeerState::Suspect),
+            dead: count(PeerState::Dead),
         }
     }
 
@@ -357,12 +362,13 @@ impl Mesh {
         self.node.clone()
     }
 
-    /// The live peers (not this node) with where to call them.
+    /// The live peers (not this node, suspect ones included: not declared
+    /// dead) with where to call them.
     pub async fn live_peers(&self) -> Vec<(NodeId, SocketAddr)> {
         self.peers()
             .await
             .into_iter()
-            .filter(|p| !p.is_self && p.state == PeerState::Alive)
+            .filter(|p| !p.is_self && p.state.is_live())
             .map(|p| (p.node, p.gossip_addr))
             .collect()
     }
@@ -519,6 +525,11 @@ impl Mesh {
         )
     }
 
+    /// Gossip bytes and messages so far.
+    pub fn gossip_traffic(&self) -> crate::metrics::GossipTraffic {
+        self.transport.gossip()
+    }
+
     /// Gossip messages refused so far, by reason (see
     /// [`gossip_check::Refusal::reason`]).
     pub fn gossip_refusals(&self) -> BTreeMap<&'static str, u64> {
@@ -544,7 +555,9 @@ impl Mesh {
     }
 }
 
-/// The nodes of a view that published values, as placement sees them.
+/// The nodes of a view that published values, as placement sees them: a
+/// suspect peer is not `alive` there, so it gets no new task, connection
+/// or pool container until it is heard from again.
 pub fn candidates_of(peers: &[PeerView]) -> Vec<Candidate> {
     peers
         .iter()
@@ -552,7 +565,7 @@ pub fn candidates_of(peers: &[PeerView]) -> Vec<Candidate> {
             let info = p.info.as_ref()?;
             Some(Candidate {
                 node: p.node.clone(),
-                alive: p.state == PeerState::Alive,
+                alive: p.state.takes_work(),
                 draining: info.draining,
                 topology: info.topology.clone(),
                 load: info.load.clone(),

@@ -222,6 +222,8 @@ struct Shared {
     endpoint: Endpoint,
     peers: Peers,
     refusals: Refusals,
+    /// Gossip sent and read, for /metrics.
+    gossip: crate::metrics::GossipCounts,
     /// Where received gossip goes; set when chitchat opens its socket.
     inbox: Mutex<Option<Inbox>>,
     /// The gossip replies this node waits for.
@@ -242,6 +244,7 @@ impl QuicTransport {
             endpoint,
             peers: Peers::default(),
             refusals: Refusals::default(),
+            gossip: Default::default(),
             inbox: Mutex::new(None),
             exchanges: Mutex::new(Exchanges::default()),
             handlers,
@@ -258,6 +261,11 @@ impl QuicTransport {
 
     pub fn refusals(&self) -> &Refusals {
         &self.shared.refusals
+    }
+
+    /// Gossip sent and read so far.
+    pub fn gossip(&self) -> crate::metrics::GossipTraffic {
+        self.shared.gossip.snapshot()
     }
 
     /// A live connection to `to`, dialling (and serving it) if needed.
@@ -398,8 +406,9 @@ async fn peer_sender(shared: Arc<Shared>, to: SocketAddr, mut rx: mpsc::Receiver
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .sent(&peer_key(&conn), kind, tokio::time::Instant::now());
-        if let Err(e) = send_uni(&conn, &bytes).await {
-            debug!(peer = %to, error = %e, "gossip send failed");
+        match send_uni(&conn, &bytes).await {
+            Ok(()) => shared.gossip.sent(kind.metric(), bytes.len()),
+            Err(e) => debug!(peer = %to, error = %e, "gossip send failed"),
         }
     }
 }

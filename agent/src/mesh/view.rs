@@ -1,12 +1,14 @@
 //! The peer list as this node sees it: chitchat's cluster state, the failure
-//! detector's verdict and the transport's certificate names, folded into
-//! `PeerView`s. Pure: the caller gathers the inputs.
+//! detector's verdict, when each peer was last heard from (suspect when
+//! quiet too long, `mesh_protocol::gossip::peer_state`) and the
+//! transport's certificate names, folded into `PeerView`s. Pure: the
+//! caller gathers the inputs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use mesh_protocol::NodeId;
-use mesh_protocol::gossip::{NodeInfo, PeerState, PeerView};
+use mesh_protocol::gossip::{NodeInfo, PeerView, peer_state};
 
 /// One chitchat node state, reduced to what the view needs.
 #[derive(Debug, Clone)]
@@ -23,8 +25,12 @@ pub struct Observed {
 }
 
 /// What to show, and the identities refused because a certificate at their
-/// address names another node.
-pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
+/// address names another node. `gossip_interval_ms` sets how long a peer
+/// may be quiet before it is suspect.
+pub fn peer_views(
+    gossip_interval_ms: u64,
+    observed: Vec<Observed>,
+) -> (Vec<PeerView>, Vec<String>) {
     // Identities a certificate contradicts go first, so that an impostor
     // cannot hide the real node behind a higher generation.
     let mut impostors = Vec::new();
@@ -75,11 +81,7 @@ pub fn peer_views(observed: Vec<Observed>) -> (Vec<PeerView>, Vec<String>) {
         };
         views.push(PeerView {
             node,
-            state: if o.alive {
-                PeerState::Alive
-            } else {
-                PeerState::Dead
-            },
+            state: peer_state(o.alive, o.is_self, o.last_heard_ms, gossip_interval_ms),
             is_self: o.is_self,
             generation: o.generation,
             gossip_addr: o.gossip_addr,
@@ -103,6 +105,10 @@ fn latest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_protocol::gossip::PeerState;
+
+    /// The gossip interval of the tests, in ms.
+    const EVERY: u64 = 200;
 
     fn obs(id: &str, generation: u64, port: u16, alive: bool, cert: Option<&str>) -> Observed {
         Observed {
@@ -119,14 +125,17 @@ mod tests {
 
     #[test]
     fn newest_generation_wins_and_impostors_are_dropped() {
-        let (views, impostors) = peer_views(vec![
-            obs("n1", 1, 1, false, Some("n1")),
-            obs("n1", 2, 1, true, Some("n1")),
-            obs("n2", 1, 2, true, None),
-            obs("n3", 1, 3, true, Some("evil")),
-            // An impostor with a higher generation does not hide the real n2.
-            obs("n2", 9, 4, true, Some("evil")),
-        ]);
+        let (views, impostors) = peer_views(
+            EVERY,
+            vec![
+                obs("n1", 1, 1, false, Some("n1")),
+                obs("n1", 2, 1, true, Some("n1")),
+                obs("n2", 1, 2, true, None),
+                obs("n3", 1, 3, true, Some("evil")),
+                // An impostor with a higher generation does not hide the real n2.
+                obs("n2", 9, 4, true, Some("evil")),
+            ],
+        );
         assert_eq!(views.len(), 2);
         assert_eq!(views[0].generation, 2);
         assert_eq!(views[0].state, PeerState::Alive);
@@ -160,10 +169,10 @@ mod tests {
             };
             o
         };
-        let (views, _) = peer_views(vec![with_img(None)]);
+        let (views, _) = peer_views(EVERY, vec![with_img(None)]);
         assert_eq!(views[0].info.as_ref(), Some(&good), "img is optional");
         for bad in ["1;7;!!", "1;0;", "x", &format!("0;7;{}", "A".repeat(4_000))] {
-            let (views, _) = peer_views(vec![with_img(Some(bad))]);
+            let (views, _) = peer_views(EVERY, vec![with_img(Some(bad))]);
             assert_eq!(views[0].info, None, "{bad}");
             let error = views[0].error.as_deref().unwrap();
             assert!(error.contains("\"img\""), "{error}");
@@ -172,14 +181,35 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_peer_is_suspect_and_this_node_never_is() {
+        let mut quiet = obs("n1", 1, 1, true, Some("n1"));
+        quiet.last_heard_ms = Some(EVERY * 5);
+        let mut me = obs("me", 1, 2, true, None);
+        me.is_self = true;
+        me.last_heard_ms = Some(EVERY * 5);
+        let mut dead = obs("n2", 1, 3, false, Some("n2"));
+        dead.last_heard_ms = Some(EVERY * 50);
+        let (views, _) = peer_views(EVERY, vec![quiet, me, dead]);
+        let states: Vec<_> = views.iter().map(|v| (v.node.as_str(), v.state)).collect();
+        assert_eq!(
+            states,
+            [
+                ("me", PeerState::Alive),
+                ("n1", PeerState::Suspect),
+                ("n2", PeerState::Dead)
+            ]
+        );
+    }
+
+    #[test]
     fn a_restarted_node_was_heard_when_either_incarnation_was() {
         let mut old = obs("n1", 1, 1, false, Some("n1"));
         old.last_heard_ms = Some(300);
         let mut new = obs("n1", 2, 1, false, Some("n1"));
         new.last_heard_ms = Some(9_000);
-        let (views, _) = peer_views(vec![new.clone(), old.clone()]);
+        let (views, _) = peer_views(EVERY, vec![new.clone(), old.clone()]);
         assert_eq!(views[0].last_heard_ms, Some(300));
-        let (views, _) = peer_views(vec![old, new]);
+        let (views, _) = peer_views(EVERY, vec![old, new]);
         assert_eq!(views[0].last_heard_ms, Some(300));
     }
 }

@@ -32,6 +32,20 @@ fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, C
     family
 }
 
+/// A counter family with one label and a value for each of `values`.
+fn counters_by(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    values: &[(&str, u64)],
+) {
+    let family = counters(registry, name, help);
+    for (value, n) in values {
+        family.get_or_create(&label(key, value)).inc_by(*n);
+    }
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
@@ -65,6 +79,7 @@ pub fn encode(s: &Snapshot) -> String {
     for (state, n) in [
         ("alive", s.peers.alive),
         ("draining", s.peers.draining),
+        ("suspect", s.peers.suspect),
         ("dead", s.peers.dead),
     ] {
         peers.get_or_create(&label("state", state)).set(int(n));
@@ -116,17 +131,18 @@ pub fn encode(s: &Snapshot) -> String {
         "Time the container runtime took to create and start a task's container (image pull not included)",
         t.container_start.clone(),
     );
-    let offers = counters(
+    r.register(
+        "task_placement_seconds",
+        "Time from this node accepting a task (submitted, or re-placed as a dead node's keeper) to a node taking it or it being queued here, by outcome (offered, queued, in_doubt)",
+        s.placement.histograms(),
+    );
+    counters_by(
         r,
         "task_offers",
         "Tasks offered to this node (by itself or a peer: placements and moves), by answer",
+        "result",
+        &[("taken", t.offers_taken), ("refused", t.offers_refused)],
     );
-    offers
-        .get_or_create(&label("result", "taken"))
-        .inc_by(t.offers_taken);
-    offers
-        .get_or_create(&label("result", "refused"))
-        .inc_by(t.offers_refused);
     gauge(
         r,
         "queue_tasks",
@@ -151,13 +167,16 @@ pub fn encode(s: &Snapshot) -> String {
         "Image pulls under way on this node",
         i64::from(s.pulling),
     );
-    let pulls = counters(r, "image_pulls", "Image pulls that ended here, by result");
-    pulls
-        .get_or_create(&label("result", "succeeded"))
-        .inc_by(s.pulled.succeeded);
-    pulls
-        .get_or_create(&label("result", "failed"))
-        .inc_by(s.pulled.failed);
+    counters_by(
+        r,
+        "image_pulls",
+        "Image pulls that ended here, by result",
+        "result",
+        &[
+            ("succeeded", s.pulled.succeeded),
+            ("failed", s.pulled.failed),
+        ],
+    );
     counter(
         r,
         "image_pull_received_bytes",
@@ -251,6 +270,26 @@ fn encode_services(r: &mut Registry, s: &Snapshot) {
         waiting.get_or_create(&l).set(i64::from(stats.load.queued));
         listening.get_or_create(&l).set(i64::from(stats.listening));
     }
+    let b = s.traffic.forwarded();
+    counters_by(
+        r,
+        "service_local_bytes",
+        "Bytes of closed service connections between clients and containers both on this node, by direction (to_container, to_client)",
+        "direction",
+        &[("to_container", b.to_container), ("to_client", b.to_client)],
+    );
+    counters_by(
+        r,
+        "service_mesh_bytes",
+        "Bytes of closed service connections forwarded over QUIC to or from peers (as the accepting or the serving node), by direction (sent, received)",
+        "direction",
+        &[("sent", b.mesh_sent), ("received", b.mesh_received)],
+    );
+    r.register(
+        "service_connection_setup_seconds",
+        "Time from this node accepting a client connection to a container being ready for its bytes (waiting for room, container start and tunnel open included), by route (local, mesh)",
+        s.traffic.setup.histograms(),
+    );
     gauge(
         r,
         "client_connections_open",
@@ -293,6 +332,34 @@ fn encode_mesh(r: &mut Registry, s: &Snapshot) {
     for (reason, n) in &m.gossip {
         gossip.get_or_create(&label("reason", reason)).inc_by(*n);
     }
+    let g = &s.gossip;
+    counter(
+        r,
+        "gossip_sent_bytes",
+        "Bytes of gossip messages this node sent to peers (QUIC overhead not included)",
+        g.sent_bytes,
+    );
+    counter(
+        r,
+        "gossip_received_bytes",
+        "Bytes of gossip messages this node read from peers, refused ones included",
+        g.received_bytes,
+    );
+    let sent = counters(
+        r,
+        "gossip_messages_sent",
+        "Gossip messages this node sent, by kind; syn counts the exchanges it started (each round, one per peer picked)",
+    );
+    let received = counters(
+        r,
+        "gossip_messages_received",
+        "Gossip messages from peers that passed the checks, by kind",
+    );
+    for (i, kind) in crate::metrics::GossipKind::ALL.iter().enumerate() {
+        let l = label("kind", kind.name());
+        sent.get_or_create(&l).inc_by(g.sent[i]);
+        received.get_or_create(&l).inc_by(g.received[i]);
+    }
     let calls = counters(
         r,
         "rpc_calls",
@@ -319,12 +386,14 @@ mod tests {
     use mesh_protocol::api::{ServiceCounters, ServiceNodeStats};
     use mesh_protocol::load::ServiceLoad;
     use mesh_protocol::{NodeId, ServiceName};
+    use std::time::Duration;
 
     fn snapshot() -> Snapshot {
         Snapshot {
             peers: PeerCounts {
                 alive: 2,
                 draining: 1,
+                suspect: 1,
                 dead: 0,
             },
             numa: vec![
@@ -387,6 +456,13 @@ mod tests {
                 ..MeshRefusals::default()
             },
             rpc_calls: [(("offer", "ok"), 4)].into_iter().collect(),
+            gossip: crate::metrics::GossipTraffic {
+                sent_bytes: 300,
+                sent: [2, 1, 0, 0],
+                received: [0, 0, 1, 0],
+                ..Default::default()
+            },
+            ..Snapshot::default()
         }
     }
 
@@ -400,11 +476,19 @@ mod tests {
         let mut s = snapshot();
         s.tally
             .container_started(std::time::Duration::from_millis(300));
+        s.placement
+            .observe(crate::metrics::Placed::Offered, Duration::from_millis(7));
+        s.traffic
+            .setup
+            .observe(crate::metrics::Route::Mesh, Duration::from_millis(2));
+        s.traffic.carried_local(10, 20);
+        s.traffic.carried_mesh(3, 4);
         let text = encode(&s);
         let samples = samples(&text);
         for want in [
             r#"meshd_peers{state="alive"} 2"#,
             r#"meshd_peers{state="draining"} 1"#,
+            r#"meshd_peers{state="suspect"} 1"#,
             r#"meshd_peers{state="dead"} 0"#,
             r#"meshd_cores{numa="0"} 4"#,
             r#"meshd_cores_allocated{numa="0"} 3"#,
@@ -437,6 +521,20 @@ mod tests {
             r#"meshd_gossip_messages_refused_total{reason="magic"} 3"#,
             "meshd_mesh_handshakes_refused_total 0",
             r#"meshd_rpc_calls_total{kind="offer",outcome="ok"} 4"#,
+            r#"meshd_task_placement_seconds_bucket{outcome="offered",le="0.005"} 0"#,
+            r#"meshd_task_placement_seconds_bucket{outcome="offered",le="0.01"} 1"#,
+            r#"meshd_task_placement_seconds_count{outcome="offered"} 1"#,
+            r#"meshd_service_connection_setup_seconds_bucket{route="mesh",le="0.0025"} 1"#,
+            r#"meshd_service_connection_setup_seconds_count{route="mesh"} 1"#,
+            r#"meshd_service_local_bytes_total{direction="to_container"} 10"#,
+            r#"meshd_service_local_bytes_total{direction="to_client"} 20"#,
+            r#"meshd_service_mesh_bytes_total{direction="sent"} 3"#,
+            r#"meshd_service_mesh_bytes_total{direction="received"} 4"#,
+            "meshd_gossip_sent_bytes_total 300",
+            "meshd_gossip_received_bytes_total 0",
+            r#"meshd_gossip_messages_sent_total{kind="syn"} 2"#,
+            r#"meshd_gossip_messages_sent_total{kind="bad_cluster"} 0"#,
+            r#"meshd_gossip_messages_received_total{kind="ack"} 1"#,
         ] {
             assert!(samples.contains(&want), "no {want:?} in\n{text}");
         }

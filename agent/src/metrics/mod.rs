@@ -2,15 +2,23 @@
 //! mesh, in the Prometheus text format. Nothing is counted here: each scrape
 //! reads a [`Snapshot`] of the state the agent already keeps (the
 //! supervisor's cores, queue and records, the gossip view, the services'
-//! counters, the transport's refusal counters, and the supervisor's
-//! [`Tally`] of its decisions) and [`encode`] turns it into text. The metric names and their meaning are listed in
+//! counters, the transport's refusal counters, the supervisor's [`Tally`]
+//! of its decisions, and the histograms and counters the parts doing the
+//! work keep in shared handles: [`PlacementTimes`], [`ServiceTraffic`])
+//! and [`encode`] turns it into text. The metric names and their meaning are listed in
 //! `docs/operations.md` (Metrics).
 
 mod encode;
+mod gossip;
 mod tally;
+mod timings;
+mod traffic;
 
 pub use encode::{CONTENT_TYPE, encode};
+pub use gossip::{GossipCounts, GossipKind, GossipTraffic};
 pub use tally::{PullCounts, Pulled, RpcCounts, Tally, new_bytes};
+pub use timings::{Histograms, Placed, PlacementTimes, Route, SetupTimes};
+pub use traffic::{Forwarded, ServiceTraffic};
 
 use std::collections::BTreeMap;
 
@@ -19,9 +27,9 @@ use mesh_protocol::alloc::NumaLoad;
 use mesh_protocol::api::ServiceNodeStats;
 use mesh_protocol::gossip::{PeerState, PeerView};
 
-use crate::mesh::Mesh;
 use crate::services::ServicesHandle;
-use crate::supervisor::{SupervisorError, SupervisorHandle};
+use crate::supervisor::SupervisorError;
+use crate::tasks::Tasks;
 
 /// The peers this node sees (itself included), by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,17 +38,21 @@ pub struct PeerCounts {
     pub alive: usize,
     /// Alive but draining: no new tasks start there.
     pub draining: usize,
+    /// Alive to the failure detector but quiet for a few gossip rounds.
+    pub suspect: usize,
     /// Declared dead by the failure detector.
     pub dead: usize,
 }
 
 impl PeerCounts {
-    /// Counts a gossip view: a draining peer that is dead counts as dead.
+    /// Counts a gossip view: a draining peer that is suspect or dead
+    /// counts as such.
     pub fn of(peers: &[PeerView]) -> PeerCounts {
         let mut counts = PeerCounts::default();
         for p in peers {
             match p.state {
                 PeerState::Dead => counts.dead += 1,
+                PeerState::Suspect => counts.suspect += 1,
                 PeerState::Alive if p.info.as_ref().is_some_and(|i| i.draining) => {
                     counts.draining += 1
                 }
@@ -93,16 +105,22 @@ pub struct Snapshot {
     pub refusals: MeshRefusals,
     /// Calls this node made to peers, by (kind, outcome).
     pub rpc_calls: BTreeMap<(&'static str, &'static str), u64>,
+    /// How long placements took here, by outcome (shares the counts).
+    pub placement: PlacementTimes,
+    /// Service connections' setup times (shares the counts) and bytes.
+    pub traffic: ServiceTraffic,
+    /// Gossip bytes and messages through this node's transport.
+    pub gossip: GossipTraffic,
 }
 
 /// Reads a snapshot from the agent's parts. Only the supervisor can fail
 /// (it stopped); the rest answer from what they hold.
 pub async fn gather(
-    supervisor: &SupervisorHandle,
-    mesh: &Mesh,
+    on: &Tasks,
     services: &ServicesHandle,
     pulls: &PullCounts,
 ) -> Result<Snapshot, SupervisorError> {
+    let (supervisor, mesh) = (on.supervisor(), on.mesh());
     let node = supervisor.node().await?;
     let (tasks, tally) = supervisor.task_counts().await?;
     let peers = mesh.peers().await;
@@ -133,5 +151,63 @@ pub async fn gather(
             identities: mesh.identity_refusals(),
         },
         rpc_calls: mesh.rpc_calls(),
+        placement: on.placement_times().clone(),
+        traffic: services.traffic(),
+        gossip: mesh.gossip_traffic(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use mesh_protocol::NodeId;
+    use mesh_protocol::gossip::NodeInfo;
+    use mesh_protocol::load::{Load, TopologySummary};
+
+    fn view(node: &str, state: PeerState, draining: bool) -> PeerView {
+        PeerView {
+            node: NodeId::new(node).unwrap(),
+            state,
+            is_self: false,
+            generation: 1,
+            gossip_addr: "10.0.0.1:7946".parse().unwrap(),
+            info: Some(NodeInfo {
+                quic: "10.0.0.1:7946".parse().unwrap(),
+                api: "10.0.0.1:7700".parse().unwrap(),
+                version: "0.1.0".into(),
+                topology: TopologySummary::parse("1;1;1").unwrap(),
+                load: Load::parse("1;0;0;0").unwrap(),
+                draining,
+                services: Default::default(),
+                service_images: Default::default(),
+                images: Default::default(),
+            }),
+            error: None,
+            last_heard_ms: None,
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn peers_count_by_state_a_draining_one_apart_unless_suspect_or_dead() {
+        use PeerState::*;
+        let counts = PeerCounts::of(&[
+            view("a", Alive, false),
+            view("b", Alive, true),
+            view("c", Suspect, true),
+            view("d", Suspect, false),
+            view("e", Dead, true),
+        ]);
+        assert_eq!(
+            counts,
+            PeerCounts {
+                alive: 1,
+                draining: 1,
+                suspect: 2,
+                dead: 1
+            }
+        );
+    }
 }

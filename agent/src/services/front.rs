@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mesh_protocol::NodeId;
-use mesh_protocol::gossip::{PeerState, PeerView};
+use mesh_protocol::gossip::PeerView;
 use mesh_protocol::load::ServiceLoad;
 use mesh_protocol::service::choice::{image_usable, route_per_connection, route_pool};
 use mesh_protocol::service::image::{NodeImage, node_images};
@@ -37,6 +37,7 @@ use super::stats::{Count, Stats};
 use super::tunnel::{self, Tunnel, TunnelError};
 use crate::clock::deadline_after;
 use crate::mesh::candidates_of;
+use crate::metrics::Route;
 
 /// How old a cached gossip view may be when routing a connection; also
 /// how often a waiting connection looks whether the view changed.
@@ -260,6 +261,7 @@ impl<M: MeshPort> Front<M> {
     async fn serve(&self, spec: &ServiceSpec, client: &mut TcpStream, peer: SocketAddr) -> bool {
         let name = &spec.name;
         self.stats.count(name, Count::Accepted);
+        let accepted = Instant::now();
         let deadline = deadline_after(Duration::from_millis(spec.queue_timeout_ms));
         let timeouts = Timeouts {
             idle: Duration::from_millis(spec.idle_timeout_ms),
@@ -273,18 +275,29 @@ impl<M: MeshPort> Front<M> {
             released.as_mut().enable();
             let ended = match self.route(spec, peer).await {
                 Routed::Local(mut lease) => {
+                    let setup = &self.stats.traffic().setup;
+                    setup.observe(Route::Local, accepted.elapsed());
                     let me = self.mesh.node();
                     let open = self.stats.open(name, peer, me, lease.container.clone());
                     drop(waiting.take());
                     let (cr, cw) = client.split();
                     let (sr, sw) = lease.stream.split();
-                    Some(pump_within((cr, cw), (sr, sw), &open.bytes, timeouts).await)
+                    let ended = pump_within((cr, cw), (sr, sw), &open.bytes, timeouts).await;
+                    let (sent, received) = open.bytes.totals();
+                    self.stats.traffic().carried_local(sent, received);
+                    Some(ended)
                 }
                 Routed::Remote(t, node) => {
+                    let setup = &self.stats.traffic().setup;
+                    setup.observe(Route::Mesh, accepted.elapsed());
                     let open = self.stats.open(name, peer, node, t.container.clone());
                     drop(waiting.take());
                     let (cr, cw) = client.split();
-                    Some(pump_within((cr, cw), (t.recv, t.send), &open.bytes, timeouts).await)
+                    let ended =
+                        pump_within((cr, cw), (t.recv, t.send), &open.bytes, timeouts).await;
+                    let (sent, received) = open.bytes.totals();
+                    self.stats.traffic().carried_mesh(sent, received);
+                    Some(ended)
                 }
                 Routed::Failed(why) => {
                     warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");
@@ -432,7 +445,7 @@ impl<M: MeshPort> Front<M> {
             let Some(addr) = view
                 .peers
                 .iter()
-                .find(|p| p.node == node && p.state == PeerState::Alive)
+                .find(|p| p.node == node && p.state.takes_work())
                 .map(|p| p.gossip_addr)
             else {
                 continue;

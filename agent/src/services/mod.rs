@@ -116,6 +116,9 @@ pub trait ServiceControl: Send + Sync + std::fmt::Debug {
     fn defs(&self) -> Vec<ServiceDef>;
     /// This node's figures and open connections.
     fn report(&self) -> BoxFuture<'_, ServiceReport>;
+    /// This node's connection setup times and bytes forwarded, for
+    /// /metrics (a handle sharing the counts).
+    fn traffic(&self) -> crate::metrics::ServiceTraffic;
 }
 
 pub type ServicesHandle = Arc<dyn ServiceControl>;
@@ -173,6 +176,10 @@ impl ServiceControl for Control {
 
     fn report(&self) -> BoxFuture<'_, ServiceReport> {
         Box::pin(self.make_report())
+    }
+
+    fn traffic(&self) -> crate::metrics::ServiceTraffic {
+        self.stats.traffic().clone()
     }
 }
 
@@ -316,6 +323,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     owner.apply(&owner.registry.all());
     owner.publish_local();
     let (tx, rx) = mpsc::channel(64);
+    let traffic = stats.traffic().clone();
     let control: ServicesHandle = Arc::new(Control {
         tx,
         published,
@@ -327,6 +335,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
     let here = tunnel::Here {
         backend: backend.clone(),
         images,
+        traffic,
     };
     let join = tokio::spawn(async move {
         // The owner holds the pre-pull's handle: its task ends with it.

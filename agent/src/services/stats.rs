@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::ServiceTraffic;
+
 /// Which counter to bump.
 #[derive(Debug, Clone, Copy)]
 pub enum Count {
@@ -30,6 +32,16 @@ pub enum Count {
 pub struct Bytes {
     pub inbound: AtomicU64,
     pub outbound: AtomicU64,
+}
+
+impl Bytes {
+    /// (inbound, outbound) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.inbound.load(Ordering::Relaxed),
+            self.outbound.load(Ordering::Relaxed),
+        )
+    }
 }
 
 struct Open {
@@ -78,6 +90,9 @@ impl Snapshot {
 pub struct Stats {
     tx: mpsc::UnboundedSender<Event>,
     next: Arc<AtomicU64>,
+    /// Setup times and bytes forwarded, counted where they happen (not
+    /// through the task) and read by /metrics.
+    traffic: ServiceTraffic,
 }
 
 impl std::fmt::Debug for Stats {
@@ -117,9 +132,15 @@ impl Stats {
             Stats {
                 tx,
                 next: Arc::new(AtomicU64::new(0)),
+                traffic: ServiceTraffic::default(),
             },
             join,
         )
+    }
+
+    /// Connection setup times and bytes forwarded (shared by every clone).
+    pub fn traffic(&self) -> &ServiceTraffic {
+        &self.traffic
     }
 
     pub fn count(&self, service: &ServiceName, what: Count) {

@@ -17,6 +17,7 @@ use super::prepull::ImagesView;
 use super::pump::pump;
 use super::stats::Bytes;
 use crate::mesh::rpc::{CallError, read_frame, write_frame};
+use crate::metrics::ServiceTraffic;
 
 /// How long the caller may take to say which service it wants.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,6 +92,8 @@ pub async fn open(
 pub struct Here {
     pub backend: Backend,
     pub images: ImagesView,
+    /// Where the bytes served are counted (as carried over the mesh).
+    pub traffic: ServiceTraffic,
 }
 
 /// Serves one forwarded connection on this node.
@@ -141,7 +144,11 @@ async fn answer(
             }
             debug!(service = %open.service, client = %open.client, caller = ?caller, container = %lease.container, "serving a forwarded connection");
             let (sr, sw) = lease.stream.split();
-            pump((recv, send), (sr, sw), &Bytes::default()).await;
+            let bytes = Bytes::default();
+            pump((recv, send), (sr, sw), &bytes).await;
+            // The peer is the client's side: what it sent came in.
+            let (received, sent) = bytes.totals();
+            here.traffic.carried_mesh(sent, received);
             return;
         }
         // Not merged here yet (a new definition spreads within a round or

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use mesh_protocol::confirm::{self, Asked, Backoff, Question, Standing};
-use mesh_protocol::gossip::{PeerState, PeerView};
+use mesh_protocol::gossip::PeerView;
 use mesh_protocol::{NodeId, TaskId, TaskRecord};
 use tracing::{debug, info, warn};
 
@@ -51,7 +51,7 @@ pub async fn confirm(
     };
     let peers: Vec<Node> = view
         .iter()
-        .filter(|p| !p.is_self && p.state == PeerState::Alive)
+        .filter(|p| !p.is_self && p.state.is_live())
         .map(|p| Node::peer(p.node.clone(), tasks.mesh().clone(), p.gossip_addr))
         .collect();
     let question = Question {
@@ -126,7 +126,7 @@ pub async fn refresh(tasks: &Tasks, view: &[PeerView]) {
         .filter_map(|(runner, held)| {
             let p = view
                 .iter()
-                .find(|p| &p.node == runner && !p.is_self && p.state == PeerState::Alive)?;
+                .find(|p| &p.node == runner && !p.is_self && p.state.is_live())?;
             Some((
                 Node::peer(p.node.clone(), tasks.mesh().clone(), p.gossip_addr),
                 held,

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use mesh_protocol::failover::{self, Verdict};
-use mesh_protocol::gossip::{PeerState, PeerView};
+use mesh_protocol::gossip::PeerView;
 use mesh_protocol::lease::{self, Sighting};
 use mesh_protocol::{NodeId, TaskId};
 use tokio::time::Instant;
@@ -126,7 +126,8 @@ fn sightings(view: &[PeerView]) -> Vec<Sighting> {
         .map(|p| Sighting {
             node: p.node.clone(),
             is_self: p.is_self,
-            alive: p.state == PeerState::Alive,
+            // A suspect peer is alive until declared dead: its lease holds.
+            alive: p.state.is_live(),
             heard_ms_ago: p.last_heard_ms,
         })
         .collect()
@@ -175,7 +176,7 @@ async fn sync_as_runner(
     };
     let live: Vec<NodeId> = view
         .iter()
-        .filter(|p| p.state == PeerState::Alive)
+        .filter(|p| p.state.is_live())
         .map(|p| p.node.clone())
         .collect();
     let mut due = Vec::new();
@@ -192,7 +193,8 @@ async fn sync_as_runner(
             pushed.remove(&r.id);
         }
         let keeper = match r.keeper.clone().map(|k| (state_of(&k), k)) {
-            Some((Some((PeerState::Alive, _)), k)) => k,
+            // A suspect keeper stays: only a dead one is replaced.
+            Some((Some((state, _)), k)) if state.is_live() => k,
             // Unknown yet (the view is filling in): wait.
             Some((None, _)) if !settled => continue,
             // Dead, unknown for long, or none: a new keeper, for unfinished tasks.

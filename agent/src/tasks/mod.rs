@@ -23,7 +23,6 @@ mod serve;
 use std::time::Duration;
 
 use mesh_protocol::NodeId;
-use mesh_protocol::gossip::PeerState;
 use mesh_protocol::rpc::Topic;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +39,8 @@ pub struct Tasks {
     supervisor: SupervisorHandle,
     mesh: Mesh,
     ids: Ids,
+    /// How long placements take here, for /metrics.
+    placement_times: crate::metrics::PlacementTimes,
     events: EventLog,
 }
 
@@ -76,6 +77,7 @@ pub fn start(
         supervisor,
         mesh,
         ids,
+        placement_times: Default::default(),
         events,
     };
     tasks
@@ -97,6 +99,11 @@ impl Tasks {
 
     pub fn mesh(&self) -> &Mesh {
         &self.mesh
+    }
+
+    /// How long placements took here (shares the counts).
+    pub fn placement_times(&self) -> &crate::metrics::PlacementTimes {
+        &self.placement_times
     }
 
     /// Where this node tells what happened.
@@ -144,12 +151,12 @@ impl Tasks {
         peers.iter().find(|n| n.id == *id).cloned()
     }
 
-    /// Whether the gossip view has `id` alive.
+    /// Whether the gossip view has `id` alive (or suspect: not dead).
     async fn alive(&self, id: &NodeId) -> bool {
         self.mesh
             .peers()
             .await
             .iter()
-            .any(|p| p.node == *id && p.state == PeerState::Alive)
+            .any(|p| p.node == *id && p.state.is_live())
     }
 }

@@ -15,6 +15,7 @@ use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskSpec, TaskState};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Node, TaskError, Tasks};
+use crate::metrics::Placed;
 use crate::supervisor::SupervisorError;
 
 /// Offers tried before queueing here.
@@ -97,11 +98,15 @@ impl Tasks {
     /// returns, the task is stored by its runner and, when the mesh has
     /// another live node, by its keeper, if the keeper could keep it.
     /// Returns the node that took it and what became of the keeper's copy.
+    /// The time from the start to a node taking it (the keeper's copy not
+    /// included) is observed in `meshd_task_placement_seconds`.
     pub async fn place_record(
         &self,
         record: TaskRecord,
         fresh: bool,
     ) -> Result<(NodeId, CopyStatus), TaskError> {
+        let started = tokio::time::Instant::now();
+        let took = |outcome| self.placement_times.observe(outcome, started.elapsed());
         let id = record.id.clone();
         let me = self.me();
         let view = self.mesh.candidates().await;
@@ -127,6 +132,7 @@ impl Tasks {
             match self.offer_once(&node, offered.clone()).await {
                 Offered::Taken => {
                     info!(node = %node.id, keeper = ?offered.keeper, "task placed");
+                    took(Placed::Offered);
                     self.tell_placed(&record, fresh, format!("on {}: it had room", node.id));
                     offered.placed_on(node.id.clone());
                     let copy = self.keep_copy(&peers, offered).await;
@@ -150,6 +156,7 @@ impl Tasks {
                     self.supervisor
                         .hold_in_doubt(record.clone(), node.id.clone())
                         .await?;
+                    took(Placed::InDoubt);
                     let copy = CopyStatus::NotKept {
                         node: node.id.clone(),
                         reason: format!("{} did not answer the offer; asked again", node.id),
@@ -164,6 +171,7 @@ impl Tasks {
         name_keeper(&mut queued, &me, &me, &live);
         match self.supervisor.adopt(queued.clone(), fresh).await {
             Ok(()) => {
+                took(Placed::Queued);
                 self.tell_placed(
                     &record,
                     fresh,

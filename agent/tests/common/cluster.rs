@@ -408,14 +408,15 @@ impl TestAgent {
         self.dir.path()
     }
 
-    /// The nodes it sees alive, sorted.
+    /// The nodes it sees alive (suspect ones too: not declared dead),
+    /// sorted.
     pub async fn alive(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .api
             .peers()
             .await
             .into_iter()
-            .filter(|p| p.state == PeerState::Alive)
+            .filter(|p| p.state.is_live())
             .map(|p| p.node.to_string())
             .collect();
         v.sort();

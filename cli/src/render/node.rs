@@ -56,7 +56,7 @@ fn mesh(m: Option<&mesh_protocol::api::MeshSummary>) -> String {
     match m {
         None => "-".into(),
         Some(m) => format!(
-            "cluster {} at {}{}: {} alive, {} dead (see `meshctl peers`)",
+            "cluster {} at {}{}: {} alive, {}{} dead (see `meshctl peers`)",
             m.cluster_id,
             m.gossip_addr,
             if m.insecure {
@@ -65,6 +65,11 @@ fn mesh(m: Option<&mesh_protocol::api::MeshSummary>) -> String {
                 ""
             },
             m.alive,
+            if m.suspect > 0 {
+                format!("{} suspect, ", m.suspect)
+            } else {
+                String::new()
+            },
             m.dead
         ),
     }

@@ -85,7 +85,7 @@ mod tests {
     use mesh_protocol::load::{Load, TopologySummary};
 
     #[test]
-    fn renders_alive_dead_and_broken_peers() {
+    fn renders_alive_suspect_dead_and_broken_peers() {
         let info = NodeInfo {
             quic: "10.0.0.1:7946".parse().unwrap(),
             api: "10.0.0.1:7700".parse().unwrap(),
@@ -111,13 +111,19 @@ mod tests {
         };
         let out = peers(&[
             p("n1", PeerState::Alive, Some(info.clone()), true),
-            p("n2", PeerState::Dead, Some(info), false),
+            p("n2", PeerState::Dead, Some(info.clone()), false),
             p("n3", PeerState::Alive, None, false),
+            p("n4", PeerState::Suspect, Some(info), false),
         ]);
         assert!(out.contains("n1*"), "{out}");
         assert!(out.contains("4+4x2"), "{out}");
         assert!(out.contains("3+4"), "{out}");
         assert!(out.contains("dead"), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("n4") && l.contains("suspect")),
+            "{out}"
+        );
         assert!(out.contains("missing key"), "{out}");
         assert!(out.contains("1.5s"), "{out}");
         assert!(out.contains("VERSION"), "{out}");

@@ -1,6 +1,7 @@
 //! Which change in this node's view of its peers is an event: a node seen
-//! alive for the first time (or restarted), declared dead by the failure
-//! detector, alive again, draining or not. Each node tells what its own
+//! alive for the first time (or restarted), quiet for a few rounds
+//! (suspect), declared dead by the failure detector, alive again, draining
+//! or not. Each node tells what its own
 //! failure detector decided, so a death is told by every node that saw it.
 
 use std::collections::BTreeMap;
@@ -61,23 +62,27 @@ pub fn changes(
             .last_heard_ms
             .map(|ms| format!("nothing heard from it for {:.1} s", ms as f64 / 1000.0))
             .unwrap_or_else(|| "nothing heard from it".into());
+        let restarted = old.is_some_and(|o| o.generation != p.generation);
         let event = match (old.map(|o| o.state), p.state) {
-            (None, PeerState::Alive) => Some((
+            (None, now) if now.is_live() => Some((
                 EventKind::PeerJoined,
                 format!("seen alive at {}{version}", p.gossip_addr),
             )),
-            (Some(PeerState::Alive), PeerState::Alive)
-                if old.is_some_and(|o| o.generation != p.generation) =>
-            {
-                Some((
-                    EventKind::PeerJoined,
-                    format!("restarted (generation {}){version}", p.generation),
-                ))
-            }
-            (Some(PeerState::Dead), PeerState::Alive) => {
+            (Some(was), now) if was.is_live() && now.is_live() && restarted => Some((
+                EventKind::PeerJoined,
+                format!("restarted (generation {}){version}", p.generation),
+            )),
+            (Some(PeerState::Alive), PeerState::Suspect) => Some((
+                EventKind::PeerSuspect,
+                format!("{heard}; no new work goes there until it is heard, its tasks stay"),
+            )),
+            (Some(PeerState::Dead), now) if now.is_live() => {
                 Some((EventKind::PeerAlive, format!("heard from again{version}")))
             }
-            (Some(PeerState::Alive), PeerState::Dead) => Some((
+            (Some(PeerState::Suspect), PeerState::Alive) => {
+                Some((EventKind::PeerAlive, "heard from again".to_owned()))
+            }
+            (Some(was), PeerState::Dead) if was.is_live() => Some((
                 EventKind::PeerDead,
                 format!("failure detector: {heard}; its tasks' keepers will re-place them"),
             )),
@@ -135,6 +140,25 @@ mod tests {
         assert_eq!(kinds(&e), vec![(EventKind::PeerJoined, "n2".into())]);
         let (e, _) = changes(&marks, &[view("n2", PeerState::Alive, 2, false)]);
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn suspect_then_dead_or_back_to_alive() {
+        use PeerState::{Alive, Dead, Suspect};
+        let (_, marks) = changes(&PeerMarks::new(), &[view("n2", Alive, 1, false)]);
+        let (e, marks) = changes(&marks, &[view("n2", Suspect, 1, false)]);
+        assert_eq!(kinds(&e), vec![(EventKind::PeerSuspect, "n2".into())]);
+        assert!(e[0].2.contains("4.2 s"), "{}", e[0].2);
+        let (e, after_death) = changes(&marks, &[view("n2", Dead, 1, false)]);
+        assert_eq!(kinds(&e), vec![(EventKind::PeerDead, "n2".into())]);
+        let (e, _) = changes(&marks, &[view("n2", Alive, 1, false)]);
+        assert_eq!(kinds(&e), vec![(EventKind::PeerAlive, "n2".into())]);
+        // Back from the dead while still quiet: alive to the detector.
+        let (e, _) = changes(&after_death, &[view("n2", Suspect, 1, false)]);
+        assert_eq!(kinds(&e), vec![(EventKind::PeerAlive, "n2".into())]);
+        // Restarted while suspect: joined again.
+        let (e, _) = changes(&marks, &[view("n2", Alive, 2, false)]);
+        assert_eq!(kinds(&e), vec![(EventKind::PeerJoined, "n2".into())]);
     }
 
     #[test]

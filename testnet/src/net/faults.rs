@@ -1,6 +1,6 @@
 //! The faults a testnet can be put through: an agent killed (its host
-//! lost) and restarted, cut off and healed, and its Docker stopped from
-//! answering.
+//! lost) and restarted, paused and thawed, cut off and healed, and its
+//! Docker stopped from answering.
 
 use super::*;
 
@@ -29,6 +29,17 @@ impl Testnet {
         };
         tracing::info!(testnet = %self.state.name, node = %record.node, containers = removed, "killed");
         Ok(removed)
+    }
+
+    /// Freezes `node`'s agent (`docker pause`: its processes stop, its
+    /// sockets stay open), as a host that hangs or a process stopped in a
+    /// debugger would; or thaws it. Peers hear nothing from it meanwhile.
+    pub async fn pause(&self, node: &str, paused: bool) -> Result<(), TestnetError> {
+        let record = self.state.node(node)?;
+        let verb = if paused { "pause" } else { "unpause" };
+        self.docker.run(&[verb, record.container.as_str()]).await?;
+        tracing::info!(testnet = %self.state.name, node = %record.node, paused, "agent");
+        Ok(())
     }
 
     /// Starts `node`'s agent again with its data directory and certificate

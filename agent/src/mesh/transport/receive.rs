@@ -33,6 +33,7 @@ pub(super) async fn read_gossip(shared: Arc<Shared>, conn: Connection) {
                     return;
                 }
             };
+            shared.gossip.read(bytes.len());
             let checked = decode(&bytes).and_then(|c| {
                 let taken = shared
                     .exchanges
@@ -47,6 +48,7 @@ pub(super) async fn read_gossip(shared: Arc<Shared>, conn: Connection) {
             });
             match checked {
                 Ok(c) => {
+                    shared.gossip.received(c.kind.metric());
                     let inbox = shared
                         .inbox
                         .lock()
