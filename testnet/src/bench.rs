@@ -30,6 +30,23 @@ pub use services::{
 };
 pub use tasks::{TasksConfig, TasksReport, TasksRun, tasks};
 
+/// Requests per second of `rounds` runs of [`services`]' persistent
+/// small-request load against any echo server at `addr`: for profiling one
+/// path alone (`perf record` on the agent meanwhile).
+pub async fn exchanges(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    per_conn: usize,
+    rounds: usize,
+) -> Result<Vec<f64>, BenchError> {
+    let mut rates = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let took = services::exchanges(addr, conns, per_conn, Duration::from_secs(600)).await?;
+        rates.push((conns * per_conn) as f64 / took.as_secs_f64().max(1e-9));
+    }
+    Ok(rates)
+}
+
 /// What every benchmark task and raw container runs.
 pub const TASK_IMAGE: &str = "mesh-testsvc:latest";
 /// How long the mesh may take to settle: agents to see each other, tasks to

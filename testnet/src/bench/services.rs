@@ -23,6 +23,7 @@ mod defs;
 mod haproxy;
 mod markdown;
 mod probe;
+pub(crate) use probe::exchanges;
 mod procfs;
 mod raw;
 

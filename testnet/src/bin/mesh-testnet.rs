@@ -120,6 +120,20 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// The persistent small-request load of `bench services` against one
+    /// echo server (a container, HAProxy, an agent's service port), alone:
+    /// prints requests/s of each round, for profiling one path.
+    Exchanges {
+        /// The echo server (for example an agent's listen port of a pool
+        /// service running `mesh-testsvc echo`).
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "50")]
+        conns: NonZeroUsize,
+        #[arg(long, default_value = "1000")]
+        exchanges: NonZeroUsize,
+        #[arg(long, default_value = "3")]
+        rounds: NonZeroUsize,
+    },
     /// Tasks started per second: raw `docker run --detach` of N containers,
     /// then N one-core tasks submitted through n1, at the same concurrency,
     /// `--runs` times per concurrency.
@@ -422,6 +436,17 @@ async fn run_bench(bench: Bench) -> anyhow::Result<()> {
                 hold,
             };
             print!("{}", bench::services(&cfg).await?.markdown());
+        }
+        Bench::Exchanges {
+            addr,
+            conns,
+            exchanges,
+            rounds,
+        } => {
+            let rates = bench::exchanges(addr, conns.get(), exchanges.get(), rounds.get()).await?;
+            for (i, r) in rates.iter().enumerate() {
+                println!("round {}: {r:.0} requests/s", i + 1);
+            }
         }
     }
     Ok(())

@@ -190,7 +190,7 @@ async fn one_request(addr: SocketAddr, i: usize, limit: Duration) -> Result<Dura
 /// `per_conn` exchanges on each, all connections at once: [`REQUEST`] bytes
 /// written, the same read back, again, as a client of a key-value store
 /// does over long-lived connections. Returns the time of all exchanges.
-pub(super) async fn exchanges(
+pub(crate) async fn exchanges(
     addr: SocketAddr,
     conns: usize,
     per_conn: usize,
