@@ -21,7 +21,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -215,6 +215,8 @@ pub enum Request {
     /// Whether the called node holds this image (a name, at most
     /// [`MAX_IMAGE_NAME`] bytes, or an id): answered with `HasImage`.
     HasImage(String),
+    /// Who holds each of the called node's cores: answered with `Cores`.
+    Cores,
 }
 
 /// Longest image name a `HasImage` may carry.
@@ -224,7 +226,7 @@ impl Request {
     /// The part of the called agent that answers it.
     pub fn topic(&self) -> Topic {
         match self {
-            Request::ServiceReport => Topic::Services,
+            Request::ServiceReport | Request::Cores => Topic::Services,
             Request::HasImage(_) => Topic::Images,
             Request::Offer(_)
             | Request::List { .. }
@@ -254,6 +256,7 @@ impl Request {
             Request::Copy(_) => "copy",
             Request::Stamps(_) => "stamps",
             Request::HasImage(_) => "has image",
+            Request::Cores => "cores",
         }
     }
 }
@@ -288,6 +291,8 @@ pub enum Response {
     ImagePulling {
         downloading: bool,
     },
+    /// Answer to `Cores`.
+    Cores(Box<crate::cores::NodeCores>),
 }
 
 /// Frames a message: length, then body.

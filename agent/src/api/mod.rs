@@ -5,6 +5,8 @@
 //! state lives here.
 
 pub mod auth;
+mod cores;
+pub mod dashboard;
 mod error;
 pub mod serve;
 mod services;
@@ -68,7 +70,7 @@ impl FromRef<ApiState> for Mesh {
 
 pub fn router(state: ApiState) -> Router {
     let access = state.access.clone();
-    Router::new()
+    let api = Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/{id}", get(task))
         .route("/v1/tasks/{id}/copy", get(copy))
@@ -85,16 +87,22 @@ pub fn router(state: ApiState) -> Router {
             get(services::show).delete(services::remove),
         )
         .route("/v1/connections", get(services::connections))
+        .route("/v1/cores", get(cores::list))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
-                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/health, /metrics",
+                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/cores, /v1/health, /metrics, and the dashboard at /",
             )
         })
         .layer(axum::middleware::from_fn_with_state(
             access,
             auth::authenticate,
-        ))
+        ));
+    // The dashboard's page holds no data: it is served to anyone, and
+    // asks the routes above with the user's token.
+    Router::new()
+        .merge(dashboard::routes())
+        .merge(api)
         // Bodies past MAX_BODY or slower than BODY_TIMEOUT are refused as
         // they arrive (413, 408), before any handler.
         .layer(axum::middleware::from_fn(serve::bounded_body))
