@@ -241,10 +241,12 @@ async fn steps(net: &Testnet, token: &str, browser: &Browser) -> Result<()> {
     .await;
     browser.screenshot("peer-dead").await?;
 
+    // Best effort: a task of n3 is out of reach until its keeper re-places
+    // it, and the testnet's teardown removes every container anyway.
     drop(client);
     for id in [&train, &etl] {
-        n1.kill(id).await?;
+        let _ = n1.kill(id).await;
     }
-    n1.remove_service("hello").await?;
+    let _ = n1.remove_service("hello").await;
     Ok(())
 }

@@ -594,6 +594,7 @@
       setToken($("token-input").value);
       $("token-input").value = "";
       $("token-form").hidden = true;
+      $("d-refusal").hidden = true;
       refreshAll();
     };
     $("tasks").tBodies[0].onclick = (e) => {
