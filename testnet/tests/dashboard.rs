@@ -241,6 +241,47 @@ async fn steps(net: &Testnet, token: &str, browser: &Browser) -> Result<()> {
     .await;
     browser.screenshot("peer-dead").await?;
 
+    // Paging: an array of 60 tasks makes more than a page (50). The first
+    // page has a next one; `last` shows the newest task.
+    let many = SubmitRequest {
+        image: "mesh-testsvc:latest".into(),
+        command: vec!["sleep".into(), "0".into()],
+        cores: Some(1),
+        name: Some("many".into()),
+        array: Some(60),
+        ..Default::default()
+    };
+    n1.submit(&many).await?;
+    let newest = n1
+        .tasks()
+        .await?
+        .into_iter()
+        .map(|t| t.id.to_string())
+        .max()
+        .context("tasks listed")?;
+    browser.click("#page-first").await?;
+    wait_page(
+        browser,
+        "a full first page with a next one",
+        "return document.querySelectorAll('#tasks tbody tr').length === 50
+            && !document.getElementById('page-next').disabled;",
+        vec![],
+        |v| v == true,
+    )
+    .await;
+    browser.click("#page-last").await?;
+    wait_page(
+        browser,
+        "the last page shows the newest task, and no next page",
+        "return !!document.querySelector(`#tasks tr[data-id=\"${arguments[0]}\"]`)
+            && document.getElementById('page-next').disabled
+            && !document.getElementById('page-prev').disabled;",
+        vec![json!(newest)],
+        |v| v == true,
+    )
+    .await;
+    browser.screenshot("last-page").await?;
+
     // Best effort: a task of n3 is out of reach until its keeper re-places
     // it, and the testnet's teardown removes every container anyway.
     drop(client);

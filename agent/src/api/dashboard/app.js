@@ -249,16 +249,18 @@
       const batch = await res.json();
       const more = res.headers.get("mesh-next-after");
       let full = false;
-      for (const t of batch) {
-        if (!matches(t, f)) continue;
-        rows.push(t);
+      let rest = false; // tasks of this answer after the page's last
+      for (let i = 0; i < batch.length; i++) {
+        if (!matches(batch[i], f)) continue;
+        rows.push(batch[i]);
         if (rows.length === PAGE) {
           full = true;
+          rest = i < batch.length - 1;
           break;
         }
       }
       if (full) {
-        next = rows[rows.length - 1].id;
+        next = rest || more ? rows[rows.length - 1].id : null;
         break;
       }
       if (!more) break;
@@ -273,6 +275,35 @@
     pages.next = next;
     pages.note = note;
     drawTasks();
+  }
+
+  // The last page (the newest tasks: ids sort by creation): pages of SCAN
+  // from the current one to the end, keeping only the last PAGE matches
+  // and the id before each (the cursor that starts a page at it).
+  async function lastPage() {
+    const f = filters();
+    let after = pages.cursor;
+    let prev = after;
+    let tail = [];
+    for (let scans = 0; scans < 100; scans++) {
+      const q = new URLSearchParams({ limit: String(SCAN) });
+      if (after) q.set("after", after);
+      const res = await api(`/v1/tasks?${q}`);
+      for (const t of await res.json()) {
+        if (matches(t, f)) {
+          tail.push(prev);
+          if (tail.length > PAGE) tail = tail.slice(-PAGE);
+        }
+        prev = t.id;
+      }
+      after = res.headers.get("mesh-next-after");
+      if (!after) break;
+    }
+    if (tail.length && tail[0] !== pages.cursor) {
+      pages.back.push(pages.cursor);
+      pages.cursor = tail[0];
+    }
+    await loadPage();
   }
 
   async function refreshTasks() {
@@ -314,6 +345,8 @@
       (pages.next ? "; more follow" : "") +
       (pages.note ? ` (${pages.note})` : "");
     $("page-next").disabled = !pages.next;
+    $("page-last").disabled = !pages.next;
+    $("page-prev").disabled = pages.back.length === 0;
   }
 
   // A task the events named: refetched alone, and its row replaced.
@@ -325,7 +358,10 @@
         pages.rows[i] = t;
         drawTasks();
       }
-      if (id === selected) drawDetail(t);
+      if (id === selected) {
+        drawDetail(t);
+        problem("task", null);
+      }
     } catch (e) {
       if (id === selected) problem("task", e.message);
     }
@@ -392,6 +428,7 @@
 
   async function select(id) {
     selected = id;
+    problem("task", null);
     $("detail-section").hidden = false;
     $("d-refusal").hidden = true;
     for (const tr of $("tasks").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.id === id);
@@ -604,6 +641,7 @@
     $("d-kill").onclick = kill;
     $("d-close").onclick = () => {
       selected = null;
+      problem("task", null);
       if (logAbort) logAbort.abort();
       $("detail-section").hidden = true;
       drawTasks();
@@ -620,6 +658,16 @@
       pages.cursor = pages.next;
       refreshTasks();
     };
+    $("page-prev").onclick = () => {
+      if (!pages.back.length) return;
+      pages.cursor = pages.back.pop();
+      refreshTasks();
+    };
+    $("page-last").onclick = () =>
+      lastPage().then(
+        () => problem("tasks", null),
+        (e) => problem("tasks", e.message),
+      );
     for (const id of ["f-state", "f-node", "f-owner"]) $(id).onchange = restart;
     refreshAll();
     followEvents();
