@@ -163,6 +163,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     })?;
     let clock = config.clock.clone();
     let summary = topology_summary(&topology.model);
+    let events = crate::events::EventLog::new(config.node_id.clone(), clock.clone());
     let sup_config = SupervisorConfig {
         node: config.node_id.clone(),
         cluster: config.mesh.cluster_id.clone(),
@@ -177,6 +178,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         max_log_bytes: config.max_log_bytes,
         disk: config.disk.clone(),
         audit_log: config.audit_log.clone(),
+        events: events.clone(),
     };
     let (supervisor, actor) =
         supervisor::spawn(sup_config, runtime.clone(), pulls, store, shutdown.clone())?;
@@ -190,6 +192,13 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
     )
     .await?;
     crate::images::serve::register(&mesh, shared_pulls.clone());
+    crate::events::serve::register(&mesh, events.clone());
+    tokio::spawn(crate::events::peers::run(
+        events.clone(),
+        mesh.clone(),
+        config.mesh.gossip_interval,
+        shutdown.clone(),
+    ));
     shared_pulls.share_through(Arc::new(crate::images::MeshPeers(mesh.clone())));
     let publish_loop = tokio::spawn(crate::images::publish::run(
         published_pulls,
@@ -200,6 +209,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
         supervisor.clone(),
         mesh.clone(),
         Ids::new(clock, config.seed),
+        events.clone(),
         crate::tasks::Timing {
             every: config.mesh.gossip_interval,
             fence_after: config.mesh.fence_after,
@@ -212,6 +222,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
                 node: config.node_id.clone(),
                 cluster: config.mesh.cluster_id.clone(),
                 network: config.network.clone(),
+                events: events.clone(),
             },
             bind: config.service_bind,
             // The API's TCP port and the mesh's UDP port are the agent's.
@@ -224,6 +235,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             every: config.mesh.gossip_interval,
             clock: config.clock.clone(),
             disk: config.disk.clone(),
+            events: events.clone(),
         },
         &config.data_dir,
         service_pulls,
@@ -268,6 +280,7 @@ pub async fn start_with_runtime<R: ContainerRuntime>(
             (tokens, certs) => crate::api::auth::Access::Credentials { tokens, certs },
         }),
         pulls: pull_counts,
+        events,
     });
     let server = tokio::spawn(crate::api::serve::serve(listener, api_tls, app, shutdown));
     info!(node = %config.node_id, api = %api_addr, "meshd listening");

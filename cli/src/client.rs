@@ -32,7 +32,9 @@ const MAX_SHOWN_BODY: usize = 2_000;
 const WAIT_POLL: Duration = Duration::from_millis(200);
 
 mod error;
+mod events;
 pub use error::ClientError;
+pub use events::EventsAsk;
 
 /// Which tasks `GET /v1/tasks` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -99,6 +99,8 @@ pub enum Topic {
     Services,
     /// Images held here, for peers that lack them.
     Images,
+    /// This node's events.
+    Events,
 }
 
 impl std::fmt::Display for Topic {
@@ -107,6 +109,7 @@ impl std::fmt::Display for Topic {
             Topic::Tasks => "task",
             Topic::Services => "service",
             Topic::Images => "image",
+            Topic::Events => "event",
         })
     }
 }
@@ -217,6 +220,15 @@ pub enum Request {
     HasImage(String),
     /// Who holds each of the called node's cores: answered with `Cores`.
     Cores,
+    /// This node's events (`crate::events::Ring::read` of these fields):
+    /// answered with `Events` batches, then, unless `follow`, `LogEnd`;
+    /// with `follow`, new events keep coming until the caller closes.
+    Events {
+        after: Option<u64>,
+        since_ms: Option<u64>,
+        limit: u32,
+        follow: bool,
+    },
 }
 
 /// Longest image name a `HasImage` may carry.
@@ -228,6 +240,7 @@ impl Request {
         match self {
             Request::ServiceReport | Request::Cores => Topic::Services,
             Request::HasImage(_) => Topic::Images,
+            Request::Events { .. } => Topic::Events,
             Request::Offer(_)
             | Request::List { .. }
             | Request::Get(_)
@@ -257,6 +270,7 @@ impl Request {
             Request::Stamps(_) => "stamps",
             Request::HasImage(_) => "has image",
             Request::Cores => "cores",
+            Request::Events { .. } => "events",
         }
     }
 }
@@ -268,7 +282,11 @@ pub enum Response {
     /// Answer to `List`.
     Page(crate::listing::Page),
     LogChunk(Vec<u8>),
+    /// Ends a streamed answer (logs, events).
     LogEnd,
+    /// Answer to `Events`: a batch, oldest first (at most
+    /// [`crate::events::MAX_BATCH`]).
+    Events(Vec<crate::events::Event>),
     /// The call failed there (an offer refused, an unknown id, ...).
     Failed(RemoteError),
     /// Answer to `Replicate`: the copy is stored.

@@ -8,6 +8,7 @@ pub mod auth;
 mod cores;
 pub mod dashboard;
 mod error;
+mod events;
 pub mod serve;
 mod services;
 pub mod tokens;
@@ -42,6 +43,8 @@ pub struct ApiState {
     pub access: std::sync::Arc<auth::Access>,
     /// This host's image pulls, counted for /metrics.
     pub pulls: std::sync::Arc<crate::metrics::PullCounts>,
+    /// This node's events, and through the mesh every node's.
+    pub events: crate::events::EventLog,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -88,10 +91,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/connections", get(services::connections))
         .route("/v1/cores", get(cores::list))
+        .route("/v1/events", get(events::events))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
-                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/cores, /v1/health, /metrics, and the dashboard at /",
+                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/cores, /v1/events, /v1/health, /metrics, and the dashboard at /",
             )
         })
         .layer(axum::middleware::from_fn_with_state(

@@ -95,6 +95,8 @@ pub struct Front<M> {
     salt: std::sync::atomic::AtomicU64,
     /// The accept loops and the connections they serve.
     tasks: TaskTracker,
+    /// Where refused connections are told (a flood, counted).
+    events: crate::events::EventLog,
 }
 
 impl<M: MeshPort> Front<M> {
@@ -109,8 +111,10 @@ impl<M: MeshPort> Front<M> {
         stats: Stats,
         images: ImagesView,
         admission: Admission,
+        events: crate::events::EventLog,
     ) -> Arc<Self> {
         Arc::new(Self {
+            events,
             mesh,
             backend,
             stats,
@@ -213,6 +217,7 @@ impl<M: MeshPort> Front<M> {
         self.stats.count(&spec.name, Count::Accepted);
         self.stats.count(&spec.name, Count::Refused);
         debug!(service = %spec.name, client = %peer, reason = %why, "connection refused");
+        self.told_refusal(&spec.name, format!("at this agent's caps: {why}"));
         {
             let mut r = lock(&self.refusals);
             r.1 += 1;
@@ -227,6 +232,15 @@ impl<M: MeshPort> Front<M> {
                 drop(place);
             });
         }
+    }
+
+    /// Tells a refused connection (counted with others of the service).
+    fn told_refusal(&self, service: &mesh_protocol::ServiceName, why: String) {
+        self.events.emit_flood(
+            mesh_protocol::events::EventKind::ConnectionRefused,
+            service,
+            format!("{}: {why}", self.mesh.node()),
+        );
     }
 
     /// Returns whether the connection was served.
@@ -261,6 +275,7 @@ impl<M: MeshPort> Front<M> {
                 }
                 Routed::Failed(why) => {
                     warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");
+                    self.told_refusal(name, format!("its containers fail to start: {why}"));
                     self.stats.count(name, Count::Refused);
                     return false;
                 }
@@ -287,6 +302,7 @@ impl<M: MeshPort> Front<M> {
                     }
                     None => {
                         info!(service = %name, client = %peer, "connection refused: no room and the queue is full");
+                        self.told_refusal(name, "no room and the queue is full".into());
                         self.stats.count(name, Count::Refused);
                         return false;
                     }
@@ -294,6 +310,7 @@ impl<M: MeshPort> Front<M> {
             }
             if Instant::now() >= deadline {
                 info!(service = %name, client = %peer, "connection refused: no room within --queue-timeout");
+                self.told_refusal(name, "no room within the queue timeout".into());
                 self.stats.count(name, Count::Refused);
                 return false;
             }

@@ -229,6 +229,9 @@ pub struct ServicesConfig {
     pub clock: Clock,
     /// How `services.json` is written.
     pub disk: crate::disk::Disk,
+    /// Where services' changes are told (`meshctl events`); the
+    /// containers' are told through `backend.events`.
+    pub events: crate::events::EventLog,
 }
 
 /// Starts services: removes containers a previous run left, serves the
@@ -310,6 +313,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         stats.clone(),
         images.clone(),
         admission::Admission::new(cfg.limits),
+        cfg.events.clone(),
     );
     let (publish, published) = watch::channel(Arc::new(Published::default()));
     let node = mesh.node();
@@ -326,6 +330,7 @@ async fn run<R: ContainerRuntime, C: Cores, M: MeshPort>(
         stale_removed: false,
         clock: cfg.clock,
         warned: Default::default(),
+        events: cfg.events.clone(),
     };
     owner.remove_stale().await;
     owner.apply(&owner.registry.all());

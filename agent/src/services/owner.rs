@@ -6,6 +6,7 @@
 //! node's figures and images (to the mesh, and on a `watch` for the API's
 //! reads).
 
+use mesh_protocol::events::EventKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,8 @@ pub(super) struct Owner<M> {
     pub clock: Clock,
     /// The peers' invalid definitions warned about.
     pub warned: Warned,
+    /// Where services made and removed through this node are told.
+    pub events: crate::events::EventLog,
 }
 
 impl<M: MeshPort> Owner<M> {
@@ -187,6 +190,18 @@ impl<M: MeshPort> Owner<M> {
         };
         self.apply(&changed);
         info!(service = %def.name(), listen = def.spec.listen, mode = %def.spec.mode, "service created");
+        self.events.emit(
+            EventKind::ServiceCreated,
+            def.name(),
+            format!(
+                "by {} through {}: image {}, port {}, {}",
+                def.owner,
+                self.mesh.node(),
+                def.spec.image,
+                def.spec.listen,
+                def.spec.mode
+            ),
+        );
         Ok(def)
     }
 
@@ -210,6 +225,15 @@ impl<M: MeshPort> Owner<M> {
         };
         let changed = self.registry.merge(vec![tombstone.clone()])?;
         self.apply(&changed);
+        self.events.emit(
+            EventKind::ServiceRemoved,
+            &name,
+            format!(
+                "by {} through {}; open connections finish",
+                by.user,
+                self.mesh.node()
+            ),
+        );
         Ok(tombstone)
     }
 

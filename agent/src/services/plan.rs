@@ -38,6 +38,8 @@ pub const MAX_STARTING: u32 = 16;
 pub struct Started {
     /// The runtime's id.
     pub id: String,
+    /// The service it serves.
+    pub service: ServiceName,
     pub name: String,
     /// Who holds its cores at the supervisor.
     pub holder: TaskId,

@@ -69,6 +69,7 @@ fn config(mesh: &FakeMesh, bind: IpAddr) -> ServicesConfig {
             node: mesh.node(),
             cluster: "c".into(),
             network: None,
+            events: crate::events::EventLog::new(mesh.node(), crate::clock::Clock::tokio()),
         },
         bind,
         ports: port_range::ServicePorts::default(),
@@ -76,6 +77,7 @@ fn config(mesh: &FakeMesh, bind: IpAddr) -> ServicesConfig {
         every: Duration::from_millis(20),
         clock: crate::clock::Clock::tokio(),
         disk: crate::disk::Disk::real(),
+        events: crate::events::EventLog::new(mesh.node(), crate::clock::Clock::tokio()),
     }
 }
 

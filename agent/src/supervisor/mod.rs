@@ -252,6 +252,8 @@ pub struct SupervisorConfig {
     pub disk: crate::disk::Disk,
     /// Where core allocations and releases are logged (`--audit-log`).
     pub audit_log: Option<PathBuf>,
+    /// Where the tasks' changes are told (`meshctl events`).
+    pub events: crate::events::EventLog,
 }
 
 /// Why the supervisor did not start.

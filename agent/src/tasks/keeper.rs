@@ -304,6 +304,14 @@ async fn adopt_orphans(
         match placed {
             Ok((node, copy)) => {
                 info!(task_id = %id, dead = %orphan.node, %node, epoch, attempt, %copy, "re-placed a dead node's task");
+                tasks.events().emit(
+                    mesh_protocol::events::EventKind::TaskReplaced,
+                    id,
+                    format!(
+                        "its node {} was declared dead by the failure detector and its lease ran out; keeper {me} placed attempt {attempt} on {node}",
+                        orphan.node
+                    ),
+                );
                 if let Err(e) = supervisor.replaced(id.clone(), node, epoch, attempt).await {
                     warn!(task_id = %id, error = %e, "cannot record a re-placement");
                 }

@@ -28,6 +28,7 @@ use mesh_protocol::rpc::Topic;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Ids;
+use crate::events::EventLog;
 use crate::mesh::Mesh;
 use crate::supervisor::SupervisorHandle;
 pub use error::TaskError;
@@ -39,6 +40,7 @@ pub struct Tasks {
     supervisor: SupervisorHandle,
     mesh: Mesh,
     ids: Ids,
+    events: EventLog,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -65,6 +67,7 @@ pub fn start(
     supervisor: SupervisorHandle,
     mesh: Mesh,
     ids: Ids,
+    events: EventLog,
     timing: Timing,
     shutdown: CancellationToken,
 ) -> (Tasks, tokio::task::JoinHandle<()>) {
@@ -73,6 +76,7 @@ pub fn start(
         supervisor,
         mesh,
         ids,
+        events,
     };
     tasks
         .mesh
@@ -93,6 +97,11 @@ impl Tasks {
 
     pub fn mesh(&self) -> &Mesh {
         &self.mesh
+    }
+
+    /// Where this node tells what happened.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// This node's id.

@@ -108,6 +108,11 @@ async fn move_head(tasks: &Tasks) -> bool {
     let moved = async {
         match node.offer(record.clone()).await {
             Ok(()) => {
+                tasks.events().emit(
+                    mesh_protocol::events::EventKind::TaskPlaced,
+                    &id,
+                    format!("on {target}, from the queue of {me}: it has room now"),
+                );
                 record.placed_on(target.clone());
                 tasks.keep_copy(&peers, record).await;
                 Some(true)

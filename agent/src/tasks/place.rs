@@ -6,6 +6,7 @@
 
 use mesh_protocol::api::{CopyStatus, SubmitResponse};
 use mesh_protocol::auth::Caller;
+use mesh_protocol::events::EventKind;
 use mesh_protocol::failover;
 use mesh_protocol::image::Wanted;
 use mesh_protocol::placement::{self, OfferOutcome, PlacementError, Reply, offer_outcome};
@@ -126,6 +127,7 @@ impl Tasks {
             match self.offer_once(&node, offered.clone()).await {
                 Offered::Taken => {
                     info!(node = %node.id, keeper = ?offered.keeper, "task placed");
+                    self.tell_placed(&record, fresh, format!("on {}: it had room", node.id));
                     offered.placed_on(node.id.clone());
                     let copy = self.keep_copy(&peers, offered).await;
                     return Ok((node.id, copy));
@@ -140,6 +142,11 @@ impl Tasks {
                     // gets a keeper as a runner does. So the record held
                     // names no keeper (settling it gives no copy away).
                     warn!(node = %node.id, error = %e, "offer's answer lost; the task waits here until that node says whether it took it");
+                    self.tell_placed(
+                        &record,
+                        fresh,
+                        format!("offered to {}, which did not answer; it waits on {me} until that node says whether it took it", node.id),
+                    );
                     self.supervisor
                         .hold_in_doubt(record.clone(), node.id.clone())
                         .await?;
@@ -157,12 +164,38 @@ impl Tasks {
         name_keeper(&mut queued, &me, &me, &live);
         match self.supervisor.adopt(queued.clone(), fresh).await {
             Ok(()) => {
+                self.tell_placed(
+                    &record,
+                    fresh,
+                    format!("queued on {me}: no node can start it now"),
+                );
                 queued.placed_on(me.clone());
                 let copy = self.keep_copy(&peers, queued).await;
                 Ok((me, copy))
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Tells that a task was accepted (when `fresh`) and placed; a keeper's
+    /// re-placement is told by the keeper, with its cause.
+    fn tell_placed(&self, record: &TaskRecord, fresh: bool, placed: String) {
+        if !fresh {
+            return;
+        }
+        let spec = &record.spec;
+        self.events.emit(
+            EventKind::TaskAccepted,
+            &record.id,
+            format!(
+                "submitted by {} to {}: {} cores, image {}",
+                record.owner,
+                self.me(),
+                spec.cores,
+                spec.image
+            ),
+        );
+        self.events.emit(EventKind::TaskPlaced, &record.id, placed);
     }
 
     /// Offers `record` to `node`. An offer without an answer may still have

@@ -3,6 +3,7 @@
 //! parsed into protocol types at the boundary, and the code that carries
 //! its agent commands out. This module holds the top level and dispatches.
 
+mod events;
 mod nodes;
 mod services;
 mod tasks;

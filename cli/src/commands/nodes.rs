@@ -1,5 +1,5 @@
-//! The node and mesh commands: `node`, `health`, `peers`, `drain` and
-//! `undrain`.
+//! The node and mesh commands: `node`, `health`, `peers`, `drain`,
+//! `undrain` and `events` (in `events.rs`).
 
 use std::process::ExitCode;
 
@@ -42,6 +42,10 @@ pub enum NodeCommand {
         #[arg(value_name = "NODE")]
         target: String,
     },
+    /// What happened in the mesh and why: tasks accepted, placed, started,
+    /// exited, re-placed; peers joining, dying, draining; services and their
+    /// containers. From every live node, oldest first.
+    Events(super::events::EventsArgs),
 }
 
 /// Carries out a node command.
@@ -59,6 +63,7 @@ pub(crate) async fn run(client: &Client, command: NodeCommand) -> Result<ExitCod
             client.set_draining(&target, false, false).await?;
             print(&format!("{target} takes tasks again\n"))?;
         }
+        NodeCommand::Events(args) => super::events::run(client, args).await?,
         NodeCommand::Health => {
             let health = client.health().await?;
             print(&render::health(&health))?;

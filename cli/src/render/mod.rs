@@ -1,12 +1,14 @@
 //! Text for people: pure functions from the agent's answers (and `now`, in
 //! milliseconds since the Unix epoch) to the strings meshctl prints.
 
+mod events;
 mod node;
 mod peers;
 mod progress;
 mod services;
 mod task;
 
+pub use events::event_line;
 pub use node::{health, node};
 pub use peers::peers;
 pub use progress::progress_line;

@@ -525,7 +525,7 @@
     const kind = String(ev.kind || "");
     if (kind.startsWith("task-")) {
       if (ev.subject && (pages.rows.some((r) => r.id === ev.subject) || ev.subject === selected)) {
-        refreshTask(ev.subject);
+        later(`task ${ev.subject}`, () => refreshTask(ev.subject));
       } else if (!pages.next) {
         later("tasks", refreshTasks); // a new task lands on the last page
       }

@@ -297,6 +297,14 @@ impl<R: ContainerRuntime, C: Cores> Actor<R, C> {
                     });
                 }
                 Action::Remove(started) => {
+                    self.fx.cfg.events.emit_flood(
+                        mesh_protocol::events::EventKind::ContainerRetired,
+                        &started.service,
+                        format!(
+                            "{} on {} stopped and removed",
+                            started.name, self.fx.cfg.node
+                        ),
+                    );
                     self.work.spawn(async move {
                         fx.discard(&started).await;
                         Event::Done

@@ -37,6 +37,8 @@ pub struct BackendConfig {
     pub node: NodeId,
     pub cluster: String,
     pub network: Option<String>,
+    /// Where containers' starts, failures and retirements are told.
+    pub events: crate::events::EventLog,
 }
 
 /// Handle to this node's service containers; cheap to clone.

@@ -3,6 +3,7 @@
 //! every one of this node's). Run as the actor's tracked work; no state of
 //! the services is kept here.
 
+use mesh_protocol::events::EventKind;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +105,32 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
         spec: &ServiceSpec,
         cores: CoreCount,
     ) -> Result<(Started, TcpStream), AcquireError> {
+        let started = self.start_ready_untold(spec, cores).await;
+        let events = &self.cfg.events;
+        match &started {
+            Ok((s, _)) => events.emit_flood(
+                EventKind::ContainerStarted,
+                &spec.name,
+                format!(
+                    "{} started on {} and accepts connections",
+                    s.name, self.cfg.node
+                ),
+            ),
+            Err(e) if e.is_failure() || matches!(e, AcquireError::Image { .. }) => {
+                events.emit_flood(EventKind::ContainerFailed, &spec.name, e.to_string())
+            }
+            // No room: not the service's failure.
+            Err(_) => {}
+        }
+        started
+    }
+
+    /// [`Self::start_ready`], without telling the outcome.
+    async fn start_ready_untold(
+        &self,
+        spec: &ServiceSpec,
+        cores: CoreCount,
+    ) -> Result<(Started, TcpStream), AcquireError> {
         let service = || spec.name.clone();
         // The image first, as the service's pull policy says; no cores are
         // held while it comes.
@@ -150,6 +177,7 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
             };
             let started = |addr| Started {
                 id: id.clone(),
+                service: spec.name.clone(),
                 name: container.name.clone(),
                 holder: holder.clone(),
                 addr,

@@ -30,6 +30,7 @@ fn name() -> ServiceName {
 fn started(id: &str) -> Started {
     Started {
         id: id.into(),
+        service: name(),
         name: format!("c-{id}"),
         holder: TaskId::new(format!("s-{id}")).unwrap(),
         addr: SocketAddr::from(([127, 0, 0, 1], 80)),

@@ -36,7 +36,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.next_seq = self.next_seq.saturating_add(1);
         self.queue.put(queued(&record));
         info!(task_id = %record.id, attempt = record.attempt, keeper = ?record.keeper, "task adopted into the queue");
-        self.records.insert(record.id.clone(), record);
+        let id = record.id.clone();
+        self.records.insert(id.clone(), record);
+        self.tell(&id);
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 mod events;
 mod keeper;
 mod moves;
+mod news;
 mod retention;
 mod views;
 mod writes;
@@ -70,6 +71,8 @@ pub(crate) struct Supervisor<R> {
     audit: Option<AuditLog>,
     /// Decisions counted for /metrics.
     tally: crate::metrics::Tally,
+    /// What was last told of each record (`news`).
+    marks: std::collections::HashMap<TaskId, mesh_protocol::events::task::Mark>,
 }
 
 impl<R: ContainerRuntime> Supervisor<R> {
@@ -121,6 +124,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             pulls,
             audit,
             tally: crate::metrics::Tally::default(),
+            marks: Default::default(),
         };
         supervisor.load(loaded);
         supervisor.audit();
@@ -236,6 +240,8 @@ impl<R: ContainerRuntime> Supervisor<R> {
                 }
                 _ => {}
             }
+            self.marks
+                .insert(r.id.clone(), mesh_protocol::events::task::Mark::of(&r));
             self.records.insert(r.id.clone(), r);
         }
         self.copies = loaded
@@ -555,6 +561,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
             }
             self.write_failed(&e);
             return;
+        }
+        for id in &changed {
+            self.tell(id);
         }
         self.tally.attempts_started += to_run.len() as u64;
         for (id, attempt, spec) in to_run {

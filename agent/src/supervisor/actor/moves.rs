@@ -73,7 +73,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.store_new(&record)?;
         self.next_seq = self.next_seq.saturating_add(1);
         info!(task_id = %record.id, node = %to, "held here on offer until that node says whether it took it");
-        self.records.insert(record.id.clone(), record);
+        let id = record.id.clone();
+        self.records.insert(id.clone(), record);
+        self.tell(&id);
         Ok(())
     }
 
@@ -112,7 +114,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.next_seq = self.next_seq.saturating_add(1);
         self.queue.put(queued(&record));
         info!(task_id = %record.id, "took a task offered by a peer");
-        self.records.insert(record.id.clone(), record);
+        let id = record.id.clone();
+        self.records.insert(id.clone(), record);
+        self.tell(&id);
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
     /// Forgets the finished tasks and copies past retention, and removes
     /// old output files of no task.
     pub(super) fn prune(&mut self) {
+        self.forget_marks();
         let now = self.now_ms();
         let policy = self.cfg.retention;
         // A task whose cores are still held has a container being removed.

@@ -16,6 +16,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
     /// retry (every ping) and the node stops taking and starting tasks
     /// until one succeeds (see [`Self::write_failed`]).
     pub(super) fn persist(&mut self, id: &TaskId) {
+        self.tell(id);
         let Some(r) = self.records.get(id) else {
             return;
         };
