@@ -1,10 +1,11 @@
 //! The dashboard in a real browser (Debian's chromium through
 //! chromedriver) against a 3-agent testnet whose APIs ask for a token: the
 //! page asks for the token, then shows the 3 peers and their cores; a task
-//! submitted with meshctl's client appears and changes state; running
-//! tasks and a service colour their cores; a kill from the page without a
-//! token is refused and says so; a killed agent turns dead. Screenshots go
-//! to `target/dashboard/`.
+//! submitted with meshctl's client appears and changes state, and the live
+//! events feed tells it; running tasks and a service colour their cores; a
+//! kill from the page without a token is refused and says so; a killed
+//! agent turns dead; a page of tasks leads to the next and the last.
+//! Screenshots go to `target/dashboard/`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -76,6 +77,22 @@ async fn peers_shown(browser: &Browser, what: &str, ok: impl Fn(&[Value]) -> boo
         v.as_array().is_some_and(|a| ok(a))
     })
     .await
+}
+
+/// Waits until the events feed is live and shows an event of `kind` about
+/// `subject`.
+async fn feed_shows(browser: &Browser, kind: &str, subject: &str) {
+    wait_page(
+        browser,
+        &format!("the events feed shows {kind} {subject}"),
+        "return document.getElementById('events-status').textContent === 'events: live'
+            && [...document.querySelectorAll('#events li')].some(li =>
+                li.querySelector('.kind').textContent === arguments[0]
+                && li.textContent.includes(' ' + arguments[1]));",
+        vec![json!(kind), json!(subject)],
+        |v| v == true,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -152,6 +169,8 @@ async fn steps(net: &Testnet, token: &str, browser: &Browser) -> Result<()> {
     state_is("running").await;
     n2.kill(&short).await?;
     state_is("killed").await;
+    // The live feed (GET /v1/events, server-sent) tells the kill.
+    feed_shows(browser, "task-killed", &short.to_string()).await;
     browser.screenshot("task-done").await?;
 
     // Running tasks and a service with a warm container per node and one
@@ -197,6 +216,19 @@ async fn steps(net: &Testnet, token: &str, browser: &Browser) -> Result<()> {
         |v| v == &json!(["running", "running"]),
     )
     .await;
+    // The picture settled: the client's connection counted, both tasks
+    // in the peers' load.
+    wait_page(
+        browser,
+        "one open connection and 2 running tasks in the peers' load",
+        "return [...document.querySelectorAll('#services tbody tr')]
+                .filter(r => r.cells[6].textContent === '1').length === 1
+            && [...document.querySelectorAll('.peer')]
+                .reduce((n, p) => n + Number(p.dataset.running), 0) === 2;",
+        vec![],
+        |v| v == true,
+    )
+    .await;
     browser.screenshot("mesh").await?;
 
     // The long task's details, then a kill with the token forgotten: the
@@ -239,6 +271,7 @@ async fn steps(net: &Testnet, token: &str, browser: &Browser) -> Result<()> {
             && a.iter().filter(|p| p[1] == "alive").count() == 2
     })
     .await;
+    feed_shows(browser, "peer-dead", "n3").await;
     browser.screenshot("peer-dead").await?;
 
     // Paging: an array of 60 tasks makes more than a page (50). The first

@@ -147,11 +147,15 @@
     const total = ((info.topology && info.topology.cores_per_numa) || []).reduce((a, b) => a + b, 0);
     const free = (load.free_per_numa || []).reduce((a, b) => a + b, 0);
     const pulling = (info.images && info.images.pulling) || 0;
+    const groups = numaGroups(p);
+    // Cores held as /v1/cores saw them (newer than the gossip's figure).
+    const known = groups.flat().filter((x) => x.kind !== "unknown");
+    const held = known.length ? known.filter((x) => x.kind !== "free").length : total - free;
+    c.root.dataset.running = String(load.running || 0);
     c.load.textContent =
       `${load.running || 0} running · ${load.queued || 0} queued · ` +
-      `cpu ${load.cpu_percent || 0}% · ${total - free}/${total} cores held` +
+      `cpu ${load.cpu_percent || 0}% · ${held}/${total} cores held` +
       (pulling ? ` · pulling ${pulling}` : "");
-    const groups = numaGroups(p);
     const key = JSON.stringify(groups.map((g) => g.map((x) => [x.kind, x.holder || ""])));
     if (key === c.key) return;
     c.key = key;
@@ -530,6 +534,7 @@
         later("tasks", refreshTasks); // a new task lands on the last page
       }
       later("cores", refreshCores);
+      later("peers", refreshPeers);
     } else if (kind.startsWith("peer-")) {
       later("peers", refreshPeers);
       later("cores", refreshCores);
@@ -612,9 +617,10 @@
     if (!eventsLive || ticks % (SAFETY_MS / SLOW_MS) === 0) {
       refreshCores();
       refreshTasks();
-      refreshServices();
       if (selected) refreshTask(selected);
     }
+    // Connections and counters change without events: every other tick.
+    if (!eventsLive || ticks % 2 === 0) refreshServices();
   }
 
   function wire() {
