@@ -16,20 +16,15 @@ use super::{ApiError, ApiState};
 const CORES_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn list(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    let mesh = s.tasks.mesh();
-    let peers = mesh.live_peers().await;
-    let calls = peers.iter().map(|(node, addr)| async move {
-        let answer = mesh
-            .call(node, *addr, &RpcRequest::Cores, CORES_TIMEOUT)
-            .await;
-        (node.clone(), answer)
-    });
-    let here = crate::services::cores::here(s.tasks.supervisor(), s.services.as_ref()).await?;
+    let (here, answers) = futures_util::join!(
+        crate::services::cores::here(s.tasks.supervisor(), s.services.as_ref()),
+        s.tasks.mesh().call_live(&RpcRequest::Cores, CORES_TIMEOUT)
+    );
     let mut out = MeshCores {
-        nodes: vec![here],
+        nodes: vec![here?],
         unreachable: Vec::new(),
     };
-    for (node, answer) in futures_util::future::join_all(calls).await {
+    for (node, answer) in answers {
         match answer {
             Ok(RpcResponse::Cores(c)) => out.nodes.push(*c),
             _ => out.unreachable.push(node),

@@ -12,6 +12,7 @@
   const MAX_LOG = 256 * 1024; // characters of output kept on screen
   const SLOW_MS = 5000; // peers (load) refresh; everything else without events
   const SAFETY_MS = 30000; // full refresh of the visible parts with events live
+  const COMPACT = 12; // more peers than this: drawn small
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -153,6 +154,7 @@
     const held = known.length ? known.filter((x) => x.kind !== "free").length : total - free;
     c.root.dataset.running = String(load.running || 0);
     c.load.textContent =
+      (state === "dead" ? "last heard: " : "") +
       `${load.running || 0} running · ${load.queued || 0} queued · ` +
       `cpu ${load.cpu_percent || 0}% · ${held}/${total} cores held` +
       (pulling ? ` · pulling ${pulling}` : "");
@@ -174,6 +176,7 @@
 
   function drawMesh() {
     const mesh = $("mesh");
+    mesh.classList.toggle("compact", peers.length > COMPACT);
     const sorted = [...peers].sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
     const seen = new Set();
     sorted.forEach((p, i) => {
