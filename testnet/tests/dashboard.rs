@@ -3,9 +3,9 @@
 //! page asks for the token, then shows the 3 peers and their cores; a task
 //! submitted with meshctl's client appears and changes state, and the live
 //! events feed tells it; running tasks and a service colour their cores; a
-//! kill from the page without a token is refused and says so; a killed
-//! agent turns dead; a page of tasks leads to the next and the last.
-//! Screenshots go to `target/dashboard/`.
+//! kill from the page without a token, or with a read token, is refused and
+//! the page says so; a killed agent turns dead; a page of tasks leads to
+//! the next and the last. Screenshots go to `target/dashboard/`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -77,6 +77,22 @@ async fn peers_shown(browser: &Browser, what: &str, ok: impl Fn(&[Value]) -> boo
         v.as_array().is_some_and(|a| ok(a))
     })
     .await
+}
+
+/// A new token of the role `read` (user `viewer`), added to n1's tokens
+/// file (the agent reads it again within 2 s of a change): its secret, once
+/// n1 takes it.
+async fn read_token(net: &Testnet) -> Result<String> {
+    let user = mesh_protocol::UserName::new("viewer")?;
+    let token = mesh_protocol::token::create(&user, mesh_protocol::auth::Role::Read)?;
+    let file = net.state_dir().join("nodes/n1/tls/tokens");
+    let mut lines = std::fs::read_to_string(&file)?;
+    lines.push_str(&format!("{}\n", token.line));
+    std::fs::write(&file, lines)?;
+    let url = net.api_url("n1")?.parse().context("n1's API URL")?;
+    let reader = Client::new(url)?.with_token(Some(token.secret.clone()));
+    wait_until("n1 takes the read token", SHOWN, || reader.peers()).await;
+    Ok(token.secret)
 }
 
 /// Waits until the events feed is live and shows an event of `kind` about
@@ -259,6 +275,30 @@ async fn steps(net: &Testnet, token: &str, browser: &Browser) -> Result<()> {
     ensure!(
         still.state == TaskState::Running && !still.kill_requested,
         "a kill without a token changed the task: {still:?} (page: {refusal})"
+    );
+
+    // A read token shows everything but may not kill: 403, named role.
+    let viewer = read_token(net).await?;
+    browser.click("#token-edit").await?;
+    browser.type_into("#token-input", &viewer).await?;
+    browser.click("#token-save").await?;
+    browser.click("#d-kill").await?;
+    wait_page(
+        browser,
+        "the page shows the kill refused to a reader",
+        "const b = document.getElementById('d-refusal'); return b.hidden ? null : b.textContent;",
+        vec![],
+        |v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("403") && s.contains("submit"))
+        },
+    )
+    .await;
+    browser.screenshot("kill-refused-reader").await?;
+    let still = n1.task(&train).await?;
+    ensure!(
+        still.state == TaskState::Running && !still.kill_requested,
+        "a reader's kill changed the task: {still:?}"
     );
 
     // The token again, and an agent killed: it turns dead on the page.
