@@ -247,6 +247,8 @@ async fn the_dashboard_needs_no_token_but_its_data_does() {
     let none = Api::new(addr);
     for (path, kind) in [
         ("/", "text/html"),
+        ("/dashboard/core.js", "text/javascript"),
+        ("/dashboard/tasks.js", "text/javascript"),
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/style.css", "text/css"),
     ] {

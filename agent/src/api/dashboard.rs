@@ -11,12 +11,33 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 const INDEX: &str = include_str!("dashboard/index.html");
-const SCRIPT: &str = include_str!("dashboard/app.js");
-const STYLE: &str = include_str!("dashboard/style.css");
 
-/// Where the page's script and style sheet are served.
-pub const SCRIPT_PATH: &str = "/dashboard/app.js";
-pub const STYLE_PATH: &str = "/dashboard/style.css";
+/// The page's scripts and style sheet: (path, content type, text). The
+/// scripts run in this order (`defer`): core.js (the API and the token),
+/// tasks.js (the task list), app.js (the mesh, services, events, clock).
+const ASSETS: [(&str, &str, &str); 4] = [
+    (
+        "/dashboard/core.js",
+        SCRIPT,
+        include_str!("dashboard/core.js"),
+    ),
+    (
+        "/dashboard/tasks.js",
+        SCRIPT,
+        include_str!("dashboard/tasks.js"),
+    ),
+    (
+        "/dashboard/app.js",
+        SCRIPT,
+        include_str!("dashboard/app.js"),
+    ),
+    (
+        "/dashboard/style.css",
+        "text/css; charset=utf-8",
+        include_str!("dashboard/style.css"),
+    ),
+];
+const SCRIPT: &str = "text/javascript; charset=utf-8";
 
 /// Only this origin's script and style, calls to this origin only, and
 /// not to be framed by another site.
@@ -26,19 +47,15 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 /// The page's routes, outside the API's authentication.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            SCRIPT_PATH,
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            STYLE_PATH,
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
+    let page = Router::new().route(
+        "/",
+        get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+    );
+    ASSETS
+        .iter()
+        .fold(page, |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -61,9 +78,13 @@ mod tests {
 
     #[test]
     fn the_page_names_its_assets_and_nothing_outside() {
-        assert!(INDEX.contains(SCRIPT_PATH) && INDEX.contains(STYLE_PATH));
-        for text in [INDEX, SCRIPT, STYLE] {
-            assert!(!text.contains("http://") && !text.contains("https://"));
+        for (path, _, body) in ASSETS {
+            assert!(INDEX.contains(path), "{path}");
+            assert!(!body.contains("http://") && !body.contains("https://"));
         }
+        assert!(!INDEX.contains("http://") && !INDEX.contains("https://"));
+        // Scripts in the order they need each other.
+        let at = |p: &str| INDEX.find(p).unwrap_or(usize::MAX);
+        assert!(at("core.js") < at("tasks.js") && at("tasks.js") < at("app.js"));
     }
 }
