@@ -128,3 +128,93 @@ ensure_cargo_deny() {
     say "installing cargo-deny (cargo install cargo-deny --locked; a few minutes, once)"
     cargo install cargo-deny --locked
 }
+
+# Whether the ELF file $1 needs no dynamic loader.
+is_static() {
+    if command -v file >/dev/null; then
+        file -bL "$1" | grep -Eq 'statically linked|static-pie linked'
+    else
+        ldd "$1" 2>&1 | grep -Eq 'not a dynamic executable|statically linked'
+    fi
+}
+
+# `docker build --quiet ARGS...`, its output shown only when it fails: the
+# Docker CLI writes a deprecation notice for the legacy builder on every
+# build when buildx is missing, which is noise here.
+build_image() {
+    local out
+    out=$(docker build --quiet "$@" 2>&1) || die "docker build $* failed:
+$out"
+}
+
+# Copies every shared library the ELF file $1 links (as `ldd` lists them, the
+# dynamic loader included) into the root file system $2, each at its own
+# absolute path, following symlinks.
+copy_libs() {
+    local out path
+    out=$(ldd "$1" 2>&1) || die "ldd $1 failed: $out"
+    if grep -q 'not found' <<<"$out"; then
+        die "$1 links libraries this host lacks:$(grep 'not found' <<<"$out" | tr -s ' \t\n' ' ')"
+    fi
+    # Lines are `name => /path (addr)`, `/path (addr)` or `linux-vdso.so.1 (addr)`.
+    while read -r path; do
+        mkdir -p "$2$(dirname "$path")"
+        cp -L "$path" "$2$path"
+    done < <(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' <<<"$out")
+}
+
+# Builds meshd (cargo, PROFILE debug or release) and a Docker image of it,
+# FROM scratch (testnet/images/meshd.Dockerfile): the binary at /meshd, the
+# shared libraries it links at their own paths, glibc's NSS modules for DNS.
+# The same image serves the testnet (scripts/images) and real hosts
+# (scripts/agent-image):
+#   build_meshd_image PROFILE DOCKER-BUILD-ARG...   (--tag NAME, --label K=V, ...)
+# Adds the label mesh.meshd.sha256 (the binary's digest, so scripts/testnet
+# can tell a stale image from a current one), and checks that the image runs
+# (`--help`) under its first --tag.
+# MESHD_CARGO_ALSO (e.g. "-p meshctl --bin meshctl") builds more in the same
+# cargo run: cargo unifies the features of one run, so a crate shared with
+# meshd is compiled once, not once per feature set (mesh-testnet asks for
+# tokio's test-util, meshd alone does not: built apart, tokio and all that
+# depends on it were compiled twice).
+build_meshd_image() {
+    local profile=$1 flags=() also=() meshd rootfs libdir lib work tag= prev=
+    shift
+    read -r -a also <<<"${MESHD_CARGO_ALSO:-}"
+    case $profile in
+        debug) ;;
+        release) flags=(--release) ;;
+        *) die "the meshd profile is '$profile': use debug or release" ;;
+    esac
+    for arg in "$@"; do
+        [[ -z $tag && $prev == --tag ]] && tag=$arg
+        prev=$arg
+    done
+    [[ -n $tag ]] || die "build_meshd_image: no --tag given"
+    say "building meshd ($profile)${also[*]:+, and in the same run: ${also[*]}}"
+    cargo build --locked "${flags[@]}" -p mesh-agent --bin meshd "${also[@]}"
+    meshd=target/$profile/meshd
+    is_static "$meshd" && die "$meshd is static; this step expects the usual dynamic build"
+
+    say "building $tag from $meshd and the shared libraries it links"
+    work=$(mktemp -d)
+    rootfs=$work/rootfs
+    mkdir -p "$rootfs/etc"
+    cp "$meshd" "$rootfs/meshd"
+    copy_libs "$meshd" "$rootfs"
+    # glibc loads its DNS resolver at run time (NSS), so ldd does not list it:
+    # take libnss_dns, libnss_files and libresolv from beside the libc meshd links.
+    libdir=$(dirname "$(ldd "$meshd" | awk '$1 ~ /^libc\.so/ { print $3 }')")
+    for lib in libnss_dns.so.2 libnss_files.so.2 libresolv.so.2; do
+        [[ -e $libdir/$lib ]] || die "$libdir/$lib is missing: install libc6"
+        mkdir -p "$rootfs$libdir"
+        cp -L "$libdir/$lib" "$rootfs$libdir/$lib"
+        copy_libs "$libdir/$lib" "$rootfs"
+    done
+    printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
+    cp testnet/images/meshd.Dockerfile "$work/Dockerfile"
+    build_image --label "mesh.meshd.sha256=$(sha256sum "$meshd" | cut -d' ' -f1)" "$@" "$work"
+    rm -rf "$work"
+    docker run --rm "$tag" --help >/dev/null ||
+        die "$tag does not run: see 'docker run --rm $tag --help'"
+}

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod logs;
 pub mod mesh;
 pub mod metrics;
+pub mod repeat;
 pub mod runtime;
 pub mod services;
 pub mod store;

@@ -103,6 +103,17 @@ async fn a_follower_on_one_node_sees_another_nodes_events_and_a_death() {
         };
         seen.push(event.unwrap());
     }
+    // b follows a through one stream, which ends when the reader leaves,
+    // at once: not at a's next event (none comes).
+    let a_events = a.running().tasks.events().clone();
+    assert_eq!(a_events.followers(), 1);
+    drop(follow);
+    wait_until(
+        "a's stream for b's follower ends",
+        Duration::from_secs(10),
+        || async { a_events.followers() == 0 },
+    )
+    .await;
     let killed = seen
         .iter()
         .find(|e| e.kind == EventKind::TaskKilled)

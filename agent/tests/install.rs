@@ -1,7 +1,7 @@
 //! `scripts/install` into a staging root: the binaries, the systemd unit
-//! pointing at them, the data dir, and an example configuration that
-//! meshd's own configuration layer accepts; a second run keeps an edited
-//! configuration.
+//! pointing at them (and `systemd-analyze verify` accepting it there), the
+//! data dir, and an example configuration that meshd's own configuration
+//! layer accepts; a second run keeps an edited configuration.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -31,6 +31,52 @@ fn install(root: &Path, prefix: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `systemd-analyze verify` on the unit installed under `root`, offline:
+/// `--root` makes systemd look for units and for ExecStart's binary inside
+/// the staging root (so the installed meshd must be where the unit says),
+/// and this host's own units are copied in for the targets the unit names
+/// (`multi-user.target`, `network-online.target`, ...). Returns verify's
+/// complaints: none (empty) when the unit is sound. verify exits 0 on some
+/// complaints it "ignores" (an unknown Type=, a misspelt key), so any output
+/// counts as a failure.
+fn systemd_verify(root: &Path) -> Result<(), String> {
+    let analyze =
+        std::env::var("MESH_SYSTEMD_ANALYZE").unwrap_or_else(|_| "systemd-analyze".into());
+    let units = root.join("usr/lib/systemd/system");
+    if !units.exists() {
+        std::fs::create_dir_all(root.join("usr/lib/systemd"))
+            .expect("usr/lib/systemd in the staging root");
+        let copy = Command::new("cp")
+            .args(["-a", "/usr/lib/systemd/system"])
+            .arg(&units)
+            .status()
+            .expect("cp runs");
+        assert!(
+            copy.success(),
+            "copying /usr/lib/systemd/system into the staging root failed: install Debian's `systemd` package (scripts/test does)"
+        );
+    }
+    let out = Command::new(&analyze)
+        .arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", root.display()))
+        .arg("/etc/systemd/system/meshd.service")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {analyze} ({e}): install Debian's `systemd` package (scripts/test does), or set MESH_SYSTEMD_ANALYZE")
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("systemd-analyze verify ({}): {said}", out.status))
+    }
 }
 
 fn mode(path: &Path) -> u32 {
@@ -68,6 +114,9 @@ fn install_puts_binaries_unit_data_dir_and_a_valid_example_config_in_place() {
         "the prefix is used throughout: {unit}"
     );
     assert!(unit.contains("WantedBy=multi-user.target"), "{unit}");
+    if let Err(e) = systemd_verify(r) {
+        panic!("the installed unit: {e}\n--- the unit:\n{unit}");
+    }
 
     // The example is what meshd reads: its configuration layer accepts it
     // (unknown keys would be refused).
@@ -86,4 +135,33 @@ fn install_puts_binaries_unit_data_dir_and_a_valid_example_config_in_place() {
         std::fs::read_to_string(&config).unwrap(),
         "node_id = \"edited\"\n"
     );
+}
+
+/// The check above can fail: a unit whose ExecStart names a missing binary,
+/// or with a misspelt key, or an unknown service type, is refused.
+#[test]
+fn systemd_verify_refuses_a_broken_unit() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    install(r, "/opt/ganger");
+    let path = r.join("etc/systemd/system/meshd.service");
+    let good = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(systemd_verify(r), Ok(()), "the unit as installed");
+
+    let broken = [
+        ("a misspelt key", good.replace("ExecStart=", "ExecStrat=")),
+        (
+            "an unknown service type",
+            good.replace("Type=exec", "Type=bogus"),
+        ),
+        (
+            "a binary that is not there",
+            good.replace("/opt/ganger/bin/meshd", "/opt/ganger/bin/nosuch"),
+        ),
+    ];
+    for (what, text) in broken {
+        assert_ne!(text, good, "{what}: the edit changed nothing");
+        std::fs::write(&path, &text).unwrap();
+        assert!(systemd_verify(r).is_err(), "{what} was accepted:\n{text}");
+    }
 }

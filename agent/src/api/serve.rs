@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::ApiError;
 
@@ -60,18 +60,27 @@ pub async fn serve(
         .header_read_timeout(HEADER_TIMEOUT);
     let acceptor = tls.map(TlsAcceptor::from);
     let connections = TaskTracker::new();
+    // Accept errors recur every try while they last: said once a reason.
+    let mut failing = crate::repeat::RepeatGate::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    warn!(error = %e, "the API could not accept a connection; retrying");
+                    match failing.failed(&e.to_string()) {
+                        Some(None) => warn!(error = %e, "the API could not accept a connection; retrying (said again when the reason changes)"),
+                        Some(Some(before)) => warn!(error = %e, before = %before.reason, repeats = before.repeats, "the API could not accept a connection, for another reason now; retrying"),
+                        None => {}
+                    }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             () = shutdown.cancelled() => break,
         };
+        if let Some(last) = failing.cleared() {
+            info!(last_error = %last.reason, repeats = last.repeats, "the API accepts connections again");
+        }
         let (app, http, stop) = (app.clone(), http.clone(), shutdown.clone());
         let Some(acceptor) = acceptor.clone() else {
             connections.spawn(connection(stream, None, app, http, stop, peer));

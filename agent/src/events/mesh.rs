@@ -157,8 +157,15 @@ fn log_now(log: &EventLog) -> u64 {
     log.inner.clock.now_ms()
 }
 
+/// Sends this node's batches to the reader until it leaves (noticed at
+/// once, not at the next event).
 async fn forward(mut batches: BoxStream<'static, Vec<Event>>, tx: mpsc::Sender<Vec<Event>>) {
-    while let Some(batch) = batches.next().await {
+    loop {
+        let batch = tokio::select! {
+            _ = tx.closed() => return,
+            batch = batches.next() => batch,
+        };
+        let Some(batch) = batch else { return };
         if tx.send(batch).await.is_err() {
             return;
         }

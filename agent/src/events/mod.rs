@@ -112,6 +112,11 @@ impl EventLog {
         *self.inner.latest.borrow()
     }
 
+    /// How many followers (`follow` streams, here or for peers) are open.
+    pub fn followers(&self) -> usize {
+        self.inner.latest.receiver_count()
+    }
+
     /// Batches of the events after `after`, as they come, oldest first,
     /// never ending while the log lives. A reader slower than the log
     /// misses the events forgotten meanwhile, never more.

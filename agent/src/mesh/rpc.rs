@@ -164,8 +164,18 @@ pub async fn serve_call(
         let result = match reply {
             Reply::One(r) => write_frame(&mut send, &r).await,
             Reply::Stream(mut s) => {
+                // A stream may wait long for its next answer (a followed
+                // log or event stream): it ends as soon as the caller stops
+                // reading, not at the next answer.
+                let stopped = send.stopped();
+                tokio::pin!(stopped);
                 let mut result = Ok(());
-                while let Some(r) = s.next().await {
+                loop {
+                    let next = tokio::select! {
+                        next = s.next() => next,
+                        _ = &mut stopped => None,
+                    };
+                    let Some(r) = next else { break };
                     if let Err(e) = write_frame(&mut send, &r).await {
                         result = Err(e);
                         break;

@@ -13,7 +13,7 @@
 //! logged at the 1st, 2nd, 4th, 8th... refusal of each reason.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,7 +25,7 @@ use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Serializable};
 use quinn::{Connection, Endpoint, VarInt};
 use tokio::sync::{Semaphore, mpsc};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use mesh_protocol::NodeId;
 use mesh_protocol::rpc::{KIND_IMAGE, KIND_RPC, KIND_TUNNEL};
@@ -35,6 +35,7 @@ use super::exchanges::Exchanges;
 use super::gossip_check::{Kind, Refusal};
 use super::handlers::{Caller, SharedHandlers};
 use super::tls;
+use crate::repeat::RepeatGates;
 
 mod receive;
 pub use receive::{GossipDecodeError, decode};
@@ -53,6 +54,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// peers take milliseconds; this bounds what a source that proved its
 /// address but then stalls can hold.
 const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Addresses whose refused handshakes are remembered, to say each reason
+/// once (a misconfigured node dials every round); beyond it they are all
+/// forgotten, so a flood of sources costs at most this much memory.
+const REFUSED_SOURCES: usize = 1024;
 /// After a failed dial, messages to that address are dropped this long.
 const REDIAL_BACKOFF: Duration = Duration::from_millis(500);
 const PEER_QUEUE: usize = 64;
@@ -225,6 +230,8 @@ struct Shared {
     handlers: SharedHandlers,
     /// The ALPN protocol this node speaks, for messages.
     alpn: String,
+    /// Sources whose handshakes failed, each reason said once.
+    refused_sources: Mutex<RepeatGates<IpAddr>>,
 }
 
 impl QuicTransport {
@@ -239,6 +246,7 @@ impl QuicTransport {
             exchanges: Mutex::new(Exchanges::default()),
             handlers,
             alpn: String::from_utf8_lossy(alpn).into_owned(),
+            refused_sources: Mutex::new(RepeatGates::default()),
         });
         tokio::spawn(accept_loop(shared.clone()));
         Self { shared }
@@ -449,6 +457,14 @@ async fn accept_loop(shared: Arc<Shared>) {
             drop(slot);
             match result {
                 Ok(conn) => {
+                    let cleared = shared
+                        .refused_sources
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .cleared(&from.ip());
+                    if let Some(last) = cleared {
+                        info!(peer = %from, last_error = %last.reason, repeats = last.repeats, "a source refused before got through the handshake");
+                    }
                     shared.peers.add(&conn);
                     for old in shared.peers.accepted(&conn) {
                         let n = shared.refusals.connections.fetch_add(1, Ordering::Relaxed) + 1;
@@ -469,7 +485,25 @@ async fn accept_loop(shared: Arc<Shared>) {
                 }
                 Err(e) => {
                     shared.refusals.handshakes.fetch_add(1, Ordering::Relaxed);
-                    warn!(peer = %from, error = %e, "refused connection");
+                    let said = {
+                        let mut sources = shared
+                            .refused_sources
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if sources.len() >= REFUSED_SOURCES {
+                            sources.retain(|_| false);
+                        }
+                        sources.failed(from.ip(), &e.to_string())
+                    };
+                    match said {
+                        Some(None) => {
+                            warn!(peer = %from, error = %e, "refused connection (said again for this address when the reason changes)")
+                        }
+                        Some(Some(before)) => {
+                            warn!(peer = %from, error = %e, before = %before.reason, repeats = before.repeats, "refused connection, for another reason now")
+                        }
+                        None => {}
+                    }
                 }
             }
         });

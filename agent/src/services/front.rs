@@ -161,6 +161,8 @@ impl<M: MeshPort> Front<M> {
         spec: watch::Receiver<Arc<ServiceSpec>>,
         stop: CancellationToken,
     ) {
+        // Accept errors recur every try while they last: said once a reason.
+        let mut failing = crate::repeat::RepeatGate::default();
         loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -168,6 +170,9 @@ impl<M: MeshPort> Front<M> {
             };
             match accepted {
                 Ok((client, peer)) => {
+                    if let Some(last) = failing.cleared() {
+                        info!(service = %spec.borrow().name, last_error = %last.reason, repeats = last.repeats, "accepting again");
+                    }
                     let spec = spec.borrow().clone();
                     match self.admission.admit(peer.ip()) {
                         Ok(permit) => {
@@ -184,7 +189,15 @@ impl<M: MeshPort> Front<M> {
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little.
-                    warn!(service = %spec.borrow().name, error = %e, "accept failed");
+                    match failing.failed(&e.to_string()) {
+                        Some(None) => {
+                            warn!(service = %spec.borrow().name, error = %e, "accept failed; tried again every 50 ms (said again when the reason changes)")
+                        }
+                        Some(Some(before)) => {
+                            warn!(service = %spec.borrow().name, error = %e, before = %before.reason, repeats = before.repeats, "accept failed, for another reason now")
+                        }
+                        None => {}
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }

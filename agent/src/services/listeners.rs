@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::front::Front;
 use super::port_range::ServicePorts;
 use super::ports::MeshPort;
+use crate::repeat::RepeatGate;
 
 /// A port that could not be bound is tried again after this long, doubling
 /// up to `RETRY_MAX` (so a port a restarting daemon wants back is not
@@ -38,12 +39,14 @@ enum Listener {
     },
     /// Its port is outside `--service-ports`: not listened on here.
     NotAllowed { port: u16, why: String },
-    /// It could not bind: why, how often it was tried, and when next.
+    /// It could not bind: why, how often it was tried, and when next; the
+    /// gate says a reason once and counts its repeats.
     Refused {
         port: u16,
         why: String,
         tries: u32,
         next: Instant,
+        gate: RepeatGate,
     },
 }
 
@@ -165,6 +168,13 @@ impl<M: MeshPort> Listeners<M> {
             Some(Listener::Open { stop, .. }) => stop.cancel(),
             _ => {}
         }
+        // The failures of the same port so far, if any.
+        let (tries, mut gate) = match self.map.remove(&spec.name) {
+            Some(Listener::Refused {
+                port, tries, gate, ..
+            }) if port == spec.listen => (tries, gate),
+            _ => (0, RepeatGate::default()),
+        };
         let addr = SocketAddr::new(self.bind, spec.listen);
         let bound = std::net::TcpListener::bind(addr).and_then(|l| {
             l.set_nonblocking(true)?;
@@ -175,30 +185,32 @@ impl<M: MeshPort> Listeners<M> {
             Err(source) => {
                 let e = ListenError::Bind { addr, source };
                 let why = e.to_string();
-                // Tried again with a back-off; said once per new reason.
-                let (tries, said) = match self.map.get(&spec.name) {
-                    Some(Listener::Refused {
-                        port,
-                        why: old,
-                        tries,
-                        ..
-                    }) if *port == spec.listen => (tries.saturating_add(1), *old == why),
-                    _ => (1, false),
-                };
-                let next = Instant::now() + retry_after(tries);
+                let tries = tries.saturating_add(1);
+                // Tried again with a back-off; said once per new reason,
+                // with how often the reason before came back.
+                match gate.failed(&why) {
+                    Some(None) => {
+                        warn!(service = %spec.name, %why, "service not served from this node (tried again after 1 s, doubling up to a minute)")
+                    }
+                    Some(Some(before)) => {
+                        warn!(service = %spec.name, %why, before = %before.reason, repeats = before.repeats, "service not served from this node, for another reason now (tried again after 1 s, doubling up to a minute)")
+                    }
+                    None => {}
+                }
                 let refused = Listener::Refused {
                     port: spec.listen,
-                    why: why.clone(),
+                    why,
                     tries,
-                    next,
+                    next: Instant::now() + retry_after(tries),
+                    gate,
                 };
                 self.map.insert(spec.name.clone(), refused);
-                if !said {
-                    warn!(service = %spec.name, %why, "service not served from this node (tried again after 1 s, doubling up to a minute)");
-                }
                 return Err(e);
             }
         };
+        if let Some(last) = gate.cleared() {
+            info!(service = %spec.name, %addr, failed_tries = tries, last_reason = %last.reason, repeats = last.repeats, "the service's port is free again");
+        }
         let stop = CancellationToken::new();
         let (spec_tx, spec_rx) = watch::channel(Arc::new(spec.clone()));
         let open = Listener::Open {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{Node, Tasks, Timing};
+use crate::repeat::RepeatGates;
 
 /// After start, keepers are not replaced for this many gossip rounds: the
 /// view must fill in first, or a live keeper would look absent.
@@ -46,13 +47,19 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
     };
     let as_runner = async {
         let mut pushed: HashMap<TaskId, (u64, NodeId)> = HashMap::new();
+        // Keepers that do not take a task's update: said once per reason.
+        let mut refused = RepeatGates::default();
         let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            sync_as_runner(&tasks, &mut pushed, settled(), lease()).await;
+            let runner = Runner {
+                pushed: &mut pushed,
+                refused: &mut refused,
+            };
+            sync_as_runner(&tasks, runner, settled(), lease()).await;
             super::deps::resolve(&tasks).await;
         }
     };
@@ -71,6 +78,8 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
         // Since when (ms since start) this node has seen a majority unbroken.
         let mut majority_since = None;
         let mut asking = super::confirm::Asking::default();
+        // Dead nodes' tasks that find no place yet: said once per reason.
+        let mut unplaced = RepeatGates::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -82,7 +91,7 @@ pub async fn run(tasks: Tasks, timing: Timing, shutdown: CancellationToken) {
             majority_since = lease::majority_since(majority_since, &seen, now);
             let l = lease();
             if settled() && lease::steady_majority(majority_since, now, l.fence_after, l.margin) {
-                adopt_orphans(&tasks, &view, &mut asking, now, l).await;
+                adopt_orphans(&tasks, &view, (&mut asking, &mut unplaced), now, l).await;
             }
         }
     };
@@ -123,9 +132,16 @@ fn sightings(view: &[PeerView]) -> Vec<Sighting> {
         .collect()
 }
 
+/// What the runner's loop keeps from round to round: the update last
+/// pushed of each task, and the keepers that refused one.
+struct Runner<'a> {
+    pushed: &'a mut HashMap<TaskId, (u64, NodeId)>,
+    refused: &'a mut RepeatGates<TaskId>,
+}
+
 async fn sync_as_runner(
     tasks: &Tasks,
-    pushed: &mut HashMap<TaskId, (u64, NodeId)>,
+    Runner { pushed, refused }: Runner<'_>,
     settled: bool,
     lease: Lease,
 ) {
@@ -137,6 +153,7 @@ async fn sync_as_runner(
     // past --retain-finished), so the map does not grow without bound.
     let here: BTreeSet<&TaskId> = records.iter().map(|r| &r.id).collect();
     pushed.retain(|id, _| here.contains(id));
+    refused.retain(|id| here.contains(id));
     let me = tasks.me();
     let view = tasks.mesh().peers().await;
     let seen = sightings(&view);
@@ -209,6 +226,9 @@ async fn sync_as_runner(
     for ((r, keeper), answer) in due.into_iter().zip(answers) {
         match answer {
             Ok(Verdict::Keep) => {
+                if let Some(last) = refused.cleared(&r.id) {
+                    info!(task_id = %r.id, keeper = %keeper.id, last_error = %last.reason, repeats = last.repeats, "keeper takes the updates again");
+                }
                 if r.is_held() {
                     if let Err(e) = supervisor.unhold(r.id.clone()).await {
                         warn!(task_id = %r.id, error = %e, "cannot let a held task start");
@@ -225,9 +245,15 @@ async fn sync_as_runner(
                 }
                 pushed.remove(&r.id);
             }
-            Err(e) => {
-                warn!(task_id = %r.id, keeper = %keeper.id, error = %e, "keeper did not take the update; retrying")
-            }
+            Err(e) => match refused.failed(r.id.clone(), &e.to_string()) {
+                Some(None) => {
+                    warn!(task_id = %r.id, keeper = %keeper.id, error = %e, "keeper did not take the update; retrying every round (said again when the reason changes)")
+                }
+                Some(Some(before)) => {
+                    warn!(task_id = %r.id, keeper = %keeper.id, error = %e, before = %before.reason, repeats = before.repeats, "keeper did not take the update, for another reason now; retrying every round")
+                }
+                None => {}
+            },
         }
     }
 }
@@ -263,7 +289,7 @@ async fn fence_lost_leases(tasks: &Tasks, lease: Lease) {
 async fn adopt_orphans(
     tasks: &Tasks,
     view: &[PeerView],
-    asking: &mut super::confirm::Asking,
+    (asking, unplaced): (&mut super::confirm::Asking, &mut RepeatGates<TaskId>),
     now_ms: u64,
     lease: Lease,
 ) {
@@ -274,6 +300,7 @@ async fn adopt_orphans(
         .map(|s| s.node.clone())
         .collect();
     if dead.is_empty() {
+        unplaced.retain(|_| false);
         return;
     }
     let supervisor = tasks.supervisor();
@@ -288,6 +315,7 @@ async fn adopt_orphans(
     let lease_ms =
         u64::try_from((lease.fence_after + lease.margin).as_millis()).unwrap_or(u64::MAX);
     let orphans = super::confirm::confirm(tasks, orphans, view, asking, now_ms, lease_ms).await;
+    unplaced.retain(|id| orphans.iter().any(|o| &o.id == id));
     let now = tasks.ids.clock().now_ms();
     for orphan in orphans {
         let why = format!("re-placed after its node {} died", orphan.node);
@@ -303,6 +331,9 @@ async fn adopt_orphans(
         let attempt = orphan.attempt.saturating_add(1);
         match placed {
             Ok((node, copy)) => {
+                if let Some(last) = unplaced.cleared(id) {
+                    info!(task_id = %id, last_error = %last.reason, repeats = last.repeats, "a dead node's task found a place after failed tries");
+                }
                 info!(task_id = %id, dead = %orphan.node, %node, epoch, attempt, %copy, "re-placed a dead node's task");
                 tasks.events().emit(
                     mesh_protocol::events::EventKind::TaskReplaced,
@@ -316,9 +347,15 @@ async fn adopt_orphans(
                     warn!(task_id = %id, error = %e, "cannot record a re-placement");
                 }
             }
-            Err(e) => {
-                warn!(task_id = %id, error = %e, "cannot re-place a dead node's task yet")
-            }
+            Err(e) => match unplaced.failed(id.clone(), &e.to_string()) {
+                Some(None) => {
+                    warn!(task_id = %id, error = %e, "cannot re-place a dead node's task yet; tried again every round (said again when the reason changes)")
+                }
+                Some(Some(before)) => {
+                    warn!(task_id = %id, error = %e, before = %before.reason, repeats = before.repeats, "cannot re-place a dead node's task yet, for another reason now")
+                }
+                None => {}
+            },
         }
     }
 }

@@ -188,10 +188,11 @@ impl Tasks {
             EventKind::TaskAccepted,
             &record.id,
             format!(
-                "submitted by {} to {}: {} cores, image {}",
+                "submitted by {} to {}: {} core{}, image {}",
                 record.owner,
                 self.me(),
                 spec.cores,
+                if spec.cores.get() == 1 { "" } else { "s" },
                 spec.image
             ),
         );

@@ -82,6 +82,10 @@ pub struct ServicesConfig {
     pub requests: NonZeroUsize,
     /// Short requests in flight.
     pub concurrency: NonZeroUsize,
+    /// Persistent connections of the small-request run, and exchanges on
+    /// each per run.
+    pub persistent_conns: NonZeroUsize,
+    pub exchanges: NonZeroUsize,
     /// Connections to hold open for the memory figures.
     pub hold: usize,
 }
@@ -118,10 +122,13 @@ pub struct Throughput {
     pub request_runs: Vec<Duration>,
     /// Every short request of every run.
     pub latencies: Vec<Duration>,
+    /// Each run's exchanges on persistent connections, all of them.
+    pub exchange_runs: Vec<Duration>,
     /// CPU time the forwarding processes (HAProxy; the agents on the
     /// path) used during all transfers, and during all short requests.
     pub transfer_cpu: Duration,
     pub request_cpu: Duration,
+    pub exchange_cpu: Duration,
 }
 
 /// Every agent's resident memory at one moment, by node.
@@ -157,6 +164,8 @@ pub struct ServicesReport {
     pub transfer_bytes: u64,
     pub requests: usize,
     pub concurrency: usize,
+    pub persistent_conns: usize,
+    pub exchanges: usize,
     /// Median of 5 `docker version` calls: what the docker CLI adds to a raw
     /// `docker run`.
     pub cli_round_trip: Duration,
@@ -222,6 +231,8 @@ pub async fn services(cfg: &ServicesConfig) -> Result<ServicesReport, BenchError
         transfer_bytes: cfg.transfer_bytes,
         requests: cfg.requests.get(),
         concurrency: cfg.concurrency.get(),
+        persistent_conns: cfg.persistent_conns.get(),
+        exchanges: cfg.exchanges.get(),
         cli_round_trip,
         haproxy,
     })
@@ -442,7 +453,8 @@ impl<'a> Run<'a> {
     }
 
     /// HAProxy up, a warm-up on every path, then `runs` rounds of every
-    /// path in turn: one large transfer, then the short requests.
+    /// path in turn: one large transfer, the short requests, then the
+    /// exchanges on persistent connections.
     async fn throughput(
         &self,
         cfg: &ServicesConfig,
@@ -486,10 +498,20 @@ impl<'a> Run<'a> {
                 let (all, each) =
                     probe::requests(*echo, cfg.requests.get(), c, REQUEST_LIMIT).await?;
                 let after = procfs::cpu_time(&forwarders)?;
+                let took = probe::exchanges(
+                    *echo,
+                    cfg.persistent_conns.get(),
+                    cfg.exchanges.get(),
+                    TRANSFER_LIMIT,
+                )
+                .await?;
+                let last = procfs::cpu_time(&forwarders)?;
                 t.request_runs.push(all);
                 t.latencies.extend(each);
+                t.exchange_runs.push(took);
                 t.transfer_cpu += between.saturating_sub(cpu);
                 t.request_cpu += after.saturating_sub(between);
+                t.exchange_cpu += last.saturating_sub(after);
             }
         }
         haproxy.stop().await;

@@ -178,6 +178,13 @@ enum Bench {
         /// Short requests in flight.
         #[arg(long, default_value = "16")]
         concurrency: NonZeroUsize,
+        /// Persistent connections of the small-request run.
+        #[arg(long, default_value = "50")]
+        persistent: NonZeroUsize,
+        /// Small exchanges (64 bytes echoed) on each persistent connection
+        /// per run.
+        #[arg(long, default_value = "1000")]
+        exchanges: NonZeroUsize,
         /// Connections held open for the memory figures (fewer if the
         /// descriptor limits do not allow them; raise this process's with
         /// `ulimit -n`).
@@ -395,6 +402,8 @@ async fn run_bench(bench: Bench) -> anyhow::Result<()> {
             transfer_mib,
             requests,
             concurrency,
+            persistent,
+            exchanges,
             hold,
             image,
         } => {
@@ -408,6 +417,8 @@ async fn run_bench(bench: Bench) -> anyhow::Result<()> {
                     .context("--transfer-mib is too large")?,
                 requests,
                 concurrency,
+                persistent_conns: persistent,
+                exchanges,
                 hold,
             };
             print!("{}", bench::services(&cfg).await?.markdown());

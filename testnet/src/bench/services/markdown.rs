@@ -46,6 +46,7 @@ impl ServicesReport {
         let mut out = String::new();
         self.first_byte_tables(&mut out);
         self.throughput_table(&mut out);
+        self.persistent_table(&mut out);
         self.memory_tables(&mut out);
         let _ = writeln!(
             out,
@@ -146,6 +147,54 @@ impl ServicesReport {
                 ratio(r, direct, &rps),
                 ms(p50),
                 ms(p90),
+            );
+        }
+        out.push('\n');
+    }
+
+    /// Small requests on persistent connections: requests/s per path, its
+    /// ratio to HAProxy's and the forwarders' CPU per request.
+    fn persistent_table(&self, out: &mut String) {
+        let per_run = (self.persistent_conns * self.exchanges) as f64;
+        let rps = |t: &Throughput| {
+            let rates: Vec<f64> = t
+                .exchange_runs
+                .iter()
+                .map(|d| per_run / d.as_secs_f64().max(1e-9))
+                .collect();
+            (median_f64(&rates), rates)
+        };
+        let base = |path| {
+            self.throughput
+                .iter()
+                .find(|t| t.path == path)
+                .map(|t| rps(t).0)
+        };
+        let (haproxy, direct) = (base(Path::Haproxy), base(Path::Direct));
+        let _ = writeln!(
+            out,
+            "Small requests on persistent connections ({} runs; each run {} connections opened first, then {} exchanges on each, all connections at once, 64 bytes echoed per exchange):\n\n| path | requests/s, median | runs | / HAProxy | / direct | forwarder CPU per request (µs) |\n|---|---:|---|---:|---:|---:|",
+            self.throughput.first().map_or(0, |t| t.exchange_runs.len()),
+            self.persistent_conns,
+            self.exchanges,
+        );
+        for t in &self.throughput {
+            let (r, runs) = rps(t);
+            let ratio =
+                |of: Option<f64>| of.map_or("-".to_owned(), |o| format!("{:.2}", r / o.max(1e-9)));
+            let cpu = if t.path == Path::Direct {
+                "-".to_owned()
+            } else {
+                let n = per_run * t.exchange_runs.len() as f64;
+                format!("{:.1}", t.exchange_cpu.as_secs_f64() * 1e6 / n.max(1.0))
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {r:.0} | {} | {} | {} | {cpu} |",
+                t.path.label(),
+                list(&runs),
+                ratio(haproxy),
+                ratio(direct),
             );
         }
         out.push('\n');
@@ -279,8 +328,10 @@ mod tests {
             transfers: vec![ms_(transfer); 3],
             request_runs: vec![ms_(requests); 3],
             latencies: vec![ms_(2); 10],
+            exchange_runs: vec![ms_(requests / 2); 3],
             transfer_cpu: ms_(600),
             request_cpu: ms_(300),
+            exchange_cpu: ms_(500),
         };
         ServicesReport {
             first_byte: vec![
@@ -318,9 +369,26 @@ mod tests {
             transfer_bytes: 100_000_000,
             requests: 1000,
             concurrency: 16,
+            persistent_conns: 10,
+            exchanges: 100,
             cli_round_trip: ms_(22),
             haproxy: "HAProxy version 2.6.12".into(),
         }
+    }
+
+    #[test]
+    fn the_persistent_row_has_rates_ratios_and_cpu() {
+        let md = report().markdown();
+        // 1000 exchanges in 0.5 s (direct, HAProxy) and 2 s (remote); the
+        // remote's 0.5 s of CPU over 3000 exchanges.
+        assert!(
+            md.contains("| direct to the container | 2000 | 2000, 2000, 2000 | 1.00 | 1.00 | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 500 | 500, 500, 500 | 0.25 | 0.25 | 166.7 |"),
+            "{md}"
+        );
     }
 
     #[test]

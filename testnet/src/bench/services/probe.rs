@@ -186,6 +186,58 @@ async fn one_request(addr: SocketAddr, i: usize, limit: Duration) -> Result<Dura
     .await
 }
 
+/// `conns` connections to an echo server opened first (untimed), then
+/// `per_conn` exchanges on each, all connections at once: [`REQUEST`] bytes
+/// written, the same read back, again, as a client of a key-value store
+/// does over long-lived connections. Returns the time of all exchanges.
+pub(super) async fn exchanges(
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: usize,
+    limit: Duration,
+) -> Result<Duration, BenchError> {
+    let mut streams = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        streams.push(connect(addr).await?);
+    }
+    within(
+        limit,
+        || format!("{conns} x {per_conn} exchanges with {addr}"),
+        async {
+            let start = Instant::now();
+            streams
+                .into_iter()
+                .enumerate()
+                .map(|(c, mut stream)| async move {
+                    let mut request = [0u8; REQUEST];
+                    let mut reply = [0u8; REQUEST];
+                    for i in 0..per_conn {
+                        // Truncation intended: any byte pattern will do.
+                        request
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(j, b)| *b = (c + i + j) as u8);
+                        stream
+                            .write_all(&request)
+                            .await
+                            .map_err(io_error("write to", addr))?;
+                        stream
+                            .read_exact(&mut reply)
+                            .await
+                            .map_err(io_error("read from", addr))?;
+                        check_echo(addr, &request, &reply)?;
+                    }
+                    Ok::<_, BenchError>(())
+                })
+                .collect::<FuturesUnordered<_>>()
+                .try_collect::<Vec<()>>()
+                .await?;
+            Ok(start.elapsed())
+        },
+    )
+    .await
+}
+
 /// Connections held open, each having echoed once.
 #[derive(Debug)]
 pub(super) struct Held {
@@ -260,6 +312,7 @@ mod tests {
         let held = hold(addr, 30, 8, limit).await;
         assert_eq!(held.streams.len(), 30);
         assert!(held.stopped.is_none());
+        assert!(exchanges(addr, 5, 50, limit).await.unwrap() < limit);
     }
 
     #[tokio::test]
@@ -289,5 +342,7 @@ mod tests {
         let held = hold(addr, 5, 2, limit).await;
         assert!(held.streams.is_empty());
         assert!(held.stopped.is_some());
+        // 40 bytes then the end: short of one exchange's 64.
+        assert!(exchanges(addr, 2, 3, limit).await.is_err());
     }
 }
