@@ -187,7 +187,7 @@ async fn steps(net: &Testnet, token: &str, browser: &Browser) -> Result<()> {
     state_is("killed").await;
     // The live feed (GET /v1/events, server-sent) tells the kill.
     feed_shows(browser, "task-killed", &short.to_string()).await;
-    browser.screenshot("task-done").await?;
+    browser.screenshot("task-killed").await?;
 
     // Running tasks and a service with a warm container per node and one
     // client served: every kind of holder colours a core.
