@@ -236,3 +236,43 @@ async fn a_kill_through_another_node_is_judged_as_its_caller() {
             .kill_requested()
     );
 }
+
+/// The dashboard's page, script and style sheet hold no data: served
+/// without a token. The data the page asks for needs one like any call.
+#[tokio::test]
+async fn the_dashboard_needs_no_token_but_its_data_does() {
+    let (setup, secrets) = setup("authdash");
+    let agent = setup.start(&[]).await;
+    let addr = agent.running().api_addr;
+    let none = Api::new(addr);
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard/core.js", "text/javascript"),
+        ("/dashboard/tasks.js", "text/javascript"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+    ] {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        assert!(
+            header("content-security-policy").contains("connect-src 'self'"),
+            "{path}"
+        );
+    }
+    let (status, _, body) = none.get_raw("/v1/cores").await;
+    assert_eq!(status, 401, "{body}");
+    let reader = as_user(&agent, &secrets, "reader");
+    let (status, _, body) = reader.get_raw("/v1/cores").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"kind\":\"free\""), "{body}");
+    // Anything else unknown still asks for credentials first.
+    let (status, _, _) = none.get_raw("/dashboard/other.js").await;
+    assert_eq!(status, 401);
+}

@@ -252,3 +252,65 @@ async fn a_service_image_the_host_lacks_is_pulled_before_its_first_container() {
     assert_eq!(rt.started(), started, "no container without its image");
     a.stop().await;
 }
+
+/// `GET /v1/cores` tells each core's holder apart: a task, a warm service
+/// container, one serving a client, or nobody.
+#[tokio::test]
+async fn cores_show_tasks_warm_and_serving_containers_apart() {
+    use mesh_protocol::cores::{HoldKind, MeshCores};
+    let rt = Arc::new(MemoryRuntime::new());
+    let mut a = agent(rt.clone()).await;
+    let listen = port(104);
+    let mut echo = svc("echo", listen, &["echo", "--port", "7000"]);
+    echo.warm = Some(1);
+    a.api.create_service(&echo).await;
+    wait_listening(&a.api, "echo", 1).await;
+    wait_running(&rt, 1).await;
+    let task = a.api.submit(&sleep_task(1, "600")).await;
+    a.api
+        .wait_state(&task.id, mesh_protocol::TaskState::Running, 10)
+        .await;
+    // A client that holds its connection: its container serves it, and
+    // another is started warm.
+    let mut client = tokio::net::TcpStream::connect(SocketAddr::new(a.ip, listen))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, b"x")
+        .await
+        .unwrap();
+    let kinds = wait_until(
+        "a task, a serving, a warm and a free core",
+        Duration::from_secs(10),
+        || async {
+            let (status, _, body) = a.api.get_raw("/v1/cores").await;
+            assert_eq!(status, 200, "{body}");
+            let cores: MeshCores = serde_json::from_str(&body).unwrap();
+            assert_eq!(cores.nodes.len(), 1);
+            let mut kinds: Vec<_> = cores.nodes[0].cores.iter().map(|c| c.kind).collect();
+            kinds.sort_by_key(|k| format!("{k:?}"));
+            let want = [
+                HoldKind::Free,
+                HoldKind::Service,
+                HoldKind::Task,
+                HoldKind::Warm,
+            ];
+            if kinds == want {
+                Ok((cores.nodes[0].cores.clone(), task.id.clone()))
+            } else {
+                Err(kinds)
+            }
+        },
+    )
+    .await;
+    let (cores, id) = kinds;
+    let task_core = cores.iter().find(|c| c.kind == HoldKind::Task).unwrap();
+    assert_eq!(task_core.holder.as_ref(), Some(&id));
+    for c in cores.iter().filter(|c| c.kind != HoldKind::Free) {
+        if c.kind != HoldKind::Task {
+            assert_eq!(c.service.as_ref().map(|s| s.as_str()), Some("echo"));
+        }
+    }
+    drop(client);
+    a.api.kill(&task.id).await;
+    a.stop().await;
+}

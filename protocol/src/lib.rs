@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod build_info;
 pub mod confirm;
+pub mod cores;
 pub mod cpuset;
 pub mod events;
 pub mod failover;

@@ -21,7 +21,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {
@@ -218,6 +218,8 @@ pub enum Request {
     /// Whether the called node holds this image (a name, at most
     /// [`MAX_IMAGE_NAME`] bytes, or an id): answered with `HasImage`.
     HasImage(String),
+    /// Who holds each of the called node's cores: answered with `Cores`.
+    Cores,
     /// This node's events (`crate::events::Ring::read` of these fields):
     /// answered with `Events` batches, then, unless `follow`, `LogEnd`;
     /// with `follow`, new events keep coming until the caller closes.
@@ -236,7 +238,7 @@ impl Request {
     /// The part of the called agent that answers it.
     pub fn topic(&self) -> Topic {
         match self {
-            Request::ServiceReport => Topic::Services,
+            Request::ServiceReport | Request::Cores => Topic::Services,
             Request::HasImage(_) => Topic::Images,
             Request::Events { .. } => Topic::Events,
             Request::Offer(_)
@@ -267,6 +269,7 @@ impl Request {
             Request::Copy(_) => "copy",
             Request::Stamps(_) => "stamps",
             Request::HasImage(_) => "has image",
+            Request::Cores => "cores",
             Request::Events { .. } => "events",
         }
     }
@@ -306,6 +309,8 @@ pub enum Response {
     ImagePulling {
         downloading: bool,
     },
+    /// Answer to `Cores`.
+    Cores(Box<crate::cores::NodeCores>),
 }
 
 /// Frames a message: length, then body.

@@ -5,6 +5,8 @@
 //! state lives here.
 
 pub mod auth;
+mod cores;
+pub mod dashboard;
 mod error;
 mod events;
 pub mod serve;
@@ -71,7 +73,7 @@ impl FromRef<ApiState> for Mesh {
 
 pub fn router(state: ApiState) -> Router {
     let access = state.access.clone();
-    Router::new()
+    let api = Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/{id}", get(task))
         .route("/v1/tasks/{id}/copy", get(copy))
@@ -88,17 +90,23 @@ pub fn router(state: ApiState) -> Router {
             get(services::show).delete(services::remove),
         )
         .route("/v1/connections", get(services::connections))
+        .route("/v1/cores", get(cores::list))
         .route("/v1/events", get(events::events))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
-                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/events, /v1/health, /metrics",
+                "no such endpoint; see /v1/tasks, /v1/services, /v1/node, /v1/peers, /v1/cores, /v1/events, /v1/health, /metrics, and the dashboard at /",
             )
         })
         .layer(axum::middleware::from_fn_with_state(
             access,
             auth::authenticate,
-        ))
+        ));
+    // The dashboard's page holds no data: it is served to anyone, and
+    // asks the routes above with the user's token.
+    Router::new()
+        .merge(dashboard::routes())
+        .merge(api)
         // Bodies past MAX_BODY or slower than BODY_TIMEOUT are refused as
         // they arrive (413, 408), before any handler.
         .layer(axum::middleware::from_fn(serve::bounded_body))

@@ -59,17 +59,14 @@ pub async fn remove(
 /// Every live node's report (this node's without a call), and the nodes
 /// that did not answer.
 async fn reports(s: &ApiState) -> (Vec<ServiceReport>, Vec<mesh_protocol::NodeId>) {
-    let mesh = s.tasks.mesh();
-    let peers = mesh.live_peers().await;
-    let calls = peers.iter().map(|(node, addr)| async move {
-        let answer = mesh
-            .call(node, *addr, &RpcRequest::ServiceReport, REPORT_TIMEOUT)
-            .await;
-        (node.clone(), answer)
-    });
-    let mut out = vec![s.services.report().await];
+    let answers = s
+        .tasks
+        .mesh()
+        .call_live(&RpcRequest::ServiceReport, REPORT_TIMEOUT);
+    let (here, answers) = futures_util::join!(s.services.report(), answers);
+    let mut out = vec![here];
     let mut unreachable = Vec::new();
-    for (node, answer) in futures_util::future::join_all(calls).await {
+    for (node, answer) in answers {
         match answer {
             Ok(RpcResponse::ServiceReport(r)) => out.push(*r),
             _ => unreachable.push(node),

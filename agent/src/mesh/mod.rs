@@ -400,6 +400,21 @@ impl Mesh {
         answer
     }
 
+    /// Calls every live peer with `request` at once and gathers each one's
+    /// answer (or why there is none), for the API's mesh-wide views.
+    pub async fn call_live(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Vec<(NodeId, Result<Response, rpc::CallError>)> {
+        let peers = self.live_peers().await;
+        let calls = peers.into_iter().map(|(node, addr)| async move {
+            let answer = self.call(&node, addr, request, timeout).await;
+            (node, answer)
+        });
+        futures_util::future::join_all(calls).await
+    }
+
     /// The calls this node made (`call`), by kind and outcome.
     pub fn rpc_calls(&self) -> BTreeMap<(&'static str, &'static str), u64> {
         self.calls.read()

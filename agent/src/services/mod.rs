@@ -17,6 +17,7 @@
 
 pub mod admission;
 pub mod backend;
+pub mod cores;
 pub mod front;
 mod gossiped;
 pub mod listeners;
@@ -119,6 +120,8 @@ pub trait ServiceControl: Send + Sync + std::fmt::Debug {
     /// This node's connection setup times and bytes forwarded, for
     /// /metrics (a handle sharing the counts).
     fn traffic(&self) -> crate::metrics::ServiceTraffic;
+    /// This node's service containers by the holder ids of their cores.
+    fn holders(&self) -> Vec<mesh_protocol::cores::ServiceHolder>;
 }
 
 pub type ServicesHandle = Arc<dyn ServiceControl>;
@@ -180,6 +183,10 @@ impl ServiceControl for Control {
 
     fn traffic(&self) -> crate::metrics::ServiceTraffic {
         self.stats.traffic().clone()
+    }
+
+    fn holders(&self) -> Vec<mesh_protocol::cores::ServiceHolder> {
+        self.backend.holders()
     }
 }
 
@@ -245,6 +252,7 @@ pub async fn start<R: ContainerRuntime>(
     mesh: Mesh,
     shutdown: CancellationToken,
 ) -> Result<(ServicesHandle, tokio::task::JoinHandle<()>), RegistryError> {
+    let cores_of = supervisor.clone();
     let (control, here, join) =
         run(cfg, data_dir, pulls, supervisor, mesh.clone(), shutdown).await?;
     let tunnels = Arc::new(move |caller: Option<NodeId>, send, recv| {
@@ -257,12 +265,24 @@ pub async fn start<R: ContainerRuntime>(
         mesh_protocol::rpc::Topic::Services,
         Arc::new(move |_, request| {
             let reporter = reporter.clone();
+            let cores_of = cores_of.clone();
             Box::pin(async move {
                 let answer = match request {
                     mesh_protocol::rpc::Request::ServiceReport => {
                         mesh_protocol::rpc::Response::ServiceReport(Box::new(
                             reporter.report().await,
                         ))
+                    }
+                    mesh_protocol::rpc::Request::Cores => {
+                        match cores::here(&cores_of, reporter.as_ref()).await {
+                            Ok(c) => mesh_protocol::rpc::Response::Cores(Box::new(c)),
+                            Err(e) => mesh_protocol::rpc::Response::Failed(
+                                mesh_protocol::rpc::RemoteError::new(
+                                    mesh_protocol::rpc::ErrorKind::Unavailable,
+                                    e.to_string(),
+                                ),
+                            ),
+                        }
                     }
                     other => {
                         mesh_protocol::rpc::Response::Failed(mesh_protocol::rpc::RemoteError::new(

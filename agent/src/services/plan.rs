@@ -333,6 +333,29 @@ impl<W> Plan<W> {
         self.svcs.iter().map(|(n, s)| (n, s.load()))
     }
 
+    /// Every container here that holds cores under a known holder id, with
+    /// its service and whether it is warm or serving (for the dashboard's
+    /// picture of the cores; those still starting are not listed).
+    pub fn holders(&self) -> Vec<mesh_protocol::cores::ServiceHolder> {
+        use mesh_protocol::cores::{ServiceHolder, ServiceUse};
+        let mut out = Vec::new();
+        for (name, svc) in &self.svcs {
+            let mut add = |started: &Started, usage| {
+                out.push(ServiceHolder {
+                    holder: started.holder.clone(),
+                    service: name.clone(),
+                    usage,
+                })
+            };
+            svc.warm.iter().for_each(|(s, _)| add(s, ServiceUse::Warm));
+            svc.busy.values().for_each(|s| add(s, ServiceUse::Serving));
+            svc.instances
+                .iter()
+                .for_each(|i| add(&i.started, ServiceUse::Serving));
+        }
+        out
+    }
+
     /// A container for one connection. A warm one for which `is_open` is
     /// false (it closed its connection) is removed and the next tried.
     pub fn acquire(

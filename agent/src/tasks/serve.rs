@@ -98,11 +98,12 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
             Err(e) => Reply::One(Response::Failed(e.to_remote())),
         },
         // Not a task call: the mesh routes these elsewhere.
-        other @ (Request::ServiceReport | Request::HasImage(_) | Request::Events { .. }) => {
-            Reply::One(Response::Failed(RemoteError::new(
-                ErrorKind::Invalid,
-                format!("{} is not a task call", other.name()),
-            )))
-        }
+        other @ (Request::ServiceReport
+        | Request::Cores
+        | Request::HasImage(_)
+        | Request::Events { .. }) => Reply::One(Response::Failed(RemoteError::new(
+            ErrorKind::Invalid,
+            format!("{} is not a task call", other.name()),
+        ))),
     }
 }

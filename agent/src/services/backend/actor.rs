@@ -58,6 +58,8 @@ pub(super) enum Granted {
 #[derive(Debug, Default)]
 pub(super) struct Snapshot {
     pub loads: BTreeMap<ServiceName, ServiceLoad>,
+    /// The containers' holder ids, warm or serving.
+    pub holders: Vec<mesh_protocol::cores::ServiceHolder>,
 }
 
 /// What tracked work reports back.
@@ -314,7 +316,9 @@ impl<R: ContainerRuntime, C: Cores> Actor<R, C> {
 
     fn publish(&self) {
         let loads = self.plan.loads().map(|(n, l)| (n.clone(), l)).collect();
-        self.publish.send_replace(Arc::new(Snapshot { loads }));
+        let holders = self.plan.holders();
+        self.publish
+            .send_replace(Arc::new(Snapshot { loads, holders }));
     }
 
     /// Drains the work in flight (watches end at once; starts and removals

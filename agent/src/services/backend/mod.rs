@@ -124,6 +124,11 @@ impl Backend {
             .collect()
     }
 
+    /// This node's service containers by holder id (for `Cores`).
+    pub fn holders(&self) -> Vec<mesh_protocol::cores::ServiceHolder> {
+        self.view.borrow().holders.clone()
+    }
+
     /// Counts a connection waiting here (accepted by this node) until the
     /// returned guard drops; `None` when the service's queue is full.
     pub async fn enqueue(&self, name: &ServiceName) -> Option<QueueGuard> {

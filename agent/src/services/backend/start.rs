@@ -147,12 +147,11 @@ impl<R: ContainerRuntime, C: Cores> Effects<R, C> {
         let mut last = None;
         for _ in 0..=spec.ready_retries {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let holder = TaskId::new(format!("s-{}-{seq}", spec.name)).map_err(|source| {
-                AcquireError::Holder {
+            let holder = TaskId::new(mesh_protocol::cores::service_holder(&spec.name, seq))
+                .map_err(|source| AcquireError::Holder {
                     service: service(),
                     source,
-                }
-            })?;
+                })?;
             let held = self
                 .cores
                 .reserve(holder.clone(), cores)
