@@ -169,6 +169,10 @@
     if (img.failed) return `failed: ${img.failed}`;
     return JSON.stringify(img);
   }
+  /** A service's mode as meshctl writes it (the API's JSON has the enum's name). */
+  function modeText(mode) {
+    return { PerConnection: "per-connection", Pool: "pool" }[mode] || mode;
+  }
   async function refreshServices() {
     try {
       const list = await getJson("/v1/services");
@@ -181,7 +185,7 @@
           const tr = el("tr");
           tr.append(
             cell(spec.name),
-            cell(spec.mode),
+            cell(modeText(spec.mode)),
             cell(spec.listen),
             cell(n.node + (n.listening ? "" : " (not listening)")),
             cell(l.containers),
@@ -197,7 +201,7 @@
         }
         for (const node of v.unreachable || []) {
           const tr = el("tr");
-          tr.append(cell(spec.name), cell(spec.mode), cell(spec.listen), cell(`${node} (no answer)`));
+          tr.append(cell(spec.name), cell(modeText(spec.mode)), cell(spec.listen), cell(`${node} (no answer)`));
           rows.push(tr);
         }
       }
