@@ -16,11 +16,12 @@
 //!
 //! This file runs the phases; `defs` holds the services and what their
 //! figures must show, `probe` the client side, `raw` the raw Docker side,
-//! `haproxy` the HAProxy process, `procfs` memory and CPU from /proc, and
-//! `markdown` the tables.
+//! `haproxy` the HAProxy process, `procfs` memory and CPU from /proc, `hold`
+//! the held connections of the memory phase, and `markdown` the tables.
 
 mod defs;
 mod haproxy;
+mod hold;
 mod markdown;
 mod probe;
 pub(crate) use probe::exchanges;
@@ -40,7 +41,7 @@ use crate::docker::Docker;
 use crate::{Testnet, TestnetOptions, wait_until};
 use defs::{
     COLD_CONN, ECHO_POOL, ENTRY, ENTRY_TOPOLOGY, PORT, SERVER, SERVER_TOPOLOGY, SOURCE_POOL, Svc,
-    WARM_CONN, cold_at_rest, definitions, echo_idle, settled, warm_at_rest,
+    WARM_CONN, cold_at_rest, definitions, settled, warm_at_rest,
 };
 use haproxy::Haproxy;
 pub use procfs::ProcUse;
@@ -519,34 +520,6 @@ impl<'a> Run<'a> {
         Ok(out)
     }
 
-    /// Waits until [`SERVER`] can open `need` more connections to the echo
-    /// instance. It connects to it from an ephemeral port for every client
-    /// connection and closes first, so each closed one holds its port in
-    /// TIME_WAIT for 60 s: the throughput runs and a hold before may have
-    /// taken most of them.
-    async fn wait_for_ports(&self, need: u64) -> Result<(), BenchError> {
-        let pid = self
-            .pids
-            .iter()
-            .find(|(n, _)| n == SERVER)
-            .map(|(_, pid)| pid.clone())
-            .ok_or_else(|| BenchError::Measure(format!("no pid of {SERVER}'s meshd")))?;
-        let waited = wait_until(
-            "ports free on n2 for the held connections",
-            PORTS_TIMEOUT,
-            async || match procfs::time_wait(&pid) {
-                Ok(tw) if tw + need <= LOCAL_PORTS => Ok(()),
-                Ok(tw) => Err(format!(
-                    "{tw} connections in TIME_WAIT, {need} ports needed"
-                )),
-                Err(e) => Err(e.to_string()),
-            },
-        )
-        .await?;
-        tracing::info!(?waited, need, "ports free on n2");
-        Ok(())
-    }
-
     /// The pids of the processes that forward a connection on `path`.
     fn forwarders(&self, path: Path, haproxy: &Haproxy) -> Vec<String> {
         let agent = |node: &str| {
@@ -562,55 +535,5 @@ impl<'a> Run<'a> {
             Path::Local => agent(SERVER),
             Path::Remote => [agent(ENTRY), agent(SERVER)].concat(),
         }
-    }
-
-    /// Opens up to `asked` connections to the echo pool through `path`
-    /// (as many as every process's descriptors allow), reads the agents'
-    /// memory with them open, closes them and waits until the agents have
-    /// let go of them.
-    async fn hold(&self, path: Path, asked: usize) -> Result<Hold, BenchError> {
-        let before = self.usage()?;
-        let own = procfs::read("self")?;
-        // Descriptors per held connection: this process holds one; the
-        // local agent two (client and container); through the mesh, the
-        // entry agent holds the client's and the server the container's.
-        let mut costs = vec![("this process".to_owned(), own, 1)];
-        for (node, u) in &before {
-            let per = match (path, node.as_str()) {
-                (Path::Local, SERVER) => 2,
-                (Path::Local, _) => 0,
-                _ => 1,
-            };
-            costs.push((node.clone(), *u, per));
-        }
-        let mut tried = asked;
-        let mut why_fewer = Vec::new();
-        for (who, u, per) in costs.into_iter().filter(|c| c.2 > 0) {
-            let room = u.max_fds.saturating_sub(u.fds as u64 + FD_SPARE) / per;
-            if (room as usize) < tried {
-                tried = room as usize;
-                why_fewer.push(format!(
-                    "{who} may open {} files ({per} per connection)",
-                    u.max_fds
-                ));
-            }
-        }
-        self.wait_for_ports(tried as u64 + FD_SPARE).await?;
-        let held = probe::hold(self.at(path, ECHO_POOL), tried, HOLD_IN_FLIGHT, HOLD_LIMIT).await;
-        why_fewer.extend(held.stopped.clone());
-        let holding = self.usage()?;
-        let n = held.streams.len();
-        drop(held);
-        self.wait_views("the held connections closed", echo_idle)
-            .await?;
-        Ok(Hold {
-            path,
-            asked,
-            tried,
-            held: n,
-            why_fewer,
-            before,
-            holding,
-        })
     }
 }

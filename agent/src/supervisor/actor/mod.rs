@@ -173,30 +173,6 @@ impl<R: ContainerRuntime> Supervisor<R> {
         info!(node = %self.cfg.node, "supervisor stopped");
     }
 
-    /// Stops every running task so it queues again and moves elsewhere.
-    fn migrate_running(&mut self) {
-        let ids: Vec<TaskId> = self
-            .records
-            .values()
-            .filter(|r| matches!(r.state, TaskState::Starting | TaskState::Running))
-            .map(|r| r.id.clone())
-            .collect();
-        for id in ids {
-            let Some(r) = self.records.get_mut(&id) else {
-                continue;
-            };
-            if let Err(e) = r.stop_to_migrate() {
-                refused(&e);
-                continue;
-            }
-            if let Some(c) = r.container.clone() {
-                info!(task_id = %id, "stopping to migrate off this draining node");
-                self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c));
-            }
-            self.persist(&id);
-        }
-    }
-
     /// Logs what changed in the core holdings (`--audit-log`).
     fn audit(&mut self) {
         let now = self.now_ms();

@@ -1,10 +1,11 @@
 //! Tasks crossing nodes: taking a peer's offer, and handing a queued task
-//! to the mover (and back, or forgetting it once it moved).
+//! to the mover (and back, or forgetting it once it moved), and stopping
+//! the running tasks of a node drained with `--migrate` so they move.
 
 use mesh_protocol::{NodeId, TaskId, TaskRecord, TaskState};
 use tracing::{error, info};
 
-use super::{Supervisor, queued, refused};
+use super::{Supervisor, jobs, queued, refused};
 use crate::runtime::ContainerRuntime;
 use crate::supervisor::SupervisorError;
 
@@ -118,5 +119,29 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.records.insert(id.clone(), record);
         self.tell(&id);
         Ok(())
+    }
+
+    /// Stops every running task so it queues again and moves elsewhere.
+    pub(super) fn migrate_running(&mut self) {
+        let ids: Vec<TaskId> = self
+            .records
+            .values()
+            .filter(|r| matches!(r.state, TaskState::Starting | TaskState::Running))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            let Some(r) = self.records.get_mut(&id) else {
+                continue;
+            };
+            if let Err(e) = r.stop_to_migrate() {
+                refused(&e);
+                continue;
+            }
+            if let Some(c) = r.container.clone() {
+                info!(task_id = %id, "stopping to migrate off this draining node");
+                self.spawn(jobs::kill(self.runtime.clone(), id.clone(), c));
+            }
+            self.persist(&id);
+        }
     }
 }
