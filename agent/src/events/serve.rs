@@ -66,3 +66,58 @@ pub fn answer(log: &EventLog, caller: Caller, request: Request) -> Reply {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::NodeId;
+    use mesh_protocol::events::{EventKind, MAX_BATCH};
+
+    fn log_of(n: usize) -> EventLog {
+        let log = EventLog::new(NodeId::new("n1").unwrap(), crate::clock::Clock::System);
+        for i in 0..n {
+            log.emit(EventKind::TaskPlaced, format!("t{i}"), "r");
+        }
+        log
+    }
+
+    fn ask(limit: u32) -> Request {
+        Request::Events {
+            after: None,
+            since_ms: None,
+            limit,
+            follow: false,
+        }
+    }
+
+    async fn answers(reply: Reply) -> Vec<Response> {
+        match reply {
+            Reply::One(r) => vec![r],
+            Reply::Stream(s) => s.collect().await,
+        }
+    }
+
+    fn failed_kind(answers: &[Response]) -> Option<ErrorKind> {
+        match answers {
+            [Response::Failed(e)] => Some(e.kind),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn strangers_and_other_calls_are_refused_and_absurd_limits_bounded() {
+        let log = log_of(MAX_BATCH + 10);
+        let me = Some(NodeId::new("n2").unwrap());
+        let stranger = answers(answer(&log, None, ask(10))).await;
+        assert_eq!(failed_kind(&stranger), Some(ErrorKind::Unauthenticated));
+        let other = answers(answer(&log, me.clone(), Request::ServiceReport)).await;
+        assert_eq!(failed_kind(&other), Some(ErrorKind::Invalid));
+        let huge = answers(answer(&log, me.clone(), ask(u32::MAX))).await;
+        match huge.as_slice() {
+            [Response::Events(batch), Response::LogEnd] => assert_eq!(batch.len(), MAX_BATCH),
+            other => panic!("{other:?}"),
+        }
+        let zero = answers(answer(&log, me, ask(0))).await;
+        assert!(matches!(zero.as_slice(), [Response::Events(b), Response::LogEnd] if b.len() == 1));
+    }
+}
