@@ -9,6 +9,7 @@
 //! benchmark starts (its own testnet, raw containers, HAProxy) is removed
 //! when it ends, fails or is dropped (Ctrl-C in `mesh-testnet bench`).
 
+mod alone;
 mod api;
 mod cpu;
 mod failover;
@@ -23,29 +24,13 @@ use crate::docker::{Docker, DockerError};
 use crate::error::{StepError, TestnetError};
 use crate::{Testnet, TestnetName, TestnetOptions, expect};
 
+pub use alone::{downloads, exchanges, hold, requests};
 pub use cpu::CpuUse;
 pub use failover::{FailoverConfig, FailoverRun, failover, failover_markdown};
 pub use services::{
     Hold, Path, ProcUse, Series, ServicesConfig, ServicesReport, Snapshot, Throughput, services,
 };
 pub use tasks::{TasksConfig, TasksReport, TasksRun, tasks};
-
-/// Requests per second of `rounds` runs of [`services`]' persistent
-/// small-request load against any echo server at `addr`: for profiling one
-/// path alone (`perf record` on the agent meanwhile).
-pub async fn exchanges(
-    addr: std::net::SocketAddr,
-    conns: usize,
-    per_conn: usize,
-    rounds: usize,
-) -> Result<Vec<f64>, BenchError> {
-    let mut rates = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let took = services::exchanges(addr, conns, per_conn, Duration::from_secs(600)).await?;
-        rates.push((conns * per_conn) as f64 / took.as_secs_f64().max(1e-9));
-    }
-    Ok(rates)
-}
 
 /// What every benchmark task and raw container runs.
 pub const TASK_IMAGE: &str = "mesh-testsvc:latest";

@@ -10,6 +10,7 @@ pub mod exchanges;
 pub mod gossip_check;
 pub mod handlers;
 pub mod rpc;
+mod socket;
 pub mod tls;
 pub mod transport;
 pub mod view;
@@ -129,16 +130,19 @@ impl Mesh {
                 "--insecure-dev: the mesh accepts ANY peer without a certificate check; never use this outside development"
             );
         }
-        let mut endpoint =
-            quinn::Endpoint::server(tls.server, cfg.bind).map_err(|source| MeshError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
-        endpoint.set_default_client_config(tls.client);
-        let local = endpoint.local_addr().map_err(|source| MeshError::Bind {
+        let bind_error = |source| MeshError::Bind {
             addr: cfg.bind,
             source,
-        })?;
+        };
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(tls.server),
+            socket::bind(cfg.bind).map_err(bind_error)?,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
+        endpoint.set_default_client_config(tls.client);
+        let local = endpoint.local_addr().map_err(bind_error)?;
         let advertise = match cfg.advertise {
             Some(a) => a,
             None => advertise_addr(local, &cfg.seeds).await,

@@ -499,7 +499,16 @@ async fn serve_stream(
         }
     }
     match kind[0] {
-        KIND_RPC => super::rpc::serve_call(send, recv, caller, &shared.handlers, &budget).await,
+        KIND_RPC => {
+            Box::pin(super::rpc::serve_call(
+                send,
+                recv,
+                caller,
+                &shared.handlers,
+                &budget,
+            ))
+            .await
+        }
         KIND_TUNNEL | KIND_IMAGE => match shared.handlers.streams(kind[0]) {
             Some(serve) => serve(caller, send, recv).await,
             None => {

@@ -30,6 +30,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use super::admission::{Admission, Permit, Refusal};
 use super::backend::{AcquireError, Backend, Lease};
+use super::ends::{Sink, Source};
 use super::ports::MeshPort;
 use super::prepull::ImagesView;
 use super::pump::{Ended, Timeouts, pump_within};
@@ -58,6 +59,12 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 struct RouteView {
     peers: Vec<PeerView>,
     candidates: Vec<mesh_protocol::load::Candidate>,
+}
+
+/// The backend found for a connection.
+enum Found {
+    Local(Lease),
+    Remote(Tunnel, NodeId),
 }
 
 /// Where one connection goes.
@@ -262,63 +269,89 @@ impl<M: MeshPort> Front<M> {
         let name = &spec.name;
         self.stats.count(name, Count::Accepted);
         let accepted = Instant::now();
-        let deadline = deadline_after(Duration::from_millis(spec.queue_timeout_ms));
+        // Boxed: finding a backend (routing, calls to peers, waiting in the
+        // queue) keeps its state only while it lasts, not for the life of
+        // every held connection, which keeps only the pump's.
+        let Some(found) = Box::pin(self.find(spec, peer)).await else {
+            return false;
+        };
         let timeouts = Timeouts {
             idle: Duration::from_millis(spec.idle_timeout_ms),
             total: spec.total_timeout_ms.map(Duration::from_millis),
         };
+        let ended = match found {
+            Found::Local(mut lease) => {
+                let setup = &self.stats.traffic().setup;
+                setup.observe(Route::Local, accepted.elapsed());
+                let me = self.mesh.node();
+                let open = self.stats.open(name, peer, me, lease.container.clone());
+                let (cr, cw) = client.split();
+                let (sr, sw) = lease.stream.split();
+                let ended = pump_within(
+                    (Source::tcp(cr), Sink::Tcp(cw)),
+                    (Source::tcp(sr), Sink::Tcp(sw)),
+                    &open.bytes,
+                    timeouts,
+                )
+                .await;
+                let (sent, received) = open.bytes.totals();
+                self.stats.traffic().carried_local(sent, received);
+                ended
+            }
+            Found::Remote(mut t, node) => {
+                let setup = &self.stats.traffic().setup;
+                setup.observe(Route::Mesh, accepted.elapsed());
+                let open = self.stats.open(name, peer, node, t.container.clone());
+                let (cr, cw) = client.split();
+                let ended = pump_within(
+                    (Source::tcp(cr), Sink::Tcp(cw)),
+                    (Source::Quic(&mut t.recv), Sink::Quic(&mut t.send)),
+                    &open.bytes,
+                    timeouts,
+                )
+                .await;
+                let (sent, received) = open.bytes.totals();
+                self.stats.traffic().carried_mesh(sent, received);
+                ended
+            }
+        };
+        match ended {
+            Ended::Closed => {}
+            Ended::Idle => {
+                debug!(service = %name, client = %peer, "connection closed: idle for the service's idle timeout")
+            }
+            Ended::Total => {
+                debug!(service = %name, client = %peer, "connection closed: open for the service's total timeout")
+            }
+        }
+        self.stats.count(name, Count::Served);
+        true
+    }
+
+    /// A container for the connection, here or on a peer: routes, and
+    /// while no node has room waits in this node's queue (until a local
+    /// container frees up, the view changes, or a backoff passes) up to the
+    /// queue timeout. None: refused (counted and told).
+    async fn find(&self, spec: &ServiceSpec, peer: SocketAddr) -> Option<Found> {
+        let name = &spec.name;
+        let deadline = deadline_after(Duration::from_millis(spec.queue_timeout_ms));
+        // Counted as waiting while held; dropped once a backend is found.
         let mut waiting = None;
         let mut backoff = RETRY_MIN;
         loop {
             let mut released = std::pin::pin!(self.backend.released.notified());
             // Registered now, so a container freed while routing is seen.
             released.as_mut().enable();
-            let ended = match self.route(spec, peer).await {
-                Routed::Local(mut lease) => {
-                    let setup = &self.stats.traffic().setup;
-                    setup.observe(Route::Local, accepted.elapsed());
-                    let me = self.mesh.node();
-                    let open = self.stats.open(name, peer, me, lease.container.clone());
-                    drop(waiting.take());
-                    let (cr, cw) = client.split();
-                    let (sr, sw) = lease.stream.split();
-                    let ended = pump_within((cr, cw), (sr, sw), &open.bytes, timeouts).await;
-                    let (sent, received) = open.bytes.totals();
-                    self.stats.traffic().carried_local(sent, received);
-                    Some(ended)
-                }
-                Routed::Remote(t, node) => {
-                    let setup = &self.stats.traffic().setup;
-                    setup.observe(Route::Mesh, accepted.elapsed());
-                    let open = self.stats.open(name, peer, node, t.container.clone());
-                    drop(waiting.take());
-                    let (cr, cw) = client.split();
-                    let ended =
-                        pump_within((cr, cw), (t.recv, t.send), &open.bytes, timeouts).await;
-                    let (sent, received) = open.bytes.totals();
-                    self.stats.traffic().carried_mesh(sent, received);
-                    Some(ended)
-                }
+            match self.route(spec, peer).await {
+                Routed::Local(lease) => return Some(Found::Local(lease)),
+                Routed::Remote(t, node) => return Some(Found::Remote(t, node)),
                 Routed::Failed(why) => {
                     warn!(service = %name, client = %peer, error = %why, "connection refused: the service's containers fail to start");
                     self.told_refusal(name, format!("its containers fail to start: {why}"));
                     self.stats.count(name, Count::Refused);
-                    return false;
+                    return None;
                 }
-                Routed::NoRoom => None,
-            };
-            if let Some(ended) = ended {
-                match ended {
-                    Ended::Closed => {}
-                    Ended::Idle => {
-                        debug!(service = %name, client = %peer, "connection closed: idle for the service's idle timeout")
-                    }
-                    Ended::Total => {
-                        debug!(service = %name, client = %peer, "connection closed: open for the service's total timeout")
-                    }
-                }
-                self.stats.count(name, Count::Served);
-                return true;
+                Routed::NoRoom => {}
             }
             if waiting.is_none() {
                 match self.backend.enqueue(name).await {
@@ -330,7 +363,7 @@ impl<M: MeshPort> Front<M> {
                         info!(service = %name, client = %peer, "connection refused: no room and the queue is full");
                         self.told_refusal(name, "no room and the queue is full".into());
                         self.stats.count(name, Count::Refused);
-                        return false;
+                        return None;
                     }
                 }
             }
@@ -338,7 +371,7 @@ impl<M: MeshPort> Front<M> {
                 info!(service = %name, client = %peer, "connection refused: no room within --queue-timeout");
                 self.told_refusal(name, "no room within the queue timeout".into());
                 self.stats.count(name, Count::Refused);
-                return false;
+                return None;
             }
             let retry_at = (Instant::now() + backoff).min(deadline);
             backoff = (backoff * 2).min(RETRY_MAX);
@@ -497,7 +530,9 @@ fn gossiped_loads(view: &RouteView, spec: &ServiceSpec) -> BTreeMap<NodeId, Serv
 async fn refuse(mut client: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = client.shutdown().await;
-    let mut sink = [0u8; 4096];
+    // On the heap: every connection's task is as large as its largest
+    // state, and this one would add 4 KiB to each held connection.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
     })

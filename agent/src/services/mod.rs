@@ -18,6 +18,7 @@
 pub mod admission;
 pub mod backend;
 pub mod cores;
+mod ends;
 pub mod front;
 mod gossiped;
 pub mod listeners;

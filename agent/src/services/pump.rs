@@ -7,15 +7,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::ends::{Sink, Source};
 use super::stats::Bytes;
-
-/// Each direction starts with a small buffer (idle connections are cheap:
-/// thousands may be open) and grows to the large one once a read fills it.
-const SMALL: usize = 4 * 1024;
-const LARGE: usize = 128 * 1024;
 
 /// When a connection last moved bytes, as milliseconds since it started.
 struct Activity {
@@ -41,44 +36,38 @@ impl Activity {
     }
 }
 
-async fn one_way<R, W>(mut from: R, mut to: W, counter: &AtomicU64, activity: Option<&Activity>)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; SMALL];
+async fn one_way(
+    mut from: Source<'_>,
+    mut to: Sink<'_>,
+    counter: &AtomicU64,
+    activity: Option<&Activity>,
+) {
     loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Some(a) = activity {
-                    a.touch();
-                }
-                if to.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-                if n == buf.len() && buf.len() < LARGE {
-                    buf.resize(LARGE, 0);
-                }
-            }
+        // Empty (no allocation) while the connection is idle.
+        let mut chunks = Vec::new();
+        match from.read(&mut chunks).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break,
         }
+        if let Some(a) = activity {
+            a.touch();
+        }
+        let n: usize = chunks.iter().map(|c| c.len()).sum();
+        if to.write(&mut chunks).await.is_err() {
+            break;
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
-    let _ = to.shutdown().await;
+    to.finish().await;
 }
 
 /// Pumps until both directions end. `client` is the client's side
 /// (`bytes.inbound` counts what it sends), `server` the container's.
-pub async fn pump<CR, CW, SR, SW>(
-    (client_read, client_write): (CR, CW),
-    (server_read, server_write): (SR, SW),
+pub async fn pump(
+    (client_read, client_write): (Source<'_>, Sink<'_>),
+    (server_read, server_write): (Source<'_>, Sink<'_>),
     bytes: &Bytes,
-) where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
-{
+) {
     tokio::join!(
         one_way(client_read, server_write, &bytes.inbound, None),
         one_way(server_read, client_write, &bytes.outbound, None),
@@ -105,18 +94,12 @@ pub enum Ended {
 
 /// As `pump`, but ends the connection (dropping both streams, which closes
 /// them) once it has been idle for `t.idle` or open for `t.total`.
-pub async fn pump_within<CR, CW, SR, SW>(
-    (client_read, client_write): (CR, CW),
-    (server_read, server_write): (SR, SW),
+pub async fn pump_within(
+    (client_read, client_write): (Source<'_>, Sink<'_>),
+    (server_read, server_write): (Source<'_>, Sink<'_>),
     bytes: &Bytes,
     t: Timeouts,
-) -> Ended
-where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
-{
+) -> Ended {
     let activity = Activity::new();
     let both = async {
         tokio::join!(
@@ -148,16 +131,30 @@ where
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
     use super::*;
+
+    /// Both ends of one loopback TCP connection.
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    fn ends(s: &mut TcpStream) -> (Source<'_>, Sink<'_>) {
+        let (r, w) = s.split();
+        (Source::tcp(r), Sink::Tcp(w))
+    }
 
     #[tokio::test]
     async fn bytes_flow_both_ways_and_half_close_keeps_the_reply() {
-        // client <-> (a, b) pump (c, d) <-> server
-        let (mut client, a) = tokio::io::duplex(1024);
-        let (c, mut server) = tokio::io::duplex(1024);
+        // client <-> a pump c <-> server
+        let (mut client, mut a) = tcp_pair().await;
+        let (mut c, mut server) = tcp_pair().await;
         let bytes = Bytes::default();
-        let (ar, aw) = tokio::io::split(a);
-        let (cr, cw) = tokio::io::split(c);
         let server_side = async {
             let mut got = Vec::new();
             server.read_to_end(&mut got).await.unwrap();
@@ -172,31 +169,68 @@ mod tests {
             client.read_to_end(&mut reply).await.unwrap();
             reply
         };
-        let (_, reply, _) =
-            tokio::join!(pump((ar, aw), (cr, cw), &bytes), client_side, server_side);
+        let (_, reply, _) = tokio::join!(
+            pump(ends(&mut a), ends(&mut c), &bytes),
+            client_side,
+            server_side
+        );
         assert_eq!(reply, b"pingping");
         assert_eq!(bytes.inbound.load(Ordering::Relaxed), 4);
         assert_eq!(bytes.outbound.load(Ordering::Relaxed), 8);
     }
 
+    #[tokio::test]
+    async fn a_large_transfer_arrives_whole_both_ways_at_once() {
+        let (mut client, mut a) = tcp_pair().await;
+        let (mut c, mut server) = tcp_pair().await;
+        let bytes = Bytes::default();
+        // 8 MiB each way, written and read concurrently, so reads fill and
+        // the buffers grow.
+        let up: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 241) as u8).collect();
+        let (cr, mut cw) = client.split();
+        let (sr, mut sw) = server.split();
+        let client_side = async {
+            let send = async {
+                cw.write_all(&up).await.unwrap();
+                cw.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let mut cr = cr;
+            let recv = cr.read_to_end(&mut got);
+            let (_, n) = tokio::join!(send, recv);
+            n.unwrap();
+            got
+        };
+        let server_side = async {
+            let send = async {
+                sw.write_all(&down).await.unwrap();
+                sw.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let mut sr = sr;
+            let recv = sr.read_to_end(&mut got);
+            let (_, n) = tokio::join!(send, recv);
+            n.unwrap();
+            got
+        };
+        let (_, at_client, at_server) = tokio::join!(
+            pump(ends(&mut a), ends(&mut c), &bytes),
+            client_side,
+            server_side
+        );
+        assert!(at_client == down, "the client got what the server sent");
+        assert!(at_server == up, "the server got what the client sent");
+        assert_eq!(bytes.inbound.load(Ordering::Relaxed), 8 << 20);
+        assert_eq!(bytes.outbound.load(Ordering::Relaxed), 8 << 20);
+    }
+
     /// A pumped pair: what the client and the server hold, and the pump.
-    fn pair(
-        t: Timeouts,
-    ) -> (
-        tokio::io::DuplexStream,
-        tokio::io::DuplexStream,
-        tokio::task::JoinHandle<Ended>,
-    ) {
-        let (client, a) = tokio::io::duplex(1024);
-        let (c, server) = tokio::io::duplex(1024);
+    async fn pair(t: Timeouts) -> (TcpStream, TcpStream, tokio::task::JoinHandle<Ended>) {
+        let (client, mut a) = tcp_pair().await;
+        let (mut c, server) = tcp_pair().await;
         let pumped = tokio::spawn(async move {
-            pump_within(
-                tokio::io::split(a),
-                tokio::io::split(c),
-                &Bytes::default(),
-                t,
-            )
-            .await
+            pump_within(ends(&mut a), ends(&mut c), &Bytes::default(), t).await
         });
         (client, server, pumped)
     }
@@ -204,7 +238,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_ends_after_the_idle_timeout_and_traffic_keeps_it_open() {
         let idle = Duration::from_secs(10);
-        let (mut client, mut server, pumped) = pair(Timeouts { idle, total: None });
+        let (mut client, mut server, pumped) = pair(Timeouts { idle, total: None }).await;
         let start = Instant::now();
         // A byte every 6 s, each way in turn, for a minute: never idle 10 s.
         for i in 0..10 {
@@ -239,7 +273,7 @@ mod tests {
             idle: Duration::from_secs(10),
             total: Some(Duration::from_secs(30)),
         };
-        let (mut client, mut server, pumped) = pair(t);
+        let (mut client, mut server, pumped) = pair(t).await;
         let start = Instant::now();
         let chatter = tokio::spawn(async move {
             let mut one = [0u8; 1];

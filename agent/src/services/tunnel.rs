@@ -12,6 +12,7 @@ use mesh_protocol::{NodeId, ServiceName};
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::backend::{AcquireError, Backend};
+use super::ends::{Sink, Source};
 use super::ports::MeshPort;
 use super::prepull::ImagesView;
 use super::pump::pump;
@@ -123,7 +124,7 @@ async fn answer(
     open: TunnelOpen,
     caller: Option<String>,
     mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut recv: quinn::RecvStream,
 ) {
     // A peer whose view is a round old may not know our pull failed yet:
     // say so rather than pull again for its client.
@@ -134,7 +135,7 @@ async fn answer(
         let _ = send.finish();
         return;
     }
-    let reply = match here.backend.acquire(&open.service).await {
+    let reply = match Box::pin(here.backend.acquire(&open.service)).await {
         Ok(mut lease) => {
             let ready = TunnelReply::Ready {
                 container: lease.container.clone(),
@@ -145,7 +146,12 @@ async fn answer(
             debug!(service = %open.service, client = %open.client, caller = ?caller, container = %lease.container, "serving a forwarded connection");
             let (sr, sw) = lease.stream.split();
             let bytes = Bytes::default();
-            pump((recv, send), (sr, sw), &bytes).await;
+            pump(
+                (Source::Quic(&mut recv), Sink::Quic(&mut send)),
+                (Source::tcp(sr), Sink::Tcp(sw)),
+                &bytes,
+            )
+            .await;
             // The peer is the client's side: what it sent came in.
             let (received, sent) = bytes.totals();
             here.traffic.carried_mesh(sent, received);

@@ -24,7 +24,7 @@ mod haproxy;
 mod hold;
 mod markdown;
 mod probe;
-pub(crate) use probe::exchanges;
+pub(crate) use probe::{download, exchanges, hold, requests};
 mod procfs;
 mod raw;
 

@@ -134,6 +134,41 @@ enum Bench {
         #[arg(long, default_value = "3")]
         rounds: NonZeroUsize,
     },
+    /// The short-request load of `bench services` alone: requests of 64
+    /// bytes echoed, each on a new connection; prints requests/s of each
+    /// round.
+    Requests {
+        /// The echo server.
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "2000")]
+        requests: NonZeroUsize,
+        #[arg(long, default_value = "16")]
+        concurrency: NonZeroUsize,
+        #[arg(long, default_value = "3")]
+        rounds: NonZeroUsize,
+    },
+    /// The transfer of `bench services` alone: reads the whole answer of a
+    /// `mesh-testsvc source` server; prints MB/s of each round.
+    Download {
+        /// The source server.
+        addr: std::net::SocketAddr,
+        /// The bytes the server sends (its `--bytes`).
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value = "3")]
+        rounds: NonZeroUsize,
+    },
+    /// Opens connections to an echo server, each echoing once, prints
+    /// `holding N` (and why fewer than asked), keeps them open for
+    /// `--seconds`, then closes them: for reading a forwarder's memory.
+    Hold {
+        /// The echo server.
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "1000")]
+        conns: NonZeroUsize,
+        #[arg(long, default_value = "10")]
+        seconds: u64,
+    },
     /// Tasks started per second: raw `docker run --detach` of N containers,
     /// then N one-core tasks submitted through n1, at the same concurrency,
     /// `--runs` times per concurrency.
@@ -447,6 +482,44 @@ async fn run_bench(bench: Bench) -> anyhow::Result<()> {
             for (i, r) in rates.iter().enumerate() {
                 println!("round {}: {r:.0} requests/s", i + 1);
             }
+        }
+        Bench::Requests {
+            addr,
+            requests,
+            concurrency,
+            rounds,
+        } => {
+            let rates =
+                bench::requests(addr, requests.get(), concurrency.get(), rounds.get()).await?;
+            for (i, r) in rates.iter().enumerate() {
+                println!("round {}: {r:.0} requests/s", i + 1);
+            }
+        }
+        Bench::Download {
+            addr,
+            bytes,
+            rounds,
+        } => {
+            let rates = bench::downloads(addr, bytes, rounds.get()).await?;
+            for (i, r) in rates.iter().enumerate() {
+                println!("round {}: {r:.1} MB/s", i + 1);
+            }
+        }
+        Bench::Hold {
+            addr,
+            conns,
+            seconds,
+        } => {
+            use std::io::Write;
+            bench::hold(addr, conns.get(), |n, why| async move {
+                match why {
+                    Some(why) => println!("holding {n} ({why})"),
+                    None => println!("holding {n}"),
+                }
+                let _ = std::io::stdout().flush();
+                tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+            })
+            .await;
         }
     }
     Ok(())

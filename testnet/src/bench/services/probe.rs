@@ -119,7 +119,7 @@ pub(super) async fn first_byte_once_up(
 
 /// Reads a `source` server's whole answer of `expect` bytes; returns the
 /// time from connecting to its end.
-pub(super) async fn download(
+pub(crate) async fn download(
     addr: SocketAddr,
     expect: u64,
     limit: Duration,
@@ -150,7 +150,7 @@ pub(super) async fn download(
 /// `n` short requests to an echo server, `c` at a time, each on a
 /// connection of its own (connect, [`REQUEST`] bytes each way, close).
 /// Returns the time for all and each request's time.
-pub(super) async fn requests(
+pub(crate) async fn requests(
     addr: SocketAddr,
     n: usize,
     c: usize,
@@ -240,7 +240,7 @@ pub(crate) async fn exchanges(
 
 /// Connections held open, each having echoed once.
 #[derive(Debug)]
-pub(super) struct Held {
+pub(crate) struct Held {
     pub streams: Vec<TcpStream>,
     /// Why fewer than asked are open: the first connection that failed
     /// (no more were started after it).
@@ -249,7 +249,7 @@ pub(super) struct Held {
 
 /// Opens up to `n` connections to an echo server, `in_flight` at a time,
 /// each echoing once within `limit`; stops opening at the first failure.
-pub(super) async fn hold(addr: SocketAddr, n: usize, in_flight: usize, limit: Duration) -> Held {
+pub(crate) async fn hold(addr: SocketAddr, n: usize, in_flight: usize, limit: Duration) -> Held {
     let mut streams = Vec::with_capacity(n);
     let mut pending = FuturesUnordered::new();
     let mut started = 0;
