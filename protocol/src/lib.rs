@@ -14,6 +14,7 @@ pub mod build_info;
 pub mod confirm;
 pub mod cores;
 pub mod cpuset;
+pub mod digest_codec;
 pub mod events;
 pub mod failover;
 pub mod gossip;

@@ -7,7 +7,11 @@
 //! - convergence: from a cold start until every node sees every node alive;
 //! - propagation: a change of one node's `load` until every node has it;
 //! - failure detection: one node stops until every other marks it dead;
-//! - traffic: gossip bytes and messages per node per second in steady state.
+//! - traffic: gossip bytes and messages per node per second in steady state,
+//!   in chitchat's own serialization and in the compact form the agents
+//!   send (every message goes through it and back, see `wire`).
+
+mod wire;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -50,7 +54,10 @@ pub struct SimReport {
     pub converge_ms: Option<u64>,
     pub propagate_ms: Option<u64>,
     pub detect_ms: Option<u64>,
+    /// In chitchat's own serialization.
     pub bytes_per_node_per_s: f64,
+    /// In the compact form the agents send.
+    pub compact_bytes_per_node_per_s: f64,
     pub messages_per_node_per_s: f64,
     /// Published key-value bytes of one node (keys + values).
     pub state_bytes_per_node: usize,
@@ -59,7 +66,7 @@ pub struct SimReport {
 
 impl SimReport {
     pub fn markdown_header() -> &'static str {
-        "| nodes | converge (s) | change reaches all (s) | failure detected by all (s) | gossip bytes/node/s | messages/node/s | state bytes/node | wall time (s) |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| nodes | converge (s) | change reaches all (s) | failure detected by all (s) | gossip bytes/node/s, chitchat's form | gossip bytes/node/s on the wire (compact) | messages/node/s | state bytes/node | wall time (s) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     }
 
     pub fn markdown_row(&self) -> String {
@@ -69,12 +76,13 @@ impl SimReport {
             })
         };
         format!(
-            "| {} | {} | {} | {} | {:.0} | {:.1} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {} | {:.1} |",
             self.nodes,
             s(self.converge_ms),
             s(self.propagate_ms),
             s(self.detect_ms),
             self.bytes_per_node_per_s,
+            self.compact_bytes_per_node_per_s,
             self.messages_per_node_per_s,
             self.state_bytes_per_node,
             self.wall.as_secs_f64()
@@ -133,7 +141,7 @@ pub fn run(cfg: &SimConfig) -> anyhow::Result<SimReport> {
 }
 
 async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
-    let transport = ChannelTransport::with_mtu(65_507);
+    let (transport, wire) = wire::CompactWire::new(ChannelTransport::with_mtu(65_507));
     let seeds: Vec<String> = (0..cfg.seeds.min(cfg.nodes))
         .map(|i| addr(i).to_string())
         .collect();
@@ -179,14 +187,15 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
     .await;
 
     // Steady-state traffic over 20 gossip intervals.
-    let before = transport.statistics();
+    let before = wire.totals();
+    let messages_before = transport.messages();
     let window = cfg.gossip_interval * 20;
     tokio::time::sleep(window).await;
-    let after = transport.statistics();
+    let after = wire.totals();
     let secs = window.as_secs_f64() * n as f64;
-    let bytes_per_node_per_s = (after.num_bytes_total - before.num_bytes_total) as f64 / secs;
-    let messages_per_node_per_s =
-        (after.num_messages_total - before.num_messages_total) as f64 / secs;
+    let bytes_per_node_per_s = (after.0 - before.0) as f64 / secs;
+    let compact_bytes_per_node_per_s = (after.1 - before.1) as f64 / secs;
+    let messages_per_node_per_s = (transport.messages() - messages_before) as f64 / secs;
 
     let last = n - 1;
     let changed = Load {
@@ -244,6 +253,7 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
         propagate_ms,
         detect_ms,
         bytes_per_node_per_s,
+        compact_bytes_per_node_per_s,
         messages_per_node_per_s,
         state_bytes_per_node,
         wall: Duration::ZERO,

@@ -88,6 +88,9 @@ pub struct Checked {
 /// Why a gossip message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The compact wire form did not expand (see `digest_codec`).
+    #[error("{0}")]
+    Codec(mesh_protocol::digest_codec::CodecError),
     #[error("truncated: the {0} is cut short")]
     Truncated(&'static str),
     #[error("not a chitchat message (bad magic number)")]
@@ -156,6 +159,17 @@ impl Refusal {
     /// counting and rate-limiting logs).
     pub fn reason(&self) -> &'static str {
         match self {
+            Refusal::Codec(e) => {
+                use mesh_protocol::digest_codec::CodecError;
+                match e {
+                    CodecError::Short(_) => "truncated",
+                    CodecError::NotChitchat => "magic",
+                    CodecError::Type(_) => "type",
+                    CodecError::Family(_) => "ip",
+                    CodecError::Range(_) => "range",
+                    CodecError::TooLarge(_) => "too-large",
+                }
+            }
             Refusal::Truncated(_) => "truncated",
             Refusal::Magic => "magic",
             Refusal::Version(_) => "version",

@@ -261,9 +261,19 @@ struct QuicSocket {
 #[async_trait]
 impl Socket for QuicSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
-        let mut buf = Vec::with_capacity(msg.serialized_len() + 1);
-        buf.push(KIND_GOSSIP);
-        msg.serialize(&mut buf);
+        let mut plain = Vec::with_capacity(msg.serialized_len());
+        msg.serialize(&mut plain);
+        // On the wire in the compact form (digests about 3 times smaller;
+        // mesh_protocol::digest_codec), after the stream's kind byte.
+        let mut buf = vec![KIND_GOSSIP];
+        match mesh_protocol::digest_codec::compact(&plain) {
+            Ok(compact) => buf.extend(compact),
+            Err(e) => {
+                // chitchat's own serialization: never expected.
+                warn!(peer = %to, error = %e, "cannot encode a gossip message; not sent");
+                return Ok(());
+            }
+        }
         let sent = (Kind::of(&msg), Bytes::from(buf));
         let outbox = self.outboxes.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);

@@ -85,10 +85,15 @@ pub enum GossipDecodeError {
 }
 
 /// Parses and checks one stream's bytes: the kind byte, then a chitchat
-/// message.
+/// message in the compact form (`mesh_protocol::digest_codec`), expanded
+/// to chitchat's (at most [`MAX_GOSSIP_BYTES`]) and checked.
 pub fn decode(bytes: &[u8]) -> Result<Checked, GossipDecodeError> {
     match bytes.split_first() {
-        Some((&KIND_GOSSIP, rest)) => Ok(gossip_check::check(rest)?),
+        Some((&KIND_GOSSIP, rest)) => {
+            let plain = mesh_protocol::digest_codec::expand(rest, MAX_GOSSIP_BYTES)
+                .map_err(Refusal::Codec)?;
+            Ok(gossip_check::check(&plain)?)
+        }
         Some((kind, _)) => Err(GossipDecodeError::Kind(*kind)),
         None => Err(GossipDecodeError::Empty),
     }

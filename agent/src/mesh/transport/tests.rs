@@ -20,9 +20,15 @@ fn decode_refuses_garbage() {
     assert!(decode(&[9, 1, 2]).is_err());
     assert!(decode(&[KIND_GOSSIP, 0xff, 0xff, 0xff]).is_err());
     let msg = ChitchatMessage::BadCluster;
+    let mut plain = Vec::new();
+    msg.serialize(&mut plain);
     let mut buf = vec![KIND_GOSSIP];
-    msg.serialize(&mut buf);
+    buf.extend(mesh_protocol::digest_codec::compact(&plain).unwrap());
     assert_eq!(decode(&buf).unwrap().message, msg);
     buf.push(0);
     assert!(decode(&buf).is_err(), "trailing bytes");
+    // chitchat's own form is not the wire form.
+    let mut raw = vec![KIND_GOSSIP];
+    raw.extend(plain);
+    assert!(decode(&raw).is_err());
 }
