@@ -95,6 +95,15 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::new(ip.into(), 7946)
 }
 
+/// Node `i`'s generation: as an agent's, its start time in milliseconds
+/// (`Mesh::start`), spread over 30 days as the starts of a real mesh's
+/// agents would be (the compact wire form codes each as a difference from
+/// the one before, so equal generations would flatter it).
+fn generation(i: usize) -> u64 {
+    const THIRTY_DAYS_MS: u64 = 30 * 24 * 3600 * 1000;
+    1_764_000_000_000 + (i as u64).wrapping_mul(2_654_435_761) % THIRTY_DAYS_MS
+}
+
 fn info(i: usize, load: Load) -> NodeInfo {
     NodeInfo {
         quic: addr(i),
@@ -147,7 +156,7 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
         .collect();
     let mut handles: Vec<ChitchatHandle> = Vec::with_capacity(cfg.nodes);
     for i in 0..cfg.nodes {
-        let id = ChitchatId::new(format!("n{i}"), 1, addr(i));
+        let id = ChitchatId::new(format!("n{i}"), generation(i), addr(i));
         let config = ChitchatConfig {
             chitchat_id: id,
             cluster_id: "sim".into(),
@@ -205,7 +214,7 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
         cpu_percent: 12,
     }
     .to_string();
-    let target = ChitchatId::new(format!("n{last}"), 1, addr(last));
+    let target = ChitchatId::new(format!("n{last}"), generation(last), addr(last));
     {
         let v = changed.clone();
         handles[last]
