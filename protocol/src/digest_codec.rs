@@ -223,8 +223,10 @@ fn expand_digest(r: &mut Reader<'_>, out: &mut Writer) -> Result<(), CodecError>
             out.put(r.take(16, "address")?)?;
         }
         if flags & SAME_PORT == 0 {
-            prev.port = u16::try_from(i64::from(prev.port) + unzigzag(r.varint("port")?))
-                .map_err(|_| CodecError::Range("port"))?;
+            prev.port = i64::from(prev.port)
+                .checked_add(unzigzag(r.varint("port")?))
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(CodecError::Range("port"))?;
         }
         out.put(&prev.port.to_le_bytes())?;
         out.put(&r.varint("heartbeat")?.to_le_bytes())?;

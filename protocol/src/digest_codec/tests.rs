@@ -131,6 +131,13 @@ fn what_is_not_chitchats_is_refused() {
         expand(&[SYN, 1, 0x80, 0, 0], LIMIT),
         Err(CodecError::Range("flags"))
     );
+    // A port difference that would overflow an i64 (found in review).
+    let flags = SAME_GENERATION | NO_GC;
+    let mut huge = vec![SYN, 2, flags, 0, 0, 0, 2, 0, 0, flags, 0, 0, 0];
+    huge.extend([
+        0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0,
+    ]);
+    assert_eq!(expand(&huge, LIMIT), Err(CodecError::Range("port")));
     let mut cut = syn(&mesh(3), "c");
     cut.truncate(cut.len() - 10);
     assert!(compact(&cut).is_err());
