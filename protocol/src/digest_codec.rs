@@ -18,6 +18,10 @@
 //! for byte. Both are total: bad input is an error, never a panic, and
 //! `expand` never produces more than the limit it is given.
 
+/// The largest gossip message the agents read off a stream and the
+/// largest they expand (chitchat keeps its messages under 65,507 bytes).
+pub const MAX_MESSAGE: usize = 65_536 + 64;
+
 /// chitchat's magic number and protocol version, first in its messages.
 const MAGIC: [u8; 2] = 45_139u16.to_le_bytes();
 const VERSION: u8 = 0;

@@ -49,7 +49,7 @@ const DIAL_NAME: &str = "ganger-peer";
 /// First byte of a gossip stream.
 pub const KIND_GOSSIP: u8 = 1;
 /// Largest gossip message accepted (chitchat keeps messages under 64 KiB).
-pub const MAX_GOSSIP_BYTES: usize = 65_536 + 64;
+pub const MAX_GOSSIP_BYTES: usize = mesh_protocol::digest_codec::MAX_MESSAGE;
 /// How long a dial may take, Retry round trip included.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an accepted handshake may hold its slot. Handshakes between

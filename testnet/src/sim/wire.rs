@@ -12,9 +12,6 @@ use chitchat::transport::{ChannelTransport, Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use mesh_protocol::digest_codec;
 
-/// The largest message expanded (the agents' `MAX_GOSSIP_BYTES`).
-const LIMIT: usize = 65_536 + 64;
-
 /// Bytes sent, in chitchat's form and in the compact one.
 #[derive(Debug, Default)]
 pub struct WireBytes {
@@ -88,7 +85,7 @@ impl Socket for CompactSocket {
             .compact
             .fetch_add(compact.len() as u64, Ordering::Relaxed);
         self.bytes.messages.fetch_add(1, Ordering::Relaxed);
-        let expanded = digest_codec::expand(&compact, LIMIT)?;
+        let expanded = digest_codec::expand(&compact, digest_codec::MAX_MESSAGE)?;
         anyhow::ensure!(expanded == plain, "the compact form did not round-trip");
         let msg = ChitchatMessage::deserialize(&mut expanded.as_slice())?;
         self.inner.send(to, msg).await
