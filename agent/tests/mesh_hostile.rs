@@ -430,9 +430,9 @@ async fn a_member_sending_gossip_chitchat_would_choke_on_does_not_stop_the_agent
     )
     .await;
     // A Syn that names the member, so that the target keeps a state for it;
-    // the target answers with a SynAck.
+    // the target answers with a SynAck (coded against that Syn).
     send_gossip(&conn, &craft::syn(target.cluster(), &digest)).await;
-    receive_gossip(&conn, 1).await;
+    receive_gossip(&conn, mesh_protocol::digest_codec::ANSWER).await;
     // The Ack that answers it, with a delta that chitchat applies to the
     // member's state and then panics on: a key-value at version 10, then a
     // max version of 5.

@@ -7,7 +7,7 @@
 //! counters. The entries come sorted by id, so here an id shares its
 //! prefix with the one before; the generation and port are deltas from
 //! the entry before, an IPv4 address is XORed with the one before (nodes
-//! of a subnet differ in the low bytes), and every number is a varint. A
+//! of a subnet differ in the low bytes), and every number is a varint.
 //! A flags byte per entry says the address family and leaves out a
 //! generation or port equal to the entry before's and a last GC version of
 //! 0. A digest entry of a mesh of `n123`-style ids on one subnet takes
@@ -17,6 +17,13 @@
 //! [`compact`] takes chitchat's bytes and [`expand`] gives them back, byte
 //! for byte. Both are total: bad input is an error, never a panic, and
 //! `expand` never produces more than the limit it is given.
+//!
+//! A SYN-ACK can also be coded against the SYN it answers, which the
+//! initiator still holds: [`compact_answer`] and [`expand_answer`] (the
+//! `answer` module), a few bits for most entries.
+
+mod answer;
+pub use answer::{ANSWER, answered_syn, compact_answer, expand_answer, syn_hash};
 
 /// The largest gossip message the agents read off a stream and the
 /// largest they expand (chitchat keeps its messages under 65,507 bytes).

@@ -21,7 +21,7 @@ use crate::wire::{self, WireError};
 
 /// The version of this format. Raise it with any change to [`Request`],
 /// [`Response`] or the framing.
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 
 /// The ALPN protocol name of an RPC version: `ganger/<version>`.
 pub fn alpn(version: u32) -> Vec<u8> {

@@ -4,7 +4,9 @@
 //! it does not assert.
 //!
 //! Measured, in simulated time:
-//! - convergence: from a cold start until every node sees every node alive;
+//! - convergence: from the first node's start until every node sees every
+//!   node alive (the starts are spread over the first gossip interval
+//!   unless `staggered_start` is off);
 //! - propagation: a change of one node's `load` until every node has it;
 //! - failure detection: one node stops until every other marks it dead;
 //! - traffic: gossip bytes and messages per node per second in steady state,
@@ -32,6 +34,13 @@ pub struct SimConfig {
     pub seeds: usize,
     /// Gives up on a phase after this much simulated time.
     pub limit: Duration,
+    /// Spreads the nodes' starts over the first gossip interval, as real
+    /// agents' starts and so their gossip rounds are spread; otherwise all
+    /// start, and gossip, at the same instants.
+    pub staggered_start: bool,
+    /// Codes each SYN-ACK against the SYN it answers, as the agents do
+    /// (`digest_codec::compact_answer`); otherwise sends it whole.
+    pub coded_answers: bool,
 }
 
 impl Default for SimConfig {
@@ -42,6 +51,8 @@ impl Default for SimConfig {
             phi_threshold: 6.0,
             seeds: 3,
             limit: Duration::from_secs(600),
+            staggered_start: true,
+            coded_answers: true,
         }
     }
 }
@@ -150,12 +161,17 @@ pub fn run(cfg: &SimConfig) -> anyhow::Result<SimReport> {
 }
 
 async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
-    let (transport, wire) = wire::CompactWire::new(ChannelTransport::with_mtu(65_507));
+    let (transport, wire) =
+        wire::CompactWire::new(ChannelTransport::with_mtu(65_507), cfg.coded_answers);
     let seeds: Vec<String> = (0..cfg.seeds.min(cfg.nodes))
         .map(|i| addr(i).to_string())
         .collect();
     let mut handles: Vec<ChitchatHandle> = Vec::with_capacity(cfg.nodes);
+    let started = Instant::now();
     for i in 0..cfg.nodes {
+        if cfg.staggered_start && i > 0 {
+            tokio::time::sleep(cfg.gossip_interval / cfg.nodes as u32).await;
+        }
         let id = ChitchatId::new(format!("n{i}"), generation(i), addr(i));
         let config = ChitchatConfig {
             chitchat_id: id,
@@ -193,7 +209,8 @@ async fn simulate(cfg: &SimConfig) -> anyhow::Result<SimReport> {
         }
         true
     })
-    .await;
+    .await
+    .map(|_| started.elapsed().as_millis() as u64);
 
     // Steady-state traffic over 20 gossip intervals.
     let before = wire.totals();

@@ -152,6 +152,8 @@ pub enum Refusal {
     Chitchat(String),
     #[error("a {0:?} that answers nothing this node sent that peer")]
     Unsolicited(Kind),
+    #[error("a SYN-ACK coded against a SYN this node did not send lately")]
+    UnknownSyn,
 }
 
 impl Refusal {
@@ -192,6 +194,7 @@ impl Refusal {
             Refusal::Trailing(_) => "trailing",
             Refusal::Chitchat(_) => "chitchat",
             Refusal::Unsolicited(_) => "unsolicited",
+            Refusal::UnknownSyn => "unknown-syn",
         }
     }
 }

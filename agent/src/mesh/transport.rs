@@ -39,9 +39,11 @@ use crate::repeat::RepeatGates;
 
 mod peers;
 mod receive;
+mod syns;
 pub use peers::{Peers, Refusals};
 pub use receive::{GossipDecodeError, decode};
 use receive::{peer_key, read_gossip};
+pub use syns::RecentSyns;
 
 /// The TLS server name we dial with; peers are identified by the name in
 /// their certificate after the handshake, not by this.
@@ -128,6 +130,8 @@ struct Shared {
     inbox: Mutex<Option<Inbox>>,
     /// The gossip replies this node waits for.
     exchanges: Mutex<Exchanges>,
+    /// The SYNs this node sent lately, which answers are coded against.
+    syns: RecentSyns,
     /// What serves calls and forwarded service connections.
     handlers: SharedHandlers,
     /// The ALPN protocol this node speaks, for messages.
@@ -147,6 +151,7 @@ impl QuicTransport {
             gossip: Default::default(),
             inbox: Mutex::new(None),
             exchanges: Mutex::new(Exchanges::default()),
+            syns: RecentSyns::default(),
             handlers,
             alpn: String::from_utf8_lossy(alpn).into_owned(),
             refused_sources: Mutex::new(RepeatGates::default()),
@@ -246,6 +251,7 @@ impl Transport for QuicTransport {
             shared: self.shared.clone(),
             inbox,
             outboxes: HashMap::new(),
+            unanswered: None,
         }))
     }
 }
@@ -256,6 +262,9 @@ struct QuicSocket {
     shared: Arc<Shared>,
     inbox: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
     outboxes: HashMap<SocketAddr, mpsc::Sender<(Kind, Bytes)>>,
+    /// The SYN chitchat is answering (it answers each message it receives
+    /// before it takes the next), in chitchat's bytes, with its sender.
+    unanswered: Option<(SocketAddr, Vec<u8>)>,
 }
 
 #[async_trait]
@@ -264,15 +273,29 @@ impl Socket for QuicSocket {
         let mut plain = Vec::with_capacity(msg.serialized_len());
         msg.serialize(&mut plain);
         // On the wire in the compact form (digests about 3 times smaller;
-        // mesh_protocol::digest_codec), after the stream's kind byte.
+        // mesh_protocol::digest_codec), after the stream's kind byte; a
+        // SYN-ACK coded against the SYN it answers.
+        let answered = match (&msg, self.unanswered.take()) {
+            (ChitchatMessage::SynAck { .. }, Some((from, syn))) if from == to => Some(syn),
+            _ => None,
+        };
+        let coded = match &answered {
+            Some(syn) => mesh_protocol::digest_codec::compact_answer(&plain, syn),
+            None => mesh_protocol::digest_codec::compact(&plain),
+        };
         let mut buf = vec![KIND_GOSSIP];
-        match mesh_protocol::digest_codec::compact(&plain) {
+        match coded {
             Ok(compact) => buf.extend(compact),
             Err(e) => {
                 // chitchat's own serialization: never expected.
                 warn!(peer = %to, error = %e, "cannot encode a gossip message; not sent");
                 return Ok(());
             }
+        }
+        if let ChitchatMessage::Syn { .. } = msg {
+            self.shared
+                .syns
+                .sent(Bytes::from(plain), tokio::time::Instant::now());
         }
         let sent = (Kind::of(&msg), Bytes::from(buf));
         let outbox = self.outboxes.entry(to).or_insert_with(|| {
@@ -287,10 +310,20 @@ impl Socket for QuicSocket {
     }
 
     async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
-        self.inbox
+        let (from, msg) = self
+            .inbox
             .recv()
             .await
-            .ok_or_else(|| anyhow!("QUIC endpoint closed"))
+            .ok_or_else(|| anyhow!("QUIC endpoint closed"))?;
+        self.unanswered = match msg {
+            ChitchatMessage::Syn { .. } => {
+                let mut plain = Vec::with_capacity(msg.serialized_len());
+                msg.serialize(&mut plain);
+                Some((from, plain))
+            }
+            _ => None,
+        };
+        Ok((from, msg))
     }
 }
 

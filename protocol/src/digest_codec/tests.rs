@@ -6,19 +6,19 @@ use super::*;
 
 /// One digest entry, as chitchat 0.11 holds it.
 #[derive(Debug, Clone)]
-struct Entry {
-    id: String,
-    generation: u64,
-    ip: IpAddr,
-    port: u16,
-    heartbeat: u64,
-    gc: u64,
-    max_version: u64,
+pub(super) struct Entry {
+    pub(super) id: String,
+    pub(super) generation: u64,
+    pub(super) ip: IpAddr,
+    pub(super) port: u16,
+    pub(super) heartbeat: u64,
+    pub(super) gc: u64,
+    pub(super) max_version: u64,
 }
 
 /// chitchat 0.11's serialization (`serialize.rs`, `digest.rs`,
 /// `message.rs`), written out by hand.
-fn digest(entries: &[Entry]) -> Vec<u8> {
+pub(super) fn digest(entries: &[Entry]) -> Vec<u8> {
     let mut sorted = entries.to_vec();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     let mut b = (sorted.len() as u16).to_le_bytes().to_vec();
@@ -44,13 +44,13 @@ fn digest(entries: &[Entry]) -> Vec<u8> {
     b
 }
 
-fn header(kind: u8) -> Vec<u8> {
+pub(super) fn header(kind: u8) -> Vec<u8> {
     let mut b = MAGIC.to_vec();
     b.extend([VERSION, kind]);
     b
 }
 
-fn syn(entries: &[Entry], cluster: &str) -> Vec<u8> {
+pub(super) fn syn(entries: &[Entry], cluster: &str) -> Vec<u8> {
     let mut b = header(SYN);
     b.extend(digest(entries));
     b.extend((cluster.len() as u16).to_le_bytes());
@@ -58,7 +58,7 @@ fn syn(entries: &[Entry], cluster: &str) -> Vec<u8> {
     b
 }
 
-fn syn_ack(entries: &[Entry], delta: &[u8]) -> Vec<u8> {
+pub(super) fn syn_ack(entries: &[Entry], delta: &[u8]) -> Vec<u8> {
     let mut b = header(SYN_ACK);
     b.extend(digest(entries));
     b.extend(delta);
@@ -66,7 +66,7 @@ fn syn_ack(entries: &[Entry], delta: &[u8]) -> Vec<u8> {
 }
 
 /// A mesh as the agents make it: `n0`..`nN` on one subnet, port 7946.
-fn mesh(n: usize) -> Vec<Entry> {
+pub(super) fn mesh(n: usize) -> Vec<Entry> {
     (0..n)
         .map(|i| Entry {
             id: format!("n{i}"),
@@ -171,7 +171,7 @@ fn expanding_stops_at_the_limit() {
     assert_eq!(expand(&bomb, LIMIT), Err(CodecError::TooLarge(LIMIT)));
 }
 
-fn entry() -> impl Strategy<Value = Entry> {
+pub(super) fn entry() -> impl Strategy<Value = Entry> {
     (
         "[a-z0-9.-]{0,12}",
         // Equal values (left out of the compact form) as well as any.

@@ -86,6 +86,14 @@ enum Command {
         gossip_interval_ms: u64,
         #[arg(long, default_value_t = 6.0)]
         phi_threshold: f64,
+        /// Start every node at the same instant (by default the starts are
+        /// spread over the first gossip interval, as real agents' are).
+        #[arg(long)]
+        synchronized_start: bool,
+        /// Send every SYN-ACK whole, not coded against the SYN it answers
+        /// (the wire before RPC version 11), to compare.
+        #[arg(long)]
+        whole_answers: bool,
     },
     /// Benchmark tasks or services on a testnet of its own (removed at the
     /// end, Ctrl-C included); prints markdown tables. Needs the images of
@@ -275,6 +283,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             gossip_interval_ms,
             phi_threshold,
+            synchronized_start,
+            whole_answers,
         } => {
             println!("{}", mesh_testnet::sim::SimReport::markdown_header());
             for n in nodes {
@@ -282,6 +292,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     nodes: n.max(2),
                     gossip_interval: Duration::from_millis(gossip_interval_ms),
                     phi_threshold,
+                    staggered_start: !synchronized_start,
+                    coded_answers: !whole_answers,
                     ..Default::default()
                 };
                 // Its own runtime on its own thread: the simulation pauses

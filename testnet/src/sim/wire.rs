@@ -2,7 +2,14 @@
 //! message put through the agents' compact gossip form
 //! (`mesh_protocol::digest_codec`) and back, so the simulated mesh runs on
 //! what the agents' wire carries, and both sizes are counted.
+//!
+//! As in the agents, a SYN-ACK is coded against the SYN it answers
+//! (`digest_codec::compact_answer`): a node keeps the last SYN it received
+//! from each peer until it answers it. The initiator expands the answer
+//! against the SYN it sent, which is that SYN byte for byte; here the
+//! answering side's copy stands in for it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +44,7 @@ impl WireBytes {
 pub struct CompactWire {
     inner: ChannelTransport,
     bytes: Arc<WireBytes>,
+    coded_answers: bool,
 }
 
 impl CompactWire {
@@ -45,12 +53,15 @@ impl CompactWire {
         self.bytes.count()
     }
 
-    pub fn new(inner: ChannelTransport) -> (Self, Arc<WireBytes>) {
+    /// `coded_answers`: SYN-ACKs coded against their SYN, as the agents
+    /// send them; otherwise whole.
+    pub fn new(inner: ChannelTransport, coded_answers: bool) -> (Self, Arc<WireBytes>) {
         let bytes = Arc::new(WireBytes::default());
         (
             Self {
                 inner,
                 bytes: bytes.clone(),
+                coded_answers,
             },
             bytes,
         )
@@ -63,6 +74,8 @@ impl Transport for CompactWire {
         Ok(Box::new(CompactSocket {
             inner: self.inner.open(listen_addr).await?,
             bytes: self.bytes.clone(),
+            unanswered: HashMap::new(),
+            coded_answers: self.coded_answers,
         }))
     }
 }
@@ -70,6 +83,10 @@ impl Transport for CompactWire {
 struct CompactSocket {
     inner: Box<dyn Socket>,
     bytes: Arc<WireBytes>,
+    /// The last SYN received from each peer, in chitchat's bytes, until it
+    /// is answered.
+    unanswered: HashMap<SocketAddr, Vec<u8>>,
+    coded_answers: bool,
 }
 
 #[async_trait]
@@ -77,7 +94,23 @@ impl Socket for CompactSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
         let mut plain = Vec::with_capacity(msg.serialized_len());
         msg.serialize(&mut plain);
-        let compact = digest_codec::compact(&plain)?;
+        let syn = match msg {
+            ChitchatMessage::SynAck { .. } => self.unanswered.remove(&to),
+            _ => None,
+        };
+        let (compact, expanded) = match &syn {
+            Some(syn) => {
+                let coded = digest_codec::compact_answer(&plain, syn)?;
+                let back = digest_codec::expand_answer(&coded, syn, digest_codec::MAX_MESSAGE)?;
+                (coded, back)
+            }
+            None => {
+                let coded = digest_codec::compact(&plain)?;
+                let back = digest_codec::expand(&coded, digest_codec::MAX_MESSAGE)?;
+                anyhow::ensure!(back == plain, "the compact form did not round-trip");
+                (coded, back)
+            }
+        };
         self.bytes
             .chitchat
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
@@ -85,13 +118,17 @@ impl Socket for CompactSocket {
             .compact
             .fetch_add(compact.len() as u64, Ordering::Relaxed);
         self.bytes.messages.fetch_add(1, Ordering::Relaxed);
-        let expanded = digest_codec::expand(&compact, digest_codec::MAX_MESSAGE)?;
-        anyhow::ensure!(expanded == plain, "the compact form did not round-trip");
         let msg = ChitchatMessage::deserialize(&mut expanded.as_slice())?;
         self.inner.send(to, msg).await
     }
 
     async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
-        self.inner.recv().await
+        let (from, msg) = self.inner.recv().await?;
+        if self.coded_answers && matches!(msg, ChitchatMessage::Syn { .. }) {
+            let mut plain = Vec::with_capacity(msg.serialized_len());
+            msg.serialize(&mut plain);
+            self.unanswered.insert(from, plain);
+        }
+        Ok((from, msg))
     }
 }

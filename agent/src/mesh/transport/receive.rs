@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering;
 use quinn::Connection;
 use tracing::warn;
 
+use tokio::time::Instant;
+
+use super::syns::RecentSyns;
 use super::{KIND_GOSSIP, MAX_GOSSIP_BYTES, Shared};
 use crate::mesh::gossip_check::{self, Checked, Refusal};
 use crate::mesh::tls;
@@ -34,12 +37,13 @@ pub(super) async fn read_gossip(shared: Arc<Shared>, conn: Connection) {
                 }
             };
             shared.gossip.read(bytes.len());
-            let checked = decode(&bytes).and_then(|c| {
+            let now = tokio::time::Instant::now();
+            let checked = decode(&bytes, &shared.syns, now).and_then(|c| {
                 let taken = shared
                     .exchanges
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .take(&peer, c.kind, tokio::time::Instant::now());
+                    .take(&peer, c.kind, now);
                 if taken {
                     Ok(c)
                 } else {
@@ -86,12 +90,21 @@ pub enum GossipDecodeError {
 
 /// Parses and checks one stream's bytes: the kind byte, then a chitchat
 /// message in the compact form (`mesh_protocol::digest_codec`), expanded
-/// to chitchat's (at most [`MAX_GOSSIP_BYTES`]) and checked.
-pub fn decode(bytes: &[u8]) -> Result<Checked, GossipDecodeError> {
+/// to chitchat's (at most [`MAX_GOSSIP_BYTES`]) and checked. A SYN-ACK
+/// coded against the SYN it answers is expanded against this node's copy
+/// of that SYN, from `syns`.
+pub fn decode(bytes: &[u8], syns: &RecentSyns, now: Instant) -> Result<Checked, GossipDecodeError> {
+    use mesh_protocol::digest_codec::{answered_syn, expand, expand_answer};
     match bytes.split_first() {
         Some((&KIND_GOSSIP, rest)) => {
-            let plain = mesh_protocol::digest_codec::expand(rest, MAX_GOSSIP_BYTES)
-                .map_err(Refusal::Codec)?;
+            let plain = match answered_syn(rest) {
+                Some(hash) => {
+                    let syn = syns.get(hash, now).ok_or(Refusal::UnknownSyn)?;
+                    expand_answer(rest, &syn, MAX_GOSSIP_BYTES)
+                }
+                None => expand(rest, MAX_GOSSIP_BYTES),
+            }
+            .map_err(Refusal::Codec)?;
             Ok(gossip_check::check(&plain)?)
         }
         Some((kind, _)) => Err(GossipDecodeError::Kind(*kind)),
