@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use mesh_agent::disk::{Disk, DiskFaults};
+use mesh_agent::supervisor::SupervisorError;
 use mesh_protocol::TaskState;
 
 /// A disk whose next write, once armed, takes `delay` (a stuck fsync): the
@@ -145,4 +146,60 @@ async fn a_task_whose_offer_went_unanswered_runs_once() {
         },
     )
     .await;
+}
+
+/// Regression (chaos seed 1: an offer's answer was lost when a healed
+/// partition broke its connection; the question "do you hold it?" reached
+/// the node 2 ms before the offer did, heard "not here", and the task was
+/// offered elsewhere and ran on two nodes at once): a node that said it
+/// does not hold a task refuses that task's offer when it comes after.
+#[tokio::test]
+async fn an_offer_that_arrives_after_its_task_was_disclaimed_is_refused() {
+    use mesh_protocol::{TaskId, TaskRecord, TaskSpec};
+    let node = Setup::memory("d")
+        .topology("numa:1 core:4 pu:1")
+        .start(&[])
+        .await;
+    let supervisor = node.running().supervisor.clone();
+    let record = |n: u32| {
+        let spec = TaskSpec::builder(IMAGE).build().unwrap();
+        let id = TaskId::new(format!("t{n}")).unwrap();
+        TaskRecord::new(id, spec, node.id.clone(), 0, 0)
+    };
+    // Once Docker (here, the in-memory runtime) is checked, offers are taken.
+    wait_until("an offer is taken", Duration::from_secs(10), || async {
+        supervisor.offer(record(0)).await.map_err(|e| e.to_string())
+    })
+    .await;
+
+    // Asked first, then offered: refused.
+    let asked = supervisor.disclaim(record(1).id).await;
+    assert!(
+        matches!(asked, Err(SupervisorError::NotFound(_))),
+        "{asked:?}"
+    );
+    let late = supervisor.offer(record(1)).await;
+    assert!(
+        matches!(late, Err(SupervisorError::Conflict(_))),
+        "{late:?}"
+    );
+    // Offered first, then asked: held, and the answer says so.
+    supervisor.offer(record(2)).await.unwrap();
+    assert_eq!(
+        supervisor.disclaim(record(2).id).await.unwrap().id,
+        record(2).id
+    );
+    // Another task is not affected.
+    supervisor.offer(record(3)).await.unwrap();
+    wait_until(
+        "t0, t2 and t3 start, t1 never",
+        Duration::from_secs(10),
+        || async {
+            let started = node.memory().started();
+            if started == 3 { Ok(()) } else { Err(started) }
+        },
+    )
+    .await;
+    let local = node.api.local_tasks().await;
+    assert!(!local.iter().any(|t| t.id.to_string() == "t1"), "{local:?}");
 }

@@ -15,6 +15,7 @@ pub mod confirm;
 pub mod cores;
 pub mod cpuset;
 pub mod digest_codec;
+pub mod disclaim;
 pub mod events;
 pub mod failover;
 pub mod gossip;

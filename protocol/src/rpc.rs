@@ -229,6 +229,12 @@ pub enum Request {
         limit: u32,
         follow: bool,
     },
+    /// After an offer of this task went unanswered: whether the called
+    /// node holds it (answered with `Record`); when it does not
+    /// (`Failed(NotFound)`), it disclaims it and refuses that offer should
+    /// it still arrive ([`crate::disclaim`]), so the task may be offered
+    /// elsewhere.
+    Disclaim(TaskId),
 }
 
 /// Longest image name a `HasImage` may carry.
@@ -250,7 +256,8 @@ impl Request {
             | Request::Replicate(_)
             | Request::Hold(_)
             | Request::Copy(_)
-            | Request::Stamps(_) => Topic::Tasks,
+            | Request::Stamps(_)
+            | Request::Disclaim(_) => Topic::Tasks,
         }
     }
 
@@ -271,6 +278,7 @@ impl Request {
             Request::HasImage(_) => "has image",
             Request::Cores => "cores",
             Request::Events { .. } => "events",
+            Request::Disclaim(_) => "disclaim",
         }
     }
 }

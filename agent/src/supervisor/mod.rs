@@ -116,6 +116,9 @@ pub(crate) enum Command {
     /// Tasks whose offer's outcome is unknown (the agent stopped meanwhile).
     InDoubt(oneshot::Sender<Vec<(TaskRecord, NodeId)>>),
     Get(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
+    /// The record if held; if not, the task is disclaimed (its offer
+    /// refused should it still arrive) and the answer is `NotFound`.
+    Disclaim(TaskId, oneshot::Sender<Result<TaskRecord, SupervisorError>>),
     /// Records whose ids sort after the first (all: `None`), at most the
     /// count, in id order, and whether more follow.
     List(
@@ -366,6 +369,12 @@ impl SupervisorHandle {
 
     pub async fn get(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
         self.ask(|r| Command::Get(id, r)).await?
+    }
+
+    /// Whether this node holds a task whose offer went unanswered; if not,
+    /// it never takes that offer (`mesh_protocol::disclaim`).
+    pub async fn disclaim(&self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
+        self.ask(|r| Command::Disclaim(id, r)).await?
     }
 
     /// A page of this node's tasks: ids after `after`, at most `limit`.

@@ -48,7 +48,8 @@ async fn settle_doubts(tasks: &Tasks) {
     for (record, to) in doubts {
         let id = record.id.clone();
         let answer = match tasks.node(&to).await {
-            Ok(node) => node.get(&id).await.map(|_| ()),
+            // "Not here" is a promise never to take the late offer.
+            Ok(node) => node.disclaim(&id).await.map(|_| ()),
             Err(e) => Err(e),
         };
         let moved = match answer {

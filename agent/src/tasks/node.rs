@@ -211,6 +211,18 @@ impl Node {
         }
     }
 
+    /// After an unanswered offer: the task's record if this node holds it;
+    /// if not (`NotFound`), it never takes that offer.
+    pub async fn disclaim(&self, id: &TaskId) -> Result<TaskRecord, TaskError> {
+        match &self.at {
+            At::Here(s, _) => Ok(s.disclaim(id.clone()).await?),
+            At::Peer(mesh, addr) => {
+                let request = Request::Disclaim(id.clone());
+                self.ask_for(mesh, *addr, request, one_record).await
+            }
+        }
+    }
+
     /// Kills a task for `by`; the node that holds the record checks that
     /// they may.
     pub async fn kill(&self, id: &TaskId, by: &Caller) -> Result<TaskRecord, TaskError> {

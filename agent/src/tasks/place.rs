@@ -208,14 +208,17 @@ impl Tasks {
     }
 
     /// Offers `record` to `node`. An offer without an answer may still have
-    /// been taken: the node is asked before the next one is tried, and when
-    /// that goes unanswered too, the outcome is in doubt (the task must not
-    /// be offered to another node, or it may start twice).
+    /// been taken: the node is asked before the next one is tried (and,
+    /// saying it does not hold the task, refuses the offer should it still
+    /// arrive: `mesh_protocol::disclaim`); when that goes unanswered too,
+    /// the outcome is in doubt (the task must not be offered to another
+    /// node, or it may start twice).
     async fn offer_once(&self, node: &Node, record: TaskRecord) -> Offered {
         let id = record.id.clone();
         let offer = node.offer(record).await;
         let check = match &offer {
-            Err(TaskError::Unreachable { .. }) => Some(node.get(&id).await),
+            // Asked so that a late offer is refused: a "not here" holds.
+            Err(TaskError::Unreachable { .. }) => Some(node.disclaim(&id).await),
             _ => None,
         };
         let answered = match &offer {

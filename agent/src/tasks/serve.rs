@@ -50,6 +50,7 @@ async fn answer(tasks: &Tasks, caller: Caller, request: Request) -> Reply {
             })
         }
         Request::Get(id) => one(here.get(&id).await, |r| Response::Record(Box::new(r))),
+        Request::Disclaim(id) => one(here.disclaim(&id).await, |r| Response::Record(Box::new(r))),
         // The caller is the API user the peer authenticated: a peer is
         // trusted to say so because it is a member of the mesh.
         Request::Kill { id, by } => {

@@ -57,6 +57,8 @@ pub(crate) struct Supervisor<R> {
     draining: bool,
     /// Copies of tasks other agents run, held as their keeper.
     copies: BTreeMap<TaskId, TaskRecord>,
+    /// Tasks this node said it does not hold, whose offers it refuses.
+    disclaimed: mesh_protocol::disclaim::Disclaimed,
     /// Why the last write to the store failed, until a retry succeeds:
     /// meanwhile no task is accepted or started here.
     store_error: Option<String>,
@@ -116,6 +118,7 @@ impl<R: ContainerRuntime> Supervisor<R> {
             restarted: BTreeSet::new(),
             draining: false,
             copies: BTreeMap::new(),
+            disclaimed: Default::default(),
             store_error: None,
             unsaved: BTreeSet::new(),
             unsaved_copies: BTreeSet::new(),
@@ -364,6 +367,9 @@ impl<R: ContainerRuntime> Supervisor<R> {
                     .filter_map(|r| r.offered_to.clone().map(|n| (r.clone(), n)))
                     .collect();
                 let _ = reply.send(doubts);
+            }
+            Command::Disclaim(id, reply) => {
+                let _ = reply.send(self.disclaim(id));
             }
             Command::Get(id, reply) => {
                 let _ = reply.send(

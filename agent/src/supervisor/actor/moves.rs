@@ -93,6 +93,14 @@ impl<R: ContainerRuntime> Supervisor<R> {
         if self.records.contains_key(&record.id) {
             return refuse(format!("task {} is known here already", record.id));
         }
+        if self.disclaimed.holds(&record.id, self.now_ms()) {
+            // Its offering node asked after it before this offer arrived,
+            // heard "not here", and may have placed it elsewhere.
+            return Err(SupervisorError::Conflict(format!(
+                "task {} was disclaimed here: its offer came after the question whether this node held it",
+                record.id
+            )));
+        }
         // Tasks larger than this host wait here for a larger node, and
         // never for these cores.
         let waiting = self
@@ -119,6 +127,17 @@ impl<R: ContainerRuntime> Supervisor<R> {
         self.records.insert(id.clone(), record);
         self.tell(&id);
         Ok(())
+    }
+
+    /// The record of a task whose offer went unanswered, or, when this node
+    /// does not hold it, `NotFound`, after which its offer is refused.
+    pub(super) fn disclaim(&mut self, id: TaskId) -> Result<TaskRecord, SupervisorError> {
+        if let Some(r) = self.records.get(&id) {
+            return Ok(r.clone());
+        }
+        let now = self.now_ms();
+        self.disclaimed.disclaim(id.clone(), now);
+        Err(SupervisorError::NotFound(id.to_string()))
     }
 
     /// Stops every running task so it queues again and moves elsewhere.
