@@ -122,6 +122,18 @@ impl Sink<'_> {
         Ok(())
     }
 
+    /// Resolves when the far end will read no more: a QUIC peer stopped
+    /// the stream (it dropped its side: the connection ended there) or the
+    /// connection is lost. Never for a TCP end, where a write tells.
+    pub async fn stopped(&mut self) {
+        match self {
+            Sink::Tcp(_) => std::future::pending().await,
+            Sink::Quic(send) => {
+                let _ = send.stopped().await;
+            }
+        }
+    }
+
     /// Says end-of-stream to the other side (a TCP half-close, a QUIC
     /// FIN); the other direction goes on.
     pub async fn finish(&mut self) {

@@ -2,7 +2,8 @@
 //! them, and keeps half-close: when one side stops sending, the other
 //! side's write half is shut down and the reply still flows back.
 //! `pump_within` also ends a connection that has been idle (no byte either
-//! way) for the service's idle timeout, or open for its total timeout.
+//! way) for the service's idle timeout, or open for its total timeout. A
+//! direction toward a QUIC peer ends when the peer stops the stream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,9 +46,16 @@ async fn one_way(
     loop {
         // Empty (no allocation) while the connection is idle.
         let mut chunks = Vec::new();
-        match from.read(&mut chunks).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => break,
+        // A peer that stopped reading ends this direction even while its
+        // source is silent: on the serving side of a tunnel, a silent
+        // container would otherwise hold its lease after the client's side
+        // gave up (both reads are cancel-safe).
+        let more = tokio::select! {
+            read = from.read(&mut chunks) => matches!(read, Ok(true)),
+            () = to.stopped() => false,
+        };
+        if !more {
+            break;
         }
         if let Some(a) = activity {
             a.touch();
@@ -223,6 +231,56 @@ mod tests {
         assert!(at_server == up, "the server got what the client sent");
         assert_eq!(bytes.inbound.load(Ordering::Relaxed), 8 << 20);
         assert_eq!(bytes.outbound.load(Ordering::Relaxed), 8 << 20);
+    }
+
+    /// Two connected QUIC endpoints on loopback (development TLS): the
+    /// dialling side's connection and the accepting side's.
+    async fn quic_pair() -> (quinn::Connection, quinn::Connection, [quinn::Endpoint; 2]) {
+        use crate::mesh::tls::{TlsSource, build};
+        let alpn = mesh_protocol::rpc::alpn(mesh_protocol::rpc::VERSION);
+        let node = mesh_protocol::NodeId::new("n1").unwrap();
+        let tls = build(&TlsSource::InsecureDev, &node, &alpn).unwrap();
+        let endpoint = || {
+            let mut e = quinn::Endpoint::server(tls.server.clone(), "127.0.0.1:0".parse().unwrap())
+                .unwrap();
+            e.set_default_client_config(tls.client.clone());
+            e
+        };
+        let (a, b) = (endpoint(), endpoint());
+        let addr = b.local_addr().unwrap();
+        let (dialled, accepted) = tokio::join!(
+            async { a.connect(addr, "peer").unwrap().await.unwrap() },
+            async { b.accept().await.unwrap().await.unwrap() }
+        );
+        (dialled, accepted, [a, b])
+    }
+
+    /// The serving side of a tunnel whose container says nothing: once the
+    /// client's side gives up (drops its stream), the pump ends, and the
+    /// container sees the end of its connection.
+    #[tokio::test]
+    async fn a_tunnel_ends_when_its_peer_stops_reading_though_the_container_is_silent() {
+        let (entry, serving, _endpoints) = quic_pair().await;
+        let (mut send, mut recv) = entry.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        let (mut s_send, mut s_recv) = serving.accept_bi().await.unwrap();
+        let (mut c, mut container) = tcp_pair().await;
+        let pumped = tokio::spawn(async move {
+            let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
+            pump(quic, ends(&mut c), &Bytes::default()).await;
+        });
+        let mut one = [0u8; 1];
+        container.read_exact(&mut one).await.unwrap();
+        // The client's side gives up, as its idle timeout does: it drops
+        // its stream (a FIN one way, STOP_SENDING the other).
+        send.finish().unwrap();
+        recv.stop(0u32.into()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), pumped)
+            .await
+            .expect("the serving side's pump ended")
+            .unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(container.read_to_end(&mut rest).await.unwrap(), 0);
     }
 
     /// A pumped pair: what the client and the server hold, and the pump.
