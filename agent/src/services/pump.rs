@@ -43,16 +43,17 @@ async fn one_way(
     counter: &AtomicU64,
     activity: Option<&Activity>,
 ) {
+    // A peer that stopped reading ends this direction even while its
+    // source is silent: on the serving side of a tunnel, a silent
+    // container would otherwise hold its lease after the client's side
+    // gave up (both reads are cancel-safe).
+    let mut stopped = std::pin::pin!(to.stopped());
     loop {
         // Empty (no allocation) while the connection is idle.
         let mut chunks = Vec::new();
-        // A peer that stopped reading ends this direction even while its
-        // source is silent: on the serving side of a tunnel, a silent
-        // container would otherwise hold its lease after the client's side
-        // gave up (both reads are cancel-safe).
         let more = tokio::select! {
             read = from.read(&mut chunks) => matches!(read, Ok(true)),
-            () = to.stopped() => false,
+            () = &mut stopped => false,
         };
         if !more {
             break;
