@@ -133,26 +133,6 @@ impl Sink<'_> {
         Ok(())
     }
 
-    /// A future that resolves when the far end will read no more: a QUIC
-    /// peer stopped the stream (it dropped its side: the connection ended
-    /// there) or the connection is lost. Never, for a TCP end, where a
-    /// write tells. It borrows nothing, so one serves a whole direction
-    /// (quinn registers it once, under the connection's lock).
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let quic = match self {
-            Sink::Tcp(_) => None,
-            Sink::Quic(send) => Some(send.stopped()),
-        };
-        async move {
-            match quic {
-                Some(stopped) => {
-                    let _ = stopped.await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-    }
-
     /// Says end-of-stream to the other side (a TCP half-close, a QUIC
     /// FIN); the other direction goes on.
     pub async fn finish(&mut self) {

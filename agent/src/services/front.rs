@@ -326,11 +326,19 @@ impl<M: MeshPort> Front<M> {
                 .await;
                 let (sent, received) = open.bytes.totals();
                 self.stats.traffic().carried_mesh(sent, received);
+                if ended != Ended::Closed {
+                    // Not a close: the serving node must not wait for its
+                    // container (which may say nothing) to end it.
+                    tunnel::abort(&mut t);
+                }
                 ended
             }
         };
         match ended {
             Ended::Closed => {}
+            Ended::Aborted => {
+                debug!(service = %name, client = %peer, "connection aborted: a side reset it or its connection was lost")
+            }
             Ended::Idle => {
                 debug!(service = %name, client = %peer, "connection closed: idle for the service's idle timeout")
             }

@@ -2,8 +2,11 @@
 //! them, and keeps half-close: when one side stops sending, the other
 //! side's write half is shut down and the reply still flows back.
 //! `pump_within` also ends a connection that has been idle (no byte either
-//! way) for the service's idle timeout, or open for its total timeout. A
-//! direction toward a QUIC peer ends when the peer stops the stream.
+//! way) for the service's idle timeout, or open for its total timeout.
+//! A read that fails (a reset stream or socket, a lost connection) is no
+//! half-close: it ends both directions at once, and the caller resets what
+//! it holds, so an abort crosses the mesh and a silent container does not
+//! keep its lease after the client's side gave up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,26 +40,29 @@ impl Activity {
     }
 }
 
+/// How one direction, or a connection, ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Its source ended (or its sink took no more): the other direction
+    /// goes on.
+    Ended,
+    /// Its source failed: a reset, or a lost connection.
+    Aborted,
+}
+
 async fn one_way(
     mut from: Source<'_>,
     mut to: Sink<'_>,
     counter: &AtomicU64,
     activity: Option<&Activity>,
-) {
-    // A peer that stopped reading ends this direction even while its
-    // source is silent: on the serving side of a tunnel, a silent
-    // container would otherwise hold its lease after the client's side
-    // gave up (both reads are cancel-safe).
-    let mut stopped = std::pin::pin!(to.stopped());
+) -> Way {
     loop {
         // Empty (no allocation) while the connection is idle.
         let mut chunks = Vec::new();
-        let more = tokio::select! {
-            read = from.read(&mut chunks) => matches!(read, Ok(true)),
-            () = &mut stopped => false,
-        };
-        if !more {
-            break;
+        match from.read(&mut chunks).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => return Way::Aborted,
         }
         if let Some(a) = activity {
             a.touch();
@@ -68,19 +74,37 @@ async fn one_way(
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
     to.finish().await;
+    Way::Ended
 }
 
-/// Pumps until both directions end. `client` is the client's side
-/// (`bytes.inbound` counts what it sends), `server` the container's.
+/// Both directions until both end, or until one aborts.
+async fn both_ways(up: impl Future<Output = Way>, down: impl Future<Output = Way>) -> Way {
+    let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
+    tokio::select! {
+        way = &mut up => match way {
+            Way::Aborted => Way::Aborted,
+            Way::Ended => down.await,
+        },
+        way = &mut down => match way {
+            Way::Aborted => Way::Aborted,
+            Way::Ended => up.await,
+        },
+    }
+}
+
+/// Pumps until both directions end, or one aborts. `client` is the
+/// client's side (`bytes.inbound` counts what it sends), `server` the
+/// container's.
 pub async fn pump(
     (client_read, client_write): (Source<'_>, Sink<'_>),
     (server_read, server_write): (Source<'_>, Sink<'_>),
     bytes: &Bytes,
-) {
-    tokio::join!(
+) -> Way {
+    both_ways(
         one_way(client_read, server_write, &bytes.inbound, None),
         one_way(server_read, client_write, &bytes.outbound, None),
-    );
+    )
+    .await
 }
 
 /// How long a connection may stay idle, and open in all.
@@ -95,6 +119,8 @@ pub struct Timeouts {
 pub enum Ended {
     /// Both directions ended.
     Closed,
+    /// A read failed (see [`Way::Aborted`]).
+    Aborted,
     /// No byte either way for the idle timeout.
     Idle,
     /// Open for the total timeout.
@@ -110,12 +136,10 @@ pub async fn pump_within(
     t: Timeouts,
 ) -> Ended {
     let activity = Activity::new();
-    let both = async {
-        tokio::join!(
-            one_way(client_read, server_write, &bytes.inbound, Some(&activity)),
-            one_way(server_read, client_write, &bytes.outbound, Some(&activity)),
-        )
-    };
+    let both = both_ways(
+        one_way(client_read, server_write, &bytes.inbound, Some(&activity)),
+        one_way(server_read, client_write, &bytes.outbound, Some(&activity)),
+    );
     let idle = async {
         loop {
             let due = activity.last() + t.idle;
@@ -132,7 +156,10 @@ pub async fn pump_within(
         }
     };
     tokio::select! {
-        _ = both => Ended::Closed,
+        way = both => match way {
+            Way::Ended => Ended::Closed,
+            Way::Aborted => Ended::Aborted,
+        },
         _ = idle => Ended::Idle,
         _ = total => Ended::Total,
     }
@@ -257,10 +284,11 @@ mod tests {
     }
 
     /// The serving side of a tunnel whose container says nothing: once the
-    /// client's side gives up (drops its stream), the pump ends, and the
-    /// container sees the end of its connection.
+    /// client's side gives up (resets its stream, as `front` does at a
+    /// timeout), the pump ends, and the container sees the end of its
+    /// connection.
     #[tokio::test]
-    async fn a_tunnel_ends_when_its_peer_stops_reading_though_the_container_is_silent() {
+    async fn a_reset_from_the_peer_ends_both_ways_though_the_container_is_silent() {
         let (entry, serving, _endpoints) = quic_pair().await;
         let (mut send, mut recv) = entry.open_bi().await.unwrap();
         send.write_all(b"x").await.unwrap();
@@ -268,20 +296,42 @@ mod tests {
         let (mut c, mut container) = tcp_pair().await;
         let pumped = tokio::spawn(async move {
             let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
-            pump(quic, ends(&mut c), &Bytes::default()).await;
+            pump(quic, ends(&mut c), &Bytes::default()).await
         });
         let mut one = [0u8; 1];
         container.read_exact(&mut one).await.unwrap();
-        // The client's side gives up, as its idle timeout does: it drops
-        // its stream (a FIN one way, STOP_SENDING the other).
-        send.finish().unwrap();
+        send.reset(0u32.into()).unwrap();
         recv.stop(0u32.into()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), pumped)
+        let way = tokio::time::timeout(Duration::from_secs(10), pumped)
             .await
             .expect("the serving side's pump ended")
             .unwrap();
+        assert_eq!(way, Way::Aborted);
         let mut rest = Vec::new();
         assert_eq!(container.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    /// A client that only half-closes is no abort: the reply still flows.
+    #[tokio::test]
+    async fn a_finished_stream_is_a_half_close_not_an_abort() {
+        let (entry, serving, _endpoints) = quic_pair().await;
+        let (mut send, mut recv) = entry.open_bi().await.unwrap();
+        send.write_all(b"ping").await.unwrap();
+        send.finish().unwrap();
+        let (mut s_send, mut s_recv) = serving.accept_bi().await.unwrap();
+        let (mut c, mut container) = tcp_pair().await;
+        let pumped = tokio::spawn(async move {
+            let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
+            pump(quic, ends(&mut c), &Bytes::default()).await
+        });
+        let mut got = Vec::new();
+        container.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ping");
+        container.write_all(b"pong").await.unwrap();
+        container.shutdown().await.unwrap();
+        let reply = recv.read_to_end(64).await.unwrap();
+        assert_eq!(reply, b"pong");
+        assert_eq!(pumped.await.unwrap(), Way::Ended);
     }
 
     /// A pumped pair: what the client and the server hold, and the pump.

@@ -15,7 +15,7 @@ use super::backend::{AcquireError, Backend};
 use super::ends::{Sink, Source};
 use super::ports::MeshPort;
 use super::prepull::ImagesView;
-use super::pump::pump;
+use super::pump::{Way, pump};
 use super::stats::Bytes;
 use crate::mesh::rpc::{CallError, read_frame, write_frame};
 use crate::metrics::ServiceTraffic;
@@ -79,6 +79,17 @@ impl Early {
     pub fn count(&self) -> u64 {
         self.bytes.as_ref().map_or(0, |b| b.len() as u64)
     }
+}
+
+/// The code a tunnel is reset with when its connection is aborted (a
+/// timeout, a reset, a lost connection) rather than closed.
+const ABORTED: quinn::VarInt = quinn::VarInt::from_u32(1);
+
+/// Resets both halves of a tunnel whose connection did not close cleanly:
+/// the far node's pump ends at once, whatever its container does.
+pub fn abort(t: &mut Tunnel) {
+    let _ = t.send.reset(ABORTED);
+    let _ = t.recv.stop(ABORTED);
 }
 
 /// Asks node `node` at `addr` to serve one connection of `service`, with
@@ -177,12 +188,18 @@ async fn answer(
             debug!(service = %open.service, client = %open.client, caller = ?caller, container = %lease.container, "serving a forwarded connection");
             let (sr, sw) = lease.stream.split();
             let bytes = Bytes::default();
-            pump(
+            let way = pump(
                 (Source::Quic(&mut recv), Sink::Quic(&mut send)),
                 (Source::tcp(sr), Sink::Tcp(sw)),
                 &bytes,
             )
             .await;
+            if way == Way::Aborted {
+                // The container's side failed, or the client's did: the
+                // other end hears a reset, not an end of stream.
+                let _ = send.reset(ABORTED);
+                let _ = recv.stop(ABORTED);
+            }
             // The peer is the client's side: what it sent came in.
             let (received, sent) = bytes.totals();
             here.traffic.carried_mesh(sent, received);
