@@ -84,17 +84,6 @@ impl<'a> Source<'a> {
     }
 }
 
-/// What a socket holds already, without waiting (at most `SMALL` bytes);
-/// None when nothing is there yet, or at its end (which a later read sees
-/// again).
-pub fn ready_bytes(stream: &tokio::net::TcpStream) -> Option<Bytes> {
-    let mut buf = BytesMut::with_capacity(SMALL);
-    match stream.try_read_buf(&mut buf) {
-        Ok(n) if n > 0 => Some(trimmed(buf)),
-        _ => None,
-    }
-}
-
 /// The room for the next socket read after one of `n` bytes into `size`.
 fn next_size(size: usize, n: usize) -> usize {
     if n == size {
@@ -131,6 +120,26 @@ impl Sink<'_> {
         }
         chunks.clear();
         Ok(())
+    }
+
+    /// A future that resolves when the far end will read no more: a QUIC
+    /// peer stopped the stream (it gave the connection up) or the
+    /// connection is lost. Never, for a TCP end, where a write tells. It
+    /// borrows nothing, so one serves a whole direction (quinn registers
+    /// it once).
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let quic = match self {
+            Sink::Tcp(_) => None,
+            Sink::Quic(send) => Some(send.stopped()),
+        };
+        async move {
+            match quic {
+                Some(stopped) => {
+                    let _ = stopped.await;
+                }
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Says end-of-stream to the other side (a TCP half-close, a QUIC
@@ -193,30 +202,6 @@ mod tests {
         let ptr = full.as_ptr();
         let kept = trimmed(full);
         assert_eq!(kept.as_ptr(), ptr, "a full buffer is passed on, not copied");
-    }
-
-    #[tokio::test]
-    async fn ready_bytes_takes_what_has_arrived_and_never_waits() {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, server) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
-            listener.accept().await.unwrap().0
-        });
-        let mut client = client.unwrap();
-        assert_eq!(ready_bytes(&server), None, "nothing sent yet");
-        client.write_all(b"GET k\r\n").await.unwrap();
-        server.readable().await.unwrap();
-        assert_eq!(ready_bytes(&server).as_deref(), Some(&b"GET k\r\n"[..]));
-        assert_eq!(ready_bytes(&server), None, "taken already");
-        // The end of the stream is left for the next read to see.
-        client.shutdown().await.unwrap();
-        server.readable().await.unwrap();
-        assert_eq!(ready_bytes(&server), None);
-        let mut rest = Vec::new();
-        let mut server = server;
-        let n = tokio::io::AsyncReadExt::read_to_end(&mut server, &mut rest).await;
-        assert_eq!(n.unwrap(), 0);
     }
 
     #[tokio::test]

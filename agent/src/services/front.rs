@@ -35,7 +35,7 @@ use super::ports::MeshPort;
 use super::prepull::ImagesView;
 use super::pump::{Ended, Timeouts, pump_within};
 use super::stats::{Count, Stats};
-use super::tunnel::{self, Early, Tunnel, TunnelError};
+use super::tunnel::{self, Tunnel, TunnelError};
 use crate::clock::deadline_after;
 use crate::mesh::candidates_of;
 use crate::metrics::Route;
@@ -272,8 +272,7 @@ impl<M: MeshPort> Front<M> {
         // Boxed: finding a backend (routing, calls to peers, waiting in the
         // queue) keeps its state only while it lasts, not for the life of
         // every held connection, which keeps only the pump's.
-        let mut early = Early::default();
-        let Some(found) = Box::pin(self.find(spec, (client, peer), &mut early)).await else {
+        let Some(found) = Box::pin(self.find(spec, peer)).await else {
             return false;
         };
         let timeouts = Timeouts {
@@ -286,15 +285,6 @@ impl<M: MeshPort> Front<M> {
                 setup.observe(Route::Local, accepted.elapsed());
                 let me = self.mesh.node();
                 let open = self.stats.open(name, peer, me, lease.container.clone());
-                // Read for a tunnel that did not take the connection.
-                if let Some(first) = &early.bytes {
-                    use tokio::io::AsyncWriteExt;
-                    if lease.stream.write_all(first).await.is_ok() {
-                        open.bytes
-                            .inbound
-                            .fetch_add(early.count(), std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
                 let (cr, cw) = client.split();
                 let (sr, sw) = lease.stream.split();
                 let ended = pump_within(
@@ -312,10 +302,6 @@ impl<M: MeshPort> Front<M> {
                 let setup = &self.stats.traffic().setup;
                 setup.observe(Route::Mesh, accepted.elapsed());
                 let open = self.stats.open(name, peer, node, t.container.clone());
-                // Sent with the tunnel's opening.
-                open.bytes
-                    .inbound
-                    .fetch_add(early.count(), std::sync::atomic::Ordering::Relaxed);
                 let (cr, cw) = client.split();
                 let ended = pump_within(
                     (Source::tcp(cr), Sink::Tcp(cw)),
@@ -354,12 +340,7 @@ impl<M: MeshPort> Front<M> {
     /// while no node has room waits in this node's queue (until a local
     /// container frees up, the view changes, or a backoff passes) up to the
     /// queue timeout. None: refused (counted and told).
-    async fn find(
-        &self,
-        spec: &ServiceSpec,
-        (client, peer): (&TcpStream, SocketAddr),
-        early: &mut Early,
-    ) -> Option<Found> {
+    async fn find(&self, spec: &ServiceSpec, peer: SocketAddr) -> Option<Found> {
         let name = &spec.name;
         let deadline = deadline_after(Duration::from_millis(spec.queue_timeout_ms));
         // Counted as waiting while held; dropped once a backend is found.
@@ -369,7 +350,7 @@ impl<M: MeshPort> Front<M> {
             let mut released = std::pin::pin!(self.backend.released.notified());
             // Registered now, so a container freed while routing is seen.
             released.as_mut().enable();
-            match self.route(spec, (client, peer), early).await {
+            match self.route(spec, peer).await {
                 Routed::Local(lease) => return Some(Found::Local(lease)),
                 Routed::Remote(t, node) => return Some(Found::Remote(t, node)),
                 Routed::Failed(why) => {
@@ -473,12 +454,7 @@ impl<M: MeshPort> Front<M> {
 
     /// Tries the nodes in the order the view suggests, this node last if
     /// the view did not name it (its own state is exact, the view is not).
-    async fn route(
-        &self,
-        spec: &ServiceSpec,
-        (stream, client): (&TcpStream, SocketAddr),
-        early: &mut Early,
-    ) -> Routed {
+    async fn route(&self, spec: &ServiceSpec, client: SocketAddr) -> Routed {
         let view = self.view().await;
         let me = self.mesh.node();
         let mut loads = gossiped_loads(&view, spec);
@@ -515,9 +491,8 @@ impl<M: MeshPort> Front<M> {
             else {
                 continue;
             };
-            let first = early.ready(stream);
             let asked = (&spec.name, client);
-            match tunnel::open(&self.mesh, &node, addr, asked, first, wait).await {
+            match tunnel::open(&self.mesh, &node, addr, asked, wait).await {
                 Ok(t) => return Routed::Remote(t, node),
                 Err(error) if error.is_failure() => failed = Some(Failure::Remote { node, error }),
                 Err(e) => {

@@ -5,8 +5,10 @@
 //! way) for the service's idle timeout, or open for its total timeout.
 //! A read that fails (a reset stream or socket, a lost connection) is no
 //! half-close: it ends both directions at once, and the caller resets what
-//! it holds, so an abort crosses the mesh and a silent container does not
-//! keep its lease after the client's side gave up.
+//! it holds, so an abort crosses the mesh. A direction toward a QUIC peer
+//! that stopped reading ends even while its source is silent, so a silent
+//! container does not keep its lease after the client's side gave up,
+//! half-closed or not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -56,13 +58,21 @@ async fn one_way(
     counter: &AtomicU64,
     activity: Option<&Activity>,
 ) -> Way {
+    // A QUIC peer that stops reading takes nothing more: this direction
+    // ends, seen even while its source is silent (a container that says
+    // nothing after its client half-closed and gave up). Not an abort: the
+    // other direction may still be delivering what came before.
+    let mut stopped = std::pin::pin!(to.stopped());
     loop {
         // Empty (no allocation) while the connection is idle.
         let mut chunks = Vec::new();
-        match from.read(&mut chunks).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(_) => return Way::Aborted,
+        tokio::select! {
+            read = from.read(&mut chunks) => match read {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => return Way::Aborted,
+            },
+            () = &mut stopped => break,
         }
         if let Some(a) = activity {
             a.touch();
@@ -309,6 +319,32 @@ mod tests {
         assert_eq!(way, Way::Aborted);
         let mut rest = Vec::new();
         assert_eq!(container.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    /// A client that half-closed and then gave up (its side's idle timeout:
+    /// `front` resets and stops the tunnel after the FIN went): the serving
+    /// side ends though its container says nothing.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_after_a_half_close_ends_the_tunnel() {
+        let (entry, serving, _endpoints) = quic_pair().await;
+        let (mut send, mut recv) = entry.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        send.finish().unwrap();
+        let (mut s_send, mut s_recv) = serving.accept_bi().await.unwrap();
+        let (mut c, mut container) = tcp_pair().await;
+        let pumped = tokio::spawn(async move {
+            let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
+            pump(quic, ends(&mut c), &Bytes::default()).await
+        });
+        let mut got = Vec::new();
+        container.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"x", "the half-close reached the container");
+        recv.stop(0u32.into()).unwrap();
+        let way = tokio::time::timeout(Duration::from_secs(10), pumped)
+            .await
+            .expect("the serving side's pump ended")
+            .unwrap();
+        assert_eq!(way, Way::Ended);
     }
 
     /// A client that only half-closes is no abort: the reply still flows.

@@ -56,31 +56,6 @@ impl TunnelError {
     }
 }
 
-/// The client's first bytes, read without waiting just before the first
-/// tunnel opens, so that they travel with its `TunnelOpen` rather than
-/// after the far node's answer (a round trip later). Read once; whichever
-/// backend takes the connection gets them first.
-#[derive(Debug, Default)]
-pub struct Early {
-    read: bool,
-    pub bytes: Option<bytes::Bytes>,
-}
-
-impl Early {
-    /// What the client has sent so far, read on the first call only.
-    pub fn ready(&mut self, client: &tokio::net::TcpStream) -> Option<bytes::Bytes> {
-        if !std::mem::replace(&mut self.read, true) {
-            self.bytes = super::ends::ready_bytes(client);
-        }
-        self.bytes.clone()
-    }
-
-    /// How many bytes were read early.
-    pub fn count(&self) -> u64 {
-        self.bytes.as_ref().map_or(0, |b| b.len() as u64)
-    }
-}
-
 /// The code a tunnel is reset with when its connection is aborted (a
 /// timeout, a reset, a lost connection) rather than closed.
 const ABORTED: quinn::VarInt = quinn::VarInt::from_u32(1);
@@ -92,15 +67,13 @@ pub fn abort(t: &mut Tunnel) {
     let _ = t.recv.stop(ABORTED);
 }
 
-/// Asks node `node` at `addr` to serve one connection of `service`, with
-/// the client's first bytes (`early`) after the request. Waits as long as
-/// the node may take to start containers (`wait`).
+/// Asks node `node` at `addr` to serve one connection of `service`. Waits
+/// as long as the node may take to start containers (`wait`).
 pub async fn open(
     mesh: &impl MeshPort,
     node: &NodeId,
     addr: SocketAddr,
     (service, client): (&ServiceName, SocketAddr),
-    early: Option<bytes::Bytes>,
     wait: Duration,
 ) -> Result<Tunnel, TunnelError> {
     let (mut send, mut recv) = mesh.open_tunnel(node, addr).await?;
@@ -109,11 +82,6 @@ pub async fn open(
         client,
     };
     write_frame(&mut send, &open).await?;
-    // The far node reads them only once it serves the connection; if it
-    // refuses, they go with the stream and the next node gets them too.
-    if let Some(early) = early {
-        send.write_chunk(early).await.map_err(CallError::from)?;
-    }
     let reply = tokio::time::timeout(wait, read_frame::<TunnelReply>(&mut recv))
         .await
         .map_err(|_| TunnelError::NoAnswer { addr, wait })??;
