@@ -23,7 +23,7 @@
 //! `answer` module), a few bits for most entries.
 
 mod answer;
-pub use answer::{ANSWER, answered_syn, compact_answer, expand_answer, syn_hash};
+pub use answer::{ANSWER, Answering, answered_syn, compact_answer, expand_answer, syn_hash};
 
 /// The largest gossip message the agents read off a stream and the
 /// largest they expand (chitchat keeps its messages under 65,507 bytes).

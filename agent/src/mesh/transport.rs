@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use mesh_protocol::NodeId;
+use mesh_protocol::digest_codec::Answering;
 use mesh_protocol::rpc::{KIND_IMAGE, KIND_RPC, KIND_TUNNEL};
 
 use super::admission::{self, Admit, Slots};
@@ -251,7 +252,7 @@ impl Transport for QuicTransport {
             shared: self.shared.clone(),
             inbox,
             outboxes: HashMap::new(),
-            unanswered: None,
+            answering: Answering::default(),
         }))
     }
 }
@@ -262,9 +263,8 @@ struct QuicSocket {
     shared: Arc<Shared>,
     inbox: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
     outboxes: HashMap<SocketAddr, mpsc::Sender<(Kind, Bytes)>>,
-    /// The SYN chitchat is answering (it answers each message it receives
-    /// before it takes the next), in chitchat's bytes, with its sender.
-    unanswered: Option<(SocketAddr, Vec<u8>)>,
+    /// The SYN chitchat is answering.
+    answering: Answering,
 }
 
 #[async_trait]
@@ -275,17 +275,9 @@ impl Socket for QuicSocket {
         // On the wire in the compact form (digests about 3 times smaller;
         // mesh_protocol::digest_codec), after the stream's kind byte; a
         // SYN-ACK coded against the SYN it answers.
-        let answered = match (&msg, self.unanswered.take()) {
-            (ChitchatMessage::SynAck { .. }, Some((from, syn))) if from == to => Some(syn),
-            _ => None,
-        };
-        let coded = match &answered {
-            Some(syn) => mesh_protocol::digest_codec::compact_answer(&plain, syn),
-            None => mesh_protocol::digest_codec::compact(&plain),
-        };
         let mut buf = vec![KIND_GOSSIP];
-        match coded {
-            Ok(compact) => buf.extend(compact),
+        match self.answering.compact(to, &plain) {
+            Ok((compact, _)) => buf.extend(compact),
             Err(e) => {
                 // chitchat's own serialization: never expected.
                 warn!(peer = %to, error = %e, "cannot encode a gossip message; not sent");
@@ -315,14 +307,12 @@ impl Socket for QuicSocket {
             .recv()
             .await
             .ok_or_else(|| anyhow!("QUIC endpoint closed"))?;
-        self.unanswered = match msg {
-            ChitchatMessage::Syn { .. } => {
-                let mut plain = Vec::with_capacity(msg.serialized_len());
-                msg.serialize(&mut plain);
-                Some((from, plain))
-            }
-            _ => None,
-        };
+        let syn = matches!(msg, ChitchatMessage::Syn { .. }).then(|| {
+            let mut plain = Vec::with_capacity(msg.serialized_len());
+            msg.serialize(&mut plain);
+            plain
+        });
+        self.answering.received(from, syn);
         Ok((from, msg))
     }
 }

@@ -491,8 +491,7 @@ impl<M: MeshPort> Front<M> {
             else {
                 continue;
             };
-            let asked = (&spec.name, client);
-            match tunnel::open(&self.mesh, &node, addr, asked, wait).await {
+            match tunnel::open(&self.mesh, &node, addr, &spec.name, client, wait).await {
                 Ok(t) => return Routed::Remote(t, node),
                 Err(error) if error.is_failure() => failed = Some(Failure::Remote { node, error }),
                 Err(e) => {

@@ -293,21 +293,41 @@ mod tests {
         (dialled, accepted, [a, b])
     }
 
+    /// A tunnel's serving side pumping between a QUIC stream and a
+    /// container (a loopback socket), after the client's side wrote
+    /// `first` (and finished, if `finish`): the client's side's stream, the
+    /// container's socket and the pump.
+    async fn serving(
+        first: &[u8],
+        finish: bool,
+    ) -> (
+        (quinn::SendStream, quinn::RecvStream),
+        TcpStream,
+        tokio::task::JoinHandle<Way>,
+        (quinn::Connection, quinn::Connection, [quinn::Endpoint; 2]),
+    ) {
+        let (entry, serving, endpoints) = quic_pair().await;
+        let (mut send, recv) = entry.open_bi().await.unwrap();
+        send.write_all(first).await.unwrap();
+        if finish {
+            send.finish().unwrap();
+        }
+        let (mut s_send, mut s_recv) = serving.accept_bi().await.unwrap();
+        let (mut c, container) = tcp_pair().await;
+        let pumped = tokio::spawn(async move {
+            let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
+            pump(quic, ends(&mut c), &Bytes::default()).await
+        });
+        ((send, recv), container, pumped, (entry, serving, endpoints))
+    }
+
     /// The serving side of a tunnel whose container says nothing: once the
     /// client's side gives up (resets its stream, as `front` does at a
     /// timeout), the pump ends, and the container sees the end of its
     /// connection.
     #[tokio::test]
     async fn a_reset_from_the_peer_ends_both_ways_though_the_container_is_silent() {
-        let (entry, serving, _endpoints) = quic_pair().await;
-        let (mut send, mut recv) = entry.open_bi().await.unwrap();
-        send.write_all(b"x").await.unwrap();
-        let (mut s_send, mut s_recv) = serving.accept_bi().await.unwrap();
-        let (mut c, mut container) = tcp_pair().await;
-        let pumped = tokio::spawn(async move {
-            let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
-            pump(quic, ends(&mut c), &Bytes::default()).await
-        });
+        let ((mut send, mut recv), mut container, pumped, _quic) = serving(b"x", false).await;
         let mut one = [0u8; 1];
         container.read_exact(&mut one).await.unwrap();
         send.reset(0u32.into()).unwrap();
@@ -326,16 +346,7 @@ mod tests {
     /// side ends though its container says nothing.
     #[tokio::test]
     async fn a_peer_that_stops_reading_after_a_half_close_ends_the_tunnel() {
-        let (entry, serving, _endpoints) = quic_pair().await;
-        let (mut send, mut recv) = entry.open_bi().await.unwrap();
-        send.write_all(b"x").await.unwrap();
-        send.finish().unwrap();
-        let (mut s_send, mut s_recv) = serving.accept_bi().await.unwrap();
-        let (mut c, mut container) = tcp_pair().await;
-        let pumped = tokio::spawn(async move {
-            let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
-            pump(quic, ends(&mut c), &Bytes::default()).await
-        });
+        let ((_send, mut recv), mut container, pumped, _quic) = serving(b"x", true).await;
         let mut got = Vec::new();
         container.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"x", "the half-close reached the container");
@@ -350,16 +361,7 @@ mod tests {
     /// A client that only half-closes is no abort: the reply still flows.
     #[tokio::test]
     async fn a_finished_stream_is_a_half_close_not_an_abort() {
-        let (entry, serving, _endpoints) = quic_pair().await;
-        let (mut send, mut recv) = entry.open_bi().await.unwrap();
-        send.write_all(b"ping").await.unwrap();
-        send.finish().unwrap();
-        let (mut s_send, mut s_recv) = serving.accept_bi().await.unwrap();
-        let (mut c, mut container) = tcp_pair().await;
-        let pumped = tokio::spawn(async move {
-            let quic = (Source::Quic(&mut s_recv), Sink::Quic(&mut s_send));
-            pump(quic, ends(&mut c), &Bytes::default()).await
-        });
+        let ((_send, mut recv), mut container, pumped, _quic) = serving(b"ping", true).await;
         let mut got = Vec::new();
         container.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"ping");

@@ -73,7 +73,8 @@ pub async fn open(
     mesh: &impl MeshPort,
     node: &NodeId,
     addr: SocketAddr,
-    (service, client): (&ServiceName, SocketAddr),
+    service: &ServiceName,
+    client: SocketAddr,
     wait: Duration,
 ) -> Result<Tunnel, TunnelError> {
     let (mut send, mut recv) = mesh.open_tunnel(node, addr).await?;

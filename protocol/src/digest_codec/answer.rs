@@ -27,6 +27,8 @@
 //! the `NEWER` entries in the SYN's order, the listed entries as a compact
 //! digest, then the delta as chitchat wrote it.
 
+use std::net::SocketAddr;
+
 use super::{
     CodecError, MAGIC, Reader, SYN, SYN_ACK, VERSION, Writer, compact_digest, expand_digest,
     put_varint,
@@ -75,6 +77,40 @@ pub fn answered_syn(compact: &[u8]) -> Option<u64> {
             Some(u64::from_le_bytes(a))
         }
         _ => None,
+    }
+}
+
+/// Which Syn a node's next SynAck answers, for its transport: chitchat
+/// answers each message it receives before it takes the next, so it is
+/// the last message received, when that was a Syn from the node the
+/// SynAck goes to.
+#[derive(Debug, Default)]
+pub struct Answering(Option<(SocketAddr, Vec<u8>)>);
+
+impl Answering {
+    /// A message came from `from`: `syn` holds its chitchat bytes when it
+    /// is a Syn.
+    pub fn received(&mut self, from: SocketAddr, syn: Option<Vec<u8>>) {
+        self.0 = syn.map(|s| (from, s));
+    }
+
+    /// A message to `to` (chitchat's bytes) in the compact form: a SynAck
+    /// that answers the Syn just received from `to` is coded against it
+    /// (returned too), anything else compacted alone.
+    pub fn compact(
+        &mut self,
+        to: SocketAddr,
+        plain: &[u8],
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), CodecError> {
+        let answered = match (self.0.take(), plain.get(3)) {
+            (Some((from, syn)), Some(&SYN_ACK)) if from == to => Some(syn),
+            _ => None,
+        };
+        let coded = match &answered {
+            Some(syn) => compact_answer(plain, syn)?,
+            None => super::compact(plain)?,
+        };
+        Ok((coded, answered))
     }
 }
 

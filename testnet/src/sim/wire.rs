@@ -4,12 +4,10 @@
 //! what the agents' wire carries, and both sizes are counted.
 //!
 //! As in the agents, a SYN-ACK is coded against the SYN it answers
-//! (`digest_codec::compact_answer`): a node keeps the last SYN it received
-//! from each peer until it answers it. The initiator expands the answer
+//! (`digest_codec::Answering`, the same code as theirs). The initiator expands the answer
 //! against the SYN it sent, which is that SYN byte for byte; here the
 //! answering side's copy stands in for it.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use chitchat::transport::{ChannelTransport, Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
-use mesh_protocol::digest_codec;
+use mesh_protocol::digest_codec::{self, Answering};
 
 /// Bytes sent, in chitchat's form and in the compact one.
 #[derive(Debug, Default)]
@@ -74,7 +72,7 @@ impl Transport for CompactWire {
         Ok(Box::new(CompactSocket {
             inner: self.inner.open(listen_addr).await?,
             bytes: self.bytes.clone(),
-            unanswered: HashMap::new(),
+            answering: Answering::default(),
             coded_answers: self.coded_answers,
         }))
     }
@@ -83,9 +81,8 @@ impl Transport for CompactWire {
 struct CompactSocket {
     inner: Box<dyn Socket>,
     bytes: Arc<WireBytes>,
-    /// The last SYN received from each peer, in chitchat's bytes, until it
-    /// is answered.
-    unanswered: HashMap<SocketAddr, Vec<u8>>,
+    /// The SYN being answered, as in the agents' transport.
+    answering: Answering,
     coded_answers: bool,
 }
 
@@ -94,21 +91,13 @@ impl Socket for CompactSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
         let mut plain = Vec::with_capacity(msg.serialized_len());
         msg.serialize(&mut plain);
-        let syn = match msg {
-            ChitchatMessage::SynAck { .. } => self.unanswered.remove(&to),
-            _ => None,
-        };
-        let (compact, expanded) = match &syn {
-            Some(syn) => {
-                let coded = digest_codec::compact_answer(&plain, syn)?;
-                let back = digest_codec::expand_answer(&coded, syn, digest_codec::MAX_MESSAGE)?;
-                (coded, back)
-            }
+        let (compact, syn) = self.answering.compact(to, &plain)?;
+        let expanded = match &syn {
+            Some(syn) => digest_codec::expand_answer(&compact, syn, digest_codec::MAX_MESSAGE)?,
             None => {
-                let coded = digest_codec::compact(&plain)?;
-                let back = digest_codec::expand(&coded, digest_codec::MAX_MESSAGE)?;
+                let back = digest_codec::expand(&compact, digest_codec::MAX_MESSAGE)?;
                 anyhow::ensure!(back == plain, "the compact form did not round-trip");
-                (coded, back)
+                back
             }
         };
         self.bytes
@@ -124,11 +113,12 @@ impl Socket for CompactSocket {
 
     async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
         let (from, msg) = self.inner.recv().await?;
-        if self.coded_answers && matches!(msg, ChitchatMessage::Syn { .. }) {
+        let syn = (self.coded_answers && matches!(msg, ChitchatMessage::Syn { .. })).then(|| {
             let mut plain = Vec::with_capacity(msg.serialized_len());
             msg.serialize(&mut plain);
-            self.unanswered.insert(from, plain);
-        }
+            plain
+        });
+        self.answering.received(from, syn);
         Ok((from, msg))
     }
 }

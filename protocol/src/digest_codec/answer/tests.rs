@@ -126,6 +126,31 @@ fn an_empty_mesh_and_a_stranger_round_trip() {
     );
 }
 
+#[test]
+fn a_syn_ack_is_coded_only_against_the_syn_just_received_from_its_peer() {
+    let (a, b): (std::net::SocketAddr, std::net::SocketAddr) = (
+        "10.0.0.1:7946".parse().unwrap(),
+        "10.0.0.2:7946".parse().unwrap(),
+    );
+    let syn = syn(&mesh(5), "c");
+    let answer = syn_ack(&mesh(5), b"");
+    let mut answering = Answering::default();
+    answering.received(a, Some(syn.clone()));
+    // To another peer: compacted alone (and the Syn counts as answered).
+    let (other, against) = answering.compact(b, &answer).unwrap();
+    assert_eq!((other[0], against), (SYN_ACK, None));
+    answering.received(a, Some(syn.clone()));
+    let (coded, against) = answering.compact(a, &answer).unwrap();
+    assert_eq!(coded[0], ANSWER);
+    assert_eq!(against.as_deref(), Some(&syn[..]));
+    // Used once.
+    assert_eq!(answering.compact(a, &answer).unwrap().0[0], SYN_ACK);
+    // A message received in between (not a Syn) ends it.
+    answering.received(a, Some(syn));
+    answering.received(a, None);
+    assert_eq!(answering.compact(a, &answer).unwrap().0[0], SYN_ACK);
+}
+
 /// An answering node's digest made from the SYN's: entries dropped,
 /// heartbeats and versions moved, strangers added.
 fn answer_to(theirs: Vec<Node>) -> impl Strategy<Value = (Vec<Node>, Vec<Node>)> {
