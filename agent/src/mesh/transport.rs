@@ -487,10 +487,10 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
                 }
                 let stream = OpenStream(open.clone());
                 let (shared, caller, budget) = (shared.clone(), caller.clone(), budget.clone());
-                tokio::spawn(async move {
-                    serve_stream(shared, caller, budget, send, recv).await;
-                    drop(stream);
-                });
+                // Spawned as it is: a wrapping block would keep every
+                // argument twice (its captures and the call's) for as long
+                // as the stream is open.
+                tokio::spawn(serve_stream(shared, caller, budget, send, recv, stream));
             }
         }
     };
@@ -505,7 +505,7 @@ fn raise_stream_limit(in_use: usize, limit: u32) -> Option<u32> {
         .then(|| limit.saturating_mul(2).min(tls::MAX_BIDI_STREAMS))
 }
 
-/// Counts a stream as open until dropped.
+/// Counts a stream as open until dropped (with its `serve_stream`).
 struct OpenStream(Arc<AtomicUsize>);
 
 impl Drop for OpenStream {
@@ -522,16 +522,16 @@ async fn serve_stream(
     budget: Arc<Semaphore>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    _open: OpenStream,
 ) {
-    let mut kind = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, recv.read_exact(&mut kind)).await {
-        Ok(Ok(())) => {}
-        _ => {
-            shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    }
-    match kind[0] {
+    // Boxed: the wait for the kind byte (a timer and a read) is over once
+    // it came, but in this future's state it would stay for as long as a
+    // forwarded connection is held.
+    let Some(kind) = Box::pin(read_kind(&mut recv)).await else {
+        shared.refusals.messages.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    match kind {
         KIND_RPC => {
             Box::pin(super::rpc::serve_call(
                 send,
@@ -542,7 +542,7 @@ async fn serve_stream(
             ))
             .await
         }
-        KIND_TUNNEL | KIND_IMAGE => match shared.handlers.streams(kind[0]) {
+        KIND_TUNNEL | KIND_IMAGE => match shared.handlers.streams(kind) {
             Some(serve) => serve(caller, send, recv).await,
             None => {
                 let _ = send.reset(0u32.into());
@@ -553,6 +553,15 @@ async fn serve_stream(
             warn!(caller = ?caller, kind = other, "refused a stream of unknown kind");
             let _ = send.reset(0u32.into());
         }
+    }
+}
+
+/// A stream's first byte, its kind; None if it does not come in time.
+async fn read_kind(recv: &mut quinn::RecvStream) -> Option<u8> {
+    let mut kind = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, recv.read_exact(&mut kind)).await {
+        Ok(Ok(())) => Some(kind[0]),
+        _ => None,
     }
 }
 

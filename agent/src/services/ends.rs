@@ -127,19 +127,16 @@ impl Sink<'_> {
     /// connection is lost. Never, for a TCP end, where a write tells. It
     /// borrows nothing, so one serves a whole direction (quinn registers
     /// it once).
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let quic = match self {
+    pub fn stopped(&self) -> Stopped {
+        Stopped(match self {
             Sink::Tcp(_) => None,
-            Sink::Quic(send) => Some(send.stopped()),
-        };
-        async move {
-            match quic {
-                Some(stopped) => {
+            Sink::Quic(send) => {
+                let stopped = send.stopped();
+                Some(Box::pin(async move {
                     let _ = stopped.await;
-                }
-                None => std::future::pending().await,
+                }))
             }
-        }
+        })
     }
 
     /// Says end-of-stream to the other side (a TCP half-close, a QUIC
@@ -152,6 +149,34 @@ impl Sink<'_> {
             Sink::Quic(send) => {
                 let _ = send.finish();
             }
+        }
+    }
+}
+
+/// See [`Sink::stopped`]. Quinn's wait is boxed (about 200 bytes, only
+/// toward a QUIC peer), so a direction toward a TCP socket, which never
+/// needs it, keeps a pointer in its state for every held connection, not
+/// the whole wait.
+pub struct Stopped(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl std::fmt::Debug for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Stopped")
+            .field(&self.0.as_ref().map(|_| "quic"))
+            .finish()
+    }
+}
+
+impl Future for Stopped {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.0.as_mut() {
+            Some(wait) => wait.as_mut().poll(cx),
+            None => std::task::Poll::Pending,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! container does not keep its lease after the client's side gave up,
 //! half-closed or not.
 
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ async fn one_way(
     // ends, seen even while its source is silent (a container that says
     // nothing after its client half-closed and gave up). Not an abort: the
     // other direction may still be delivering what came before.
-    let mut stopped = std::pin::pin!(to.stopped());
+    let mut stopped = to.stopped();
     loop {
         // Empty (no allocation) while the connection is idle.
         let mut chunks = Vec::new();
@@ -87,15 +88,21 @@ async fn one_way(
     Way::Ended
 }
 
-/// Both directions until both end, or until one aborts.
-async fn both_ways(up: impl Future<Output = Way>, down: impl Future<Output = Way>) -> Way {
-    let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
+/// Both directions until both end, or until one aborts. The directions
+/// are pinned by the caller, in its own state: a future passed by value
+/// and pinned here would be kept twice in this one's state (rustc keeps
+/// the argument's slot beside the pinned copy), about 1.2 KB more for every
+/// held connection.
+async fn both_ways(
+    mut up: Pin<&mut impl Future<Output = Way>>,
+    mut down: Pin<&mut impl Future<Output = Way>>,
+) -> Way {
     tokio::select! {
-        way = &mut up => match way {
+        way = up.as_mut() => match way {
             Way::Aborted => Way::Aborted,
             Way::Ended => down.await,
         },
-        way = &mut down => match way {
+        way = down.as_mut() => match way {
             Way::Aborted => Way::Aborted,
             Way::Ended => up.await,
         },
@@ -110,11 +117,9 @@ pub async fn pump(
     (server_read, server_write): (Source<'_>, Sink<'_>),
     bytes: &Bytes,
 ) -> Way {
-    both_ways(
-        one_way(client_read, server_write, &bytes.inbound, None),
-        one_way(server_read, client_write, &bytes.outbound, None),
-    )
-    .await
+    let up = pin!(one_way(client_read, server_write, &bytes.inbound, None));
+    let down = pin!(one_way(server_read, client_write, &bytes.outbound, None));
+    both_ways(up, down).await
 }
 
 /// How long a connection may stay idle, and open in all.
@@ -146,32 +151,44 @@ pub async fn pump_within(
     t: Timeouts,
 ) -> Ended {
     let activity = Activity::new();
-    let both = both_ways(
-        one_way(client_read, server_write, &bytes.inbound, Some(&activity)),
-        one_way(server_read, client_write, &bytes.outbound, Some(&activity)),
-    );
-    let idle = async {
+    let up = pin!(one_way(
+        client_read,
+        server_write,
+        &bytes.inbound,
+        Some(&activity)
+    ));
+    let down = pin!(one_way(
+        server_read,
+        client_write,
+        &bytes.outbound,
+        Some(&activity)
+    ));
+    // Pinned here and polled by reference: `select!` would otherwise move
+    // it into a second slot of this future's state.
+    let mut both = pin!(both_ways(up, down));
+    // One timer for both limits: a timer is about 100 bytes of every held
+    // connection's state.
+    let limits = async {
         loop {
-            let due = activity.last() + t.idle;
-            if Instant::now() >= due {
-                return;
+            let now = Instant::now();
+            let total_due = t.total.map(|total| activity.start + total);
+            if total_due.is_some_and(|due| now >= due) {
+                return Ended::Total;
             }
+            let idle_due = activity.last() + t.idle;
+            if now >= idle_due {
+                return Ended::Idle;
+            }
+            let due = total_due.map_or(idle_due, |total| total.min(idle_due));
             tokio::time::sleep_until(due).await;
         }
     };
-    let total = async {
-        match t.total {
-            Some(total) => tokio::time::sleep_until(activity.start + total).await,
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
-        way = both => match way {
+        way = &mut both => match way {
             Way::Ended => Ended::Closed,
             Way::Aborted => Ended::Aborted,
         },
-        _ = idle => Ended::Idle,
-        _ = total => Ended::Total,
+        ended = limits => ended,
     }
 }
 

@@ -115,34 +115,48 @@ pub async fn serve(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let open = match tokio::time::timeout(OPEN_TIMEOUT, read_frame::<TunnelOpen>(&mut recv)).await {
-        Ok(Ok(Some(open))) => open,
-        other => {
-            warn!(caller = ?caller, answer = ?other.map(|r| r.map(|_| ())), "refused a malformed forwarded connection");
+    // Boxed, and `answer` borrows what this future owns: the wait for the
+    // `TunnelOpen` and a second copy of each argument would otherwise stay
+    // in the state of every held connection.
+    let open = match Box::pin(read_open(&mut recv)).await {
+        Ok(open) => open,
+        Err(why) => {
+            warn!(caller = ?caller, answer = %why, "refused a malformed forwarded connection");
             let _ = send.reset(0u32.into());
             return;
         }
     };
     let span = debug_span!("conn", service = %open.service, client = %open.client, from = ?caller);
-    answer(here, open, caller, send, recv)
+    answer(&here, &open, &caller, &mut send, &mut recv)
         .instrument(span)
         .await
 }
 
+/// The `TunnelOpen` a forwarded connection starts with, or what came
+/// instead (for the log).
+async fn read_open(recv: &mut quinn::RecvStream) -> Result<TunnelOpen, String> {
+    match tokio::time::timeout(OPEN_TIMEOUT, read_frame::<TunnelOpen>(recv)).await {
+        Ok(Ok(Some(open))) => Ok(open),
+        Ok(Ok(None)) => Err("the stream ended".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("nothing within {OPEN_TIMEOUT:?}")),
+    }
+}
+
 /// Serves a forwarded connection once its `TunnelOpen` arrived.
 async fn answer(
-    here: Here,
-    open: TunnelOpen,
-    caller: Option<String>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    here: &Here,
+    open: &TunnelOpen,
+    caller: &Option<String>,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
 ) {
     // A peer whose view is a round old may not know our pull failed yet:
     // say so rather than pull again for its client.
     let image = here.images.borrow().statuses.get(&open.service).cloned();
     if let Some(ImageStatus::Failed(why)) = image {
         let reply = TunnelReply::Failed(format!("this node cannot get the image: {why}"));
-        let _ = write_frame(&mut send, &reply).await;
+        let _ = write_frame(send, &reply).await;
         let _ = send.finish();
         return;
     }
@@ -151,14 +165,14 @@ async fn answer(
             let ready = TunnelReply::Ready {
                 container: lease.container.clone(),
             };
-            if write_frame(&mut send, &ready).await.is_err() {
+            if write_frame(send, &ready).await.is_err() {
                 return;
             }
             debug!(service = %open.service, client = %open.client, caller = ?caller, container = %lease.container, "serving a forwarded connection");
             let (sr, sw) = lease.stream.split();
             let bytes = Bytes::default();
             let way = pump(
-                (Source::Quic(&mut recv), Sink::Quic(&mut send)),
+                (Source::Quic(recv), Sink::Quic(send)),
                 (Source::tcp(sr), Sink::Tcp(sw)),
                 &bytes,
             )
@@ -182,7 +196,7 @@ async fn answer(
         Err(e) if e.is_failure() => TunnelReply::Failed(e.to_string()),
         Err(e) => TunnelReply::Full(e.to_string()),
     };
-    let _ = write_frame(&mut send, &reply).await;
+    let _ = write_frame(send, &reply).await;
     let _ = send.finish();
 }
 
