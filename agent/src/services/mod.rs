@@ -29,6 +29,7 @@ pub mod ports;
 pub mod prepull;
 pub mod pump;
 pub mod registry;
+mod source_ports;
 pub mod stats;
 pub mod tunnel;
 
