@@ -490,7 +490,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
                 // Spawned as it is: a wrapping block would keep every
                 // argument twice (its captures and the call's) for as long
                 // as the stream is open.
-                tokio::spawn(serve_stream(shared, caller, budget, send, recv, stream));
+                tokio::spawn(serve_stream(stream, shared, caller, budget, send, recv));
             }
         }
     };
@@ -517,12 +517,14 @@ impl Drop for OpenStream {
 /// Serves one bidirectional stream by its kind byte: a call, a forwarded
 /// service connection, or an image sent to a peer.
 async fn serve_stream(
+    // First, so it drops last (arguments drop in reverse): the stream
+    // counts as open until its halves are gone.
+    _open: OpenStream,
     shared: Arc<Shared>,
     caller: Caller,
     budget: Arc<Semaphore>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    _open: OpenStream,
 ) {
     // Boxed: the wait for the kind byte (a timer and a read) is over once
     // it came, but in this future's state it would stay for as long as a

@@ -29,7 +29,6 @@ pub mod ports;
 pub mod prepull;
 pub mod pump;
 pub mod registry;
-mod source_ports;
 pub mod stats;
 pub mod tunnel;
 

@@ -26,7 +26,6 @@ use crate::images::Pulls;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::services::plan::Started;
 use crate::services::ports::Cores;
-use crate::services::source_ports;
 use actor::{Actor, Cmd, Granted, Snapshot};
 
 /// How long a pool instance may take to accept a connection.
@@ -151,8 +150,7 @@ impl Backend {
             Granted::Instance(started) => {
                 let release = self.release_guard(name, &started);
                 let connected =
-                    tokio::time::timeout(CONNECT_TIMEOUT, source_ports::connect(started.addr))
-                        .await;
+                    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(started.addr)).await;
                 let cause = match connected {
                     Ok(Ok(stream)) => {
                         let _ = stream.set_nodelay(true);
