@@ -355,6 +355,69 @@ async fn a_peer_that_opens_many_connections_keeps_only_its_newest() {
     );
 }
 
+/// Opens a stream, writes `bytes` and finishes: what came back, or how
+/// the stream was reset.
+async fn stream_answer(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    let _ = send.finish();
+    tokio::time::timeout(Duration::from_secs(15), recv.read_to_end(1 << 20))
+        .await
+        .expect("the agent answered or reset the stream")
+        .map_err(|e| e.to_string())
+}
+
+/// Streams a member may open with anything in them: no kind byte, an
+/// unknown kind, a forwarded connection whose `TunnelOpen` is garbage,
+/// truncated, oversized or names no service. Each is reset or ended with
+/// no answer, or told why (an unknown service), and the agent goes on.
+#[tokio::test]
+async fn malformed_streams_get_no_answer_and_the_agent_goes_on() {
+    use mesh_protocol::rpc::{KIND_TUNNEL, MAX_FRAME, TunnelOpen, TunnelReply, frame};
+    let target = setup().start(&[]).await;
+    let endpoint = client("odd", None);
+    let conn = endpoint
+        .connect(quic_addr(&target), "x")
+        .unwrap()
+        .await
+        .unwrap();
+    let tunnel = |body: &[u8]| [&[KIND_TUNNEL][..], body].concat();
+    let oversized = ((MAX_FRAME + 1) as u32).to_be_bytes();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("no kind byte", vec![]),
+        ("an unknown kind", vec![0xEE, 1, 2, 3]),
+        ("a tunnel without its TunnelOpen", tunnel(b"")),
+        ("a truncated length", tunnel(&[0, 0])),
+        ("a frame longer than the stream", tunnel(&[0, 0, 0, 9, 1])),
+        (
+            "garbage in the frame",
+            tunnel(&[0, 0, 0, 3, 0xff, 0xff, 0xff]),
+        ),
+        ("an oversized frame", tunnel(&oversized)),
+    ];
+    for (what, bytes) in cases {
+        let answer = stream_answer(&conn, &bytes).await;
+        assert!(
+            answer.as_ref().is_ok_and(|b| b.is_empty()) || answer.is_err(),
+            "{what}: reset or ended with no answer, got {answer:?}"
+        );
+    }
+    // A well-formed one for a service nobody defined: told so, in a frame.
+    let open = TunnelOpen {
+        service: mesh_protocol::ServiceName::new("nothing-here").unwrap(),
+        client: "127.0.0.1:1".parse().unwrap(),
+    };
+    let answer = stream_answer(&conn, &tunnel(&frame(&open).unwrap()))
+        .await
+        .unwrap();
+    let reply: TunnelReply = mesh_protocol::wire::decode(&answer[4..]).unwrap();
+    assert!(
+        matches!(&reply, TunnelReply::Full(why) if why.contains("nothing-here")),
+        "{reply:?}"
+    );
+    target.api.client().peers().await.unwrap();
+}
+
 /// Sends one gossip message on a stream of its own, in the wire's compact
 /// form; bytes that are no chitchat message go as they are.
 async fn send_gossip(conn: &quinn::Connection, message: &[u8]) {

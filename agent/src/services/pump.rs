@@ -338,6 +338,14 @@ mod tests {
         ((send, recv), container, pumped, (entry, serving, endpoints))
     }
 
+    /// How the serving side's pump ended (within 10 s).
+    async fn ended(pumped: tokio::task::JoinHandle<Way>) -> Way {
+        tokio::time::timeout(Duration::from_secs(10), pumped)
+            .await
+            .expect("the serving side's pump ended")
+            .unwrap()
+    }
+
     /// The serving side of a tunnel whose container says nothing: once the
     /// client's side gives up (resets its stream, as `front` does at a
     /// timeout), the pump ends, and the container sees the end of its
@@ -349,10 +357,7 @@ mod tests {
         container.read_exact(&mut one).await.unwrap();
         send.reset(0u32.into()).unwrap();
         recv.stop(0u32.into()).unwrap();
-        let way = tokio::time::timeout(Duration::from_secs(10), pumped)
-            .await
-            .expect("the serving side's pump ended")
-            .unwrap();
+        let way = ended(pumped).await;
         assert_eq!(way, Way::Aborted);
         let mut rest = Vec::new();
         assert_eq!(container.read_to_end(&mut rest).await.unwrap(), 0);
@@ -368,10 +373,7 @@ mod tests {
         container.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"x", "the half-close reached the container");
         recv.stop(0u32.into()).unwrap();
-        let way = tokio::time::timeout(Duration::from_secs(10), pumped)
-            .await
-            .expect("the serving side's pump ended")
-            .unwrap();
+        let way = ended(pumped).await;
         assert_eq!(way, Way::Ended);
     }
 
